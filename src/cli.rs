@@ -1,0 +1,180 @@
+//! The command line: argument definitions only. Parsing lives here, behaviour in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dtype::{parse_cast, DType, NarrowFloatPolicy};
+use crate::source::Format;
+
+const AFTER_HELP: &str = "\
+Inputs are recognised by content: safetensors, a checkpoint (prefix or .index), a SavedModel
+directory, a TFRecord (plain, GZIP or ZLIB) of serialized TensorProtos, or a bare TensorProto.
+
+Exit status: 0 success, 1 conversion failed (bad or corrupt input, checksum mismatch, I/O),
+2 usage error.
+
+Examples:
+  tensor2npy convert model.safetensors -o model.npz
+  tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
+  tensor2npy convert saved_model/ --select 'dense*' -o w.npz
+  tensor2npy convert data.tfrecord.gz --stack -o data.npy
+  tensor2npy list --json ckpt/model-100";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tensor2npy",
+    version,
+    about = "Convert TensorFlow checkpoints, SavedModel variables, TensorProto blobs, TFRecords and safetensors into NumPy .npy/.npz files",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert tensors to .npy / .npz
+    #[command(after_help = CONVERT_AFTER_HELP)]
+    Convert(ConvertArgs),
+    /// List tensors (name, dtype, shape, bytes, kind) without converting them
+    List(ListArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell to print a completion script for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+const CONVERT_AFTER_HELP: &str = "\
+Output (-o):
+  X.npz   one archive with every selected tensor (--compress deflates members)
+  X.npy   exactly one tensor must be selected
+  -       standard output: one tensor as .npy, or an .npz stream with --to npz
+  DIR     any other path: a directory with one .npy per tensor ('/' in names makes subdirectories)
+  (none)  IN.ext becomes IN.npz beside the input (--to npy: a directory IN/)
+With several inputs and -o DIR --to npz, each input becomes DIR/<stem>.npz.
+With several inputs into one .npz or directory, names are prefixed by '<stem>/'.
+
+Data types: f16 f32 f64 ints bool complex are kept (little-endian); bfloat16 and float8 widen to
+<f4 (or keep their bits with --bf16 bits / --f8 bits); quantized types become their integer type;
+int4/uint4/int2/uint2 become int8/uint8; strings become |S<maxlen>.
+Output is written atomically: on failure nothing is left at the output path.";
+
+/// Options shared by `convert` and `list`: what to read, and which tensors.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
+    /// TensorProto, or - for standard input
+    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
+    pub inputs: Vec<PathBuf>,
+
+    /// Read the inputs as this format instead of sniffing their content
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub from: Option<Format>,
+
+    /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
+    #[arg(long = "select", value_name = "GLOB")]
+    pub select: Vec<String>,
+
+    /// Drop tensors whose name matches GLOB (repeatable)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH
+    #[arg(long)]
+    pub include_internal: bool,
+
+    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>
+    #[arg(long)]
+    pub stack: bool,
+
+    /// Checkpoints: do not verify the CRC32C of each entry
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Treat skipped entries (checkpoint variants such as iterator state) as errors
+    #[arg(long)]
+    pub strict: bool,
+
+    /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
+    #[arg(long, value_name = "BYTES", default_value_t = crate::source::tensorproto::DEFAULT_MAX_FILL_BYTES)]
+    pub max_fill_bytes: u64,
+
+    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+    pub max_decompressed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputKind {
+    Npy,
+    Npz,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)
+    #[arg(short, long, value_name = "PATH", value_hint = clap::ValueHint::AnyPath)]
+    pub output: Option<PathBuf>,
+
+    /// Output kind where -o does not say: npz (an archive) or npy (.npy files)
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub to: Option<OutputKind>,
+
+    /// Deflate .npz members, like np.savez_compressed
+    #[arg(long)]
+    pub compress: bool,
+
+    /// bfloat16: widen to float32 (<f4), or keep the raw bits as <u2
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub bf16: NarrowFloatPolicy,
+
+    /// float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub f8: NarrowFloatPolicy,
+
+    /// Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
+    pub cast: Vec<(DType, DType)>,
+
+    /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
+    #[arg(long)]
+    pub skip_unsupported: bool,
+
+    /// Silence notes and warnings (errors are still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Bytes read and converted at a time; bounds memory use
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
+    pub chunk_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Print one JSON document (an array of objects) instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// bfloat16 policy used for the npy_dtype column
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub bf16: NarrowFloatPolicy,
+
+    /// float8 policy used for the npy_dtype column
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub f8: NarrowFloatPolicy,
+
+    /// Casts used for the npy_dtype column
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
+    pub cast: Vec<(DType, DType)>,
+}

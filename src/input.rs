@@ -1,0 +1,269 @@
+//! Opening inputs: files read by positioned reads (so memory never grows with the file), standard
+//! input and compressed streams spooled to an anonymous temporary file, and content sniffing.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+/// A byte range of an open file, read with `pread` so that readers can share one handle.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl FileRange {
+    pub fn whole(file: File) -> Result<FileRange> {
+        let len = file.metadata().context("cannot stat input")?.len();
+        Ok(FileRange {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// A sub-range; fails when it reaches past this range's end.
+    pub fn slice(&self, offset: u64, len: u64) -> Result<FileRange> {
+        let end = offset.checked_add(len);
+        match end {
+            Some(end) if end <= self.len => Ok(FileRange {
+                file: self.file.clone(),
+                offset: self.offset + offset,
+                len,
+            }),
+            _ => bail!(
+                "{len} bytes at offset {offset} reach past the end of the data ({} bytes)",
+                self.len
+            ),
+        }
+    }
+
+    /// Fills `buf` from `pos` within the range.
+    pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        let end = pos.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.len) {
+            bail!(
+                "unexpected end of data: wanted {} bytes at offset {pos}, only {} bytes present",
+                buf.len(),
+                self.len
+            );
+        }
+        self.file
+            .read_exact_at(buf, self.offset + pos)
+            .with_context(|| format!("read error at offset {}", self.offset + pos))
+    }
+
+    /// Reads `len` bytes at `pos` into a new vector (for small, bounded pieces only).
+    pub fn read_vec(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        self.read_at(pos, &mut v)?;
+        Ok(v)
+    }
+
+    /// Streams the whole range through `sink` in chunks of at most `chunk` bytes that are a
+    /// multiple of `unit`.
+    pub fn stream(
+        &self,
+        unit: usize,
+        chunk: usize,
+        sink: &mut crate::tensor::ChunkSink,
+    ) -> Result<()> {
+        let step = ((chunk / unit.max(1)).max(1) * unit.max(1)) as u64;
+        let mut buf = vec![0u8; step.min(self.len) as usize];
+        let mut pos = 0u64;
+        while pos < self.len {
+            let n = step.min(self.len - pos) as usize;
+            self.read_at(pos, &mut buf[..n])?;
+            sink(&buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Opens a path for reading, with the path in the error.
+pub fn open_file(path: &Path) -> Result<File> {
+    File::open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Copies standard input into an unlinked temporary file, so that it can be sniffed and read
+/// at random offsets like any other input, in bounded memory.
+pub fn spool_stdin() -> Result<File> {
+    let mut tmp =
+        tempfile::tempfile().context("cannot create a temporary file for standard input")?;
+    io::copy(&mut io::stdin().lock(), &mut tmp).context("cannot read standard input")?;
+    Ok(tmp)
+}
+
+/// Decompresses a whole GZIP (multi-member) or ZLIB stream into an unlinked temporary file.
+/// `limit` bounds the decompressed size, so a decompression bomb fails instead of filling the
+/// disk.
+pub fn spool_decompressed(src: &FileRange, compression: Compression, limit: u64) -> Result<File> {
+    let reader = RangeReader {
+        range: src.clone(),
+        pos: 0,
+    };
+    let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
+    let mut decoder: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
+            reader,
+        ))),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(io::BufReader::new(reader))),
+    };
+    let copied = io::copy(&mut (&mut decoder).take(limit.saturating_add(1)), &mut tmp)
+        .with_context(|| format!("corrupt {} stream", compression.name()))?;
+    if copied > limit {
+        bail!(
+            "{} stream decompresses to more than {limit} bytes (--max-decompressed)",
+            compression.name()
+        );
+    }
+    Ok(tmp)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zlib,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "GZIP",
+            Compression::Zlib => "ZLIB",
+        }
+    }
+
+    /// Recognises a GZIP member header or a ZLIB header (deflate, valid header checksum).
+    pub fn sniff(head: &[u8]) -> Option<Compression> {
+        match head {
+            [0x1f, 0x8b, 0x08, ..] => Some(Compression::Gzip),
+            [cmf @ 0x78, flg, ..] if (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0 => {
+                Some(Compression::Zlib)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A sequential reader over a `FileRange`.
+pub struct RangeReader {
+    range: FileRange,
+    pos: u64,
+}
+
+impl RangeReader {
+    pub fn new(range: FileRange) -> RangeReader {
+        RangeReader { range, pos: 0 }
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.len - self.pos;
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.range
+            .file
+            .read_exact_at(&mut buf[..n], self.range.offset + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The name of an input without its recognised extensions, as the contract defines `stem`.
+pub fn stem(path: &Path) -> String {
+    const EXTS: [&str; 9] = [
+        ".pb",
+        ".proto",
+        ".tensorproto",
+        ".tfrecord",
+        ".tfrecords",
+        ".gz",
+        ".zz",
+        ".safetensors",
+        ".index",
+    ];
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| {
+            // `dir/` or `.`: take the last real component.
+            path.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "stdin".into())
+        });
+    loop {
+        match EXTS
+            .iter()
+            .find(|e| name.len() > e.len() && name.ends_with(*e))
+        {
+            Some(e) => name.truncate(name.len() - e.len()),
+            None => break,
+        }
+    }
+    name
+}
+
+/// The absolute, symlink-free form of a path that may not exist yet.
+pub fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(p), Some(name)) => p.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stem_strips_every_recognised_extension_but_keeps_others() {
+        assert_eq!(stem(Path::new("dir/data.tfrecord.gz")), "data");
+        assert_eq!(stem(Path::new("model.safetensors")), "model");
+        assert_eq!(stem(Path::new("ckpt/model-100.index")), "model-100");
+        assert_eq!(stem(Path::new("model.ckpt")), "model.ckpt");
+        assert_eq!(stem(Path::new("x.npy")), "x.npy");
+        assert_eq!(stem(Path::new(".pb")), ".pb");
+    }
+
+    #[test]
+    fn compression_sniffing_needs_a_valid_zlib_header_checksum() {
+        assert_eq!(
+            Compression::sniff(&[0x1f, 0x8b, 0x08, 0]),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(Compression::sniff(&[0x78, 0x9c]), Some(Compression::Zlib));
+        assert_eq!(Compression::sniff(&[0x78, 0x01]), Some(Compression::Zlib));
+        assert_eq!(Compression::sniff(&[0x78, 0x9d]), None);
+        assert_eq!(Compression::sniff(&[0x0a, 0x00]), None);
+    }
+}

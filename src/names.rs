@@ -1,0 +1,165 @@
+//! Tensor names to output locations. Inside an `.npz` a name is a key, kept verbatim (a leading
+//! `/` included, so `np.load` gives it back); only NUL and control characters, which Python's
+//! zipfile would cut or mangle, are refused. In a directory of `.npy` files every `/`-separated
+//! component becomes a path component, escaped reversibly so that nothing can leave the
+//! directory: `%` → `%25`, control characters and NUL → `%XX`, a `.` or `..` component → `%2E`
+//! / `%2E%2E`, and an empty component (a leading, doubled or trailing `/`) → `%2F` joined to its
+//! neighbour. Decoding is: join the components with `/`, strip `.npy`, percent-decode.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+/// The longest file name component most filesystems accept.
+const MAX_COMPONENT: usize = 255;
+
+/// The member name of a tensor in an `.npz` archive.
+pub fn npz_member(name: &str) -> Result<String> {
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        bail!(
+            "tensor name {name:?} contains the control character {:?}, which np.load cannot give back; write to a directory (-o DIR) to have it escaped",
+            c
+        );
+    }
+    Ok(format!("{name}.npy"))
+}
+
+/// The relative path of a tensor's `.npy` file inside an output directory.
+pub fn dir_path(name: &str) -> Result<PathBuf> {
+    if name.is_empty() {
+        bail!("an empty tensor name cannot be a file name; write an .npz instead");
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    let mut components = Vec::new();
+    let mut current = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        current.push_str(&escape_component(part));
+        if i + 1 < parts.len() {
+            // A slash separates directories only between two non-empty parts; a leading,
+            // doubled or trailing one is kept as a literal `%2F`.
+            if !part.is_empty() && !parts[i + 1].is_empty() {
+                components.push(std::mem::take(&mut current));
+            } else {
+                current.push_str("%2F");
+            }
+        }
+    }
+    components.push(current);
+    for c in components.iter_mut() {
+        match c.as_str() {
+            "." => *c = "%2E".into(),
+            ".." => *c = "%2E%2E".into(),
+            _ => {}
+        }
+    }
+    if let Some(last) = components.last_mut() {
+        last.push_str(".npy");
+    }
+    for c in &components {
+        if c.len() > MAX_COMPONENT {
+            bail!(
+                "tensor name {name:?} has a path component of {} bytes once escaped, longer than the {MAX_COMPONENT} bytes file systems allow; write an .npz instead",
+                c.len()
+            );
+        }
+    }
+    Ok(components.iter().collect())
+}
+
+fn escape_component(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if c == '%' || c.is_control() || c == '\\' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+/// Inverse of [`dir_path`]: the tensor name a relative `.npy` path stands for.
+pub fn name_from_dir_path(rel: &str) -> Option<String> {
+    let s = rel.strip_suffix(".npy")?;
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(name: &str) -> PathBuf {
+        let p = dir_path(name).unwrap();
+        assert!(p.is_relative(), "{name:?} -> {p:?}");
+        assert!(
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "{name:?} -> {p:?} leaves the directory"
+        );
+        let back = name_from_dir_path(&p.to_string_lossy()).unwrap();
+        assert_eq!(back, name, "via {p:?}");
+        p
+    }
+
+    #[test]
+    fn ordinary_names_map_to_plain_paths() {
+        assert_eq!(
+            round_trip("dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
+            PathBuf::from("dense/kernel/.ATTRIBUTES/VARIABLE_VALUE.npy")
+        );
+        assert_eq!(round_trip("ünï/名前"), PathBuf::from("ünï/名前.npy"));
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_reversibly_and_stay_inside() {
+        for name in [
+            "../../etc/passwd",
+            "/abs/path",
+            "a//b",
+            "a/",
+            "./x",
+            "..",
+            "/",
+            "nul\0byte",
+            "tab\tand\u{7f}",
+            "50%/x",
+            "%2E%2E",
+            "back\\slash",
+            "a/../b",
+        ] {
+            round_trip(name);
+        }
+        assert_eq!(round_trip("/abs"), PathBuf::from("%2Fabs.npy"));
+        assert_eq!(round_trip(".."), PathBuf::from("%2E%2E.npy"));
+    }
+
+    #[test]
+    fn overlong_components_are_refused_with_a_message() {
+        let e = dir_path(&"x".repeat(300)).unwrap_err().to_string();
+        assert!(e.contains("255"), "{e}");
+    }
+
+    #[test]
+    fn npz_members_keep_names_verbatim_but_refuse_control_characters() {
+        assert_eq!(npz_member("/lead/x").unwrap(), "/lead/x.npy");
+        assert!(npz_member("a\0b").is_err());
+        assert!(npz_member("a\nb").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! Moves one tensor from a source through the transforms into a sink, and the pieces every
+//! command shares: tensor selection, the output dtype of a tensor, notes and progress on stderr.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{anyhow, bail, Result};
+use globset::{Glob, GlobMatcher};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
+use crate::sink::{io_error, npy, Sink};
+use crate::tensor::{Kind, Source, TensorMeta};
+use crate::transform::Converter;
+
+/// A command-line mistake: exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(UsageError(msg.into()))
+}
+
+/// `--select` / `--exclude` globs.
+pub struct Selector {
+    select: Vec<(String, GlobMatcher)>,
+    exclude: Vec<GlobMatcher>,
+}
+
+impl Selector {
+    pub fn new(select: &[String], exclude: &[String]) -> Result<Selector> {
+        let compile = |g: &String| {
+            Glob::new(g)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| usage(format!("invalid glob '{g}': {e}")))
+        };
+        Ok(Selector {
+            select: select
+                .iter()
+                .map(|g| Ok((g.clone(), compile(g)?)))
+                .collect::<Result<_>>()?,
+            exclude: exclude.iter().map(compile).collect::<Result<_>>()?,
+        })
+    }
+
+    pub fn keep(&self, name: &str) -> bool {
+        (self.select.is_empty() || self.select.iter().any(|(_, m)| m.is_match(name)))
+            && !self.exclude.iter().any(|m| m.is_match(name))
+    }
+
+    /// Fails when a `--select` pattern matched none of `names`.
+    pub fn check_matched<'a>(&self, names: impl Iterator<Item = &'a str> + Clone) -> Result<()> {
+        for (pattern, m) in &self.select {
+            if !names.clone().any(|n| m.is_match(n)) {
+                bail!("--select '{pattern}' matches no tensor");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `.npy` type a tensor is written as, or `None` when its dtype has no NumPy form.
+pub fn npy_type(meta: &TensorMeta, policy: &DtypePolicy) -> Option<NpyType> {
+    match policy.plan(meta.dtype) {
+        Plan::Numeric(t) | Plan::Bits(t) => Some(t),
+        Plan::Strings => Some(NpyType::Bytes(
+            meta.max_string_len.unwrap_or(0).max(1) as usize
+        )),
+        Plan::Unsupported => None,
+    }
+}
+
+/// Notes, warnings and the progress bar, all on stderr.
+pub struct Reporter {
+    quiet: bool,
+    bar: ProgressBar,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool) -> Reporter {
+        let bar = if !quiet && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Reporter { quiet, bar }
+    }
+
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
+        }
+    }
+
+    pub fn add_total(&self, bytes: u64) {
+        self.bar.inc_length(bytes);
+    }
+
+    pub fn set_message(&self, msg: String) {
+        self.bar.set_message(msg);
+    }
+
+    pub fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The output byte count of a tensor, refusing sizes that overflow.
+pub fn output_bytes(meta: &TensorMeta, t: NpyType) -> Result<u64> {
+    meta.num_elements()?
+        .checked_mul(t.size() as u64)
+        .ok_or_else(|| {
+            anyhow!(
+                "the output of shape {:?} would exceed 2^64 bytes",
+                meta.shape
+            )
+        })
+}
+
+/// Streams tensor `index` of `src` into `sink` under `out_name`.
+pub fn write_tensor(
+    src: &mut dyn Source,
+    index: usize,
+    out_name: &str,
+    policy: &DtypePolicy,
+    chunk: usize,
+    sink: &mut dyn Sink,
+    report: &Reporter,
+) -> Result<()> {
+    let meta = src.tensors()[index].clone();
+    let plan = policy.plan(meta.dtype);
+    let Some(out_type) = npy_type(&meta, policy) else {
+        bail!(
+            "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
+            meta.dtype
+        );
+    };
+    let data_len = output_bytes(&meta, out_type)?;
+    let header = npy::header(&out_type.descr(), &meta.shape);
+    report.set_message(out_name.to_string());
+    if meta.kind == Kind::String || meta.dtype == DType::String {
+        let width = out_type.size();
+        let mut trailing_nul = false;
+        let zeros = vec![0u8; width];
+        sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
+            src.read_strings(index, &mut |s: &[u8]| {
+                if s.len() > width {
+                    bail!(
+                        "a string element is longer ({}) than the declared maximum ({width})",
+                        s.len()
+                    );
+                }
+                trailing_nul |= s.last() == Some(&0);
+                w.write_all(s).map_err(io_error)?;
+                w.write_all(&zeros[..width - s.len()]).map_err(io_error)?;
+                report.advance(width as u64);
+                Ok(())
+            })
+        })?;
+        if trailing_nul {
+            report.warn(&format!(
+                "'{out_name}': some strings end in NUL bytes, which NumPy's |S dtype drops when read back"
+            ));
+        }
+        return Ok(());
+    }
+    let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
+    let mut buf = Vec::new();
+    sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
+        src.read_dense(index, chunk, &mut |c: &[u8]| {
+            buf.clear();
+            converter.convert(c, &mut buf)?;
+            w.write_all(&buf).map_err(io_error)?;
+            report.advance(buf.len() as u64);
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,353 @@
+//! Sinks: where converted tensors go. Each takes a tensor as a `.npy` header plus a body written
+//! in chunks, and commits only when every tensor has been written: files are built under a
+//! temporary name (`.tensor2npy-*.tmp`) in the destination directory and renamed into place, so a
+//! failure leaves nothing at the output path and an existing output untouched.
+
+pub mod npy;
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, DateTime, ZipWriter};
+
+use crate::names;
+
+/// The prefix of every temporary file or directory tensor2npy creates beside an output.
+pub const TEMP_PREFIX: &str = ".tensor2npy-";
+const BUFFER: usize = 1 << 20;
+
+/// Writes a tensor's body; returns after the last chunk.
+pub type Body<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
+
+pub trait Sink {
+    /// Adds one tensor: its `.npy` header, then the body, which must write exactly `data_len`
+    /// bytes.
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()>;
+
+    /// Makes the output visible. Dropping a sink without finishing discards everything.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Counts what the body writes, so a short or long body is caught before it is committed.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn write_member(w: &mut dyn Write, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+    w.write_all(header).map_err(io_error)?;
+    let mut counted = Counted {
+        inner: w,
+        written: 0,
+    };
+    body(&mut counted)?;
+    if counted.written != data_len {
+        bail!(
+            "internal: wrote {} data bytes where the header promises {data_len}",
+            counted.written
+        );
+    }
+    Ok(())
+}
+
+/// Names an I/O failure plainly (a full disk reads better than "os error 28").
+pub fn io_error(e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(28) => anyhow!("no space left on the device"),
+        _ if e.kind() == io::ErrorKind::BrokenPipe => anyhow!("the output pipe was closed"),
+        _ => anyhow!("write failed: {e}"),
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = parent_dir(path);
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+}
+
+fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    tmp.as_file().sync_all().ok();
+    tmp.persist(path).map_err(|e| {
+        anyhow!(
+            "cannot move the finished output to {}: {}",
+            path.display(),
+            e.error
+        )
+    })?;
+    Ok(())
+}
+
+/// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
+/// 1980-01-01 timestamps, members in the order added.
+pub struct NpzSink<W: Write + Seek> {
+    zip: Option<ZipWriter<W>>,
+    options: SimpleFileOptions,
+    members: std::collections::HashSet<String>,
+    commit: Box<dyn FnOnce(W) -> Result<()>>,
+}
+
+fn npz_options(compress: bool) -> SimpleFileOptions {
+    SimpleFileOptions::default()
+        .compression_method(if compress {
+            CompressionMethod::Deflated
+        } else {
+            CompressionMethod::Stored
+        })
+        .last_modified_time(DateTime::default())
+        .unix_permissions(0o644)
+        .large_file(true)
+}
+
+impl<W: Write + Seek + 'static> NpzSink<W> {
+    fn with_writer(w: W, compress: bool, commit: Box<dyn FnOnce(W) -> Result<()>>) -> Self {
+        NpzSink {
+            zip: Some(ZipWriter::new(w)),
+            options: npz_options(compress),
+            members: Default::default(),
+            commit,
+        }
+    }
+}
+
+impl NpzSink<BufWriter<File>> {
+    /// An archive built in a temporary file and renamed to `path` on success.
+    pub fn create(path: &Path, compress: bool) -> Result<Self> {
+        let tmp = temp_file_beside(path)?;
+        let file = tmp.reopen().context("cannot reopen the temporary file")?;
+        let target = path.to_path_buf();
+        Ok(Self::with_writer(
+            BufWriter::with_capacity(BUFFER, file),
+            compress,
+            Box::new(move |w: BufWriter<File>| {
+                w.into_inner().map_err(|e| io_error(e.into_error()))?;
+                persist(tmp, &target)
+            }),
+        ))
+    }
+}
+
+impl NpzSink<zip::write::StreamWriter<BufWriter<io::Stdout>>> {
+    /// An archive streamed to standard output (with data descriptors, which `np.load` reads).
+    pub fn stdout(compress: bool) -> Self {
+        let out = BufWriter::with_capacity(BUFFER, io::stdout());
+        NpzSink {
+            zip: Some(ZipWriter::new_stream(out)),
+            options: npz_options(compress),
+            members: Default::default(),
+            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<io::Stdout>>| {
+                w.into_inner()
+                    .into_inner()
+                    .map_err(|e| io_error(e.into_error()))?;
+                Ok(())
+            }),
+        }
+    }
+}
+
+impl<W: Write + Seek> Sink for NpzSink<W> {
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        let member = names::npz_member(name)?;
+        if !self.members.insert(member.clone()) {
+            bail!("two tensors are both named '{name}' in the same .npz");
+        }
+        let zip = self.zip.as_mut().expect("sink used after finish");
+        zip.start_file(member, self.options)
+            .map_err(|e| anyhow!("cannot start the .npz member for '{name}': {e}"))?;
+        write_member(zip, header, data_len, body)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let zip = self.zip.take().expect("finished twice");
+        let w = zip
+            .finish()
+            .map_err(|e| anyhow!("cannot finish the .npz archive: {e}"))?;
+        (self.commit)(w)
+    }
+}
+
+/// A single `.npy` file (exactly one tensor).
+pub struct NpyFileSink {
+    path: PathBuf,
+    tmp: Option<(tempfile::NamedTempFile, BufWriter<File>)>,
+    written: bool,
+}
+
+impl NpyFileSink {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = temp_file_beside(path)?;
+        let file = tmp.reopen().context("cannot reopen the temporary file")?;
+        Ok(NpyFileSink {
+            path: path.to_path_buf(),
+            tmp: Some((tmp, BufWriter::with_capacity(BUFFER, file))),
+            written: false,
+        })
+    }
+}
+
+impl Sink for NpyFileSink {
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        if self.written {
+            bail!("a .npy file holds one tensor; '{name}' would be the second");
+        }
+        self.written = true;
+        let (_, w) = self.tmp.as_mut().expect("sink used after finish");
+        write_member(w, header, data_len, body)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let (tmp, w) = self.tmp.take().expect("finished twice");
+        w.into_inner().map_err(|e| io_error(e.into_error()))?;
+        persist(tmp, &self.path)
+    }
+}
+
+/// One `.npy` streamed to standard output.
+pub struct StdoutNpySink {
+    out: BufWriter<io::Stdout>,
+}
+
+impl StdoutNpySink {
+    pub fn new() -> Self {
+        StdoutNpySink {
+            out: BufWriter::with_capacity(BUFFER, io::stdout()),
+        }
+    }
+}
+
+impl Sink for StdoutNpySink {
+    fn add(&mut self, _name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        write_member(&mut self.out, header, data_len, body)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.out.flush().map_err(io_error)
+    }
+}
+
+/// A directory of `.npy` files, built as a temporary directory beside the target and renamed
+/// into place; an existing target directory is replaced only once the new one is complete.
+pub struct DirSink {
+    target: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl DirSink {
+    pub fn create(target: &Path) -> Result<Self> {
+        if target.exists() && !target.is_dir() {
+            bail!("{} exists and is not a directory", target.display());
+        }
+        let parent = parent_dir(target);
+        fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".tmp")
+            .tempdir_in(&parent)
+            .with_context(|| {
+                format!(
+                    "cannot create a temporary directory in {}",
+                    parent.display()
+                )
+            })?;
+        Ok(DirSink {
+            target: target.to_path_buf(),
+            tmp: Some(tmp),
+        })
+    }
+}
+
+impl Sink for DirSink {
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        let rel = names::dir_path(name)?;
+        let root = self.tmp.as_ref().expect("sink used after finish").path();
+        let path = root.join(&rel);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| {
+                anyhow!(
+                    "cannot create directory {} for '{name}': {e}",
+                    rel.display()
+                )
+            })?;
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => anyhow!(
+                    "two tensors map to the same file {} ('{name}' is the second)",
+                    rel.display()
+                ),
+                _ => anyhow!("cannot create {}: {e}", rel.display()),
+            })?;
+        let mut w = BufWriter::with_capacity(BUFFER, file);
+        write_member(&mut w, header, data_len, body)?;
+        w.into_inner().map_err(|e| io_error(e.into_error()))?;
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let tmp = self.tmp.take().expect("finished twice");
+        let new = tmp.keep();
+        let result = replace_dir(&new, &self.target);
+        if result.is_err() {
+            fs::remove_dir_all(&new).ok();
+        }
+        result
+    }
+}
+
+fn replace_dir(new: &Path, target: &Path) -> Result<()> {
+    if target.exists() {
+        let old = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".old")
+            .tempdir_in(parent_dir(target))
+            .context("cannot make room to replace the existing output directory")?
+            .keep();
+        fs::remove_dir(&old).ok();
+        fs::rename(target, &old)
+            .with_context(|| format!("cannot move the existing {} aside", target.display()))?;
+        if let Err(e) = fs::rename(new, target) {
+            fs::rename(&old, target).ok();
+            bail!(
+                "cannot move the finished output to {}: {e}",
+                target.display()
+            );
+        }
+        fs::remove_dir_all(&old).ok();
+        Ok(())
+    } else {
+        fs::rename(new, target)
+            .with_context(|| format!("cannot move the finished output to {}", target.display()))
+    }
+}

@@ -1,0 +1,642 @@
+//! TensorFlow checkpoint / SavedModel variables reader (the "tensor bundle": `P.index` plus
+//! `P.data-NNNNN-of-NNNNN` shards), without TensorFlow. Keys come out exactly as
+//! `tf.train.list_variables` prints them; partitioned variables are reassembled from their
+//! OrderedCode-keyed slices; every entry's masked CRC32C is verified while it streams out.
+
+mod table;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+
+use crate::dtype::DType;
+use crate::input::{open_file, FileRange};
+use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::wire::Cursor;
+
+/// The object-graph key TensorFlow 2 adds to every object-based checkpoint.
+pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
+
+#[derive(Clone, Debug, Default)]
+pub struct BundleOptions {
+    pub verify: bool,
+    pub include_internal: bool,
+    pub strict: bool,
+}
+
+struct Piece {
+    /// (start, length) per dimension, full extents resolved.
+    extents: Vec<(u64, u64)>,
+    entry: BundleEntryProto,
+}
+
+enum Entry {
+    Plain(BundleEntryProto),
+    Sliced(Vec<Piece>),
+}
+
+pub struct BundleSource {
+    path: String,
+    files: Vec<PathBuf>,
+    shards: Vec<FileRange>,
+    shard_paths: Vec<PathBuf>,
+    metas: Vec<TensorMeta>,
+    entries: Vec<Entry>,
+    options: BundleOptions,
+    notes: Vec<String>,
+}
+
+/// The bundle prefix for a checkpoint argument: `P`, `P.index`, or a SavedModel directory.
+pub fn prefix_for(input: &Path) -> Option<PathBuf> {
+    if input.is_dir() {
+        let p = input.join("variables").join("variables");
+        return p.with_extension("index").is_file().then_some(p);
+    }
+    let s = input.as_os_str().to_string_lossy();
+    if let Some(p) = s.strip_suffix(".index") {
+        if input.is_file() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    let index = PathBuf::from(format!("{s}.index"));
+    (!input.is_file() && index.is_file()).then(|| input.to_path_buf())
+}
+
+pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {
+    PathBuf::from(format!("{}.data-{shard:05}-of-{num:05}", prefix.display()))
+}
+
+impl BundleSource {
+    pub fn open(display: &str, prefix: &Path, options: BundleOptions) -> Result<BundleSource> {
+        let index_path = PathBuf::from(format!("{}.index", prefix.display()));
+        let index = FileRange::whole(open_file(&index_path)?)?;
+        let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
+        let mut iter = table.into_iter();
+        let header = match iter.next() {
+            Some((k, v)) if k.is_empty() => BundleHeaderProto::decode(&v[..])
+                .map_err(|e| anyhow!("corrupt bundle header: {e}"))?,
+            _ => bail!(
+                "{}: the index has no bundle header (first key must be empty)",
+                index_path.display()
+            ),
+        };
+        if let Some(v) = &header.version {
+            if v.bad_consumers.contains(&1) || v.min_consumer > 1 {
+                bail!(
+                    "the checkpoint was written for a newer reader (min_consumer {})",
+                    v.min_consumer
+                );
+            }
+        }
+        let big_endian = match header.endianness {
+            0 => false,
+            1 => true,
+            e => bail!("unknown endianness {e} in the bundle header"),
+        };
+        let num_shards = header.num_shards.max(1);
+        if num_shards > 100_000 {
+            bail!("the bundle header claims {num_shards} shards");
+        }
+        let mut plain: Vec<(String, BundleEntryProto)> = Vec::new();
+        let mut slice_keys: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for (key, value) in iter {
+            if key.first() == Some(&0) {
+                slice_keys.insert(key, value);
+                continue;
+            }
+            let name = String::from_utf8(key.clone()).map_err(|_| {
+                anyhow!(
+                    "a checkpoint key is not UTF-8: {:?}",
+                    String::from_utf8_lossy(&key)
+                )
+            })?;
+            let entry = BundleEntryProto::decode(&value[..])
+                .map_err(|e| anyhow!("key '{name}': corrupt bundle entry: {e}"))?;
+            plain.push((name, entry));
+        }
+
+        let mut shard_paths = Vec::new();
+        let mut shards = Vec::new();
+        for s in 0..num_shards {
+            let p = shard_path(prefix, s, num_shards);
+            let f = std::fs::File::open(&p)
+                .map_err(|e| anyhow!("missing data shard {}: {e}", p.display()))?;
+            shards.push(FileRange::whole(f)?);
+            shard_paths.push(p);
+        }
+
+        let mut source = BundleSource {
+            path: display.to_string(),
+            files: std::iter::once(index_path)
+                .chain(shard_paths.iter().cloned())
+                .collect(),
+            shards,
+            shard_paths,
+            metas: Vec::new(),
+            entries: Vec::new(),
+            options,
+            notes: Vec::new(),
+        };
+        let mut skipped_variants = Vec::new();
+        for (name, entry) in plain {
+            if name == OBJECT_GRAPH_KEY && !source.options.include_internal {
+                continue;
+            }
+            let result = source.add(&name, entry, &slice_keys, big_endian);
+            match result {
+                Ok(true) => {}
+                Ok(false) => skipped_variants.push(name),
+                Err(e) => return Err(e.context(format!("tensor '{name}'"))),
+            }
+        }
+        if !skipped_variants.is_empty() {
+            let msg = format!(
+                "skipped {} variant entr{} with no NumPy form (e.g. '{}')",
+                skipped_variants.len(),
+                if skipped_variants.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                skipped_variants[0]
+            );
+            if source.options.strict {
+                bail!("{msg}; --strict makes this an error");
+            }
+            source.notes.push(msg);
+        }
+        Ok(source)
+    }
+
+    /// Adds one entry; `Ok(false)` for a variant entry that is skipped.
+    fn add(
+        &mut self,
+        name: &str,
+        entry: BundleEntryProto,
+        slice_keys: &HashMap<Vec<u8>, Vec<u8>>,
+        big_endian: bool,
+    ) -> Result<bool> {
+        let dtype = DType::from_tf(entry.dtype)
+            .filter(|_| entry.dtype > 0)
+            .ok_or_else(|| anyhow!("unknown dtype {}", entry.dtype))?;
+        if dtype == DType::Variant {
+            return Ok(false);
+        }
+        let shape = entry.shape.clone().unwrap_or_default().concrete()?;
+        let n = checked_elements(&shape)?;
+        let mut meta = TensorMeta {
+            name: name.to_string(),
+            dtype,
+            shape: shape.clone(),
+            kind: if dtype == DType::String {
+                Kind::String
+            } else {
+                Kind::Dense
+            },
+            stored_bytes: entry.size.max(0) as u64,
+            max_string_len: None,
+            big_endian,
+        };
+        if !entry.slices.is_empty() {
+            let size = dtype
+                .item_size()
+                .ok_or_else(|| anyhow!("partitioned {dtype} tensors are not supported"))?;
+            let mut pieces = Vec::new();
+            for slice in &entry.slices {
+                if slice.extent.len() != shape.len() && !slice.extent.is_empty() {
+                    bail!(
+                        "a slice has {} extents for a rank-{} tensor",
+                        slice.extent.len(),
+                        shape.len()
+                    );
+                }
+                let mut extents = Vec::new();
+                let mut key_extents = Vec::new();
+                for (d, &dim) in shape.iter().enumerate() {
+                    let (start, len) = match slice.extent.get(d) {
+                        Some(e) => (e.start, e.length),
+                        None => (0, None),
+                    };
+                    key_extents.push((start, len.unwrap_or(-1)));
+                    let (s, l) = match len {
+                        Some(l) => (start, l),
+                        None => (0, dim as i64),
+                    };
+                    if s < 0 || l < 0 || (s as u64).checked_add(l as u64).is_none_or(|e| e > dim) {
+                        bail!("slice extent ({start}, {len:?}) lies outside dimension {d} of size {dim}");
+                    }
+                    extents.push((s as u64, l as u64));
+                }
+                let key = slice_key(name, &key_extents);
+                let value = slice_keys.get(&key).ok_or_else(|| {
+                    anyhow!(
+                        "missing slice {} of the partitioned tensor",
+                        describe_extents(&extents)
+                    )
+                })?;
+                let piece = BundleEntryProto::decode(&value[..])
+                    .map_err(|e| anyhow!("corrupt slice entry: {e}"))?;
+                let lens: Vec<u64> = extents.iter().map(|e| e.1).collect();
+                let want = checked_elements(&lens)? * size as u64;
+                if piece.size as u64 != want || DType::from_tf(piece.dtype) != Some(dtype) {
+                    bail!(
+                        "slice {} holds {} bytes of dtype {}, expected {want} bytes of {dtype}",
+                        describe_extents(&extents),
+                        piece.size,
+                        piece.dtype
+                    );
+                }
+                self.check_range(&piece)
+                    .with_context(|| format!("slice {}", describe_extents(&extents)))?;
+                pieces.push(Piece {
+                    extents,
+                    entry: piece,
+                });
+            }
+            check_coverage(&shape, &pieces)?;
+            meta.stored_bytes = pieces.iter().map(|p| p.entry.size as u64).sum();
+            self.metas.push(meta);
+            self.entries.push(Entry::Sliced(pieces));
+            return Ok(true);
+        }
+        self.check_range(&entry)?;
+        match dtype.item_size() {
+            Some(size) => {
+                if n.checked_mul(size as u64) != Some(entry.size as u64) {
+                    bail!(
+                        "the entry holds {} bytes, but shape {shape:?} of {dtype} needs {}",
+                        entry.size,
+                        n.saturating_mul(size as u64)
+                    );
+                }
+            }
+            None if dtype == DType::String => {
+                let range = self.range(&entry)?;
+                let mut c = Cursor::new(range);
+                let mut max = 0u64;
+                let mut total = 0u64;
+                for _ in 0..n {
+                    let l = c.varint().context("string lengths")?;
+                    max = max.max(l);
+                    total = total.saturating_add(l);
+                }
+                let want = c.pos().saturating_add(4).saturating_add(total);
+                if want != entry.size as u64 {
+                    bail!(
+                        "the string entry's lengths add up to {want} bytes, but it holds {}",
+                        entry.size
+                    );
+                }
+                meta.max_string_len = Some(max);
+            }
+            None => {
+                meta.kind = Kind::Dense; // resource handles: refused by the dtype policy
+            }
+        }
+        self.metas.push(meta);
+        self.entries.push(Entry::Plain(entry));
+        Ok(true)
+    }
+
+    fn check_range(&self, e: &BundleEntryProto) -> Result<()> {
+        self.range(e).map(|_| ())
+    }
+
+    fn range(&self, e: &BundleEntryProto) -> Result<FileRange> {
+        let shard = usize::try_from(e.shard_id)
+            .ok()
+            .filter(|&s| s < self.shards.len())
+            .ok_or_else(|| {
+                anyhow!(
+                    "shard_id {} is out of range ({} shards)",
+                    e.shard_id,
+                    self.shards.len()
+                )
+            })?;
+        if e.offset < 0 || e.size < 0 {
+            bail!("negative offset or size in the entry");
+        }
+        self.shards[shard].slice(e.offset as u64, e.size as u64).map_err(|_| {
+            anyhow!(
+                "the entry ({} bytes at offset {}) reaches past the end of {} ({} bytes; truncated shard?)",
+                e.size,
+                e.offset,
+                self.shard_paths[shard].display(),
+                self.shards[shard].len()
+            )
+        })
+    }
+
+    /// Streams an entry's bytes, verifying its masked CRC32C on the way.
+    fn stream_checked(
+        &self,
+        e: &BundleEntryProto,
+        unit: usize,
+        chunk: usize,
+        sink: &mut ChunkSink,
+    ) -> Result<()> {
+        let range = self.range(e)?;
+        let mut crc = 0u32;
+        let verify = self.options.verify;
+        range.stream(unit, chunk, &mut |c: &[u8]| {
+            if verify {
+                crc = crc32c::crc32c_append(crc, c);
+            }
+            sink(c)
+        })?;
+        if verify && mask_crc(crc) != e.crc32c {
+            bail!(
+                "checksum mismatch: the data is corrupt (CRC32C {:#010x}, expected {:#010x})",
+                mask_crc(crc),
+                e.crc32c
+            );
+        }
+        Ok(())
+    }
+
+    fn assemble(
+        &self,
+        meta: &TensorMeta,
+        pieces: &[Piece],
+        chunk: usize,
+        sink: &mut ChunkSink,
+    ) -> Result<()> {
+        let size = meta.dtype.item_size().unwrap_or(1) as u64;
+        if self.options.verify {
+            for p in pieces {
+                self.stream_checked(&p.entry, 1, chunk, &mut |_| Ok(()))
+                    .with_context(|| format!("slice {}", describe_extents(&p.extents)))?;
+            }
+        }
+        let shape = &meta.shape;
+        let rank = shape.len();
+        // The trailing dimensions every piece covers whole are copied as contiguous blocks.
+        let mut k = rank;
+        while k > 0 && pieces.iter().all(|p| p.extents[k - 1] == (0, shape[k - 1])) {
+            k -= 1;
+        }
+        if k == 0 {
+            return self
+                .range(&pieces[0].entry)?
+                .stream(size as usize, chunk, sink);
+        }
+        let block: u64 = shape[k..].iter().product::<u64>() * size;
+        let line_dim = k - 1;
+        let prefix_dims = &shape[..line_dim];
+        let prefix_count: u64 = prefix_dims.iter().product();
+        let mut index = vec![0u64; line_dim];
+        for _ in 0..prefix_count {
+            let mut covering: Vec<&Piece> = pieces
+                .iter()
+                .filter(|p| {
+                    index
+                        .iter()
+                        .enumerate()
+                        .all(|(d, &i)| i >= p.extents[d].0 && i < p.extents[d].0 + p.extents[d].1)
+                })
+                .collect();
+            covering.sort_by_key(|p| p.extents[line_dim].0);
+            for p in covering {
+                let lens: Vec<u64> = p.extents.iter().map(|e| e.1).collect();
+                // Row-major offset of (index - start, 0, 0, ...) within the piece.
+                let mut offset = 0u64;
+                for d in 0..line_dim {
+                    offset = offset * lens[d] + (index[d] - p.extents[d].0);
+                }
+                let run_elems_block = lens[line_dim];
+                let offset_bytes = offset * run_elems_block * block;
+                let run = run_elems_block * block;
+                self.range(&p.entry)?.slice(offset_bytes, run)?.stream(
+                    size as usize,
+                    chunk,
+                    sink,
+                )?;
+            }
+            for d in (0..line_dim).rev() {
+                index[d] += 1;
+                if index[d] < prefix_dims[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_extents(extents: &[(u64, u64)]) -> String {
+    let parts: Vec<String> = extents
+        .iter()
+        .map(|(s, l)| format!("{s}:{}", s + l))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The pieces must tile the tensor exactly: no overlap, no gap.
+fn check_coverage(shape: &[u64], pieces: &[Piece]) -> Result<()> {
+    for (i, a) in pieces.iter().enumerate() {
+        for b in &pieces[i + 1..] {
+            let overlap = a
+                .extents
+                .iter()
+                .zip(&b.extents)
+                .all(|(x, y)| x.0 < y.0 + y.1 && y.0 < x.0 + x.1 && x.1 > 0 && y.1 > 0);
+            if overlap {
+                bail!(
+                    "slices {} and {} overlap",
+                    describe_extents(&a.extents),
+                    describe_extents(&b.extents)
+                );
+            }
+        }
+    }
+    let total: u64 = pieces
+        .iter()
+        .map(|p| p.extents.iter().map(|e| e.1).product::<u64>())
+        .sum();
+    let want = checked_elements(shape)?;
+    if total != want {
+        bail!("the slices cover {total} of the tensor's {want} elements (a slice is missing)");
+    }
+    Ok(())
+}
+
+/// TensorFlow's slice key: OrderedCode of (0, name, rank, start_0, len_0, ...), with full
+/// extents as (0, -1).
+fn slice_key(name: &str, extents: &[(i64, i64)]) -> Vec<u8> {
+    let mut k = vec![0u8];
+    for &b in name.as_bytes() {
+        match b {
+            0 => k.extend_from_slice(&[0, 0xff]),
+            0xff => k.extend_from_slice(&[0xff, 0]),
+            b => k.push(b),
+        }
+    }
+    k.extend_from_slice(&[0, 1]);
+    let rank = extents.len() as u64;
+    let bytes = rank.to_be_bytes();
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    k.push((8 - skip) as u8);
+    k.extend_from_slice(&bytes[skip..]);
+    for &(s, l) in extents {
+        write_signed_num_increasing(&mut k, s);
+        write_signed_num_increasing(&mut k, l);
+    }
+    k
+}
+
+fn write_signed_num_increasing(out: &mut Vec<u8>, v: i64) {
+    let x = if v < 0 { !v as u64 } else { v as u64 };
+    let bits = 64 - x.leading_zeros() as usize;
+    let len = bits / 7 + 1;
+    let mut buf = [if v < 0 { 0xffu8 } else { 0 }; 10];
+    buf[2..].copy_from_slice(&v.to_be_bytes());
+    let begin = 10 - len;
+    // `len` ones then a zero, across the first two bytes of the encoding.
+    let header = (0xffff_u32 << (16 - len)) as u16;
+    buf[begin] ^= (header >> 8) as u8;
+    if len >= 2 {
+        buf[begin + 1] ^= header as u8;
+    }
+    out.extend_from_slice(&buf[begin..]);
+}
+
+impl Source for BundleSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+
+    fn tensors(&self) -> &[TensorMeta] {
+        &self.metas
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let meta = &self.metas[index];
+        let unit = meta.dtype.item_size().unwrap_or(1);
+        match &self.entries[index] {
+            Entry::Plain(e) => self.stream_checked(e, unit, chunk, sink),
+            Entry::Sliced(pieces) => self.assemble(meta, pieces, chunk, sink),
+        }
+    }
+
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let meta = &self.metas[index];
+        let Entry::Plain(e) = &self.entries[index] else {
+            bail!("partitioned string tensors are not supported");
+        };
+        let n = meta.num_elements()?;
+        let range = self.range(e)?;
+        let mut lengths = Cursor::new(range.clone());
+        let mut crc = 0u32;
+        for _ in 0..n {
+            let l = lengths.varint()?;
+            crc = if l <= u32::MAX as u64 {
+                let v = l as u32;
+                crc32c::crc32c_append(
+                    crc,
+                    &if meta.big_endian {
+                        v.to_be_bytes()
+                    } else {
+                        v.to_le_bytes()
+                    },
+                )
+            } else {
+                crc32c::crc32c_append(
+                    crc,
+                    &if meta.big_endian {
+                        l.to_be_bytes()
+                    } else {
+                        l.to_le_bytes()
+                    },
+                )
+            };
+        }
+        let stored = lengths.bytes(4)?.to_vec();
+        let verify = self.options.verify;
+        if verify && mask_crc(crc) != u32::from_le_bytes(stored[..].try_into().unwrap()) {
+            bail!("checksum mismatch in the string lengths: the data is corrupt");
+        }
+        crc = crc32c::crc32c_append(crc, &stored);
+        let mut payload = lengths;
+        let mut lengths = Cursor::new(range);
+        for _ in 0..n {
+            let l = lengths.varint()?;
+            let s = payload.bytes(l as usize)?;
+            if verify {
+                crc = crc32c::crc32c_append(crc, s);
+            }
+            sink(s)?;
+        }
+        if verify && mask_crc(crc) != e.crc32c {
+            bail!("checksum mismatch: the string data is corrupt");
+        }
+        Ok(())
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_keys_match_the_documented_examples() {
+        // `00 77 00 01 01 02 80 82 80 7f` -> w, rank 2, [(0,2), (0,full)]
+        assert_eq!(
+            slice_key("w", &[(0, 2), (0, -1)]),
+            [0x00, 0x77, 0x00, 0x01, 0x01, 0x02, 0x80, 0x82, 0x80, 0x7f]
+        );
+        // `00 656d62 00 01 01 02 84 83 80 84` -> emb, [(4,3), (0,4)]
+        assert_eq!(
+            slice_key("emb", &[(4, 3), (0, 4)]),
+            [0x00, 0x65, 0x6d, 0x62, 0x00, 0x01, 0x01, 0x02, 0x84, 0x83, 0x80, 0x84]
+        );
+    }
+
+    #[test]
+    fn signed_num_increasing_covers_every_length() {
+        let enc = |v| {
+            let mut o = Vec::new();
+            write_signed_num_increasing(&mut o, v);
+            o
+        };
+        assert_eq!(enc(0), [0x80]);
+        assert_eq!(enc(63), [0xbf]);
+        assert_eq!(enc(-64), [0x40]);
+        assert_eq!(enc(64), [0xc0, 0x40]);
+        assert_eq!(enc(-65), [0x3f, 0xbf]);
+        assert_eq!(enc(8191).len(), 2);
+        assert_eq!(enc(8192).len(), 3);
+        assert_eq!(enc(i64::MAX).len(), 10);
+        // Encodings sort like the numbers they encode.
+        let vals = [
+            i64::MIN,
+            -1 << 40,
+            -8193,
+            -65,
+            -64,
+            -1,
+            0,
+            1,
+            63,
+            64,
+            8191,
+            8192,
+            1 << 40,
+            i64::MAX,
+        ];
+        for w in vals.windows(2) {
+            assert!(enc(w[0]) < enc(w[1]), "{} vs {}", w[0], w[1]);
+        }
+    }
+}

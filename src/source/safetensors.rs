@@ -1,0 +1,117 @@
+//! safetensors reader. The header is parsed and validated by the `safetensors` crate itself
+//! (contiguous offsets, sizes matching shapes, header length bounds) on a memory map of the file,
+//! which touches only the header's pages; the data is then streamed with positioned reads.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+
+use crate::dtype::DType;
+use crate::input::FileRange;
+use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+pub struct SafetensorsSource {
+    path: String,
+    files: Vec<PathBuf>,
+    metas: Vec<TensorMeta>,
+    /// Byte range of each tensor within the file.
+    ranges: Vec<FileRange>,
+}
+
+/// True when `head` starts like a safetensors file: a plausible header length, then `{`.
+pub fn sniff(head: &[u8], file_len: u64) -> bool {
+    if head.len() < 9 {
+        return false;
+    }
+    let n = u64::from_le_bytes(head[..8].try_into().unwrap());
+    n >= 2 && n <= file_len.saturating_sub(8) && head[8] == b'{'
+}
+
+impl SafetensorsSource {
+    pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange) -> Result<SafetensorsSource> {
+        if data.len() < 8 {
+            bail!(
+                "not a safetensors file: {} bytes is too short for the 8-byte header length",
+                data.len()
+            );
+        }
+        // SAFETY: the map is read-only and only read while `data`'s file is open; a concurrent
+        // writer truncating the file is the one hazard, which every mmap-based reader shares.
+        let map =
+            unsafe { Mmap::map(data.file()) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map[..])
+            .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?;
+        let data_start = 8 + header_len as u64;
+        let mut metas = Vec::new();
+        let mut ranges = Vec::new();
+        let infos = metadata.tensors();
+        for name in metadata.offset_keys() {
+            let info = infos[&name];
+            let st_name = format!("{:?}", info.dtype);
+            let dtype = DType::from_safetensors(&st_name).ok_or_else(|| {
+                anyhow!("tensor '{name}': safetensors dtype {st_name} has no NumPy form")
+            })?;
+            let (start, end) = info.data_offsets;
+            ranges.push(data.slice(data_start + start as u64, (end - start) as u64)?);
+            metas.push(TensorMeta {
+                name,
+                dtype,
+                shape: info.shape.iter().map(|&d| d as u64).collect(),
+                kind: Kind::Dense,
+                stored_bytes: (end - start) as u64,
+                max_string_len: None,
+                big_endian: false,
+            });
+        }
+        Ok(SafetensorsSource {
+            path: path.to_string(),
+            files,
+            metas,
+            ranges,
+        })
+    }
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooLarge => {
+            "the header length is larger than the 100 MB safetensors allows".into()
+        }
+        E::HeaderTooSmall => "the file is too short to hold a header".into(),
+        E::InvalidHeaderLength => "the header length reaches past the end of the file".into(),
+        E::MetadataIncompleteBuffer => {
+            "the data section's size does not match the header (truncated or padded file)".into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor '{name}': data offsets are out of order, overlapping, or leave a gap")
+        }
+        E::TensorInvalidInfo => "a tensor's byte size does not match its shape and dtype".into(),
+        other => other.to_string(),
+    }
+}
+
+impl Source for SafetensorsSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+
+    fn tensors(&self) -> &[TensorMeta] {
+        &self.metas
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let unit = self.metas[index].dtype.item_size().unwrap_or(1);
+        self.ranges[index].stream(unit, chunk, sink)
+    }
+
+    fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
+        bail!("tensor '{}' is not a string tensor", self.metas[index].name)
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+}

@@ -1,0 +1,470 @@
+//! Binary `TensorProto` reader (the output of `tf.io.serialize_tensor` and
+//! `tf.make_tensor_proto(...).SerializeToString()`). The message is walked field by field on
+//! disk, so `tensor_content` and the typed repeated fields are located but never loaded whole;
+//! values are then streamed with TensorFlow's C++ `Tensor::FromProto` semantics: content wins
+//! when non-empty; typed fields fill with the last value when short, zeros when absent, and
+//! extra values are ignored; narrow integers in `int_val` wrap like a C++ cast.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+
+use crate::dtype::DType;
+use crate::input::FileRange;
+use crate::proto::TensorShapeProto;
+use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::wire::{varint, Cursor};
+
+/// The most bytes a typed field may expand to by TensorFlow's fill rule (a single `float_val`
+/// with a huge shape), so that a tiny hostile file cannot fill the disk.
+pub const DEFAULT_MAX_FILL_BYTES: u64 = 1 << 30;
+
+/// A located, validated TensorProto whose payload is still on disk.
+#[derive(Clone, Debug)]
+pub struct ScannedTensor {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub elements: u64,
+    /// Non-empty `tensor_content`.
+    content: Option<FileRange>,
+    /// Each occurrence of the typed field this dtype reads, in order (packed runs, single
+    /// unpacked values, or for `string_val` one range per string).
+    field: Vec<FileRange>,
+    /// Values present in the typed field.
+    values: u64,
+    /// Longest string element (string tensors only).
+    pub max_string_len: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Encoding {
+    Fixed(usize),
+    Varint,
+    Bytes,
+}
+
+/// The typed field TensorFlow's `ProtoHelper<T>` uses for a dtype, with its wire encoding.
+fn typed_field(d: DType) -> (u32, Encoding) {
+    use DType::*;
+    match d {
+        F32 => (5, Encoding::Fixed(4)),
+        F64 => (6, Encoding::Fixed(8)),
+        I32 | U8 | I16 | I8 | QInt8 | QUInt8 | QInt16 | QUInt16 | QInt32 | U16 | I4 | U4 | I2
+        | U2 => (7, Encoding::Varint),
+        String => (8, Encoding::Bytes),
+        C64 => (9, Encoding::Fixed(4)),
+        I64 => (10, Encoding::Varint),
+        Bool => (11, Encoding::Varint),
+        C128 => (12, Encoding::Fixed(8)),
+        F16 | BF16 => (13, Encoding::Varint),
+        Resource => (14, Encoding::Bytes),
+        Variant => (15, Encoding::Bytes),
+        U32 => (16, Encoding::Varint),
+        U64 => (17, Encoding::Varint),
+        F8E4M3FN | F8E5M2 | F8E4M3FNUZ | F8E5M2FNUZ | F8E4M3B11FNUZ | F8E8M0FNU | F4E2M1FN => {
+            (18, Encoding::Bytes)
+        }
+    }
+}
+
+impl ScannedTensor {
+    /// Walks the top-level fields of a serialized TensorProto.
+    pub fn scan(range: &FileRange, max_fill_bytes: u64) -> Result<ScannedTensor> {
+        let mut c = Cursor::new(range.clone());
+        let mut dtype_code: i64 = 0;
+        let mut shape_bytes: Vec<u8> = Vec::new();
+        let mut content: Option<FileRange> = None;
+        let mut raw_fields: Vec<(u32, u8, FileRange)> = Vec::new();
+        while !c.at_end() {
+            let at = c.pos();
+            let key = c.varint()?;
+            let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
+            if field == 0 {
+                bail!("not a TensorProto: field number 0 at offset {at}");
+            }
+            match wire {
+                0 => {
+                    let start = c.pos();
+                    let v = c.varint()?;
+                    if field == 1 {
+                        dtype_code = v as i64;
+                    } else {
+                        let len = c.pos() - start;
+                        raw_fields.push((field, 0, range.slice(start, len)?));
+                    }
+                }
+                1 => raw_fields.push((field, 1, c.take_range(8)?)),
+                5 => raw_fields.push((field, 5, c.take_range(4)?)),
+                2 => {
+                    let len = c.varint()?;
+                    let r = c
+                        .take_range(len)
+                        .with_context(|| format!("field {field} at offset {at}"))?;
+                    match field {
+                        2 => {
+                            if len > 1 << 20 {
+                                bail!("the tensor shape field is implausibly large ({len} bytes)");
+                            }
+                            // Repeated occurrences of a message field merge.
+                            shape_bytes.extend_from_slice(&r.read_vec(0, len as usize)?);
+                        }
+                        4 => content = if r.is_empty() { content } else { Some(r) },
+                        _ => raw_fields.push((field, 2, r)),
+                    }
+                }
+                _ => bail!("not a TensorProto: wire type {wire} at offset {at}"),
+            }
+        }
+        let dtype = DType::from_tf(dtype_code as i32)
+            .filter(|_| dtype_code > 0 && dtype_code <= i32::MAX as i64)
+            .ok_or_else(|| {
+                if dtype_code == 0 {
+                    anyhow!("not a TensorProto: no dtype (DT_INVALID)")
+                } else {
+                    anyhow!("unknown TensorFlow dtype {dtype_code}")
+                }
+            })?;
+        if dtype_code > 100 {
+            bail!(
+                "reference dtype {dtype_code} ({}_ref) cannot appear in a concrete tensor",
+                dtype.name()
+            );
+        }
+        let shape = TensorShapeProto::decode(&shape_bytes[..])
+            .map_err(|e| anyhow!("malformed tensor shape: {e}"))?
+            .concrete()?;
+        let elements = checked_elements(&shape)?;
+
+        let (want, enc) = typed_field(dtype);
+        let mut field = Vec::new();
+        for (f, wire, r) in raw_fields {
+            if f != want {
+                continue; // a value in the wrong field is ignored, as TensorFlow does
+            }
+            let ok = match enc {
+                Encoding::Fixed(4) => wire == 2 || wire == 5,
+                Encoding::Fixed(_) => wire == 2 || wire == 1,
+                Encoding::Varint => wire == 2 || wire == 0,
+                Encoding::Bytes => wire == 2,
+            };
+            if !ok {
+                bail!("field {f} has wire type {wire}, which does not fit a {dtype} tensor");
+            }
+            if enc == Encoding::Bytes && want == 18 {
+                field = vec![r]; // float8_val is a singular bytes field: the last one wins
+            } else {
+                field.push(r);
+            }
+        }
+        let mut t = ScannedTensor {
+            dtype,
+            shape,
+            elements,
+            content,
+            field,
+            values: 0,
+            max_string_len: 0,
+            stored_bytes: range.len(),
+        };
+        t.validate(max_fill_bytes)?;
+        Ok(t)
+    }
+
+    fn validate(&mut self, max_fill_bytes: u64) -> Result<()> {
+        let n = self.elements;
+        if let Some(content) = &self.content {
+            match self.dtype.item_size() {
+                Some(size) => {
+                    let want = n.checked_mul(size as u64);
+                    if want != Some(content.len()) {
+                        bail!(
+                            "tensor_content holds {} bytes, but shape {:?} of {} needs {}",
+                            content.len(),
+                            self.shape,
+                            self.dtype,
+                            want.map_or("more than 2^64".to_string(), |w| w.to_string())
+                        );
+                    }
+                }
+                None => {
+                    // String-list layout: n varint32 lengths, then the payloads.
+                    if n > content.len() {
+                        bail!(
+                            "tensor_content of {} bytes cannot hold {n} string lengths",
+                            content.len()
+                        );
+                    }
+                    let mut c = Cursor::new(content.clone());
+                    let mut total: u64 = 0;
+                    for _ in 0..n {
+                        let len = c.varint().context("string lengths in tensor_content")?;
+                        if len > u32::MAX as u64 {
+                            bail!("a string length in tensor_content exceeds 32 bits");
+                        }
+                        self.max_string_len = self.max_string_len.max(len);
+                        total += len;
+                    }
+                    if total != c.remaining() {
+                        bail!(
+                            "tensor_content string lengths add up to {total} bytes, but {} bytes follow them",
+                            c.remaining()
+                        );
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let (_, enc) = typed_field(self.dtype);
+        self.values = match enc {
+            Encoding::Fixed(size) => {
+                let total: u64 = self.field.iter().map(|r| r.len()).sum();
+                if total % size as u64 != 0 {
+                    bail!("a packed field of {total} bytes is not a whole number of {size}-byte values");
+                }
+                let values = total / size as u64;
+                if self.dtype.is_complex() {
+                    values / 2
+                } else {
+                    values
+                }
+            }
+            Encoding::Varint => {
+                let mut count = 0u64;
+                for r in &self.field {
+                    r.stream(1, 1 << 16, &mut |chunk: &[u8]| {
+                        count += chunk.iter().filter(|&&b| b < 0x80).count() as u64;
+                        Ok(())
+                    })?;
+                    let mut last = [0u8];
+                    if !r.is_empty() {
+                        r.read_at(r.len() - 1, &mut last)?;
+                        if last[0] >= 0x80 {
+                            bail!("a packed varint field ends in the middle of a value");
+                        }
+                    }
+                }
+                count
+            }
+            Encoding::Bytes if self.dtype == DType::String => {
+                self.max_string_len = self
+                    .field
+                    .iter()
+                    .take(n as usize)
+                    .map(|r| r.len())
+                    .max()
+                    .unwrap_or(0);
+                self.field.len() as u64
+            }
+            Encoding::Bytes => self.field.iter().map(|r| r.len()).sum(),
+        };
+        if let Some(size) = self.dtype.item_size() {
+            let fill = n.saturating_sub(self.values).saturating_mul(size as u64);
+            if fill > max_fill_bytes {
+                bail!(
+                    "shape {:?} asks for {n} elements but only {} values are stored; filling the rest would write {fill} bytes (over the {max_fill_bytes}-byte limit of --max-fill-bytes)",
+                    self.shape,
+                    self.values
+                );
+            }
+        } else if self.dtype == DType::String && n > self.values && self.values > 0 {
+            let fill = (n - self.values).saturating_mul(self.max_string_len.max(1));
+            if fill > max_fill_bytes {
+                bail!(
+                    "filling {n} string elements from {} values would exceed --max-fill-bytes",
+                    self.values
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> Kind {
+        if self.dtype == DType::String {
+            Kind::String
+        } else {
+            Kind::Dense
+        }
+    }
+
+    /// Streams the elements in the dtype's little-endian layout.
+    pub fn read_dense(&self, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let Some(size) = self.dtype.item_size() else {
+            bail!("{} is not a fixed-size dtype", self.dtype);
+        };
+        if let Some(content) = &self.content {
+            return content.stream(size, chunk, sink);
+        }
+        let n = self.elements;
+        if n == 0 {
+            return Ok(());
+        }
+        let cap = (chunk / size).max(1) * size;
+        let mut out: Vec<u8> = Vec::with_capacity(cap.min((n as usize).saturating_mul(size)));
+        let mut emitted: u64 = 0;
+        let mut last: Vec<u8> = vec![0u8; size]; // zeros when no value is given
+        let (field_no, enc) = typed_field(self.dtype);
+        let per_element = if self.dtype.is_complex() { 2 } else { 1 };
+        let mut pending: Vec<u8> = Vec::with_capacity(size);
+        'fields: for r in &self.field {
+            let mut c = Cursor::new(r.clone());
+            while !c.at_end() && emitted < n {
+                match enc {
+                    Encoding::Fixed(w) => {
+                        pending.extend_from_slice(c.bytes(w)?);
+                        if pending.len() < w * per_element {
+                            continue;
+                        }
+                    }
+                    Encoding::Varint => {
+                        let v = c.varint()?;
+                        encode_varint_value(self.dtype, v, &mut pending);
+                    }
+                    Encoding::Bytes => {
+                        debug_assert_eq!(field_no, 18);
+                        pending.push(c.bytes(1)?[0]);
+                    }
+                }
+                out.extend_from_slice(&pending);
+                last.clear();
+                last.extend_from_slice(&pending);
+                pending.clear();
+                emitted += 1;
+                if out.len() >= cap {
+                    sink(&out)?;
+                    out.clear();
+                }
+            }
+            if emitted >= n {
+                break 'fields;
+            }
+        }
+        // Fill the rest with the last value (or zeros): TensorFlow's splat rule.
+        while emitted < n {
+            out.extend_from_slice(&last);
+            emitted += 1;
+            if out.len() >= cap {
+                sink(&out)?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            sink(&out)?;
+        }
+        Ok(())
+    }
+
+    /// Streams string elements one at a time.
+    pub fn read_strings(&self, sink: &mut ChunkSink) -> Result<()> {
+        if self.dtype != DType::String {
+            bail!("not a string tensor");
+        }
+        let n = self.elements;
+        if let Some(content) = &self.content {
+            // All lengths come first; a second cursor walks the payloads behind them.
+            let mut lengths = Cursor::new(content.clone());
+            let mut payload = Cursor::new(content.clone());
+            for _ in 0..n {
+                payload.varint()?;
+            }
+            for _ in 0..n {
+                let len = lengths.varint()?;
+                sink(payload.bytes(len as usize)?)?;
+            }
+            return Ok(());
+        }
+        let k = self.field.len() as u64;
+        for i in 0..n {
+            if k == 0 {
+                sink(&[])?;
+            } else {
+                let r = &self.field[(i.min(k - 1)) as usize];
+                sink(&r.read_vec(0, r.len() as usize)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, name: String) -> TensorMeta {
+        TensorMeta {
+            name,
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            kind: self.kind(),
+            stored_bytes: self.stored_bytes,
+            max_string_len: (self.dtype == DType::String).then_some(self.max_string_len),
+            big_endian: false,
+        }
+    }
+}
+
+/// One `int_val`/`int64_val`/`half_val`/... value as the dtype's element bytes, truncated like
+/// the C++ cast TensorFlow applies.
+fn encode_varint_value(d: DType, v: u64, out: &mut Vec<u8>) {
+    use DType::*;
+    match d {
+        I8 | U8 | QInt8 | QUInt8 | I4 | U4 | I2 | U2 => out.push(v as u8),
+        I16 | U16 | QInt16 | QUInt16 | F16 | BF16 => {
+            out.extend_from_slice(&(v as u16).to_le_bytes())
+        }
+        I32 | QInt32 | U32 => out.extend_from_slice(&(v as u32).to_le_bytes()),
+        I64 | U64 => out.extend_from_slice(&v.to_le_bytes()),
+        Bool => out.push((v != 0) as u8),
+        _ => {}
+    }
+}
+
+/// A file holding one serialized TensorProto, named by its stem.
+pub struct TensorProtoSource {
+    path: String,
+    files: Vec<PathBuf>,
+    tensor: ScannedTensor,
+    metas: Vec<TensorMeta>,
+}
+
+impl TensorProtoSource {
+    pub fn open(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        name: String,
+        max_fill: u64,
+    ) -> Result<Self> {
+        if data.is_empty() {
+            bail!("the file is empty: not a TensorProto");
+        }
+        let tensor =
+            ScannedTensor::scan(&data, max_fill).context("cannot read it as a TensorProto")?;
+        let metas = vec![tensor.meta(name)];
+        Ok(TensorProtoSource {
+            path: path.to_string(),
+            files,
+            tensor,
+            metas,
+        })
+    }
+}
+
+impl Source for TensorProtoSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+    fn tensors(&self) -> &[TensorMeta] {
+        &self.metas
+    }
+    fn read_dense(&mut self, _index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.tensor.read_dense(chunk, sink)
+    }
+    fn read_strings(&mut self, _index: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.tensor.read_strings(sink)
+    }
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+}
+
+/// True when `head` could start a TensorProto: a dtype or shape field first.
+pub fn plausible(head: &[u8]) -> bool {
+    matches!(varint(head), Some((key, _)) if key >> 3 >= 1 && key >> 3 <= 18 && key & 7 != 3 && key & 7 != 4)
+}

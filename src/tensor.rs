@@ -1,0 +1,83 @@
+//! The tensor stream every reader produces and every sink consumes: metadata first (listable
+//! without touching the data), then each tensor's bytes in bounded chunks.
+
+use anyhow::{bail, Result};
+
+use crate::dtype::DType;
+
+/// How a tensor is laid out, as `list` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dense,
+    String,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dense => "dense",
+            Kind::String => "string",
+        }
+    }
+}
+
+/// What a reader knows about one tensor before reading its data.
+#[derive(Clone, Debug)]
+pub struct TensorMeta {
+    /// The name as the source stores it (before any `<stem>/` prefix).
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub kind: Kind,
+    /// Bytes the tensor occupies in the source.
+    pub stored_bytes: u64,
+    /// For string tensors: the longest element, which sizes the `|S<n>` output.
+    pub max_string_len: Option<u64>,
+    /// Elements are stored big-endian and must be swapped.
+    pub big_endian: bool,
+}
+
+impl TensorMeta {
+    pub fn num_elements(&self) -> Result<u64> {
+        checked_elements(&self.shape)
+    }
+}
+
+/// The element count of a shape, refusing shapes whose product overflows.
+pub fn checked_elements(shape: &[u64]) -> Result<u64> {
+    let mut n: u64 = 1;
+    for &d in shape {
+        n = match n.checked_mul(d) {
+            Some(n) => n,
+            None => bail!("shape {shape:?} has more elements than fit in 64 bits"),
+        };
+    }
+    Ok(n)
+}
+
+/// Receives a tensor's bytes chunk by chunk.
+pub type ChunkSink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
+
+/// A reader of one input: lists its tensors, then streams any of them.
+pub trait Source {
+    /// The input path as the user gave it, for messages.
+    fn display_path(&self) -> &str;
+
+    fn tensors(&self) -> &[TensorMeta];
+
+    /// Streams the elements of fixed-size tensor `index`, row-major, in the source dtype's
+    /// little-endian layout (or big-endian when `big_endian` is set), in chunks of at most
+    /// `chunk` bytes, each holding whole elements.
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()>;
+
+    /// Streams the elements of string tensor `index`, one call per element, row-major.
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()>;
+
+    /// Every file this source reads, so that no output is ever written over one of them.
+    fn input_files(&self) -> Vec<std::path::PathBuf>;
+
+    /// Things the user should hear about (skipped entries), printed unless `--quiet`.
+    fn notes(&self) -> &[String] {
+        &[]
+    }
+}

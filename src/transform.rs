@@ -1,0 +1,421 @@
+//! Chunk-by-chunk element conversion between a source dtype and the `.npy` type the policy
+//! chose: byte-order swaps, lossless widening of bfloat16 and the float8 family, sub-byte
+//! integer sign extension, and the user's explicit `--cast`s (numpy `astype` semantics).
+
+use std::sync::OnceLock;
+
+use anyhow::{bail, Result};
+use half::f16;
+
+use crate::dtype::{DType, NpyType, Plan};
+
+/// Converts whole elements of one source dtype into one output type.
+#[derive(Clone, Debug)]
+pub struct Converter {
+    src: DType,
+    out: NpyType,
+    swap: bool,
+    op: Op,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Same bytes (after any byte swap).
+    Copy,
+    Bf16ToF32,
+    /// Table lookup of a one-byte float format.
+    Byte8ToF32,
+    /// Sign-extend the low `bits` bits of each byte.
+    SignExtend(u32),
+    /// Keep the low `bits` bits of each byte.
+    Mask(u32),
+    /// Element-wise numeric cast through a wide intermediate.
+    Cast,
+}
+
+impl Converter {
+    pub fn new(src: DType, plan: Plan, big_endian: bool) -> Result<Converter> {
+        let out = match plan {
+            Plan::Numeric(t) | Plan::Bits(t) => t,
+            Plan::Strings | Plan::Unsupported => bail!("{src} has no element-wise conversion"),
+        };
+        let Some(size) = src.item_size() else {
+            bail!("{src} has no fixed element size");
+        };
+        let op = match plan {
+            Plan::Bits(t) if t.size() == size => Op::Copy,
+            Plan::Bits(_) => bail!("cannot keep the bits of {src} as {}", out.descr()),
+            _ => match (src, out) {
+                (DType::I4, NpyType::I8) => Op::SignExtend(4),
+                (DType::I2, NpyType::I8) => Op::SignExtend(2),
+                (DType::U4, NpyType::U8) => Op::Mask(4),
+                (DType::U2, NpyType::U8) => Op::Mask(2),
+                (DType::BF16, NpyType::F32) => Op::Bf16ToF32,
+                (s, NpyType::F32) if s.is_float8() => Op::Byte8ToF32,
+                (s, o) if NpyType::natural(s) == Some(o) && !s.is_float8() && s != DType::BF16 => {
+                    Op::Copy
+                }
+                _ => Op::Cast,
+            },
+        };
+        Ok(Converter {
+            src,
+            out,
+            swap: big_endian && src.swap_unit() > 1,
+            op,
+        })
+    }
+
+    /// Converts `input` (whole source elements) and appends the result to `out`.
+    pub fn convert(&self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let size = self.src.item_size().unwrap_or(1);
+        if input.len() % size != 0 {
+            bail!(
+                "internal: a chunk of {} bytes is not whole {} elements",
+                input.len(),
+                self.src
+            );
+        }
+        let swapped;
+        let input = if self.swap {
+            let mut v = input.to_vec();
+            for unit in v.chunks_exact_mut(self.src.swap_unit()) {
+                unit.reverse();
+            }
+            swapped = v;
+            &swapped[..]
+        } else {
+            input
+        };
+        let n = input.len() / size;
+        out.reserve(n * self.out.size());
+        match self.op {
+            Op::Copy => out.extend_from_slice(input),
+            Op::Bf16ToF32 => {
+                for e in input.chunks_exact(2) {
+                    out.extend_from_slice(
+                        &(u32::from(u16::from_le_bytes([e[0], e[1]])) << 16).to_le_bytes(),
+                    );
+                }
+            }
+            Op::Byte8ToF32 => {
+                let table = byte_float_table(self.src);
+                for &b in input {
+                    out.extend_from_slice(&table[b as usize].to_le_bytes());
+                }
+            }
+            Op::SignExtend(bits) => out.extend(
+                input
+                    .iter()
+                    .map(|&b| (((b << (8 - bits)) as i8) >> (8 - bits)) as u8),
+            ),
+            Op::Mask(bits) => out.extend(input.iter().map(|&b| b & ((1u8 << bits) - 1))),
+            Op::Cast => {
+                for e in input.chunks_exact(size) {
+                    encode(self.out, decode(self.src, e), out);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One element in a form every numeric dtype converts through without loss.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    Int(i128),
+    Float(f64),
+    Complex(f64, f64),
+}
+
+fn decode(d: DType, e: &[u8]) -> Value {
+    use DType::*;
+    let le2 = || u16::from_le_bytes([e[0], e[1]]);
+    let le4 = || u32::from_le_bytes(e[..4].try_into().unwrap());
+    let le8 = || u64::from_le_bytes(e[..8].try_into().unwrap());
+    match d {
+        Bool => Value::Int((e[0] != 0) as i128),
+        I8 | QInt8 => Value::Int(e[0] as i8 as i128),
+        U8 | QUInt8 => Value::Int(e[0] as i128),
+        I4 => Value::Int((((e[0] << 4) as i8) >> 4) as i128),
+        U4 => Value::Int((e[0] & 15) as i128),
+        I2 => Value::Int((((e[0] << 6) as i8) >> 6) as i128),
+        U2 => Value::Int((e[0] & 3) as i128),
+        I16 | QInt16 => Value::Int(le2() as i16 as i128),
+        U16 | QUInt16 => Value::Int(le2() as i128),
+        I32 | QInt32 => Value::Int(le4() as i32 as i128),
+        U32 => Value::Int(le4() as i128),
+        I64 => Value::Int(le8() as i64 as i128),
+        U64 => Value::Int(le8() as i128),
+        F16 => Value::Float(f16::from_bits(le2()).to_f64()),
+        BF16 => Value::Float(f32::from_bits(u32::from(le2()) << 16) as f64),
+        F32 => Value::Float(f32::from_bits(le4()) as f64),
+        F64 => Value::Float(f64::from_bits(le8())),
+        C64 => Value::Complex(
+            f32::from_bits(le4()) as f64,
+            f32::from_bits(u32::from_le_bytes(e[4..8].try_into().unwrap())) as f64,
+        ),
+        C128 => Value::Complex(
+            f64::from_bits(le8()),
+            f64::from_bits(u64::from_le_bytes(e[8..16].try_into().unwrap())),
+        ),
+        d if d.is_float8() => {
+            Value::Float(f32::from_bits(byte_float_table(d)[e[0] as usize]) as f64)
+        }
+        _ => Value::Int(0), // strings, resources and variants never reach a numeric cast
+    }
+}
+
+fn encode(t: NpyType, v: Value, out: &mut Vec<u8>) {
+    let as_int = |v: Value| -> i128 {
+        match v {
+            Value::Int(i) => i,
+            // Rust's float-to-int `as` saturates (NaN gives 0); numpy's result for
+            // out-of-range values is platform-defined, so this is documented, not matched.
+            Value::Float(f) | Value::Complex(f, _) => f as i128,
+        }
+    };
+    let as_float = |v: Value| -> f64 {
+        match v {
+            Value::Int(i) => i as f64,
+            Value::Float(f) | Value::Complex(f, _) => f,
+        }
+    };
+    match t {
+        NpyType::Bool => out.push(match v {
+            Value::Int(i) => (i != 0) as u8,
+            Value::Float(f) => (f != 0.0) as u8,
+            Value::Complex(r, i) => (r != 0.0 || i != 0.0) as u8,
+        }),
+        NpyType::I8 | NpyType::U8 => out.push(as_int(v) as u8),
+        NpyType::I16 | NpyType::U16 => out.extend_from_slice(&(as_int(v) as u16).to_le_bytes()),
+        NpyType::I32 | NpyType::U32 => out.extend_from_slice(&(as_int(v) as u32).to_le_bytes()),
+        NpyType::I64 | NpyType::U64 => out.extend_from_slice(&(as_int(v) as u64).to_le_bytes()),
+        NpyType::F16 => {
+            let h = match v {
+                // int -> half goes through double, as numpy does
+                Value::Int(i) => f16::from_f64(i as f64),
+                Value::Float(f) | Value::Complex(f, _) => f16::from_f64(f),
+            };
+            out.extend_from_slice(&h.to_bits().to_le_bytes())
+        }
+        NpyType::F32 => {
+            let f = match v {
+                Value::Int(i) => i as f32,
+                other => as_float(other) as f32,
+            };
+            out.extend_from_slice(&f.to_le_bytes())
+        }
+        NpyType::F64 => out.extend_from_slice(&as_float(v).to_le_bytes()),
+        NpyType::C64 | NpyType::C128 => {
+            let (re, im) = match v {
+                Value::Complex(r, i) => (r, i),
+                other => (as_float(other), 0.0),
+            };
+            if t == NpyType::C64 {
+                out.extend_from_slice(&(re as f32).to_le_bytes());
+                out.extend_from_slice(&(im as f32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&re.to_le_bytes());
+                out.extend_from_slice(&im.to_le_bytes());
+            }
+        }
+        NpyType::Bytes(_) => {}
+    }
+}
+
+/// The float32 bit pattern of each of the 256 codes of a one-byte float format, as ml_dtypes'
+/// `astype(np.float32)` gives it (NaN is the quiet NaN carrying the code's sign).
+pub fn byte_float_table(d: DType) -> &'static [u32; 256] {
+    static TABLES: [OnceLock<[u32; 256]>; 7] = [const { OnceLock::new() }; 7];
+    let (slot, fmt) = match d {
+        DType::F8E4M3FN => (
+            0,
+            Format {
+                exp: 4,
+                man: 3,
+                bias: 7,
+                kind: NanKind::AllOnes,
+            },
+        ),
+        DType::F8E5M2 => (
+            1,
+            Format {
+                exp: 5,
+                man: 2,
+                bias: 15,
+                kind: NanKind::Ieee,
+            },
+        ),
+        DType::F8E4M3FNUZ => (
+            2,
+            Format {
+                exp: 4,
+                man: 3,
+                bias: 8,
+                kind: NanKind::NegZero,
+            },
+        ),
+        DType::F8E5M2FNUZ => (
+            3,
+            Format {
+                exp: 5,
+                man: 2,
+                bias: 16,
+                kind: NanKind::NegZero,
+            },
+        ),
+        DType::F8E4M3B11FNUZ => (
+            4,
+            Format {
+                exp: 4,
+                man: 3,
+                bias: 11,
+                kind: NanKind::NegZero,
+            },
+        ),
+        DType::F8E8M0FNU => (
+            5,
+            Format {
+                exp: 8,
+                man: 0,
+                bias: 127,
+                kind: NanKind::Unsigned,
+            },
+        ),
+        DType::F4E2M1FN => (
+            6,
+            Format {
+                exp: 2,
+                man: 1,
+                bias: 1,
+                kind: NanKind::None,
+            },
+        ),
+        _ => panic!("{d} is not a one-byte float format"),
+    };
+    TABLES[slot].get_or_init(|| std::array::from_fn(|code| fmt.to_f32(code as u8).to_bits()))
+}
+
+#[derive(Clone, Copy)]
+enum NanKind {
+    /// IEEE-style: the top exponent is infinity (zero mantissa) or NaN.
+    Ieee,
+    /// "fn": no infinities; only the all-ones code is NaN.
+    AllOnes,
+    /// "fnuz": no infinities, no negative zero; the negative-zero code is the only NaN.
+    NegZero,
+    /// e8m0: no sign bit; 0xFF is NaN.
+    Unsigned,
+    /// fp4: neither infinities nor NaN.
+    None,
+}
+
+#[derive(Clone, Copy)]
+struct Format {
+    exp: u32,
+    man: u32,
+    bias: i32,
+    kind: NanKind,
+}
+
+impl Format {
+    fn to_f32(self, code: u8) -> f32 {
+        let width = 1 + self.exp + self.man;
+        let signed = !matches!(self.kind, NanKind::Unsigned);
+        let bits = if width >= 8 {
+            code
+        } else {
+            code & ((1u16 << width) - 1) as u8
+        };
+        let total = if signed { width } else { self.exp + self.man };
+        let negative = signed && (bits >> (total - 1)) & 1 == 1;
+        let e = ((bits >> self.man) as u32) & ((1 << self.exp) - 1);
+        let m = (bits as u32) & ((1 << self.man) - 1);
+        let top = (1 << self.exp) - 1;
+        let nan = || if negative { -f32::NAN } else { f32::NAN };
+        match self.kind {
+            NanKind::Ieee if e == top => {
+                return if m == 0 {
+                    if negative {
+                        f32::NEG_INFINITY
+                    } else {
+                        f32::INFINITY
+                    }
+                } else {
+                    nan()
+                }
+            }
+            NanKind::AllOnes if e == top && m == (1 << self.man) - 1 => return nan(),
+            NanKind::NegZero if negative && e == 0 && m == 0 => return nan(),
+            NanKind::Unsigned if e == top => return f32::NAN,
+            _ => {}
+        }
+        let magnitude = if matches!(self.kind, NanKind::Unsigned) {
+            // e8m0 is a bare exponent: no zero, no subnormals, no implicit mantissa bit.
+            2f64.powi(e as i32 - self.bias)
+        } else if e == 0 {
+            m as f64 * 2f64.powi(1 - self.bias - self.man as i32)
+        } else {
+            ((1u64 << self.man) + m as u64) as f64
+                * 2f64.powi(e as i32 - self.bias - self.man as i32)
+        };
+        let v = magnitude as f32; // exact: every one of these values is a float32
+        if negative {
+            -v
+        } else {
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float8_tables_hit_the_documented_extremes() {
+        let t = byte_float_table(DType::F8E4M3FN);
+        assert_eq!(f32::from_bits(t[0x7e]), 448.0);
+        assert!(f32::from_bits(t[0x7f]).is_nan());
+        assert_eq!(f32::from_bits(t[0x01]), 2f32.powi(-9));
+        let t = byte_float_table(DType::F8E5M2);
+        assert_eq!(f32::from_bits(t[0x7b]), 57344.0);
+        assert_eq!(f32::from_bits(t[0x7c]), f32::INFINITY);
+        let t = byte_float_table(DType::F8E4M3FNUZ);
+        assert!(f32::from_bits(t[0x80]).is_nan());
+        assert_eq!(f32::from_bits(t[0x7f]), 240.0);
+        let t = byte_float_table(DType::F8E8M0FNU);
+        assert_eq!(f32::from_bits(t[127]), 1.0);
+        assert_eq!(f32::from_bits(t[0]), 2f32.powi(-127));
+        let t = byte_float_table(DType::F4E2M1FN);
+        assert_eq!(f32::from_bits(t[0x07]), 6.0);
+        assert_eq!(f32::from_bits(t[0x0f]), -6.0);
+        assert_eq!(f32::from_bits(t[0x02]), 1.0);
+    }
+
+    #[test]
+    fn big_endian_complex_swaps_each_half() {
+        let c = Converter::new(DType::C64, Plan::Numeric(NpyType::C64), true).unwrap();
+        let mut out = Vec::new();
+        let mut be = 1.5f32.to_be_bytes().to_vec();
+        be.extend_from_slice(&(-2.0f32).to_be_bytes());
+        c.convert(&be, &mut out).unwrap();
+        assert_eq!(&out[..4], &1.5f32.to_le_bytes());
+        assert_eq!(&out[4..], &(-2.0f32).to_le_bytes());
+    }
+
+    #[test]
+    fn casts_round_to_nearest_even_like_numpy() {
+        let c = Converter::new(DType::F32, Plan::Numeric(NpyType::F16), false).unwrap();
+        let mut out = Vec::new();
+        // 1 + 2^-11 is exactly between two halves: ties to even gives 1.0
+        c.convert(&(1.0f32 + 2f32.powi(-11)).to_le_bytes(), &mut out)
+            .unwrap();
+        assert_eq!(out, 0x3c00u16.to_le_bytes());
+        let c = Converter::new(DType::I64, Plan::Numeric(NpyType::I8), false).unwrap();
+        let mut out = Vec::new();
+        c.convert(&300i64.to_le_bytes(), &mut out).unwrap();
+        assert_eq!(out, [44]);
+    }
+}

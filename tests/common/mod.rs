@@ -1,0 +1,188 @@
+//! Test helpers: an independent `.npy` / `.npz` reader (so that outputs are compared with the
+//! NumPy-written oracles by content, not by trusting the tool's own writer), the fixture
+//! manifest, and running the binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One array as stored in a `.npy`: its descr, shape and raw data bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    pub descr: String,
+    pub fortran: bool,
+    pub shape: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tensor2npy"))
+}
+
+/// Parses a `.npy` byte string (versions 1, 2 and 3).
+pub fn parse_npy(bytes: &[u8]) -> Array {
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "not an .npy file");
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        v => panic!("unknown .npy version {v}"),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(header.ends_with('\n'));
+    assert_eq!(
+        (start + hlen) % 64,
+        0,
+        "data offset not 64-aligned: {header:?}"
+    );
+    let field = |key: &str| -> &str {
+        let at = header
+            .find(&format!("'{key}': "))
+            .unwrap_or_else(|| panic!("no {key} in {header}"));
+        &header[at + key.len() + 4..]
+    };
+    let descr_rest = field("descr");
+    let descr = descr_rest[1..].split('\'').next().unwrap().to_string();
+    let fortran = field("fortran_order").starts_with("True");
+    let shape_rest = field("shape");
+    let shape_txt = &shape_rest[1..shape_rest.find(')').unwrap()];
+    let shape = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse().unwrap())
+        .collect();
+    Array {
+        descr,
+        fortran,
+        shape,
+        data: bytes[start + hlen..].to_vec(),
+    }
+}
+
+pub fn read_npy(path: &Path) -> Array {
+    parse_npy(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Every member of an `.npz`, keyed as `np.load(...).files` gives them.
+pub fn read_npz(path: &Path) -> BTreeMap<String, Array> {
+    let f = fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    read_npz_from(f)
+}
+
+pub fn read_npz_from<R: Read + std::io::Seek>(r: R) -> BTreeMap<String, Array> {
+    let mut zip = zip::ZipArchive::new(r).expect("a valid zip archive");
+    let mut out = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut m = zip.by_index(i).unwrap();
+        let name = m.name().unwrap().to_string();
+        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        let mut bytes = Vec::new();
+        m.read_to_end(&mut bytes).unwrap();
+        out.insert(key, parse_npy(&bytes));
+    }
+    out
+}
+
+/// Every `.npy` under a directory, keyed by relative path without `.npy`.
+pub fn read_npy_dir(dir: &Path) -> BTreeMap<String, Array> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel.strip_suffix(".npy").unwrap().to_string(), read_npy(&p));
+            }
+        }
+    }
+    out
+}
+
+/// Compares two archives member by member: same keys, descr, shape and bytes.
+pub fn assert_same_arrays(
+    got: &BTreeMap<String, Array>,
+    want: &BTreeMap<String, Array>,
+    what: &str,
+) {
+    let gk: Vec<_> = got.keys().collect();
+    let wk: Vec<_> = want.keys().collect();
+    assert_eq!(gk, wk, "{what}: member names differ");
+    for (k, w) in want {
+        let g = &got[k];
+        assert_eq!(g.descr, w.descr, "{what}: '{k}' dtype");
+        assert_eq!(g.shape, w.shape, "{what}: '{k}' shape");
+        assert!(!g.fortran);
+        if g.data != w.data {
+            let at = g.data.iter().zip(&w.data).position(|(a, b)| a != b);
+            panic!(
+                "{what}: '{k}' data differs ({} vs {} bytes, first difference at byte {at:?})",
+                g.data.len(),
+                w.data.len()
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub input: PathBuf,
+    pub oracle: Option<PathBuf>,
+    pub error: Option<String>,
+    pub args: Vec<String>,
+}
+
+pub fn manifest() -> Vec<Case> {
+    let text = fs::read_to_string(root().join("fixtures/manifest.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            input: root().join(c["input"].as_str().unwrap()),
+            oracle: c["oracle"].as_str().map(|p| root().join(p)),
+            error: c["error"].as_str().map(String::from),
+            args: c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("t2n-test")
+        .tempdir()
+        .unwrap()
+}
+
+/// Files left in a directory (recursively), for "nothing was written" checks.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(files_in(&p));
+                out.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,112 @@
+//! Every fixture in fixtures/manifest.json, converted by the binary and compared bit for bit
+//! with what TensorFlow / safetensors returned for it (the `.expected.npz` oracles written by
+//! fixtures/generate.py); every broken fixture must fail with exit 1 and leave nothing behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run_case(
+    case: &Case,
+    out_name: &str,
+    extra: &[&str],
+) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempdir();
+    let out = dir.path().join(out_name);
+    let mut cmd = Command::new(bin());
+    cmd.arg("convert")
+        .arg(&case.input)
+        .arg("-o")
+        .arg(&out)
+        .args(&case.args)
+        .args(extra);
+    (cmd.output().unwrap(), dir)
+}
+
+fn check_good(filter: &str) {
+    let cases: Vec<Case> = manifest()
+        .into_iter()
+        .filter(|c| c.oracle.is_some() && c.input.to_string_lossy().contains(filter))
+        .collect();
+    assert!(!cases.is_empty(), "no fixtures match {filter}");
+    for case in cases {
+        let what = format!("{} {:?}", case.input.display(), case.args);
+        let want = read_npz(case.oracle.as_ref().unwrap());
+        // as an .npz
+        let (o, dir) = run_case(&case, "out.npz", &[]);
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_same_arrays(&read_npz(&dir.path().join("out.npz")), &want, &what);
+        // and with a tiny chunk size, so that every tensor crosses many chunk boundaries
+        let (o, dir) = run_case(&case, "small.npz", &["--chunk-size", "64"]);
+        assert!(
+            o.status.success(),
+            "{what} (small chunks): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_same_arrays(
+            &read_npz(&dir.path().join("small.npz")),
+            &want,
+            &format!("{what} small chunks"),
+        );
+    }
+}
+
+#[test]
+fn safetensors_fixtures_match_safetensors_numpy() {
+    check_good("fixtures/safetensors/");
+}
+
+#[test]
+fn tensorproto_fixtures_match_tf_parse_tensor() {
+    check_good("fixtures/tensorproto/");
+}
+
+#[test]
+fn tfrecord_fixtures_match_tf_data() {
+    check_good("fixtures/tfrecord/");
+}
+
+#[test]
+fn checkpoint_fixtures_match_tf_train_load_checkpoint() {
+    check_good("fixtures/ckpt/");
+}
+
+#[test]
+fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
+    let cases: Vec<Case> = manifest()
+        .into_iter()
+        .filter(|c| c.error.is_some())
+        .collect();
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let what = case.input.display().to_string();
+        let (o, dir) = run_case(&case, "out.npz", &[]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.starts_with("tensor2npy: error: "),
+            "{what}: {stderr}"
+        );
+        assert!(
+            stderr.contains(case.input.file_name().unwrap().to_str().unwrap()),
+            "{what}: names the input: {stderr}"
+        );
+        let expected = case.error.as_deref().unwrap();
+        assert!(
+            stderr.to_lowercase().contains(&expected.to_lowercase()),
+            "{what}: wanted '{expected}' in: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert_eq!(
+            files_in(dir.path()),
+            Vec::<std::path::PathBuf>::new(),
+            "{what}: left files behind"
+        );
+    }
+}
