@@ -214,14 +214,11 @@ pub fn stem(path: &Path) -> String {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "stdin".into())
         });
-    loop {
-        match EXTS
-            .iter()
-            .find(|e| name.len() > e.len() && name.ends_with(*e))
-        {
-            Some(e) => name.truncate(name.len() - e.len()),
-            None => break,
-        }
+    while let Some(e) = EXTS
+        .iter()
+        .find(|e| name.len() > e.len() && name.ends_with(*e))
+    {
+        name.truncate(name.len() - e.len());
     }
     name
 }

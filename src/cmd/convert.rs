@@ -247,7 +247,7 @@ fn refuse_overwriting_inputs(jobs: &[Job], sources: &[Box<dyn Source>]) -> Resul
             Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => absolute(p),
             _ => continue,
         };
-        if inputs.iter().any(|i| *i == path) {
+        if inputs.contains(&path) {
             return Err(usage(format!(
                 "refusing to write over the input {}",
                 path.display()

@@ -274,19 +274,23 @@ impl BundleSource {
                 }
             }
             None if dtype == DType::String => {
+                // The lengths lead the entry; reading them sizes the |S<n> output. Damage here
+                // is what the entry's checksum would catch, and is reported as such.
                 let range = self.range(&entry)?;
                 let mut c = Cursor::new(range);
                 let mut max = 0u64;
                 let mut total = 0u64;
                 for _ in 0..n {
-                    let l = c.varint().context("string lengths")?;
+                    let l = c.varint().map_err(|e| {
+                        anyhow!("checksum mismatch: the string entry is corrupt ({e})")
+                    })?;
                     max = max.max(l);
                     total = total.saturating_add(l);
                 }
                 let want = c.pos().saturating_add(4).saturating_add(total);
                 if want != entry.size as u64 {
                     bail!(
-                        "the string entry's lengths add up to {want} bytes, but it holds {}",
+                        "checksum mismatch: the string entry is corrupt (its lengths add up to {want} bytes, but it holds {})",
                         entry.size
                     );
                 }

@@ -39,8 +39,14 @@ pub fn read_all(file: &FileRange) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     if magic != MAGIC {
         bail!("not a checkpoint index: the table magic number is missing (truncated or not an .index file)");
     }
-    let (_metaindex, n) = handle(&footer).context("corrupt table footer")?;
-    let (index, _) = handle(&footer[n..]).context("corrupt table footer")?;
+    let (metaindex, n1) = handle(&footer).context("corrupt table footer")?;
+    let (index, n2) = handle(&footer[n1..]).context("corrupt table footer")?;
+    // TensorFlow pads the footer with zeros; anything else is damage no CRC would catch.
+    if footer[n1 + n2..40].iter().any(|&b| b != 0) {
+        bail!("corrupt table footer (non-zero padding)");
+    }
+    // The metaindex block is always empty in TensorFlow bundles, but its checksum guards it.
+    read_block(file, metaindex).context("metaindex block")?;
     let index_block = read_block(file, index).context("index block")?;
     let mut entries = Vec::new();
     let mut last_key: Option<Vec<u8>> = None;

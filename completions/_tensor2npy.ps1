@@ -1,0 +1,111 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'tensor2npy'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'tensor2npy' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tensor2npy;convert' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Read the inputs as this format instead of sniffing their content')
+            [CompletionResult]::new('--select', '--select', [CompletionResultType]::ParameterName, 'Keep only tensors whose name matches GLOB (repeatable; ''*'' also matches ''/'')')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Drop tensors whose name matches GLOB (repeatable)')
+            [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
+            [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Output kind where -o does not say: npz (an archive) or npy (.npy files)')
+            [CompletionResult]::new('--bf16', '--bf16', [CompletionResultType]::ParameterName, 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2')
+            [CompletionResult]::new('--f8', '--f8', [CompletionResultType]::ParameterName, 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1')
+            [CompletionResult]::new('--cast', '--cast', [CompletionResultType]::ParameterName, 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16')
+            [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Bytes read and converted at a time; bounds memory use')
+            [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
+            [CompletionResult]::new('--stack', '--stack', [CompletionResultType]::ParameterName, 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>')
+            [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Checkpoints: do not verify the CRC32C of each entry')
+            [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (checkpoint variants such as iterator state) as errors')
+            [CompletionResult]::new('--compress', '--compress', [CompletionResultType]::ParameterName, 'Deflate .npz members, like np.savez_compressed')
+            [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;list' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Read the inputs as this format instead of sniffing their content')
+            [CompletionResult]::new('--select', '--select', [CompletionResultType]::ParameterName, 'Keep only tensors whose name matches GLOB (repeatable; ''*'' also matches ''/'')')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Drop tensors whose name matches GLOB (repeatable)')
+            [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
+            [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('--bf16', '--bf16', [CompletionResultType]::ParameterName, 'bfloat16 policy used for the npy_dtype column')
+            [CompletionResult]::new('--f8', '--f8', [CompletionResultType]::ParameterName, 'float8 policy used for the npy_dtype column')
+            [CompletionResult]::new('--cast', '--cast', [CompletionResultType]::ParameterName, 'Casts used for the npy_dtype column')
+            [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
+            [CompletionResult]::new('--stack', '--stack', [CompletionResultType]::ParameterName, 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>')
+            [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Checkpoints: do not verify the CRC32C of each entry')
+            [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (checkpoint variants such as iterator state) as errors')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (an array of objects) instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;completions' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;help' {
+            [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'tensor2npy;help;convert' {
+            break
+        }
+        'tensor2npy;help;list' {
+            break
+        }
+        'tensor2npy;help;completions' {
+            break
+        }
+        'tensor2npy;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,97 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[tensor2npy] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'tensor2npy'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'tensor2npy'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand convert 'Convert tensors to .npy / .npz'
+            cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tensor2npy;convert'= {
+            cand --from 'Read the inputs as this format instead of sniffing their content'
+            cand --select 'Keep only tensors whose name matches GLOB (repeatable; ''*'' also matches ''/'')'
+            cand --exclude 'Drop tensors whose name matches GLOB (repeatable)'
+            cand --max-fill-bytes 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to'
+            cand --max-decompressed 'Compressed TFRecord: refuse streams that decompress to more than BYTES'
+            cand -o 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)'
+            cand --output 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)'
+            cand --to 'Output kind where -o does not say: npz (an archive) or npy (.npy files)'
+            cand --bf16 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2'
+            cand --f8 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1'
+            cand --cast 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16'
+            cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
+            cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
+            cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+            cand --no-verify 'Checkpoints: do not verify the CRC32C of each entry'
+            cand --strict 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+            cand --compress 'Deflate .npz members, like np.savez_compressed'
+            cand --skip-unsupported 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
+            cand -q 'Silence notes and warnings (errors are still printed)'
+            cand --quiet 'Silence notes and warnings (errors are still printed)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;list'= {
+            cand --from 'Read the inputs as this format instead of sniffing their content'
+            cand --select 'Keep only tensors whose name matches GLOB (repeatable; ''*'' also matches ''/'')'
+            cand --exclude 'Drop tensors whose name matches GLOB (repeatable)'
+            cand --max-fill-bytes 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to'
+            cand --max-decompressed 'Compressed TFRecord: refuse streams that decompress to more than BYTES'
+            cand --bf16 'bfloat16 policy used for the npy_dtype column'
+            cand --f8 'float8 policy used for the npy_dtype column'
+            cand --cast 'Casts used for the npy_dtype column'
+            cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
+            cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+            cand --no-verify 'Checkpoints: do not verify the CRC32C of each entry'
+            cand --strict 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+            cand --json 'Print one JSON document (an array of objects) instead of a table'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;completions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;help'= {
+            cand convert 'Convert tensors to .npy / .npz'
+            cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'tensor2npy;help;convert'= {
+        }
+        &'tensor2npy;help;list'= {
+        }
+        &'tensor2npy;help;completions'= {
+        }
+        &'tensor2npy;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,86 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_tensor2npy_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_tensor2npy_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_tensor2npy_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_tensor2npy_using_subcommand
+    set -l cmd (__fish_tensor2npy_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
+checkpoint\t''
+savedmodel\t''
+tfrecord\t''
+tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s o -l output -d 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)' -r -F
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l to -d 'Output kind where -o does not say: npz (an archive) or npy (.npy files)' -r -f -a "npy\t''
+npz\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l bf16 -d 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
+bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l f8 -d 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
+bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l cast -d 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes and warnings (errors are still printed)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
+checkpoint\t''
+savedmodel\t''
+tfrecord\t''
+tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l bf16 -d 'bfloat16 policy used for the npy_dtype column' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
+bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l f8 -d 'float8 policy used for the npy_dtype column' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
+bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l cast -d 'Casts used for the npy_dtype column' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,49 @@
+//! Slow, disk-hungry checks, run by `cargo test -- --ignored` (and by the benchmark script):
+//! an .npz member over 4 GiB needs zip64, and NumPy must load it.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+#[ignore = "writes 2 x 4 GiB to disk; run with --ignored"]
+fn an_npz_member_over_4_gib_is_zip64_and_loads_in_numpy() {
+    let dir = tempdir();
+    let input = dir.path().join("big.safetensors");
+    let n: u64 = (4 << 30) + 4096 + 3;
+    let header = format!(r#"{{"big":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
+    let mut f = fs::File::create(&input).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    let data_start = 8 + header.len() as u64;
+    f.set_len(data_start + n).unwrap(); // zeros, written sparsely
+                                        // a recognisable byte past the 4 GiB mark
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xab], data_start + n - 1).unwrap();
+    drop(f);
+
+    let out = dir.path().join("big.npz");
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fs::remove_file(&input).unwrap();
+
+    let python = std::env::var("T2N_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import numpy as np, sys\nz = np.load(sys.argv[1])\na = z['big']\nassert a.shape == (int(sys.argv[2]),) and a.dtype == np.uint8\nassert a[-1] == 0xab and a[:1000].sum() == 0\nprint('ok')";
+    let o = Command::new(python)
+        .args(["-c", script])
+        .arg(&out)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
