@@ -28,9 +28,9 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(UsageError(msg.into()))
 }
 
-/// `--select` / `--exclude` globs.
+/// `--select` / `--exclude` globs, remembering which `--select` patterns matched something.
 pub struct Selector {
-    select: Vec<(String, GlobMatcher)>,
+    select: Vec<(String, GlobMatcher, bool)>,
     exclude: Vec<GlobMatcher>,
 }
 
@@ -44,25 +44,31 @@ impl Selector {
         Ok(Selector {
             select: select
                 .iter()
-                .map(|g| Ok((g.clone(), compile(g)?)))
+                .map(|g| Ok((g.clone(), compile(g)?, false)))
                 .collect::<Result<_>>()?,
             exclude: exclude.iter().map(compile).collect::<Result<_>>()?,
         })
     }
 
     pub fn keep(&self, name: &str) -> bool {
-        (self.select.is_empty() || self.select.iter().any(|(_, m)| m.is_match(name)))
+        (self.select.is_empty() || self.select.iter().any(|(_, m, _)| m.is_match(name)))
             && !self.exclude.iter().any(|m| m.is_match(name))
     }
 
-    /// Fails when a `--select` pattern matched none of `names`.
-    pub fn check_matched<'a>(&self, names: impl Iterator<Item = &'a str> + Clone) -> Result<()> {
-        for (pattern, m) in &self.select {
-            if !names.clone().any(|n| m.is_match(n)) {
-                bail!("--select '{pattern}' matches no tensor");
-            }
+    /// Like `keep`, and notes which `--select` patterns matched.
+    pub fn record(&mut self, name: &str) -> bool {
+        for (_, m, seen) in &mut self.select {
+            *seen |= m.is_match(name);
         }
-        Ok(())
+        self.keep(name)
+    }
+
+    /// Fails when a `--select` pattern matched none of the names recorded.
+    pub fn check_matched(&self) -> Result<()> {
+        match self.select.iter().find(|(_, _, seen)| !seen) {
+            Some((pattern, _, _)) => bail!("--select '{pattern}' matches no tensor"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -145,21 +151,21 @@ pub fn output_bytes(meta: &TensorMeta, t: NpyType) -> Result<u64> {
 pub fn write_tensor(
     src: &mut dyn Source,
     index: usize,
+    meta: &TensorMeta,
     out_name: &str,
     policy: &DtypePolicy,
     chunk: usize,
     sink: &mut dyn Sink,
     report: &Reporter,
 ) -> Result<()> {
-    let meta = src.tensors()[index].clone();
     let plan = policy.plan(meta.dtype);
-    let Some(out_type) = npy_type(&meta, policy) else {
+    let Some(out_type) = npy_type(meta, policy) else {
         bail!(
             "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
             meta.dtype
         );
     };
-    let data_len = output_bytes(&meta, out_type)?;
+    let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
     report.set_message(out_name.to_string());
     if meta.kind == Kind::String || meta.dtype == DType::String {

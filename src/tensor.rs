@@ -63,7 +63,12 @@ pub trait Source {
     /// The input path as the user gave it, for messages.
     fn display_path(&self) -> &str;
 
-    fn tensors(&self) -> &[TensorMeta];
+    /// How many tensors the input holds.
+    fn len(&self) -> usize;
+
+    /// The metadata of tensor `index`. Readers of inputs with very many tensors (TFRecords)
+    /// recompute it on demand instead of holding it all.
+    fn meta(&self, index: usize) -> Result<TensorMeta>;
 
     /// Streams the elements of fixed-size tensor `index`, row-major, in the source dtype's
     /// little-endian layout (or big-endian when `big_endian` is set), in chunks of at most

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::dtype::DtypePolicy;
 use crate::input::{absolute, stem};
-use crate::pipeline::{npy_type, usage, write_tensor, Reporter, Selector};
+use crate::pipeline::{npy_type, output_bytes, usage, write_tensor, Reporter, Selector};
 use crate::sink::{DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::tensor::Source;
 
@@ -21,17 +21,17 @@ enum Target {
     StdoutNpz,
 }
 
-/// One tensor to write: (source, tensor index, output name).
-type Item = (usize, usize, String);
-
+/// One output and the inputs whose selected tensors go into it.
 struct Job {
     target: Target,
-    items: Vec<Item>,
+    inputs: Vec<usize>,
+    /// Names gain a `<stem>/` prefix (several inputs share this output).
+    prefixed: bool,
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let report = Reporter::new(args.quiet);
-    let selector = Selector::new(&args.input.select, &args.input.exclude)?;
+    let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = DtypePolicy {
         bf16: args.bf16,
         f8: args.f8,
@@ -43,46 +43,48 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             report.note(&format!("{}: {note}", src.display_path()));
         }
     }
-    let all_names = sources
-        .iter()
-        .flat_map(|s| s.tensors().iter().map(|m| m.name.as_str()));
-    selector.check_matched(all_names)?;
+
+    // A first pass over the metadata: what each input contributes, and every reason to refuse,
+    // before anything is written.
+    let mut selected = vec![0usize; sources.len()];
+    let mut total = 0u64;
+    for (s, src) in sources.iter().enumerate() {
+        for i in 0..src.len() {
+            let meta = src.meta(i)?;
+            if !selector.record(&meta.name) {
+                continue;
+            }
+            let context = || format!("{}: tensor '{}'", src.display_path(), meta.name);
+            match npy_type(&meta, &policy) {
+                Some(t) => total += output_bytes(&meta, t).with_context(context)?,
+                None if args.skip_unsupported => continue,
+                None => {
+                    return Err(anyhow!(
+                        "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
+                        meta.dtype
+                    )
+                    .context(context()))
+                }
+            }
+            selected[s] += 1;
+        }
+    }
+    selector.check_matched()?;
 
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
-    let mut selected: Vec<Vec<Item>> = Vec::new();
-    for (s, src) in sources.iter().enumerate() {
-        let mut items = Vec::new();
-        for (i, meta) in src.tensors().iter().enumerate() {
-            if !selector.keep(&meta.name) {
-                continue;
-            }
-            if npy_type(meta, &policy).is_none() && args.skip_unsupported {
-                report.note(&format!(
-                    "{}: skipped '{}': dtype {} has no NumPy form",
-                    src.display_path(),
-                    meta.name,
-                    meta.dtype
-                ));
-                continue;
-            }
-            items.push((s, i, meta.name.clone()));
-        }
-        selected.push(items);
-    }
-
-    let jobs = plan_jobs(&args, &stems, selected)?;
+    let jobs = plan_jobs(&args, &stems, &selected)?;
     refuse_overwriting_inputs(&jobs, &sources)?;
-    let total: u64 = jobs
-        .iter()
-        .flat_map(|j| &j.items)
-        .filter_map(|(s, i, _)| {
-            let m = &sources[*s].tensors()[*i];
-            npy_type(m, &policy).and_then(|t| crate::pipeline::output_bytes(m, t).ok())
-        })
-        .sum();
     report.add_total(total);
     for job in jobs {
-        run_job(job, &mut sources, &policy, &args, &report)?;
+        run_job(
+            job,
+            &mut sources,
+            &stems,
+            &selector,
+            &policy,
+            &args,
+            &report,
+        )?;
     }
     report.finish();
     Ok(())
@@ -91,6 +93,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 fn run_job(
     job: Job,
     sources: &mut [Box<dyn Source>],
+    stems: &[String],
+    selector: &Selector,
     policy: &DtypePolicy,
     args: &ConvertArgs,
     report: &Reporter,
@@ -108,20 +112,38 @@ fn run_job(
         Target::StdoutNpy => Box::new(StdoutNpySink::new()),
         Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)),
     };
-    for (s, i, name) in &job.items {
-        let src = &mut sources[*s];
-        let path = src.display_path().to_string();
-        let stored = src.tensors()[*i].name.clone();
-        write_tensor(
-            src.as_mut(),
-            *i,
-            name,
-            policy,
-            args.chunk_size.max(64),
-            sink.as_mut(),
-            report,
-        )
-        .with_context(|| format!("{path}: tensor '{stored}'"))?;
+    for &s in &job.inputs {
+        let src = &mut sources[s];
+        for i in 0..src.len() {
+            let meta = src.meta(i)?;
+            if !selector.keep(&meta.name) {
+                continue;
+            }
+            let path = src.display_path().to_string();
+            if npy_type(&meta, policy).is_none() {
+                report.note(&format!(
+                    "{path}: skipped '{}': dtype {} has no NumPy form",
+                    meta.name, meta.dtype
+                ));
+                continue;
+            }
+            let name = if job.prefixed {
+                format!("{}/{}", stems[s], meta.name)
+            } else {
+                meta.name.clone()
+            };
+            write_tensor(
+                src.as_mut(),
+                i,
+                &meta,
+                &name,
+                policy,
+                args.chunk_size.max(64),
+                sink.as_mut(),
+                report,
+            )
+            .with_context(|| format!("{path}: tensor '{}'", meta.name))?;
+        }
     }
     sink.finish().with_context(|| target_name)
 }
@@ -130,39 +152,30 @@ fn has_ext(p: &Path, ext: &str) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
-/// The output table of the contract. `selected` holds each input's tensors under their stored
-/// names; they gain a `<stem>/` prefix only where several inputs share one output.
-fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: Vec<Vec<Item>>) -> Result<Vec<Job>> {
+/// The output table of the contract. `selected` counts each input's selected tensors.
+fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result<Vec<Job>> {
     let inputs = &args.input.inputs;
+    let all: Vec<usize> = (0..inputs.len()).collect();
     let multi = inputs.len() > 1;
-    let merged = || -> Vec<Item> {
-        selected
-            .iter()
-            .flatten()
-            .map(|(s, i, name)| {
-                let name = if multi {
-                    format!("{}/{name}", stems[*s])
-                } else {
-                    name.clone()
-                };
-                (*s, *i, name)
-            })
-            .collect()
+    let shared = |target: Target| Job {
+        target,
+        inputs: all.clone(),
+        prefixed: multi,
     };
-    let one = |target: Target, items: Vec<Item>, what: &str| -> Result<Job> {
-        if items.len() != 1 {
+    let single = |target: Target, what: &str| -> Result<Job> {
+        let n: usize = selected.iter().sum();
+        if n != 1 {
             return Err(usage(format!(
-                "{what} holds exactly one tensor, but {} are selected; narrow them with --select, or write an .npz or a directory",
-                items.len()
+                "{what} holds exactly one tensor, but {n} are selected; narrow them with --select, or write an .npz or a directory"
             )));
         }
-        Ok(Job { target, items })
+        Ok(shared(target))
     };
     Ok(match args.output.as_deref() {
         None => {
             // Each input gets an output of its own beside it.
             let mut jobs = Vec::new();
-            for ((input, items), stem) in inputs.iter().zip(selected).zip(stems) {
+            for (s, input) in inputs.iter().enumerate() {
                 if input.as_os_str() == "-" {
                     return Err(usage(
                         "reading standard input needs -o (a path, or - for standard output)",
@@ -170,21 +183,21 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: Vec<Vec<Item>>) -> 
                 }
                 let dir = default_parent(input);
                 let target = match args.to {
-                    Some(OutputKind::Npy) => Target::Dir(dir.join(stem)),
-                    _ => Target::Npz(dir.join(format!("{stem}.npz"))),
+                    Some(OutputKind::Npy) => Target::Dir(dir.join(&stems[s])),
+                    _ => Target::Npz(dir.join(format!("{}.npz", stems[s]))),
                 };
-                jobs.push(Job { target, items });
+                jobs.push(Job {
+                    target,
+                    inputs: vec![s],
+                    prefixed: false,
+                });
             }
             jobs
         }
         Some(p) if p.as_os_str() == "-" => match args.to {
-            Some(OutputKind::Npz) => vec![Job {
-                target: Target::StdoutNpz,
-                items: merged(),
-            }],
-            _ => vec![one(
+            Some(OutputKind::Npz) => vec![shared(Target::StdoutNpz)],
+            _ => vec![single(
                 Target::StdoutNpy,
-                merged(),
                 "standard output as .npy (without --to npz)",
             )?],
         },
@@ -194,10 +207,7 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: Vec<Vec<Item>>) -> 
                     "-o names an .npz file but --to npy asks for .npy files",
                 ));
             }
-            vec![Job {
-                target: Target::Npz(p.to_path_buf()),
-                items: merged(),
-            }]
+            vec![shared(Target::Npz(p.to_path_buf()))]
         }
         Some(p) if has_ext(p, "npy") => {
             if args.to == Some(OutputKind::Npz) {
@@ -205,25 +215,21 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: Vec<Vec<Item>>) -> 
                     "-o names an .npy file but --to npz asks for an archive",
                 ));
             }
-            vec![one(Target::Npy(p.to_path_buf()), merged(), "an .npy file")?]
+            vec![single(Target::Npy(p.to_path_buf()), "an .npy file")?]
         }
         Some(dir) if args.to == Some(OutputKind::Npz) => {
             // Batch mode: each input becomes DIR/<stem>.npz with its names unprefixed.
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            selected
-                .into_iter()
-                .zip(stems)
-                .map(|(items, stem)| Job {
-                    target: Target::Npz(dir.join(format!("{stem}.npz"))),
-                    items,
+            (0..inputs.len())
+                .map(|s| Job {
+                    target: Target::Npz(dir.join(format!("{}.npz", stems[s]))),
+                    inputs: vec![s],
+                    prefixed: false,
                 })
                 .collect()
         }
-        Some(dir) => vec![Job {
-            target: Target::Dir(dir.to_path_buf()),
-            items: merged(),
-        }],
+        Some(dir) => vec![shared(Target::Dir(dir.to_path_buf()))],
     })
 }
 

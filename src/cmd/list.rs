@@ -1,4 +1,7 @@
-//! `tensor2npy list`: tensors with dtype, shape and size, read from metadata only.
+//! `tensor2npy list`: tensors with dtype, shape and size, read from metadata only, printed as
+//! they are read (a JSON array, or an aligned table).
+
+use std::io::Write;
 
 use anyhow::Result;
 use serde_json::json;
@@ -6,81 +9,88 @@ use serde_json::json;
 use crate::cli::ListArgs;
 use crate::dtype::DtypePolicy;
 use crate::pipeline::{npy_type, Selector};
+use crate::sink::io_error;
+use crate::tensor::TensorMeta;
 
 pub fn run(args: ListArgs) -> Result<()> {
-    let selector = Selector::new(&args.input.select, &args.input.exclude)?;
+    let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = DtypePolicy {
         bf16: args.bf16,
         f8: args.f8,
         casts: args.cast.clone(),
     };
     let sources = super::open_inputs(&args.input)?;
-    let all_names = sources
-        .iter()
-        .flat_map(|s| s.tensors().iter().map(|m| m.name.as_str()));
-    selector.check_matched(all_names)?;
-
-    let mut rows = Vec::new();
     for src in &sources {
-        for meta in src.tensors().iter().filter(|m| selector.keep(&m.name)) {
-            let npy = npy_type(meta, &policy).map(|t| t.descr());
-            rows.push((src.display_path().to_string(), meta.clone(), npy));
+        for i in 0..src.len() {
+            selector.record(&src.meta(i)?.name);
         }
     }
-    if args.json {
-        let doc: Vec<_> = rows
-            .iter()
-            .map(|(source, m, npy)| {
-                json!({
-                    "name": m.name,
-                    "dtype": m.dtype.name(),
-                    "npy_dtype": npy,
-                    "shape": m.shape,
-                    "bytes": m.stored_bytes,
-                    "kind": m.kind.name(),
-                    "source": source,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
-    }
-    let table: Vec<[String; 6]> = rows
+    selector.check_matched()?;
+
+    let multi = sources.len() > 1;
+    let rows = sources
         .iter()
-        .map(|(source, m, npy)| {
-            let shape = format!(
-                "[{}]",
-                m.shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let name = if sources.len() > 1 {
+        .flat_map(|src| (0..src.len()).map(move |i| src.meta(i).map(|m| (src.display_path(), m))));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        let mut first = true;
+        writeln!(out, "[").map_err(io_error)?;
+        for row in rows {
+            let (source, m) = row?;
+            if !selector.keep(&m.name) {
+                continue;
+            }
+            let obj = json!({
+                "name": m.name,
+                "dtype": m.dtype.name(),
+                "npy_dtype": npy_type(&m, &policy).map(|t| t.descr()),
+                "shape": m.shape,
+                "bytes": m.stored_bytes,
+                "kind": m.kind.name(),
+                "source": source,
+            });
+            let sep = if first { "" } else { ",\n" };
+            write!(out, "{sep}  {obj}").map_err(io_error)?;
+            first = false;
+        }
+        writeln!(out, "{}]", if first { "" } else { "\n" }).map_err(io_error)?;
+        return out.flush().map_err(io_error);
+    }
+    // A table needs its column widths first: one pass to measure, one to print.
+    let cells = |source: &str, m: &TensorMeta| -> [String; 6] {
+        let shape = m
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        [
+            if multi {
                 format!("{source}: {}", m.name)
             } else {
                 m.name.clone()
-            };
-            [
-                name,
-                m.dtype.name().to_string(),
-                npy.clone().unwrap_or_else(|| "-".into()),
-                shape,
-                m.stored_bytes.to_string(),
-                m.kind.name().to_string(),
-            ]
-        })
-        .collect();
+            },
+            m.dtype.name().to_string(),
+            npy_type(m, &policy)
+                .map(|t| t.descr())
+                .unwrap_or_else(|| "-".into()),
+            format!("[{shape}]"),
+            m.stored_bytes.to_string(),
+            m.kind.name().to_string(),
+        ]
+    };
     let header = ["NAME", "DTYPE", "NPY", "SHAPE", "BYTES", "KIND"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    for row in rows.clone() {
+        let (source, m) = row?;
+        if selector.keep(&m.name) {
+            for (w, c) in widths.iter_mut().zip(cells(source, &m)) {
+                *w = (*w).max(c.chars().count());
+            }
         }
     }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&table) {
-        let cells: Vec<String> = row
+    let print = |out: &mut dyn Write, row: &[String; 6]| -> Result<()> {
+        let line: Vec<String> = row
             .iter()
             .zip(widths)
             .enumerate()
@@ -92,9 +102,14 @@ pub fn run(args: ListArgs) -> Result<()> {
                 }
             })
             .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+        writeln!(out, "{}", line.join("  ").trim_end()).map_err(io_error)
+    };
+    print(&mut out, &header)?;
+    for row in rows {
+        let (source, m) = row?;
+        if selector.keep(&m.name) {
+            print(&mut out, &cells(source, &m))?;
+        }
     }
-    print!("{out}");
-    Ok(())
+    out.flush().map_err(io_error)
 }

@@ -98,8 +98,12 @@ impl Source for SafetensorsSource {
         &self.path
     }
 
-    fn tensors(&self) -> &[TensorMeta] {
-        &self.metas
+    fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.metas[index].clone())
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

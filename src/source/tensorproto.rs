@@ -420,7 +420,7 @@ pub struct TensorProtoSource {
     path: String,
     files: Vec<PathBuf>,
     tensor: ScannedTensor,
-    metas: Vec<TensorMeta>,
+    meta: TensorMeta,
 }
 
 impl TensorProtoSource {
@@ -436,12 +436,12 @@ impl TensorProtoSource {
         }
         let tensor =
             ScannedTensor::scan(&data, max_fill).context("cannot read it as a TensorProto")?;
-        let metas = vec![tensor.meta(name)];
+        let meta = tensor.meta(name);
         Ok(TensorProtoSource {
             path: path.to_string(),
             files,
             tensor,
-            metas,
+            meta,
         })
     }
 }
@@ -450,8 +450,11 @@ impl Source for TensorProtoSource {
     fn display_path(&self) -> &str {
         &self.path
     }
-    fn tensors(&self) -> &[TensorMeta] {
-        &self.metas
+    fn len(&self) -> usize {
+        1
+    }
+    fn meta(&self, _index: usize) -> Result<TensorMeta> {
+        Ok(self.meta.clone())
     }
     fn read_dense(&mut self, _index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         self.tensor.read_dense(chunk, sink)

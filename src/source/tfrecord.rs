@@ -1,7 +1,9 @@
 //! TFRecord reader: `u64 length | masked crc32c(length) | data | masked crc32c(data)`, repeated,
 //! each record a serialized TensorProto. Compressed files (GZIP or ZLIB wrap the whole stream)
 //! are decompressed once into an unlinked temporary file by `input`. Every CRC is verified when
-//! the file is opened, so a corrupt record fails before anything is written.
+//! the file is opened, so a corrupt record fails before anything is written; afterwards only
+//! each record's position is kept (16 bytes a record), and its TensorProto is re-walked on
+//! demand, so a file of millions of small records is never held in memory.
 
 use std::path::PathBuf;
 
@@ -15,9 +17,13 @@ use crate::tensor::{ChunkSink, Source, TensorMeta};
 pub struct TfRecordSource {
     path: String,
     files: Vec<PathBuf>,
-    records: Vec<ScannedTensor>,
-    metas: Vec<TensorMeta>,
-    stacked: bool,
+    data: FileRange,
+    stem: String,
+    /// (offset, length) of each record's payload.
+    records: Vec<(u64, u64)>,
+    /// With `--stack`: the one tensor all records form.
+    stacked: Option<TensorMeta>,
+    max_fill: u64,
 }
 
 /// True when the first 12 bytes are a record header whose length CRC checks out.
@@ -37,29 +43,27 @@ impl TfRecordSource {
         max_fill: u64,
     ) -> Result<Self> {
         let mut records = Vec::new();
+        let mut stacked: Option<TensorMeta> = None;
         let mut pos: u64 = 0;
         let total = data.len();
         while pos < total {
             let index = records.len();
+            let at = || format!("record {index} at byte offset {pos}");
             let mut header = [0u8; 12];
             if total - pos < 12 {
-                bail!(
-                    "record {index} at byte offset {pos}: truncated header ({} bytes left)",
-                    total - pos
-                );
+                bail!("{}: truncated header ({} bytes left)", at(), total - pos);
             }
             data.read_at(pos, &mut header)?;
             let len = u64::from_le_bytes(header[..8].try_into().unwrap());
             let stored = u32::from_le_bytes(header[8..].try_into().unwrap());
             if mask_crc(crc32c::crc32c(&header[..8])) != stored {
-                bail!(
-                    "record {index} at byte offset {pos}: length checksum mismatch (corrupt file)"
-                );
+                bail!("{}: length checksum mismatch (corrupt file)", at());
             }
             let body_start = pos + 12;
             if len > total - body_start || total - body_start - len < 4 {
                 bail!(
-                    "record {index} at byte offset {pos}: truncated (the record claims {len} bytes, {} remain)",
+                    "{}: truncated (the record claims {len} bytes, {} remain)",
+                    at(),
                     total - body_start
                 );
             }
@@ -72,56 +76,63 @@ impl TfRecordSource {
             let mut trailer = [0u8; 4];
             data.read_at(body_start + len, &mut trailer)?;
             if mask_crc(crc) != u32::from_le_bytes(trailer) {
-                bail!("record {index} at byte offset {pos}: data checksum mismatch (corrupt file)");
+                bail!("{}: data checksum mismatch (corrupt file)", at());
             }
             if len == 0 {
-                bail!("record {index} at byte offset {pos}: the record is empty, not a serialized TensorProto");
+                bail!(
+                    "{}: the record is empty, not a serialized TensorProto",
+                    at()
+                );
             }
-            let t = ScannedTensor::scan(&body, max_fill)
-                .with_context(|| format!("record {index} at byte offset {pos}"))?;
-            records.push(t);
-            pos = body_start + len + 4;
-        }
-        let metas = if stack {
-            let first = records
-                .first()
-                .context("--stack needs at least one record")?;
-            for (i, r) in records.iter().enumerate() {
-                if r.dtype != first.dtype || r.shape != first.shape {
-                    bail!(
-                        "--stack needs records of one dtype and shape: record 0 is {} {:?}, record {i} is {} {:?}",
-                        first.dtype, first.shape, r.dtype, r.shape
-                    );
+            let t = ScannedTensor::scan(&body, max_fill).with_context(at)?;
+            if stack {
+                match &mut stacked {
+                    None => stacked = Some(t.meta(stem.to_string())),
+                    Some(first) => {
+                        if t.dtype != first.dtype || t.shape != first.shape {
+                            bail!(
+                                "--stack needs records of one dtype and shape: record 0 is {} {:?}, record {index} is {} {:?}",
+                                first.dtype, first.shape, t.dtype, t.shape
+                            );
+                        }
+                        first.max_string_len =
+                            first.max_string_len.map(|m| m.max(t.max_string_len));
+                    }
                 }
             }
-            let mut meta = first.meta(stem.to_string());
+            records.push((body_start, len));
+            pos = body_start + len + 4;
+        }
+        if stack {
+            let meta = stacked
+                .as_mut()
+                .context("--stack needs at least one record")?;
             meta.shape.insert(0, records.len() as u64);
             meta.stored_bytes = total;
-            meta.max_string_len = meta
-                .max_string_len
-                .map(|_| records.iter().map(|r| r.max_string_len).max().unwrap_or(0));
-            vec![meta]
-        } else {
-            records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| r.meta(format!("{stem}/{i}")))
-                .collect()
-        };
+        }
         Ok(TfRecordSource {
             path: path.to_string(),
             files,
+            data,
+            stem: stem.to_string(),
             records,
-            metas,
-            stacked: stack,
+            stacked,
+            max_fill,
         })
     }
 
-    fn selected(&self, index: usize) -> &[ScannedTensor] {
-        if self.stacked {
-            &self.records
+    fn record(&self, i: usize) -> Result<ScannedTensor> {
+        let (offset, len) = self.records[i];
+        ScannedTensor::scan(&self.data.slice(offset, len)?, self.max_fill)
+            .with_context(|| format!("record {i} at byte offset {}", offset - 12))
+    }
+
+    /// The records tensor `index` is made of.
+    fn parts(&self, index: usize) -> std::ops::Range<usize> {
+        if self.stacked.is_some() {
+            0..self.records.len()
         } else {
-            std::slice::from_ref(&self.records[index])
+            index..index + 1
         }
     }
 }
@@ -130,18 +141,28 @@ impl Source for TfRecordSource {
     fn display_path(&self) -> &str {
         &self.path
     }
-    fn tensors(&self) -> &[TensorMeta] {
-        &self.metas
+    fn len(&self) -> usize {
+        if self.stacked.is_some() {
+            1
+        } else {
+            self.records.len()
+        }
+    }
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        match &self.stacked {
+            Some(m) => Ok(m.clone()),
+            None => Ok(self.record(index)?.meta(format!("{}/{index}", self.stem))),
+        }
     }
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        for r in self.selected(index) {
-            r.read_dense(chunk, sink)?;
+        for i in self.parts(index) {
+            self.record(i)?.read_dense(chunk, sink)?;
         }
         Ok(())
     }
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
-        for r in self.selected(index) {
-            r.read_strings(sink)?;
+        for i in self.parts(index) {
+            self.record(i)?.read_strings(sink)?;
         }
         Ok(())
     }

@@ -513,8 +513,12 @@ impl Source for BundleSource {
         &self.path
     }
 
-    fn tensors(&self) -> &[TensorMeta] {
-        &self.metas
+    fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.metas[index].clone())
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
