@@ -147,17 +147,28 @@ pub fn output_bytes(meta: &TensorMeta, t: NpyType) -> Result<u64> {
         })
 }
 
-/// Streams tensor `index` of `src` into `sink` under `out_name`.
+/// What every tensor of a conversion shares.
+pub struct WriteOptions<'a> {
+    pub policy: &'a DtypePolicy,
+    /// Bytes read and converted at a time.
+    pub chunk: usize,
+    pub report: &'a Reporter,
+}
+
+/// Streams tensor `index` of `src` (described by `meta`) into `sink` under `out_name`.
 pub fn write_tensor(
     src: &mut dyn Source,
     index: usize,
     meta: &TensorMeta,
     out_name: &str,
-    policy: &DtypePolicy,
-    chunk: usize,
     sink: &mut dyn Sink,
-    report: &Reporter,
+    opts: &WriteOptions,
 ) -> Result<()> {
+    let WriteOptions {
+        policy,
+        chunk,
+        report,
+    } = *opts;
     let plan = policy.plan(meta.dtype);
     let Some(out_type) = npy_type(meta, policy) else {
         bail!(

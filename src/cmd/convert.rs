@@ -8,7 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::dtype::DtypePolicy;
 use crate::input::{absolute, stem};
-use crate::pipeline::{npy_type, output_bytes, usage, write_tensor, Reporter, Selector};
+use crate::pipeline::{
+    npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
+};
 use crate::sink::{DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::tensor::Source;
 
@@ -132,17 +134,13 @@ fn run_job(
             } else {
                 meta.name.clone()
             };
-            write_tensor(
-                src.as_mut(),
-                i,
-                &meta,
-                &name,
+            let opts = WriteOptions {
                 policy,
-                args.chunk_size.max(64),
-                sink.as_mut(),
+                chunk: args.chunk_size.max(64),
                 report,
-            )
-            .with_context(|| format!("{path}: tensor '{}'", meta.name))?;
+            };
+            write_tensor(src.as_mut(), i, &meta, &name, sink.as_mut(), &opts)
+                .with_context(|| format!("{path}: tensor '{}'", meta.name))?;
         }
     }
     sink.finish().with_context(|| target_name)
