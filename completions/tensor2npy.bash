@@ -75,7 +75,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --skip-unsupported --quiet --chunk-size --help --version"
+            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --quiet --chunk-size --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +122,26 @@ _tensor2npy() {
                     return 0
                     ;;
                 --cast)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sparse)
+                    COMPREPLY=($(compgen -W "coo dense" -- "${cur}"))
+                    return 0
+                    ;;
+                --ragged)
+                    COMPREPLY=($(compgen -W "components flat pad" -- "${cur}"))
+                    return 0
+                    ;;
+                --fill)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sparse-duplicates)
+                    COMPREPLY=($(compgen -W "error sum last" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-dense-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -47,11 +47,21 @@ bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` fo
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l f8 -d 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
 bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l cast -d 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l sparse -d 'Sparse tensors: COO components X/indices, X/values, X/dense_shape, or X densified' -r -f -a "coo\t'`X/indices`, `X/values`, `X/dense_shape`'
+dense\t'`X` as a dense array, like `tf.sparse.to_dense`'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged -d 'Ragged tensors: X/flat_values + X/row_splits_K, the flat values alone, or X padded like rt.to_tensor()' -r -f -a "components\t'`X/flat_values` and `X/row_splits_0`, `X/row_splits_1`, ... (outermost first)'
+flat\t'`X` = the flat values alone, like `rt.flat_values`'
+pad\t'`X` padded into a dense array, like `rt.to_tensor()`'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l fill -d 'The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l sparse-duplicates -d 'Sparse indices given more than once: an error, or their values summed, or the last one kept' -r -f -a "error\t'Repeated indices are an error'
+sum\t'Values at repeated indices are added (like `np.add.at`)'
+last\t'The last value at a repeated index wins'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-dense-bytes -d 'Refuse to densify or pad a tensor into more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes and warnings (errors are still printed)'
@@ -74,7 +84,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l cast -d '
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (checkpoint variants such as iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'

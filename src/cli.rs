@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dtype::{parse_cast, DType, NarrowFloatPolicy};
 use crate::source::Format;
+use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
 const AFTER_HELP: &str = "\
 Inputs are recognised by content: safetensors, a checkpoint (prefix or .index), a SavedModel
@@ -96,7 +97,7 @@ pub struct InputArgs {
     #[arg(long)]
     pub no_verify: bool,
 
-    /// Treat skipped entries (checkpoint variants such as iterator state) as errors
+    /// Treat skipped entries (variants such as tf.data iterator state) as errors
     #[arg(long)]
     pub strict: bool,
 
@@ -143,6 +144,26 @@ pub struct ConvertArgs {
     /// Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16
     #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
     pub cast: Vec<(DType, DType)>,
+
+    /// Sparse tensors: COO components X/indices, X/values, X/dense_shape, or X densified
+    #[arg(long, value_enum, default_value_t = SparseMode::Coo, value_name = "MODE")]
+    pub sparse: SparseMode,
+
+    /// Ragged tensors: X/flat_values + X/row_splits_K, the flat values alone, or X padded like rt.to_tensor()
+    #[arg(long, value_enum, default_value_t = RaggedMode::Components, value_name = "MODE")]
+    pub ragged: RaggedMode,
+
+    /// The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)
+    #[arg(long, value_name = "V", allow_hyphen_values = true)]
+    pub fill: Option<String>,
+
+    /// Sparse indices given more than once: an error, or their values summed, or the last one kept
+    #[arg(long, value_enum, default_value_t = Duplicates::Error, value_name = "HOW")]
+    pub sparse_duplicates: Duplicates,
+
+    /// Refuse to densify or pad a tensor into more than BYTES
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    pub max_dense_bytes: u64,
 
     /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
     #[arg(long)]

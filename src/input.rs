@@ -9,19 +9,26 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-/// A byte range of an open file, read with `pread` so that readers can share one handle.
+/// A byte range of an open file, read with `pread` so that readers can share one handle; or of
+/// a small in-memory buffer (a TensorProto nested inside another message), read the same way.
 #[derive(Clone, Debug)]
 pub struct FileRange {
-    file: Arc<File>,
+    backing: Backing,
     offset: u64,
     len: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Backing {
+    File(Arc<File>),
+    Memory(Arc<Vec<u8>>),
 }
 
 impl FileRange {
     pub fn whole(file: File) -> Result<FileRange> {
         let len = file.metadata().context("cannot stat input")?.len();
         Ok(FileRange {
-            file: Arc::new(file),
+            backing: Backing::File(Arc::new(file)),
             offset: 0,
             len,
         })
@@ -35,8 +42,22 @@ impl FileRange {
         self.len == 0
     }
 
-    pub fn file(&self) -> &File {
-        &self.file
+    /// Bytes already in memory, read through the same interface as a file.
+    pub fn from_vec(bytes: Vec<u8>) -> FileRange {
+        let len = bytes.len() as u64;
+        FileRange {
+            backing: Backing::Memory(Arc::new(bytes)),
+            offset: 0,
+            len,
+        }
+    }
+
+    /// The open file behind the range, when there is one.
+    pub fn file(&self) -> Option<&File> {
+        match &self.backing {
+            Backing::File(f) => Some(f),
+            Backing::Memory(_) => None,
+        }
     }
 
     /// A sub-range; fails when it reaches past this range's end.
@@ -44,7 +65,7 @@ impl FileRange {
         let end = offset.checked_add(len);
         match end {
             Some(end) if end <= self.len => Ok(FileRange {
-                file: self.file.clone(),
+                backing: self.backing.clone(),
                 offset: self.offset + offset,
                 len,
             }),
@@ -65,9 +86,16 @@ impl FileRange {
                 self.len
             );
         }
-        self.file
-            .read_exact_at(buf, self.offset + pos)
-            .with_context(|| format!("read error at offset {}", self.offset + pos))
+        let at = self.offset + pos;
+        match &self.backing {
+            Backing::File(f) => f
+                .read_exact_at(buf, at)
+                .with_context(|| format!("read error at offset {at}")),
+            Backing::Memory(m) => {
+                buf.copy_from_slice(&m[at as usize..at as usize + buf.len()]);
+                Ok(())
+            }
+        }
     }
 
     /// Reads `len` bytes at `pos` into a new vector (for small, bounded pieces only).
@@ -184,8 +212,8 @@ impl Read for RangeReader {
             return Ok(0);
         }
         self.range
-            .file
-            .read_exact_at(&mut buf[..n], self.range.offset + self.pos)?;
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
         self.pos += n as u64;
         Ok(n)
     }

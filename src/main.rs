@@ -13,6 +13,7 @@ mod pipeline;
 mod proto;
 mod sink;
 mod source;
+mod structure;
 mod tensor;
 mod transform;
 mod wire;

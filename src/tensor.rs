@@ -10,6 +10,8 @@ use crate::dtype::DType;
 pub enum Kind {
     Dense,
     String,
+    Sparse,
+    Ragged,
 }
 
 impl Kind {
@@ -17,6 +19,8 @@ impl Kind {
         match self {
             Kind::Dense => "dense",
             Kind::String => "string",
+            Kind::Sparse => "sparse",
+            Kind::Ragged => "ragged",
         }
     }
 }
@@ -35,6 +39,9 @@ pub struct TensorMeta {
     pub max_string_len: Option<u64>,
     /// Elements are stored big-endian and must be swapped.
     pub big_endian: bool,
+    /// For a ragged tensor listed whole: how many dimensions after the first are ragged (their
+    /// `shape` entries are the longest row).
+    pub ragged_rank: usize,
 }
 
 impl TensorMeta {

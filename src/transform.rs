@@ -224,6 +224,70 @@ fn encode(t: NpyType, v: Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Encodes a value in a source dtype's own little-endian layout (for fill values and sums that
+/// then flow through the same conversion as the stored elements).
+fn encode_in_source(d: DType, v: Value) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let natural = match d {
+        DType::BF16 => {
+            let f = match v {
+                Value::Int(i) => i as f64,
+                Value::Float(f) | Value::Complex(f, _) => f,
+            };
+            out.extend_from_slice(&half::bf16::from_f64(f).to_bits().to_le_bytes());
+            return Ok(out);
+        }
+        DType::I4 | DType::I2 | DType::QInt8 => NpyType::I8,
+        DType::U4 | DType::U2 | DType::QUInt8 => NpyType::U8,
+        DType::QInt16 => NpyType::I16,
+        DType::QUInt16 => NpyType::U16,
+        DType::QInt32 => NpyType::I32,
+        other => match NpyType::natural(other) {
+            Some(t) if !other.is_float8() => t,
+            _ => bail!("a fill value or sum of {other} elements is not supported"),
+        },
+    };
+    encode(natural, v, &mut out);
+    Ok(out)
+}
+
+/// Parses `--fill` text as one element of dtype `d`, in the dtype's own layout.
+pub fn parse_fill(d: DType, text: &str) -> Result<Vec<u8>> {
+    let t = text.trim();
+    let bad = || anyhow::anyhow!("--fill '{text}' is not a valid {d} value");
+    let v = match d {
+        DType::String => return Ok(text.as_bytes().to_vec()),
+        DType::Bool => match t.to_ascii_lowercase().as_str() {
+            "true" | "1" => Value::Int(1),
+            "false" | "0" => Value::Int(0),
+            _ => return Err(bad()),
+        },
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64 | DType::C64 | DType::C128 => {
+            Value::Float(t.parse::<f64>().map_err(|_| bad())?)
+        }
+        _ => Value::Int(t.parse::<i128>().map_err(|_| bad())?),
+    };
+    encode_in_source(d, v)
+}
+
+/// The sum of two elements of dtype `d` (for `--sparse-duplicates sum`), rounded to `d` after
+/// each addition as NumPy's `np.add.at` does.
+pub fn add_elements(d: DType, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+    let v = match (decode(d, a), decode(d, b)) {
+        (Value::Int(x), Value::Int(y)) if d == DType::Bool => Value::Int(((x | y) != 0) as i128),
+        (Value::Int(x), Value::Int(y)) => Value::Int(x.wrapping_add(y)),
+        (Value::Complex(a, b), Value::Complex(c, e)) => Value::Complex(a + c, b + e),
+        (x, y) => {
+            let f = |v: Value| match v {
+                Value::Int(i) => i as f64,
+                Value::Float(f) | Value::Complex(f, _) => f,
+            };
+            Value::Float(f(x) + f(y))
+        }
+    };
+    encode_in_source(d, v)
+}
+
 /// The float32 bit pattern of each of the 256 codes of a one-byte float format, as ml_dtypes'
 /// `astype(np.float32)` gives it (NaN is the quiet NaN carrying the code's sign).
 pub fn byte_float_table(d: DType) -> &'static [u32; 256] {

@@ -110,3 +110,8 @@ fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
         );
     }
 }
+
+#[test]
+fn sparse_and_ragged_fixtures_match_tensorflow() {
+    check_good("fixtures/sparse_ragged/");
+}

@@ -12,6 +12,7 @@ use crate::pipeline::{
     npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
 };
 use crate::sink::{DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
+use crate::structure::{StructureOptions, View};
 use crate::tensor::Source;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +40,16 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         f8: args.f8,
         casts: args.cast.clone(),
     };
-    let mut sources = super::open_inputs(&args.input)?;
+    let structure = StructureOptions {
+        sparse: args.sparse,
+        ragged: args.ragged,
+        fill: args.fill.clone(),
+        duplicates: args.sparse_duplicates,
+        max_dense_bytes: args.max_dense_bytes,
+        strict: args.input.strict,
+        view: View::Convert,
+    };
+    let mut sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
         for note in src.notes() {
             report.note(&format!("{}: {note}", src.display_path()));

@@ -10,6 +10,7 @@ use crate::cli::ListArgs;
 use crate::dtype::DtypePolicy;
 use crate::pipeline::{npy_type, Selector};
 use crate::sink::io_error;
+use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 
 pub fn run(args: ListArgs) -> Result<()> {
@@ -19,7 +20,16 @@ pub fn run(args: ListArgs) -> Result<()> {
         f8: args.f8,
         casts: args.cast.clone(),
     };
-    let sources = super::open_inputs(&args.input)?;
+    let structure = StructureOptions {
+        sparse: Default::default(),
+        ragged: Default::default(),
+        fill: None,
+        duplicates: Duplicates::Sum, // listing does not judge duplicates; converting does
+        max_dense_bytes: u64::MAX,
+        strict: args.input.strict,
+        view: View::List,
+    };
+    let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
         for i in 0..src.len() {
             selector.record(&src.meta(i)?.name);
@@ -44,7 +54,7 @@ pub fn run(args: ListArgs) -> Result<()> {
                 "name": m.name,
                 "dtype": m.dtype.name(),
                 "npy_dtype": npy_type(&m, &policy).map(|t| t.descr()),
-                "shape": m.shape,
+                "shape": shape_json(&m),
                 "bytes": m.stored_bytes,
                 "kind": m.kind.name(),
                 "source": source,
@@ -112,4 +122,19 @@ pub fn run(args: ListArgs) -> Result<()> {
         }
     }
     out.flush().map_err(io_error)
+}
+
+/// The shape as JSON: ragged dimensions are `null`.
+fn shape_json(m: &TensorMeta) -> serde_json::Value {
+    m.shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| {
+            if d >= 1 && d <= m.ragged_rank {
+                serde_json::Value::Null
+            } else {
+                n.into()
+            }
+        })
+        .collect()
 }

@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 
 use crate::cli::InputArgs;
 use crate::source::{self, bundle::BundleOptions, OpenOptions};
+use crate::structure::{self, StructureOptions};
 use crate::tensor::Source;
 
-/// Opens every input named on the command line.
-pub fn open_inputs(args: &InputArgs) -> Result<Vec<Box<dyn Source>>> {
+/// Opens every input named on the command line, with sparse and ragged tensors recognised.
+pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec<Box<dyn Source>>> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(crate::pipeline::usage(
             "standard input (-) can be given only once",
@@ -23,13 +24,15 @@ pub fn open_inputs(args: &InputArgs) -> Result<Vec<Box<dyn Source>>> {
         bundle: BundleOptions {
             verify: !args.no_verify,
             include_internal: args.include_internal,
-            strict: args.strict,
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
     };
     args.inputs
         .iter()
-        .map(|p| source::open(p, &opts).with_context(|| p.display().to_string()))
+        .map(|p| {
+            let src = source::open(p, &opts).with_context(|| p.display().to_string())?;
+            structure::wrap(src, structure)
+        })
         .collect()
 }

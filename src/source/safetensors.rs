@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 
@@ -39,8 +39,8 @@ impl SafetensorsSource {
         }
         // SAFETY: the map is read-only and only read while `data`'s file is open; a concurrent
         // writer truncating the file is the one hazard, which every mmap-based reader shares.
-        let map =
-            unsafe { Mmap::map(data.file()) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
+        let map = unsafe { Mmap::map(data.file().context("safetensors input must be a file")?) }
+            .map_err(|e| anyhow!("cannot map the file: {e}"))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&map[..])
             .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?;
         let data_start = 8 + header_len as u64;
@@ -63,6 +63,7 @@ impl SafetensorsSource {
                 stored_bytes: (end - start) as u64,
                 max_string_len: None,
                 big_endian: false,
+                ragged_rank: 0,
             });
         }
         Ok(SafetensorsSource {

@@ -247,7 +247,7 @@ impl ScannedTensor {
                 }
                 count
             }
-            Encoding::Bytes if self.dtype == DType::String => {
+            Encoding::Bytes if self.dtype.item_size().is_none() => {
                 self.max_string_len = self
                     .field
                     .iter()
@@ -355,10 +355,11 @@ impl ScannedTensor {
         Ok(())
     }
 
-    /// Streams string elements one at a time.
+    /// Streams the elements of a variable-length tensor (strings; serialized variant and
+    /// resource messages) one at a time.
     pub fn read_strings(&self, sink: &mut ChunkSink) -> Result<()> {
-        if self.dtype != DType::String {
-            bail!("not a string tensor");
+        if self.dtype.item_size().is_some() {
+            bail!("{} is not a variable-length dtype", self.dtype);
         }
         let n = self.elements;
         if let Some(content) = &self.content {
@@ -374,9 +375,11 @@ impl ScannedTensor {
             }
             return Ok(());
         }
+        // Typed fields: strings repeat the last value; variants and resources missing values
+        // are default (empty) messages, as TensorFlow's C++ decoder makes them.
         let k = self.field.len() as u64;
         for i in 0..n {
-            if k == 0 {
+            if k == 0 || (i >= k && self.dtype != DType::String) {
                 sink(&[])?;
             } else {
                 let r = &self.field[(i.min(k - 1)) as usize];
@@ -395,6 +398,7 @@ impl ScannedTensor {
             stored_bytes: self.stored_bytes,
             max_string_len: (self.dtype == DType::String).then_some(self.max_string_len),
             big_endian: false,
+            ragged_rank: 0,
         }
     }
 }

@@ -24,7 +24,6 @@ pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
 pub struct BundleOptions {
     pub verify: bool,
     pub include_internal: bool,
-    pub strict: bool,
 }
 
 struct Piece {
@@ -46,7 +45,6 @@ pub struct BundleSource {
     metas: Vec<TensorMeta>,
     entries: Vec<Entry>,
     options: BundleOptions,
-    notes: Vec<String>,
 }
 
 /// The bundle prefix for a checkpoint argument: `P`, `P.index`, or a SavedModel directory.
@@ -138,53 +136,29 @@ impl BundleSource {
             metas: Vec::new(),
             entries: Vec::new(),
             options,
-            notes: Vec::new(),
         };
-        let mut skipped_variants = Vec::new();
         for (name, entry) in plain {
             if name == OBJECT_GRAPH_KEY && !source.options.include_internal {
                 continue;
             }
-            let result = source.add(&name, entry, &slice_keys, big_endian);
-            match result {
-                Ok(true) => {}
-                Ok(false) => skipped_variants.push(name),
-                Err(e) => return Err(e.context(format!("tensor '{name}'"))),
-            }
-        }
-        if !skipped_variants.is_empty() {
-            let msg = format!(
-                "skipped {} variant entr{} with no NumPy form (e.g. '{}')",
-                skipped_variants.len(),
-                if skipped_variants.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                },
-                skipped_variants[0]
-            );
-            if source.options.strict {
-                bail!("{msg}; --strict makes this an error");
-            }
-            source.notes.push(msg);
+            source
+                .add(&name, entry, &slice_keys, big_endian)
+                .with_context(|| format!("tensor '{name}'"))?;
         }
         Ok(source)
     }
 
-    /// Adds one entry; `Ok(false)` for a variant entry that is skipped.
+    /// Adds one entry.
     fn add(
         &mut self,
         name: &str,
         entry: BundleEntryProto,
         slice_keys: &HashMap<Vec<u8>, Vec<u8>>,
         big_endian: bool,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let dtype = DType::from_tf(entry.dtype)
             .filter(|_| entry.dtype > 0)
             .ok_or_else(|| anyhow!("unknown dtype {}", entry.dtype))?;
-        if dtype == DType::Variant {
-            return Ok(false);
-        }
         let shape = entry.shape.clone().unwrap_or_default().concrete()?;
         let n = checked_elements(&shape)?;
         let mut meta = TensorMeta {
@@ -199,6 +173,7 @@ impl BundleSource {
             stored_bytes: entry.size.max(0) as u64,
             max_string_len: None,
             big_endian,
+            ragged_rank: 0,
         };
         if !entry.slices.is_empty() {
             let size = dtype
@@ -260,7 +235,7 @@ impl BundleSource {
             meta.stored_bytes = pieces.iter().map(|p| p.entry.size as u64).sum();
             self.metas.push(meta);
             self.entries.push(Entry::Sliced(pieces));
-            return Ok(true);
+            return Ok(());
         }
         self.check_range(&entry)?;
         match dtype.item_size() {
@@ -302,7 +277,7 @@ impl BundleSource {
         }
         self.metas.push(meta);
         self.entries.push(Entry::Plain(entry));
-        Ok(true)
+        Ok(())
     }
 
     fn check_range(&self, e: &BundleEntryProto) -> Result<()> {
@@ -357,6 +332,40 @@ impl BundleSource {
                 mask_crc(crc),
                 e.crc32c
             );
+        }
+        Ok(())
+    }
+
+    /// Variant elements: `varint64 length | VariantTensorDataProto | masked running CRC32C`.
+    fn read_variants(
+        &self,
+        e: &BundleEntryProto,
+        range: FileRange,
+        n: u64,
+        sink: &mut ChunkSink,
+    ) -> Result<()> {
+        let verify = self.options.verify;
+        let mut c = Cursor::new(range);
+        let mut crc = 0u32;
+        for i in 0..n {
+            let corrupt =
+                |what: &str| anyhow!("checksum mismatch: variant element {i} is corrupt ({what})");
+            let len = c.varint().map_err(|e| corrupt(&e.to_string()))?;
+            if len > c.remaining() {
+                return Err(corrupt("its length reaches past the entry"));
+            }
+            crc = crc32c::crc32c_append(crc, &len.to_le_bytes());
+            let payload = c.bytes(len as usize)?;
+            crc = crc32c::crc32c_append(crc, payload);
+            sink(payload)?;
+            let stored = c.bytes(4).map_err(|e| corrupt(&e.to_string()))?.to_vec();
+            if verify && mask_crc(crc) != u32::from_le_bytes(stored[..].try_into().unwrap()) {
+                return Err(corrupt("element checksum"));
+            }
+            crc = crc32c::crc32c_append(crc, &stored);
+        }
+        if verify && (mask_crc(crc) != e.crc32c || !c.at_end()) {
+            bail!("checksum mismatch: the variant entry is corrupt");
         }
         Ok(())
     }
@@ -544,6 +553,9 @@ impl Source for BundleSource {
         };
         let n = meta.num_elements()?;
         let range = self.range(e)?;
+        if meta.dtype == DType::Variant {
+            return self.read_variants(e, range, n, sink);
+        }
         let mut lengths = Cursor::new(range.clone());
         let mut crc = 0u32;
         for _ in 0..n {
@@ -593,10 +605,6 @@ impl Source for BundleSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
     }
 }
 
