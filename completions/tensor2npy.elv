@@ -24,6 +24,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --version 'Print version'
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -44,6 +45,9 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --fill 'The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)'
             cand --sparse-duplicates 'Sparse indices given more than once: an error, or their values summed, or the last one kept'
             cand --max-dense-bytes 'Refuse to densify or pad a tensor into more than BYTES'
+            cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
+            cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
+            cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)'
             cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
             cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
             cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
@@ -77,6 +81,13 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tensor2npy;devices'= {
+            cand --json 'Print one JSON document instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tensor2npy;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -86,12 +97,15 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help'= {
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'tensor2npy;help;convert'= {
         }
         &'tensor2npy;help;list'= {
+        }
+        &'tensor2npy;help;devices'= {
         }
         &'tensor2npy;help;completions'= {
         }

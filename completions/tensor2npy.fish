@@ -28,6 +28,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s h -l help -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "convert" -d 'Convert tensors to .npy / .npz'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
@@ -57,6 +58,12 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l sparse
 sum\t'Values at repeated indices are added (like `np.add.at`)'
 last\t'The last value at a repeated index wins'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-dense-bytes -d 'Refuse to densify or pad a tensor into more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l device -d 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one' -r -f -a "cpu\t'Convert on the host'
+gpu\t'Convert on a GPU through wgpu; fail if there is none'
+auto\t'Use a GPU when one is found, else the host (and say so)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l adapter -d 'The GPU adapter to use, by its index in `tensor2npy devices`' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)' -r -f -a "text\t''
+json\t''"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
@@ -88,9 +95,13 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -l json -d 'Print one JSON document instead of a table'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::device::{DeviceChoice, StatsFormat};
 use crate::dtype::{parse_cast, DType, NarrowFloatPolicy};
 use crate::source::Format;
 use crate::structure::{Duplicates, RaggedMode, SparseMode};
@@ -42,6 +43,12 @@ pub enum Command {
     Convert(ConvertArgs),
     /// List tensors (name, dtype, shape, bytes, kind) without converting them
     List(ListArgs),
+    /// List the GPU adapters the device stage can use (name, backend, type, limits)
+    Devices {
+        /// Print one JSON document instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to print a completion script for
@@ -168,6 +175,19 @@ pub struct ConvertArgs {
     /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
     #[arg(long)]
     pub skip_unsupported: bool,
+
+    /// Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, value_name = "DEVICE")]
+    pub device: DeviceChoice,
+
+    /// The GPU adapter to use, by its index in `tensor2npy devices`
+    #[arg(long, value_name = "N")]
+    pub adapter: Option<usize>,
+
+    /// Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor
+    /// and in total, to stderr (text, or json)
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "text")]
+    pub stats: Option<StatsFormat>,
 
     /// Silence notes and warnings (errors are still printed)
     #[arg(short, long)]

@@ -52,6 +52,14 @@ impl FileRange {
         }
     }
 
+    /// The bytes of an in-memory range.
+    pub fn memory(&self) -> Option<&[u8]> {
+        match &self.backing {
+            Backing::Memory(m) => Some(&m[self.offset as usize..(self.offset + self.len) as usize]),
+            Backing::File(_) => None,
+        }
+    }
+
     /// The open file behind the range, when there is one.
     pub fn file(&self) -> Option<&File> {
         match &self.backing {

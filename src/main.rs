@@ -1,34 +1,19 @@
-//! tensor2npy: serialized tensors (safetensors, TensorFlow TensorProto, TFRecord, checkpoints,
-//! SavedModel variables) to NumPy `.npy` / `.npz`, streaming, without TensorFlow or Python.
-//!
-//! Data flows one way: `source` readers → the `tensor` stream → `transform` → `sink` writers;
-//! `cli` parses, `cmd` dispatches.
-
-mod cli;
-mod cmd;
-mod dtype;
-mod input;
-mod names;
-mod pipeline;
-mod proto;
-mod sink;
-mod source;
-mod structure;
-mod tensor;
-mod transform;
-mod wire;
+//! The `tensor2npy` binary: parses the command line, runs the command, and turns errors into
+//! one line on stderr and the contract's exit status (1 failure, 2 usage).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use tensor2npy::cli::{Cli, Command};
+use tensor2npy::{cmd, pipeline};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::List(args) => cmd::list::run(args),
+        Command::Devices { json } => cmd::devices::run(json),
         Command::Completions { shell } => {
             cmd::completions::run(shell);
             Ok(())

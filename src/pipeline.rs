@@ -153,6 +153,8 @@ pub struct WriteOptions<'a> {
     /// Bytes read and converted at a time.
     pub chunk: usize,
     pub report: &'a Reporter,
+    /// Where dense conversions run, and what they cost.
+    pub device: &'a std::cell::RefCell<crate::device::DeviceStage>,
 }
 
 /// Streams tensor `index` of `src` (described by `meta`) into `sink` under `out_name`.
@@ -168,6 +170,7 @@ pub fn write_tensor(
         policy,
         chunk,
         report,
+        ..
     } = *opts;
     let plan = policy.plan(meta.dtype);
     let Some(out_type) = npy_type(meta, policy) else {
@@ -198,6 +201,9 @@ pub fn write_tensor(
                 Ok(())
             })
         })?;
+        opts.device
+            .borrow_mut()
+            .record_host_only(out_name, "strings have no device operation");
         if trailing_nul {
             report.warn(&format!(
                 "'{out_name}': some strings end in NUL bytes, which NumPy's |S dtype drops when read back"
@@ -206,14 +212,21 @@ pub fn write_tensor(
         return Ok(());
     }
     let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
-    let mut buf = Vec::new();
+    let mut device = opts.device.borrow_mut();
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-        src.read_dense(index, chunk, &mut |c: &[u8]| {
-            buf.clear();
-            converter.convert(c, &mut buf)?;
-            w.write_all(&buf).map_err(io_error)?;
-            report.advance(buf.len() as u64);
-            Ok(())
-        })
+        device.convert(
+            out_name,
+            meta.dtype,
+            plan,
+            meta.big_endian,
+            chunk,
+            &converter,
+            &mut |convert| src.read_dense(index, chunk, convert),
+            &mut |out: &[u8]| {
+                w.write_all(out).map_err(io_error)?;
+                report.advance(out.len() as u64);
+                Ok(())
+            },
+        )
     })
 }

@@ -73,6 +73,10 @@ pub trait Source {
     /// How many tensors the input holds.
     fn len(&self) -> usize;
 
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The metadata of tensor `index`. Readers of inputs with very many tensors (TFRecords)
     /// recompute it on demand instead of holding it all.
     fn meta(&self, index: usize) -> Result<TensorMeta>;

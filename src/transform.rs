@@ -29,6 +29,10 @@ enum Op {
     SignExtend(u32),
     /// Keep the low `bits` bits of each byte.
     Mask(u32),
+    /// float32 (or bfloat16, by its top half) to float16 straight from the bits, so that NaN
+    /// payloads are not first quieted by a trip through float64.
+    F32ToF16,
+    Bf16ToF16,
     /// Element-wise numeric cast through a wide intermediate.
     Cast,
 }
@@ -55,6 +59,8 @@ impl Converter {
                 (s, o) if NpyType::natural(s) == Some(o) && !s.is_float8() && s != DType::BF16 => {
                     Op::Copy
                 }
+                (DType::F32, NpyType::F16) => Op::F32ToF16,
+                (DType::BF16, NpyType::F16) => Op::Bf16ToF16,
                 _ => Op::Cast,
             },
         };
@@ -69,7 +75,7 @@ impl Converter {
     /// Converts `input` (whole source elements) and appends the result to `out`.
     pub fn convert(&self, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let size = self.src.item_size().unwrap_or(1);
-        if input.len() % size != 0 {
+        if !input.len().is_multiple_of(size) {
             bail!(
                 "internal: a chunk of {} bytes is not whole {} elements",
                 input.len(),
@@ -110,6 +116,18 @@ impl Converter {
                     .map(|&b| (((b << (8 - bits)) as i8) >> (8 - bits)) as u8),
             ),
             Op::Mask(bits) => out.extend(input.iter().map(|&b| b & ((1u8 << bits) - 1))),
+            Op::F32ToF16 => {
+                for e in input.chunks_exact(4) {
+                    let bits = u32::from_le_bytes(e.try_into().unwrap());
+                    out.extend_from_slice(&f32_to_f16_bits(bits).to_le_bytes());
+                }
+            }
+            Op::Bf16ToF16 => {
+                for e in input.chunks_exact(2) {
+                    let bits = u32::from(u16::from_le_bytes([e[0], e[1]])) << 16;
+                    out.extend_from_slice(&f32_to_f16_bits(bits).to_le_bytes());
+                }
+            }
             Op::Cast => {
                 for e in input.chunks_exact(size) {
                     encode(self.out, decode(self.src, e), out);
@@ -192,12 +210,12 @@ fn encode(t: NpyType, v: Value, out: &mut Vec<u8>) {
         NpyType::I32 | NpyType::U32 => out.extend_from_slice(&(as_int(v) as u32).to_le_bytes()),
         NpyType::I64 | NpyType::U64 => out.extend_from_slice(&(as_int(v) as u64).to_le_bytes()),
         NpyType::F16 => {
-            let h = match v {
-                // int -> half goes through double, as numpy does
-                Value::Int(i) => f16::from_f64(i as f64),
-                Value::Float(f) | Value::Complex(f, _) => f16::from_f64(f),
+            // int -> half goes through double, as numpy does
+            let f = match v {
+                Value::Int(i) => i as f64,
+                Value::Float(f) | Value::Complex(f, _) => f,
             };
-            out.extend_from_slice(&h.to_bits().to_le_bytes())
+            out.extend_from_slice(&f64_to_f16_bits(f.to_bits()).to_le_bytes())
         }
         NpyType::F32 => {
             let f = match v {
@@ -222,6 +240,77 @@ fn encode(t: NpyType, v: Value, out: &mut Vec<u8>) {
         }
         NpyType::Bytes(_) => {}
     }
+}
+
+/// float64 bits to float16 bits, rounded to nearest even from the full-precision value (as
+/// NumPy's `npy_doublebits_to_halfbits` does; the `half` crate's fallback only looks at the top
+/// 32 bits, and its hardware path rounds twice through float32). NaN keeps the top of its
+/// payload, made non-zero, as NumPy does.
+pub fn f64_to_f16_bits(x: u64) -> u16 {
+    let sign = ((x >> 48) & 0x8000) as u16;
+    let exp = ((x >> 52) & 0x7ff) as i32;
+    let man = x & ((1u64 << 52) - 1);
+    if exp == 0x7ff {
+        if man == 0 {
+            return sign | 0x7c00;
+        }
+        let r = 0x7c00 | (man >> 42) as u16;
+        return sign | if r == 0x7c00 { 0x7c01 } else { r };
+    }
+    if exp == 0 {
+        return sign; // float64 subnormals are far below half the smallest float16
+    }
+    round_to_f16(sign, exp - 1023, man | (1u64 << 52), 52)
+}
+
+/// float32 bits to float16 bits; the same rounding and NaN rule as [`f64_to_f16_bits`]
+/// (NumPy's `npy_floatbits_to_halfbits`). The GPU kernel mirrors this function.
+pub fn f32_to_f16_bits(x: u32) -> u16 {
+    let sign = ((x >> 16) & 0x8000) as u16;
+    let exp = ((x >> 23) & 0xff) as i32;
+    let man = (x & 0x7f_ffff) as u64;
+    if exp == 0xff {
+        if man == 0 {
+            return sign | 0x7c00;
+        }
+        let r = 0x7c00 | (man >> 13) as u16;
+        return sign | if r == 0x7c00 { 0x7c01 } else { r };
+    }
+    if exp == 0 {
+        return sign;
+    }
+    round_to_f16(sign, exp - 127, man | (1u64 << 23), 23)
+}
+
+/// Rounds `mant × 2^(e - p)` (with `mant`'s leading bit at position `p`) to the nearest float16,
+/// ties to even; too large becomes infinity.
+fn round_to_f16(sign: u16, e: i32, mant: u64, p: u32) -> u16 {
+    if e > 15 {
+        return sign | 0x7c00;
+    }
+    // Shift so that the kept bits are the float16 significand: 10 fraction bits for normals,
+    // fewer for subnormals (whose unit is 2^-24).
+    let shift = if e >= -14 {
+        p as i32 - 10
+    } else {
+        p as i32 - 10 + (-14 - e)
+    };
+    if shift > 63 {
+        return sign;
+    }
+    let shift = shift as u32;
+    let kept = mant >> shift;
+    let rem = mant & ((1u64 << shift) - 1);
+    let halfway = 1u64 << (shift - 1);
+    let mut bits = if e >= -14 {
+        (((e + 15) as u64) << 10) | (kept & 0x3ff)
+    } else {
+        kept
+    };
+    if rem > halfway || (rem == halfway && bits & 1 == 1) {
+        bits += 1; // a carry into the exponent (or to infinity) is the right result
+    }
+    sign | bits as u16
 }
 
 /// Encodes a value in a source dtype's own little-endian layout (for fill values and sums that
@@ -467,6 +556,34 @@ mod tests {
         c.convert(&be, &mut out).unwrap();
         assert_eq!(&out[..4], &1.5f32.to_le_bytes());
         assert_eq!(&out[4..], &(-2.0f32).to_le_bytes());
+    }
+
+    #[test]
+    fn float16_rounding_uses_every_bit_of_the_source() {
+        // 1 + 2^-11 + 2^-23 lies just above the midpoint between 1 and 1 + 2^-10
+        assert_eq!(
+            f32_to_f16_bits((1.0f32 + 2f32.powi(-11) + 2f32.powi(-23)).to_bits()),
+            0x3c01
+        );
+        assert_eq!(
+            f64_to_f16_bits((1.0f64 + 2f64.powi(-11) + 2f64.powi(-40)).to_bits()),
+            0x3c01
+        );
+        assert_eq!(f32_to_f16_bits(65504.0f32.to_bits()), 0x7bff);
+        assert_eq!(f32_to_f16_bits(65520.0f32.to_bits()), 0x7c00); // rounds to infinity
+        assert_eq!(f32_to_f16_bits(2f32.powi(-24).to_bits()), 0x0001);
+        assert_eq!(f32_to_f16_bits(2f32.powi(-25).to_bits()), 0x0000); // a tie, to even
+        assert_eq!(f32_to_f16_bits((2f32.powi(-25) * 1.5).to_bits()), 0x0001);
+        assert_eq!(f32_to_f16_bits(0x7f80_0001), 0x7c01); // NaN stays NaN
+        assert_eq!(f32_to_f16_bits(0xffc0_0000), 0xfe00);
+        // every float16 survives a round trip through float32
+        for h in 0..=u16::MAX {
+            let f = half::f16::from_bits(h);
+            if !f.is_nan() {
+                assert_eq!(f32_to_f16_bits(f.to_f32().to_bits()), h);
+                assert_eq!(f64_to_f16_bits(f.to_f64().to_bits()), h);
+            }
+        }
     }
 
     #[test]

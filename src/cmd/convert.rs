@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
+
 use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
+use crate::device::DeviceStage;
 use crate::dtype::DtypePolicy;
 use crate::input::{absolute, stem};
 use crate::pipeline::{
@@ -86,19 +89,25 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
     let jobs = plan_jobs(&args, &stems, &selected)?;
     refuse_overwriting_inputs(&jobs, &sources)?;
+    let device = DeviceStage::open(args.device, args.adapter)?;
+    if let Some(why) = &device.fallback {
+        report.note(&format!("--device auto: using the CPU ({why})"));
+    }
+    let device = RefCell::new(device);
     report.add_total(total);
+    let opts = WriteOptions {
+        policy: &policy,
+        chunk: args.chunk_size.max(64),
+        report: &report,
+        device: &device,
+    };
     for job in jobs {
-        run_job(
-            job,
-            &mut sources,
-            &stems,
-            &selector,
-            &policy,
-            &args,
-            &report,
-        )?;
+        run_job(job, &mut sources, &stems, &selector, &args, &opts)?;
     }
     report.finish();
+    if let Some(format) = args.stats {
+        eprint!("{}", device.borrow().report(format));
+    }
     Ok(())
 }
 
@@ -107,10 +116,10 @@ fn run_job(
     sources: &mut [Box<dyn Source>],
     stems: &[String],
     selector: &Selector,
-    policy: &DtypePolicy,
     args: &ConvertArgs,
-    report: &Reporter,
+    opts: &WriteOptions,
 ) -> Result<()> {
+    let (policy, report) = (opts.policy, opts.report);
     let target_name = match &job.target {
         Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => p.display().to_string(),
         Target::StdoutNpy | Target::StdoutNpz => "standard output".to_string(),
@@ -121,7 +130,7 @@ fn run_job(
         }
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
         Target::Dir(p) => Box::new(DirSink::create(p).with_context(|| target_name.clone())?),
-        Target::StdoutNpy => Box::new(StdoutNpySink::new()),
+        Target::StdoutNpy => Box::<StdoutNpySink>::default(),
         Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)),
     };
     for &s in &job.inputs {
@@ -144,12 +153,7 @@ fn run_job(
             } else {
                 meta.name.clone()
             };
-            let opts = WriteOptions {
-                policy,
-                chunk: args.chunk_size.max(64),
-                report,
-            };
-            write_tensor(src.as_mut(), i, &meta, &name, sink.as_mut(), &opts)
+            write_tensor(src.as_mut(), i, &meta, &name, sink.as_mut(), opts)
                 .with_context(|| format!("{path}: tensor '{}'", meta.name))?;
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod convert;
+pub mod devices;
 pub mod list;
 
 use anyhow::{Context, Result};

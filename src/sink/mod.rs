@@ -231,25 +231,25 @@ impl Sink for NpyFileSink {
 }
 
 /// One `.npy` streamed to standard output.
+#[derive(Default)]
 pub struct StdoutNpySink {
-    out: BufWriter<io::Stdout>,
+    out: Option<BufWriter<io::Stdout>>,
 }
 
 impl StdoutNpySink {
-    pub fn new() -> Self {
-        StdoutNpySink {
-            out: BufWriter::with_capacity(BUFFER, io::stdout()),
-        }
+    fn out(&mut self) -> &mut BufWriter<io::Stdout> {
+        self.out
+            .get_or_insert_with(|| BufWriter::with_capacity(BUFFER, io::stdout()))
     }
 }
 
 impl Sink for StdoutNpySink {
     fn add(&mut self, _name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        write_member(&mut self.out, header, data_len, body)
+        write_member(self.out(), header, data_len, body)
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
-        self.out.flush().map_err(io_error)
+        self.out().flush().map_err(io_error)
     }
 }
 

@@ -37,11 +37,18 @@ impl SafetensorsSource {
                 data.len()
             );
         }
-        // SAFETY: the map is read-only and only read while `data`'s file is open; a concurrent
-        // writer truncating the file is the one hazard, which every mmap-based reader shares.
-        let map = unsafe { Mmap::map(data.file().context("safetensors input must be a file")?) }
-            .map_err(|e| anyhow!("cannot map the file: {e}"))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&map[..])
+        let map;
+        let bytes: &[u8] = match data.file() {
+            // SAFETY: the map is read-only and only read while the file is open; a concurrent
+            // writer truncating the file is the one hazard, which every mmap-based reader shares.
+            Some(file) => {
+                map =
+                    unsafe { Mmap::map(file) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
+                &map[..]
+            }
+            None => data.memory().context("safetensors input must be a file")?,
+        };
+        let (header_len, metadata) = SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?;
         let data_start = 8 + header_len as u64;
         let mut metas = Vec::new();

@@ -220,7 +220,7 @@ impl ScannedTensor {
         self.values = match enc {
             Encoding::Fixed(size) => {
                 let total: u64 = self.field.iter().map(|r| r.len()).sum();
-                if total % size as u64 != 0 {
+                if !total.is_multiple_of(size as u64) {
                     bail!("a packed field of {total} bytes is not a whole number of {size}-byte values");
                 }
                 let values = total / size as u64;

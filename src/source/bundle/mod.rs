@@ -3,7 +3,7 @@
 //! `tf.train.list_variables` prints them; partitioned variables are reassembled from their
 //! OrderedCode-keyed slices; every entry's masked CRC32C is verified while it streams out.
 
-mod table;
+pub mod table;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Seeds each fuzz target's corpus (fuzz/corpus/<target>, git-ignored) from the fixtures.
+set -e
+cd "$(dirname "$0")/.."
+c=fuzz/corpus
+mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged
+cp fixtures/safetensors/*.safetensors fixtures/bad/st_*.safetensors $c/safetensors_header/
+cp fixtures/tensorproto/*.pb fixtures/bad/tp_*.pb $c/tensorproto/
+cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
+cp fixtures/tfrecord/*.gz fixtures/tfrecord/*.zz $c/tfrecord_compressed/
+cp fixtures/sparse_ragged/*.pb fixtures/bad/sparse_*.pb fixtures/bad/ragged_*.pb $c/sparse_ragged/
+for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
+  name=$(echo "$index" | tr / _)
+  cp "$index" "$c/bundle_index/$name"
+  size=$(stat -c %s "$index")
+  shard="${index%.index}.data-00000-of-00001"
+  if [ "$size" -lt 65536 ] && [ -f "$shard" ]; then
+    python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<H", int(sys.argv[1])))' "$size" > "$c/bundle_entries/$name"
+    cat "$index" "$shard" >> "$c/bundle_entries/$name"
+  fi
+done

@@ -1,0 +1,557 @@
+//! The wgpu device stage. Each dense tensor's chunks are uploaded into GPU storage buffers,
+//! converted by the WGSL kernels in `kernels.wgsl`, copied into mappable staging buffers and read
+//! back to the host, double-buffered: chunk i is submitted before chunk i-1 is read back.
+//! Chunk sizes respect the adapter's limits; every wgpu error is caught and reported instead of
+//! reaching wgpu's default handler (which panics).
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use wgpu::util::DeviceExt;
+
+use super::{AdapterSummary, ChunkSink, Feed, TensorStats};
+use crate::dtype::{DType, NpyType, Plan};
+use crate::transform::byte_float_table;
+
+const WORKGROUP: u32 = 256;
+
+/// An opened adapter and device with the kernels compiled.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<&'static str, wgpu::ComputePipeline>,
+    luts: HashMap<DType, wgpu::Buffer>,
+    empty_lut: wgpu::Buffer,
+    limits: wgpu::Limits,
+    pub info: AdapterSummary,
+    errors: Arc<Mutex<Option<String>>>,
+    slots: Vec<Slot>,
+    /// Host memory each chunk is copied into from the mapped staging buffer.
+    host: Vec<u8>,
+}
+
+/// What a tensor needs from the device: a kernel and its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    entry: &'static str,
+    in_size: usize,
+    out_size: usize,
+    mode: u32,
+    flags: u32,
+    swap: u32,
+    lut: Option<DType>,
+}
+
+fn instance() -> wgpu::Instance {
+    // Vulkan's loader probes Wayland and complains on stderr when this is unset; any existing
+    // directory quiets it. Set once, before wgpu starts threads of its own.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called before any other thread of this process reads the environment.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn summary(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterSummary {
+        index,
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+    }
+}
+
+/// Every adapter wgpu can see.
+pub fn adapters() -> Vec<AdapterSummary> {
+    let adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summary(i, a))
+        .collect()
+}
+
+impl GpuContext {
+    /// Opens adapter `index` (from [`adapters`]) or the default high-performance one.
+    pub fn open(index: Option<usize>) -> Result<GpuContext> {
+        let instance = instance();
+        let adapter = match index {
+            Some(i) => {
+                let mut all =
+                    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+                if i >= all.len() {
+                    bail!(
+                        "--adapter {i}: there are {} adapters (see `tensor2npy devices`)",
+                        all.len()
+                    );
+                }
+                all.swap_remove(i)
+            }
+            None => pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            }))
+            .map_err(|e| anyhow!("no GPU adapter found ({e})"))?,
+        };
+        let info = summary(index.unwrap_or(0), &adapter);
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tensor2npy"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow!("cannot open the GPU device {}: {e}", info.name))?;
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("kernels"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("kernels.wgsl").into()),
+        });
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("convert"),
+            entries: &[
+                storage(0, true),
+                storage(1, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 2,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(3, true),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("convert"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let mut pipelines = HashMap::new();
+        for entry in [
+            "widen16",
+            "lut8",
+            "narrow16",
+            "narrow64",
+            "bytes8",
+            "intcast",
+            "swap_only",
+        ] {
+            let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            pipelines.insert(entry, p);
+        }
+        let empty_lut = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("no table"),
+            contents: &[0u8; 16],
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let ctx = GpuContext {
+            device,
+            queue,
+            layout,
+            pipelines,
+            luts: HashMap::new(),
+            empty_lut,
+            limits,
+            info,
+            errors,
+            slots: Vec::new(),
+            host: Vec::new(),
+        };
+        ctx.check().context("while compiling the GPU kernels")?;
+        Ok(ctx)
+    }
+
+    fn check(&self) -> Result<()> {
+        let mut slot = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => bail!("GPU error: {e}"),
+            None => Ok(()),
+        }
+    }
+
+    /// The kernel that performs `plan` on `src` elements, or why there is none.
+    pub fn kernel_for(src: DType, plan: Plan, big_endian: bool) -> Result<Kernel, String> {
+        let size = src
+            .item_size()
+            .ok_or_else(|| format!("{src} is not a fixed-size dtype"))?;
+        let swap = if big_endian && src.swap_unit() > 1 {
+            src.swap_unit() as u32
+        } else {
+            0
+        };
+        let k = |entry, out_size, mode, flags| Kernel {
+            entry,
+            in_size: size,
+            out_size,
+            mode,
+            flags,
+            swap,
+            lut: None,
+        };
+        let small_int = |d: DType| -> Option<(bool, bool)> {
+            use DType::*;
+            match d {
+                Bool => Some((false, true)),
+                I8 | I16 | I32 | QInt8 | QInt16 | QInt32 => Some((true, false)),
+                U8 | U16 | U32 | QUInt8 | QUInt16 => Some((false, false)),
+                _ => None,
+            }
+        };
+        let out = match plan {
+            Plan::Numeric(t) | Plan::Bits(t) => t,
+            _ => return Err(format!("{src} has no dense conversion")),
+        };
+        let bits_only = matches!(plan, Plan::Bits(_))
+            || (NpyType::natural(src) == Some(out) && !src.is_float8() && src != DType::BF16);
+        Ok(match (src, out) {
+            (DType::I4, NpyType::I8) => k("bytes8", 1, 4, 1),
+            (DType::I2, NpyType::I8) => k("bytes8", 1, 2, 1),
+            (DType::U4, NpyType::U8) => k("bytes8", 1, 4, 0),
+            (DType::U2, NpyType::U8) => k("bytes8", 1, 2, 0),
+            _ if bits_only && swap == 0 => return Err("no device operation (a plain copy)".into()),
+            _ if bits_only => k("swap_only", size, 0, 0),
+            (DType::BF16, NpyType::F32) => k("widen16", 4, 0, 0),
+            (DType::F16, NpyType::F32) => k("widen16", 4, 1, 0),
+            (s, NpyType::F32) if s.is_float8() => Kernel {
+                lut: Some(s),
+                ..k("lut8", 4, 0, 0)
+            },
+            (DType::F32, NpyType::F16) => k("narrow16", 2, 0, 0),
+            (DType::BF16, NpyType::F16) => k("narrow16", 2, 1, 0),
+            (DType::F64, NpyType::F32) => k("narrow64", 4, 0, 0),
+            (s, t) => match (small_int(s), t) {
+                (
+                    Some((signed, is_bool)),
+                    NpyType::Bool
+                    | NpyType::I8
+                    | NpyType::U8
+                    | NpyType::I16
+                    | NpyType::U16
+                    | NpyType::I32
+                    | NpyType::U32,
+                ) => {
+                    let flags =
+                        signed as u32 | (is_bool as u32) << 1 | ((t == NpyType::Bool) as u32) << 2;
+                    k("intcast", t.size(), 0, flags)
+                }
+                _ => return Err(format!("no GPU kernel for {s} to {}", t.descr())),
+            },
+        })
+    }
+
+    /// Input bytes per chunk: the user's chunk size, within the adapter's binding and buffer
+    /// limits for both the input and the output, in whole 4-byte words of whole elements.
+    fn chunk_cap(&self, k: &Kernel, chunk: usize) -> usize {
+        let max_binding = self.limits.max_storage_buffer_binding_size;
+        let max_buffer = self.limits.max_buffer_size;
+        let limit = max_binding.min(max_buffer);
+        let by_output = limit / k.out_size as u64 * k.in_size as u64;
+        let cap = (chunk as u64).min(limit).min(by_output);
+        let unit = (k.in_size * 4) as u64; // whole elements and whole words
+        ((cap / unit).max(1) * unit) as usize
+    }
+
+    fn lut(&mut self, d: DType) -> &wgpu::Buffer {
+        let device = &self.device;
+        self.luts.entry(d).or_insert_with(|| {
+            let table: Vec<u8> = byte_float_table(d)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("float8 table"),
+                contents: &table,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        })
+    }
+
+    /// Converts a whole tensor streamed in through `feed`, handing results to `emit` in order.
+    pub fn run(
+        &mut self,
+        k: Kernel,
+        chunk: usize,
+        stats: &mut TensorStats,
+        feed: &mut Feed,
+        emit: &mut ChunkSink,
+    ) -> Result<()> {
+        let cap = self.chunk_cap(&k, chunk);
+        let in_cap = cap as u64;
+        let out_cap = (cap / k.in_size * k.out_size).div_ceil(4) as u64 * 4;
+        self.ensure_slots(in_cap, out_cap)?;
+        if let Some(d) = k.lut {
+            self.lut(d);
+        }
+        let mut turn = 0usize;
+        let mut pending: [Option<Pending>; 2] = [None, None];
+        let mut padded = Vec::new();
+        feed(&mut |input: &[u8]| {
+            for piece in input.chunks(cap) {
+                let slot = turn % 2;
+                if let Some(p) = pending[slot].take() {
+                    self.finish(slot, p, stats, emit)?;
+                }
+                pending[slot] = Some(self.submit(slot, &k, piece, &mut padded, stats)?);
+                // Read back the previous chunk while this one runs.
+                let prev = 1 - slot;
+                if let Some(p) = pending[prev].take() {
+                    self.finish(prev, p, stats, emit)?;
+                }
+                turn += 1;
+            }
+            Ok(())
+        })?;
+        for slot in [turn % 2, 1 - turn % 2] {
+            if let Some(p) = pending[slot].take() {
+                self.finish(slot, p, stats, emit)?;
+            }
+        }
+        self.check()
+    }
+
+    fn ensure_slots(&mut self, in_cap: u64, out_cap: u64) -> Result<()> {
+        if self.slots.len() == 2
+            && self.slots[0].in_cap >= in_cap
+            && self.slots[0].out_cap >= out_cap
+        {
+            return Ok(());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let make = |label, size, usage| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let mut slots = Vec::new();
+        for _ in 0..2 {
+            slots.push(Slot {
+                src: make(
+                    "src",
+                    in_cap,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                ),
+                dst: make(
+                    "dst",
+                    out_cap,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                ),
+                staging: make(
+                    "staging",
+                    out_cap,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                ),
+                params: make(
+                    "params",
+                    32,
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                ),
+                in_cap,
+                out_cap,
+            });
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            bail!("the GPU cannot hold {in_cap}-byte chunks: {e}; try a smaller --chunk-size");
+        }
+        self.slots = slots;
+        self.check()
+    }
+
+    fn submit(
+        &mut self,
+        slot: usize,
+        k: &Kernel,
+        piece: &[u8],
+        padded: &mut Vec<u8>,
+        stats: &mut TensorStats,
+    ) -> Result<Pending> {
+        let started = Instant::now();
+        let n_elems = (piece.len() / k.in_size) as u32;
+        let out_len = piece.len() / k.in_size * k.out_size;
+        let n_out_words = out_len.div_ceil(4) as u32;
+        // Uploads and the shader's word access need whole 4-byte words.
+        let upload: &[u8] = if piece.len().is_multiple_of(4) {
+            piece
+        } else {
+            padded.clear();
+            padded.extend_from_slice(piece);
+            padded.resize(piece.len().div_ceil(4) * 4, 0);
+            padded
+        };
+        let params: [u32; 8] = [
+            n_out_words,
+            n_elems,
+            k.swap,
+            k.mode,
+            k.in_size as u32,
+            k.out_size as u32,
+            k.flags,
+            0,
+        ];
+        let lut = match k.lut {
+            Some(d) => self.lut(d).clone(),
+            None => self.empty_lut.clone(),
+        };
+        let s = &self.slots[slot];
+        self.queue.write_buffer(&s.src, 0, upload);
+        self.queue
+            .write_buffer(&s.params, 0, bytemuck::cast_slice(&params));
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("convert"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: s.src.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: s.dst.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: s.params.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: lut.as_entire_binding(),
+                },
+            ],
+        });
+        let groups = n_out_words.div_ceil(WORKGROUP).max(1);
+        let max_x = self.limits.max_compute_workgroups_per_dimension.max(1);
+        let (x, y) = (groups.min(max_x), groups.div_ceil(max_x));
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kernel"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(&self.pipelines[k.entry]);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        let kernel_index = self.queue.submit([encoder.finish()]);
+        let read_len = (n_out_words as u64 * 4).max(4);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(&s.dst, 0, &s.staging, 0, read_len);
+        let copy_index = self.queue.submit([encoder.finish()]);
+        let (tx, rx) = mpsc::channel();
+        s.staging
+            .slice(..read_len)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        stats.h2d_bytes += upload.len() as u64 + params.len() as u64 * 4;
+        stats.upload += started.elapsed();
+        Ok(Pending {
+            kernel_index,
+            copy_index,
+            rx,
+            out_len,
+            read_len,
+            submitted: Instant::now(),
+        })
+    }
+
+    fn finish(
+        &mut self,
+        slot: usize,
+        p: Pending,
+        stats: &mut TensorStats,
+        emit: &mut ChunkSink,
+    ) -> Result<()> {
+        let wait = |index| {
+            self.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: Some(Duration::from_secs(600)),
+                })
+                .map_err(|e| anyhow!("GPU device lost or stuck: {e}"))
+        };
+        wait(p.kernel_index)?;
+        let kernel_done = Instant::now();
+        stats.kernel += kernel_done.saturating_duration_since(p.submitted);
+        wait(p.copy_index)?;
+        p.rx.recv()
+            .map_err(|_| anyhow!("the GPU readback was abandoned"))?
+            .map_err(|e| anyhow!("cannot map the GPU readback buffer: {e}"))?;
+        self.check()?;
+        let staging = &self.slots[slot].staging;
+        self.host.clear();
+        {
+            let view = staging
+                .slice(..p.read_len)
+                .get_mapped_range()
+                .map_err(|e| anyhow!("cannot read the GPU readback buffer: {e}"))?;
+            self.host.extend_from_slice(&view[..p.out_len]);
+        }
+        staging.unmap();
+        stats.d2h_bytes += p.read_len;
+        stats.readback += kernel_done.elapsed();
+        emit(&self.host)
+    }
+}
+
+struct Slot {
+    src: wgpu::Buffer,
+    dst: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    params: wgpu::Buffer,
+    in_cap: u64,
+    out_cap: u64,
+}
+
+struct Pending {
+    kernel_index: wgpu::SubmissionIndex,
+    copy_index: wgpu::SubmissionIndex,
+    rx: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    out_len: usize,
+    read_len: u64,
+    submitted: Instant,
+}
