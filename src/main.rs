@@ -10,6 +10,7 @@ use tensor2npy::{cmd, pipeline};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    pipeline::watch_interrupts();
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::List(args) => cmd::list::run(args),
@@ -25,6 +26,8 @@ fn main() -> ExitCode {
             eprintln!("tensor2npy: error: {e:#}");
             if e.downcast_ref::<pipeline::UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if e.downcast_ref::<pipeline::Interrupted>().is_some() {
+                ExitCode::from(130)
             } else {
                 ExitCode::from(1)
             }

@@ -12,6 +12,40 @@ use crate::sink::{io_error, npy, Sink};
 use crate::tensor::{Kind, Source, TensorMeta};
 use crate::transform::Converter;
 
+/// Set when SIGINT or SIGTERM arrives; conversions stop at the next chunk, and the normal error
+/// path removes their temporary files.
+static INTERRUPT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Installs the SIGINT / SIGTERM handlers (once).
+pub fn watch_interrupts() {
+    let flag = INTERRUPT.get_or_init(Default::default);
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+}
+
+/// The error a conversion stops with after SIGINT or SIGTERM.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; the partial output was removed")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+fn check_interrupted() -> Result<()> {
+    match INTERRUPT.get() {
+        Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
+        _ => Ok(()),
+    }
+}
+
 /// A command-line mistake: exit status 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -195,6 +229,7 @@ pub fn write_tensor(
                     );
                 }
                 trailing_nul |= s.last() == Some(&0);
+                check_interrupted()?;
                 w.write_all(s).map_err(io_error)?;
                 w.write_all(&zeros[..width - s.len()]).map_err(io_error)?;
                 report.advance(width as u64);
@@ -223,6 +258,7 @@ pub fn write_tensor(
             &converter,
             &mut |convert| src.read_dense(index, chunk, convert),
             &mut |out: &[u8]| {
+                check_interrupted()?;
                 w.write_all(out).map_err(io_error)?;
                 report.advance(out.len() as u64);
                 Ok(())

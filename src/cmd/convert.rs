@@ -14,7 +14,7 @@ use crate::input::{absolute, stem};
 use crate::pipeline::{
     npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
 };
-use crate::sink::{DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
+use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::structure::{StructureOptions, View};
 use crate::tensor::Source;
 
@@ -125,13 +125,11 @@ fn run_job(
         Target::StdoutNpy | Target::StdoutNpz => "standard output".to_string(),
     };
     let mut sink: Box<dyn Sink> = match &job.target {
-        Target::Npz(p) => {
-            Box::new(NpzSink::create(p, args.compress).with_context(|| target_name.clone())?)
-        }
+        Target::Npz(p) => npz_file(p, args.compress).with_context(|| target_name.clone())?,
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
         Target::Dir(p) => Box::new(DirSink::create(p).with_context(|| target_name.clone())?),
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
-        Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)),
+        Target::StdoutNpz => Box::new(NpzSink::stream(std::io::stdout(), args.compress)),
     };
     for &s in &job.inputs {
         let src = &mut sources[s];
@@ -211,6 +209,14 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
             _ => vec![single(
                 Target::StdoutNpy,
                 "standard output as .npy (without --to npz)",
+            )?],
+        },
+        Some(p) if is_special(p) => match args.to {
+            // A device or pipe (/dev/stdout, a FIFO) takes a stream, like `-`.
+            Some(OutputKind::Npz) => vec![shared(Target::Npz(p.to_path_buf()))],
+            _ => vec![single(
+                Target::Npy(p.to_path_buf()),
+                "a device or pipe as .npy (without --to npz)",
             )?],
         },
         Some(p) if has_ext(p, "npz") => {

@@ -1,7 +1,10 @@
 //! Sinks: where converted tensors go. Each takes a tensor as a `.npy` header plus a body written
 //! in chunks, and commits only when every tensor has been written: files are built under a
-//! temporary name (`.tensor2npy-*.tmp`) in the destination directory and renamed into place, so a
-//! failure leaves nothing at the output path and an existing output untouched.
+//! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
+//! place, so a failure leaves nothing at the output path and an existing output untouched. A
+//! process killed outright leaves its temporary behind; the next run into the same directory
+//! removes those whose process is gone. Devices and pipes (`/dev/stdout`, a FIFO) are written
+//! directly, since they cannot be renamed over.
 
 pub mod npy;
 
@@ -85,13 +88,60 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+fn temp_prefix() -> String {
+    format!("{TEMP_PREFIX}{}-", std::process::id())
+}
+
+/// Removes temporaries left in `dir` by tensor2npy processes that no longer run (killed
+/// outright, so their cleanup never ran).
+pub fn clean_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).ok();
+        } else {
+            fs::remove_file(&p).ok();
+        }
+    }
+}
+
 fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = parent_dir(path);
+    clean_stale_temporaries(&dir);
     tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&temp_prefix())
         .suffix(".tmp")
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+}
+
+/// A character device, FIFO or socket: written in place, never replaced.
+pub fn is_special(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_char_device() || t.is_fifo() || t.is_socket() || t.is_block_device()
+    })
+}
+
+fn open_special(path: &Path) -> Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} for writing", path.display()))
 }
 
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
@@ -138,9 +188,18 @@ impl<W: Write + Seek + 'static> NpzSink<W> {
     }
 }
 
+/// An `.npz` written to a file: built in a temporary file and renamed into place, or streamed
+/// straight into a device or pipe.
+pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
+    if is_special(path) {
+        return Ok(Box::new(NpzSink::stream(open_special(path)?, compress)));
+    }
+    Ok(Box::new(NpzSink::create(path, compress)?))
+}
+
 impl NpzSink<BufWriter<File>> {
     /// An archive built in a temporary file and renamed to `path` on success.
-    pub fn create(path: &Path, compress: bool) -> Result<Self> {
+    fn create(path: &Path, compress: bool) -> Result<Self> {
         let tmp = temp_file_beside(path)?;
         let file = tmp.reopen().context("cannot reopen the temporary file")?;
         let target = path.to_path_buf();
@@ -155,18 +214,19 @@ impl NpzSink<BufWriter<File>> {
     }
 }
 
-impl NpzSink<zip::write::StreamWriter<BufWriter<io::Stdout>>> {
-    /// An archive streamed to standard output (with data descriptors, which `np.load` reads).
-    pub fn stdout(compress: bool) -> Self {
-        let out = BufWriter::with_capacity(BUFFER, io::stdout());
+impl<O: Write + 'static> NpzSink<zip::write::StreamWriter<BufWriter<O>>> {
+    /// An archive streamed to a writer that cannot seek, such as standard output (members carry
+    /// data descriptors, which `np.load` reads).
+    pub fn stream(out: O, compress: bool) -> Self {
+        let out = BufWriter::with_capacity(BUFFER, out);
         NpzSink {
             zip: Some(ZipWriter::new_stream(out)),
             options: npz_options(compress),
             members: Default::default(),
-            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<io::Stdout>>| {
-                w.into_inner()
-                    .into_inner()
-                    .map_err(|e| io_error(e.into_error()))?;
+            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<O>>| {
+                let mut inner = w.into_inner();
+                inner.flush().map_err(io_error)?;
+                inner.into_inner().map_err(|e| io_error(e.into_error()))?;
                 Ok(())
             }),
         }
@@ -197,17 +257,25 @@ impl<W: Write + Seek> Sink for NpzSink<W> {
 /// A single `.npy` file (exactly one tensor).
 pub struct NpyFileSink {
     path: PathBuf,
-    tmp: Option<(tempfile::NamedTempFile, BufWriter<File>)>,
+    /// The temporary file to rename into place; `None` when writing a device or pipe directly.
+    tmp: Option<tempfile::NamedTempFile>,
+    out: Option<BufWriter<File>>,
     written: bool,
 }
 
 impl NpyFileSink {
     pub fn create(path: &Path) -> Result<Self> {
-        let tmp = temp_file_beside(path)?;
-        let file = tmp.reopen().context("cannot reopen the temporary file")?;
+        let (tmp, file) = if is_special(path) {
+            (None, open_special(path)?)
+        } else {
+            let tmp = temp_file_beside(path)?;
+            let file = tmp.reopen().context("cannot reopen the temporary file")?;
+            (Some(tmp), file)
+        };
         Ok(NpyFileSink {
             path: path.to_path_buf(),
-            tmp: Some((tmp, BufWriter::with_capacity(BUFFER, file))),
+            tmp,
+            out: Some(BufWriter::with_capacity(BUFFER, file)),
             written: false,
         })
     }
@@ -219,14 +287,17 @@ impl Sink for NpyFileSink {
             bail!("a .npy file holds one tensor; '{name}' would be the second");
         }
         self.written = true;
-        let (_, w) = self.tmp.as_mut().expect("sink used after finish");
+        let w = self.out.as_mut().expect("sink used after finish");
         write_member(w, header, data_len, body)
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
-        let (tmp, w) = self.tmp.take().expect("finished twice");
+        let w = self.out.take().expect("finished twice");
         w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        persist(tmp, &self.path)
+        match self.tmp.take() {
+            Some(tmp) => persist(tmp, &self.path),
+            None => Ok(()),
+        }
     }
 }
 
@@ -268,8 +339,9 @@ impl DirSink {
         let parent = parent_dir(target);
         fs::create_dir_all(&parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
+        clean_stale_temporaries(&parent);
         let tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix())
             .suffix(".tmp")
             .tempdir_in(&parent)
             .with_context(|| {
@@ -329,7 +401,7 @@ impl Sink for DirSink {
 fn replace_dir(new: &Path, target: &Path) -> Result<()> {
     if target.exists() {
         let old = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix())
             .suffix(".old")
             .tempdir_in(parent_dir(target))
             .context("cannot make room to replace the existing output directory")?

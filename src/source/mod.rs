@@ -80,8 +80,11 @@ pub fn open(arg: &Path, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 
     let format = match opts.from {
         Some(f) => f,
-        None if safetensors::sniff(head, data.len()) => Format::Safetensors,
-        None if Compression::sniff(head).is_some() || tfrecord::sniff(head) => Format::Tfrecord,
+        None if tfrecord::sniff(head) => Format::Tfrecord,
+        // A JSON object after the 8-byte length is safetensors (no TensorProto starts so); the
+        // header itself is judged by the safetensors parser, with its own errors.
+        None if head.len() > 8 && head[8] == b'{' => Format::Safetensors,
+        None if Compression::sniff(head).is_some() => Format::Tfrecord,
         None if head.is_empty() => bail!("the input is empty"),
         None if tensorproto::plausible(head) => Format::Tensorproto,
         None => bail!(

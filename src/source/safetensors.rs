@@ -20,15 +20,6 @@ pub struct SafetensorsSource {
     ranges: Vec<FileRange>,
 }
 
-/// True when `head` starts like a safetensors file: a plausible header length, then `{`.
-pub fn sniff(head: &[u8], file_len: u64) -> bool {
-    if head.len() < 9 {
-        return false;
-    }
-    let n = u64::from_le_bytes(head[..8].try_into().unwrap());
-    n >= 2 && n <= file_len.saturating_sub(8) && head[8] == b'{'
-}
-
 impl SafetensorsSource {
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange) -> Result<SafetensorsSource> {
         if data.len() < 8 {
