@@ -206,12 +206,16 @@ impl DeviceStage {
         if stats.path.is_empty() {
             stats.path = "cpu".into();
         }
-        let mut buf = Vec::new();
-        feed(&mut |c: &[u8]| {
-            buf.clear();
-            cpu.convert(c, &mut buf)?;
-            emit(&buf)
-        })?;
+        if cpu.is_identity() {
+            feed(emit)?;
+        } else {
+            let mut buf = Vec::new();
+            feed(&mut |c: &[u8]| {
+                buf.clear();
+                cpu.convert(c, &mut buf)?;
+                emit(&buf)
+            })?;
+        }
         self.stats.push(stats);
         Ok(())
     }
