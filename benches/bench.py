@@ -53,13 +53,19 @@ def rm(p):
         os.remove(p)
 
 
+OUTPUTS = []  # every path a contender writes: removed, and dirty pages flushed, before each run
+
+
 def alternate(contenders, reps=REPS, cleanup=()):
-    """Runs each contender once per round, REPS rounds; returns name -> list of (s, rss)."""
+    """Runs each contender once per round, REPS rounds; returns name -> list of (s, rss).
+    Before every run the outputs are deleted and the page cache's dirty data written back, so
+    each contender writes fresh files on a quiet disk."""
     results = {name: [] for name in contenders}
     for _ in range(reps):
         for name, cmd in contenders.items():
-            for c in cleanup:
+            for c in list(cleanup) + OUTPUTS:
                 rm(c)
+            os.sync()
             results[name].append(run(cmd))
     return results
 
@@ -205,6 +211,7 @@ def main():
     say("making the safetensors input")
     make_safetensors(st, gib * SCALE)
     out_npz, out_dir, cp_dst = os.path.join(WORK, "o.npz"), os.path.join(WORK, "odir"), os.path.join(WORK, "cp.bin")
+    OUTPUTS.extend([out_npz, out_dir, cp_dst, os.path.join(WORK, "big.npy"), os.path.join(WORK, "big.copy")])
     run([BIN, "convert", st, "-o", out_npz])
     npz_bytes = os.path.getsize(out_npz)
     say("safetensors -> npz")

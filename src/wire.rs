@@ -55,6 +55,10 @@ impl Cursor {
 
     /// Makes at least `want` bytes (or all that remain) available at `pos`.
     fn fill(&mut self, want: usize) -> Result<&[u8]> {
+        if let Some(mem) = self.range.memory() {
+            // In-memory ranges are read in place, without a buffer of the cursor's own.
+            return Ok(&mem[self.pos as usize..]);
+        }
         let offset = (self.pos - self.buf_start) as usize;
         if self.pos < self.buf_start || offset + want > self.buf.len() {
             let n = (CURSOR_BUF.max(want) as u64).min(self.remaining()) as usize;
@@ -89,6 +93,12 @@ impl Cursor {
                 self.remaining()
             );
         }
+        let pos = self.pos as usize;
+        self.pos += n as u64;
+        if self.range.memory().is_some() {
+            return Ok(&self.range.memory().unwrap()[pos..pos + n]);
+        }
+        self.pos -= n as u64;
         self.fill(n)?;
         let offset = (self.pos - self.buf_start) as usize;
         self.pos += n as u64;

@@ -5,6 +5,7 @@
 //! each record's position is kept (16 bytes a record), and its TensorProto is re-walked on
 //! demand, so a file of millions of small records is never held in memory.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -14,10 +15,40 @@ use crate::proto::mask_crc;
 use crate::source::tensorproto::ScannedTensor;
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
+/// Small records are read through one in-memory window of this many bytes, a single `pread`
+/// per window instead of several per record.
+const WINDOW: u64 = 1 << 20;
+
+/// A read-ahead window over the file: ranges that fit are served from memory.
+struct Window {
+    data: FileRange,
+    cached: Option<(u64, FileRange)>,
+}
+
+impl Window {
+    fn range(&mut self, offset: u64, len: u64) -> Result<FileRange> {
+        if let Some((start, w)) = &self.cached {
+            if offset >= *start && offset + len <= start + w.len() {
+                return w.slice(offset - start, len);
+            }
+        }
+        if len > WINDOW / 2 {
+            return self.data.slice(offset, len);
+        }
+        let n = WINDOW.min(self.data.len().saturating_sub(offset));
+        let w = FileRange::from_vec(self.data.read_vec(offset, n as usize)?);
+        let r = w.slice(0, len)?;
+        self.cached = Some((offset, w));
+        Ok(r)
+    }
+}
+
 pub struct TfRecordSource {
     path: String,
     files: Vec<PathBuf>,
-    data: FileRange,
+    window: RefCell<Window>,
+    /// The record scanned last, since `meta` and `read_*` ask for the same one in turn.
+    last: RefCell<Option<(usize, ScannedTensor)>>,
     stem: String,
     /// (offset, length) of each record's payload.
     records: Vec<(u64, u64)>,
@@ -46,14 +77,17 @@ impl TfRecordSource {
         let mut stacked: Option<TensorMeta> = None;
         let mut pos: u64 = 0;
         let total = data.len();
+        let mut window = Window {
+            data: data.clone(),
+            cached: None,
+        };
         while pos < total {
             let index = records.len();
             let at = || format!("record {index} at byte offset {pos}");
-            let mut header = [0u8; 12];
             if total - pos < 12 {
                 bail!("{}: truncated header ({} bytes left)", at(), total - pos);
             }
-            data.read_at(pos, &mut header)?;
+            let header = window.range(pos, 12)?.read_vec(0, 12)?;
             let len = u64::from_le_bytes(header[..8].try_into().unwrap());
             let stored = u32::from_le_bytes(header[8..].try_into().unwrap());
             if mask_crc(crc32c::crc32c(&header[..8])) != stored {
@@ -67,15 +101,14 @@ impl TfRecordSource {
                     total - body_start
                 );
             }
-            let body = data.slice(body_start, len)?;
+            let body = window.range(body_start, len)?;
             let mut crc = 0u32;
             body.stream(1, 1 << 20, &mut |c: &[u8]| {
                 crc = crc32c::crc32c_append(crc, c);
                 Ok(())
             })?;
-            let mut trailer = [0u8; 4];
-            data.read_at(body_start + len, &mut trailer)?;
-            if mask_crc(crc) != u32::from_le_bytes(trailer) {
+            let trailer = window.range(body_start + len, 4)?.read_vec(0, 4)?;
+            if mask_crc(crc) != u32::from_le_bytes(trailer[..].try_into().unwrap()) {
                 bail!("{}: data checksum mismatch (corrupt file)", at());
             }
             if len == 0 {
@@ -113,7 +146,8 @@ impl TfRecordSource {
         Ok(TfRecordSource {
             path: path.to_string(),
             files,
-            data,
+            window: RefCell::new(window),
+            last: RefCell::new(None),
             stem: stem.to_string(),
             records,
             stacked,
@@ -122,9 +156,17 @@ impl TfRecordSource {
     }
 
     fn record(&self, i: usize) -> Result<ScannedTensor> {
+        if let Some((j, t)) = &*self.last.borrow() {
+            if *j == i {
+                return Ok(t.clone());
+            }
+        }
         let (offset, len) = self.records[i];
-        ScannedTensor::scan(&self.data.slice(offset, len)?, self.max_fill)
-            .with_context(|| format!("record {i} at byte offset {}", offset - 12))
+        let range = self.window.borrow_mut().range(offset, len)?;
+        let t = ScannedTensor::scan(&range, self.max_fill)
+            .with_context(|| format!("record {i} at byte offset {}", offset - 12))?;
+        *self.last.borrow_mut() = Some((i, t.clone()));
+        Ok(t)
     }
 
     /// The records tensor `index` is made of.
