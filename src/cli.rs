@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::{DeviceChoice, StatsFormat};
-use crate::dtype::{parse_cast, DType, NarrowFloatPolicy};
+use crate::dtype::{parse_cast, DType, DtypePolicy, NarrowFloatPolicy};
 use crate::source::Format;
 use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
@@ -117,6 +117,33 @@ pub struct InputArgs {
     pub max_decompressed: u64,
 }
 
+/// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows
+/// what convert would write).
+#[derive(Debug, Args)]
+pub struct DtypeArgs {
+    /// bfloat16: widen to float32 (<f4), or keep the raw bits as <u2
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub bf16: NarrowFloatPolicy,
+
+    /// float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    pub f8: NarrowFloatPolicy,
+
+    /// Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
+    pub cast: Vec<(DType, DType)>,
+}
+
+impl DtypeArgs {
+    pub fn policy(&self) -> DtypePolicy {
+        DtypePolicy {
+            bf16: self.bf16,
+            f8: self.f8,
+            casts: self.cast.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputKind {
     Npy,
@@ -140,17 +167,8 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub compress: bool,
 
-    /// bfloat16: widen to float32 (<f4), or keep the raw bits as <u2
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
-    pub bf16: NarrowFloatPolicy,
-
-    /// float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
-    pub f8: NarrowFloatPolicy,
-
-    /// Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16
-    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
-    pub cast: Vec<(DType, DType)>,
+    #[command(flatten)]
+    pub dtypes: DtypeArgs,
 
     /// Sparse tensors: COO components X/indices, X/values, X/dense_shape, or X densified
     #[arg(long, value_enum, default_value_t = SparseMode::Coo, value_name = "MODE")]
@@ -207,15 +225,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// bfloat16 policy used for the npy_dtype column
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
-    pub bf16: NarrowFloatPolicy,
-
-    /// float8 policy used for the npy_dtype column
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
-    pub f8: NarrowFloatPolicy,
-
-    /// Casts used for the npy_dtype column
-    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
-    pub cast: Vec<(DType, DType)>,
+    /// The dtype options convert would be given, for the npy_dtype column
+    #[command(flatten)]
+    pub dtypes: DtypeArgs,
 }

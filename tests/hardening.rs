@@ -417,17 +417,7 @@ fn a_full_disk_is_a_clear_error() {
 fn big_input(dir: &Path) -> PathBuf {
     let p = dir.join("big.safetensors");
     let n: u64 = 256 << 20;
-    let bytes = safetensors_with(&[("w", "BF16", vec![n], vec![])]);
-    // the header claims n elements; the data is a hole of zeros
-    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    let mut header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + header_len as usize]).unwrap();
-    header["w"]["data_offsets"] = serde_json::json!([0, 2 * n]);
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut f = fs::File::create(&p).unwrap();
-    f.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(&h).unwrap();
-    f.set_len(8 + h.len() as u64 + 2 * n).unwrap();
+    write_sparse_safetensors(&p, "w", "BF16", n, 2 * n);
     p
 }
 

@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::process::Command;
 
 use common::*;
@@ -15,13 +14,9 @@ fn an_npz_member_over_4_gib_is_zip64_and_loads_in_numpy() {
     let dir = tempdir();
     let input = dir.path().join("big.safetensors");
     let n: u64 = (4 << 30) + 4096 + 3;
-    let header = format!(r#"{{"big":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
-    let mut f = fs::File::create(&input).unwrap();
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(header.as_bytes()).unwrap();
-    let data_start = 8 + header.len() as u64;
-    f.set_len(data_start + n).unwrap(); // zeros, written sparsely
-                                        // a recognisable byte past the 4 GiB mark
+    let data_start = write_sparse_safetensors(&input, "big", "U8", n, n);
+    let f = fs::OpenOptions::new().write(true).open(&input).unwrap();
+    // a recognisable byte past the 4 GiB mark
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[0xab], data_start + n - 1).unwrap();
     drop(f);

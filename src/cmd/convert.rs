@@ -9,7 +9,6 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
-use crate::dtype::DtypePolicy;
 use crate::input::{absolute, stem};
 use crate::pipeline::{
     npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
@@ -38,11 +37,7 @@ struct Job {
 pub fn run(args: ConvertArgs) -> Result<()> {
     let report = Reporter::new(args.quiet);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
-    let policy = DtypePolicy {
-        bf16: args.bf16,
-        f8: args.f8,
-        casts: args.cast.clone(),
-    };
+    let policy = args.dtypes.policy();
     let structure = StructureOptions {
         sparse: args.sparse,
         ragged: args.ragged,

@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::ListArgs;
-use crate::dtype::DtypePolicy;
 use crate::pipeline::{npy_type, Selector};
 use crate::sink::io_error;
 use crate::structure::{Duplicates, StructureOptions, View};
@@ -15,11 +14,7 @@ use crate::tensor::TensorMeta;
 
 pub fn run(args: ListArgs) -> Result<()> {
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
-    let policy = DtypePolicy {
-        bf16: args.bf16,
-        f8: args.f8,
-        casts: args.cast.clone(),
-    };
+    let policy = args.dtypes.policy();
     let structure = StructureOptions {
         sparse: Default::default(),
         ragged: Default::default(),

@@ -335,13 +335,7 @@ impl Structured {
             }
             let context = || format!("{path}: tensor '{}'", m.name);
             if m.dtype == DType::Variant {
-                let mut elements = Vec::new();
-                inner
-                    .read_strings(i, &mut |s: &[u8]| {
-                        elements.push(s.to_vec());
-                        Ok(())
-                    })
-                    .with_context(context)?;
+                let elements = read_elements(inner.as_mut(), i).with_context(context)?;
                 match Ragged::from_variant(&elements, &m.shape, opts).with_context(context)? {
                     Some(rt) => {
                         push_structure(&mut items, &m.name, Found::Ragged(rt, vec![]), opts)?
@@ -351,13 +345,7 @@ impl Structured {
                 continue;
             }
             if m.dtype == DType::String && is_candidate(m) && !m.name.ends_with("/indices") {
-                let mut elements = Vec::new();
-                inner
-                    .read_strings(i, &mut |s: &[u8]| {
-                        elements.push(s.to_vec());
-                        Ok(())
-                    })
-                    .with_context(context)?;
+                let elements = read_elements(inner.as_mut(), i).with_context(context)?;
                 if let Some(sp) =
                     Sparse::from_serialized(&elements, &m.shape, opts).with_context(context)?
                 {
@@ -389,6 +377,16 @@ impl Structured {
             notes,
         })
     }
+}
+
+/// Every element of a variable-length tensor, in memory (serialized components are small).
+fn read_elements(src: &mut dyn Source, index: usize) -> Result<Vec<Vec<u8>>> {
+    let mut elements = Vec::new();
+    src.read_strings(index, &mut |s: &[u8]| {
+        elements.push(s.to_vec());
+        Ok(())
+    })?;
+    Ok(elements)
 }
 
 fn register(

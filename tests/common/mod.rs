@@ -186,3 +186,23 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Writes a safetensors file with one tensor whose data is a hole of zeros (a sparse file, so
+/// that multi-GiB inputs cost no disk); returns the offset where the data starts.
+pub fn write_sparse_safetensors(
+    path: &Path,
+    name: &str,
+    dtype: &str,
+    elements: u64,
+    data_bytes: u64,
+) -> u64 {
+    use std::io::Write;
+    let header = serde_json::json!({ name: {"dtype": dtype, "shape": [elements], "data_offsets": [0, data_bytes]} });
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(&header).unwrap();
+    let start = 8 + header.len() as u64;
+    f.set_len(start + data_bytes).unwrap();
+    start
+}
