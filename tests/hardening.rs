@@ -62,10 +62,16 @@ fn input_files(input: &Path) -> Vec<PathBuf> {
         return v;
     }
     if input.is_dir() {
-        return vec![
-            input.join("variables/variables.index"),
-            input.join("variables/variables.data-00000-of-00001"),
-        ];
+        // a SavedModel or checkpoint directory: its bundle files
+        let mut v: Vec<PathBuf> = files_in(input)
+            .into_iter()
+            .filter(|p| {
+                let s = p.to_string_lossy();
+                p.is_file() && (s.ends_with(".index") || s.contains(".data-"))
+            })
+            .collect();
+        v.sort();
+        return v;
     }
     vec![input.to_path_buf()]
 }
@@ -88,11 +94,15 @@ fn copy_input(input: &Path, dir: &Path) -> (PathBuf, Vec<PathBuf>) {
         let rel = f.strip_prefix(&base).unwrap();
         let to = dir.join(rel);
         fs::create_dir_all(to.parent().unwrap()).unwrap();
-        fs::copy(f, &to).unwrap();
+        fs::copy(f, &to).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         copies.push(to);
     }
     if input.is_dir() {
-        fs::write(dir.join("saved_model.pb"), b"").unwrap();
+        for extra in ["saved_model.pb", "checkpoint"] {
+            if input.join(extra).exists() {
+                fs::copy(input.join(extra), dir.join(extra)).unwrap();
+            }
+        }
         (dir.to_path_buf(), copies)
     } else {
         (dir.join(input.file_name().unwrap()), copies)
