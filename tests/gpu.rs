@@ -419,3 +419,22 @@ fn without_an_adapter_gpu_fails_clearly_and_auto_falls_back_once() {
         "auto",
     );
 }
+
+#[test]
+fn a_chunk_of_more_than_65535_workgroups_dispatches_in_two_dimensions() {
+    let Some(mut gpu) = gpu_or_skip() else { return };
+    // 17 M bf16 elements -> 17 M output words: more than 65,535 x 256 invocations in one chunk
+    let n = 65_535 * 256 + 4099;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i: u32| ((i.wrapping_mul(2_654_435_761) >> 16) as u16).to_le_bytes())
+        .collect();
+    same_on_both(
+        &mut gpu,
+        DType::BF16,
+        DtypePolicy::default().plan(DType::BF16),
+        false,
+        &data,
+        data.len(),
+        1 << 30,
+    );
+}
