@@ -113,6 +113,34 @@ impl FileRange {
         Ok(v)
     }
 
+    /// Appends the range to `out`. From a file into a file this is one `copy_file_range` inside
+    /// the kernel (std's `io::copy` does that for a `File` pair), so the bytes never pass
+    /// through this process.
+    pub fn copy_into(&self, out: &mut io::BufWriter<File>) -> io::Result<u64> {
+        match &self.backing {
+            Backing::File(f) => {
+                use std::io::{Seek, SeekFrom};
+                // A duplicate shares the file offset, which nothing else uses: all other
+                // reads are positioned.
+                let mut dup = f.try_clone()?;
+                dup.seek(SeekFrom::Start(self.offset))?;
+                let copied = io::copy(&mut (&dup).take(self.len), out)?;
+                if copied != self.len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the input ended early",
+                    ));
+                }
+                Ok(copied)
+            }
+            Backing::Memory(_) => {
+                use std::io::Write;
+                out.write_all(self.memory().unwrap_or(&[]))?;
+                Ok(self.len)
+            }
+        }
+    }
+
     /// Streams the whole range through `sink` in chunks of at most `chunk` bytes that are a
     /// multiple of `unit`.
     pub fn stream(

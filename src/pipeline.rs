@@ -248,6 +248,15 @@ pub fn write_tensor(
     }
     let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
     let mut device = opts.device.borrow_mut();
+    if converter.is_identity() {
+        if let Some(range) = src.raw_range(index).filter(|r| r.len() == data_len) {
+            check_interrupted()?;
+            sink.add_copy(out_name, &header, &range)?;
+            report.advance(data_len);
+            device.record_host_only(out_name, "no device operation (a plain copy)");
+            return Ok(());
+        }
+    }
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
         device.convert(
             out_name,

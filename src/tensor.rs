@@ -92,6 +92,12 @@ pub trait Source {
     /// Every file this source reads, so that no output is ever written over one of them.
     fn input_files(&self) -> Vec<std::path::PathBuf>;
 
+    /// The bytes of tensor `index` when they are stored contiguously, little-endian and need no
+    /// checking on the way out, so that an unconverted tensor can be copied as it is.
+    fn raw_range(&self, _index: usize) -> Option<crate::input::FileRange> {
+        None
+    }
+
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
     fn notes(&self) -> &[String] {
         &[]

@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
+use crate::input::FileRange;
 use crate::names;
 
 /// The prefix of every temporary file or directory tensor2npy creates beside an output.
@@ -30,8 +31,22 @@ pub trait Sink {
     /// bytes.
     fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()>;
 
+    /// Adds a tensor whose data is `range` unchanged. Sinks that write plain files copy it
+    /// inside the kernel; the others stream it.
+    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
+        self.add(name, header, range.len(), &mut |w: &mut dyn Write| {
+            range.stream(1, BUFFER, &mut |c: &[u8]| w.write_all(c).map_err(io_error))
+        })
+    }
+
     /// Makes the output visible. Dropping a sink without finishing discards everything.
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+fn write_copy(w: &mut BufWriter<File>, header: &[u8], range: &FileRange) -> Result<()> {
+    w.write_all(header).map_err(io_error)?;
+    range.copy_into(w).map_err(io_error)?;
+    Ok(())
 }
 
 /// Counts what the body writes, so a short or long body is caught before it is committed.
@@ -293,6 +308,18 @@ impl Sink for NpyFileSink {
         write_member(w, header, data_len, body)
     }
 
+    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
+        if self.written {
+            bail!("a .npy file holds one tensor; '{name}' would be the second");
+        }
+        self.written = true;
+        write_copy(
+            self.out.as_mut().expect("sink used after finish"),
+            header,
+            range,
+        )
+    }
+
     fn finish(mut self: Box<Self>) -> Result<()> {
         let w = self.out.take().expect("finished twice");
         w.into_inner().map_err(|e| io_error(e.into_error()))?;
@@ -359,8 +386,9 @@ impl DirSink {
     }
 }
 
-impl Sink for DirSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+impl DirSink {
+    /// Creates the file a tensor's `.npy` goes to, refusing a second tensor at the same path.
+    fn create_file(&self, name: &str) -> Result<BufWriter<File>> {
         let rel = names::dir_path(name)?;
         let root = self.tmp.as_ref().expect("sink used after finish").path();
         let path = root.join(&rel);
@@ -383,8 +411,21 @@ impl Sink for DirSink {
                 ),
                 _ => anyhow!("cannot create {}: {e}", rel.display()),
             })?;
-        let mut w = BufWriter::with_capacity(BUFFER, file);
+        Ok(BufWriter::with_capacity(BUFFER, file))
+    }
+}
+
+impl Sink for DirSink {
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        let mut w = self.create_file(name)?;
         write_member(&mut w, header, data_len, body)?;
+        w.into_inner().map_err(|e| io_error(e.into_error()))?;
+        Ok(())
+    }
+
+    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
+        let mut w = self.create_file(name)?;
+        write_copy(&mut w, header, range)?;
         w.into_inner().map_err(|e| io_error(e.into_error()))?;
         Ok(())
     }

@@ -114,6 +114,10 @@ impl Source for SafetensorsSource {
         bail!("tensor '{}' is not a string tensor", self.metas[index].name)
     }
 
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        Some(self.ranges[index].clone())
+    }
+
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
