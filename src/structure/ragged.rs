@@ -130,6 +130,9 @@ impl Ragged {
             let values = comps
                 .pop()
                 .ok_or_else(|| anyhow!("a RaggedTensorVariant without values"))?;
+            if values.shape.is_empty() {
+                bail!("a RaggedTensorVariant's flat_values must have at least one dimension");
+            }
             Ok((comps, values))
         };
         match outer {
