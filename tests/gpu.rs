@@ -438,3 +438,29 @@ fn a_chunk_of_more_than_65535_workgroups_dispatches_in_two_dimensions() {
         1 << 30,
     );
 }
+
+#[test]
+fn devices_lists_adapters_with_their_limits() {
+    let o = Command::new(bin())
+        .args(["devices", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    if gpu_or_skip().is_none() {
+        return;
+    }
+    assert!(!list.is_empty());
+    for a in list {
+        assert!(a["name"].is_string() && a["backend"].is_string() && a["device_type"].is_string());
+        assert!(
+            a["limits"]["max_storage_buffer_binding_size"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+    let text = Command::new(bin()).arg("devices").output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("max_buffer_size"));
+}
