@@ -94,6 +94,25 @@ impl Component {
         self.shape.iter().product()
     }
 
+    /// Fails unless the data holds exactly the elements the shape says.
+    pub fn check_consistent(&self, what: &str) -> Result<()> {
+        let n = crate::tensor::checked_elements(&self.shape)?;
+        let ok = match &self.data {
+            Data::Fixed(v) => {
+                n.checked_mul(self.dtype.item_size().unwrap_or(1) as u64) == Some(v.len() as u64)
+            }
+            Data::Strings(v) => n == v.len() as u64,
+        };
+        if !ok {
+            bail!(
+                "{what} of shape {:?} does not hold that many {} elements",
+                self.shape,
+                self.dtype
+            );
+        }
+        Ok(())
+    }
+
     fn read(src: &mut dyn Source, index: usize, meta: &TensorMeta) -> Result<Component> {
         let data = if meta.dtype.item_size().is_some() {
             let mut v = Vec::new();

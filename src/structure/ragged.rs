@@ -65,6 +65,7 @@ impl Ragged {
         if values.shape.is_empty() {
             bail!("flat_values must have at least one dimension");
         }
+        values.check_consistent("flat_values")?;
         for (k, s) in splits.iter().enumerate() {
             let next = match splits.get(k + 1) {
                 Some(n) => n.len() as i64 - 1,

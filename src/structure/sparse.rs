@@ -44,6 +44,13 @@ impl Sparse {
         dense_shape: Component,
         opts: &StructureOptions,
     ) -> Result<Sparse> {
+        for (what, c) in [
+            ("indices", &indices),
+            ("values", &values),
+            ("dense_shape", &dense_shape),
+        ] {
+            c.check_consistent(what)?;
+        }
         let idx = indices.integers("indices")?;
         let shape_vals = dense_shape.integers("dense_shape")?;
         if indices.dtype != DType::I64 || dense_shape.dtype != DType::I64 {
@@ -233,9 +240,13 @@ impl Sparse {
             for (d, x) in s.integers("dense_shape")?.into_iter().enumerate() {
                 dense[d] = dense[d].max(x);
             }
-            for entry in i.integers("indices")?.chunks(rank.max(1)) {
+            if v.shape != [i.shape[0]] {
+                bail!("row {b} of the serialized sparse batch has {} indices but values of shape {:?}", i.shape[0], v.shape);
+            }
+            let row = i.integers("indices")?;
+            for e in 0..i.shape[0] as usize {
                 indices.push(b as i64);
-                indices.extend_from_slice(&entry[..rank]);
+                indices.extend_from_slice(&row[e * rank..(e + 1) * rank]);
             }
             nnz += i.shape[0];
             match (&mut values, &v.data) {
