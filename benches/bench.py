@@ -8,7 +8,7 @@ Contenders:
   * tensor2npy (release build)
   * the Python scripts users write today: safetensors + NumPy, TensorFlow + NumPy
   * cp of the same bytes (the copy limit)
-Peak RSS comes from wait4()'s rusage (what /usr/bin/time -v reports as maximum resident set).
+Peak RSS is /usr/bin/time's maximum resident set size.
 """
 import json
 import os
@@ -29,18 +29,20 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", XDG_RUNTIME_DIR="/tmp")
 
 
 def run(cmd, cwd=None, env=None):
-    """Runs a command; returns (seconds, peak RSS in MiB)."""
+    """Runs a command; returns (seconds, peak RSS in MiB). The peak RSS comes from
+    /usr/bin/time, whose child is forked from a small process: a child forked from this Python
+    process would count the parent's memory in its maximum."""
+    rss_file = os.path.join(WORK, ".rss")
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file, *cmd], cwd=cwd, env=env or ENV,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dt = time.perf_counter() - t
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    if status != 0:
-        raise SystemExit(f"command failed ({status}): {' '.join(cmd)}\n{err}")
+    if p.returncode != 0:
+        raise SystemExit(f"command failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr.decode(errors='replace')}")
+    rss = int(open(rss_file).read().split()[-1]) / 1024
     if cmd[0] == BIN and "gpu" not in cmd:  # the GPU driver's own memory is not the tool's
-        RSS_SEEN.append(usage.ru_maxrss / 1024)
-    return dt, usage.ru_maxrss / 1024
+        RSS_SEEN.append(rss)
+    return dt, rss
 
 
 RSS_SEEN = []  # peak RSS of every tensor2npy run
