@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::source::tensorproto::ScannedTensor;
+use crate::source::tensorproto::TensorProtoSource;
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
 
 pub use ragged::Ragged;
@@ -138,27 +138,10 @@ impl Component {
 
     /// Decodes a serialized TensorProto held in memory.
     pub fn from_proto(bytes: Vec<u8>) -> Result<Component> {
-        let t = ScannedTensor::scan(&FileRange::from_vec(bytes), u64::MAX)?;
-        let data = if t.dtype.item_size().is_some() {
-            let mut v = Vec::new();
-            t.read_dense(1 << 20, &mut |c: &[u8]| {
-                v.extend_from_slice(c);
-                Ok(())
-            })?;
-            Data::Fixed(v)
-        } else {
-            let mut v = Vec::new();
-            t.read_strings(&mut |s: &[u8]| {
-                v.push(s.to_vec());
-                Ok(())
-            })?;
-            Data::Strings(v)
-        };
-        Ok(Component {
-            dtype: t.dtype,
-            shape: t.shape,
-            data,
-        })
+        let range = FileRange::from_vec(bytes);
+        let mut src = TensorProtoSource::open("component", vec![], range, String::new(), u64::MAX)?;
+        let meta = src.meta(0)?;
+        Component::read(&mut src, 0, &meta)
     }
 
     /// The elements of an integer index tensor (int32 or int64).
