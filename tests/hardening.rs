@@ -266,13 +266,7 @@ fn hostile_names_never_leave_the_output_directory() {
     fs::create_dir_all(input.parent().unwrap()).unwrap();
     fs::write(&input, safetensors_with(&entries)).unwrap();
     let out = work.path().join("in/out");
-    let o = Command::new(bin())
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = convert(&input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // everything stays under `out`, and the escaping is reversible: the names come back
     let written = read_npy_dir(&out);
@@ -338,13 +332,7 @@ fn hostile_metadata_is_refused_before_anything_is_allocated() {
         let p = work.path().join(name);
         fs::write(&p, bytes).unwrap();
         let out = work.path().join("o.npz");
-        let o = Command::new(bin())
-            .arg("convert")
-            .arg(&p)
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .unwrap();
+        let o = convert(&p, &out);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{name}: {err}");
         assert!(
@@ -386,13 +374,7 @@ fn gzip_bombs_are_bounded_by_max_decompressed() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("--max-decompressed"), "{err}");
-    let o = Command::new(bin())
-        .arg("convert")
-        .arg(&bomb)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = convert(&bomb, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(

@@ -22,13 +22,7 @@ fn an_npz_member_over_4_gib_is_zip64_and_loads_in_numpy() {
     drop(f);
 
     let out = dir.path().join("big.npz");
-    let o = Command::new(bin())
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = convert(&input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     fs::remove_file(&input).unwrap();
 

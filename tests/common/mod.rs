@@ -206,3 +206,17 @@ pub fn write_sparse_safetensors(
     f.set_len(start + data_bytes).unwrap();
     start
 }
+
+/// Runs `tensor2npy convert INPUT -o OUTPUT` and returns what it did.
+pub fn convert(
+    input: impl AsRef<std::ffi::OsStr>,
+    output: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
+    std::process::Command::new(bin())
+        .arg("convert")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap()
+}
