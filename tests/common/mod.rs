@@ -143,8 +143,24 @@ pub struct Case {
     pub args: Vec<String>,
 }
 
+/// Every fixture case: `fixtures/manifest.json` (the TensorFlow and safetensors step of
+/// `fixtures/generate.py`) and each `fixtures/<format>/manifest.json` written by the other
+/// generator steps, in a fixed order.
 pub fn manifest() -> Vec<Case> {
-    let text = fs::read_to_string(root().join("fixtures/manifest.json")).unwrap();
+    let mut files = vec![root().join("fixtures/manifest.json")];
+    let mut per_format: Vec<PathBuf> = fs::read_dir(root().join("fixtures"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("manifest.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    per_format.sort();
+    files.extend(per_format);
+    files.iter().flat_map(|f| read_manifest(f)).collect()
+}
+
+fn read_manifest(file: &Path) -> Vec<Case> {
+    let text = fs::read_to_string(file).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_array()
         .unwrap()
