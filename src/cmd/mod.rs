@@ -28,7 +28,16 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
+        example: source::example::ExampleOptions {
+            features: args.features.clone(),
+            force_ragged: args.ragged_features.clone(),
+            force_dense: args.dense_features.clone(),
+        },
     };
+    if args.concat {
+        let src = source::example::open_concat(&args.inputs, &opts)?;
+        return Ok(vec![structure::wrap(src, structure)?]);
+    }
     args.inputs
         .iter()
         .map(|p| {
