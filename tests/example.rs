@@ -1,0 +1,263 @@
+//! TFRecord datasets of tf.train.Example beyond the single-input fixtures: sharded datasets
+//! (`--concat`, compared with TensorFlow's parse of all records in order), output order and
+//! byte-identical outputs whatever order the feature map is serialized in, option errors, and
+//! bounded memory on a million records.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn tensor2npy(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+fn shards() -> Vec<std::path::PathBuf> {
+    (0..3)
+        .map(|s| root().join(format!("fixtures/example/train-0000{s}-of-00003.tfrecord")))
+        .collect()
+}
+
+#[test]
+fn concat_reads_shards_as_one_dataset_in_input_order() {
+    let want = read_npz(&root().join("fixtures/example/train_concat.expected.npz"));
+    for extra in [&[][..], &["--chunk-size", "64"][..]] {
+        let dir = tempdir();
+        let out = dir.path().join("train.npz");
+        let mut args: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("convert")];
+        let shards = shards();
+        args.extend(shards.iter().map(|p| p.as_os_str()));
+        args.extend([
+            std::ffi::OsStr::new("--concat"),
+            std::ffi::OsStr::new("-o"),
+            out.as_os_str(),
+        ]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let o = tensor2npy(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_same_arrays(&read_npz(&out), &want, "train-*.tfrecord --concat");
+    }
+}
+
+#[test]
+fn without_concat_each_shard_is_its_own_prefixed_dataset() {
+    let dir = tempdir();
+    let out = dir.path().join("all.npz");
+    let mut args: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("convert")];
+    let shards = shards();
+    args.extend(shards.iter().map(|p| p.as_os_str()));
+    args.extend([std::ffi::OsStr::new("-o"), out.as_os_str()]);
+    let o = tensor2npy(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read_npz(&out);
+    let first =
+        read_npz(&root().join("fixtures/example/train-00000-of-00003_tfrecord.expected.npz"));
+    assert_eq!(got["train-00000-of-00003/x"], first["x"]);
+    assert_eq!(got.len(), 12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-built records, for what TensorFlow does not let a test choose (the map order).
+
+fn field(number: u64, body: &[u8]) -> Vec<u8> {
+    let mut v = varint(number << 3 | 2);
+    v.extend(varint(body.len() as u64));
+    v.extend_from_slice(body);
+    v
+}
+
+fn varint(mut x: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    while x >= 0x80 {
+        v.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    v.push(x as u8);
+    v
+}
+
+/// An Example whose map entries are written in the order given.
+fn example(features: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let map: Vec<u8> = features
+        .iter()
+        .flat_map(|(k, f)| field(1, &[field(1, k.as_bytes()), field(2, f)].concat()))
+        .collect();
+    field(1, &map)
+}
+
+fn floats(v: &[f32]) -> Vec<u8> {
+    let packed: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    field(2, &field(1, &packed))
+}
+
+fn ints(v: &[i64]) -> Vec<u8> {
+    let packed: Vec<u8> = v.iter().flat_map(|&x| varint(x as u64)).collect();
+    field(3, &field(1, &packed))
+}
+
+fn mask(crc: u32) -> u32 {
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+fn write_tfrecord(path: &Path, records: impl Iterator<Item = Vec<u8>>) {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    for r in records {
+        let len = (r.len() as u64).to_le_bytes();
+        w.write_all(&len).unwrap();
+        w.write_all(&mask(crc32c::crc32c(&len)).to_le_bytes())
+            .unwrap();
+        w.write_all(&r).unwrap();
+        w.write_all(&mask(crc32c::crc32c(&r)).to_le_bytes())
+            .unwrap();
+    }
+}
+
+#[test]
+fn outputs_are_sorted_by_key_and_identical_whatever_the_map_order() {
+    let dir = tempdir();
+    let record = |i: i64, reversed: bool| {
+        let mut f = vec![
+            ("b", ints(&[i])),
+            ("a", floats(&[i as f32, 0.5])),
+            ("c", ints(&(0..i % 3).collect::<Vec<_>>())),
+        ];
+        if reversed {
+            f.reverse();
+        }
+        example(&f)
+    };
+    let (p1, p2) = (
+        dir.path().join("one.tfrecord"),
+        dir.path().join("two.tfrecord"),
+    );
+    write_tfrecord(&p1, (0..5).map(|i| record(i, false)));
+    write_tfrecord(&p2, (0..5).map(|i| record(i, true)));
+    let (o1, o2) = (dir.path().join("one.npz"), dir.path().join("two.npz"));
+    assert!(convert(&p1, &o1).status.success());
+    assert!(convert(&p2, &o2).status.success());
+    assert_eq!(fs::read(&o1).unwrap(), fs::read(&o2).unwrap());
+    let mut zip = zip::ZipArchive::new(fs::File::open(&o1).unwrap()).unwrap();
+    let names: Vec<String> = (0..zip.len())
+        .map(|i| zip.by_index(i).unwrap().name().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.npy", "b.npy", "c/flat_values.npy", "c/row_splits_0.npy"]
+    );
+    let got = read_npz(&o1);
+    assert_eq!(got["a"].shape, [5, 2]);
+    assert_eq!(got["b"].descr, "<i8");
+    assert_eq!(got["b"].shape, [5]);
+    assert_eq!(got["c/row_splits_0"].data.len(), 6 * 8);
+}
+
+#[test]
+fn a_repeated_key_keeps_its_last_value_as_protobuf_maps_do() {
+    let dir = tempdir();
+    let p = dir.path().join("dup.tfrecord");
+    write_tfrecord(
+        &p,
+        (0..2).map(|i| example(&[("x", ints(&[100])), ("x", ints(&[i]))])),
+    );
+    let out = dir.path().join("dup.npz");
+    let o = convert(&p, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x = &read_npz(&out)["x"];
+    assert_eq!(x.data, [0i64.to_le_bytes(), 1i64.to_le_bytes()].concat());
+}
+
+#[test]
+fn feature_options_name_what_is_wrong() {
+    let input = root().join("fixtures/example/basic.tfrecord");
+    let dir = tempdir();
+    let out = dir.path().join("o.npz");
+    for (args, wanted, code) in [
+        (&["--features", "nope"][..], "'nope'", 1),
+        (
+            &["--dense-features", "tokens"][..],
+            "record 1 holds 1 values",
+            1,
+        ),
+        (
+            &["--dense-features", "weight"][..],
+            "record 1 does not hold it",
+            1,
+        ),
+        (&["--ragged-features", "zzz"][..], "'zzz'", 1),
+    ] {
+        let o = Command::new(bin())
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(wanted),
+            "{args:?}: wanted {wanted} in {stderr}"
+        );
+        assert!(stderr.contains("basic.tfrecord"), "{stderr}");
+        assert!(!out.exists());
+    }
+    // --dense-features keeps a one-value feature as [N, 1], like FixedLenFeature([1])
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&input)
+        .args(["--features", "label", "--dense-features", "label", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = read_npz(&root().join("fixtures/example/basic_tfrecord.expected.npz"));
+    let got = &read_npz(&out)["label"];
+    assert_eq!(got.shape, [7, 1]);
+    assert_eq!(got.data, want["label"].data);
+}
+
+#[test]
+fn a_million_records_convert_in_bounded_memory() {
+    let dir = tempdir();
+    let p = dir.path().join("big.tfrecord");
+    let n = 1_000_000i64;
+    write_tfrecord(
+        &p,
+        (0..n).map(|i| {
+            example(&[
+                ("id", ints(&[i])),
+                ("v", floats(&[i as f32, 1.0, 2.0, 3.0])),
+            ])
+        }),
+    );
+    let out = dir.path().join("big.npz");
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb=%M"])
+        .arg(bin())
+        .arg("convert")
+        .arg(&p)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rss_kb: u64 = stderr
+        .rsplit("maxrss_kb=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let got = read_npz(&out);
+    assert_eq!(got["id"].shape, [n as u64]);
+    assert_eq!(got["v"].shape, [n as u64, 4]);
+    assert_eq!(&got["id"].data[8 * 999_999..], &999_999i64.to_le_bytes());
+    // The outputs hold 24 MB; the records 40 MB. Memory stays near the chunk size.
+    assert!(rss_kb < 20_000, "peak RSS {rss_kb} kB");
+}
