@@ -232,6 +232,7 @@ fn a_million_records_convert_in_bounded_memory() {
             example(&[
                 ("id", ints(&[i])),
                 ("v", floats(&[i as f32, 1.0, 2.0, 3.0])),
+                ("r", ints(&(0..i % 4).collect::<Vec<_>>())),
             ])
         }),
     );
@@ -258,6 +259,44 @@ fn a_million_records_convert_in_bounded_memory() {
     assert_eq!(got["id"].shape, [n as u64]);
     assert_eq!(got["v"].shape, [n as u64, 4]);
     assert_eq!(&got["id"].data[8 * 999_999..], &999_999i64.to_le_bytes());
-    // The outputs hold 24 MB; the records 40 MB. Memory stays near the chunk size.
+    assert_eq!(got["r/flat_values"].shape, [1_500_000]);
+    assert_eq!(
+        &got["r/row_splits_0"].data[8 * n as usize..],
+        &1_500_000i64.to_le_bytes()
+    );
+    // The outputs hold 44 MB; the records 60 MB. Memory stays near the chunk size.
     assert!(rss_kb < 20_000, "peak RSS {rss_kb} kB");
+}
+
+#[test]
+fn list_shows_each_ragged_feature_once() {
+    let input = root().join("fixtures/example/seq.tfrecord");
+    let o = Command::new(bin())
+        .arg("list")
+        .arg("--json")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {rows}"))
+            .clone()
+    };
+    // shapes as tf.io.parse_sequence_example gives them: [N, None] and [N, None, None]
+    for (name, dims) in [("frames", 3), ("ids", 3), ("words", 3), ("lang", 2)] {
+        let r = row(name);
+        assert_eq!(r["kind"], "ragged", "{r}");
+        let mut want = vec![serde_json::json!(5)];
+        want.resize(dims, serde_json::Value::Null);
+        assert_eq!(r["shape"], serde_json::Value::Array(want), "{r}");
+    }
+    assert_eq!(row("length")["kind"], "dense");
+    assert_eq!(row("length")["shape"], serde_json::json!([5]));
+    assert_eq!(row("name")["npy_dtype"], "|S4");
+    assert_eq!(rows.as_array().unwrap().len(), 6);
 }

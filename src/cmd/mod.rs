@@ -32,6 +32,12 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
             features: args.features.clone(),
             force_ragged: args.ragged_features.clone(),
             force_dense: args.dense_features.clone(),
+            ragged: source::example::RaggedChoice {
+                mode: structure.ragged,
+                fill: structure.fill.clone(),
+                max_dense_bytes: Some(structure.max_dense_bytes),
+                list: structure.view == structure::View::List,
+            },
         },
     };
     if args.concat {

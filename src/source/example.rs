@@ -19,19 +19,22 @@
 //! a message allocates every key and value list of every record, and the second pass only needs
 //! one feature's slice of each record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use std::io::Read;
 
-use super::example_wire::{self, FType, Section};
+pub use super::example_layout::RaggedChoice;
+use super::example_layout::{self as layout, Element, Output, Piece, Stats};
+use super::example_wire::{self, FType, Section, Value};
 use super::tfrecord_io::Records;
 use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
 use crate::input::{self, Compression, FileRange};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 /// Command-line choices for Example datasets.
 #[derive(Clone, Debug, Default)]
@@ -42,6 +45,8 @@ pub struct ExampleOptions {
     pub force_ragged: Vec<String>,
     /// Features written `[N, k]` (also for k = 1); an error when their lengths vary.
     pub force_dense: Vec<String>,
+    /// `--ragged`, `--fill`, and whether this is for `list`.
+    pub ragged: RaggedChoice,
 }
 
 /// One input file of the dataset, already decompressed.
@@ -50,48 +55,13 @@ pub struct Part {
     pub data: FileRange,
 }
 
-/// What pass 1 learns about one feature.
-#[derive(Clone, Debug, Default)]
-struct Stats {
-    key: String,
-    /// A feature list of a SequenceExample (else a context / Example feature).
-    list: bool,
-    /// The type and the record it was first seen with.
-    ftype: Option<(FType, u64)>,
-    /// Records holding the feature.
-    present: u64,
-    /// Records 0..contiguous all hold it.
-    contiguous: u64,
-    /// The length of its first occurrence, and the first record whose length differs.
-    first_len: Option<u64>,
-    differs_at: Option<(u64, u64)>,
-    /// Bytes of all bytes values.
-    bytes: u64,
-    values: u64,
-    steps: u64,
-    max_len: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Piece {
-    Dense,
-    Values,
-    Splits0,
-    Splits1,
-}
-
-struct Output {
-    feature: usize,
-    piece: Piece,
-    meta: TensorMeta,
-}
-
 pub struct ExampleSource {
     path: String,
     files: Vec<PathBuf>,
     parts: Vec<Part>,
     features: Vec<Stats>,
     outputs: Vec<Output>,
+    ragged: RaggedChoice,
 }
 
 pub static READER: Reader = Reader {
@@ -161,7 +131,10 @@ fn part(input: &Input, opts: &OpenOptions) -> Result<Part> {
     let data = input.data()?.clone();
     let data = match Compression::sniff(&input.head) {
         Some(c) if !tfrecord::sniff(&input.head) => {
-            FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?
+            match input::spool_decompressed(&data, c, opts.max_decompressed) {
+                Ok(file) => FileRange::whole(file)?,
+                Err(e) => return Err(e.context(damaged_record(&data, c, opts.max_decompressed))),
+            }
         }
         _ => data,
     };
@@ -169,6 +142,41 @@ fn part(input: &Input, opts: &OpenOptions) -> Result<Part> {
         display: input.display.clone(),
         data,
     })
+}
+
+/// For a compressed stream that failed to decompress: which record the damage is in, found by
+/// decompressing again as far as the stream goes and checking the records that came out.
+fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
+    let reader = std::io::BufReader::new(input::RangeReader::new(data.clone()));
+    let mut decoder: Box<dyn Read> = match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(reader)),
+    };
+    let Ok(mut tmp) = tempfile::tempfile() else {
+        return format!("corrupt {} stream", c.name());
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    while total <= limit {
+        match decoder.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if std::io::Write::write_all(&mut tmp, &buf[..n]).is_err() {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+    }
+    let Ok(range) = FileRange::whole(tmp) else {
+        return format!("corrupt {} stream", c.name());
+    };
+    let mut records = Records::new(range, true);
+    let mut k = 0u64;
+    while let Ok(Some(_)) = records.next() {
+        k += 1;
+    }
+    format!("record {k} is damaged (the records before it decompress intact)")
 }
 
 fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
@@ -208,13 +216,16 @@ impl ExampleSource {
         parts: Vec<Part>,
         opts: &ExampleOptions,
     ) -> Result<ExampleSource> {
-        let mut index: HashMap<(bool, Vec<u8>), usize> = HashMap::new();
+        // Feature slots by key: context features, feature lists.
+        let mut index: [HashMap<Vec<u8>, usize>; 2] = Default::default();
         let mut features: Vec<Stats> = Vec::new();
         let mut n: u64 = 0;
+        // One record's map entries as (section, key range, value range), reused.
+        let mut found: Vec<(Section, Range<usize>, Range<usize>)> = Vec::new();
+        let multi = parts.len() > 1;
         for part in &parts {
             let mut records = Records::new(part.data.clone(), true);
             let mut local = 0u64;
-            let multi = parts.len() > 1;
             while let Some((offset, rec)) = records.next().with_context(|| {
                 if multi {
                     part.display.clone()
@@ -223,7 +234,7 @@ impl ExampleSource {
                 }
             })? {
                 let at = || {
-                    if parts.len() > 1 {
+                    if multi {
                         format!(
                             "{}: record {local} (record {n} of the dataset) at byte offset {offset}",
                             part.display
@@ -232,31 +243,38 @@ impl ExampleSource {
                         format!("record {local} at byte offset {offset}")
                     }
                 };
-                // The entries of this record, last one wins for a repeated key (map semantics).
-                let rec: &[u8] = rec;
-                let mut found: Vec<(Section, &[u8], &[u8])> = Vec::new();
+                let base = rec.as_ptr() as usize;
+                let range = |b: &[u8]| {
+                    let start = b.as_ptr() as usize - base;
+                    start..start + b.len()
+                };
+                found.clear();
                 example_wire::walk_record(rec, &mut |s, k, v| {
-                    found.push((s, k, v));
+                    found.push((s, range(k), range(v)));
                     Ok(())
                 })
                 .with_context(|| format!("{}: malformed Example", at()))?;
-                found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-                for (i, e) in found.iter().enumerate() {
-                    if found.get(i + 1).is_some_and(|f| (f.0, f.1) == (e.0, e.1)) {
+                // A repeated key keeps its last value, as protobuf maps (and TensorFlow) do.
+                found.sort_by(|a, b| (a.0, &rec[a.1.clone()]).cmp(&(b.0, &rec[b.1.clone()])));
+                for (i, (section, k, v)) in found.iter().enumerate() {
+                    let (key, value) = (&rec[k.clone()], &rec[v.clone()]);
+                    if found
+                        .get(i + 1)
+                        .is_some_and(|f| f.0 == *section && &rec[f.1.clone()] == key)
+                    {
                         continue;
                     }
-                    let (section, key, value) = *e;
-                    let list = section == Section::Lists;
+                    let list = *section == Section::Lists;
                     let Ok(name) = std::str::from_utf8(key) else {
                         bail!("{}: a feature key is not UTF-8 ({:?})", at(), key);
                     };
                     if !opts.features.is_empty() && !opts.features.iter().any(|f| f == name) {
                         continue;
                     }
-                    let slot = match index.get(&(list, key.to_vec())) {
+                    let slot = match index[list as usize].get(key) {
                         Some(&s) => s,
                         None => {
-                            index.insert((list, key.to_vec()), features.len());
+                            index[list as usize].insert(key.to_vec(), features.len());
                             features.push(Stats {
                                 key: name.to_string(),
                                 list,
@@ -280,31 +298,31 @@ impl ExampleSource {
                         }
                         Ok(())
                     };
-                    let count = if list {
-                        let mut steps = 0u64;
-                        let mut values = 0u64;
-                        example_wire::each_step(value, &mut |step| {
-                            let c = example_wire::count(step)?;
-                            check(c.ftype, st)?;
-                            steps += 1;
-                            values += c.values;
-                            st.max_len = st.max_len.max(c.longest);
-                            st.bytes += c.bytes;
-                            Ok(())
-                        })
-                        .with_context(|| format!("{}: malformed feature list", what()))?;
-                        st.steps += steps;
-                        st.values += values;
-                        steps
-                    } else {
-                        let c = example_wire::count(value)
-                            .with_context(|| format!("{}: malformed feature", what()))?;
+                    let add = |c: example_wire::Count, st: &mut Stats| -> Result<()> {
                         check(c.ftype, st)?;
                         st.values += c.values;
                         st.max_len = st.max_len.max(c.longest);
                         st.bytes += c.bytes;
+                        Ok(())
+                    };
+                    let count = if list {
+                        let mut steps = 0u64;
+                        example_wire::each_step(value, &mut |step| {
+                            let c = example_wire::count(step)?;
+                            st.max_step = st.max_step.max(c.values);
+                            steps += 1;
+                            add(c, st)
+                        })
+                        .with_context(|| format!("{}: malformed feature list", what()))?;
+                        st.steps += steps;
+                        steps
+                    } else {
+                        let c = example_wire::count(value)
+                            .with_context(|| format!("{}: malformed feature", what()))?;
+                        add(c, st)?;
                         c.values
                     };
+                    st.max_row = st.max_row.max(count);
                     st.present += 1;
                     if st.contiguous == n {
                         st.contiguous += 1;
@@ -334,13 +352,20 @@ impl ExampleSource {
             }
         }
         features.sort_by(|a, b| a.key.cmp(&b.key).then(a.list.cmp(&b.list)));
-        let outputs = plan_outputs(&features, n, opts)?;
+        let outputs = layout::plan(
+            &features,
+            n,
+            &opts.force_dense,
+            &opts.force_ragged,
+            &opts.ragged,
+        )?;
         Ok(ExampleSource {
             path: path.to_string(),
             files,
             parts,
             features,
             outputs,
+            ragged: opts.ragged.clone(),
         })
     }
 
@@ -379,114 +404,6 @@ impl ExampleSource {
     }
 }
 
-/// The arrays each feature becomes, in output order.
-fn plan_outputs(features: &[Stats], n: u64, opts: &ExampleOptions) -> Result<Vec<Output>> {
-    let mut outputs = Vec::new();
-    let mut names: BTreeMap<String, ()> = BTreeMap::new();
-    for (i, st) in features.iter().enumerate() {
-        // A feature seen only with empty `Feature` messages has no type; TensorFlow's parser
-        // would need one given, and float32 is what tf.train.Feature() defaults to nowhere, so
-        // call it what it most often is in practice: an empty float list.
-        let ftype = st.ftype.map_or(FType::Float, |(t, _)| t);
-        let (dtype, kind, item) = match ftype {
-            FType::Bytes => (DType::String, Kind::String, 0u64),
-            FType::Float => (DType::F32, Kind::Dense, 4),
-            FType::Int64 => (DType::I64, Kind::Dense, 8),
-        };
-        let every = st.present == n && st.differs_at.is_none();
-        let k = st.first_len.unwrap_or(0);
-        let forced_dense = opts.force_dense.contains(&st.key);
-        let forced_ragged = opts.force_ragged.contains(&st.key);
-        if forced_dense && forced_ragged {
-            bail!("feature '{}' is forced both dense and ragged", st.key);
-        }
-        if forced_dense && (st.list || !every) {
-            let why = if st.list {
-                "it is a feature list, ragged over steps".to_string()
-            } else if st.present < n {
-                format!("record {} does not hold it", st.contiguous)
-            } else {
-                let (r, c) = st.differs_at.unwrap_or_default();
-                format!("record {r} holds {c} values, record 0 holds {k}")
-            };
-            bail!("feature '{}' cannot be dense: {why}", st.key);
-        }
-        let dense = !st.list && !forced_ragged && every && (forced_dense || k >= 1);
-        let meta = |name: String, dtype: DType, kind: Kind, shape: Vec<u64>, strings: bool| {
-            let elements: u64 = shape.iter().product();
-            TensorMeta {
-                name,
-                dtype,
-                kind,
-                stored_bytes: if strings {
-                    st.bytes
-                } else {
-                    elements.saturating_mul(dtype.item_size().unwrap_or(1) as u64)
-                },
-                shape,
-                max_string_len: strings.then_some(st.max_len),
-                big_endian: false,
-                ragged_rank: 0,
-            }
-        };
-        let strings = item == 0;
-        let mut push = |piece: Piece, m: TensorMeta| -> Result<()> {
-            if names.insert(m.name.clone(), ()).is_some() {
-                bail!(
-                    "two features would both be written as '{}' (a feature list and a context feature of one name, or a key ending in /flat_values)",
-                    m.name
-                );
-            }
-            outputs.push(Output {
-                feature: i,
-                piece,
-                meta: m,
-            });
-            Ok(())
-        };
-        if dense {
-            let shape = if k == 1 && !forced_dense {
-                vec![n]
-            } else {
-                vec![n, k]
-            };
-            push(
-                Piece::Dense,
-                meta(st.key.clone(), dtype, kind, shape, strings),
-            )?;
-            continue;
-        }
-        let key = &st.key;
-        push(
-            Piece::Values,
-            meta(
-                format!("{key}/flat_values"),
-                dtype,
-                kind,
-                vec![st.values],
-                strings,
-            ),
-        )?;
-        let splits = |name: String, len: u64| {
-            meta(
-                name,
-                DType::I64,
-                Kind::Dense,
-                vec![len.saturating_add(1)],
-                false,
-            )
-        };
-        push(Piece::Splits0, splits(format!("{key}/row_splits_0"), n))?;
-        if st.list {
-            push(
-                Piece::Splits1,
-                splits(format!("{key}/row_splits_1"), st.steps),
-            )?;
-        }
-    }
-    Ok(outputs)
-}
-
 /// Collects fixed-size elements into chunks of at most `chunk` bytes for a sink.
 struct Chunker<'s, 'a> {
     buf: Vec<u8>,
@@ -520,6 +437,34 @@ impl<'s, 'a> Chunker<'s, 'a> {
     }
 }
 
+impl ExampleSource {
+    /// Streams every element of output `index`, walking all records once.
+    fn stream(&self, index: usize, emit: &mut dyn FnMut(Element) -> Result<()>) -> Result<()> {
+        let out = &self.outputs[index];
+        let st = &self.features[out.feature];
+        let expected = out.meta.num_elements()?;
+        let mut written = 0u64;
+        let mut total = 0i64;
+        if matches!(out.piece, Piece::Splits0 | Piece::Splits1) {
+            emit(Element::Split(0))?;
+            written += 1;
+        }
+        self.walk(out.feature, &mut |value| {
+            layout::elements(out, st, value, &mut total, &mut |e| {
+                written += 1;
+                emit(e)
+            })
+        })?;
+        if written != expected {
+            bail!(
+                "'{}' has {written} elements, {expected} were found when the file was opened (did it change?)",
+                out.meta.name
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Source for ExampleSource {
     fn display_path(&self) -> &str {
         &self.path
@@ -532,124 +477,28 @@ impl Source for ExampleSource {
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let out = &self.outputs[index];
-        let (f, piece) = (out.feature, out.piece);
-        let expected = out.meta.num_elements()?;
-        let list = self.features[f].list;
-        let ftype = self.features[f].ftype.map_or(FType::Float, |(t, _)| t);
-        if ftype == FType::Bytes && matches!(piece, Piece::Dense | Piece::Values) {
-            bail!("'{}' holds strings", out.meta.name);
-        }
-        let item = out.meta.dtype.item_size().unwrap_or(8);
+        let meta = &self.outputs[index].meta;
+        let Some(item) = meta.dtype.item_size() else {
+            bail!("'{}' holds strings", meta.name);
+        };
+        let fill = layout::fill_bytes(meta.dtype, &self.ragged)?;
         let mut chunker = Chunker::new(chunk, item, sink);
-        let mut written = 0u64;
-        let mut total = 0i64;
-        if matches!(piece, Piece::Splits0 | Piece::Splits1) {
-            chunker.push(&0i64.to_le_bytes())?;
-            written += 1;
-        }
-        let width = self.outputs[index].meta.shape.get(1).copied();
-        self.walk(f, &mut |value| {
-            match piece {
-                Piece::Dense | Piece::Values => {
-                    let mut c = 0u64;
-                    let mut emit = |v: example_wire::Value| -> Result<()> {
-                        c += 1;
-                        match v {
-                            example_wire::Value::Float(x) => chunker.push(&x.to_le_bytes()),
-                            example_wire::Value::Int64(x) => chunker.push(&x.to_le_bytes()),
-                            example_wire::Value::Bytes(_) => bail!("unexpected bytes value"),
-                        }
-                    };
-                    if let Some(v) = value {
-                        if list {
-                            example_wire::each_step(v, &mut |s| {
-                                example_wire::values(s, &mut emit)
-                            })?;
-                        } else {
-                            example_wire::values(v, &mut emit)?;
-                        }
-                    }
-                    if piece == Piece::Dense && c != width.unwrap_or(1) {
-                        bail!("the record changed since it was first read ({c} values)");
-                    }
-                    written += c;
-                }
-                Piece::Splits0 => {
-                    let c = match value {
-                        None => 0,
-                        Some(v) if list => {
-                            let mut steps = 0i64;
-                            example_wire::each_step(v, &mut |_| {
-                                steps += 1;
-                                Ok(())
-                            })?;
-                            steps
-                        }
-                        Some(v) => example_wire::count(v)?.values as i64,
-                    };
-                    total += c;
-                    chunker.push(&total.to_le_bytes())?;
-                    written += 1;
-                }
-                Piece::Splits1 => {
-                    if let Some(v) = value {
-                        example_wire::each_step(v, &mut |s| {
-                            total += example_wire::count(s)?.values as i64;
-                            written += 1;
-                            chunker.push(&total.to_le_bytes())
-                        })?;
-                    }
-                }
-            }
-            Ok(())
+        self.stream(index, &mut |e| match e {
+            Element::Value(Value::Float(x)) => chunker.push(&x.to_le_bytes()),
+            Element::Value(Value::Int64(x)) | Element::Split(x) => chunker.push(&x.to_le_bytes()),
+            Element::Value(Value::Bytes(_)) => bail!("a bytes value in a numeric feature"),
+            Element::Fill => chunker.push(&fill),
         })?;
-        if written != expected {
-            bail!(
-                "'{}' has {written} elements, {expected} were found when the file was opened (did it change?)",
-                self.outputs[index].meta.name
-            );
-        }
         chunker.finish()
     }
 
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
-        let out = &self.outputs[index];
-        let f = out.feature;
-        let list = self.features[f].list;
-        let expected = out.meta.num_elements()?;
-        let width = out.meta.shape.get(1).copied().unwrap_or(1);
-        let dense = out.piece == Piece::Dense;
-        let mut written = 0u64;
-        self.walk(f, &mut |value| {
-            let mut c = 0u64;
-            let mut emit = |v: example_wire::Value| -> Result<()> {
-                c += 1;
-                match v {
-                    example_wire::Value::Bytes(b) => sink(b),
-                    _ => bail!("unexpected numeric value in a bytes feature"),
-                }
-            };
-            if let Some(v) = value {
-                if list {
-                    example_wire::each_step(v, &mut |s| example_wire::values(s, &mut emit))?;
-                } else {
-                    example_wire::values(v, &mut emit)?;
-                }
-            }
-            if dense && c != width {
-                bail!("the record changed since it was first read ({c} values)");
-            }
-            written += c;
-            Ok(())
-        })?;
-        if written != expected {
-            bail!(
-                "'{}' has {written} elements, {expected} were found when the file was opened (did it change?)",
-                self.outputs[index].meta.name
-            );
-        }
-        Ok(())
+        let fill = layout::fill_bytes(DType::String, &self.ragged)?;
+        self.stream(index, &mut |e| match e {
+            Element::Value(Value::Bytes(b)) => sink(b),
+            Element::Fill => sink(&fill),
+            _ => bail!("a numeric value in a bytes feature"),
+        })
     }
 
     fn input_files(&self) -> Vec<PathBuf> {
