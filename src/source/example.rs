@@ -243,9 +243,10 @@ impl ExampleSource {
                         format!("record {local} at byte offset {offset}")
                     }
                 };
+                // `walk_record` hands out slices of `rec`; keep them as offsets.
                 let base = rec.as_ptr() as usize;
                 let range = |b: &[u8]| {
-                    let start = b.as_ptr() as usize - base;
+                    let start = (b.as_ptr() as usize).saturating_sub(base);
                     start..start + b.len()
                 };
                 found.clear();

@@ -156,7 +156,8 @@ pub fn walk_record<'a>(
                 continue;
             }
             let entry = message(f, "a map entry")?;
-            let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+            // Absent fields are empty; the slices stay inside `rec`, where callers locate them.
+            let (mut key, mut value) = (&entry[..0], &entry[..0]);
             let mut fields = Fields::new(entry);
             while let Some((number, f)) = fields.next()? {
                 match number {
