@@ -10,7 +10,8 @@ use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
 const AFTER_HELP: &str = "\
 Inputs are recognised by content: safetensors, a checkpoint (prefix or .index), a SavedModel
-directory, a TFRecord (plain, GZIP or ZLIB) of serialized TensorProtos, or a bare TensorProto.
+directory, a TFRecord (plain, GZIP or ZLIB) of serialized TensorProtos or of tf.train.Example /
+SequenceExample records (one array per feature), or a bare TensorProto.
 
 Exit status: 0 success, 1 conversion failed (bad or corrupt input, checksum mismatch, I/O),
 2 usage error.
@@ -20,6 +21,7 @@ Examples:
   tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
   tensor2npy convert saved_model/ --select 'dense*' -o w.npz
   tensor2npy convert data.tfrecord.gz --stack -o data.npy
+  tensor2npy convert data/train-*.tfrecord --concat -o train.npz   # tf.train.Example shards
   tensor2npy list --json ckpt/model-100";
 
 #[derive(Debug, Parser)]
