@@ -29,6 +29,7 @@ use std::io::Read;
 
 pub use super::example_layout::RaggedChoice;
 use super::example_layout::{self as layout, Element, Output, Piece, Stats};
+use super::example_spool::{Spool, SpoolWriter};
 use super::example_wire::{self, FType, Section, Value};
 use super::tfrecord_io::Records;
 use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
@@ -60,8 +61,12 @@ pub struct ExampleSource {
     files: Vec<PathBuf>,
     parts: Vec<Part>,
     features: Vec<Stats>,
+    /// Feature index by key: context features, feature lists.
+    index: [HashMap<Vec<u8>, usize>; 2],
     outputs: Vec<Output>,
     ragged: RaggedChoice,
+    /// Every array, written by one walk when the first is read (with more than one array).
+    spool: Option<Spool>,
 }
 
 pub static READER: Reader = Reader {
@@ -360,48 +365,152 @@ impl ExampleSource {
             &opts.force_ragged,
             &opts.ragged,
         )?;
+        let mut index: [HashMap<Vec<u8>, usize>; 2] = Default::default();
+        for (i, st) in features.iter().enumerate() {
+            index[st.list as usize].insert(st.key.as_bytes().to_vec(), i);
+        }
         Ok(ExampleSource {
             path: path.to_string(),
             files,
             parts,
             features,
+            index,
             outputs,
             ragged: opts.ragged.clone(),
+            spool: None,
         })
     }
 
-    /// Pass 2: walks every record and hands each one's value of feature `f` (or `None`) to
-    /// `visit`.
-    fn walk(&self, f: usize, visit: &mut dyn FnMut(Option<&[u8]>) -> Result<()>) -> Result<()> {
-        let st = &self.features[f];
-        let section = if st.list {
-            Section::Lists
-        } else {
-            Section::Context
-        };
-        let key = st.key.as_bytes();
+    /// Pass 2: walks every record and hands `visit` each feature's value in it (its `Feature`
+    /// or `FeatureList`; `None` where the record lacks it), indexed like `features`.
+    fn walk(&self, visit: &mut dyn FnMut(&Values) -> Result<()>) -> Result<()> {
+        let mut ranges: Vec<Option<Range<usize>>> = Vec::with_capacity(self.features.len());
         for part in &self.parts {
             let mut records = Records::new(part.data.clone(), false);
             let mut local = 0u64;
             while let Some((offset, rec)) = records.next().with_context(|| part.display.clone())? {
-                let mut value: Option<&[u8]> = None;
+                ranges.clear();
+                ranges.resize(self.features.len(), None);
+                let base = rec.as_ptr() as usize;
                 example_wire::walk_record(rec, &mut |s, k, v| {
-                    if s == section && k == key {
-                        value = Some(v);
+                    if let Some(&f) = self.index[(s == Section::Lists) as usize].get(k) {
+                        // the last of a repeated key wins
+                        let start = (v.as_ptr() as usize).saturating_sub(base);
+                        ranges[f] = Some(start..start + v.len());
                     }
                     Ok(())
                 })
-                .and_then(|()| visit(value))
+                .and_then(|()| {
+                    visit(&Values {
+                        rec,
+                        ranges: &ranges,
+                    })
+                })
                 .with_context(|| {
-                    format!(
-                        "{}: record {local} at byte offset {offset}: feature '{}'",
-                        part.display, st.key
-                    )
+                    format!("{}: record {local} at byte offset {offset}", part.display)
                 })?;
                 local += 1;
             }
         }
         Ok(())
+    }
+
+    /// The spool's region size of each array: numbers at their width, strings as `u64` length
+    /// plus bytes.
+    fn region_sizes(&self) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(self.outputs.len());
+        for out in &self.outputs {
+            let st = &self.features[out.feature];
+            let elements = out.meta.num_elements()?;
+            let size = match out.meta.dtype.item_size() {
+                _ if out.piece == Piece::Listed => Some(0),
+                Some(item) => elements.checked_mul(item as u64),
+                None => {
+                    let fills = match out.piece {
+                        Piece::Padded => elements - st.values.min(elements),
+                        _ => 0,
+                    };
+                    let fill = layout::fill_bytes(DType::String, &self.ragged)?.len() as u64;
+                    elements
+                        .checked_mul(8)
+                        .and_then(|b| b.checked_add(st.bytes))
+                        .and_then(|b| b.checked_add(fills.checked_mul(fill)?))
+                }
+            };
+            sizes.push(
+                size.with_context(|| format!("'{}' takes more than 2^64 bytes", out.meta.name))?,
+            );
+        }
+        Ok(sizes)
+    }
+
+    /// Writes every array into the spool with one walk over the records.
+    fn build_spool(&self) -> Result<Spool> {
+        let mut spool = SpoolWriter::new(&self.region_sizes()?)?;
+        let fills: Vec<Vec<u8>> = self
+            .outputs
+            .iter()
+            .map(|o| layout::fill_bytes(o.meta.dtype, &self.ragged))
+            .collect::<Result<_>>()?;
+        let mut totals = vec![0i64; self.outputs.len()];
+        for (o, out) in self.outputs.iter().enumerate() {
+            if matches!(out.piece, Piece::Splits0 | Piece::Splits1) {
+                spool.push(o, &0i64.to_le_bytes())?;
+            }
+        }
+        self.walk(&mut |values| {
+            for (o, out) in self.outputs.iter().enumerate() {
+                if out.piece == Piece::Listed {
+                    continue;
+                }
+                let st = &self.features[out.feature];
+                let strings = out.meta.dtype == DType::String;
+                layout::elements(
+                    out,
+                    st,
+                    values.get(out.feature),
+                    &mut totals[o],
+                    &mut |e| match e {
+                        Element::Value(Value::Bytes(b)) if strings => spool.push_string(o, b),
+                        Element::Fill if strings => spool.push_string(o, &fills[o]),
+                        Element::Value(Value::Float(x)) => spool.push(o, &x.to_le_bytes()),
+                        Element::Value(Value::Int64(x)) | Element::Split(x) => {
+                            spool.push(o, &x.to_le_bytes())
+                        }
+                        Element::Fill => spool.push(o, &fills[o]),
+                        Element::Value(Value::Bytes(_)) => {
+                            bail!("a bytes value in a numeric feature")
+                        }
+                    },
+                )
+                .with_context(|| format!("feature '{}'", st.key))?;
+            }
+            Ok(())
+        })?;
+        spool.finish()
+    }
+
+    /// The spool, written on first use; `None` when there is one array only (read directly).
+    fn spool(&mut self) -> Result<Option<&Spool>> {
+        if self.outputs.len() < 2 {
+            return Ok(None);
+        }
+        if self.spool.is_none() {
+            self.spool = Some(self.build_spool()?);
+        }
+        Ok(self.spool.as_ref())
+    }
+}
+
+/// One record's value of each feature, for pass 2.
+struct Values<'r> {
+    rec: &'r [u8],
+    ranges: &'r [Option<Range<usize>>],
+}
+
+impl<'r> Values<'r> {
+    fn get(&self, feature: usize) -> Option<&'r [u8]> {
+        self.ranges[feature].clone().and_then(|r| self.rec.get(r))
     }
 }
 
@@ -450,11 +559,12 @@ impl ExampleSource {
             emit(Element::Split(0))?;
             written += 1;
         }
-        self.walk(out.feature, &mut |value| {
-            layout::elements(out, st, value, &mut total, &mut |e| {
+        self.walk(&mut |values| {
+            layout::elements(out, st, values.get(out.feature), &mut total, &mut |e| {
                 written += 1;
                 emit(e)
             })
+            .with_context(|| format!("feature '{}'", st.key))
         })?;
         if written != expected {
             bail!(
@@ -482,7 +592,11 @@ impl Source for ExampleSource {
         let Some(item) = meta.dtype.item_size() else {
             bail!("'{}' holds strings", meta.name);
         };
+        let name = meta.name.clone();
         let fill = layout::fill_bytes(meta.dtype, &self.ragged)?;
+        if let Some(spool) = self.spool()? {
+            return spool.read_dense(index, item, chunk, sink).context(name);
+        }
         let mut chunker = Chunker::new(chunk, item, sink);
         self.stream(index, &mut |e| match e {
             Element::Value(Value::Float(x)) => chunker.push(&x.to_le_bytes()),
@@ -494,6 +608,9 @@ impl Source for ExampleSource {
     }
 
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        if let Some(spool) = self.spool()? {
+            return spool.read_strings(index, sink);
+        }
         let fill = layout::fill_bytes(DType::String, &self.ragged)?;
         self.stream(index, &mut |e| match e {
             Element::Value(Value::Bytes(b)) => sink(b),

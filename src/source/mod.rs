@@ -16,6 +16,7 @@
 pub mod bundle;
 pub mod example;
 mod example_layout;
+mod example_spool;
 mod example_wire;
 pub mod safetensors;
 pub mod tensorproto;
