@@ -15,9 +15,11 @@ flat_values + row_splits_0), and the outputs are compared before anything is tim
 
     BENCH_RECORDS=200000 BENCH_REPS=3 /work/venvs/tf/bin/python benches/example_bench.py target/release/tensor2npy
 
-Prints a Markdown table (medians, min-max, peak RSS, ratio to tensor2npy's median).
+Prints a Markdown table: medians of wall time (min-max) and of CPU time (user + sys, steadier
+on a shared machine), peak RSS, and ratios of medians to tensor2npy's.
 """
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,11 +102,11 @@ np.savez(out, label=np.array(label, np.int64), score=np.array(score, np.float32)
 
 
 def timed(cmd):
-    r = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd, capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M"] + cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{cmd} failed: {r.stderr}")
-    secs, kb = r.stderr.strip().splitlines()[-1].split()
-    return float(secs), int(kb) / 1024
+    secs, user, system, kb = r.stderr.strip().splitlines()[-1].split()
+    return float(secs), float(user) + float(system), int(kb) / 1024
 
 
 def main():
@@ -134,24 +136,30 @@ def main():
             a, b = outs[0][k], other[k]
             assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), k
     times = {name: [] for name, _ in contenders}
+    cpu = {name: [] for name, _ in contenders}
     rss = {name: 0.0 for name, _ in contenders}
     for _ in range(REPS):
         for name, cmd in contenders:
             out = os.path.join(tmp, "out.npz")
-            s, m = timed(cmd(out))
+            s, c, m = timed(cmd(out))
             times[name].append(s)
+            cpu[name].append(c)
             rss[name] = max(rss[name], m)
             os.remove(out)
     size = os.path.getsize(data)
+    shutil.rmtree(tmp)
     base = statistics.median(times["tensor2npy"])
+    cpu_base = statistics.median(cpu["tensor2npy"])
     print(f"### TFRecord of {N:,} tf.train.Example records ({size / 2**20:.1f} MiB; 5 features: "
           "int64 and float scalars, float [16], variable-length int64, bytes) to .npz\n")
-    print("| contender | median s | min–max s | peak RSS MiB | vs tensor2npy |")
-    print("|---|---|---|---|---|")
+    print("| contender | median wall s | min–max s | median CPU s (user+sys) | peak RSS MiB | wall vs tensor2npy | CPU vs tensor2npy |")
+    print("|---|---|---|---|---|---|---|")
     for name, _ in contenders:
         t = times[name]
         med = statistics.median(t)
-        print(f"| {name} | {med:.3f} | {min(t):.3f}–{max(t):.3f} | {rss[name]:.0f} | {med / base:.2f}x |")
+        c = statistics.median(cpu[name])
+        print(f"| {name} | {med:.3f} | {min(t):.3f}–{max(t):.3f} | {c:.2f} | {rss[name]:.0f} | "
+              f"{med / base:.2f}x | {c / cpu_base:.2f}x |")
 
 
 if __name__ == "__main__":
