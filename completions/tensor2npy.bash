@@ -87,14 +87,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --chunk-size --help --version"
+            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -110,6 +110,18 @@ _tensor2npy() {
                     return 0
                     ;;
                 --max-decompressed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ragged-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dense-features)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -167,6 +179,21 @@ _tensor2npy() {
                     ;;
                 --stats)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --manifest)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --chunk-size)
@@ -293,14 +320,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__list)
-            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --json --bf16 --f8 --cast --help --version"
+            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --json --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -316,6 +343,18 @@ _tensor2npy() {
                     return 0
                     ;;
                 --max-decompressed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ragged-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dense-features)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

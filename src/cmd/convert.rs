@@ -35,7 +35,7 @@ struct Job {
     prefixed: bool,
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
+pub fn run(mut args: ConvertArgs) -> Result<()> {
     let report = Reporter::new(args.quiet);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
@@ -49,6 +49,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         view: View::Convert,
     };
     let mut sources = super::open_inputs(&args.input, &structure)?;
+    if args.input.concat {
+        // One dataset: named and placed as its first input.
+        args.input.inputs.truncate(1);
+    }
     for src in &sources {
         for note in src.notes() {
             report.note(&format!("{}: {note}", src.display_path()));
