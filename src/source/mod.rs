@@ -14,6 +14,7 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod gguf;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
@@ -30,6 +31,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
     &safetensors::READER,
+    &gguf::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
@@ -69,6 +71,8 @@ pub struct OpenOptions {
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
 }
 
 /// What a reader sees of one input before opening it.

@@ -182,7 +182,11 @@ const KVALUES_FP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -
 pub fn mxfp4(b: &[u8], out: &mut [f32]) {
     let e = u32::from(b[0]);
     // ggml_e8m0_to_fp32_half
-    let bits = if e < 2 { 0x0020_0000u32 << e } else { (e - 1) << 23 };
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (e - 1) << 23
+    };
     let d = f32::from_bits(bits);
     for (j, o) in out.iter_mut().enumerate() {
         *o = d * KVALUES_FP4[nibble32(&b[1..17], j) as usize] as f32;

@@ -298,10 +298,7 @@ pub fn parse(data: &FileRange, keep_metadata: bool) -> Result<Header> {
         let t = c.u32(&key)?;
         if key == "general.alignment" {
             if t != 4 {
-                bail!(
-                    "general.alignment has type {}, not uint32",
-                    type_name(t)
-                );
+                bail!("general.alignment has type {}, not uint32", type_name(t));
             }
             alignment = u64::from(c.u32(&key)?);
             if alignment == 0 || !alignment.is_power_of_two() {
@@ -398,7 +395,7 @@ mod tests {
         assert_eq!(m[1], ("b".into(), serde_json::json!([-1, 7])));
         assert_eq!(m[2], ("c".into(), true.into()));
         assert_eq!(h.alignment, 32);
-        assert_eq!(h.data_start, 64);
+        assert_eq!(h.data_start, 96); // 24 + 23 + 33 + 14 header bytes, rounded up to 32
     }
 
     #[test]
@@ -415,9 +412,21 @@ mod tests {
 
     #[test]
     fn refuses_bad_alignment_versions_and_duplicates() {
-        let e = parse_bytes(gguf(3, &kv("general.alignment", 4, &48u32.to_le_bytes()), 1, &[], 0));
+        let e = parse_bytes(gguf(
+            3,
+            &kv("general.alignment", 4, &48u32.to_le_bytes()),
+            1,
+            &[],
+            0,
+        ));
         assert!(format!("{:#}", e.unwrap_err()).contains("power of two"));
-        let e = parse_bytes(gguf(3, &kv("general.alignment", 5, &64u32.to_le_bytes()), 1, &[], 0));
+        let e = parse_bytes(gguf(
+            3,
+            &kv("general.alignment", 5, &64u32.to_le_bytes()),
+            1,
+            &[],
+            0,
+        ));
         assert!(format!("{:#}", e.unwrap_err()).contains("not uint32"));
         let e = parse_bytes(gguf(1, &[], 0, &[], 0));
         assert!(format!("{:#}", e.unwrap_err()).contains("version 1"));
