@@ -145,3 +145,47 @@ fn standard_input_and_directories_work_like_files() {
     let want = read_npz(&root().join("fixtures/gguf/v2.expected.npz"));
     assert_same_arrays(&got, &want, "v2 from stdin into a directory");
 }
+
+/// With a GPU, dequantized tensors still come out bit for bit as gguf-py's, take the CPU path
+/// and say why in `--stats`, while bfloat16 widening runs on the device. Skipped without an
+/// adapter, unless T2N_REQUIRE_GPU is set (as in tests/gpu.rs).
+#[cfg(feature = "gpu")]
+#[test]
+fn under_device_gpu_dequantization_stays_on_the_host_and_says_so() {
+    use tensor2npy::device::{DeviceChoice, DeviceStage};
+    if let Err(e) = DeviceStage::open(DeviceChoice::Gpu, None) {
+        assert!(
+            std::env::var_os("T2N_REQUIRE_GPU").is_none(),
+            "T2N_REQUIRE_GPU is set but no GPU adapter opened: {e:#}"
+        );
+        eprintln!("skipped: no GPU adapter ({e:#})");
+        return;
+    }
+    let dir = tempdir();
+    for name in ["quant", "plain"] {
+        let out = dir.path().join(format!("{name}.npz"));
+        let input = format!("fixtures/gguf/{name}.gguf");
+        let args = ["convert", &input, "--device", "gpu", "--stats", "json", "-o"];
+        let o = Command::new(bin())
+            .args(args)
+            .arg(&out)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {stderr}");
+        let want = read_npz(&root().join(format!("fixtures/gguf/{name}.expected.npz")));
+        assert_same_arrays(&read_npz(&out), &want, name);
+        let stats: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+        for t in stats["tensors"].as_array().unwrap() {
+            let path = t["path"].as_str().unwrap();
+            match t["name"].as_str().unwrap() {
+                "q4_0.weight" | "iq2_s.weight" => {
+                    assert!(path.contains("dequantized on the host"), "{t}")
+                }
+                "bf16" => assert_eq!(path, "gpu", "{t}"),
+                _ => {}
+            }
+        }
+    }
+}

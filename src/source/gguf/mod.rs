@@ -285,7 +285,10 @@ fn stream_dequant(
         for (o, x) in bytes.chunks_exact_mut(4).zip(floats.iter()) {
             o.copy_from_slice(&x.to_le_bytes());
         }
-        sink(bytes)?;
+        // A block can be larger than a tiny chunk: hand it over in whole floats.
+        for piece in bytes.chunks((chunk / 4).max(1) * 4) {
+            sink(piece)?;
+        }
         done += k as u64;
     }
     Ok(())
