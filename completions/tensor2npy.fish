@@ -36,6 +36,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -
 savedmodel\t'a SavedModel directory (its variables)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
+gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
@@ -45,6 +46,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-de
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
+raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s o -l output -d 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l to -d 'Output kind where -o does not say: npz (an archive) or npy (.npy files)' -r -f -a "npy\t''
 npz\t''"
@@ -86,6 +89,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d '
 savedmodel\t'a SavedModel directory (its variables)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
+gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
@@ -95,6 +99,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decom
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
+raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l bf16 -d 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
 bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l f8 -d 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
@@ -106,6 +112,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -l json -d 'Print one JSON document instead of a table'

@@ -163,6 +163,20 @@ pub struct InputArgs {
     /// tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     pub dense_features: Vec<String>,
+
+    /// GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks
+    /// as |u1 bytes
+    #[arg(long, value_enum, default_value_t = QuantMode::Dequant, value_name = "MODE")]
+    pub quant: QuantMode,
+}
+
+/// What happens to GGUF's block-quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantMode {
+    /// Dequantize to <f4, bit for bit what gguf.quants.dequantize returns
+    Dequant,
+    /// Keep the blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row]
+    Raw,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows
@@ -291,6 +305,11 @@ pub struct ListArgs {
     /// Print one JSON document (an array of objects) instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input's own
+    /// metadata (GGUF key/values)
+    #[arg(long, requires = "json")]
+    pub metadata: bool,
 
     /// The dtype options convert would be given, for the npy_dtype column
     #[command(flatten)]

@@ -74,11 +74,13 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 Some(t) => total += output_bytes(&meta, t).with_context(context)?,
                 None if args.skip_unsupported => continue,
                 None => {
+                    let dtype = src
+                        .source_dtype(i)
+                        .unwrap_or_else(|| meta.dtype.to_string());
                     return Err(anyhow!(
-                        "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
-                        meta.dtype
+                        "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
                     )
-                    .context(context()))
+                    .context(context()));
                 }
             }
             selected[s] += 1;
@@ -186,9 +188,12 @@ fn run_job(
             }
             let path = src.display_path().to_string();
             if npy_type(&meta, policy).is_none() {
+                let dtype = src
+                    .source_dtype(i)
+                    .unwrap_or_else(|| meta.dtype.to_string());
                 report.note(&format!(
-                    "{path}: skipped '{}': dtype {} has no NumPy form",
-                    meta.name, meta.dtype
+                    "{path}: skipped '{}': dtype {dtype} has no NumPy form",
+                    meta.name
                 ));
                 continue;
             }

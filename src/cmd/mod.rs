@@ -40,6 +40,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
                 list: structure.view == structure::View::List,
             },
         },
+        quant_raw: args.quant == crate::cli::QuantMode::Raw,
     };
     if args.concat {
         let src = source::example::open_concat(&args.inputs, &opts)?;

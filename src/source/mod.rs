@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod example;
 mod example_layout;
 mod example_wire;
+pub mod gguf;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
@@ -35,6 +36,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &safetensors::READER,
     &example::READER,
+    &gguf::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
@@ -75,6 +77,8 @@ pub struct OpenOptions {
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
     pub example: example::ExampleOptions,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
 }
 
 /// What a reader sees of one input before opening it.
