@@ -28,6 +28,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -41,6 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--features', '--features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)')
             [CompletionResult]::new('--ragged-features', '--ragged-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features ragged even when every record has the same length')
             [CompletionResult]::new('--dense-features', '--dense-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary')
+            [CompletionResult]::new('--quant', '--quant', [CompletionResultType]::ParameterName, 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Output kind where -o does not say: npz (an archive) or npy (.npy files)')
@@ -55,6 +57,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one')
             [CompletionResult]::new('--adapter', '--adapter', [CompletionResultType]::ParameterName, 'The GPU adapter to use, by its index in `tensor2npy devices`')
             [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)')
+            [CompletionResult]::new('--manifest', '--manifest', [CompletionResultType]::ParameterName, 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)')
             [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Bytes read and converted at a time; bounds memory use')
             [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
             [CompletionResult]::new('--stack', '--stack', [CompletionResultType]::ParameterName, 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>')
@@ -65,6 +68,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
+            [CompletionResult]::new('--update', '--update', [CompletionResultType]::ParameterName, 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -80,6 +84,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--features', '--features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)')
             [CompletionResult]::new('--ragged-features', '--ragged-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features ragged even when every record has the same length')
             [CompletionResult]::new('--dense-features', '--dense-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary')
+            [CompletionResult]::new('--quant', '--quant', [CompletionResultType]::ParameterName, 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes')
             [CompletionResult]::new('--bf16', '--bf16', [CompletionResultType]::ParameterName, 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2')
             [CompletionResult]::new('--f8', '--f8', [CompletionResultType]::ParameterName, 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1')
             [CompletionResult]::new('--cast', '--cast', [CompletionResultType]::ParameterName, 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16')
@@ -89,6 +94,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (variants such as tf.data iterator state) as errors')
             [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (an array of objects) instead of a table')
+            [CompletionResult]::new('--metadata', '--metadata', [CompletionResultType]::ParameterName, 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -97,6 +103,14 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         }
         'tensor2npy;devices' {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;man' {
+            [CompletionResult]::new('--write', '--write', [CompletionResultType]::ParameterName, 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -114,6 +128,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -125,6 +140,9 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             break
         }
         'tensor2npy;help;devices' {
+            break
+        }
+        'tensor2npy;help;man' {
             break
         }
         'tensor2npy;help;completions' {

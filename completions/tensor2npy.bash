@@ -31,6 +31,9 @@ _tensor2npy() {
             tensor2npy,list)
                 cmd="tensor2npy__subcmd__list"
                 ;;
+            tensor2npy,man)
+                cmd="tensor2npy__subcmd__man"
+                ;;
             tensor2npy__subcmd__help,completions)
                 cmd="tensor2npy__subcmd__help__subcmd__completions"
                 ;;
@@ -46,6 +49,9 @@ _tensor2npy() {
             tensor2npy__subcmd__help,list)
                 cmd="tensor2npy__subcmd__help__subcmd__list"
                 ;;
+            tensor2npy__subcmd__help,man)
+                cmd="tensor2npy__subcmd__help__subcmd__man"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +59,7 @@ _tensor2npy() {
 
     case "${cmd}" in
         tensor2npy)
-            opts="-h -V --help --version convert list devices completions help"
+            opts="-h -V --help --version convert list devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -81,14 +87,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --chunk-size --help --version"
+            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -117,6 +123,10 @@ _tensor2npy() {
                     ;;
                 --dense-features)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quant)
+                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -175,6 +185,21 @@ _tensor2npy() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --manifest)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
                 --chunk-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -201,7 +226,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__help)
-            opts="convert list devices completions help"
+            opts="convert list devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,15 +309,29 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__list)
-            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --json --bf16 --f8 --cast --help --version"
+            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -323,6 +362,10 @@ _tensor2npy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --quant)
+                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    return 0
+                    ;;
                 --bf16)
                     COMPREPLY=($(compgen -W "f32 bits" -- "${cur}"))
                     return 0
@@ -333,6 +376,27 @@ _tensor2npy() {
                     ;;
                 --cast)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__man)
+            opts="-h -V --write --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --write)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
                     return 0
                     ;;
                 *)

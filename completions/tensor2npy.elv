@@ -25,6 +25,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -37,6 +38,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --features 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)'
             cand --ragged-features 'tf.train.Example datasets: write these features ragged even when every record has the same length'
             cand --dense-features 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary'
+            cand --quant 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes'
             cand -o 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)'
             cand --output 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)'
             cand --to 'Output kind where -o does not say: npz (an archive) or npy (.npy files)'
@@ -51,6 +53,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
             cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
             cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)'
+            cand --manifest 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)'
             cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
             cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
             cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
@@ -61,6 +64,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --skip-unsupported 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
             cand -q 'Silence notes and warnings (errors are still printed)'
             cand --quiet 'Silence notes and warnings (errors are still printed)'
+            cand --update 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -75,6 +79,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --features 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)'
             cand --ragged-features 'tf.train.Example datasets: write these features ragged even when every record has the same length'
             cand --dense-features 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary'
+            cand --quant 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes'
             cand --bf16 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2'
             cand --f8 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1'
             cand --cast 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16'
@@ -84,6 +89,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --strict 'Treat skipped entries (variants such as tf.data iterator state) as errors'
             cand --concat 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
             cand --json 'Print one JSON document (an array of objects) instead of a table'
+            cand --metadata 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -91,6 +97,13 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         }
         &'tensor2npy;devices'= {
             cand --json 'Print one JSON document instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;man'= {
+            cand --write 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -106,6 +119,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -114,6 +128,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help;list'= {
         }
         &'tensor2npy;help;devices'= {
+        }
+        &'tensor2npy;help;man'= {
         }
         &'tensor2npy;help;completions'= {
         }

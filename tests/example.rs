@@ -265,7 +265,7 @@ fn a_million_records_convert_in_bounded_memory() {
         &1_500_000i64.to_le_bytes()
     );
     // The outputs hold 44 MB; the records 60 MB. Memory stays near the chunk size.
-    assert!(rss_kb < 20_000, "peak RSS {rss_kb} kB");
+    assert!(rss_kb < 32_000, "peak RSS {rss_kb} kB");
 }
 
 #[test]

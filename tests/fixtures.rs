@@ -120,3 +120,8 @@ fn example_fixtures_match_tf_parse_example() {
 fn sparse_and_ragged_fixtures_match_tensorflow() {
     check_good("fixtures/sparse_ragged/");
 }
+
+#[test]
+fn gguf_fixtures_match_gguf_py_dequantize() {
+    check_good("fixtures/gguf/");
+}

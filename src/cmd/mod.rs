@@ -4,6 +4,7 @@ pub mod completions;
 pub mod convert;
 pub mod devices;
 pub mod list;
+pub mod man;
 
 use anyhow::{Context, Result};
 
@@ -39,6 +40,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
                 list: structure.view == structure::View::List,
             },
         },
+        quant_raw: args.quant == crate::cli::QuantMode::Raw,
     };
     if args.concat {
         let src = source::example::open_concat(&args.inputs, &opts)?;

@@ -18,6 +18,7 @@ pub mod example;
 mod example_layout;
 mod example_spool;
 mod example_wire;
+pub mod gguf;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
@@ -36,6 +37,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &safetensors::READER,
     &example::READER,
+    &gguf::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
@@ -76,6 +78,8 @@ pub struct OpenOptions {
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
     pub example: example::ExampleOptions,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
 }
 
 /// What a reader sees of one input before opening it.
@@ -156,9 +160,19 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
     } else {
         stem(arg)
     };
-    let is_dir = !is_stdin && arg.is_dir();
+    let is_dir = !is_stdin && input::is_dir(arg);
     let (data, files) = if is_stdin {
         (Some(FileRange::whole(input::spool_stdin()?)?), Vec::new())
+    } else if input::url_of(arg).is_some() {
+        // A remote object, or a remote checkpoint prefix or directory (no object by that name).
+        match is_dir {
+            true => (None, Vec::new()),
+            false => match input::open_range(arg) {
+                Ok(r) => (Some(r), Vec::new()),
+                Err(_) if input::is_file(&input::with_suffix(arg, ".index")) => (None, Vec::new()),
+                Err(e) => return Err(e),
+            },
+        }
     } else if arg.is_file() {
         let file = input::open_file(arg)?;
         (Some(FileRange::whole(file)?), vec![arg.to_path_buf()])

@@ -511,6 +511,24 @@ impl Source for Structured {
         self.inner.input_files()
     }
 
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.source_dtype(*i),
+            _ => None,
+        }
+    }
+
+    fn host_decode(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.host_decode(*i),
+            _ => None,
+        }
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        self.inner.metadata()
+    }
+
     fn notes(&self) -> &[String] {
         &self.notes
     }
