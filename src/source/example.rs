@@ -10,14 +10,16 @@
 //! `row_splits_0`, `row_splits_1`, so outputs are byte-identical whatever order TensorFlow
 //! serialized each map in.
 //!
-//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs) and
-//! `example_wire` (the protobuf walk). Two passes: `open` walks every record once, checking
-//! every CRC and every byte of protobuf, and keeps per-feature statistics only (type, counts,
-//! longest string); each output array is then streamed by walking the records again, so memory
-//! is bounded by the chunk size and the largest record, never by the number of records. The
-//! protobuf walk is hand-written on `wire`'s varints rather than prost-decoded, because decoding
-//! a message allocates every key and value list of every record, and the second pass only needs
-//! one feature's slice of each record.
+//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs),
+//! `example_wire` (the protobuf walk), `example_layout` (which arrays each feature becomes, and
+//! their elements) and `example_spool` (pass 2's temporary file). Two passes: `open` walks every
+//! record once, checking every CRC and every byte of protobuf, and keeps per-feature statistics
+//! only (type, counts, longest string); when the first array is read, one more walk writes every
+//! array into the spool (a dataset with a single array is streamed straight from the records),
+//! so memory is bounded by the chunk size and the largest record, never by the number of
+//! records. The protobuf walk is hand-written on `wire`'s varints rather than prost-decoded,
+//! because decoding a message allocates every key and value list of every record, and both
+//! passes only need slices of each record.
 
 use std::collections::HashMap;
 use std::ops::Range;
