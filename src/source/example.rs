@@ -297,8 +297,7 @@ impl ExampleSource {
                         match (ft, st.ftype) {
                             (Some(t), None) => st.ftype = Some((t, n)),
                             (Some(t), Some((was, first))) if t != was => bail!(
-                                "{}: {} here, but {} in record {first} (the type of a feature cannot change between records)",
-                                what(),
+                                "{} here, but {} in record {first} (the type of a feature cannot change between records)",
                                 t.name(),
                                 was.name()
                             ),
@@ -316,18 +315,21 @@ impl ExampleSource {
                     let count = if list {
                         let mut steps = 0u64;
                         example_wire::each_step(value, &mut |step| {
-                            let c = example_wire::count(step)?;
+                            let c = example_wire::count(step)
+                                .with_context(|| format!("step {steps}: malformed Feature"))?;
                             st.max_step = st.max_step.max(c.values);
+                            add(c, st).with_context(|| format!("step {steps}"))?;
                             steps += 1;
-                            add(c, st)
+                            Ok(())
                         })
-                        .with_context(|| format!("{}: malformed feature list", what()))?;
+                        .with_context(what)?;
                         st.steps += steps;
                         steps
                     } else {
                         let c = example_wire::count(value)
-                            .with_context(|| format!("{}: malformed feature", what()))?;
-                        add(c, st)?;
+                            .context("malformed Feature")
+                            .with_context(what)?;
+                        add(c, st).with_context(what)?;
                         c.values
                     };
                     st.max_row = st.max_row.max(count);
