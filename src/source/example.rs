@@ -186,7 +186,18 @@ fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
     format!("record {k} is damaged (the records before it decompress intact)")
 }
 
+/// `--stack` joins records that are tensors; an Example dataset is one array per feature already.
+fn refuse_stack(opts: &OpenOptions) -> Result<()> {
+    if opts.stack {
+        return Err(crate::pipeline::usage(
+            "--stack stacks TFRecords of serialized tensors; a dataset of tf.train.Example records is already written as one [N, ...] array per feature (leave --stack out)",
+        ));
+    }
+    Ok(())
+}
+
 fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    refuse_stack(opts)?;
     let part = part(input, opts)?;
     Ok(Box::new(ExampleSource::open(
         &input.display,
@@ -198,6 +209,7 @@ fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 
 /// `--concat`: several TFRecord files (shards) read as one dataset, records in input order.
 pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    refuse_stack(opts)?;
     let mut parts = Vec::new();
     let mut files = Vec::new();
     for p in paths {
