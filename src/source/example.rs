@@ -639,3 +639,40 @@ impl Source for ExampleSource {
         self.files.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mask_crc;
+
+    fn header(len: u64) -> Vec<u8> {
+        let mut h = len.to_le_bytes().to_vec();
+        h.extend(mask_crc(crc32c::crc32c(&h)).to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn examples_are_told_from_tensorprotos_by_their_first_byte() {
+        let with = |first: u8| [header(5), vec![first, 0, 0, 0, 0]].concat();
+        assert!(first_record_is_example(&with(0x0a))); // Example.features / context
+        assert!(first_record_is_example(&with(0x12))); // SequenceExample.feature_lists
+        assert!(!first_record_is_example(&with(0x08))); // TensorProto.dtype
+        assert!(first_record_is_example(&header(0))); // an Example with no features
+        let mut bad_crc = with(0x0a);
+        bad_crc[8] ^= 1;
+        assert!(!first_record_is_example(&bad_crc));
+        assert!(!first_record_is_example(&header(5))); // the payload is not in the head
+    }
+
+    #[test]
+    fn a_compressed_head_is_sniffed_through_its_first_bytes() {
+        use std::io::Write;
+        let record = [header(2), vec![0x0a, 0x00, 0, 0, 0, 0]].concat();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&record).unwrap();
+        let gz = gz.finish().unwrap();
+        let head = decompressed_prefix(&gz, Compression::Gzip);
+        assert_eq!(&head[..], &record[..head.len()]);
+        assert!(first_record_is_example(&head));
+    }
+}
