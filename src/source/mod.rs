@@ -2,6 +2,10 @@
 //! stream of `tensor.rs`; none knows anything about sinks.
 
 pub mod bundle;
+pub mod graphdef;
+pub mod onnx;
+pub mod onnx_tensor;
+pub mod pbwalk;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;

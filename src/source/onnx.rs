@@ -1,0 +1,343 @@
+//! ONNX models (`model.onnx`, a `ModelProto`): every graph initializer by name, as
+//! `onnx.numpy_helper.to_array(init, base_dir)` gives it; initializers of subgraphs (the
+//! `then_branch`/`else_branch` of an If, a Loop's `body`) prefixed `<node>/<attribute>/`
+//! (`<node>/<attribute>/<i>/` for a list of graphs; a node without a name is `<op_type>_<i>`);
+//! sparse initializers as the `X/indices` (int64 [N, rank], linear indices unravelled),
+//! `X/values`, `X/dense_shape` components the `structure` module recognises.
+//!
+//! The model is walked with `pbwalk`, written here rather than decoded with prost because
+//! `raw_data` must stay on disk: only byte ranges are recorded. External data (`location`,
+//! `offset`, `length`) is resolved relative to the model's folder and streamed from the side
+//! file; a location that is absolute or climbs out of the folder is refused. Tensor decoding
+//! lives in `onnx_tensor.rs`.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::dtype::DType;
+use crate::input::{self, FileRange};
+use crate::source::onnx_tensor::{Data, NoNumpyForm, OnnxTensor};
+use crate::source::pbwalk::{self, for_each_field, Value};
+use crate::tensor::{ChunkSink, Source, TensorMeta};
+
+/// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
+const MAX_DEPTH: usize = 32;
+
+pub struct OnnxSource {
+    path: String,
+    files: Vec<PathBuf>,
+    tensors: Vec<OnnxTensor>,
+    notes: Vec<String>,
+}
+
+struct Walk {
+    tensors: Vec<OnnxTensor>,
+    notes: Vec<String>,
+}
+
+impl OnnxSource {
+    /// Reads the model in `data`; `base_dir` is the model's folder (external data), `None` for
+    /// standard input, where external data is refused.
+    pub fn open(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        base_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let mut walk = Walk {
+            tensors: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut graphs = 0;
+        for_each_field(&data, |field, v| {
+            if field == 7 {
+                graphs += 1;
+                walk.graph(&pbwalk::len(7, "ModelProto.graph", v)?, "", 0)?;
+            }
+            Ok(())
+        })
+        .context("cannot read it as an ONNX model")?;
+        if graphs == 0 {
+            bail!("not an ONNX model: no graph");
+        }
+        let mut files = files;
+        let mut opened: HashMap<String, FileRange> = HashMap::new();
+        for t in &mut walk.tensors {
+            let Data::External(ext) = &t.data else {
+                continue;
+            };
+            let ext = ext.clone();
+            let name = t.name.clone();
+            let Some(base) = base_dir else {
+                bail!("tensor {name}: its data lives in external file {}, which a model read from standard input cannot reach", ext.location);
+            };
+            let file =
+                external_path(base, &ext.location).with_context(|| format!("tensor {name}"))?;
+            let whole = match opened.get(&ext.location) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = FileRange::whole(input::open_file(&file).with_context(|| {
+                        format!("tensor {name}: cannot open its external data file")
+                    })?)?;
+                    files.push(file.clone());
+                    opened.insert(ext.location.clone(), r.clone());
+                    r
+                }
+            };
+            let offset = ext.offset.unwrap_or(0);
+            let len = match ext.length {
+                Some(l) => l,
+                None => whole.len().checked_sub(offset).unwrap_or(u64::MAX),
+            };
+            let range = whole.slice(offset, len).with_context(|| {
+                format!(
+                    "tensor {name}: external data (offset {offset}, length {len}) reaches past the end of {}",
+                    file.display()
+                )
+            })?;
+            t.data = Data::Raw(range);
+            t.validate()
+                .with_context(|| format!("external data in {}", file.display()))?;
+        }
+        Ok(OnnxSource {
+            path: path.to_string(),
+            files,
+            tensors: walk.tensors,
+            notes: walk.notes,
+        })
+    }
+}
+
+/// The side file of external data, refusing locations that could leave the model's folder.
+fn external_path(base: &Path, location: &str) -> Result<PathBuf> {
+    let p = Path::new(location);
+    let bad = p.is_absolute()
+        || location.contains('\\')
+        || location.contains('\0')
+        || p.components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if bad {
+        bail!("external data location {location:?} is refused: it must be a relative path inside the model's folder");
+    }
+    Ok(base.join(p))
+}
+
+impl Walk {
+    fn graph(&mut self, range: &FileRange, prefix: &str, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            bail!("subgraphs nested more than {MAX_DEPTH} deep");
+        }
+        let mut node_index = 0usize;
+        for_each_field(range, |field, v| {
+            match field {
+                5 => match OnnxTensor::scan(&pbwalk::len(5, "GraphProto.initializer", v)?) {
+                    Ok(mut t) => {
+                        t.name = format!("{prefix}{}", t.name);
+                        self.tensors.push(t);
+                    }
+                    Err(e) if e.downcast_ref::<NoNumpyForm>().is_some() => {
+                        self.notes.push(format!("skipped {e}"));
+                    }
+                    Err(e) => return Err(e),
+                },
+                15 => self.sparse(
+                    &pbwalk::len(15, "GraphProto.sparse_initializer", v)?,
+                    prefix,
+                )?,
+                1 => {
+                    self.node(
+                        &pbwalk::len(1, "GraphProto.node", v)?,
+                        prefix,
+                        node_index,
+                        depth,
+                    )?;
+                    node_index += 1;
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+
+    /// Looks for subgraph attributes (`g`, `graphs`) of a node.
+    fn node(&mut self, range: &FileRange, prefix: &str, index: usize, depth: usize) -> Result<()> {
+        let mut name = String::new();
+        let mut op = String::new();
+        let mut attrs = Vec::new();
+        for_each_field(range, |field, v| {
+            match field {
+                3 => name = pbwalk::string(&pbwalk::len(3, "NodeProto.name", v)?)?,
+                4 => op = pbwalk::string(&pbwalk::len(4, "NodeProto.op_type", v)?)?,
+                5 => attrs.push(pbwalk::len(5, "NodeProto.attribute", v)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        for a in attrs {
+            let mut attr_name = String::new();
+            let mut graphs = Vec::new();
+            for_each_field(&a, |field, v| {
+                match field {
+                    1 => attr_name = pbwalk::string(&pbwalk::len(1, "AttributeProto.name", v)?)?,
+                    6 => graphs.push((false, pbwalk::len(6, "AttributeProto.g", v)?)),
+                    11 => graphs.push((true, pbwalk::len(11, "AttributeProto.graphs", v)?)),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            let node = if name.is_empty() {
+                format!("{op}_{index}")
+            } else {
+                name.clone()
+            };
+            let mut listed = 0usize;
+            for (in_list, g) in graphs {
+                let inner = if in_list {
+                    listed += 1;
+                    format!("{prefix}{node}/{attr_name}/{}/", listed - 1)
+                } else {
+                    format!("{prefix}{node}/{attr_name}/")
+                };
+                self.graph(&g, &inner, depth + 1)
+                    .with_context(|| format!("in subgraph {inner}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `SparseTensorProto`: values 1, indices 2, dims 3.
+    fn sparse(&mut self, range: &FileRange, prefix: &str) -> Result<()> {
+        let (mut values, mut indices, mut dims) = (None, None, Vec::new());
+        for_each_field(range, |field, v| {
+            match field {
+                1 => values = Some(OnnxTensor::scan(&pbwalk::len(1, "values", v)?)?),
+                2 => indices = Some(OnnxTensor::scan(&pbwalk::len(2, "indices", v)?)?),
+                3 => pbwalk::each_varint(v, |d| {
+                    if dims.len() >= 64 {
+                        bail!("more than 64 dimensions");
+                    }
+                    dims.push(d as i64);
+                    Ok(())
+                })?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let Some(mut values) = values else {
+            bail!("a sparse initializer without values");
+        };
+        let name = format!("{prefix}{}", values.name);
+        let Some(indices) = indices else {
+            bail!("sparse initializer {name} has no indices");
+        };
+        if matches!(indices.data, Data::External(_)) || matches!(values.data, Data::External(_)) {
+            bail!("sparse initializer {name}: external data in sparse tensors is not supported");
+        }
+        if dims.iter().any(|&d| d < 0) {
+            bail!("sparse initializer {name}: negative dimension in {dims:?}");
+        }
+        let nnz = values.elements;
+        let rank = dims.len() as u64;
+        let flat = indices
+            .integers()
+            .with_context(|| format!("sparse initializer {name}"))?;
+        // Indices are [NNZ, rank] coordinates, or [NNZ] positions in the flattened shape.
+        let coords: Vec<i64> = if indices.shape == [nnz, rank] {
+            flat
+        } else if indices.shape == [nnz] {
+            let mut out = Vec::with_capacity(flat.len().saturating_mul(rank as usize));
+            for &p in &flat {
+                let start = out.len();
+                out.resize(start + rank as usize, 0);
+                let mut rest = p;
+                for (k, &d) in dims.iter().enumerate().rev() {
+                    if d == 0 {
+                        break;
+                    }
+                    out[start + k] = rest.rem_euclid(d);
+                    rest = rest.div_euclid(d);
+                }
+                if rest != 0 || p < 0 {
+                    bail!(
+                        "sparse initializer {name}: linear index {p} is outside the shape {dims:?}"
+                    );
+                }
+            }
+            out
+        } else {
+            bail!(
+                "sparse initializer {name}: indices of shape {:?} fit neither [{nnz}, {rank}] nor [{nnz}]",
+                indices.shape
+            );
+        };
+        let component = |suffix: &str, shape: Vec<u64>, v: &[i64]| OnnxTensor {
+            name: format!("{name}/{suffix}"),
+            dtype: DType::I64,
+            elements: v.len() as u64,
+            shape,
+            data: Data::Memory(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            max_string_len: 0,
+            stored_bytes: v.len() as u64 * 8,
+        };
+        let indices = component("indices", vec![nnz, rank], &coords);
+        let dense_shape = component("dense_shape", vec![rank], &dims);
+        values.name = format!("{name}/values");
+        self.tensors.push(indices);
+        self.tensors.push(values);
+        self.tensors.push(dense_shape);
+        Ok(())
+    }
+}
+
+/// True when `data` is structurally an ONNX `ModelProto`: an `ir_version`, a `graph` whose
+/// fields are all length-delimited, and no top-level field of the wrong wire type.
+pub fn sniff(data: &FileRange) -> bool {
+    let (mut version, mut graph) = (false, None);
+    let fits = pbwalk::fields_fit(
+        data,
+        1 << 12,
+        |f| match f {
+            1 | 5 => Some(0),
+            2..=4 | 6..=8 | 14 | 20 | 25 | 26 => Some(2),
+            _ => None,
+        },
+        |f, v| match (f, v) {
+            (1, _) => version = true,
+            (7, Value::Len(r)) => graph = Some(r.clone()),
+            _ => {}
+        },
+    );
+    let Some(graph) = graph.filter(|_| fits && version) else {
+        return false;
+    };
+    pbwalk::fields_fit(&graph, 16, |_| Some(2), |_, _| {})
+}
+
+impl Source for OnnxSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+    fn len(&self) -> usize {
+        self.tensors.len()
+    }
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.tensors[index].meta())
+    }
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.tensors[index].read_dense(chunk, sink)
+    }
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.tensors[index].read_strings(sink)
+    }
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        self.tensors[index].raw_range()
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
