@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
 use crate::source::pbwalk::{self, for_each_field, Value};
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::source::tensorproto::ScannedTensor;
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
@@ -170,12 +171,17 @@ pub fn sniff(data: &FileRange) -> bool {
     if !fits || !any {
         return false;
     }
-    let Some(node) = first_node else {
-        return true;
-    };
+    match first_node {
+        None => true,
+        Some(node) => node_like(&node),
+    }
+}
+
+/// True when `node` parses as a NodeDef with a name and an op.
+fn node_like(node: &FileRange) -> bool {
     let (mut name, mut op) = (false, false);
     pbwalk::fields_fit(
-        &node,
+        node,
         1024,
         |f| match f {
             1..=5 => Some(2),
@@ -221,6 +227,53 @@ pub fn sniff_saved_model(data: &FileRange) -> bool {
             }
         },
     ) && graph.is_some_and(|g| sniff(&g))
+}
+
+pub static READER: Reader = Reader {
+    name: "graphdef",
+    about: "a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs' constants)",
+    extensions: &[".pb", ".graphdef"],
+    sniff: sniff_input,
+    open: open_input,
+};
+
+/// `Yes` for a structurally valid GraphDef or SavedModel proto; `Maybe` when the first field is
+/// a whole NodeDef but the rest does not parse (a truncated graph gets this reader's error).
+fn sniff_input(input: &Input) -> Sniff {
+    let Some(data) = &input.data else {
+        return Sniff::No;
+    };
+    if data.is_empty()
+        || crate::source::looks_like_text(&input.head)
+        || crate::source::has_signature(&input.head)
+    {
+        return Sniff::No;
+    }
+    if sniff(data) || sniff_saved_model(data) {
+        return Sniff::Yes;
+    }
+    let mut first = None;
+    pbwalk::fields_fit(data, 1, |_| None, |f, v| {
+        if let (1, Value::Len(r)) = (f, v) {
+            first = Some(r.clone());
+        }
+    });
+    match first {
+        Some(node) if node_like(&node) => Sniff::Maybe,
+        _ => Sniff::No,
+    }
+}
+
+fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let data = input.data()?.clone();
+    let saved_model = !sniff(&data) && sniff_saved_model(&data);
+    Ok(Box::new(GraphDefSource::open(
+        &input.display,
+        input.files.clone(),
+        data,
+        saved_model,
+        opts.max_fill_bytes,
+    )?))
 }
 
 /// The constants of a frozen graph (or of the graphs of a `saved_model.pb`) as tensors.

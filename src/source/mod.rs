@@ -35,6 +35,8 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &safetensors::READER,
     &tfrecord::READER,
+    &onnx::READER,
+    &graphdef::READER,
     &tensorproto::READER,
 ];
 

@@ -20,6 +20,7 @@ use crate::dtype::DType;
 use crate::input::{self, FileRange};
 use crate::source::onnx_tensor::{Data, NoNumpyForm, OnnxTensor};
 use crate::source::pbwalk::{self, for_each_field, Value};
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 /// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
@@ -289,6 +290,52 @@ impl Walk {
         self.tensors.push(dense_shape);
         Ok(())
     }
+}
+
+pub static READER: Reader = Reader {
+    name: "onnx",
+    about: "an ONNX model (its graph initializers; external data read beside it)",
+    extensions: &[".onnx"],
+    sniff: sniff_input,
+    open: open_input,
+};
+
+/// `Yes` for a structurally valid ModelProto; `Maybe` for a `.onnx` file that starts with an
+/// `ir_version` (a truncated model gets this reader's error).
+fn sniff_input(input: &Input) -> Sniff {
+    let Some(data) = &input.data else {
+        return Sniff::No;
+    };
+    if data.is_empty()
+        || crate::source::looks_like_text(&input.head)
+        || crate::source::has_signature(&input.head)
+    {
+        return Sniff::No;
+    }
+    if sniff(data) {
+        return Sniff::Yes;
+    }
+    let starts_with_version = input.head.first() == Some(&0x08)
+        && crate::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
+    if starts_with_version && input.has_extension(READER.extensions) {
+        Sniff::Maybe
+    } else {
+        Sniff::No
+    }
+}
+
+fn open_input(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let base = if input.path.as_os_str() == "-" {
+        None
+    } else {
+        Some(input.path.parent().unwrap_or(Path::new("")))
+    };
+    Ok(Box::new(OnnxSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        base,
+    )?))
 }
 
 /// True when `data` is structurally an ONNX `ModelProto`: an `ir_version`, a `graph` whose
