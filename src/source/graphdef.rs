@@ -281,6 +281,7 @@ pub struct GraphDefSource {
     path: String,
     files: Vec<PathBuf>,
     consts: Vec<(TensorMeta, ScannedTensor)>,
+    format: String,
 }
 
 impl GraphDefSource {
@@ -304,10 +305,12 @@ impl GraphDefSource {
                 .with_context(|| format!("constant {}", n.name))?;
             consts.push((t.meta(n.name), t));
         }
+        let format = if saved_model { "saved_model.pb" } else { "graphdef" }.to_string();
         Ok(GraphDefSource {
             path: path.to_string(),
             files,
             consts,
+            format,
         })
     }
 }
@@ -315,6 +318,9 @@ impl GraphDefSource {
 impl Source for GraphDefSource {
     fn display_path(&self) -> &str {
         &self.path
+    }
+    fn format(&self) -> Option<&str> {
+        Some(&self.format)
     }
     fn len(&self) -> usize {
         self.consts.len()

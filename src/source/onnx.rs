@@ -31,6 +31,7 @@ pub struct OnnxSource {
     files: Vec<PathBuf>,
     tensors: Vec<OnnxTensor>,
     notes: Vec<String>,
+    format: String,
 }
 
 struct Walk {
@@ -52,7 +53,11 @@ impl OnnxSource {
             notes: Vec::new(),
         };
         let mut graphs = 0;
+        let mut ir_version = 0;
         for_each_field(&data, |field, v| {
+            if let (1, Value::Varint(x)) = (field, &v) {
+                ir_version = *x;
+            }
             if field == 7 {
                 graphs += 1;
                 walk.graph(&pbwalk::len(7, "ModelProto.graph", v)?, "", 0)?;
@@ -102,11 +107,13 @@ impl OnnxSource {
             t.validate()
                 .with_context(|| format!("external data in {}", file.display()))?;
         }
+        let format = format!("onnx (ir_version {ir_version})");
         Ok(OnnxSource {
             path: path.to_string(),
             files,
             tensors: walk.tensors,
             notes: walk.notes,
+            format,
         })
     }
 }
@@ -365,6 +372,9 @@ pub fn sniff(data: &FileRange) -> bool {
 impl Source for OnnxSource {
     fn display_path(&self) -> &str {
         &self.path
+    }
+    fn format(&self) -> Option<&str> {
+        Some(&self.format)
     }
     fn len(&self) -> usize {
         self.tensors.len()

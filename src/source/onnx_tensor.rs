@@ -261,9 +261,7 @@ impl OnnxTensor {
                             .map_or("more than 2^64".into(), |w| w.to_string())
                     );
                 }
-                if self.stored_bytes < len {
-                    self.stored_bytes = len;
-                }
+                self.stored_bytes = len;
                 Ok(())
             }
             Data::Strings(s) => {

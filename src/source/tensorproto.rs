@@ -455,6 +455,9 @@ impl Source for TensorProtoSource {
     fn display_path(&self) -> &str {
         &self.path
     }
+    fn format(&self) -> Option<&str> {
+        Some("tensorproto")
+    }
     fn len(&self) -> usize {
         1
     }
