@@ -99,6 +99,10 @@ pub struct InputArgs {
     #[arg(long)]
     pub stack: bool,
 
+    /// SavedModel directories: add the Const nodes of saved_model.pb's graphs to the variables
+    #[arg(long)]
+    pub constants: bool,
+
     /// Checkpoints: do not verify the CRC32C of each entry
     #[arg(long)]
     pub no_verify: bool,

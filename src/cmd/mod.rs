@@ -28,6 +28,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
+        constants: args.constants,
     };
     args.inputs
         .iter()

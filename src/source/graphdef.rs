@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
 use crate::source::pbwalk::{self, for_each_field, Value};
-use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::source::tensorproto::ScannedTensor;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 /// A `Const` node located in a graph.
@@ -231,7 +231,8 @@ pub fn sniff_saved_model(data: &FileRange) -> bool {
 
 pub static READER: Reader = Reader {
     name: "graphdef",
-    about: "a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs' constants)",
+    about:
+        "a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs' constants)",
     extensions: &[".pb", ".graphdef"],
     sniff: sniff_input,
     open: open_input,
@@ -253,11 +254,16 @@ fn sniff_input(input: &Input) -> Sniff {
         return Sniff::Yes;
     }
     let mut first = None;
-    pbwalk::fields_fit(data, 1, |_| None, |f, v| {
-        if let (1, Value::Len(r)) = (f, v) {
-            first = Some(r.clone());
-        }
-    });
+    pbwalk::fields_fit(
+        data,
+        1,
+        |_| None,
+        |f, v| {
+            if let (1, Value::Len(r)) = (f, v) {
+                first = Some(r.clone());
+            }
+        },
+    );
     match first {
         Some(node) if node_like(&node) => Sniff::Maybe,
         _ => Sniff::No,
@@ -273,6 +279,28 @@ fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         data,
         saved_model,
         opts.max_fill_bytes,
+    )?))
+}
+
+/// A SavedModel's variables followed by the constants of its `saved_model.pb` (`--constants`).
+pub fn with_saved_model_constants(
+    variables: Box<dyn Source>,
+    dir: &std::path::Path,
+    opts: &OpenOptions,
+) -> Result<Box<dyn Source>> {
+    let pb = dir.join("saved_model.pb");
+    let file = crate::input::open_file(&pb)?;
+    let constants = GraphDefSource::open(
+        &pb.display().to_string(),
+        vec![pb.clone()],
+        FileRange::whole(file)?,
+        true,
+        opts.max_fill_bytes,
+    )
+    .with_context(|| pb.display().to_string())?;
+    Ok(Box::new(crate::source::chain::Chain::new(
+        variables,
+        Box::new(constants),
     )?))
 }
 
@@ -305,7 +333,12 @@ impl GraphDefSource {
                 .with_context(|| format!("constant {}", n.name))?;
             consts.push((t.meta(n.name), t));
         }
-        let format = if saved_model { "saved_model.pb" } else { "graphdef" }.to_string();
+        let format = if saved_model {
+            "saved_model.pb"
+        } else {
+            "graphdef"
+        }
+        .to_string();
         Ok(GraphDefSource {
             path: path.to_string(),
             files,

@@ -14,6 +14,7 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod chain;
 pub mod graphdef;
 pub mod onnx;
 pub mod onnx_tensor;
@@ -75,6 +76,8 @@ pub struct OpenOptions {
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
+    pub constants: bool,
 }
 
 /// What a reader sees of one input before opening it.
