@@ -398,3 +398,106 @@ impl Source for OnnxSource {
         &self.notes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn len_field(out: &mut Vec<u8>, field: u8, body: &[u8]) {
+        out.push(field << 3 | 2);
+        let mut n = body.len();
+        while n >= 0x80 {
+            out.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(body);
+    }
+
+    fn model(graph: &[u8]) -> Vec<u8> {
+        let mut m = vec![0x08, 0x09]; // ir_version 9
+        len_field(&mut m, 7, graph);
+        m
+    }
+
+    #[test]
+    fn locations_outside_the_model_folder_are_refused() {
+        let base = Path::new("models");
+        assert_eq!(
+            external_path(base, "w.bin").unwrap(),
+            Path::new("models/w.bin")
+        );
+        assert!(external_path(base, "./sub/w.bin").is_ok());
+        for bad in ["../w.bin", "sub/../../w.bin", "/etc/passwd", "a\\..\\b"] {
+            assert!(external_path(base, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn models_are_told_from_tensorprotos_and_subgraph_depth_is_bounded() {
+        // A TensorFlow int32 TensorProto: dtype 3, shape, int_val in field 7 (packed).
+        let tf = FileRange::from_vec(vec![0x08, 0x03, 0x12, 0x00, 0x3a, 0x03, 1, 2, 3]);
+        assert!(!sniff(&tf));
+        let mut init = vec![0x08, 0x02, 0x10, 0x06]; // dims [2], INT32
+        len_field(&mut init, 8, b"w");
+        len_field(&mut init, 9, &[1, 0, 0, 0, 2, 0, 0, 0]);
+        let mut graph = Vec::new();
+        len_field(&mut graph, 5, &init);
+        let data = FileRange::from_vec(model(&graph));
+        assert!(sniff(&data));
+        let src = OnnxSource::open("m.onnx", vec![], data, None).unwrap();
+        assert_eq!(src.meta(0).unwrap().name, "w");
+        assert_eq!(src.raw_range(0).unwrap().len(), 8);
+
+        // If nodes nested 40 deep
+        let mut g = graph.clone();
+        for _ in 0..40 {
+            let mut attr = Vec::new();
+            len_field(&mut attr, 1, b"then_branch");
+            len_field(&mut attr, 6, &g);
+            let mut node = Vec::new();
+            len_field(&mut node, 4, b"If");
+            len_field(&mut node, 5, &attr);
+            g = Vec::new();
+            len_field(&mut g, 1, &node);
+        }
+        let e = OnnxSource::open("m.onnx", vec![], FileRange::from_vec(model(&g)), None)
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("nested more than"), "{e:#}");
+    }
+
+    #[test]
+    fn external_data_from_standard_input_and_bad_linear_sparse_indices_are_errors() {
+        let mut init = vec![0x08, 0x01, 0x10, 0x01]; // dims [1], FLOAT
+        len_field(&mut init, 8, b"w");
+        let mut entry = Vec::new();
+        len_field(&mut entry, 1, b"location");
+        len_field(&mut entry, 2, b"w.bin");
+        len_field(&mut init, 13, &entry);
+        init.extend_from_slice(&[0x70, 0x01]); // data_location EXTERNAL
+        let mut graph = Vec::new();
+        len_field(&mut graph, 5, &init);
+        let e = OnnxSource::open("-", vec![], FileRange::from_vec(model(&graph)), None)
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("tensor w"), "{e:#}");
+
+        // sparse [2, 2] with linear index 4 (outside)
+        let mut values = vec![0x08, 0x01, 0x10, 0x01];
+        len_field(&mut values, 8, b"sp");
+        len_field(&mut values, 9, &1f32.to_le_bytes());
+        let mut indices = vec![0x08, 0x01, 0x10, 0x07];
+        len_field(&mut indices, 9, &4i64.to_le_bytes());
+        let mut sp = Vec::new();
+        len_field(&mut sp, 1, &values);
+        len_field(&mut sp, 2, &indices);
+        sp.extend_from_slice(&[0x18, 0x02, 0x18, 0x02]);
+        let mut graph = Vec::new();
+        len_field(&mut graph, 15, &sp);
+        let e = OnnxSource::open("m.onnx", vec![], FileRange::from_vec(model(&graph)), None)
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("linear index 4"), "{e:#}");
+    }
+}

@@ -495,3 +495,131 @@ impl Out {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
+        varint(out, u64::from(field) << 3 | u64::from(wire));
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+        key(out, field, 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    /// A TensorProto with dims, data_type and name.
+    fn tensor(dims: &[u64], code: u64) -> Vec<u8> {
+        let mut t = Vec::new();
+        for &d in dims {
+            key(&mut t, 1, 0);
+            varint(&mut t, d);
+        }
+        key(&mut t, 2, 0);
+        varint(&mut t, code);
+        bytes(&mut t, 8, b"t");
+        t
+    }
+
+    fn read(t: &OnnxTensor, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        t.read_dense(chunk, &mut |c: &[u8]| {
+            assert!(c.len() <= chunk.max(1), "a chunk of {} > {chunk}", c.len());
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn int32_data_carries_float16_bits_and_packed_int4_pairs() {
+        // float16 [1.0, -2.0] as bit patterns in int32_data (packed)
+        let mut t = tensor(&[2], 10);
+        let mut packed = Vec::new();
+        varint(&mut packed, 0x3c00);
+        varint(&mut packed, 0xc000);
+        bytes(&mut t, 5, &packed);
+        let s = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap();
+        assert_eq!(s.dtype, DType::F16);
+        assert_eq!(read(&s, 2), [0x00, 0x3c, 0x00, 0xc0]);
+
+        // int4 [-1, 2, 7]: bytes 0x2f, 0x07 in two unpacked int32_data values; unpacked to
+        // one nibble per byte, the padding nibble dropped
+        let mut t = tensor(&[3], 22);
+        for v in [0x2f, 0x07] {
+            key(&mut t, 5, 0);
+            varint(&mut t, v);
+        }
+        let s = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap();
+        assert_eq!(read(&s, 1), [0x0f, 0x02, 0x07]);
+    }
+
+    #[test]
+    fn negative_int32_values_and_uint32_from_uint64_data_truncate_like_astype() {
+        let mut t = tensor(&[1], 3); // int8 from int32_data -1 (a ten-byte varint)
+        key(&mut t, 5, 0);
+        varint(&mut t, u64::MAX);
+        let s = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap();
+        assert_eq!(read(&s, 8), [0xff]);
+        let mut t = tensor(&[1], 12); // uint32 from uint64_data 2^32 + 5
+        key(&mut t, 11, 0);
+        varint(&mut t, (1 << 32) + 5);
+        let s = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap();
+        assert_eq!(read(&s, 8), 5u32.to_le_bytes());
+    }
+
+    #[test]
+    fn float_data_is_regrouped_into_whole_elements_for_any_chunk_size() {
+        let mut t = tensor(&[3], 14); // complex64, 3 elements = 6 floats
+        let vals: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        bytes(&mut t, 4, &vals);
+        let s = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap();
+        for chunk in [1, 8, 9, 20, 1 << 16] {
+            let out = read(&s, chunk.max(8));
+            assert_eq!(out, vals, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn counts_that_do_not_fit_the_shape_are_errors_naming_the_tensor() {
+        let mut t = tensor(&[2, 2], 1);
+        bytes(&mut t, 9, &[0u8; 12]); // raw_data of 3 floats for 4 elements
+        let e = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap_err();
+        assert!(format!("{e:#}").contains("tensor t: 12 bytes"), "{e:#}");
+
+        let mut t = tensor(&[3], 7); // int64 with two values
+        bytes(&mut t, 7, &[1, 2]);
+        let e = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap_err();
+        assert!(format!("{e:#}").contains("2 values"), "{e:#}");
+
+        let mut t = tensor(&[1 << 40, 1 << 40], 1); // overflowing element count
+        bytes(&mut t, 9, &[0u8; 4]);
+        assert!(OnnxTensor::scan(&FileRange::from_vec(t)).is_err());
+
+        let mut t = tensor(&[2], 1);
+        key(&mut t, 3, 2); // a segment
+        varint(&mut t, 0);
+        let e = OnnxTensor::scan(&FileRange::from_vec(t)).unwrap_err();
+        assert!(format!("{e:#}").contains("segment"), "{e:#}");
+    }
+
+    #[test]
+    fn float6_is_told_apart_from_unknown_types() {
+        let e = OnnxTensor::scan(&FileRange::from_vec(tensor(&[1], 27))).unwrap_err();
+        assert!(e.downcast_ref::<NoNumpyForm>().is_some());
+        let e = OnnxTensor::scan(&FileRange::from_vec(tensor(&[1], 99))).unwrap_err();
+        assert!(e.downcast_ref::<NoNumpyForm>().is_none());
+        assert!(format!("{e:#}").contains("unknown ONNX data type 99"));
+    }
+}
