@@ -75,7 +75,7 @@ Output is written atomically: on failure nothing is left at the output path.";
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
-    /// TensorProto, or - for standard input
+    /// TensorProto, frozen GraphDef, ONNX model, or - for standard input
     #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
     pub inputs: Vec<PathBuf>,
 
