@@ -23,6 +23,9 @@ use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
+/// The most coordinates linear sparse indices are unravelled into (2 GiB of int64).
+const MAX_SPARSE_COORDS: u64 = 1 << 28;
+
 /// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
 const MAX_DEPTH: usize = 32;
 
@@ -255,6 +258,10 @@ impl Walk {
         let coords: Vec<i64> = if indices.shape == [nnz, rank] {
             flat
         } else if indices.shape == [nnz] {
+            // Coordinates take `rank` times the memory of the positions: bound them.
+            if nnz.saturating_mul(rank) > MAX_SPARSE_COORDS {
+                bail!("sparse initializer {name}: {nnz} linear indices of rank {rank} are too many to unravel in memory");
+            }
             let mut out = Vec::with_capacity(flat.len().saturating_mul(rank as usize));
             for &p in &flat {
                 let start = out.len();
