@@ -289,11 +289,15 @@ pub fn with_saved_model_constants(
     opts: &OpenOptions,
 ) -> Result<Box<dyn Source>> {
     let pb = dir.join("saved_model.pb");
-    let file = crate::input::open_file(&pb)?;
+    let data = crate::input::open_range(&pb)?;
+    let files = match crate::input::url_of(&pb) {
+        None => vec![pb.clone()],
+        Some(_) => Vec::new(),
+    };
     let constants = GraphDefSource::open(
         &pb.display().to_string(),
-        vec![pb.clone()],
-        FileRange::whole(file)?,
+        files,
+        data,
         true,
         opts.max_fill_bytes,
     )

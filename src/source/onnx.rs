@@ -87,10 +87,13 @@ impl OnnxSource {
             let whole = match opened.get(&ext.location) {
                 Some(r) => r.clone(),
                 None => {
-                    let r = FileRange::whole(input::open_file(&file).with_context(|| {
+                    // A side file of a remote model is a remote object beside it.
+                    let r = input::open_range(&file).with_context(|| {
                         format!("tensor {name}: cannot open its external data file")
-                    })?)?;
-                    files.push(file.clone());
+                    })?;
+                    if input::url_of(&file).is_none() {
+                        files.push(file.clone());
+                    }
                     opened.insert(ext.location.clone(), r.clone());
                     r
                 }
