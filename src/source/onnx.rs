@@ -135,7 +135,30 @@ fn external_path(base: &Path, location: &str) -> Result<PathBuf> {
     if bad {
         bail!("external data location {location:?} is refused: it must be a relative path inside the model's folder");
     }
-    Ok(base.join(p))
+    let file = base.join(p);
+    if input::url_of(&file).is_none() {
+        // As onnx does, a symbolic link is refused; so is a folder link leading out.
+        if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "external data location {location:?} is refused: {} is a symbolic link",
+                file.display()
+            );
+        }
+        let base_dir = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        if let (Ok(f), Ok(b)) = (file.canonicalize(), base_dir.canonicalize()) {
+            if !f.starts_with(&b) {
+                bail!(
+                    "external data location {location:?} is refused: {} resolves outside the model's folder",
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(file)
 }
 
 impl Walk {
@@ -440,6 +463,20 @@ mod tests {
         assert!(external_path(base, "./sub/w.bin").is_ok());
         for bad in ["../w.bin", "sub/../../w.bin", "/etc/passwd", "a\\..\\b"] {
             assert!(external_path(base, bad).is_err(), "{bad}");
+        }
+        // Symbolic links, to a file or through a folder, are refused like onnx refuses them.
+        let dir = tempfile::tempdir().unwrap();
+        let (m, out) = (dir.path().join("m"), dir.path().join("out"));
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("w.bin"), [0u8; 4]).unwrap();
+        std::fs::write(m.join("real.bin"), [0u8; 4]).unwrap();
+        std::os::unix::fs::symlink(out.join("w.bin"), m.join("link.bin")).unwrap();
+        std::os::unix::fs::symlink(&out, m.join("sub")).unwrap();
+        assert!(external_path(&m, "real.bin").is_ok());
+        for bad in ["link.bin", "sub/w.bin"] {
+            let e = external_path(&m, bad).unwrap_err();
+            assert!(format!("{e}").contains("refused"), "{bad}: {e}");
         }
     }
 
