@@ -374,6 +374,9 @@ impl Source for GraphDefSource {
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        self.consts[index].1.content_range()
+    }
 }
 
 #[cfg(test)]
