@@ -7,7 +7,9 @@
 //! The graph is walked field by field with `pbwalk` on disk; for each constant only the byte
 //! range of its `TensorProto` is recorded, and `tensorproto::ScannedTensor` (the one TensorProto
 //! decoder of the project) scans and streams it from there, so the weights of a graph are never
-//! loaded whole.
+//! loaded whole. The registry entry (`READER`) claims GraphDefs and `saved_model.pb` files by
+//! structure; `with_saved_model_constants` serves `--constants` on SavedModel directories,
+//! chaining the bundle reader's variables with these constants (`chain.rs`).
 
 use std::path::PathBuf;
 
