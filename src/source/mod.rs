@@ -2,6 +2,8 @@
 //! stream of `tensor.rs`; none knows anything about sinks.
 
 pub mod bundle;
+pub mod pickle;
+pub mod torch;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;

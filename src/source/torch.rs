@@ -1,0 +1,760 @@
+//! PyTorch checkpoints (`torch.save` output): the zip format (PyTorch 1.6 and later:
+//! `<root>/data.pkl`, `<root>/data/<key>` storages, `<root>/byteorder`) and the legacy pickle
+//! stream (`_use_new_zipfile_serialization=False`: magic number, protocol version, sys_info,
+//! the data pickle, the storage keys, then each storage as an 8-byte element count and its
+//! bytes). The pickles are read by the restricted unpickler of `pickle.rs`; this module names
+//! the tensors (state-dict keys, nested containers joined with `/`), validates every view
+//! (`storage_offset`, `size`, `stride`) against its storage before reading, and streams each
+//! tensor in C order: contiguous ones straight from the file (`raw_range`, so the sink can
+//! copy them in the kernel), strided ones gathered chunk by chunk from a bounded window.
+//!
+//! Zip members are read with the `zip` crate. Stored members (what torch writes) are read by
+//! range, and their CRC-32 is computed once per storage before its first tensor goes out;
+//! compressed members are inflated through the crate, which checks the CRC, into an unlinked
+//! temporary file.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+use super::pickle::{self, StorageRef, TensorRef, Value};
+use crate::dtype::DType;
+use crate::input::{FileRange, RangeReader};
+use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+/// The pickled magic number that opens a legacy file (`0x1950a86a20f9469cfc6c` as LONG1).
+const LEGACY_MAGIC: [u8; 12] = [
+    0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+];
+
+/// Strided tensors whose storage span fits in this many bytes are gathered from memory.
+const GATHER_WINDOW: u64 = 64 << 20;
+
+/// The most a `data.pkl` may inflate to.
+const MAX_PICKLE: u64 = 1 << 30;
+
+/// Does this look like a torch file? (A zip archive, or a pickle opening with the magic.)
+pub fn sniff(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04") && head.len() >= 30 || sniff_legacy(head)
+}
+
+fn sniff_legacy(head: &[u8]) -> bool {
+    head.len() >= 2 + LEGACY_MAGIC.len() && head[0] == 0x80 && head[2..14] == LEGACY_MAGIC
+}
+
+/// One storage's bytes.
+struct StorageData {
+    range: FileRange,
+    /// The CRC-32 the zip directory records for a member read by range.
+    crc: Option<u32>,
+    /// 0: not checked yet, 1: checked and good, 2: mismatch.
+    checked: Cell<u8>,
+    name: String,
+}
+
+enum Entry {
+    Tensor(Rc<TensorRef>),
+    Unsupported,
+}
+
+pub struct TorchSource {
+    path: String,
+    files: Vec<PathBuf>,
+    metas: Vec<TensorMeta>,
+    entries: Vec<Entry>,
+    /// Each tensor's storage, and the byte offset within it where the tensor's storage (a
+    /// legacy view) begins.
+    storage_of: Vec<Option<(Rc<StorageData>, u64)>>,
+    notes: Vec<String>,
+}
+
+impl TorchSource {
+    /// Opens a torch file. `stem` names a file that holds one bare tensor.
+    pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<Self> {
+        let mut head = [0u8; 16];
+        let n = (data.len() as usize).min(16);
+        data.read_at(0, &mut head[..n])?;
+        if sniff_legacy(&head[..n]) {
+            open_legacy(path, files, data, stem)
+        } else if head.starts_with(b"PK") {
+            open_zip(path, files, data, stem)
+        } else {
+            bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
+        }
+    }
+}
+
+/// A `Read + Seek` view of a range, for the zip crate.
+struct SeekRange {
+    range: FileRange,
+    pos: u64,
+}
+
+impl Read for SeekRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.range
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SeekRange {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.range.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::other("seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+fn open_zip(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<TorchSource> {
+    let reader = SeekRange {
+        range: data.clone(),
+        pos: 0,
+    };
+    let mut zip = zip::ZipArchive::new(reader)
+        .context("not a readable zip archive (truncated or corrupt)")?;
+    if zip.is_empty() {
+        bail!("the zip archive is empty: not a PyTorch checkpoint");
+    }
+    // torch names the root folder after the first record (the file's stem when saved).
+    let first = zip.by_index_raw(0)?.name()?.to_string();
+    let Some((root, _)) = first.split_once('/') else {
+        bail!("not a PyTorch archive: its first member '{first}' is not inside a folder");
+    };
+    let root = root.to_string();
+    let mut members: HashMap<String, usize> = HashMap::new();
+    for i in 0..zip.len() {
+        let f = zip.by_index_raw(i)?;
+        if let Some(rest) = f.name()?.strip_prefix(&format!("{root}/")) {
+            members.insert(rest.to_string(), i);
+        }
+    }
+    let read_small = |zip: &mut zip::ZipArchive<SeekRange>, name: &str, limit: u64| {
+        let i = members[name];
+        let f = zip
+            .by_index(i)
+            .with_context(|| format!("cannot read {root}/{name}"))?;
+        let mut v = Vec::new();
+        f.take(limit + 1)
+            .read_to_end(&mut v)
+            .with_context(|| format!("{root}/{name} is corrupt (CRC-32 mismatch or bad data)"))?;
+        if v.len() as u64 > limit {
+            bail!("{root}/{name} is larger than {limit} bytes");
+        }
+        Ok::<_, anyhow::Error>(v)
+    };
+    if !members.contains_key("data.pkl") {
+        bail!("not a PyTorch archive: no {root}/data.pkl");
+    }
+    let big_endian = if members.contains_key("byteorder") {
+        match &read_small(&mut zip, "byteorder", 16)?[..] {
+            b"little" => false,
+            b"big" => true,
+            other => bail!(
+                "{root}/byteorder says '{}', not little or big",
+                String::from_utf8_lossy(other)
+            ),
+        }
+    } else {
+        false
+    };
+    let pkl = read_small(&mut zip, "data.pkl", MAX_PICKLE)?;
+    let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
+
+    let mut storages: HashMap<String, Rc<StorageData>> = HashMap::new();
+    for s in &loaded.storages {
+        if storages.contains_key(&s.key) {
+            continue;
+        }
+        let name = format!("data/{}", s.key);
+        let Some(&i) = members.get(&name) else {
+            bail!(
+                "storage '{}' is missing: the archive has no {root}/{name}",
+                s.key
+            );
+        };
+        let f = zip.by_index_raw(i)?;
+        if f.encrypted() {
+            bail!("{root}/{name} is encrypted");
+        }
+        let stored = f.compression() == zip::CompressionMethod::Stored;
+        let (range, crc) = if stored {
+            let start = f
+                .data_start()
+                .with_context(|| format!("{root}/{name}: no data offset"))?;
+            let range = data
+                .slice(start, f.size())
+                .with_context(|| format!("{root}/{name} reaches past the end of the file"))?;
+            (range, Some(f.crc32()))
+        } else {
+            drop(f);
+            (spool_member(&mut zip, i, &format!("{root}/{name}"))?, None)
+        };
+        storages.insert(
+            s.key.clone(),
+            Rc::new(StorageData {
+                range,
+                crc,
+                checked: Cell::new(0),
+                name: format!("{root}/{name}"),
+            }),
+        );
+    }
+    build(path, files, loaded.value, stem, storages, big_endian)
+}
+
+/// Inflates a compressed member into an unlinked temporary file; the zip crate checks its
+/// CRC-32 at the end.
+fn spool_member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, name: &str) -> Result<FileRange> {
+    let f = zip.by_index(i).with_context(|| format!("cannot read {name}"))?;
+    let size = f.size();
+    let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
+    let copied = io::copy(&mut f.take(size.saturating_add(1)), &mut tmp)
+        .with_context(|| format!("{name} is corrupt (CRC-32 mismatch or bad deflate data)"))?;
+    if copied != size {
+        bail!("{name} inflates to {copied} bytes, not the {size} its header says");
+    }
+    FileRange::whole(tmp)
+}
+
+fn open_legacy(
+    path: &str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &str,
+) -> Result<TorchSource> {
+    let mut r = BufReader::new(RangeReader::new(data.clone()));
+    let mut pos = 0u64;
+    let mut next = |what: &str| -> Result<pickle::Loaded> {
+        let l = pickle::load(&mut r).with_context(|| format!("the legacy file's {what}"))?;
+        pos += l.consumed;
+        Ok(l)
+    };
+    let magic = next("magic number")?;
+    if !matches!(magic.value, Value::BigInt) {
+        bail!("not a legacy torch file: bad magic number");
+    }
+    match next("protocol version")?.value {
+        Value::Int(1001) => {}
+        _ => bail!("the legacy file's protocol version is not 1001"),
+    }
+    let sys_info = next("sys_info")?;
+    let mut big_endian = false;
+    if let Value::Dict(d) = &sys_info.value {
+        for (k, v) in d.borrow().iter() {
+            if let (Value::Str(k), Value::Bool(little)) = (k, v) {
+                if &**k == "little_endian" {
+                    big_endian = !little;
+                }
+            }
+        }
+    }
+    let main = next("data pickle")?;
+    let keys = next("storage key list")?;
+    let Value::List(keys) = &keys.value else {
+        bail!("the legacy file's storage key list is not a list");
+    };
+    let item_of: HashMap<&str, u64> = main
+        .storages
+        .iter()
+        .map(|s| (s.key.as_str(), s.dtype.item_size))
+        .collect();
+    let mut storages = HashMap::new();
+    for k in keys.borrow().iter() {
+        let key = match k {
+            Value::Str(s) => s.to_string(),
+            Value::Int(i) => i.to_string(),
+            _ => bail!("a storage key is not a string"),
+        };
+        let Some(&item) = item_of.get(key.as_str()) else {
+            bail!("storage '{key}' is listed but no tensor uses it");
+        };
+        let mut count = [0u8; 8];
+        data.read_at(pos, &mut count)
+            .with_context(|| format!("storage '{key}': the file ends early (truncated)"))?;
+        let count = if big_endian {
+            u64::from_be_bytes(count)
+        } else {
+            u64::from_le_bytes(count)
+        };
+        let len = count.checked_mul(item).context("a storage size overflows")?;
+        let range = data.slice(pos + 8, len).with_context(|| {
+            format!("storage '{key}' of {count} elements: the file ends early (truncated)")
+        })?;
+        pos += 8 + len;
+        storages.insert(
+            key.clone(),
+            Rc::new(StorageData {
+                range,
+                crc: None,
+                checked: Cell::new(1),
+                name: format!("storage '{key}'"),
+            }),
+        );
+    }
+    build(path, files, main.value, stem, storages, big_endian)
+}
+
+/// Names the tensors of the unpickled tree and checks each against its storage.
+fn build(
+    path: &str,
+    files: Vec<PathBuf>,
+    root: Value,
+    stem: &str,
+    storages: HashMap<String, Rc<StorageData>>,
+    big_endian: bool,
+) -> Result<TorchSource> {
+    let mut walk = Walk::default();
+    match &root {
+        Value::Tensor(_) | Value::Unsupported(_) => walk.leaf(stem.to_string(), &root),
+        _ => walk.visit(String::new(), &root, 0)?,
+    }
+    let mut src = TorchSource {
+        path: path.to_string(),
+        files,
+        metas: Vec::new(),
+        entries: Vec::new(),
+        storage_of: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, v) in walk.found {
+        if !seen.insert(name.clone()) {
+            bail!("two tensors are named '{name}'");
+        }
+        let (entry, dtype, shape, storage) = match &v {
+            Value::Tensor(t) => match t.dtype.dtype {
+                Some(d) => {
+                    let s = check_view(&name, t, &storages)?;
+                    (Entry::Tensor(t.clone()), d, t.size.clone(), Some(s))
+                }
+                None => {
+                    src.notes.push(format!(
+                        "tensor '{name}' has dtype torch.{}, which has no NumPy form",
+                        t.dtype.name
+                    ));
+                    (Entry::Unsupported, DType::Variant, t.size.clone(), None)
+                }
+            },
+            Value::Unsupported(kind) => {
+                src.notes
+                    .push(format!("tensor '{name}' is {kind}, which is not supported"));
+                (Entry::Unsupported, DType::Variant, Vec::new(), None)
+            }
+            _ => unreachable!("only tensors are collected"),
+        };
+        let item = dtype.item_size().unwrap_or(1) as u64;
+        let elements = crate::tensor::checked_elements(&shape)
+            .with_context(|| format!("tensor '{name}'"))?;
+        src.metas.push(TensorMeta {
+            name,
+            dtype,
+            stored_bytes: elements.saturating_mul(item),
+            shape,
+            kind: Kind::Dense,
+            max_string_len: None,
+            big_endian: big_endian && item > 1,
+            ragged_rank: 0,
+        });
+        src.entries.push(entry);
+        src.storage_of.push(storage);
+    }
+    if walk.skipped > 0 {
+        src.notes.push(format!(
+            "left out {} value(s) that are not tensors (numbers, strings, ...), e.g. '{}'",
+            walk.skipped,
+            walk.first_skipped.unwrap_or_default()
+        ));
+    }
+    Ok(src)
+}
+
+/// Checks that every element of a view lies inside its storage; returns the storage and the
+/// byte offset where the tensor's storage window starts.
+fn check_view(
+    name: &str,
+    t: &TensorRef,
+    storages: &HashMap<String, Rc<StorageData>>,
+) -> Result<(Rc<StorageData>, u64)> {
+    let s: &StorageRef = &t.storage;
+    let data = storages
+        .get(&s.key)
+        .with_context(|| format!("tensor '{name}': storage '{}' is missing", s.key))?;
+    let (base, window) = match s.view {
+        Some((off, len)) => (off, len),
+        None => (0, s.numel),
+    };
+    let bytes = |n: u64| n.checked_mul(s.dtype.item_size);
+    let (Some(base_b), Some(window_b)) = (bytes(base), bytes(window)) else {
+        bail!("tensor '{name}': its storage size overflows");
+    };
+    if base_b.checked_add(window_b).is_none_or(|e| e > data.range.len()) {
+        bail!(
+            "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
+            s.key,
+            window_b,
+            data.name,
+            data.range.len()
+        );
+    }
+    if t.size.contains(&0) {
+        return Ok((data.clone(), base_b));
+    }
+    let mut last = t.offset;
+    for (&n, &st) in t.size.iter().zip(&t.stride) {
+        last = (n - 1)
+            .checked_mul(st)
+            .and_then(|x| x.checked_add(last))
+            .with_context(|| format!("tensor '{name}': its strides overflow"))?;
+    }
+    let end = last
+        .checked_add(1)
+        .and_then(|e| e.checked_mul(t.dtype.item_size));
+    if end.is_none_or(|e| e > window_b) {
+        bail!(
+            "tensor '{name}': offset {} with size {:?} and stride {:?} reaches past the end of its storage '{}' ({} bytes)",
+            t.offset,
+            t.size,
+            t.stride,
+            s.key,
+            window_b
+        );
+    }
+    Ok((data.clone(), base_b))
+}
+
+/// Collects the tensors of a tree with their names.
+#[derive(Default)]
+struct Walk {
+    found: Vec<(String, Value)>,
+    skipped: usize,
+    first_skipped: Option<String>,
+    visited: u64,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
+    }
+}
+
+fn key_text(k: &Value) -> Result<String> {
+    Ok(match k {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Value::None => "None".to_string(),
+        Value::Float(f) => f.to_string(),
+        v => bail!("a dict key is a {}, which cannot name a tensor", v.type_name()),
+    })
+}
+
+impl Walk {
+    fn leaf(&mut self, name: String, v: &Value) {
+        self.found.push((name, v.clone()));
+    }
+
+    fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
+        self.visited += 1;
+        if depth > 200 || self.visited > 50_000_000 {
+            bail!("the pickled containers nest too deeply or hold too many items (a cycle?)");
+        }
+        match v {
+            Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v),
+            Value::Dict(d) => {
+                for (k, v) in d.borrow().iter() {
+                    self.visit(join(&prefix, &key_text(k)?), v, depth + 1)?;
+                }
+            }
+            Value::List(l) => {
+                for (i, v) in l.borrow().iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            Value::Tuple(t) => {
+                for (i, v) in t.iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            _ => {
+                self.skipped += 1;
+                self.first_skipped.get_or_insert(prefix);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TorchSource {
+    fn tensor(&self, index: usize) -> Result<(&TensorRef, &StorageData, u64)> {
+        match (&self.entries[index], &self.storage_of[index]) {
+            (Entry::Tensor(t), Some((s, base))) => Ok((t, s, *base)),
+            _ => bail!(
+                "tensor '{}' cannot be converted (see the note above; --skip-unsupported leaves it out)",
+                self.metas[index].name
+            ),
+        }
+    }
+}
+
+/// Computes the CRC-32 of a stored member once, before any of its bytes go out.
+fn verify(s: &StorageData) -> Result<()> {
+    let Some(want) = s.crc else { return Ok(()) };
+    match s.checked.get() {
+        1 => return Ok(()),
+        2 => bail!("{}: CRC-32 mismatch (the file is corrupt)", s.name),
+        _ => {}
+    }
+    let mut h = crc32fast::Hasher::new();
+    s.range.stream(1, 1 << 20, &mut |c: &[u8]| {
+        h.update(c);
+        Ok(())
+    })?;
+    let got = h.finalize();
+    if got != want {
+        s.checked.set(2);
+        bail!(
+            "{}: CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x} (the file is corrupt)",
+            s.name
+        );
+    }
+    s.checked.set(1);
+    Ok(())
+}
+
+fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expect = 1u64;
+    for (&n, &st) in t.size.iter().zip(&t.stride).rev() {
+        if n != 1 && st != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(n);
+    }
+    true
+}
+
+impl Source for TorchSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+
+    fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.metas[index].clone())
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let name = &self.metas[index].name;
+        let (t, s, base) = self.tensor(index)?;
+        verify(s).with_context(|| format!("tensor '{name}'"))?;
+        let item = t.dtype.item_size;
+        let numel = self.metas[index].num_elements()?;
+        if numel == 0 {
+            return Ok(());
+        }
+        if is_contiguous(t) {
+            let r = s.range.slice(base + t.offset * item, numel * item)?;
+            return r.stream(item as usize, chunk, sink);
+        }
+        gather(t, &s.range, base, chunk, sink)
+    }
+
+    fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
+        bail!("tensor '{}' is not a string tensor", self.metas[index].name)
+    }
+
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        let (t, s, base) = self.tensor(index).ok()?;
+        let meta = &self.metas[index];
+        if meta.big_endian || !is_contiguous(t) || verify(s).is_err() {
+            return None;
+        }
+        let n = meta.num_elements().ok()?;
+        s.range
+            .slice(base + t.offset * t.dtype.item_size, n * t.dtype.item_size)
+            .ok()
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// Streams a strided view in C order. Offsets were validated by `check_view`. When the span of
+/// storage the view touches fits in `GATHER_WINDOW`, it is read once into memory; otherwise
+/// each contiguous run is read where it lies.
+fn gather(
+    t: &TensorRef,
+    range: &FileRange,
+    base: u64,
+    chunk: usize,
+    sink: &mut ChunkSink,
+) -> Result<()> {
+    let item = t.dtype.item_size;
+    let nd = t.size.len();
+    // The innermost dimensions that are contiguous form one run.
+    let mut run = 1u64;
+    let mut k = nd;
+    while k > 0 && (t.size[k - 1] == 1 || t.stride[k - 1] == run) {
+        run *= t.size[k - 1];
+        k -= 1;
+    }
+    let mut last = t.offset;
+    for (&n, &st) in t.size.iter().zip(&t.stride) {
+        last += (n - 1) * st;
+    }
+    let span = (last + 1 - t.offset) * item;
+    let window = if span <= GATHER_WINDOW.max(chunk as u64) {
+        Some(range.read_vec(base + t.offset * item, span as usize)?)
+    } else {
+        None
+    };
+    let run_bytes = run * item;
+    let step = ((chunk as u64 / item).max(1) * item) as usize;
+    let mut out: Vec<u8> = Vec::with_capacity(step);
+    let mut idx = vec![0u64; k];
+    loop {
+        let mut at = t.offset;
+        for d in 0..k {
+            at += idx[d] * t.stride[d];
+        }
+        let mut done = 0u64;
+        while done < run_bytes {
+            let take = (run_bytes - done).min((step - out.len()) as u64) as usize;
+            let from = (at - t.offset) * item + done;
+            let len = out.len();
+            out.resize(len + take, 0);
+            match &window {
+                Some(w) => out[len..].copy_from_slice(&w[from as usize..from as usize + take]),
+                None => range.read_at(base + t.offset * item + from, &mut out[len..])?,
+            }
+            done += take as u64;
+            if out.len() == step {
+                sink(&out)?;
+                out.clear();
+            }
+        }
+        // Next outer index, last dimension fastest.
+        let mut d = k;
+        loop {
+            if d == 0 {
+                if !out.is_empty() {
+                    sink(&out)?;
+                }
+                return Ok(());
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < t.size[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(offset: u64, size: &[u64], stride: &[u64]) -> TensorRef {
+        TensorRef {
+            storage: Rc::new(StorageRef {
+                dtype: pickle::TorchDType {
+                    name: "int16",
+                    dtype: Some(DType::I16),
+                    item_size: 2,
+                },
+                key: "0".into(),
+                numel: 24,
+                view: None,
+            }),
+            dtype: pickle::TorchDType {
+                name: "int16",
+                dtype: Some(DType::I16),
+                item_size: 2,
+            },
+            offset,
+            size: size.to_vec(),
+            stride: stride.to_vec(),
+        }
+    }
+
+    fn gathered(t: &TensorRef, chunk: usize) -> Vec<i16> {
+        let bytes: Vec<u8> = (0..24i16).flat_map(|v| v.to_le_bytes()).collect();
+        let range = FileRange::from_vec(bytes);
+        let mut out = Vec::new();
+        gather(t, &range, 0, chunk, &mut |c: &[u8]| {
+            assert!(c.len() <= chunk.max(2));
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        out.chunks(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn gathers_transposes_blocks_and_expansions_in_c_order() {
+        // a 4x6 matrix 0..24, transposed: element (i, j) = j * 6 + i
+        let t = tensor(0, &[6, 4], &[1, 6]);
+        let want: Vec<i16> = (0..6)
+            .flat_map(|i| (0..4).map(move |j| j * 6 + i))
+            .collect();
+        for chunk in [2, 6, 64] {
+            assert_eq!(gathered(&t, chunk), want);
+        }
+        // block [1:3, 2:5]
+        let t = tensor(8, &[2, 3], &[6, 1]);
+        assert_eq!(gathered(&t, 4), vec![8, 9, 10, 14, 15, 16]);
+        // stride 0: a row repeated
+        let t = tensor(3, &[3, 2], &[0, 1]);
+        assert_eq!(gathered(&t, 64), vec![3, 4, 3, 4, 3, 4]);
+    }
+
+    #[test]
+    fn views_past_the_storage_are_refused() {
+        let storages = HashMap::from([(
+            "0".to_string(),
+            Rc::new(StorageData {
+                range: FileRange::from_vec(vec![0; 48]),
+                crc: None,
+                checked: Cell::new(1),
+                name: "s".into(),
+            }),
+        )]);
+        assert!(check_view("x", &tensor(0, &[4, 6], &[6, 1]), &storages).is_ok());
+        let Err(e) = check_view("x", &tensor(1, &[4, 6], &[6, 1]), &storages) else {
+            panic!("accepted")
+        };
+        assert!(format!("{e}").contains("past the end"), "{e}");
+        assert!(check_view("x", &tensor(0, &[2, u64::MAX], &[1, 1 << 62]), &storages).is_err());
+        assert!(check_view("x", &tensor(99, &[0], &[1]), &storages).is_ok());
+    }
+}
