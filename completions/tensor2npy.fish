@@ -31,11 +31,11 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'Lis
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+safetensors\t'safetensors files (Hugging Face)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
@@ -74,11 +74,11 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-u
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes and warnings (errors are still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+safetensors\t'safetensors files (Hugging Face)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r

@@ -6,7 +6,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::{DeviceChoice, StatsFormat};
 use crate::dtype::{parse_cast, DType, DtypePolicy, NarrowFloatPolicy};
-use crate::source::Format;
 use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
 const AFTER_HELP: &str = "\
@@ -81,8 +80,8 @@ pub struct InputArgs {
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub from: Option<Format>,
+    #[arg(long, value_name = "FORMAT", value_parser = formats())]
+    pub from: Option<String>,
 
     /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
     #[arg(long = "select", value_name = "GLOB")]
@@ -142,6 +141,15 @@ impl DtypeArgs {
             casts: self.cast.clone(),
         }
     }
+}
+
+/// The `--from` values: one per reader in the registry, with its description.
+fn formats() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::source::READERS
+            .iter()
+            .map(|r| clap::builder::PossibleValue::new(r.name).help(r.about)),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

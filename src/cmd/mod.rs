@@ -20,7 +20,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         ));
     }
     let opts = OpenOptions {
-        from: args.from,
+        from: args.from.clone(),
         stack: args.stack,
         bundle: BundleOptions {
             verify: !args.no_verify,
