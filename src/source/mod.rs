@@ -14,11 +14,12 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod hf;
 pub mod pickle;
-pub mod torch;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,8 @@ use crate::tensor::Source;
 pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
+    &hf::READER,
+    &torch::READER,
     &safetensors::READER,
     &tfrecord::READER,
     &tensorproto::READER,

@@ -344,7 +344,10 @@ impl Value {
         match self {
             Value::Int(i) if *i >= 0 => Ok(*i as u64),
             Value::Bool(b) => Ok(*b as u64),
-            v => bail!("{what} must be a non-negative integer, not {}", v.type_name()),
+            v => bail!(
+                "{what} must be a non-negative integer, not {}",
+                v.type_name()
+            ),
         }
     }
 
@@ -836,7 +839,10 @@ fn append(target: &mut Value, items: Vec<Value>) -> Result<()> {
 
 fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
     let Value::Dict(d) = target else {
-        bail!("can only set items of a dict, not of a {}", target.type_name());
+        bail!(
+            "can only set items of a dict, not of a {}",
+            target.type_name()
+        );
     };
     if items.len() % 2 != 0 {
         bail!("an odd number of items for a dict");
@@ -1029,7 +1035,10 @@ fn persistent_load(pid: &Value) -> Result<Value> {
         bail!("only persistent ids of storages are allowed");
     }
     if items.len() != 5 && items.len() != 6 {
-        bail!("a storage persistent id has {} items, not 5 or 6", items.len());
+        bail!(
+            "a storage persistent id has {} items, not 5 or 6",
+            items.len()
+        );
     }
     let dtype = match &items[1] {
         Value::Global(g) => match &**g {
@@ -1130,6 +1139,9 @@ mod tests {
         assert_eq!(t.storage.key, "0");
         assert_eq!(t.storage.numel, 6);
         assert_eq!(t.dtype.dtype, Some(DType::F32));
-        assert_eq!((t.offset, &t.size[..], &t.stride[..]), (1, &[2, 2][..], &[3, 1][..]));
+        assert_eq!(
+            (t.offset, &t.size[..], &t.stride[..]),
+            (1, &[2, 2][..], &[3, 1][..])
+        );
     }
 }

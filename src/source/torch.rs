@@ -24,7 +24,46 @@ use anyhow::{bail, Context, Result};
 use super::pickle::{self, StorageRef, TensorRef, Value};
 use crate::dtype::DType;
 use crate::input::{FileRange, RangeReader};
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "pytorch",
+    about: "PyTorch checkpoints (torch.save: zip or legacy pickle; never executed)",
+    extensions: &[".pt", ".pth", ".bin"],
+    sniff: sniff_input,
+    open: open_input,
+};
+
+/// A legacy pickle opening with torch's magic number, or a zip archive whose first member is
+/// `<root>/data.pkl` (torch writes it first) is `Yes`; another zip named `.pt`/`.pth`/`.bin`
+/// is `Maybe`.
+fn sniff_input(input: &Input) -> Sniff {
+    let head = &input.head;
+    if sniff_legacy(head) {
+        return Sniff::Yes;
+    }
+    if !head.starts_with(b"PK\x03\x04") || head.len() < 30 {
+        return Sniff::No;
+    }
+    let name_len = u16::from_le_bytes([head[26], head[27]]) as usize;
+    match head.get(30..30 + name_len) {
+        Some(name) if name.ends_with(b"/data.pkl") && !name[..name.len() - 9].contains(&b'/') => {
+            Sniff::Yes
+        }
+        _ if input.has_extension(READER.extensions) => Sniff::Maybe,
+        _ => Sniff::No,
+    }
+}
+
+fn open_input(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TorchSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        &input.stem,
+    )?))
+}
 
 /// The pickled magic number that opens a legacy file (`0x1950a86a20f9469cfc6c` as LONG1).
 const LEGACY_MAGIC: [u8; 12] = [
@@ -36,11 +75,6 @@ const GATHER_WINDOW: u64 = 64 << 20;
 
 /// The most a `data.pkl` may inflate to.
 const MAX_PICKLE: u64 = 1 << 30;
-
-/// Does this look like a torch file? (A zip archive, or a pickle opening with the magic.)
-pub fn sniff(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04") && head.len() >= 30 || sniff_legacy(head)
-}
 
 fn sniff_legacy(head: &[u8]) -> bool {
     head.len() >= 2 + LEGACY_MAGIC.len() && head[0] == 0x80 && head[2..14] == LEGACY_MAGIC
@@ -221,7 +255,9 @@ fn open_zip(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Res
 /// Inflates a compressed member into an unlinked temporary file; the zip crate checks its
 /// CRC-32 at the end.
 fn spool_member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, name: &str) -> Result<FileRange> {
-    let f = zip.by_index(i).with_context(|| format!("cannot read {name}"))?;
+    let f = zip
+        .by_index(i)
+        .with_context(|| format!("cannot read {name}"))?;
     let size = f.size();
     let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
     let copied = io::copy(&mut f.take(size.saturating_add(1)), &mut tmp)
@@ -292,7 +328,9 @@ fn open_legacy(
         } else {
             u64::from_le_bytes(count)
         };
-        let len = count.checked_mul(item).context("a storage size overflows")?;
+        let len = count
+            .checked_mul(item)
+            .context("a storage size overflows")?;
         let range = data.slice(pos + 8, len).with_context(|| {
             format!("storage '{key}' of {count} elements: the file ends early (truncated)")
         })?;
@@ -345,22 +383,22 @@ fn build(
                 }
                 None => {
                     src.notes.push(format!(
-                        "tensor '{name}' has dtype torch.{}, which has no NumPy form",
+                        "tensor '{name}' has dtype torch.{}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)",
                         t.dtype.name
                     ));
-                    (Entry::Unsupported, DType::Variant, t.size.clone(), None)
+                    (Entry::Unsupported, DType::Resource, t.size.clone(), None)
                 }
             },
             Value::Unsupported(kind) => {
                 src.notes
-                    .push(format!("tensor '{name}' is {kind}, which is not supported"));
-                (Entry::Unsupported, DType::Variant, Vec::new(), None)
+                    .push(format!("tensor '{name}' is {kind}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)"));
+                (Entry::Unsupported, DType::Resource, Vec::new(), None)
             }
             _ => unreachable!("only tensors are collected"),
         };
         let item = dtype.item_size().unwrap_or(1) as u64;
-        let elements = crate::tensor::checked_elements(&shape)
-            .with_context(|| format!("tensor '{name}'"))?;
+        let elements =
+            crate::tensor::checked_elements(&shape).with_context(|| format!("tensor '{name}'"))?;
         src.metas.push(TensorMeta {
             name,
             dtype,
@@ -403,7 +441,10 @@ fn check_view(
     let (Some(base_b), Some(window_b)) = (bytes(base), bytes(window)) else {
         bail!("tensor '{name}': its storage size overflows");
     };
-    if base_b.checked_add(window_b).is_none_or(|e| e > data.range.len()) {
+    if base_b
+        .checked_add(window_b)
+        .is_none_or(|e| e > data.range.len())
+    {
         bail!(
             "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
             s.key,
@@ -463,7 +504,10 @@ fn key_text(k: &Value) -> Result<String> {
         Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
         Value::None => "None".to_string(),
         Value::Float(f) => f.to_string(),
-        v => bail!("a dict key is a {}, which cannot name a tensor", v.type_name()),
+        v => bail!(
+            "a dict key is a {}, which cannot name a tensor",
+            v.type_name()
+        ),
     })
 }
 
@@ -565,9 +609,8 @@ impl Source for TorchSource {
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let name = &self.metas[index].name;
         let (t, s, base) = self.tensor(index)?;
-        verify(s).with_context(|| format!("tensor '{name}'"))?;
+        verify(s)?;
         let item = t.dtype.item_size;
         let numel = self.metas[index].num_elements()?;
         if numel == 0 {
