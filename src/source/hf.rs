@@ -51,10 +51,8 @@ fn sniff(input: &Input) -> Sniff {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let json_start = input.head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if name.ends_with(".index.json") || is_index_name(&name) {
-        if json_start {
-            return Sniff::Yes;
-        }
+    if (name.ends_with(".index.json") || is_index_name(&name)) && json_start {
+        return Sniff::Yes;
     }
     Sniff::No
 }
