@@ -49,6 +49,105 @@ impl Seek for SeekRange {
     }
 }
 
+/// One zip member, located through the central directory and its local header.
+struct Member {
+    name: String,
+    /// The member's bytes as stored (compressed or not).
+    raw: FileRange,
+    stored: bool,
+    size: u64,
+    crc: u32,
+}
+
+fn member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, data: &FileRange) -> Result<Member> {
+    let f = zip.by_index_raw(i).context("corrupt zip directory")?;
+    let name = f.name().context("a zip member name")?.to_string();
+    if f.encrypted() {
+        bail!("{name} is encrypted");
+    }
+    let stored = match f.compression() {
+        zip::CompressionMethod::Stored => true,
+        zip::CompressionMethod::Deflated => false,
+        other => bail!("{name} is compressed with {other:?}, which is not supported"),
+    };
+    let start = f
+        .data_start()
+        .with_context(|| format!("{name}: no data offset"))?;
+    let raw = data
+        .slice(start, f.compressed_size())
+        .with_context(|| format!("{name} reaches past the end of the file (truncated)"))?;
+    if stored && f.compressed_size() != f.size() {
+        bail!("{name}: a stored member whose sizes disagree");
+    }
+    Ok(Member {
+        name,
+        raw,
+        stored,
+        size: f.size(),
+        crc: f.crc32(),
+    })
+}
+
+/// Checks a member's CRC-32 as its bytes stream past; the mismatch is an error at the end.
+struct CrcReader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    want: Option<u32>,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if n == 0 && !buf.is_empty() {
+            if let Some(want) = self.want.take() {
+                let got = self.hasher.clone().finalize();
+                if got != want {
+                    return Err(io::Error::other(format!(
+                        "CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x}"
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A reader of a member's uncompressed bytes, checking its CRC-32 unless `check` is off.
+fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
+    let raw = RangeReader::new(m.raw.clone());
+    let inner: Box<dyn Read> = if m.stored {
+        Box::new(raw)
+    } else {
+        Box::new(flate2::read::DeflateDecoder::new(BufReader::new(raw)).take(m.size))
+    };
+    Box::new(CrcReader {
+        inner,
+        hasher: crc32fast::Hasher::new(),
+        want: check.then_some(m.crc),
+    })
+}
+
+fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
+    if m.size > limit {
+        bail!("{} is larger than {limit} bytes", m.name);
+    }
+    let mut v = Vec::new();
+    member_reader(m, check)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut v)
+        .with_context(|| format!("{} is corrupt", m.name))?;
+    if v.len() as u64 != m.size {
+        bail!(
+            "{} holds {} bytes, not the {} its header says",
+            m.name,
+            v.len(),
+            m.size
+        );
+    }
+    Ok(v)
+}
+
 pub(super) fn open_zip(
     path: &str,
     files: Vec<PathBuf>,
@@ -71,42 +170,31 @@ pub(super) fn open_zip(
     };
     let root = root.to_string();
     let mut members: HashMap<String, usize> = HashMap::new();
+    // torch.save with `compute_crc32 = False` records 0 as every member's CRC-32.
+    let mut all_zero = true;
     for i in 0..zip.len() {
         let f = zip.by_index_raw(i)?;
+        all_zero &= f.crc32() == 0 || f.size() == 0;
         if let Some(rest) = f.name()?.strip_prefix(&format!("{root}/")) {
             members.insert(rest.to_string(), i);
         }
     }
-    let read_small = |zip: &mut zip::ZipArchive<SeekRange>, name: &str, limit: u64| {
-        let i = members[name];
-        let f = zip
-            .by_index(i)
-            .with_context(|| format!("cannot read {root}/{name}"))?;
-        let mut v = Vec::new();
-        f.take(limit + 1)
-            .read_to_end(&mut v)
-            .with_context(|| format!("{root}/{name} is corrupt (CRC-32 mismatch or bad data)"))?;
-        if v.len() as u64 > limit {
-            bail!("{root}/{name} is larger than {limit} bytes");
-        }
-        Ok::<_, anyhow::Error>(v)
-    };
-    if !members.contains_key("data.pkl") {
+    let check = !all_zero;
+    let Some(&pkl_index) = members.get("data.pkl") else {
         bail!("not a PyTorch archive: no {root}/data.pkl");
-    }
-    let big_endian = if members.contains_key("byteorder") {
-        match &read_small(&mut zip, "byteorder", 16)?[..] {
+    };
+    let big_endian = match members.get("byteorder") {
+        Some(&i) => match &read_member(&member(&mut zip, i, &data)?, check, 16)?[..] {
             b"little" => false,
             b"big" => true,
             other => bail!(
                 "{root}/byteorder says '{}', not little or big",
                 String::from_utf8_lossy(other)
             ),
-        }
-    } else {
-        false
+        },
+        None => false,
     };
-    let pkl = read_small(&mut zip, "data.pkl", MAX_PICKLE)?;
+    let pkl = read_member(&member(&mut zip, pkl_index, &data)?, check, MAX_PICKLE)?;
     let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
 
     let mut storages: HashMap<String, Rc<StorageData>> = HashMap::new();
@@ -121,22 +209,11 @@ pub(super) fn open_zip(
                 s.key
             );
         };
-        let f = zip.by_index_raw(i)?;
-        if f.encrypted() {
-            bail!("{root}/{name} is encrypted");
-        }
-        let stored = f.compression() == zip::CompressionMethod::Stored;
-        let (range, crc) = if stored {
-            let start = f
-                .data_start()
-                .with_context(|| format!("{root}/{name}: no data offset"))?;
-            let range = data
-                .slice(start, f.size())
-                .with_context(|| format!("{root}/{name} reaches past the end of the file"))?;
-            (range, Some(f.crc32()))
+        let m = member(&mut zip, i, &data)?;
+        let (range, crc) = if m.stored {
+            (m.raw.clone(), check.then_some(m.crc))
         } else {
-            drop(f);
-            (spool_member(&mut zip, i, &format!("{root}/{name}"))?, None)
+            (spool_member(&m, check)?, None)
         };
         storages.insert(
             s.key.clone(),
@@ -144,25 +221,47 @@ pub(super) fn open_zip(
                 range,
                 crc,
                 checked: Cell::new(0),
-                name: format!("{root}/{name}"),
+                name: m.name,
             }),
         );
     }
-    build(path, files, loaded.value, stem, storages, big_endian)
+    // Every other member (version records, ids, storages no tensor uses) is small or unused:
+    // check its CRC-32 now, so that no corrupt byte of the archive goes unnoticed.
+    if check {
+        let used: std::collections::HashSet<String> =
+            storages.keys().map(|k| format!("data/{k}")).collect();
+        for (name, &i) in &members {
+            if name != "data.pkl" && name != "byteorder" && !used.contains(name) {
+                let m = member(&mut zip, i, &data)?;
+                io::copy(&mut member_reader(&m, true), &mut io::sink())
+                    .with_context(|| format!("{} is corrupt", m.name))?;
+            }
+        }
+    }
+    let mut src = build(path, files, loaded.value, stem, storages, big_endian)?;
+    if !check {
+        src.notes.push(
+            "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"
+                .to_string(),
+        );
+    }
+    Ok(src)
 }
 
-/// Inflates a compressed member into an unlinked temporary file; the zip crate checks its
-/// CRC-32 at the end.
-fn spool_member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, name: &str) -> Result<FileRange> {
-    let f = zip
-        .by_index(i)
-        .with_context(|| format!("cannot read {name}"))?;
-    let size = f.size();
+/// Inflates a compressed member into an unlinked temporary file, checking its CRC-32.
+fn spool_member(m: &Member, check: bool) -> Result<FileRange> {
     let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
-    let copied = io::copy(&mut f.take(size.saturating_add(1)), &mut tmp)
-        .with_context(|| format!("{name} is corrupt (CRC-32 mismatch or bad deflate data)"))?;
-    if copied != size {
-        bail!("{name} inflates to {copied} bytes, not the {size} its header says");
+    let copied = io::copy(
+        &mut member_reader(m, check).take(m.size.saturating_add(1)),
+        &mut tmp,
+    )
+    .with_context(|| format!("{} is corrupt", m.name))?;
+    if copied != m.size {
+        bail!(
+            "{} inflates to {copied} bytes, not the {} its header says",
+            m.name,
+            m.size
+        );
     }
     FileRange::whole(tmp)
 }
