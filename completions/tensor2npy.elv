@@ -25,6 +25,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -88,6 +89,13 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'tensor2npy;man'= {
+            cand --write 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'tensor2npy;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -98,6 +106,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -106,6 +115,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help;list'= {
         }
         &'tensor2npy;help;devices'= {
+        }
+        &'tensor2npy;help;man'= {
         }
         &'tensor2npy;help;completions'= {
         }

@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         Command::Convert(args) => cmd::convert::run(args),
         Command::List(args) => cmd::list::run(args),
         Command::Devices { json } => cmd::devices::run(json),
+        Command::Man { subcommand, write } => {
+            cmd::man::run(subcommand.as_deref(), write.as_deref())
+        }
         Command::Completions { shell } => {
             cmd::completions::run(shell);
             Ok(())
