@@ -34,6 +34,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" 
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
+huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
@@ -77,6 +79,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l h
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
+huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"

@@ -20,7 +20,7 @@ use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "huggingface",
-    about: "Hugging Face model folders (sharded *.index.json, or one model.safetensors / pytorch_model.bin)",
+    about: "a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)",
     extensions: &[".index.json"],
     sniff,
     open,

@@ -30,7 +30,7 @@ mod container;
 
 pub static READER: Reader = Reader {
     name: "pytorch",
-    about: "PyTorch checkpoints (torch.save: zip or legacy pickle; never executed)",
+    about: "a PyTorch checkpoint (torch.save, zip or legacy format; never executed)",
     extensions: &[".pt", ".pth", ".bin"],
     sniff: sniff_input,
     open: open_input,
