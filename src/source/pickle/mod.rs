@@ -203,6 +203,10 @@ mod op {
     pub const BYTEARRAY8: u8 = 0x96;
 }
 
+/// The longest string or bytes object accepted: state dicts hold names, not data (a legacy
+/// file's storages follow the pickle).
+const MAX_ITEM: u64 = 1 << 30;
+
 /// What one pickle holds.
 pub struct Loaded {
     pub value: Value,
@@ -262,6 +266,9 @@ impl Unpickler<'_> {
     }
 
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>> {
+        if n > MAX_ITEM {
+            bail!("a pickled string or bytes object of {n} bytes is larger than the {MAX_ITEM} allowed");
+        }
         let mut v = Vec::new();
         (&mut self.input)
             .take(n)

@@ -72,7 +72,10 @@ const LEGACY_MAGIC: [u8; 12] = [
 ];
 
 /// Strided tensors whose storage span fits in this many bytes are gathered from memory.
-const GATHER_WINDOW: u64 = 64 << 20;
+const GATHER_WINDOW: u64 = 16 << 20;
+
+/// Beyond that, runs are read through a cache of this many bytes of storage.
+const GATHER_BLOCK: u64 = 1 << 20;
 
 /// The most a `data.pkl` may inflate to.
 const MAX_PICKLE: u64 = 1 << 30;
@@ -395,7 +398,14 @@ impl Source for TorchSource {
             let r = s.range.slice(base + t.offset * item, numel * item)?;
             return r.stream(item as usize, chunk, sink);
         }
-        gather(t, &s.range, base, chunk, sink)
+        gather(
+            t,
+            &s.range,
+            base,
+            chunk,
+            GATHER_WINDOW.max(chunk as u64),
+            sink,
+        )
     }
 
     fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
@@ -425,12 +435,13 @@ impl Source for TorchSource {
 
 /// Streams a strided view in C order. Offsets were validated by `check_view`. When the span of
 /// storage the view touches fits in `GATHER_WINDOW`, it is read once into memory; otherwise
-/// each contiguous run is read where it lies.
+/// each contiguous run is read where it lies, through a one-block cache (`GATHER_BLOCK`).
 fn gather(
     t: &TensorRef,
     range: &FileRange,
     base: u64,
     chunk: usize,
+    window_limit: u64,
     sink: &mut ChunkSink,
 ) -> Result<()> {
     let item = t.dtype.item_size;
@@ -447,10 +458,15 @@ fn gather(
         last += (n - 1) * st;
     }
     let span = (last + 1 - t.offset) * item;
-    let window = if span <= GATHER_WINDOW.max(chunk as u64) {
+    let window = if span <= window_limit {
         Some(range.read_vec(base + t.offset * item, span as usize)?)
     } else {
         None
+    };
+    let mut cache = BlockCache {
+        range,
+        start: 0,
+        buf: Vec::new(),
     };
     let run_bytes = run * item;
     let step = ((chunk as u64 / item).max(1) * item) as usize;
@@ -469,7 +485,7 @@ fn gather(
             out.resize(len + take, 0);
             match &window {
                 Some(w) => out[len..].copy_from_slice(&w[from as usize..from as usize + take]),
-                None => range.read_at(base + t.offset * item + from, &mut out[len..])?,
+                None => cache.read(base + t.offset * item + from, &mut out[len..])?,
             }
             done += take as u64;
             if out.len() == step {
@@ -493,6 +509,32 @@ fn gather(
             }
             idx[d] = 0;
         }
+    }
+}
+
+/// The last block of storage read, serving the small runs of a strided view that fall in it.
+struct BlockCache<'a> {
+    range: &'a FileRange,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl BlockCache<'_> {
+    fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
+        let len = out.len() as u64;
+        if len > GATHER_BLOCK {
+            return self.range.read_at(pos, out);
+        }
+        let end = self.start + self.buf.len() as u64;
+        if pos < self.start || pos + len > end {
+            let n = GATHER_BLOCK.min(self.range.len() - pos);
+            self.buf.resize(n as usize, 0);
+            self.range.read_at(pos, &mut self.buf)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        out.copy_from_slice(&self.buf[at..at + out.len()]);
+        Ok(())
     }
 }
 
@@ -528,12 +570,20 @@ mod tests {
         let bytes: Vec<u8> = (0..24i16).flat_map(|v| v.to_le_bytes()).collect();
         let range = FileRange::from_vec(bytes);
         let mut out = Vec::new();
-        gather(t, &range, 0, chunk, &mut |c: &[u8]| {
+        gather(t, &range, 0, chunk, 1 << 20, &mut |c: &[u8]| {
             assert!(c.len() <= chunk.max(2));
             out.extend_from_slice(c);
             Ok(())
         })
         .unwrap();
+        // the same through the block cache, with no in-memory window
+        let mut direct = Vec::new();
+        gather(t, &range, 0, chunk, 0, &mut |c: &[u8]| {
+            direct.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(direct, out);
         out.chunks(2)
             .map(|c| i16::from_le_bytes([c[0], c[1]]))
             .collect()
