@@ -80,8 +80,14 @@ const GATHER_BLOCK: u64 = 1 << 20;
 /// The most a `data.pkl` may inflate to.
 const MAX_PICKLE: u64 = 1 << 30;
 
+/// `PROTO n`, then the magic number, directly or (protocol 4 and later) after a `FRAME`.
 fn sniff_legacy(head: &[u8]) -> bool {
-    head.len() >= 2 + LEGACY_MAGIC.len() && head[0] == 0x80 && head[2..14] == LEGACY_MAGIC
+    let at = match head {
+        [0x80, _, 0x95, ..] => 11,
+        [0x80, ..] => 2,
+        _ => return false,
+    };
+    head.get(at..at + LEGACY_MAGIC.len()) == Some(&LEGACY_MAGIC[..])
 }
 
 /// One storage's bytes.
@@ -113,8 +119,8 @@ pub struct TorchSource {
 impl TorchSource {
     /// Opens a torch file. `stem` names a file that holds one bare tensor.
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<Self> {
-        let mut head = [0u8; 16];
-        let n = (data.len() as usize).min(16);
+        let mut head = [0u8; 32];
+        let n = (data.len() as usize).min(32);
         data.read_at(0, &mut head[..n])?;
         if sniff_legacy(&head[..n]) {
             container::open_legacy(path, files, data, stem)
