@@ -145,11 +145,13 @@ impl HfSource {
 
     /// Opens every shard an index file names and checks its `weight_map`.
     pub fn from_index(display: &str, index_path: &Path) -> Result<HfSource> {
-        let text = std::fs::read(index_path)
-            .with_context(|| format!("cannot read {}", index_path.display()))?;
-        if text.len() > 256 << 20 {
+        let index = FileRange::whole(input::open_file(index_path)?)?;
+        if index.len() > 256 << 20 {
             bail!("{} is larger than 256 MiB", index_path.display());
         }
+        let text = index
+            .read_vec(0, index.len() as usize)
+            .with_context(|| format!("cannot read {}", index_path.display()))?;
         let json: serde_json::Value = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
         let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {

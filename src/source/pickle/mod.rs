@@ -632,28 +632,14 @@ pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
     if !items.len().is_multiple_of(2) {
         bail!("an odd number of items for a dict");
     }
+    // Repeated keys are resolved when the tree is named (the last value wins, as in Python);
+    // looking each key up here would cost quadratic time on large state dicts.
     let mut d = d.borrow_mut();
     let mut it = items.into_iter();
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        // A repeated key replaces the earlier value, as in Python.
-        if let Some(slot) = d.iter_mut().find(|(old, _)| same_key(old, &k)) {
-            slot.1 = v;
-        } else {
-            d.push((k, v));
-        }
+        d.push((k, v));
     }
     Ok(())
-}
-
-fn same_key(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Str(a), Value::Str(b)) => a == b,
-        (Value::Int(a), Value::Int(b)) => a == b,
-        (Value::Bytes(a), Value::Bytes(b)) => a == b,
-        (Value::Bool(a), Value::Bool(b)) => a == b,
-        (Value::None, Value::None) => true,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

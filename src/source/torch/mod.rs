@@ -308,8 +308,22 @@ impl Walk {
         match v {
             Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v),
             Value::Dict(d) => {
-                for (k, v) in d.borrow().iter() {
-                    self.visit(join(&prefix, &key_text(k)?), v, depth + 1)?;
+                // A key set twice keeps its first place and its last value, as in Python.
+                let d = d.borrow();
+                let mut order: Vec<(String, &Value)> = Vec::with_capacity(d.len());
+                let mut place: HashMap<String, usize> = HashMap::with_capacity(d.len());
+                for (k, v) in d.iter() {
+                    let key = key_text(k)?;
+                    match place.get(&key) {
+                        Some(&i) => order[i].1 = v,
+                        None => {
+                            place.insert(key.clone(), order.len());
+                            order.push((key, v));
+                        }
+                    }
+                }
+                for (key, v) in order {
+                    self.visit(join(&prefix, &key), v, depth + 1)?;
                 }
             }
             Value::List(l) => {
@@ -611,6 +625,29 @@ mod tests {
         // stride 0: a row repeated
         let t = tensor(3, &[3, 2], &[0, 1]);
         assert_eq!(gathered(&t, 64), vec![3, 4, 3, 4, 3, 4]);
+    }
+
+    #[test]
+    fn nested_names_join_with_slashes_and_a_repeated_key_keeps_its_last_value() {
+        let key = |s: &str| Value::Str(s.into());
+        let inner = Value::Dict(Rc::new(std::cell::RefCell::new(vec![
+            (Value::Int(0), Value::Unsupported("first")),
+            (key("epoch"), Value::Int(3)),
+            (Value::Int(0), Value::Unsupported("second")),
+        ])));
+        let root = Value::Dict(Rc::new(std::cell::RefCell::new(vec![(
+            key("state"),
+            inner,
+        )])));
+        let mut walk = Walk::default();
+        walk.visit(String::new(), &root, 0).unwrap();
+        assert_eq!(walk.found.len(), 1);
+        assert_eq!(walk.found[0].0, "state/0");
+        assert!(matches!(walk.found[0].1, Value::Unsupported("second")));
+        assert_eq!(
+            (walk.skipped, walk.first_skipped.as_deref()),
+            (1, Some("state/epoch"))
+        );
     }
 
     #[test]
