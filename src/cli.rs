@@ -43,6 +43,7 @@ Examples:
   tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
   tensor2npy convert saved_model/ --select 'dense*' -o w.npz
   tensor2npy convert data.tfrecord.gz --stack -o data.npy
+  tensor2npy convert data/train-*.tfrecord --concat -o train.npz   # tf.train.Example shards
   tensor2npy list --json ckpt/model-100";
 
 #[derive(Debug, Parser)]
@@ -146,6 +147,36 @@ pub struct InputArgs {
     /// Compressed TFRecord: refuse streams that decompress to more than BYTES
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
     pub max_decompressed: u64,
+
+    /// tf.train.Example datasets: read all inputs as one dataset (shards), records in input order
+    #[arg(long)]
+    pub concat: bool,
+
+    /// tf.train.Example datasets: only these feature keys (comma-separated, repeatable)
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features ragged even when every record has the same length
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub ragged_features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub dense_features: Vec<String>,
+
+    /// GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks
+    /// as |u1 bytes
+    #[arg(long, value_enum, default_value_t = QuantMode::Dequant, value_name = "MODE")]
+    pub quant: QuantMode,
+}
+
+/// What happens to GGUF's block-quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantMode {
+    /// Dequantize to <f4, bit for bit what gguf.quants.dequantize returns
+    Dequant,
+    /// Keep the blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row]
+    Raw,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows
@@ -251,6 +282,16 @@ pub struct ConvertArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a
+    /// rerun of a killed batch does only what is left
+    #[arg(long)]
+    pub update: bool,
+
+    /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
+    /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: Option<PathBuf>,
+
     /// Bytes read and converted at a time; bounds memory use
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
     pub chunk_size: usize,
@@ -264,6 +305,11 @@ pub struct ListArgs {
     /// Print one JSON document (an array of objects) instead of a table
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input's own
+    /// metadata (GGUF key/values)
+    #[arg(long, requires = "json")]
+    pub metadata: bool,
 
     /// The dtype options convert would be given, for the npy_dtype column
     #[command(flatten)]

@@ -257,6 +257,7 @@ pub fn write_tensor(
             return Ok(());
         }
     }
+    let host_decode = src.host_decode(index);
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
         device.convert(
             out_name,
@@ -273,5 +274,12 @@ pub fn write_tensor(
                 Ok(())
             },
         )
-    })
+    })?;
+    // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
+    if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
+        if last.path != "gpu" {
+            last.path = format!("cpu: {why}");
+        }
+    }
+    Ok(())
 }

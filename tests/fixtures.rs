@@ -117,6 +117,16 @@ fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
 }
 
 #[test]
+fn example_fixtures_match_tf_parse_example() {
+    check_good("fixtures/example/");
+}
+
+#[test]
 fn sparse_and_ragged_fixtures_match_tensorflow() {
     check_good("fixtures/sparse_ragged/");
+}
+
+#[test]
+fn gguf_fixtures_match_gguf_py_dequantize() {
+    check_good("fixtures/gguf/");
 }

@@ -35,7 +35,7 @@ struct Job {
     prefixed: bool,
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
+pub fn run(mut args: ConvertArgs) -> Result<()> {
     let report = Reporter::new(args.quiet);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
@@ -49,6 +49,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         view: View::Convert,
     };
     let mut sources = super::open_inputs(&args.input, &structure)?;
+    if args.input.concat {
+        // One dataset: named and placed as its first input.
+        args.input.inputs.truncate(1);
+    }
     for src in &sources {
         for note in src.notes() {
             report.note(&format!("{}: {note}", src.display_path()));
@@ -70,11 +74,13 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                 Some(t) => total += output_bytes(&meta, t).with_context(context)?,
                 None if args.skip_unsupported => continue,
                 None => {
+                    let dtype = src
+                        .source_dtype(i)
+                        .unwrap_or_else(|| meta.dtype.to_string());
                     return Err(anyhow!(
-                        "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
-                        meta.dtype
+                        "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
                     )
-                    .context(context()))
+                    .context(context()));
                 }
             }
             selected[s] += 1;
@@ -97,8 +103,54 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
+    let mut manifest = match &args.manifest {
+        Some(p) => Some(crate::batch::Manifest::open(p)?),
+        None => None,
+    };
     for job in jobs {
+        let inputs: Vec<String> = job
+            .inputs
+            .iter()
+            .map(|&s| args.input.inputs[s].display().to_string())
+            .collect();
+        let target = match &job.target {
+            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
+            Target::StdoutNpy | Target::StdoutNpz => None,
+        };
+        if args.update {
+            if let Some(t) = &target {
+                let files: Vec<PathBuf> = job
+                    .inputs
+                    .iter()
+                    .flat_map(|&s| match sources[s].input_files() {
+                        f if f.is_empty() => vec![args.input.inputs[s].clone()],
+                        f => f,
+                    })
+                    .collect();
+                if crate::batch::up_to_date(t, &files) {
+                    report.note(&format!("{}: up to date (--update)", t.display()));
+                    if let Some(m) = &mut manifest {
+                        m.record(&crate::batch::Record {
+                            inputs: &inputs,
+                            output: Some(t),
+                            tensors: job.inputs.iter().map(|&s| selected[s] as u64).sum(),
+                            status: "up-to-date",
+                        })?;
+                    }
+                    continue;
+                }
+            }
+        }
+        let tensors = job.inputs.iter().map(|&s| selected[s] as u64).sum();
         run_job(job, &mut sources, &stems, &selector, &args, &opts)?;
+        if let Some(m) = &mut manifest {
+            m.record(&crate::batch::Record {
+                inputs: &inputs,
+                output: target.as_deref(),
+                tensors,
+                status: "written",
+            })?;
+        }
     }
     report.finish();
     if let Some(format) = args.stats {
@@ -136,9 +188,12 @@ fn run_job(
             }
             let path = src.display_path().to_string();
             if npy_type(&meta, policy).is_none() {
+                let dtype = src
+                    .source_dtype(i)
+                    .unwrap_or_else(|| meta.dtype.to_string());
                 report.note(&format!(
-                    "{path}: skipped '{}': dtype {} has no NumPy form",
-                    meta.name, meta.dtype
+                    "{path}: skipped '{}': dtype {dtype} has no NumPy form",
+                    meta.name
                 ));
                 continue;
             }

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::cli::ListArgs;
 use crate::pipeline::{npy_type, Selector};
@@ -33,21 +33,42 @@ pub fn run(args: ListArgs) -> Result<()> {
     selector.check_matched()?;
 
     let multi = sources.len() > 1;
-    let rows = sources
-        .iter()
-        .flat_map(|src| (0..src.len()).map(move |i| src.meta(i).map(|m| (src.display_path(), m))));
+    // Each row carries the format's own name for the element type where it has one (q4_K).
+    let rows = sources.iter().flat_map(|src| {
+        (0..src.len()).map(move |i| {
+            src.meta(i).map(|m| {
+                let dtype = src
+                    .source_dtype(i)
+                    .unwrap_or_else(|| m.dtype.name().to_string());
+                (src.display_path(), m, dtype)
+            })
+        })
+    });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let mut first = true;
+        if args.metadata {
+            let mut all = serde_json::Map::new();
+            for src in &sources {
+                let m = src.metadata()?.unwrap_or(serde_json::Value::Null);
+                all.insert(src.display_path().to_string(), m);
+            }
+            write!(
+                out,
+                "{{\"metadata\": {},\n\"tensors\": ",
+                Value::Object(all)
+            )
+            .map_err(io_error)?;
+        }
         writeln!(out, "[").map_err(io_error)?;
         for row in rows {
-            let (source, m) = row?;
+            let (source, m, dtype) = row?;
             if !selector.keep(&m.name) {
                 continue;
             }
             let obj = json!({
                 "name": m.name,
-                "dtype": m.dtype.name(),
+                "dtype": dtype,
                 "npy_dtype": npy_type(&m, &policy).map(|t| t.descr()),
                 "shape": shape_json(&m),
                 "bytes": m.stored_bytes,
@@ -58,11 +79,12 @@ pub fn run(args: ListArgs) -> Result<()> {
             write!(out, "{sep}  {obj}").map_err(io_error)?;
             first = false;
         }
-        writeln!(out, "{}]", if first { "" } else { "\n" }).map_err(io_error)?;
+        let close = if args.metadata { "}" } else { "" };
+        writeln!(out, "{}]{close}", if first { "" } else { "\n" }).map_err(io_error)?;
         return out.flush().map_err(io_error);
     }
     // A table needs its column widths first: one pass to measure, one to print.
-    let cells = |source: &str, m: &TensorMeta| -> [String; 6] {
+    let cells = |source: &str, m: &TensorMeta, dtype: &str| -> [String; 6] {
         let shape = m
             .shape
             .iter()
@@ -75,7 +97,7 @@ pub fn run(args: ListArgs) -> Result<()> {
             } else {
                 m.name.clone()
             },
-            m.dtype.name().to_string(),
+            dtype.to_string(),
             npy_type(m, &policy)
                 .map(|t| t.descr())
                 .unwrap_or_else(|| "-".into()),
@@ -87,9 +109,9 @@ pub fn run(args: ListArgs) -> Result<()> {
     let header = ["NAME", "DTYPE", "NPY", "SHAPE", "BYTES", "KIND"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in rows.clone() {
-        let (source, m) = row?;
+        let (source, m, dtype) = row?;
         if selector.keep(&m.name) {
-            for (w, c) in widths.iter_mut().zip(cells(source, &m)) {
+            for (w, c) in widths.iter_mut().zip(cells(source, &m, &dtype)) {
                 *w = (*w).max(c.chars().count());
             }
         }
@@ -111,9 +133,9 @@ pub fn run(args: ListArgs) -> Result<()> {
     };
     print(&mut out, &header)?;
     for row in rows {
-        let (source, m) = row?;
+        let (source, m, dtype) = row?;
         if selector.keep(&m.name) {
-            print(&mut out, &cells(source, &m))?;
+            print(&mut out, &cells(source, &m, &dtype))?;
         }
     }
     out.flush().map_err(io_error)

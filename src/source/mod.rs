@@ -14,11 +14,16 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod example;
+mod example_layout;
+mod example_wire;
+pub mod gguf;
 pub mod hf;
 pub mod pickle;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
+mod tfrecord_io;
 pub mod torch;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +40,8 @@ pub static READERS: &[&Reader] = &[
     &hf::READER,
     &torch::READER,
     &safetensors::READER,
+    &example::READER,
+    &gguf::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
@@ -74,6 +81,9 @@ pub struct OpenOptions {
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    pub example: example::ExampleOptions,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
 }
 
 /// What a reader sees of one input before opening it.
@@ -146,7 +156,7 @@ pub fn open(arg: &Path, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 }
 
 /// Gathers what sniffers look at.
-fn probe(arg: &Path) -> Result<Input> {
+pub(crate) fn probe(arg: &Path) -> Result<Input> {
     let display = arg.display().to_string();
     let is_stdin = arg.as_os_str() == "-";
     let stem = if is_stdin {
@@ -154,9 +164,19 @@ fn probe(arg: &Path) -> Result<Input> {
     } else {
         stem(arg)
     };
-    let is_dir = !is_stdin && arg.is_dir();
+    let is_dir = !is_stdin && input::is_dir(arg);
     let (data, files) = if is_stdin {
         (Some(FileRange::whole(input::spool_stdin()?)?), Vec::new())
+    } else if input::url_of(arg).is_some() {
+        // A remote object, or a remote checkpoint prefix or directory (no object by that name).
+        match is_dir {
+            true => (None, Vec::new()),
+            false => match input::open_range(arg) {
+                Ok(r) => (Some(r), Vec::new()),
+                Err(_) if input::is_file(&input::with_suffix(arg, ".index")) => (None, Vec::new()),
+                Err(e) => return Err(e),
+            },
+        }
     } else if arg.is_file() {
         let file = input::open_file(arg)?;
         (Some(FileRange::whole(file)?), vec![arg.to_path_buf()])
