@@ -94,7 +94,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -331,7 +331,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
