@@ -14,15 +14,23 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod chain;
 pub mod example;
 mod example_layout;
 mod example_spool;
 mod example_wire;
 pub mod gguf;
+pub mod graphdef;
+pub mod hf;
+pub mod onnx;
+pub mod onnx_tensor;
+pub mod pbwalk;
+pub mod pickle;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
 mod tfrecord_io;
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 
@@ -35,10 +43,14 @@ use crate::tensor::Source;
 pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
+    &hf::READER,
+    &torch::READER,
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
     &tfrecord::READER,
+    &onnx::READER,
+    &graphdef::READER,
     &tensorproto::READER,
 ];
 
@@ -80,6 +92,8 @@ pub struct OpenOptions {
     pub example: example::ExampleOptions,
     /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
     pub quant_raw: bool,
+    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
+    pub constants: bool,
 }
 
 /// What a reader sees of one input before opening it.
@@ -226,7 +240,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index) and no checkpoint directory (a `checkpoint` file naming an .index file); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
             input.display
         );
     }
