@@ -22,12 +22,11 @@
 //! passes only need slices of each record.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-
-use std::io::Read;
 
 pub use super::example_layout::RaggedChoice;
 use super::example_layout::{self as layout, Element, Output, Piece, Stats};
