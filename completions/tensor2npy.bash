@@ -31,6 +31,9 @@ _tensor2npy() {
             tensor2npy,list)
                 cmd="tensor2npy__subcmd__list"
                 ;;
+            tensor2npy,verify)
+                cmd="tensor2npy__subcmd__verify"
+                ;;
             tensor2npy__subcmd__help,completions)
                 cmd="tensor2npy__subcmd__help__subcmd__completions"
                 ;;
@@ -46,6 +49,9 @@ _tensor2npy() {
             tensor2npy__subcmd__help,list)
                 cmd="tensor2npy__subcmd__help__subcmd__list"
                 ;;
+            tensor2npy__subcmd__help,verify)
+                cmd="tensor2npy__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +59,7 @@ _tensor2npy() {
 
     case "${cmd}" in
         tensor2npy)
-            opts="-h -V --help --version convert list devices completions help"
+            opts="-h -V --help --version convert list verify devices completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -189,7 +195,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__help)
-            opts="convert list devices completions help"
+            opts="convert list verify devices completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,8 +278,22 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__list)
-            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --json --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --json --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -308,6 +328,32 @@ _tensor2npy() {
                     return 0
                     ;;
                 --cast)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__verify)
+            opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-fill-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-decompressed)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -24,6 +24,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --version 'Print version'
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -47,7 +48,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --max-dense-bytes 'Refuse to densify or pad a tensor into more than BYTES'
             cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
             cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
-            cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)'
+            cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)'
             cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
             cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
             cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
@@ -55,8 +56,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --strict 'Treat skipped entries (variants such as tf.data iterator state) as errors'
             cand --compress 'Deflate .npz members, like np.savez_compressed'
             cand --skip-unsupported 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
-            cand -q 'Silence notes and warnings (errors are still printed)'
-            cand --quiet 'Silence notes and warnings (errors are still printed)'
+            cand -q 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
+            cand --quiet 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -76,8 +77,21 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --no-verify 'Checkpoints: do not verify the CRC32C of each entry'
             cand --strict 'Treat skipped entries (variants such as tf.data iterator state) as errors'
             cand --json 'Print one JSON document (an array of objects) instead of a table'
+            cand -q 'Silence notes (the listing itself is still printed)'
+            cand --quiet 'Silence notes (the listing itself is still printed)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;verify'= {
+            cand --from 'Read the inputs as this format instead of sniffing their content'
+            cand --max-fill-bytes 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to'
+            cand --max-decompressed 'Compressed TFRecord: refuse streams that decompress to more than BYTES'
+            cand -q 'Print nothing on success'
+            cand --quiet 'Print nothing on success'
+            cand -h 'Print help'
+            cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -97,6 +111,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help'= {
             cand convert 'Convert tensors to .npy / .npz'
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -104,6 +119,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help;convert'= {
         }
         &'tensor2npy;help;list'= {
+        }
+        &'tensor2npy;help;verify'= {
         }
         &'tensor2npy;help;devices'= {
         }

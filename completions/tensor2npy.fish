@@ -28,6 +28,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s h -l help -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "convert" -d 'Convert tensors to .npy / .npz'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -62,7 +63,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l device
 gpu\t'Convert on a GPU through wgpu; fail if there is none'
 auto\t'Use a GPU when one is found, else the host (and say so)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l adapter -d 'The GPU adapter to use, by its index in `tensor2npy devices`' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)' -r -f -a "text\t''
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)' -r -f -a "text\t''
 json\t''"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
@@ -71,7 +72,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-ver
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes and warnings (errors are still printed)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
@@ -93,15 +94,27 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s q -l quiet -d 'Silence notes (the listing itself is still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
+checkpoint\t''
+savedmodel\t''
+tfrecord\t''
+tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s q -l quiet -d 'Print nothing on success'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -l json -d 'Print one JSON document instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -4,6 +4,7 @@ pub mod completions;
 pub mod convert;
 pub mod devices;
 pub mod list;
+pub mod verify;
 
 use anyhow::{Context, Result};
 
