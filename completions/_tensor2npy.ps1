@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -96,14 +97,22 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing on success')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on success')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'tensor2npy;devices' {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;man' {
+            [CompletionResult]::new('--write', '--write', [CompletionResultType]::ParameterName, 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -122,6 +131,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -136,6 +146,9 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             break
         }
         'tensor2npy;help;devices' {
+            break
+        }
+        'tensor2npy;help;man' {
             break
         }
         'tensor2npy;help;completions' {

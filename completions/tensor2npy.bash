@@ -31,6 +31,9 @@ _tensor2npy() {
             tensor2npy,list)
                 cmd="tensor2npy__subcmd__list"
                 ;;
+            tensor2npy,man)
+                cmd="tensor2npy__subcmd__man"
+                ;;
             tensor2npy,verify)
                 cmd="tensor2npy__subcmd__verify"
                 ;;
@@ -49,6 +52,9 @@ _tensor2npy() {
             tensor2npy__subcmd__help,list)
                 cmd="tensor2npy__subcmd__help__subcmd__list"
                 ;;
+            tensor2npy__subcmd__help,man)
+                cmd="tensor2npy__subcmd__help__subcmd__man"
+                ;;
             tensor2npy__subcmd__help,verify)
                 cmd="tensor2npy__subcmd__help__subcmd__verify"
                 ;;
@@ -59,7 +65,7 @@ _tensor2npy() {
 
     case "${cmd}" in
         tensor2npy)
-            opts="-h -V --help --version convert list verify devices completions help"
+            opts="-h -V --help --version convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,7 +100,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -195,7 +201,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__help)
-            opts="convert list verify devices completions help"
+            opts="convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,6 +284,20 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -300,7 +320,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -338,6 +358,27 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__man)
+            opts="-h -V --write --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --write)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__verify)
             opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -346,7 +387,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

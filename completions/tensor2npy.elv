@@ -26,6 +26,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -90,13 +91,20 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --max-decompressed 'Compressed TFRecord: refuse streams that decompress to more than BYTES'
             cand -q 'Print nothing on success'
             cand --quiet 'Print nothing on success'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
         &'tensor2npy;devices'= {
             cand --json 'Print one JSON document instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'tensor2npy;man'= {
+            cand --write 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -113,6 +121,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
             cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+            cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -123,6 +132,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         &'tensor2npy;help;verify'= {
         }
         &'tensor2npy;help;devices'= {
+        }
+        &'tensor2npy;help;man'= {
         }
         &'tensor2npy;help;completions'= {
         }

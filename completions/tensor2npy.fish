@@ -30,13 +30,14 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "convert" -d '
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "man" -d 'Print the manual page (roff), for `man -l -` or a man1 directory'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+safetensors\t'safetensors files (Hugging Face)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
@@ -75,11 +76,11 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-u
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+safetensors\t'safetensors files (Hugging Face)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
@@ -97,24 +98,28 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d '
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s q -l quiet -d 'Silence notes (the listing itself is still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+safetensors\t'safetensors files (Hugging Face)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s q -l quiet -d 'Print nothing on success'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -l json -d 'Print one JSON document instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -l write -d 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead' -r -f -a "(__fish_complete_directories)"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "man" -d 'Print the manual page (roff), for `man -l -` or a man1 directory'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

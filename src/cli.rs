@@ -6,13 +6,35 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::{DeviceChoice, StatsFormat};
 use crate::dtype::{parse_cast, DType, DtypePolicy, NarrowFloatPolicy};
-use crate::source::Format;
 use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
-const AFTER_HELP: &str = "\
-Inputs are recognised by content: safetensors, a checkpoint (prefix or .index), a SavedModel
-directory, a TFRecord (plain, GZIP or ZLIB) of serialized TensorProtos, or a bare TensorProto.
+/// `--version`: the version, and whether the GPU device stage was built in.
+pub const VERSION: &str = if cfg!(feature = "gpu") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (GPU device stage built in: wgpu/Vulkan)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (CPU only: built without the gpu feature)"
+    )
+};
 
+/// The top-level help's epilogue: the input formats of the registry, then the rest.
+fn after_help() -> String {
+    let mut s = String::from(
+        "Input formats (recognised by content; --from forces one; `tensor2npy list` shows what an\ninput holds without converting it):\n",
+    );
+    for r in crate::source::READERS {
+        s.push_str(&format!("  {:<12} {}\n", r.name, r.about));
+    }
+    s.push('\n');
+    s.push_str(AFTER_HELP);
+    s
+}
+
+const AFTER_HELP: &str = "\
 Exit status: 0 success, 1 conversion failed (bad or corrupt input, checksum mismatch, I/O),
 2 usage error.
 
@@ -26,9 +48,9 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(
     name = "tensor2npy",
-    version,
-    about = "Convert TensorFlow checkpoints, SavedModel variables, TensorProto blobs, TFRecords and safetensors into NumPy .npy/.npz files",
-    after_help = AFTER_HELP,
+    version = VERSION,
+    about = "Convert tensor files (TensorFlow checkpoints and SavedModels, TFRecords, TensorProtos, safetensors, ...) into NumPy .npy/.npz files, exactly and in bounded memory, without Python",
+    after_help = after_help(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -51,6 +73,15 @@ pub enum Command {
         /// Print one JSON document instead of a table
         #[arg(long)]
         json: bool,
+    },
+    /// Print the manual page (roff), for `man -l -` or a man1 directory
+    Man {
+        /// The subcommand whose page to print (default: the main page)
+        #[arg(value_name = "SUBCOMMAND")]
+        subcommand: Option<String>,
+        /// Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand", value_hint = clap::ValueHint::DirPath)]
+        write: Option<PathBuf>,
     },
     /// Print a shell completion script
     Completions {
@@ -88,8 +119,8 @@ pub struct VerifyArgs {
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub from: Option<Format>,
+    #[arg(long, value_name = "FORMAT", value_parser = formats())]
+    pub from: Option<String>,
 
     /// Print nothing on success
     #[arg(short, long)]
@@ -145,8 +176,8 @@ pub struct InputArgs {
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub from: Option<Format>,
+    #[arg(long, value_name = "FORMAT", value_parser = formats())]
+    pub from: Option<String>,
 
     /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
     #[arg(long = "select", value_name = "GLOB")]
@@ -206,6 +237,15 @@ impl DtypeArgs {
             casts: self.cast.clone(),
         }
     }
+}
+
+/// The `--from` values: one per reader in the registry, with its description.
+fn formats() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::source::READERS
+            .iter()
+            .map(|r| clap::builder::PossibleValue::new(r.name).help(r.about)),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -160,7 +160,7 @@ impl FileRange {
         &self,
         unit: usize,
         chunk: usize,
-        sink: &mut crate::tensor::ChunkSink,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let step = ((chunk / unit.max(1)).max(1) * unit.max(1)) as u64;
         let mut buf = vec![0u8; step.min(self.len) as usize];
@@ -186,6 +186,13 @@ pub fn spool_stdin() -> Result<File> {
     let mut tmp =
         tempfile::tempfile().context("cannot create a temporary file for standard input")?;
     io::copy(&mut io::stdin().lock(), &mut tmp).context("cannot read standard input")?;
+    Ok(tmp)
+}
+
+/// Copies a pipe or device into an unlinked temporary file, like standard input.
+pub fn spool(mut from: File) -> Result<File> {
+    let mut tmp = tempfile::tempfile().context("cannot create a temporary file for the input")?;
+    io::copy(&mut from, &mut tmp).context("cannot read the input")?;
     Ok(tmp)
 }
 
@@ -268,38 +275,6 @@ impl Read for RangeReader {
     }
 }
 
-/// The name of an input without its recognised extensions, as the contract defines `stem`.
-pub fn stem(path: &Path) -> String {
-    const EXTS: [&str; 9] = [
-        ".pb",
-        ".proto",
-        ".tensorproto",
-        ".tfrecord",
-        ".tfrecords",
-        ".gz",
-        ".zz",
-        ".safetensors",
-        ".index",
-    ];
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| {
-            // `dir/` or `.`: take the last real component.
-            path.canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "stdin".into())
-        });
-    while let Some(e) = EXTS
-        .iter()
-        .find(|e| name.len() > e.len() && name.ends_with(*e))
-    {
-        name.truncate(name.len() - e.len());
-    }
-    name
-}
-
 /// The absolute, symlink-free form of a path that may not exist yet.
 pub fn absolute(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {
@@ -318,16 +293,6 @@ pub fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stem_strips_every_recognised_extension_but_keeps_others() {
-        assert_eq!(stem(Path::new("dir/data.tfrecord.gz")), "data");
-        assert_eq!(stem(Path::new("model.safetensors")), "model");
-        assert_eq!(stem(Path::new("ckpt/model-100.index")), "model-100");
-        assert_eq!(stem(Path::new("model.ckpt")), "model.ckpt");
-        assert_eq!(stem(Path::new("x.npy")), "x.npy");
-        assert_eq!(stem(Path::new(".pb")), ".pb");
-    }
 
     #[test]
     fn compression_sniffing_needs_a_valid_zlib_header_checksum() {

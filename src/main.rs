@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         Command::List(args) => cmd::list::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Devices { json } => cmd::devices::run(json),
+        Command::Man { subcommand, write } => {
+            cmd::man::run(subcommand.as_deref(), write.as_deref())
+        }
         Command::Completions { shell } => cmd::completions::run(shell),
     };
     match result {

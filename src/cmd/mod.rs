@@ -4,6 +4,7 @@ pub mod completions;
 pub mod convert;
 pub mod devices;
 pub mod list;
+pub mod man;
 pub mod verify;
 
 use anyhow::{Context, Result};
@@ -21,7 +22,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         ));
     }
     let opts = OpenOptions {
-        from: args.from,
+        from: args.from.clone(),
         stack: args.stack,
         bundle: BundleOptions {
             verify: !args.no_verify,

@@ -162,8 +162,18 @@ pub fn temp_dir_in(dir: &Path) -> Result<(tempfile::TempDir, File)> {
             .suffix(".tmp")
             .tempdir_in(dir)
             .map_err(|e| path_error("cannot create a temporary directory in", dir, e))?;
-        let lock = File::open(tmp.path())
-            .map_err(|e| path_error("cannot open the temporary directory", tmp.path(), e))?;
+        // Another run's cleaner may remove the directory before it is locked: make another.
+        let lock = match File::open(tmp.path()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(path_error(
+                    "cannot open the temporary directory",
+                    tmp.path(),
+                    e,
+                ))
+            }
+        };
         if lock_fresh(&lock) {
             return Ok((tmp, lock));
         }

@@ -10,7 +10,34 @@ use safetensors::SafeTensors;
 
 use crate::dtype::DType;
 use crate::input::FileRange;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "safetensors",
+    about: "safetensors files (Hugging Face)",
+    extensions: &[".safetensors"],
+    sniff,
+    open,
+};
+
+/// A JSON object after the 8-byte header length (no TensorProto or TFRecord starts so); the
+/// header itself is judged by the parser, with its own errors.
+fn sniff(input: &Input) -> Sniff {
+    if input.head.len() > 8 && input.head[8] == b'{' {
+        Sniff::Yes
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(SafetensorsSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+    )?))
+}
 
 pub struct SafetensorsSource {
     path: String,

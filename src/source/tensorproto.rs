@@ -13,6 +13,7 @@ use prost::Message;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::proto::TensorShapeProto;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 use crate::wire::{varint, Cursor};
 
@@ -469,6 +470,46 @@ impl Source for TensorProtoSource {
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
+}
+
+pub static READER: Reader = Reader {
+    name: "tensorproto",
+    about: "a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)",
+    extensions: &[".pb", ".proto", ".tensorproto"],
+    sniff,
+    open,
+};
+
+/// A strict parse of the whole message says `Yes`; a start that could be a TensorProto's first
+/// field says `Maybe` (so that a damaged TensorProto gets the TensorProto reader's error); text
+/// is never a TensorProto.
+fn sniff(input: &Input) -> Sniff {
+    let Some(data) = &input.data else {
+        return Sniff::No;
+    };
+    if data.is_empty()
+        || crate::source::looks_like_text(&input.head)
+        || crate::source::has_signature(&input.head)
+    {
+        return Sniff::No;
+    }
+    if ScannedTensor::scan(data, DEFAULT_MAX_FILL_BYTES).is_ok() {
+        Sniff::Yes
+    } else if plausible(&input.head) {
+        Sniff::Maybe
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TensorProtoSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        input.stem.clone(),
+        opts.max_fill_bytes,
+    )?))
 }
 
 /// True when `head` could start a TensorProto: a dtype or shape field first.

@@ -3,7 +3,10 @@
 //! `tf.train.list_variables` prints them; partitioned variables are reassembled from their
 //! OrderedCode-keyed slices; every entry's masked CRC32C is verified while it streams out.
 
+mod locate;
 pub mod table;
+
+pub use locate::{prefix_for, shard_path, CHECKPOINT, SAVEDMODEL};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,51 +48,6 @@ pub struct BundleSource {
     metas: Vec<TensorMeta>,
     entries: Vec<Entry>,
     options: BundleOptions,
-}
-
-/// The bundle prefix for a checkpoint argument: `P`, `P.index`, a SavedModel directory, or a
-/// checkpoint directory whose `checkpoint` file names the latest checkpoint (as
-/// `tf.train.load_checkpoint(dir)` resolves it).
-pub fn prefix_for(input: &Path) -> Option<PathBuf> {
-    if input.is_dir() {
-        let p = input.join("variables").join("variables");
-        if p.with_extension("index").is_file() {
-            return Some(p);
-        }
-        return latest_checkpoint(input);
-    }
-    let s = input.as_os_str().to_string_lossy();
-    if let Some(p) = s.strip_suffix(".index") {
-        if input.is_file() {
-            return Some(PathBuf::from(p));
-        }
-    }
-    let index = PathBuf::from(format!("{s}.index"));
-    (!input.is_file() && index.is_file()).then(|| input.to_path_buf())
-}
-
-/// `model_checkpoint_path` from a directory's text-format `checkpoint` file, when its index
-/// exists.
-fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("checkpoint")).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("model_checkpoint_path:"))?;
-    let quoted = line.split_once(':')?.1.trim();
-    let name = quoted.strip_prefix('"')?.strip_suffix('"')?;
-    let p = Path::new(name);
-    let prefix = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    };
-    PathBuf::from(format!("{}.index", prefix.display()))
-        .is_file()
-        .then_some(prefix)
-}
-
-pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {
-    PathBuf::from(format!("{}.data-{shard:05}-of-{num:05}", prefix.display()))
 }
 
 impl BundleSource {
