@@ -504,21 +504,69 @@ fn a_full_disk_gives_exactly_one_message() {
     if !Path::new("/dev/full").exists() {
         return;
     }
-    let o = run(&[
-        &"convert",
-        &fixture("safetensors/numeric.safetensors"),
-        &"--to",
-        &"npz",
-        &"-o",
-        &"/dev/full",
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = err(&o);
-    assert_eq!(e.lines().count(), 1, "{e}");
-    assert!(
-        e.contains("no space left on the device") && !e.contains("ZipWriter"),
-        "{e}"
-    );
+    // Big enough that writes fail inside the archive, not only at the final flush.
+    let work = tempdir();
+    let big = work.path().join("big.safetensors");
+    let start = write_sparse_safetensors(&big, "w", "F32", 1 << 20, 4 << 20);
+    // incompressible data, so that --compress fills the disk too
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::OpenOptions::new().write(true).open(&big).unwrap(),
+        &noise,
+        start,
+    )
+    .unwrap();
+    // A really full file system, where this machine lets the test mount a small tmpfs (the
+    // archive is then a seekable temporary file); /dev/full otherwise (a stream).
+    let small = work.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
+        .arg(&small)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let target = if mounted {
+        small.join("o.npz")
+    } else {
+        PathBuf::from("/dev/full")
+    };
+    let result = std::panic::catch_unwind(|| check_one_message(&big, &target));
+    if mounted {
+        assert!(
+            fs::read_dir(&small).unwrap().next().is_none(),
+            "left behind"
+        );
+        Command::new("umount").arg(&small).status().ok();
+    }
+    result.unwrap();
+    check_one_message(&big, Path::new("/dev/full"));
+}
+
+fn check_one_message(big: &Path, target: &Path) {
+    for extra in [&[][..], &["--compress"]] {
+        let mut c = t2n();
+        c.arg("convert")
+            .arg(big)
+            .args(["--to", "npz", "-o"])
+            .arg(target);
+        let o = c.args(extra).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let e = err(&o);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.contains("no space left on the device") && !e.contains("ZipWriter"),
+            "{e}"
+        );
+    }
 }
 
 // 12 -----------------------------------------------------------------------------------------
@@ -710,20 +758,25 @@ fn errors_name_the_input() {
     let o = run(&[&"convert", &input, &"-o", &work.path().join("o.npy")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(err(&o).contains("numeric.safetensors"), "{}", err(&o));
-    // I/O failures name the path in words, without debug formatting
-    let ro = work.path().join("ro");
-    fs::create_dir(&ro).unwrap();
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
-    let o = run(&[&"convert", &input, &"-o", &ro.join("sub")]);
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o700)).unwrap();
-    if o.status.code() == Some(1) {
-        // (root ignores the mode)
-        assert!(
-            err(&o).contains("ro/sub") && !err(&o).contains("at path"),
-            "{}",
-            err(&o)
-        );
-    }
+    // I/O failures name the path in words, without debug formatting (/proc refuses new files,
+    // even to root)
+    let o = run(&[&"convert", &input, &"-o", &"/proc/t2n-test.npz"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.contains("cannot create a temporary file in /proc") && !e.contains("at path"),
+        "{e}"
+    );
+    // and blame the path the user named
+    let file = work.path().join("plain");
+    fs::write(&file, b"x").unwrap();
+    let o = run(&[&"convert", &input, &"-o", &file.join("x.npz")]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains(&format!("cannot create the directory {}", file.display())),
+        "{}",
+        err(&o)
+    );
 }
 
 // 20 -----------------------------------------------------------------------------------------

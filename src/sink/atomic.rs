@@ -80,7 +80,15 @@ impl Drop for CreatedDirs {
 /// denied"), keeping the typed error in the chain.
 pub fn path_error(what: &str, path: &Path, e: io::Error) -> anyhow::Error {
     let msg = format!("{what} {}", path.display());
-    if e.raw_os_error() == Some(28) {
+    let full = e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull;
+    // tempfile appends a debug-style `at path "..."` to the OS error: the message names the
+    // path in words already.
+    let text = e.to_string();
+    let e = match text.find(" at path \"") {
+        Some(i) => io::Error::new(e.kind(), text[..i].to_string()),
+        None => e,
+    };
+    if full {
         return anyhow::Error::new(e).context(format!("{msg}: no space left on the device"));
     }
     anyhow::Error::new(e).context(msg)
