@@ -26,7 +26,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
@@ -128,7 +128,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         }
         'tensor2npy;help' {
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')

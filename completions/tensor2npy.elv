@@ -23,7 +23,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand convert 'Convert tensors to .npy / .npz'
-            cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand list 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them'
             cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'
@@ -118,7 +118,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
         }
         &'tensor2npy;help'= {
             cand convert 'Convert tensors to .npy / .npz'
-            cand list 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+            cand list 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them'
             cand verify 'Check every checksum the inputs carry without writing anything (like gzip -t)'
             cand devices 'List the GPU adapters the device stage can use (name, backend, type, limits)'
             cand man 'Print the manual page (roff), for `man -l -` or a man1 directory'

@@ -35,15 +35,17 @@ fn after_help() -> String {
 }
 
 const AFTER_HELP: &str = "\
-Exit status: 0 success, 1 conversion failed (bad or corrupt input, checksum mismatch, I/O),
-2 usage error.
+Exit status: 0 success (also when the output pipe is closed early, as by `| head`),
+1 conversion failed (bad or corrupt input, checksum mismatch, I/O), 2 usage error,
+130 interrupted (SIGINT/SIGTERM; nothing is left behind).
 
 Examples:
   tensor2npy convert model.safetensors -o model.npz
   tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
   tensor2npy convert saved_model/ --select 'dense*' -o w.npz
   tensor2npy convert data.tfrecord.gz --stack -o data.npy
-  tensor2npy list --json ckpt/model-100";
+  tensor2npy list --json ckpt/model-100
+  tensor2npy verify ckpt/model-100                          # check every checksum, like gzip -t";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,7 +65,7 @@ pub enum Command {
     /// Convert tensors to .npy / .npz
     #[command(after_help = CONVERT_AFTER_HELP)]
     Convert(ConvertArgs),
-    /// List tensors (name, dtype, shape, bytes, kind) without converting them
+    /// List tensors (name, dtype, shape, bytes in the input, kind) without converting them
     List(ListArgs),
     /// Check every checksum the inputs carry without writing anything (like gzip -t)
     #[command(after_help = VERIFY_AFTER_HELP)]
@@ -95,16 +97,22 @@ const CONVERT_AFTER_HELP: &str = "\
 Output (-o):
   X.npz   one archive with every selected tensor (--compress deflates members)
   X.npy   exactly one tensor must be selected
-  -       standard output: one tensor as .npy, or an .npz stream with --to npz
-  DIR     any other path: a directory with one .npy per tensor ('/' in names makes subdirectories)
+  -       standard output: one tensor as .npy, or an .npz stream with --to npz (not a terminal)
+  DIR     any other path: a directory with one .npy per tensor ('/' in names makes subdirectories,
+          a leading '.' of a part becomes %2E); files already in DIR are kept, except those
+          written, which are replaced
   (none)  IN.ext becomes IN.npz beside the input (--to npy: a directory IN/)
 With several inputs and -o DIR --to npz, each input becomes DIR/<stem>.npz.
 With several inputs into one .npz or directory, names are prefixed by '<stem>/'.
+Missing parent directories are created. An output that is an input (by device and inode, so
+also through a link or bind mount), or an input checkpoint's prefix, is refused.
 
 Data types: f16 f32 f64 ints bool complex are kept (little-endian); bfloat16 and float8 widen to
 <f4 (or keep their bits with --bf16 bits / --f8 bits); quantized types become their integer type;
 int4/uint4/int2/uint2 become int8/uint8; strings become |S<maxlen>.
-Output is written atomically: on failure nothing is left at the output path.";
+Output is written atomically, file by file: on failure or interrupt nothing is left at the output
+path and an existing output is untouched. New files get mode 0666 minus the umask; a replaced
+file keeps its mode. Every checksum the input carries is verified (--no-verify skips them).";
 
 const VERIFY_AFTER_HELP: &str = "\
 Every tensor of every input is read: a checkpoint's CRC32C of each entry (the object graph and

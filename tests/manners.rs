@@ -946,3 +946,38 @@ fn the_readme_stdin_example_loads_in_numpy() {
     };
     assert_eq!(got.trim(), want_txt);
 }
+
+#[test]
+fn the_readme_makefile_rule_works_on_a_clean_tree() {
+    if Command::new("make").arg("--version").output().is_err() {
+        eprintln!("skipped: no make");
+        return;
+    }
+    let work = tempdir();
+    let ckpt = work.path().join("ckpt");
+    fs::create_dir(&ckpt).unwrap();
+    for (from, to) in [
+        ("ckpt-1.index", "model.index"),
+        ("ckpt-1.data-00000-of-00001", "model.data-00000-of-00001"),
+    ] {
+        fs::copy(fixture("ckpt/tf2").join(from), ckpt.join(to)).unwrap();
+    }
+    fs::write(
+        work.path().join("Makefile"),
+        format!(
+            "weights/%.npz: ckpt/%.index\n\t{} convert $< -o $@ --quiet\n",
+            bin().display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(work.path())
+        .arg("weights/model.npz")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    let got = read_npz(&work.path().join("weights/model.npz"));
+    let want = read_npz(&fixture("ckpt/tf2.expected.npz"));
+    assert_eq!(got, want);
+}
