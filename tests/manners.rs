@@ -733,6 +733,13 @@ fn a_terminal_gets_a_summary_line_and_never_binary_data() {
     .unwrap();
     assert!(!raw.contains("NUMPY"), "{raw}");
     assert!(raw.contains("terminal") && raw.contains("rc=2"), "{raw}");
+    let tty = on_a_terminal(&format!(
+        "{} convert {} -o /dev/tty; echo rc=$?",
+        bin().display(),
+        input.display()
+    ))
+    .unwrap();
+    assert!(!tty.contains("NUMPY") && tty.contains("rc=2"), "{tty}");
 }
 
 // 18 -----------------------------------------------------------------------------------------

@@ -277,6 +277,15 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
                 "standard output as .npy (without --to npz)",
             )?],
         },
+        Some(p)
+            if is_special(p)
+                && std::fs::File::open(p).is_ok_and(|f| f.is_terminal()) =>
+        {
+            return Err(usage(format!(
+                "refusing to write binary .npy/.npz data to the terminal {}; name a file with -o",
+                p.display()
+            )))
+        }
         Some(p) if is_special(p) => match args.to {
             // A device or pipe (/dev/stdout, a FIFO) takes a stream, like `-`.
             Some(OutputKind::Npz) => vec![shared(Target::Npz(p.to_path_buf()))],
