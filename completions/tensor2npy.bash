@@ -93,7 +93,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --chunk-size --help --version"
+            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +173,21 @@ _tensor2npy() {
                     ;;
                 --stats)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --manifest)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --chunk-size)

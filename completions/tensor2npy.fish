@@ -66,6 +66,7 @@ auto\t'Use a GPU when one is found, else the host (and say so)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l adapter -d 'The GPU adapter to use, by its index in `tensor2npy devices`' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)' -r -f -a "text\t''
 json\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l manifest -d 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory\'s files, in path order)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
@@ -74,6 +75,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l update -d 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'

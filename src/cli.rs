@@ -323,6 +323,16 @@ pub struct ConvertArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a
+    /// rerun of a killed batch does only what is left
+    #[arg(long)]
+    pub update: bool,
+
+    /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
+    /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: Option<PathBuf>,
+
     /// Bytes read and converted at a time; bounds memory use
     #[arg(long, value_name = "BYTES", default_value = "4 MiB", value_parser = parse_chunk)]
     pub chunk_size: usize,

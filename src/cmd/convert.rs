@@ -127,8 +127,54 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         device: &device,
     };
     let outputs: Vec<String> = jobs.iter().map(|j| target_name(&j.target)).collect();
+    let mut manifest = match &args.manifest {
+        Some(p) => Some(crate::batch::Manifest::open(p)?),
+        None => None,
+    };
     for job in jobs {
+        let inputs: Vec<String> = job
+            .inputs
+            .iter()
+            .map(|&s| args.input.inputs[s].display().to_string())
+            .collect();
+        let target = match &job.target {
+            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
+            Target::StdoutNpy | Target::StdoutNpz => None,
+        };
+        if args.update {
+            if let Some(t) = &target {
+                let files: Vec<PathBuf> = job
+                    .inputs
+                    .iter()
+                    .flat_map(|&s| match sources[s].input_files() {
+                        f if f.is_empty() => vec![args.input.inputs[s].clone()],
+                        f => f,
+                    })
+                    .collect();
+                if crate::batch::up_to_date(t, &files) {
+                    report.note(&format!("{}: up to date (--update)", t.display()));
+                    if let Some(m) = &mut manifest {
+                        m.record(&crate::batch::Record {
+                            inputs: &inputs,
+                            output: Some(t),
+                            tensors: job.inputs.iter().map(|&s| selected[s] as u64).sum(),
+                            status: "up-to-date",
+                        })?;
+                    }
+                    continue;
+                }
+            }
+        }
+        let tensors = job.inputs.iter().map(|&s| selected[s] as u64).sum();
         run_job(job, &mut sources, &stems, &selector, &args, &opts)?;
+        if let Some(m) = &mut manifest {
+            m.record(&crate::batch::Record {
+                inputs: &inputs,
+                output: target.as_deref(),
+                tensors,
+                status: "written",
+            })?;
+        }
     }
     report.finish();
     if let Some(format) = args.stats {

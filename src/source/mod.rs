@@ -149,9 +149,19 @@ fn probe(arg: &Path) -> Result<Input> {
     } else {
         stem(arg)
     };
-    let is_dir = !is_stdin && arg.is_dir();
+    let is_dir = !is_stdin && input::is_dir(arg);
     let (data, files) = if is_stdin {
         (Some(FileRange::whole(input::spool_stdin()?)?), Vec::new())
+    } else if input::url_of(arg).is_some() {
+        // A remote object, or a remote checkpoint prefix or directory (no object by that name).
+        match is_dir {
+            true => (None, Vec::new()),
+            false => match input::open_range(arg) {
+                Ok(r) => (Some(r), Vec::new()),
+                Err(_) if input::is_file(&input::with_suffix(arg, ".index")) => (None, Vec::new()),
+                Err(e) => return Err(e),
+            },
+        }
     } else if arg.is_file() {
         let file = input::open_file(arg)?;
         (Some(FileRange::whole(file)?), vec![arg.to_path_buf()])

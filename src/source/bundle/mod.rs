@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
 use crate::dtype::DType;
-use crate::input::{open_file, FileRange};
+use crate::input::FileRange;
 use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 use crate::wire::Cursor;
@@ -53,7 +53,7 @@ pub struct BundleSource {
 impl BundleSource {
     pub fn open(display: &str, prefix: &Path, options: BundleOptions) -> Result<BundleSource> {
         let index_path = PathBuf::from(format!("{}.index", prefix.display()));
-        let index = FileRange::whole(open_file(&index_path)?)?;
+        let index = crate::input::open_range(&index_path)?;
         let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
         let mut iter = table.into_iter();
         let header = match iter.next() {
@@ -103,9 +103,9 @@ impl BundleSource {
         let mut shards = Vec::new();
         for s in 0..num_shards {
             let p = shard_path(prefix, s, num_shards);
-            let f = std::fs::File::open(&p)
-                .map_err(|e| anyhow!("missing data shard {}: {e}", p.display()))?;
-            shards.push(FileRange::whole(f)?);
+            let shard = crate::input::open_range(&p)
+                .with_context(|| format!("missing data shard {}", p.display()))?;
+            shards.push(shard);
             shard_paths.push(p);
         }
 
