@@ -44,6 +44,7 @@ Examples:
   tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
   tensor2npy convert saved_model/ --select 'dense*' -o w.npz
   tensor2npy convert data.tfrecord.gz --stack -o data.npy
+  tensor2npy convert data/train-*.tfrecord --concat -o train.npz   # tf.train.Example shards
   tensor2npy list --json ckpt/model-100
   tensor2npy verify ckpt/model-100                          # check every checksum, like gzip -t";
 
@@ -218,6 +219,22 @@ pub struct InputArgs {
     /// Compressed TFRecord: refuse streams that decompress to more than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
+
+    /// tf.train.Example datasets: read all inputs as one dataset (shards), records in input order
+    #[arg(long)]
+    pub concat: bool,
+
+    /// tf.train.Example datasets: only these feature keys (comma-separated, repeatable)
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features ragged even when every record has the same length
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub ragged_features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub dense_features: Vec<String>,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows

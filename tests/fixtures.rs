@@ -112,6 +112,11 @@ fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
 }
 
 #[test]
+fn example_fixtures_match_tf_parse_example() {
+    check_good("fixtures/example/");
+}
+
+#[test]
 fn sparse_and_ragged_fixtures_match_tensorflow() {
     check_good("fixtures/sparse_ragged/");
 }

@@ -39,7 +39,7 @@ struct Job {
     prefixed: bool,
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
+pub fn run(mut args: ConvertArgs) -> Result<()> {
     let started = Instant::now();
     let report = Reporter::new(args.quiet);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
@@ -62,6 +62,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         ));
     }
     let mut sources = super::open_inputs(&args.input, &structure)?;
+    if args.input.concat {
+        // One dataset: named and placed as its first input.
+        args.input.inputs.truncate(1);
+    }
     for src in &sources {
         for note in src.notes() {
             report.note(&format!("{}: {note}", src.display_path()));

@@ -30,7 +30,22 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
+        example: source::example::ExampleOptions {
+            features: args.features.clone(),
+            force_ragged: args.ragged_features.clone(),
+            force_dense: args.dense_features.clone(),
+            ragged: source::example::RaggedChoice {
+                mode: structure.ragged,
+                fill: structure.fill.clone(),
+                max_dense_bytes: Some(structure.max_dense_bytes),
+                list: structure.view == structure::View::List,
+            },
+        },
     };
+    if args.concat {
+        let src = source::example::open_concat(&args.inputs, &opts)?;
+        return Ok(vec![structure::wrap(src, structure)?]);
+    }
     args.inputs
         .iter()
         .map(|p| {

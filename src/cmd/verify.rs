@@ -29,6 +29,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
+        example: Default::default(),
     };
     let mut out = std::io::stdout().lock();
     for p in &args.inputs {

@@ -14,9 +14,13 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod example;
+mod example_layout;
+mod example_wire;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
+mod tfrecord_io;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +34,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
     &safetensors::READER,
+    &example::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
@@ -69,6 +74,7 @@ pub struct OpenOptions {
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    pub example: example::ExampleOptions,
 }
 
 /// What a reader sees of one input before opening it.
@@ -141,7 +147,7 @@ pub fn open(arg: &Path, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 }
 
 /// Gathers what sniffers look at.
-fn probe(arg: &Path) -> Result<Input> {
+pub(crate) fn probe(arg: &Path) -> Result<Input> {
     let display = arg.display().to_string();
     let is_stdin = arg.as_os_str() == "-";
     let stem = if is_stdin {
