@@ -115,3 +115,8 @@ fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
 fn sparse_and_ragged_fixtures_match_tensorflow() {
     check_good("fixtures/sparse_ragged/");
 }
+
+#[test]
+fn hdf5_and_keras_fixtures_match_h5py() {
+    check_good("fixtures/hdf5/");
+}

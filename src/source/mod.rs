@@ -14,6 +14,8 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod hdf5;
+pub mod keras;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
@@ -30,6 +32,8 @@ pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
     &safetensors::READER,
+    &hdf5::READER,
+    &keras::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
