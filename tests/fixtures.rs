@@ -120,3 +120,8 @@ fn sparse_and_ragged_fixtures_match_tensorflow() {
 fn hdf5_and_keras_fixtures_match_h5py() {
     check_good("fixtures/hdf5/");
 }
+
+#[test]
+fn flax_fixtures_match_msgpack_restore() {
+    check_good("fixtures/flax/");
+}

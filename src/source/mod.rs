@@ -14,6 +14,7 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod flax;
 pub mod hdf5;
 pub mod keras;
 pub mod safetensors;
@@ -34,6 +35,7 @@ pub static READERS: &[&Reader] = &[
     &safetensors::READER,
     &hdf5::READER,
     &keras::READER,
+    &flax::READER,
     &tfrecord::READER,
     &tensorproto::READER,
 ];
