@@ -620,7 +620,7 @@ fn stream_fixed<const N: usize>(
 ) -> Result<()> {
     let per = (chunk / N).max(1);
     let mut buf = Vec::with_capacity(per.min(1 << 20) * N);
-    for_each_block::<Raw<N>>(ds, shape, N, chunk.max(64 << 10), &mut |block| {
+    for_each_block::<Raw<N>>(ds, shape, N, chunk, &mut |block| {
         for part in block.chunks(per) {
             buf.clear();
             for e in part {
