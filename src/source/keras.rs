@@ -107,3 +107,33 @@ pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<FileRan
 fn member_is_encrypted(zip: &mut zip::ZipArchive<std::fs::File>, index: usize) -> bool {
     zip.by_index_raw(index).is_ok_and(|m| m.encrypted())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zip_head(first: &str) -> Input {
+        let mut head = b"PK\x03\x04".to_vec();
+        head.resize(26, 0);
+        head.extend((first.len() as u16).to_le_bytes());
+        head.extend([0, 0]);
+        head.extend(first.as_bytes());
+        Input {
+            path: "m.zip".into(),
+            display: "m.zip".into(),
+            stem: "m".into(),
+            is_dir: false,
+            data: None,
+            head,
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn keras_archives_are_told_from_other_zips() {
+        assert_eq!(sniff(&zip_head("metadata.json")), Sniff::Yes);
+        assert_eq!(sniff(&zip_head("model.weights.h5")), Sniff::Yes);
+        assert_eq!(sniff(&zip_head("archive/data.pkl")), Sniff::No);
+        assert_eq!(sniff(&zip_head("arr_0.npy")), Sniff::No);
+    }
+}

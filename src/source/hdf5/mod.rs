@@ -20,24 +20,26 @@
 //! Types: integers and floats of either byte order (`big_endian` set for the pipeline to swap),
 //! h5py's bool enum, other enums as their base integer, h5py's `(r, i)` compound as complex,
 //! array types as trailing dimensions, fixed and variable-length strings as `|S<n>`, and Keras
-//! 3's bfloat16 (a 2-byte opaque type with the attribute `dtype='bfloat16'`). Everything else is
-//! listed with dtype `resource`, which the pipeline refuses (naming the dataset) unless
-//! `--skip-unsupported`, and a note says what the HDF5 type was.
+//! 3's bfloat16 (a 2-byte opaque type with the attribute `dtype='bfloat16'`). Everything else
+//! (other compounds, references, opaque, bitfield, variable-length sequences) is listed with
+//! dtype `resource`, which the pipeline refuses, naming the dataset, unless `--skip-unsupported`.
+//!
+//! `blocks.rs` holds the storage adapter and the block walk.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use hdf5_reader::error::Error as H5Error;
 use hdf5_reader::group::Group;
 use hdf5_reader::messages::HdfMessage;
-use hdf5_reader::{
-    ByteOrder, Dataset, Datatype, H5Type, Hdf5File, SliceInfo, SliceInfoElem, Storage,
-    StorageBuffer, StringPadding, StringSize, VarLenKind,
-};
+use hdf5_reader::{ByteOrder, Dataset, Datatype, Hdf5File, StringPadding, StringSize, VarLenKind};
+
+use blocks::{for_each_element, stream_fixed, RangeStorage};
 
 use super::{Input, OpenOptions, Reader, Sniff};
+
+mod blocks;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -77,81 +79,6 @@ fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
 /// How deep groups may nest before the walk gives up (the crate guards cycles in its own
 /// structures; this guards the group graph, which hard links can make cyclic).
 const MAX_DEPTH: usize = 64;
-
-/// Positioned reads of a [`FileRange`] for the crate. Bounds are checked before anything is
-/// allocated, so a corrupt address or length fails instead of allocating.
-struct RangeStorage(FileRange);
-
-impl Storage for RangeStorage {
-    fn len(&self) -> u64 {
-        self.0.len()
-    }
-
-    fn read_range(&self, offset: u64, len: usize) -> hdf5_reader::error::Result<StorageBuffer> {
-        let end = offset.checked_add(len as u64);
-        if end.is_none_or(|e| e > self.0.len()) {
-            return Err(H5Error::UnexpectedEof {
-                offset,
-                needed: len as u64,
-                available: self.0.len().saturating_sub(offset),
-            });
-        }
-        let mut buf = vec![0u8; len];
-        self.0
-            .read_at(offset, &mut buf)
-            .map_err(|e| H5Error::Io(std::io::Error::other(format!("{e:#}"))))?;
-        Ok(StorageBuffer::from_vec(buf))
-    }
-}
-
-/// One element as the crate stores it, copied without interpretation (the dataset's own byte
-/// order), so that `read_slice` hands back raw bytes of any fixed-size type.
-#[derive(Clone, Copy)]
-struct Raw<const N: usize>([u8; N]);
-
-impl<const N: usize> H5Type for Raw<N> {
-    fn hdf5_type() -> Datatype {
-        Datatype::Opaque {
-            size: N as u32,
-            tag: String::new(),
-        }
-    }
-
-    fn from_bytes(bytes: &[u8], _dtype: &Datatype) -> hdf5_reader::error::Result<Self> {
-        bytes.try_into().map(Raw).map_err(|_| {
-            H5Error::InvalidData(format!("expected {N}-byte elements, got {}", bytes.len()))
-        })
-    }
-
-    fn element_size(_dtype: &Datatype) -> usize {
-        N
-    }
-
-    fn native_copy_compatible(_dtype: &Datatype) -> bool {
-        true
-    }
-}
-
-/// An element of any other size (fixed strings, variable-length references, odd array types).
-#[derive(Clone)]
-struct RawBox(Box<[u8]>);
-
-impl H5Type for RawBox {
-    fn hdf5_type() -> Datatype {
-        Datatype::Opaque {
-            size: 0,
-            tag: String::new(),
-        }
-    }
-
-    fn from_bytes(bytes: &[u8], _dtype: &Datatype) -> hdf5_reader::error::Result<Self> {
-        Ok(RawBox(bytes.into()))
-    }
-
-    fn element_size(dtype: &Datatype) -> usize {
-        hdf5_reader::dtype_element_size(dtype).unwrap_or(0)
-    }
-}
 
 /// What a dataset's elements become.
 #[derive(Clone, Debug)]
@@ -512,126 +439,6 @@ fn contiguous_range(
     Ok(Some(range))
 }
 
-/// Calls `f` with every stored element of `ds` (raw bytes, `elem_size` each), row-major, reading
-/// blocks of about `target` bytes through the crate.
-fn for_each_element(
-    ds: &Dataset,
-    shape: &[u64],
-    elem_size: usize,
-    target: usize,
-    f: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
-    for_each_block::<RawBox>(ds, shape, elem_size, target, &mut |block| {
-        for e in block {
-            f(&e.0)?;
-        }
-        Ok(())
-    })
-}
-
-/// Reads `ds` in row-major blocks of about `target` bytes: the first axis `k` whose trailing
-/// extent fits is split into runs (aligned to the chunk shape), and every index of the axes
-/// before it is taken one at a time.
-fn for_each_block<T: H5Type>(
-    ds: &Dataset,
-    shape: &[u64],
-    elem_size: usize,
-    target: usize,
-    f: &mut dyn FnMut(&[T]) -> Result<()>,
-) -> Result<()> {
-    let h5 = |e: H5Error| anyhow!("{e}");
-    if shape.is_empty() {
-        let a = ds.read_array::<T>().map_err(h5)?;
-        return f(a.as_slice().unwrap_or(&[]));
-    }
-    if shape.contains(&0) {
-        return Ok(());
-    }
-    let target = target.max(elem_size) as u64;
-    // trailing[k] = bytes of one step along axis k
-    let mut trailing = vec![elem_size as u64; shape.len()];
-    for k in (0..shape.len() - 1).rev() {
-        trailing[k] = trailing[k + 1].saturating_mul(shape[k + 1]);
-    }
-    let k = (0..shape.len())
-        .find(|&k| trailing[k] <= target)
-        .unwrap_or(shape.len() - 1);
-    let mut run = (target / trailing[k]).max(1);
-    if let Some(chunk) = ds.chunks() {
-        let c = u64::from(chunk.get(k).copied().unwrap_or(1)).max(1);
-        run = if run >= c { run / c * c } else { c };
-    }
-    let mut outer = vec![0u64; k];
-    loop {
-        let mut start = 0;
-        while start < shape[k] {
-            let end = start.saturating_add(run).min(shape[k]);
-            let mut sel: Vec<SliceInfoElem> = outer
-                .iter()
-                .map(|&i| SliceInfoElem::Slice {
-                    start: i,
-                    end: i + 1,
-                    step: 1,
-                })
-                .collect();
-            sel.push(SliceInfoElem::Slice {
-                start,
-                end,
-                step: 1,
-            });
-            for &d in &shape[k + 1..] {
-                sel.push(SliceInfoElem::Slice {
-                    start: 0,
-                    end: d,
-                    step: 1,
-                });
-            }
-            let a = ds
-                .read_slice::<T>(&SliceInfo { selections: sel })
-                .map_err(h5)?;
-            match a.as_slice() {
-                Some(s) => f(s)?,
-                None => f(&a.iter().cloned().collect::<Vec<T>>())?,
-            }
-            start = end;
-        }
-        // the next index of the outer axes, odometer style
-        let mut axis = k;
-        loop {
-            if axis == 0 {
-                return Ok(());
-            }
-            axis -= 1;
-            outer[axis] += 1;
-            if outer[axis] < shape[axis] {
-                break;
-            }
-            outer[axis] = 0;
-        }
-    }
-}
-
-/// Streams raw blocks of `N`-byte elements to `sink` in pieces of at most `chunk` bytes.
-fn stream_fixed<const N: usize>(
-    ds: &Dataset,
-    shape: &[u64],
-    chunk: usize,
-    sink: &mut ChunkSink,
-) -> Result<()> {
-    let per = (chunk / N).max(1);
-    let mut buf = Vec::with_capacity(per.min(1 << 20) * N);
-    for_each_block::<Raw<N>>(ds, shape, N, chunk, &mut |block| {
-        for part in block.chunks(per) {
-            buf.clear();
-            for e in part {
-                buf.extend_from_slice(&e.0);
-            }
-            sink(&buf)?;
-        }
-        Ok(())
-    })
-}
-
 impl Source for Hdf5Source {
     fn display_path(&self) -> &str {
         &self.path
@@ -720,5 +527,114 @@ impl Source for Hdf5Source {
             } => e.range.clone(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdf5_reader::{CompoundField, EnumMember};
+
+    fn input(head: Vec<u8>) -> Input {
+        Input {
+            path: "x.bin".into(),
+            display: "x.bin".into(),
+            stem: "x".into(),
+            is_dir: false,
+            data: None,
+            head,
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn the_signature_is_found_at_the_start_or_after_a_user_block() {
+        assert_eq!(sniff(&input(MAGIC.to_vec())), Sniff::Yes);
+        let mut ub = vec![0u8; 512];
+        ub.extend_from_slice(MAGIC);
+        assert_eq!(sniff(&input(ub)), Sniff::Yes);
+        let mut odd = vec![0u8; 100];
+        odd.extend_from_slice(MAGIC);
+        assert_eq!(sniff(&input(odd)), Sniff::No);
+        assert_eq!(sniff(&input(b"PK\x03\x04".to_vec())), Sniff::No);
+    }
+
+    fn float(size: u8, byte_order: ByteOrder) -> Datatype {
+        Datatype::FloatingPoint { size, byte_order }
+    }
+
+    #[test]
+    fn h5py_bool_enum_complex_compound_and_keras_bf16_are_recognised() {
+        let int8 = Box::new(Datatype::FixedPoint {
+            size: 1,
+            signed: true,
+            byte_order: ByteOrder::LittleEndian,
+        });
+        let member = |name: &str, v: u8| EnumMember {
+            name: name.into(),
+            value: vec![v],
+        };
+        let bool_enum = Datatype::Enum {
+            base: int8.clone(),
+            members: vec![member("FALSE", 0), member("TRUE", 1)],
+        };
+        assert!(matches!(
+            classify(&bool_enum, false),
+            Elem::Numeric {
+                dtype: DType::Bool,
+                ..
+            }
+        ));
+        let other_enum = Datatype::Enum {
+            base: int8,
+            members: vec![member("A", 0), member("B", 1)],
+        };
+        assert!(matches!(
+            classify(&other_enum, false),
+            Elem::Numeric {
+                dtype: DType::I8,
+                ..
+            }
+        ));
+        let field = |name: &str, byte_offset, bo| CompoundField {
+            name: name.into(),
+            byte_offset,
+            datatype: float(8, bo),
+        };
+        let c128 = Datatype::Compound {
+            size: 16,
+            fields: vec![
+                field("r", 0, ByteOrder::BigEndian),
+                field("i", 8, ByteOrder::BigEndian),
+            ],
+        };
+        assert!(matches!(
+            classify(&c128, false),
+            Elem::Numeric {
+                dtype: DType::C128,
+                big_endian: true,
+                ..
+            }
+        ));
+        let pair = Datatype::Compound {
+            size: 16,
+            fields: vec![
+                field("a", 0, ByteOrder::LittleEndian),
+                field("b", 8, ByteOrder::LittleEndian),
+            ],
+        };
+        assert!(matches!(classify(&pair, false), Elem::Unsupported(_)));
+        let opaque = Datatype::Opaque {
+            size: 2,
+            tag: String::new(),
+        };
+        assert!(matches!(
+            classify(&opaque, true),
+            Elem::Numeric {
+                dtype: DType::BF16,
+                ..
+            }
+        ));
+        assert!(matches!(classify(&opaque, false), Elem::Unsupported(_)));
     }
 }
