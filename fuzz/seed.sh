@@ -3,11 +3,13 @@
 set -e
 cd "$(dirname "$0")/.."
 c=fuzz/corpus
-mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged
+mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/hdf5 $c/flax_msgpack
 cp fixtures/safetensors/*.safetensors fixtures/bad/st_*.safetensors $c/safetensors_header/
 cp fixtures/tensorproto/*.pb fixtures/bad/tp_*.pb $c/tensorproto/
 cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
 cp fixtures/tfrecord/*.gz fixtures/tfrecord/*.zz $c/tfrecord_compressed/
+cp fixtures/hdf5/*.h5 $c/hdf5/
+cp fixtures/flax/*.msgpack $c/flax_msgpack/
 cp fixtures/sparse_ragged/*.pb fixtures/bad/sparse_*.pb fixtures/bad/ragged_*.pb $c/sparse_ragged/
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)
