@@ -88,7 +88,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors hdf5 keras flax tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -280,7 +280,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors hdf5 keras flax tfrecord tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)

@@ -34,6 +34,9 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 safetensors\t'safetensors files (Hugging Face)'
+hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
+keras\t'Keras 3 .keras archives (their model.weights.h5)'
+flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
@@ -77,6 +80,9 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l v
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 safetensors\t'safetensors files (Hugging Face)'
+hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
+keras\t'Keras 3 .keras archives (their model.weights.h5)'
+flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
