@@ -34,21 +34,23 @@ pub static READER: Reader = Reader {
     open,
 };
 
-/// A msgpack map at the start whose whole tree walks cleanly (the walk reads only headers) is
-/// sure; one that does not is still plausible when a string key follows the map marker, so
-/// that a damaged `.msgpack` file gets this reader's error rather than "unrecognised".
+/// A msgpack map (or a bare extension value) at the start whose whole tree walks cleanly (the
+/// walk reads only headers) is sure; a map followed by a string key, or any `.msgpack` file, is
+/// still plausible, so that a damaged file gets this reader's error rather than "unrecognised".
 fn sniff(input: &Input) -> Sniff {
     let head = &input.head;
     let is_map = matches!(head.first(), Some(0x80..=0x8f | 0xde | 0xdf));
+    let is_ext = matches!(head.first(), Some(0xc7..=0xc9 | 0xd4..=0xd8));
     let key_at = match head.first() {
         Some(0xde) => 3,
         Some(0xdf) => 5,
         _ => 1,
     };
     let str_key = matches!(head.get(key_at), Some(0xa0..=0xbf | 0xd9..=0xdb));
+    let named = input.has_extension(READER.extensions);
     match &input.data {
-        Some(data) if is_map && parse(data).is_ok() => Sniff::Yes,
-        Some(_) if is_map && str_key => Sniff::Maybe,
+        Some(data) if (is_map || is_ext) && parse(data).is_ok() => Sniff::Yes,
+        Some(d) if (is_map && str_key) || (named && !d.is_empty()) => Sniff::Maybe,
         _ => Sniff::No,
     }
 }
@@ -547,11 +549,13 @@ impl FlaxSource {
     ) -> Result<FlaxSource> {
         let root = parse(&data).context("not a valid Flax msgpack file")?;
         let mut leaves = Vec::new();
-        let name = if matches!(root, Node::Map(_) | Node::List(_)) {
-            String::new()
-        } else {
-            stem.to_string()
+        // A bare array (or a bare chunked array) is named by the input's stem.
+        let tree = match &root {
+            Node::Map(e) => !e.iter().any(|(k, _)| k == "__msgpack_chunked_array__"),
+            Node::List(_) => true,
+            _ => false,
         };
+        let name = if tree { String::new() } else { stem.to_string() };
         flatten(root, name, &mut leaves)?;
         Ok(FlaxSource {
             path: path.to_string(),

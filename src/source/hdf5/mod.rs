@@ -325,8 +325,14 @@ fn describe(
             .ok()
             .and_then(|a| a.read_string().ok())
             .is_some_and(|s| s == "bfloat16");
-    let elem = classify(ds.dtype(), bf16_attr);
     let shape = ds.shape().to_vec();
+    // A null dataspace (h5py.Empty) has no elements and no array form.
+    let null = shape.is_empty() && ds.num_elements().is_ok_and(|n| n == 0);
+    let elem = if null {
+        Elem::Unsupported("a null dataspace (h5py.Empty)".into())
+    } else {
+        classify(ds.dtype(), bf16_attr)
+    };
     let count = checked_elements(&shape).with_context(context)?;
     let elem_size = ds
         .raw_element_size()
