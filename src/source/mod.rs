@@ -18,9 +18,12 @@ pub mod chain;
 pub mod example;
 mod example_layout;
 mod example_wire;
+pub mod flax;
 pub mod gguf;
 pub mod graphdef;
+pub mod hdf5;
 pub mod hf;
+pub mod keras;
 pub mod onnx;
 pub mod onnx_tensor;
 pub mod pbwalk;
@@ -47,6 +50,9 @@ pub static READERS: &[&Reader] = &[
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
+    &hdf5::READER,
+    &keras::READER,
+    &flax::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,
