@@ -40,6 +40,8 @@ safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+onnx\t'an ONNX model (its graph initializers; external data read beside it)'
+graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
@@ -78,6 +80,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l manife
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
@@ -95,6 +98,8 @@ safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+onnx\t'an ONNX model (its graph initializers; external data read beside it)'
+graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
@@ -112,6 +117,7 @@ bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` fo
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l cast -d 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'

@@ -3,7 +3,7 @@
 set -e
 cd "$(dirname "$0")/.."
 c=fuzz/corpus
-mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/torch_pickle
+mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/graphdef $c/onnx $c/torch_pickle
 cp fixtures/safetensors/*.safetensors fixtures/bad/st_*.safetensors $c/safetensors_header/
 cp fixtures/tensorproto/*.pb fixtures/bad/tp_*.pb $c/tensorproto/
 cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
@@ -11,6 +11,8 @@ cp fixtures/tfrecord/*.gz fixtures/tfrecord/*.zz $c/tfrecord_compressed/
 cp fixtures/gguf/*.gguf $c/gguf_header/
 cp fixtures/sparse_ragged/*.pb fixtures/bad/sparse_*.pb fixtures/bad/ragged_*.pb $c/sparse_ragged/
 cp fixtures/example/*.tfrecord $c/example/
+cp fixtures/graph/*.pb fixtures/graph/saved_model/saved_model.pb fixtures/graph/bad/*.pb $c/graphdef/
+for m in fixtures/graph/*.onnx fixtures/graph/*/*.onnx; do cp "$m" "$c/onnx/$(echo "$m" | tr / _)"; done
 cp fixtures/torch/*.pt fixtures/torch/*.pth $c/torch_pickle/
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)

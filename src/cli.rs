@@ -108,7 +108,7 @@ Output is written atomically: on failure nothing is left at the output path.";
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
-    /// TensorProto, or - for standard input
+    /// TensorProto, frozen GraphDef, ONNX model, or - for standard input
     #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
     pub inputs: Vec<PathBuf>,
 
@@ -131,6 +131,10 @@ pub struct InputArgs {
     /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>
     #[arg(long)]
     pub stack: bool,
+
+    /// SavedModel directories: add the Const nodes of saved_model.pb's graphs to the variables
+    #[arg(long)]
+    pub constants: bool,
 
     /// Checkpoints: do not verify the CRC32C of each entry
     #[arg(long)]

@@ -115,6 +115,12 @@ pub trait Source {
         Ok(None)
     }
 
+    /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the
+    /// readers of formats told apart by structure; `list` shows it.
+    fn format(&self) -> Option<&str> {
+        None
+    }
+
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
     fn notes(&self) -> &[String] {
         &[]

@@ -130,3 +130,8 @@ fn sparse_and_ragged_fixtures_match_tensorflow() {
 fn gguf_fixtures_match_gguf_py_dequantize() {
     check_good("fixtures/gguf/");
 }
+
+#[test]
+fn graph_fixtures_match_tf_make_ndarray_and_onnx_to_array() {
+    check_good("fixtures/graph/");
+}

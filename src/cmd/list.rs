@@ -33,6 +33,16 @@ pub fn run(args: ListArgs) -> Result<()> {
     selector.check_matched()?;
 
     let multi = sources.len() > 1;
+    // What each input was read as, where its reader says (GraphDef, ONNX, TensorProto).
+    let format_of: Vec<(&str, &str)> = sources
+        .iter()
+        .filter_map(|s| s.format().map(|f| (s.display_path(), f)))
+        .collect();
+    if !args.json {
+        for (path, f) in &format_of {
+            eprintln!("{path}: read as {f}");
+        }
+    }
     // Each row carries the format's own name for the element type where it has one (q4_K).
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
@@ -75,6 +85,10 @@ pub fn run(args: ListArgs) -> Result<()> {
                 "kind": m.kind.name(),
                 "source": source,
             });
+            let mut obj = obj;
+            if let Some((_, f)) = format_of.iter().find(|(p, _)| *p == source) {
+                obj["format"] = json!(f);
+            }
             let sep = if first { "" } else { ",\n" };
             write!(out, "{sep}  {obj}").map_err(io_error)?;
             first = false;

@@ -41,6 +41,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
             },
         },
         quant_raw: args.quant == crate::cli::QuantMode::Raw,
+        constants: args.constants,
     };
     if args.concat {
         let src = source::example::open_concat(&args.inputs, &opts)?;

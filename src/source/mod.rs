@@ -14,11 +14,16 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod chain;
 pub mod example;
 mod example_layout;
 mod example_wire;
 pub mod gguf;
+pub mod graphdef;
 pub mod hf;
+pub mod onnx;
+pub mod onnx_tensor;
+pub mod pbwalk;
 pub mod pickle;
 pub mod safetensors;
 pub mod tensorproto;
@@ -43,6 +48,8 @@ pub static READERS: &[&Reader] = &[
     &example::READER,
     &gguf::READER,
     &tfrecord::READER,
+    &onnx::READER,
+    &graphdef::READER,
     &tensorproto::READER,
 ];
 
@@ -84,6 +91,8 @@ pub struct OpenOptions {
     pub example: example::ExampleOptions,
     /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
     pub quant_raw: bool,
+    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
+    pub constants: bool,
 }
 
 /// What a reader sees of one input before opening it.

@@ -473,6 +473,9 @@ impl Source for Structured {
     fn display_path(&self) -> &str {
         self.inner.display_path()
     }
+    fn format(&self) -> Option<&str> {
+        self.inner.format()
+    }
 
     fn len(&self) -> usize {
         self.items.len()

@@ -67,7 +67,11 @@ fn open_savedmodel(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>>
             input.display
         );
     }
-    open_checkpoint(input, opts)
+    let variables = open_checkpoint(input, opts)?;
+    if !opts.constants {
+        return Ok(variables);
+    }
+    crate::source::graphdef::with_saved_model_constants(variables, &input.path, opts)
 }
 
 /// The bundle prefix for a checkpoint argument: `P`, `P.index`, a SavedModel directory, or a
