@@ -143,14 +143,14 @@ impl Reporter {
 
     pub fn note(&self, msg: &str) {
         if !self.quiet {
-            let msg = crate::names::shown(msg);
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
-            let msg = crate::names::shown(msg);
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
         }
     }
@@ -218,7 +218,7 @@ pub fn write_tensor(
     };
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
-    report.set_message(crate::names::shown(out_name).into_owned());
+    report.set_message(crate::sink::names::shown(out_name).into_owned());
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;

@@ -28,11 +28,13 @@ pub mod onnx;
 pub mod onnx_tensor;
 pub mod pbwalk;
 pub mod pickle;
+pub mod proto;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 
