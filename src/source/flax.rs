@@ -49,7 +49,10 @@ fn sniff(input: &Input) -> Sniff {
     let str_key = matches!(head.get(key_at), Some(0xa0..=0xbf | 0xd9..=0xdb));
     let named = input.has_extension(READER.extensions);
     match &input.data {
-        Some(data) if (is_map || is_ext) && parse(data).is_ok() => Sniff::Yes,
+        // A lone empty map (one byte) is valid msgpack but says nothing: only its name claims it.
+        Some(data) if (is_map || is_ext) && (named || data.len() > 1) && parse(data).is_ok() => {
+            Sniff::Yes
+        }
         Some(d) if (is_map && str_key) || (named && !d.is_empty()) => Sniff::Maybe,
         _ => Sniff::No,
     }
