@@ -261,9 +261,6 @@ pub fn write_tensor(
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
         device.convert(
             out_name,
-            meta.dtype,
-            plan,
-            meta.big_endian,
             chunk,
             &converter,
             &mut |convert| src.read_dense(index, chunk, convert),

@@ -62,9 +62,6 @@ fn same_on_both(
     stage
         .convert(
             "t",
-            src,
-            plan,
-            big_endian,
             chunk,
             &cpu,
             &mut |f| data.chunks(piece).try_for_each(&mut *f),
@@ -310,9 +307,6 @@ fn bits_policies_and_plain_copies_stay_on_the_cpu_and_say_so() {
     let cpu = Converter::new(DType::BF16, policy.plan(DType::BF16), false).unwrap();
     gpu.convert(
         "bits",
-        DType::BF16,
-        policy.plan(DType::BF16),
-        false,
         1 << 20,
         &cpu,
         &mut |f| f(&[1, 2, 3, 4]),

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use wgpu::util::DeviceExt;
 
+use super::kernel::{Kernel, ENTRIES};
 use super::{AdapterSummary, ChunkSink, Feed, TensorStats};
-use crate::dtype::{DType, NpyType, Plan};
+use crate::dtype::DType;
 use crate::transform::byte_float_table;
 
 const WORKGROUP: u32 = 256;
@@ -31,18 +32,6 @@ pub struct GpuContext {
     slots: Vec<Slot>,
     /// Host memory each chunk is copied into from the mapped staging buffer.
     host: Vec<u8>,
-}
-
-/// What a tensor needs from the device: a kernel and its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Kernel {
-    entry: &'static str,
-    in_size: usize,
-    out_size: usize,
-    mode: u32,
-    flags: u32,
-    swap: u32,
-    lut: Option<DType>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -158,15 +147,7 @@ impl GpuContext {
             immediate_size: 0,
         });
         let mut pipelines = HashMap::new();
-        for entry in [
-            "widen16",
-            "lut8",
-            "narrow16",
-            "narrow64",
-            "bytes8",
-            "intcast",
-            "swap_only",
-        ] {
+        for entry in ENTRIES {
             let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(&pipeline_layout),
@@ -205,76 +186,6 @@ impl GpuContext {
             Some(e) => bail!("GPU error: {e}"),
             None => Ok(()),
         }
-    }
-
-    /// The kernel that performs `plan` on `src` elements, or why there is none.
-    pub fn kernel_for(src: DType, plan: Plan, big_endian: bool) -> Result<Kernel, String> {
-        let size = src
-            .item_size()
-            .ok_or_else(|| format!("{src} is not a fixed-size dtype"))?;
-        let swap = if big_endian && src.swap_unit() > 1 {
-            src.swap_unit() as u32
-        } else {
-            0
-        };
-        let k = |entry, out_size, mode, flags| Kernel {
-            entry,
-            in_size: size,
-            out_size,
-            mode,
-            flags,
-            swap,
-            lut: None,
-        };
-        let small_int = |d: DType| -> Option<(bool, bool)> {
-            use DType::*;
-            match d {
-                Bool => Some((false, true)),
-                I8 | I16 | I32 | QInt8 | QInt16 | QInt32 => Some((true, false)),
-                U8 | U16 | U32 | QUInt8 | QUInt16 => Some((false, false)),
-                _ => None,
-            }
-        };
-        let out = match plan {
-            Plan::Numeric(t) | Plan::Bits(t) => t,
-            _ => return Err(format!("{src} has no dense conversion")),
-        };
-        let bits_only = matches!(plan, Plan::Bits(_))
-            || (NpyType::natural(src) == Some(out) && !src.is_float8() && src != DType::BF16);
-        Ok(match (src, out) {
-            (DType::I4, NpyType::I8) => k("bytes8", 1, 4, 1),
-            (DType::I2, NpyType::I8) => k("bytes8", 1, 2, 1),
-            (DType::U4, NpyType::U8) => k("bytes8", 1, 4, 0),
-            (DType::U2, NpyType::U8) => k("bytes8", 1, 2, 0),
-            _ if bits_only && swap == 0 => return Err("no device operation (a plain copy)".into()),
-            _ if bits_only => k("swap_only", size, 0, 0),
-            (DType::BF16, NpyType::F32) => k("widen16", 4, 0, 0),
-            (DType::F16, NpyType::F32) => k("widen16", 4, 1, 0),
-            (s, NpyType::F32) if s.is_float8() => Kernel {
-                lut: Some(s),
-                ..k("lut8", 4, 0, 0)
-            },
-            (DType::F32, NpyType::F16) => k("narrow16", 2, 0, 0),
-            (DType::BF16, NpyType::F16) => k("narrow16", 2, 1, 0),
-            (DType::F64, NpyType::F32) => k("narrow64", 4, 0, 0),
-            (s, t) => match (small_int(s), t) {
-                (
-                    Some((signed, is_bool)),
-                    NpyType::Bool
-                    | NpyType::I8
-                    | NpyType::U8
-                    | NpyType::I16
-                    | NpyType::U16
-                    | NpyType::I32
-                    | NpyType::U32,
-                ) => {
-                    let flags =
-                        signed as u32 | (is_bool as u32) << 1 | ((t == NpyType::Bool) as u32) << 2;
-                    k("intcast", t.size(), 0, flags)
-                }
-                _ => return Err(format!("no GPU kernel for {s} to {}", t.descr())),
-            },
-        })
     }
 
     /// Input bytes per chunk: the user's chunk size, within the adapter's binding and buffer

@@ -6,13 +6,13 @@
 
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod kernel;
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::dtype::{DType, Plan};
 pub use crate::tensor::ChunkSink;
 
 /// Streams a tensor's source chunks into the converter it is given.
@@ -172,15 +172,11 @@ impl DeviceStage {
         }
     }
 
-    /// Converts one dense tensor: on the GPU when one is open and has a kernel for the
-    /// conversion, else with `cpu`. `feed` streams the source chunks; `emit` takes results.
-    #[allow(clippy::too_many_arguments)]
+    /// Converts one dense tensor: on the GPU when one is open and has a kernel for `cpu`'s
+    /// op, else with `cpu`. `feed` streams the source chunks; `emit` takes results.
     pub fn convert(
         &mut self,
         name: &str,
-        src: DType,
-        plan: Plan,
-        big_endian: bool,
         chunk: usize,
         cpu: &crate::transform::Converter,
         feed: &mut Feed,
@@ -192,7 +188,7 @@ impl DeviceStage {
         };
         #[cfg(feature = "gpu")]
         if let Some(ctx) = self.gpu.as_mut() {
-            match gpu::GpuContext::kernel_for(src, plan, big_endian) {
+            match kernel::Kernel::for_conversion(cpu) {
                 Ok(kernel) => {
                     stats.path = "gpu".into();
                     ctx.run(kernel, chunk, &mut stats, feed, emit)?;
@@ -202,7 +198,7 @@ impl DeviceStage {
                 Err(why) => stats.path = format!("cpu: {why}"),
             }
         }
-        let _ = (src, plan, big_endian, chunk);
+        let _ = chunk;
         if stats.path.is_empty() {
             stats.path = "cpu".into();
         }
