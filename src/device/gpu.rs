@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use wgpu::util::DeviceExt;
 
 use super::kernel::{Kernel, ENTRIES};
-use super::{AdapterSummary, ChunkSink, Feed, TensorStats};
+use super::{AdapterSummary, TensorStats};
 use crate::dtype::DType;
 use crate::transform::byte_float_table;
 
@@ -30,8 +30,6 @@ pub struct GpuContext {
     pub info: AdapterSummary,
     errors: Arc<Mutex<Option<String>>>,
     slots: Vec<Slot>,
-    /// Host memory each chunk is copied into from the mapped staging buffer.
-    host: Vec<u8>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -174,7 +172,6 @@ impl GpuContext {
             info,
             errors,
             slots: Vec::new(),
-            host: Vec::new(),
         };
         ctx.check().context("while compiling the GPU kernels")?;
         Ok(ctx)
@@ -215,15 +212,9 @@ impl GpuContext {
         })
     }
 
-    /// Converts a whole tensor streamed in through `feed`, handing results to `emit` in order.
-    pub fn run(
-        &mut self,
-        k: Kernel,
-        chunk: usize,
-        stats: &mut TensorStats,
-        feed: &mut Feed,
-        emit: &mut ChunkSink,
-    ) -> Result<()> {
+    /// Starts converting one tensor with kernel `k`, in device chunks of at most `chunk`
+    /// input bytes.
+    pub fn start(&mut self, k: Kernel, chunk: usize) -> Result<Stream> {
         let cap = self.chunk_cap(&k, chunk);
         let in_cap = cap as u64;
         let out_cap = (cap / k.in_size * k.out_size).div_ceil(4) as u64 * 4;
@@ -231,31 +222,13 @@ impl GpuContext {
         if let Some(d) = k.lut {
             self.lut(d);
         }
-        let mut turn = 0usize;
-        let mut pending: [Option<Pending>; 2] = [None, None];
-        let mut padded = Vec::new();
-        feed(&mut |input: &[u8]| {
-            for piece in input.chunks(cap) {
-                let slot = turn % 2;
-                if let Some(p) = pending[slot].take() {
-                    self.finish(slot, p, stats, emit)?;
-                }
-                pending[slot] = Some(self.submit(slot, &k, piece, &mut padded, stats)?);
-                // Read back the previous chunk while this one runs.
-                let prev = 1 - slot;
-                if let Some(p) = pending[prev].take() {
-                    self.finish(prev, p, stats, emit)?;
-                }
-                turn += 1;
-            }
-            Ok(())
-        })?;
-        for slot in [turn % 2, 1 - turn % 2] {
-            if let Some(p) = pending[slot].take() {
-                self.finish(slot, p, stats, emit)?;
-            }
-        }
-        self.check()
+        Ok(Stream {
+            k,
+            cap,
+            turn: 0,
+            pending: [None, None],
+            padded: Vec::new(),
+        })
     }
 
     fn ensure_slots(&mut self, in_cap: u64, out_cap: u64) -> Result<()> {
@@ -410,12 +383,13 @@ impl GpuContext {
         })
     }
 
-    fn finish(
+    /// Waits for chunk `p` in `slot` and appends its result to `out`.
+    fn read_back(
         &mut self,
         slot: usize,
         p: Pending,
         stats: &mut TensorStats,
-        emit: &mut ChunkSink,
+        out: &mut Vec<u8>,
     ) -> Result<()> {
         let wait = |index| {
             self.device
@@ -434,18 +408,72 @@ impl GpuContext {
             .map_err(|e| anyhow!("cannot map the GPU readback buffer: {e}"))?;
         self.check()?;
         let staging = &self.slots[slot].staging;
-        self.host.clear();
         {
             let view = staging
                 .slice(..p.read_len)
                 .get_mapped_range()
                 .map_err(|e| anyhow!("cannot read the GPU readback buffer: {e}"))?;
-            self.host.extend_from_slice(&view[..p.out_len]);
+            out.extend_from_slice(&view[..p.out_len]);
         }
         staging.unmap();
         stats.d2h_bytes += p.read_len;
         stats.readback += kernel_done.elapsed();
-        emit(&self.host)
+        Ok(())
+    }
+}
+
+/// One tensor on its way through the device: chunk i is submitted before chunk i-1 is read
+/// back, so each [`Stream::push`] yields the previous chunk's result and
+/// [`Stream::finish`] the last ones.
+pub struct Stream {
+    k: Kernel,
+    /// Input bytes per device chunk.
+    cap: usize,
+    turn: usize,
+    pending: [Option<Pending>; 2],
+    /// A chunk's last partial word, padded to a whole one for the upload.
+    padded: Vec<u8>,
+}
+
+impl Stream {
+    /// Submits `input` (whole source elements) and appends to `out` every result that was
+    /// ready to read back.
+    pub fn push(
+        &mut self,
+        ctx: &mut GpuContext,
+        input: &[u8],
+        stats: &mut TensorStats,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for piece in input.chunks(self.cap) {
+            let slot = self.turn % 2;
+            if let Some(p) = self.pending[slot].take() {
+                ctx.read_back(slot, p, stats, out)?;
+            }
+            self.pending[slot] = Some(ctx.submit(slot, &self.k, piece, &mut self.padded, stats)?);
+            // Read back the previous chunk while this one runs.
+            let prev = 1 - slot;
+            if let Some(p) = self.pending[prev].take() {
+                ctx.read_back(prev, p, stats, out)?;
+            }
+            self.turn += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads back what is still on the device, in order, into `out`.
+    pub fn finish(
+        &mut self,
+        ctx: &mut GpuContext,
+        stats: &mut TensorStats,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for slot in [self.turn % 2, 1 - self.turn % 2] {
+            if let Some(p) = self.pending[slot].take() {
+                ctx.read_back(slot, p, stats, out)?;
+            }
+        }
+        ctx.check()
     }
 }
 
