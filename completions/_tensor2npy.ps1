@@ -26,7 +26,8 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -56,7 +57,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--max-dense-bytes', '--max-dense-bytes', [CompletionResultType]::ParameterName, 'Refuse to densify or pad a tensor into more than BYTES')
             [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one')
             [CompletionResult]::new('--adapter', '--adapter', [CompletionResultType]::ParameterName, 'The GPU adapter to use, by its index in `tensor2npy devices`')
-            [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)')
+            [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)')
             [CompletionResult]::new('--manifest', '--manifest', [CompletionResultType]::ParameterName, 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)')
             [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Bytes read and converted at a time; bounds memory use')
             [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
@@ -67,8 +68,8 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--compress', '--compress', [CompletionResultType]::ParameterName, 'Deflate .npz members, like np.savez_compressed')
             [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing')
-            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
-            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
             [CompletionResult]::new('--update', '--update', [CompletionResultType]::ParameterName, 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -97,6 +98,20 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (an array of objects) instead of a table')
             [CompletionResult]::new('--metadata', '--metadata', [CompletionResultType]::ParameterName, 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;verify' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Read the inputs as this format instead of sniffing their content')
+            [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
+            [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing on success')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on success')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -128,7 +143,8 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         }
         'tensor2npy;help' {
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -139,6 +155,9 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             break
         }
         'tensor2npy;help;list' {
+            break
+        }
+        'tensor2npy;help;verify' {
             break
         }
         'tensor2npy;help;devices' {

@@ -34,6 +34,9 @@ _tensor2npy() {
             tensor2npy,man)
                 cmd="tensor2npy__subcmd__man"
                 ;;
+            tensor2npy,verify)
+                cmd="tensor2npy__subcmd__verify"
+                ;;
             tensor2npy__subcmd__help,completions)
                 cmd="tensor2npy__subcmd__help__subcmd__completions"
                 ;;
@@ -52,6 +55,9 @@ _tensor2npy() {
             tensor2npy__subcmd__help,man)
                 cmd="tensor2npy__subcmd__help__subcmd__man"
                 ;;
+            tensor2npy__subcmd__help,verify)
+                cmd="tensor2npy__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -59,7 +65,7 @@ _tensor2npy() {
 
     case "${cmd}" in
         tensor2npy)
-            opts="-h -V --help --version convert list devices man completions help"
+            opts="-h -V --help --version convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,7 +100,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -226,7 +232,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__help)
-            opts="convert list devices man completions help"
+            opts="convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -323,15 +329,29 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__list)
-            opts="-h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -397,6 +417,32 @@ _tensor2npy() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o plusdirs
                     fi
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__verify)
+            opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-fill-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-decompressed)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -118,10 +118,16 @@ impl FileRange {
         Ok(v)
     }
 
-    /// Appends the range to `out`. From a file into a file this is one `copy_file_range` inside
+    /// Appends the range to `out`. From a file into a file this is `copy_file_range` inside
     /// the kernel (std's `io::copy` does that for a `File` pair), so the bytes never pass
-    /// through this process.
+    /// through this process; it goes in pieces of 8 MiB, checking for an interrupt between
+    /// them (the check fails with an `io::Error` wrapping `pipeline::Interrupted`).
     pub fn copy_into(&self, out: &mut io::BufWriter<File>) -> io::Result<u64> {
+        const PIECE: u64 = 8 << 20;
+        let interrupted = || {
+            crate::pipeline::check_interrupted()
+                .map_err(|_| io::Error::other(crate::pipeline::Interrupted))
+        };
         match &self.backing {
             Backing::File(f) => {
                 use std::io::{Seek, SeekFrom};
@@ -129,17 +135,24 @@ impl FileRange {
                 // reads are positioned.
                 let mut dup = f.try_clone()?;
                 dup.seek(SeekFrom::Start(self.offset))?;
-                let copied = io::copy(&mut (&dup).take(self.len), out)?;
-                if copied != self.len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the input ended early",
-                    ));
+                let mut copied = 0u64;
+                while copied < self.len {
+                    interrupted()?;
+                    let want = PIECE.min(self.len - copied);
+                    let n = io::copy(&mut (&dup).take(want), out)?;
+                    copied += n;
+                    if n != want {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the input ended early",
+                        ));
+                    }
                 }
                 Ok(copied)
             }
             Backing::Memory(_) => {
                 use std::io::Write;
+                interrupted()?;
                 out.write_all(self.memory().unwrap_or(&[]))?;
                 Ok(self.len)
             }

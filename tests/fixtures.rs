@@ -78,6 +78,11 @@ fn checkpoint_fixtures_match_tf_train_load_checkpoint() {
 }
 
 #[test]
+fn pytorch_and_hugging_face_fixtures_match_torch_load() {
+    check_good("fixtures/torch/");
+}
+
+#[test]
 fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
     let cases: Vec<Case> = manifest()
         .into_iter()

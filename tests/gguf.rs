@@ -165,9 +165,7 @@ fn under_device_gpu_dequantization_stays_on_the_host_and_says_so() {
     for name in ["quant", "plain"] {
         let out = dir.path().join(format!("{name}.npz"));
         let input = format!("fixtures/gguf/{name}.gguf");
-        let args = [
-            "convert", &input, "--device", "gpu", "--stats", "json", "-o",
-        ];
+        let args = ["convert", &input, "--device", "gpu", "--stats=json", "-o"];
         let o = Command::new(bin())
             .args(args)
             .arg(&out)

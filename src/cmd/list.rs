@@ -1,12 +1,17 @@
 //! `tensor2npy list`: tensors with dtype, shape and size, read from metadata only, printed as
-//! they are read (a JSON array, or an aligned table).
+//! they are read (a JSON array, or an aligned table). BYTES is what the tensor occupies in the
+//! input (`bytes` in JSON); ragged dimensions print as `?` (`null` in JSON); names are escaped
+//! for the terminal and aligned by display width. Notes about entries `convert` would skip go
+//! to stderr unless `-q`.
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use unicode_width::UnicodeWidthStr;
 
 use crate::cli::ListArgs;
+use crate::names::shown;
 use crate::pipeline::{npy_type, Selector};
 use crate::sink::io_error;
 use crate::structure::{Duplicates, StructureOptions, View};
@@ -26,11 +31,22 @@ pub fn run(args: ListArgs) -> Result<()> {
     };
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
+        if !args.quiet {
+            for note in src.notes() {
+                eprintln!("tensor2npy: note: {}: {}", src.display_path(), shown(note));
+            }
+        }
         for i in 0..src.len() {
             selector.record(&src.meta(i)?.name);
         }
     }
-    selector.check_matched()?;
+    selector.check_matched().with_context(|| {
+        sources
+            .iter()
+            .map(|s| s.display_path())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })?;
 
     let multi = sources.len() > 1;
     // What each input was read as, where its reader says (GraphDef, ONNX, TensorProto).
@@ -102,15 +118,23 @@ pub fn run(args: ListArgs) -> Result<()> {
         let shape = m
             .shape
             .iter()
-            .map(|d| d.to_string())
+            .enumerate()
+            .map(|(d, n)| {
+                if d >= 1 && d <= m.ragged_rank {
+                    "?".to_string()
+                } else {
+                    n.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         [
-            if multi {
+            shown(&if multi {
                 format!("{source}: {}", m.name)
             } else {
                 m.name.clone()
-            },
+            })
+            .into_owned(),
             dtype.to_string(),
             npy_type(m, &policy)
                 .map(|t| t.descr())
@@ -121,12 +145,12 @@ pub fn run(args: ListArgs) -> Result<()> {
         ]
     };
     let header = ["NAME", "DTYPE", "NPY", "SHAPE", "BYTES", "KIND"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
+    let mut widths = header.clone().map(|h| h.width());
     for row in rows.clone() {
         let (source, m, dtype) = row?;
         if selector.keep(&m.name) {
             for (w, c) in widths.iter_mut().zip(cells(source, &m, &dtype)) {
-                *w = (*w).max(c.chars().count());
+                *w = (*w).max(c.width());
             }
         }
     }
@@ -136,10 +160,12 @@ pub fn run(args: ListArgs) -> Result<()> {
             .zip(widths)
             .enumerate()
             .map(|(i, (c, w))| {
+                // Padding by display width: a CJK character takes two columns.
+                let pad = " ".repeat(w.saturating_sub(c.width()));
                 if i == 4 {
-                    format!("{c:>w$}")
+                    format!("{pad}{c}")
                 } else {
-                    format!("{c:<w$}")
+                    format!("{c}{pad}")
                 }
             })
             .collect();

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod devices;
 pub mod list;
 pub mod man;
+pub mod verify;
 
 use anyhow::{Context, Result};
 
@@ -51,7 +52,15 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         .iter()
         .map(|p| {
             let src = source::open(p, &opts).with_context(|| p.display().to_string())?;
-            structure::wrap(src, structure)
+            let display = src.display_path().to_string();
+            // Errors in sparse/ragged component groups (a checksum inside one) name the input.
+            structure::wrap(src, structure).map_err(|e| {
+                if format!("{e:#}").contains(&display) {
+                    e
+                } else {
+                    e.context(display)
+                }
+            })
         })
         .collect()
 }

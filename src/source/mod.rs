@@ -20,13 +20,16 @@ mod example_layout;
 mod example_wire;
 pub mod gguf;
 pub mod graphdef;
+pub mod hf;
 pub mod onnx;
 pub mod onnx_tensor;
 pub mod pbwalk;
+pub mod pickle;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
 mod tfrecord_io;
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +42,8 @@ use crate::tensor::Source;
 pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
+    &hf::READER,
+    &torch::READER,
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
@@ -234,7 +239,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index) and no checkpoint directory (a `checkpoint` file naming an .index file); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
             input.display
         );
     }
