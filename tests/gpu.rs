@@ -338,8 +338,7 @@ fn gpu_conversions_of_the_fixtures_match_the_oracles_and_report_stats() {
             .args([
                 "--device",
                 "gpu",
-                "--stats",
-                "json",
+                "--stats=json",
                 "--chunk-size",
                 "1000",
                 "-o",
