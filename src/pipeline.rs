@@ -261,22 +261,16 @@ pub fn write_tensor(
         }
     }
     let host_decode = src.host_decode(index);
+    let mut run = device.start(out_name, &converter, chunk)?;
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-        device.convert(
-            out_name,
-            meta.dtype,
-            plan,
-            meta.big_endian,
-            chunk,
-            &converter,
-            &mut |convert| src.read_dense(index, chunk, convert),
-            &mut |out: &[u8]| {
-                check_interrupted()?;
-                w.write_all(out).map_err(io_error)?;
-                report.advance(out.len() as u64);
-                Ok(())
-            },
-        )
+        let mut write = |out: &[u8]| -> Result<()> {
+            check_interrupted()?;
+            w.write_all(out).map_err(io_error)?;
+            report.advance(out.len() as u64);
+            Ok(())
+        };
+        src.read_dense(index, chunk, &mut |c: &[u8]| write(run.push(c)?))?;
+        write(run.finish()?)
     })?;
     // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
     if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
