@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Result};
 use super::atomic::{keep_mode, path_error, temp_dir_in, CreatedDirs};
 use super::{io_error, write_copy, write_member, Body, Sink, BUFFER};
 use crate::input::FileRange;
-use crate::names;
+use crate::sink::names;
 
 pub struct DirSink {
     target: PathBuf,

@@ -9,6 +9,7 @@
 
 pub mod atomic;
 mod dir;
+pub mod names;
 pub mod npy;
 
 pub use dir::DirSink;
@@ -22,7 +23,6 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::input::FileRange;
-use crate::names;
 
 pub use atomic::{clean_stale_temporaries, TEMP_PREFIX};
 use atomic::{persist, temp_file_beside, Staged};

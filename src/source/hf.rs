@@ -1,7 +1,8 @@
 //! Hugging Face model folders: a directory (or its index file) with
 //! `model.safetensors.index.json` / `pytorch_model.bin.index.json` (or a variant such as
 //! `model.safetensors.index.fp16.json`), whose `weight_map` names the shard of every tensor, or
-//! a directory with a single `model.safetensors` / `pytorch_model.bin`. The shards are opened
+//! a directory with a single `model.safetensors` / `pytorch_model.bin` (diffusers'
+//! `diffusion_pytorch_model.*` names too). The shards are opened
 //! with the safetensors and PyTorch readers and merged into one source; names are kept as the
 //! shards store them (no stem prefix). Every shard the index names must exist and every
 //! `weight_map` entry must be in its shard, so an interrupted download is an error naming the
@@ -30,19 +31,47 @@ const INDEXES: [&str; 2] = [
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 ];
-const SINGLES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+const SINGLES: [&str; 4] = [
+    "model.safetensors",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+];
 
+/// `<name>.safetensors.index.json` or `<name>.bin.index.json`, with an optional variant before
+/// `.json` (`model.safetensors.index.fp16.json`).
 fn is_index_name(name: &str) -> bool {
-    ["model.safetensors.index.", "pytorch_model.bin.index."]
-        .iter()
-        .any(|p| name.starts_with(p) && name.ends_with(".json"))
+    let Some(base) = name.strip_suffix(".json") else {
+        return false;
+    };
+    [".safetensors.index", ".bin.index"].iter().any(|m| {
+        base.find(m).is_some_and(|at| {
+            let rest = &base[at + m.len()..];
+            at > 0 && (rest.is_empty() || (rest.starts_with('.') && !rest[1..].contains('/')))
+        })
+    })
+}
+
+/// The index files in a folder, sorted.
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| is_index_name(&e.file_name().to_string_lossy()) && e.path().is_file())
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 fn sniff(input: &Input) -> Sniff {
     if input.is_dir {
-        return match locate(&input.path) {
-            Ok(_) => Sniff::Yes,
-            Err(_) => Sniff::No,
+        let has_single = SINGLES.iter().any(|n| input.path.join(n).is_file());
+        return if has_single || !index_files(&input.path).is_empty() {
+            Sniff::Yes
+        } else {
+            Sniff::No
         };
     }
     let name = input
@@ -70,13 +99,7 @@ fn locate(dir: &Path) -> Result<Layout> {
             return Ok(Layout::Index(p));
         }
     }
-    let mut variants: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| is_index_name(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    variants.sort();
+    let mut variants = index_files(dir);
     match variants.len() {
         0 => {}
         1 => return Ok(Layout::Index(variants.remove(0))),
@@ -97,7 +120,7 @@ fn locate(dir: &Path) -> Result<Layout> {
         }
     }
     bail!(
-        "{} is not a Hugging Face model folder (no *.index.json, model.safetensors or pytorch_model.bin)",
+        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model.safetensors or pytorch_model.bin)",
         dir.display()
     )
 }
@@ -276,5 +299,33 @@ impl Source for HfSource {
 
     fn notes(&self) -> &[String] {
         &self.notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_index_name;
+
+    #[test]
+    fn index_names_with_and_without_variants() {
+        for yes in [
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+            "model.safetensors.index.fp16.json",
+            "diffusion_pytorch_model.safetensors.index.json",
+            "pytorch_model.bin.index.fp16.json",
+        ] {
+            assert!(is_index_name(yes), "{yes}");
+        }
+        for no in [
+            "config.json",
+            ".safetensors.index.json",
+            "model.safetensors",
+            "model.safetensors.index",
+            "tokenizer.json",
+            "model.index.json",
+        ] {
+            assert!(!is_index_name(no), "{no}");
+        }
     }
 }

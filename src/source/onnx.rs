@@ -356,7 +356,7 @@ fn sniff_input(input: &Input) -> Sniff {
         return Sniff::Yes;
     }
     let starts_with_version = input.head.first() == Some(&0x08)
-        && crate::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
+        && crate::source::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
     if starts_with_version && input.has_extension(READER.extensions) {
         Sniff::Maybe
     } else {

@@ -16,9 +16,9 @@ use prost::Message;
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::source::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::source::wire::Cursor;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
-use crate::wire::Cursor;
 
 /// The object-graph key TensorFlow 2 adds to every object-based checkpoint.
 pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
@@ -622,7 +622,7 @@ impl Source for BundleSource {
 mod tests {
     use super::*;
     use crate::dtype::{NpyType, Plan};
-    use crate::proto::{TensorShapeProto, VersionDef};
+    use crate::source::proto::{TensorShapeProto, VersionDef};
     use crate::transform::Converter;
 
     fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -690,7 +690,7 @@ mod tests {
             shape: Some(TensorShapeProto {
                 dim: shape
                     .iter()
-                    .map(|&size| crate::proto::Dim { size, name: vec![] })
+                    .map(|&size| crate::source::proto::Dim { size, name: vec![] })
                     .collect(),
                 unknown_rank: false,
             }),
