@@ -555,7 +555,11 @@ impl FlaxSource {
             Node::List(_) => true,
             _ => false,
         };
-        let name = if tree { String::new() } else { stem.to_string() };
+        let name = if tree {
+            String::new()
+        } else {
+            stem.to_string()
+        };
         flatten(root, name, &mut leaves)?;
         Ok(FlaxSource {
             path: path.to_string(),
