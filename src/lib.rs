@@ -5,6 +5,7 @@
 //! → `transform` → `sink` writers; `cli` parses, `cmd` dispatches. The library exists for the
 //! binary and for the fuzz targets; it is not a stable API.
 
+pub mod batch;
 pub mod cli;
 pub mod cmd;
 pub mod device;
@@ -13,6 +14,8 @@ pub mod input;
 pub mod names;
 pub mod pipeline;
 pub mod proto;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod sink;
 pub mod source;
 pub mod structure;

@@ -39,7 +39,8 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-fn check_interrupted() -> Result<()> {
+/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived.
+pub fn check_interrupted() -> Result<()> {
     match INTERRUPT.get() {
         Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
         _ => Ok(()),
@@ -142,12 +143,14 @@ impl Reporter {
 
     pub fn note(&self, msg: &str) {
         if !self.quiet {
+            let msg = crate::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
+            let msg = crate::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
         }
     }
@@ -215,7 +218,7 @@ pub fn write_tensor(
     };
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
-    report.set_message(out_name.to_string());
+    report.set_message(crate::names::shown(out_name).into_owned());
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;
@@ -257,6 +260,7 @@ pub fn write_tensor(
             return Ok(());
         }
     }
+    let host_decode = src.host_decode(index);
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
         device.convert(
             out_name,
@@ -273,5 +277,12 @@ pub fn write_tensor(
                 Ok(())
             },
         )
-    })
+    })?;
+    // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
+    if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
+        if last.path != "gpu" {
+            last.path = format!("cpu: {why}");
+        }
+    }
+    Ok(())
 }

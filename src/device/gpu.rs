@@ -91,10 +91,9 @@ impl GpuContext {
                 let mut all =
                     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
                 if i >= all.len() {
-                    bail!(
-                        "--adapter {i}: there are {} adapters (see `tensor2npy devices`)",
-                        all.len()
-                    );
+                    let n = all.len();
+                    let (verb, s) = if n == 1 { ("is", "") } else { ("are", "s") };
+                    bail!("--adapter {i}: there {verb} {n} adapter{s} (see `tensor2npy devices`)");
                 }
                 all.swap_remove(i)
             }

@@ -249,12 +249,12 @@ impl DeviceStage {
         match format {
             StatsFormat::Json => {
                 let doc = json!({
-                    "device": self.adapter_name(),
+                    "device": self.adapter_name().unwrap_or_else(|| "cpu".into()),
                     "fallback": self.fallback,
                     "tensors": self.stats.iter().map(TensorStats::json).collect::<Vec<_>>(),
                     "total": total.json(),
                 });
-                serde_json::to_string_pretty(&doc).unwrap_or_default()
+                serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
             }
             StatsFormat::Text => {
                 let mut out = format!(

@@ -5,7 +5,7 @@
 //! anonymous temporary file, bounded by `--max-decompressed`. The `zip` crate reads the
 //! archive's directory.
 
-use std::io::Read;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -47,15 +47,50 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     Ok(Box::new(src))
 }
 
+/// A `Read + Seek` view of a range (a file, or a remote object), for the zip crate. (The
+/// PyTorch reader has the same private adapter.)
+struct SeekRange {
+    range: FileRange,
+    pos: u64,
+}
+
+impl Read for SeekRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.range
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SeekRange {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.range.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::other("seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+type Archive = zip::ZipArchive<BufReader<SeekRange>>;
+
 /// The bytes of `model.weights.h5`: a slice of the archive when stored, an inflated temporary
 /// file when deflated.
 pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<FileRange> {
-    let file = data
-        .file()
-        .context("a .keras archive must be a file")?
-        .try_clone()
-        .context("cannot reopen the archive")?;
-    let mut zip = zip::ZipArchive::new(file).context("not a readable ZIP archive")?;
+    let reader = BufReader::new(SeekRange {
+        range: data.clone(),
+        pos: 0,
+    });
+    let mut zip = zip::ZipArchive::new(reader).context("not a readable ZIP archive")?;
     let index = zip.index_for_name(WEIGHTS).ok_or_else(|| {
         anyhow!(
             "no {WEIGHTS} in the archive: not a Keras 3 .keras file (or one saved without weights)"
@@ -104,7 +139,7 @@ pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<FileRan
     }
 }
 
-fn member_is_encrypted(zip: &mut zip::ZipArchive<std::fs::File>, index: usize) -> bool {
+fn member_is_encrypted(zip: &mut Archive, index: usize) -> bool {
     zip.by_index_raw(index).is_ok_and(|m| m.encrypted())
 }
 

@@ -14,12 +14,25 @@
 //! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod chain;
+pub mod example;
+mod example_layout;
+mod example_wire;
 pub mod flax;
+pub mod gguf;
+pub mod graphdef;
 pub mod hdf5;
+pub mod hf;
 pub mod keras;
+pub mod onnx;
+pub mod onnx_tensor;
+pub mod pbwalk;
+pub mod pickle;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
+mod tfrecord_io;
+pub mod torch;
 
 use std::path::{Path, PathBuf};
 
@@ -32,11 +45,17 @@ use crate::tensor::Source;
 pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
+    &hf::READER,
+    &torch::READER,
     &safetensors::READER,
     &hdf5::READER,
     &keras::READER,
     &flax::READER,
+    &example::READER,
+    &gguf::READER,
     &tfrecord::READER,
+    &onnx::READER,
+    &graphdef::READER,
     &tensorproto::READER,
 ];
 
@@ -75,6 +94,11 @@ pub struct OpenOptions {
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    pub example: example::ExampleOptions,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
+    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
+    pub constants: bool,
 }
 
 /// What a reader sees of one input before opening it.
@@ -147,7 +171,7 @@ pub fn open(arg: &Path, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 }
 
 /// Gathers what sniffers look at.
-fn probe(arg: &Path) -> Result<Input> {
+pub(crate) fn probe(arg: &Path) -> Result<Input> {
     let display = arg.display().to_string();
     let is_stdin = arg.as_os_str() == "-";
     let stem = if is_stdin {
@@ -155,9 +179,19 @@ fn probe(arg: &Path) -> Result<Input> {
     } else {
         stem(arg)
     };
-    let is_dir = !is_stdin && arg.is_dir();
+    let is_dir = !is_stdin && input::is_dir(arg);
     let (data, files) = if is_stdin {
         (Some(FileRange::whole(input::spool_stdin()?)?), Vec::new())
+    } else if input::url_of(arg).is_some() {
+        // A remote object, or a remote checkpoint prefix or directory (no object by that name).
+        match is_dir {
+            true => (None, Vec::new()),
+            false => match input::open_range(arg) {
+                Ok(r) => (Some(r), Vec::new()),
+                Err(_) if input::is_file(&input::with_suffix(arg, ".index")) => (None, Vec::new()),
+                Err(e) => return Err(e),
+            },
+        }
     } else if arg.is_file() {
         let file = input::open_file(arg)?;
         (Some(FileRange::whole(file)?), vec![arg.to_path_buf()])
@@ -211,7 +245,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index) and no checkpoint directory (a `checkpoint` file naming an .index file); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
             input.display
         );
     }

@@ -281,6 +281,14 @@ impl ScannedTensor {
         Ok(())
     }
 
+    /// The non-empty `tensor_content` of a fixed-size tensor: its elements as stored, which a
+    /// reader may hand out as `Source::raw_range`.
+    pub fn content_range(&self) -> Option<FileRange> {
+        self.content
+            .clone()
+            .filter(|_| self.dtype.item_size().is_some())
+    }
+
     pub fn kind(&self) -> Kind {
         if self.dtype == DType::String {
             Kind::String
@@ -454,6 +462,9 @@ impl TensorProtoSource {
 impl Source for TensorProtoSource {
     fn display_path(&self) -> &str {
         &self.path
+    }
+    fn format(&self) -> Option<&str> {
+        Some("tensorproto")
     }
     fn len(&self) -> usize {
         1

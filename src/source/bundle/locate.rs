@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::BundleSource;
+use crate::input;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::Source;
 
@@ -27,7 +28,7 @@ pub static SAVEDMODEL: Reader = Reader {
 };
 
 fn is_savedmodel(dir: &Path) -> bool {
-    dir.join("variables").join("variables.index").is_file()
+    input::is_file(&dir.join("variables").join("variables.index"))
 }
 
 fn sniff(input: &Input, savedmodel: bool) -> Sniff {
@@ -66,34 +67,39 @@ fn open_savedmodel(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>>
             input.display
         );
     }
-    open_checkpoint(input, opts)
+    let variables = open_checkpoint(input, opts)?;
+    if !opts.constants {
+        return Ok(variables);
+    }
+    crate::source::graphdef::with_saved_model_constants(variables, &input.path, opts)
 }
 
 /// The bundle prefix for a checkpoint argument: `P`, `P.index`, a SavedModel directory, or a
 /// checkpoint directory whose `checkpoint` file names the latest checkpoint (as
 /// `tf.train.load_checkpoint(dir)` resolves it).
 pub fn prefix_for(input: &Path) -> Option<PathBuf> {
-    if input.is_dir() {
+    if input::is_dir(input) {
         let p = input.join("variables").join("variables");
-        if p.with_extension("index").is_file() {
+        if input::is_file(&p.with_extension("index")) {
             return Some(p);
         }
         return latest_checkpoint(input);
     }
     let s = input.as_os_str().to_string_lossy();
     if let Some(p) = s.strip_suffix(".index") {
-        if input.is_file() {
+        if input::is_file(input) {
             return Some(PathBuf::from(p));
         }
     }
-    let index = PathBuf::from(format!("{s}.index"));
-    (!input.is_file() && index.is_file()).then(|| input.to_path_buf())
+    let index = input::with_suffix(input, ".index");
+    (!input::is_file(input) && input::is_file(&index)).then(|| input.to_path_buf())
 }
 
 /// `model_checkpoint_path` from a directory's text-format `checkpoint` file, when its index
 /// exists.
 fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("checkpoint")).ok()?;
+    let bytes = input::read_small(&dir.join("checkpoint"), 1 << 20).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with("model_checkpoint_path:"))?;
@@ -105,9 +111,7 @@ fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
     } else {
         dir.join(p)
     };
-    PathBuf::from(format!("{}.index", prefix.display()))
-        .is_file()
-        .then_some(prefix)
+    input::is_file(&input::with_suffix(&prefix, ".index")).then_some(prefix)
 }
 
 pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {

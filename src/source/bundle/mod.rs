@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
 use crate::dtype::DType;
-use crate::input::{open_file, FileRange};
+use crate::input::FileRange;
 use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 use crate::wire::Cursor;
@@ -53,7 +53,7 @@ pub struct BundleSource {
 impl BundleSource {
     pub fn open(display: &str, prefix: &Path, options: BundleOptions) -> Result<BundleSource> {
         let index_path = PathBuf::from(format!("{}.index", prefix.display()));
-        let index = FileRange::whole(open_file(&index_path)?)?;
+        let index = crate::input::open_range(&index_path)?;
         let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
         let mut iter = table.into_iter();
         let header = match iter.next() {
@@ -103,9 +103,9 @@ impl BundleSource {
         let mut shards = Vec::new();
         for s in 0..num_shards {
             let p = shard_path(prefix, s, num_shards);
-            let f = std::fs::File::open(&p)
-                .map_err(|e| anyhow!("missing data shard {}: {e}", p.display()))?;
-            shards.push(FileRange::whole(f)?);
+            let shard = crate::input::open_range(&p)
+                .with_context(|| format!("missing data shard {}", p.display()))?;
+            shards.push(shard);
             shard_paths.push(p);
         }
 
@@ -122,6 +122,13 @@ impl BundleSource {
         };
         for (name, entry) in plain {
             if name == OBJECT_GRAPH_KEY && !source.options.include_internal {
+                // Not written, but its bytes are part of the checkpoint: verified all the same
+                // (it is small), so that damage anywhere in the shards is caught.
+                if source.options.verify {
+                    source
+                        .verify_hidden(&name, entry, &slice_keys, big_endian)
+                        .with_context(|| format!("tensor '{name}'"))?;
+                }
                 continue;
             }
             source
@@ -129,6 +136,26 @@ impl BundleSource {
                 .with_context(|| format!("tensor '{name}'"))?;
         }
         Ok(source)
+    }
+
+    /// Reads an entry that is not listed (the object graph) into nothing, checking its CRC.
+    fn verify_hidden(
+        &mut self,
+        name: &str,
+        entry: BundleEntryProto,
+        slice_keys: &HashMap<Vec<u8>, Vec<u8>>,
+        big_endian: bool,
+    ) -> Result<()> {
+        self.add(name, entry, slice_keys, big_endian)?;
+        let i = self.metas.len() - 1;
+        let result = if self.metas[i].dtype.item_size().is_some() {
+            self.read_dense(i, 1 << 20, &mut |_| Ok(()))
+        } else {
+            self.read_strings(i, &mut |_| Ok(()))
+        };
+        self.metas.pop();
+        self.entries.pop();
+        result
     }
 
     /// Adds one entry.
