@@ -1,8 +1,9 @@
 //! Hugging Face model folders: a directory (or its index file) with
 //! `model.safetensors.index.json` / `pytorch_model.bin.index.json` (or a variant such as
 //! `model.safetensors.index.fp16.json`), whose `weight_map` names the shard of every tensor, or
-//! a directory with a single `model.safetensors` / `pytorch_model.bin`. The shards are opened
-//! with the safetensors and PyTorch readers and merged into one source; names are kept as the
+//! a directory with a single `model.safetensors` / `pytorch_model.bin`; the same for Flax
+//! (`flax_model.msgpack.index.json`, `flax_model.msgpack`). The shards are opened with the
+//! safetensors, PyTorch and Flax readers and merged into one source; names are kept as the
 //! shards store them (no stem prefix). Every shard the index names must exist and every
 //! `weight_map` entry must be in its shard, so an interrupted download is an error naming the
 //! missing file.
@@ -12,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::flax::FlaxSource;
 use super::safetensors::SafetensorsSource;
 use super::torch::TorchSource;
 use crate::input::{self, FileRange};
@@ -26,16 +28,25 @@ pub static READER: Reader = Reader {
     open,
 };
 
-const INDEXES: [&str; 2] = [
+const INDEXES: [&str; 3] = [
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
+    "flax_model.msgpack.index.json",
 ];
-const SINGLES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+const SINGLES: [&str; 3] = [
+    "model.safetensors",
+    "pytorch_model.bin",
+    "flax_model.msgpack",
+];
 
 fn is_index_name(name: &str) -> bool {
-    ["model.safetensors.index.", "pytorch_model.bin.index."]
-        .iter()
-        .any(|p| name.starts_with(p) && name.ends_with(".json"))
+    [
+        "model.safetensors.index.",
+        "pytorch_model.bin.index.",
+        "flax_model.msgpack.index.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p) && name.ends_with(".json"))
 }
 
 fn sniff(input: &Input) -> Sniff {
@@ -214,6 +225,9 @@ impl HfSource {
         let files = vec![p.to_path_buf()];
         let part: Box<dyn Source> = if p.extension().is_some_and(|e| e == "safetensors") {
             Box::new(SafetensorsSource::open(&display, files, data).context(display.clone())?)
+        } else if p.extension().is_some_and(|e| e == "msgpack") {
+            let stem = super::stem(p);
+            Box::new(FlaxSource::open(&display, files, data, &stem).context(display.clone())?)
         } else {
             let stem = super::stem(p);
             Box::new(TorchSource::open(&display, files, data, &stem).context(display.clone())?)
