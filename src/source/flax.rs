@@ -34,12 +34,13 @@ pub static READER: Reader = Reader {
     open,
 };
 
-/// A msgpack map (or a bare extension value) at the start whose whole tree walks cleanly (the
-/// walk reads only headers) is sure; a map followed by a string key, or any `.msgpack` file, is
+/// A non-empty msgpack map (or a bare extension value) at the start whose whole tree walks
+/// cleanly (the walk reads only headers) is sure; a map followed by a string key, or any `.msgpack` file, is
 /// still plausible, so that a damaged file gets this reader's error rather than "unrecognised".
 fn sniff(input: &Input) -> Sniff {
     let head = &input.head;
-    let is_map = matches!(head.first(), Some(0x80..=0x8f | 0xde | 0xdf));
+    // An empty map (0x80, also a pickle's PROTO opcode) is claimed by its extension only.
+    let is_map = matches!(head.first(), Some(0x81..=0x8f | 0xde | 0xdf));
     let is_ext = matches!(head.first(), Some(0xc7..=0xc9 | 0xd4..=0xd8));
     let key_at = match head.first() {
         Some(0xde) => 3,
@@ -664,6 +665,31 @@ mod tests {
         let mut want = 1.5f32.to_le_bytes().to_vec();
         want.extend((-2.0f32).to_le_bytes());
         assert_eq!(range.read_vec(0, 8).unwrap(), want);
+    }
+
+    fn input(name: &str, bytes: Vec<u8>) -> Input {
+        Input {
+            path: name.into(),
+            display: name.into(),
+            stem: "t".into(),
+            is_dir: false,
+            head: bytes.clone(),
+            data: Some(FileRange::from_vec(bytes)),
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn sniffing_wants_a_parsable_tree_and_leaves_pickles_alone() {
+        assert_eq!(sniff(&input("x.bin", nested())), Sniff::Yes);
+        let mut cut = nested();
+        cut.truncate(cut.len() - 1);
+        assert_eq!(sniff(&input("x.bin", cut.clone())), Sniff::Maybe);
+        assert_eq!(sniff(&input("x.msgpack", cut)), Sniff::Maybe);
+        // a pickle starts with PROTO (0x80), which is also msgpack's empty map
+        assert_eq!(sniff(&input("x.pth", vec![0x80])), Sniff::No);
+        assert_eq!(sniff(&input("x.pth", vec![0x80, 0x02, b'}'])), Sniff::No);
+        assert_eq!(sniff(&input("x.msgpack", vec![0x80])), Sniff::Maybe);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! `model.safetensors.index.json` / `pytorch_model.bin.index.json` (or a variant such as
 //! `model.safetensors.index.fp16.json`), whose `weight_map` names the shard of every tensor, or
 //! a directory with a single `model.safetensors` / `pytorch_model.bin` (diffusers'
-//! `diffusion_pytorch_model.*` names too). The shards are opened
-//! with the safetensors and PyTorch readers and merged into one source; names are kept as the
+//! `diffusion_pytorch_model.*` names too); the same for Flax (`flax_model.msgpack.index.json`,
+//! `flax_model.msgpack`). The shards are opened with the safetensors, PyTorch and Flax readers
+//! and merged into one source; names are kept as the
 //! shards store them (no stem prefix). Every shard the index names must exist and every
 //! `weight_map` entry must be in its shard, so an interrupted download is an error naming the
 //! missing file.
@@ -13,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::flax::FlaxSource;
 use super::safetensors::SafetensorsSource;
 use super::torch::TorchSource;
 use crate::input::{self, FileRange};
@@ -27,15 +29,17 @@ pub static READER: Reader = Reader {
     open,
 };
 
-const INDEXES: [&str; 2] = [
+const INDEXES: [&str; 3] = [
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
+    "flax_model.msgpack.index.json",
 ];
-const SINGLES: [&str; 4] = [
+const SINGLES: [&str; 5] = [
     "model.safetensors",
     "pytorch_model.bin",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
+    "flax_model.msgpack",
 ];
 
 /// `<name>.safetensors.index.json` or `<name>.bin.index.json`, with an optional variant before
@@ -44,12 +48,14 @@ fn is_index_name(name: &str) -> bool {
     let Some(base) = name.strip_suffix(".json") else {
         return false;
     };
-    [".safetensors.index", ".bin.index"].iter().any(|m| {
-        base.find(m).is_some_and(|at| {
-            let rest = &base[at + m.len()..];
-            at > 0 && (rest.is_empty() || (rest.starts_with('.') && !rest[1..].contains('/')))
+    [".safetensors.index", ".bin.index", ".msgpack.index"]
+        .iter()
+        .any(|m| {
+            base.find(m).is_some_and(|at| {
+                let rest = &base[at + m.len()..];
+                at > 0 && (rest.is_empty() || (rest.starts_with('.') && !rest[1..].contains('/')))
+            })
         })
-    })
 }
 
 /// The index files in a folder, sorted.
@@ -237,6 +243,9 @@ impl HfSource {
         let files = vec![p.to_path_buf()];
         let part: Box<dyn Source> = if p.extension().is_some_and(|e| e == "safetensors") {
             Box::new(SafetensorsSource::open(&display, files, data).context(display.clone())?)
+        } else if p.extension().is_some_and(|e| e == "msgpack") {
+            let stem = super::stem(p);
+            Box::new(FlaxSource::open(&display, files, data, &stem).context(display.clone())?)
         } else {
             let stem = super::stem(p);
             Box::new(TorchSource::open(&display, files, data, &stem).context(display.clone())?)
