@@ -16,9 +16,6 @@
 pub mod bundle;
 pub mod chain;
 pub mod example;
-mod example_layout;
-mod example_spool;
-mod example_wire;
 pub mod flax;
 pub mod gguf;
 pub mod graphdef;
@@ -26,7 +23,6 @@ pub mod hdf5;
 pub mod hf;
 pub mod keras;
 pub mod onnx;
-pub mod onnx_tensor;
 pub mod pbwalk;
 pub mod pickle;
 pub mod proto;

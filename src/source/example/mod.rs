@@ -11,8 +11,8 @@
 //! serialized each map in.
 //!
 //! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs),
-//! `example_wire` (the protobuf walk), `example_layout` (which arrays each feature becomes, and
-//! their elements) and `example_spool` (pass 2's temporary file). Two passes: `open` walks every
+//! `wire` (the protobuf walk), `layout` (which arrays each feature becomes, and
+//! their elements) and `spool` (pass 2's temporary file). Two passes: `open` walks every
 //! record once, checking every CRC and every byte of protobuf, and keeps per-feature statistics
 //! only (type, counts, longest string); when the first array is read, one more walk writes every
 //! array into the spool (a dataset with a single array is streamed straight from the records),
@@ -21,6 +21,10 @@
 //! because decoding a message allocates every key and value list of every record, and both
 //! passes only need slices of each record.
 
+mod layout;
+mod spool;
+pub mod wire;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::ops::Range;
@@ -28,10 +32,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-pub use super::example_layout::RaggedChoice;
-use super::example_layout::{self as layout, Element, Output, Piece, Stats};
-use super::example_spool::{Spool, SpoolWriter};
-use super::example_wire::{self, FType, Section, Value};
+pub use self::layout::RaggedChoice;
+use self::layout::{Element, Output, Piece, Stats};
+use self::spool::{Spool, SpoolWriter};
+use self::wire::{FType, Section, Value};
 use super::tfrecord_io::Records;
 use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
@@ -268,7 +272,7 @@ impl ExampleSource {
                     start..start + b.len()
                 };
                 found.clear();
-                example_wire::walk_record(rec, &mut |s, k, v| {
+                wire::walk_record(rec, &mut |s, k, v| {
                     found.push((s, range(k), range(v)));
                     Ok(())
                 })
@@ -316,7 +320,7 @@ impl ExampleSource {
                         }
                         Ok(())
                     };
-                    let add = |c: example_wire::Count, st: &mut Stats| -> Result<()> {
+                    let add = |c: wire::Count, st: &mut Stats| -> Result<()> {
                         check(c.ftype, st)?;
                         st.values += c.values;
                         st.max_len = st.max_len.max(c.longest);
@@ -325,8 +329,8 @@ impl ExampleSource {
                     };
                     let count = if list {
                         let mut steps = 0u64;
-                        example_wire::each_step(value, &mut |step| {
-                            let c = example_wire::count(step)
+                        wire::each_step(value, &mut |step| {
+                            let c = wire::count(step)
                                 .with_context(|| format!("step {steps}: malformed Feature"))?;
                             st.max_step = st.max_step.max(c.values);
                             add(c, st).with_context(|| format!("step {steps}"))?;
@@ -337,7 +341,7 @@ impl ExampleSource {
                         st.steps += steps;
                         steps
                     } else {
-                        let c = example_wire::count(value)
+                        let c = wire::count(value)
                             .context("malformed Feature")
                             .with_context(what)?;
                         add(c, st).with_context(what)?;
@@ -407,7 +411,7 @@ impl ExampleSource {
                 ranges.clear();
                 ranges.resize(self.features.len(), None);
                 let base = rec.as_ptr() as usize;
-                example_wire::walk_record(rec, &mut |s, k, v| {
+                wire::walk_record(rec, &mut |s, k, v| {
                     if let Some(&f) = self.index[(s == Section::Lists) as usize].get(k) {
                         // the last of a repeated key wins
                         let start = (v.as_ptr() as usize).saturating_sub(base);
