@@ -7,14 +7,16 @@
 //! directly, since they cannot be renamed over.
 
 pub mod npy;
+mod npz;
+mod zip;
+
+pub use npz::{npz_file, NpzSink};
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::input::FileRange;
 use crate::names;
@@ -171,104 +173,6 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
         )
     })?;
     Ok(())
-}
-
-/// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
-/// 1980-01-01 timestamps, members in the order added.
-pub struct NpzSink<W: Write + Seek> {
-    zip: Option<ZipWriter<W>>,
-    options: SimpleFileOptions,
-    members: std::collections::HashSet<String>,
-    commit: Box<dyn FnOnce(W) -> Result<()>>,
-}
-
-fn npz_options(compress: bool) -> SimpleFileOptions {
-    SimpleFileOptions::default()
-        .compression_method(if compress {
-            CompressionMethod::Deflated
-        } else {
-            CompressionMethod::Stored
-        })
-        .last_modified_time(DateTime::default())
-        .unix_permissions(0o644)
-        .large_file(true)
-}
-
-impl<W: Write + Seek + 'static> NpzSink<W> {
-    fn with_writer(w: W, compress: bool, commit: Box<dyn FnOnce(W) -> Result<()>>) -> Self {
-        NpzSink {
-            zip: Some(ZipWriter::new(w)),
-            options: npz_options(compress),
-            members: Default::default(),
-            commit,
-        }
-    }
-}
-
-/// An `.npz` written to a file: built in a temporary file and renamed into place, or streamed
-/// straight into a device or pipe.
-pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
-    if is_special(path) {
-        return Ok(Box::new(NpzSink::stream(open_special(path)?, compress)));
-    }
-    Ok(Box::new(NpzSink::create(path, compress)?))
-}
-
-impl NpzSink<BufWriter<File>> {
-    /// An archive built in a temporary file and renamed to `path` on success.
-    fn create(path: &Path, compress: bool) -> Result<Self> {
-        let tmp = temp_file_beside(path)?;
-        let file = tmp.reopen().context("cannot reopen the temporary file")?;
-        let target = path.to_path_buf();
-        Ok(Self::with_writer(
-            BufWriter::with_capacity(BUFFER, file),
-            compress,
-            Box::new(move |w: BufWriter<File>| {
-                w.into_inner().map_err(|e| io_error(e.into_error()))?;
-                persist(tmp, &target)
-            }),
-        ))
-    }
-}
-
-impl<O: Write + 'static> NpzSink<zip::write::StreamWriter<BufWriter<O>>> {
-    /// An archive streamed to a writer that cannot seek, such as standard output (members carry
-    /// data descriptors, which `np.load` reads).
-    pub fn stream(out: O, compress: bool) -> Self {
-        let out = BufWriter::with_capacity(BUFFER, out);
-        NpzSink {
-            zip: Some(ZipWriter::new_stream(out)),
-            options: npz_options(compress),
-            members: Default::default(),
-            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<O>>| {
-                let mut inner = w.into_inner();
-                inner.flush().map_err(io_error)?;
-                inner.into_inner().map_err(|e| io_error(e.into_error()))?;
-                Ok(())
-            }),
-        }
-    }
-}
-
-impl<W: Write + Seek> Sink for NpzSink<W> {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let member = names::npz_member(name)?;
-        if !self.members.insert(member.clone()) {
-            bail!("two tensors are both named '{name}' in the same .npz");
-        }
-        let zip = self.zip.as_mut().expect("sink used after finish");
-        zip.start_file(member, self.options)
-            .map_err(|e| anyhow!("cannot start the .npz member for '{name}': {e}"))?;
-        write_member(zip, header, data_len, body)
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        let zip = self.zip.take().expect("finished twice");
-        let w = zip
-            .finish()
-            .map_err(|e| anyhow!("cannot finish the .npz archive: {e}"))?;
-        (self.commit)(w)
-    }
 }
 
 /// A single `.npy` file (exactly one tensor).

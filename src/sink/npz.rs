@@ -1,0 +1,90 @@
+//! The `.npz` sink: one zip member `<name>.npy` per tensor, in the order added, through the
+//! streaming writer of [`super::zip`]. Into a path the archive is built in a temporary file
+//! beside it and renamed into place; into standard output, a FIFO or a device it streams.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::zip::ZipWriter;
+use super::{is_special, open_special, persist, temp_file_beside, write_member, Body, Sink};
+use crate::names;
+
+/// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
+/// 1980-01-01 timestamps, members in the order added.
+pub struct NpzSink {
+    zip: Option<ZipWriter>,
+    /// The temporary file to rename to the path once complete; `None` when streaming.
+    commit: Option<(tempfile::NamedTempFile, PathBuf)>,
+}
+
+/// An `.npz` written to a file: built in a temporary file and renamed into place, or streamed
+/// straight into a device or pipe.
+pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
+    if is_special(path) {
+        return Ok(Box::new(NpzSink {
+            zip: Some(ZipWriter::new(open_special(path)?, false, compress)),
+            commit: None,
+        }));
+    }
+    let tmp = temp_file_beside(path)?;
+    let file = tmp.reopen().context("cannot reopen the temporary file")?;
+    Ok(Box::new(NpzSink {
+        zip: Some(ZipWriter::new(file, true, compress)),
+        commit: Some((tmp, path.to_path_buf())),
+    }))
+}
+
+impl NpzSink {
+    /// An archive streamed to standard output (members carry data descriptors, which `np.load`
+    /// reads).
+    pub fn stdout(compress: bool) -> Result<NpzSink> {
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot use standard output")?;
+        Ok(NpzSink {
+            zip: Some(ZipWriter::new(File::from(fd), false, compress)),
+            commit: None,
+        })
+    }
+}
+
+/// Member data written through `std::io::Write`, for bodies that write that way.
+struct MemberOut<'a>(&'a mut ZipWriter);
+
+impl Write for MemberOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)?;
+        Ok(buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for NpzSink {
+    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+        let member = names::npz_member(name)?;
+        let zip = self.zip.as_mut().expect("sink used after finish");
+        zip.begin(&member, header.len() as u64 + data_len)?;
+        write_member(&mut MemberOut(zip), header, data_len, body)?;
+        zip.end()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        let zip = self.zip.take().expect("finished twice");
+        let file = zip.finish().context("cannot finish the .npz archive")?;
+        drop(file);
+        match self.commit.take() {
+            Some((tmp, path)) => persist(tmp, &path),
+            None => Ok(()),
+        }
+    }
+}
