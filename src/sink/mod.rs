@@ -6,6 +6,7 @@
 //! removes those whose process is gone. Devices and pipes (`/dev/stdout`, a FIFO) are written
 //! directly, since they cannot be renamed over.
 
+mod copy;
 pub mod npy;
 mod npz;
 mod zip;
@@ -45,9 +46,16 @@ pub trait Sink {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+/// Writes a header and an unconverted range into a fresh file: inside the kernel when the range
+/// lands at the same offset in a page as it has in its input, else through a memory map.
 fn write_copy(w: &mut BufWriter<File>, header: &[u8], range: &FileRange) -> Result<()> {
     w.write_all(header).map_err(io_error)?;
-    range.copy_into(w).map_err(io_error)?;
+    if range.len() < copy::KERNEL_COPY_MIN || copy::aligned(range, header.len() as u64) {
+        range.copy_into(w).map_err(io_error)?;
+    } else {
+        w.flush().map_err(io_error)?;
+        copy::mapped_copy(range, w.get_mut())?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::zip::ZipWriter;
-use super::{is_special, open_special, persist, temp_file_beside, write_member, Body, Sink};
+use super::{
+    copy, io_error, is_special, open_special, persist, temp_file_beside, write_member, Body, Sink,
+};
+use crate::input::FileRange;
 use crate::names;
 
 /// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
@@ -73,8 +76,19 @@ impl Sink for NpzSink {
     fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
         let member = names::npz_member(name)?;
         let zip = self.zip.as_mut().expect("sink used after finish");
-        zip.begin(&member, header.len() as u64 + data_len)?;
+        zip.begin(&member, header.len() as u64 + data_len, None)?;
         write_member(&mut MemberOut(zip), header, data_len, body)?;
+        zip.end()
+    }
+
+    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
+        let member = names::npz_member(name)?;
+        let zip = self.zip.as_mut().expect("sink used after finish");
+        let align = (range.file().is_some() && range.len() >= copy::KERNEL_COPY_MIN)
+            .then(|| (header.len() as u64, range.file_offset()));
+        zip.begin(&member, header.len() as u64 + range.len(), align)?;
+        zip.write(header).map_err(io_error)?;
+        zip.copy(range)?;
         zip.end()
     }
 

@@ -32,7 +32,9 @@ use anyhow::{bail, Context, Result};
 use crc32fast::Hasher;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
+use super::copy::{self, PAGE};
 use super::io_error;
+use crate::input::FileRange;
 
 const LOCAL: u32 = 0x0403_4b50;
 const CENTRAL: u32 = 0x0201_4b50;
@@ -48,6 +50,8 @@ const MADE_BY: u16 = 3 << 8 | VERSION;
 const DOS_DATE: u16 = 0x21;
 /// Regular file, mode 0644.
 const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+/// The extra field that pads a local header to align the data (Android's zipalign).
+const ALIGNMENT_FIELD: u16 = 0xd935;
 const FLAG_DESCRIPTOR: u16 = 1 << 3;
 const FLAG_UTF8: u16 = 1 << 11;
 const STORED: u16 = 0;
@@ -88,6 +92,8 @@ struct Member {
     raw: u64,
     /// Archive offset where the member's data starts.
     data_at: u64,
+    /// Bytes of the alignment extra field in the local header (0: none).
+    pad: u16,
 }
 
 /// The hash set's keys are already hashes.
@@ -134,7 +140,12 @@ impl ZipWriter {
     }
 
     /// Starts member `name`, `len` bytes long uncompressed. Fails on a name already used.
-    pub fn begin(&mut self, name: &str, len: u64) -> Result<()> {
+    ///
+    /// `align`, for a stored member whose payload will be copied from an input file: the member
+    /// bytes that precede the payload and the payload's offset in its file. The local header then
+    /// gets an alignment extra field (zipalign's 0xd935) sized so the payload's archive offset
+    /// equals the file offset modulo the page size, which keeps the kernel copy at full speed.
+    pub fn begin(&mut self, name: &str, len: u64, align: Option<(u64, u64)>) -> Result<()> {
         if self.member.is_some() {
             bail!("internal: a zip member began before the previous one ended");
         }
@@ -154,13 +165,23 @@ impl ZipWriter {
             flags |= FLAG_DESCRIPTOR;
         }
         let at = self.position();
+        let unpadded = at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64;
+        let pad = match align {
+            Some((before, src)) if !self.compress => {
+                let p = src.wrapping_sub(unpadded + before) % PAGE;
+                // an extra field is at least 6 bytes: id, length, the alignment itself
+                (if p > 0 && p < 6 { p + PAGE } else { p }) as u16
+            }
+            _ => 0,
+        };
         let member = Member {
             at,
             name: name.to_vec(),
             flags,
             crc: Hasher::new(),
             raw: 0,
-            data_at: at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64,
+            data_at: unpadded + pad as u64,
+            pad,
         };
         let (crc, sizes) = if self.seekable {
             // Stored sizes are final now; deflated ones and the CRC are filled in at the end.
@@ -189,6 +210,39 @@ impl ZipWriter {
         } else {
             self.put(data)
         }
+    }
+
+    /// Appends `range` of an input unchanged as member data: inside the kernel when it is large
+    /// and the member stored (its CRC-32 computed alongside), else through the buffer.
+    pub fn copy(&mut self, range: &FileRange) -> Result<()> {
+        let len = range.len();
+        if self.compress || range.file().is_none() || len < copy::KERNEL_COPY_MIN {
+            if self.compress || len >= BUFFER as u64 {
+                return range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c).map_err(io_error));
+            }
+            // small: read straight into the buffer
+            if self.buf.len() + len as usize > self.buf.capacity() {
+                self.flush_buf().map_err(io_error)?;
+            }
+            let start = self.buf.len();
+            self.buf.resize(start + len as usize, 0);
+            range.read_at(0, &mut self.buf[start..])?;
+            let m = self.member.as_mut().expect("zip copy outside a member");
+            m.crc.update(&self.buf[start..]);
+            m.raw += len;
+            return Ok(());
+        }
+        self.flush_buf().map_err(io_error)?;
+        let crc = if copy::aligned(range, self.flushed) {
+            copy::kernel_copy_with_crc(range, &mut self.out)?
+        } else {
+            copy::mapped_copy_with_crc(range, &mut self.out)?
+        };
+        self.flushed += len;
+        let m = self.member.as_mut().expect("zip copy outside a member");
+        m.crc.combine(&crc);
+        m.raw += len;
+        Ok(())
     }
 
     /// Ends the current member: completes its local header (or writes a data descriptor) and
@@ -345,12 +399,18 @@ impl ZipWriter {
         put32(&mut h, defer);
         put32(&mut h, defer);
         put16(&mut h, m.name.len() as u16);
-        put16(&mut h, ZIP64_LOCAL as u16);
+        put16(&mut h, ZIP64_LOCAL as u16 + m.pad);
         h.extend_from_slice(&m.name);
         put16(&mut h, 1);
         put16(&mut h, 16);
         put64(&mut h, raw);
         put64(&mut h, stored);
+        if m.pad > 0 {
+            put16(&mut h, ALIGNMENT_FIELD);
+            put16(&mut h, m.pad - 4);
+            put16(&mut h, PAGE as u16);
+            h.resize(h.len() + m.pad as usize - 6, 0);
+        }
         h
     }
 
@@ -487,15 +547,15 @@ mod tests {
             // a member longer than the buffer, so its header is completed with a pwrite
             let big = bytes(3 * BUFFER + 17, 1);
             let small = bytes(100, 2);
-            w.begin("big.npy", big.len() as u64).unwrap();
+            w.begin("big.npy", big.len() as u64, None).unwrap();
             for c in big.chunks(100_000) {
                 w.write(c).unwrap();
             }
             w.end().unwrap();
-            w.begin("ü/small.npy", small.len() as u64).unwrap();
+            w.begin("ü/small.npy", small.len() as u64, None).unwrap();
             w.write(&small).unwrap();
             w.end().unwrap();
-            w.begin("empty.npy", 0).unwrap();
+            w.begin("empty.npy", 0, None).unwrap();
             w.end().unwrap();
             let mut z = archive(w.finish().unwrap());
             assert_eq!(z.len(), 3);
@@ -520,16 +580,16 @@ mod tests {
         let n = 100_000;
         let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
         for i in 0..n {
-            w.begin(&format!("m{i}.npy"), 4).unwrap();
+            w.begin(&format!("m{i}.npy"), 4, None).unwrap();
             w.write(&(i as u32).to_le_bytes()).unwrap();
             w.end().unwrap();
         }
         assert!(w.spill.is_some(), "the directory spilled to a file");
         assert!(w.central.capacity() <= 2 * CENTRAL_IN_MEMORY);
         // a duplicate is found in the spilled part and in the part still in memory
-        let err = w.begin("m5.npy", 4).unwrap_err().to_string();
+        let err = w.begin("m5.npy", 4, None).unwrap_err().to_string();
         assert!(err.contains("two tensors are both named 'm5'"), "{err}");
-        let err = w.begin(&format!("m{}.npy", n - 1), 4).unwrap_err();
+        let err = w.begin(&format!("m{}.npy", n - 1), 4, None).unwrap_err();
         assert!(err.to_string().contains("both named"));
         let f = w.finish().unwrap();
         let mut z = archive(f);
@@ -542,8 +602,39 @@ mod tests {
     }
 
     #[test]
+    fn a_copied_payload_lands_at_its_input_offset_within_a_page_and_reads_back() {
+        use std::io::Write;
+        let data = bytes(3 << 20, 7);
+        for (seekable, src_at) in [(true, 1000u64), (false, 4096), (true, 8 + 4093)] {
+            let mut input = tempfile::tempfile().unwrap();
+            input.write_all(&vec![9u8; src_at as usize]).unwrap();
+            input.write_all(&data).unwrap();
+            let range = FileRange::whole(input)
+                .unwrap()
+                .slice(src_at, data.len() as u64)
+                .unwrap();
+            let header = bytes(128, 3);
+            let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), seekable, false);
+            w.begin("first.npy", 5, None).unwrap();
+            w.write(b"hello").unwrap();
+            w.end().unwrap();
+            let len = (header.len() + data.len()) as u64;
+            w.begin("x.npy", len, Some((128, src_at))).unwrap();
+            w.write(&header).unwrap();
+            w.copy(&range).unwrap();
+            w.end().unwrap();
+            let mut z = archive(w.finish().unwrap());
+            let start = z.by_name("x.npy").unwrap().data_start().unwrap();
+            assert_eq!((start + 128) % PAGE, src_at % PAGE, "{seekable} {src_at}");
+            let got = read_member(&mut z, "x.npy");
+            assert!(got[..128] == header[..] && got[128..] == data[..]);
+            assert_eq!(read_member(&mut z, "first.npy"), b"hello");
+        }
+    }
+
+    #[test]
     fn a_name_longer_than_a_zip_allows_is_refused() {
         let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
-        assert!(w.begin(&"x".repeat(70_000), 0).is_err());
+        assert!(w.begin(&"x".repeat(70_000), 0, None).is_err());
     }
 }
