@@ -1,14 +1,14 @@
 //! Moves one tensor from a source through the transforms into a sink, and the pieces every
 //! command shares: tensor selection, the output dtype of a tensor, notes and progress on stderr.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{anyhow, bail, Result};
 use globset::{Glob, GlobMatcher};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
-use crate::sink::{io_error, npy, Sink};
+use crate::sink::{npy, MemberSpec, Sink};
 use crate::tensor::{Kind, Source, TensorMeta};
 use crate::transform::Converter;
 
@@ -216,26 +216,32 @@ pub fn write_tensor(
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
     report.set_message(out_name.to_string());
+    let spec = |copy_of| MemberSpec {
+        name: out_name,
+        header: &header,
+        data_len,
+        copy_of,
+    };
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;
         let zeros = vec![0u8; width];
-        sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-            src.read_strings(index, &mut |s: &[u8]| {
-                if s.len() > width {
-                    bail!(
-                        "a string element is longer ({}) than the declared maximum ({width})",
-                        s.len()
-                    );
-                }
-                trailing_nul |= s.last() == Some(&0);
-                check_interrupted()?;
-                w.write_all(s).map_err(io_error)?;
-                w.write_all(&zeros[..width - s.len()]).map_err(io_error)?;
-                report.advance(width as u64);
-                Ok(())
-            })
+        let mut member = sink.member(&spec(None))?;
+        src.read_strings(index, &mut |s: &[u8]| {
+            if s.len() > width {
+                bail!(
+                    "a string element is longer ({}) than the declared maximum ({width})",
+                    s.len()
+                );
+            }
+            trailing_nul |= s.last() == Some(&0);
+            check_interrupted()?;
+            member.write(s)?;
+            member.write(&zeros[..width - s.len()])?;
+            report.advance(width as u64);
+            Ok(())
         })?;
+        member.commit()?;
         opts.device
             .borrow_mut()
             .record_host_only(out_name, "strings have no device operation");
@@ -251,27 +257,29 @@ pub fn write_tensor(
     if converter.is_identity() {
         if let Some(range) = src.raw_range(index).filter(|r| r.len() == data_len) {
             check_interrupted()?;
-            sink.add_copy(out_name, &header, &range)?;
+            let mut member = sink.member(&spec(Some(&range)))?;
+            member.copy(&range)?;
+            member.commit()?;
             report.advance(data_len);
             device.record_host_only(out_name, "no device operation (a plain copy)");
             return Ok(());
         }
     }
-    sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-        device.convert(
-            out_name,
-            meta.dtype,
-            plan,
-            meta.big_endian,
-            chunk,
-            &converter,
-            &mut |convert| src.read_dense(index, chunk, convert),
-            &mut |out: &[u8]| {
-                check_interrupted()?;
-                w.write_all(out).map_err(io_error)?;
-                report.advance(out.len() as u64);
-                Ok(())
-            },
-        )
-    })
+    let mut member = sink.member(&spec(None))?;
+    device.convert(
+        out_name,
+        meta.dtype,
+        plan,
+        meta.big_endian,
+        chunk,
+        &converter,
+        &mut |convert| src.read_dense(index, chunk, convert),
+        &mut |out: &[u8]| {
+            check_interrupted()?;
+            member.write(out)?;
+            report.advance(out.len() as u64);
+            Ok(())
+        },
+    )?;
+    member.commit()
 }

@@ -1,5 +1,10 @@
-//! Sinks: where converted tensors go. Each takes a tensor as a `.npy` header plus a body written
-//! in chunks, and commits only when every tensor has been written: files are built under a
+//! Sinks: where converted tensors go. The write path reads top to bottom: `sink.member(spec)`
+//! writes a tensor's `.npy` header and hands out a [`Member`], the caller `write`s converted
+//! chunks into it (or `copy`s an unchanged input range, which file sinks move inside the kernel,
+//! see `copy`), then `commit`s it; `finish` makes the whole output visible. `npz` and `zip`
+//! hold the archive, `npy` the header.
+//!
+//! A sink commits only when every tensor has been written: files are built under a
 //! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
 //! place, so a failure leaves nothing at the output path and an existing output untouched. A
 //! process killed outright leaves its temporary behind; the next run into the same directory
@@ -13,6 +18,7 @@ mod zip;
 
 pub use npz::{npz_file, NpzSink};
 
+use std::borrow::BorrowMut;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -26,75 +32,141 @@ use crate::names;
 pub const TEMP_PREFIX: &str = ".tensor2npy-";
 const BUFFER: usize = 1 << 20;
 
-/// Writes a tensor's body; returns after the last chunk.
-pub type Body<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
+/// One tensor as a sink receives it: the `.npy` header, then `data_len` bytes of data.
+pub struct MemberSpec<'a> {
+    /// The tensor's output name (before `.npy` or an escaped path is made of it).
+    pub name: &'a str,
+    pub header: &'a [u8],
+    pub data_len: u64,
+    /// The data will be exactly this input range, unchanged (lets the sink align it so the
+    /// kernel can copy it at full speed).
+    pub copy_of: Option<&'a FileRange>,
+}
+
+/// Where the data of one member goes, as a sink hands it out: bytes, or input ranges copied
+/// unchanged, then `commit`. A member dropped uncommitted spoils the sink's output, which is
+/// then discarded (it is dropped without `finish` on every error path).
+pub trait MemberWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+
+    /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel (or
+    /// through a memory map); the others stream it.
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c))
+    }
+
+    fn commit(self: Box<Self>) -> Result<()>;
+}
 
 pub trait Sink {
-    /// Adds one tensor: its `.npy` header, then the body, which must write exactly `data_len`
-    /// bytes.
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()>;
-
-    /// Adds a tensor whose data is `range` unchanged. Sinks that write plain files copy it
-    /// inside the kernel; the others stream it.
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        self.add(name, header, range.len(), &mut |w: &mut dyn Write| {
-            range.stream(1, BUFFER, &mut |c: &[u8]| w.write_all(c).map_err(io_error))
-        })
-    }
+    /// Starts a member: writes the header, and hands out the writer for the data.
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>>;
 
     /// Makes the output visible. Dropping a sink without finishing discards everything.
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// Writes a header and an unconverted range into a fresh file: inside the kernel when the range
-/// lands at the same offset in a page as it has in its input, else through a memory map.
-fn write_copy(w: &mut BufWriter<File>, header: &[u8], range: &FileRange) -> Result<()> {
-    w.write_all(header).map_err(io_error)?;
-    if range.len() < copy::KERNEL_COPY_MIN || copy::aligned(range, header.len() as u64) {
-        range.copy_into(w).map_err(io_error)?;
-    } else {
-        w.flush().map_err(io_error)?;
-        copy::mapped_copy(range, w.get_mut())?;
+impl dyn Sink + '_ {
+    /// Starts a member whose writer checks, at `commit`, that exactly `data_len` bytes came.
+    pub fn member(&mut self, spec: &MemberSpec) -> Result<Member<'_>> {
+        Ok(Member {
+            inner: self.begin_member(spec)?,
+            written: 0,
+            data_len: spec.data_len,
+        })
     }
-    Ok(())
 }
 
-/// Counts what the body writes, so a short or long body is caught before it is committed.
-struct Counted<'a> {
-    inner: &'a mut dyn Write,
+/// A member being written: `write` or `copy` the data, then `commit`.
+pub struct Member<'a> {
+    inner: Box<dyn MemberWriter + 'a>,
     written: u64,
+    data_len: u64,
 }
 
-impl Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
+impl Member<'_> {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.written += data.len() as u64;
+        self.inner.write(data)
     }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)?;
-        self.written += buf.len() as u64;
+
+    pub fn copy(&mut self, range: &FileRange) -> Result<()> {
+        self.written += range.len();
+        self.inner.copy(range)
+    }
+
+    /// Ends the member, refusing a short or long one.
+    pub fn commit(self) -> Result<()> {
+        if self.written != self.data_len {
+            bail!(
+                "internal: wrote {} data bytes where the header promises {}",
+                self.written,
+                self.data_len
+            );
+        }
+        self.inner.commit()
+    }
+}
+
+/// A member written to standard output.
+struct StreamMember<'a> {
+    out: &'a mut BufWriter<io::Stdout>,
+}
+
+impl MemberWriter for StreamMember<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.out.write_all(data).map_err(io_error)
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
         Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+}
+
+/// A member written into a file (a `.npy` file, or a device or pipe written in place), held
+/// (`BufWriter<File>`) or borrowed from the sink (`&mut BufWriter<File>`).
+struct FileMember<B> {
+    out: B,
+    /// The file offset the next byte lands at, when the output is a fresh regular file.
+    at: Option<u64>,
+}
+
+impl<B: BorrowMut<BufWriter<File>>> FileMember<B> {
+    /// Writes the header into a file and hands out the member for the data.
+    fn start(mut out: B, header: &[u8], fresh: bool) -> Result<FileMember<B>> {
+        out.borrow_mut().write_all(header).map_err(io_error)?;
+        Ok(FileMember {
+            out,
+            at: fresh.then_some(header.len() as u64),
+        })
     }
 }
 
-fn write_member(w: &mut dyn Write, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-    w.write_all(header).map_err(io_error)?;
-    let mut counted = Counted {
-        inner: w,
-        written: 0,
-    };
-    body(&mut counted)?;
-    if counted.written != data_len {
-        bail!(
-            "internal: wrote {} data bytes where the header promises {data_len}",
-            counted.written
-        );
+impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<B> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.at = self.at.map(|a| a + data.len() as u64);
+        self.out.borrow_mut().write_all(data).map_err(io_error)
     }
-    Ok(())
+
+    /// Inside the kernel when the range lands at the same offset in a page as it has in its
+    /// input, else through a memory map.
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        let aligned = self.at.is_some_and(|a| copy::aligned(range, a));
+        let out = self.out.borrow_mut();
+        if range.len() < copy::KERNEL_COPY_MIN || aligned {
+            range.copy_into(out).map_err(io_error)?;
+        } else {
+            out.flush().map_err(io_error)?;
+            copy::mapped_copy(range, out.get_mut())?;
+        }
+        self.at = self.at.map(|a| a + range.len());
+        Ok(())
+    }
+
+    /// Flushes the member's bytes (the file closes when a held writer is dropped).
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.out.borrow_mut().flush().map_err(io_error)
+    }
 }
 
 /// Names an I/O failure plainly (a full disk reads better than "os error 28").
@@ -211,25 +283,17 @@ impl NpyFileSink {
 }
 
 impl Sink for NpyFileSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         if self.written {
-            bail!("a .npy file holds one tensor; '{name}' would be the second");
+            bail!(
+                "a .npy file holds one tensor; '{}' would be the second",
+                spec.name
+            );
         }
         self.written = true;
         let w = self.out.as_mut().expect("sink used after finish");
-        write_member(w, header, data_len, body)
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        if self.written {
-            bail!("a .npy file holds one tensor; '{name}' would be the second");
-        }
-        self.written = true;
-        write_copy(
-            self.out.as_mut().expect("sink used after finish"),
-            header,
-            range,
-        )
+        let fresh = self.tmp.is_some();
+        Ok(Box::new(FileMember::start(w, spec.header, fresh)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
@@ -256,8 +320,10 @@ impl StdoutNpySink {
 }
 
 impl Sink for StdoutNpySink {
-    fn add(&mut self, _name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        write_member(self.out(), header, data_len, body)
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
+        let out = self.out();
+        out.write_all(spec.header).map_err(io_error)?;
+        Ok(Box::new(StreamMember { out }))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
@@ -328,18 +394,9 @@ impl DirSink {
 }
 
 impl Sink for DirSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_member(&mut w, header, data_len, body)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_copy(&mut w, header, range)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
+        let w = self.create_file(spec.name)?;
+        Ok(Box::new(FileMember::start(w, spec.header, true)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {

@@ -3,7 +3,7 @@
 //! beside it and renamed into place; into standard output, a FIFO or a device it streams.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 
 use super::zip::ZipWriter;
 use super::{
-    copy, io_error, is_special, open_special, persist, temp_file_beside, write_member, Body, Sink,
+    copy, io_error, is_special, open_special, persist, temp_file_beside, MemberSpec, MemberWriter,
+    Sink,
 };
 use crate::input::FileRange;
 use crate::names;
@@ -56,40 +57,35 @@ impl NpzSink {
     }
 }
 
-/// Member data written through `std::io::Write`, for bodies that write that way.
-struct MemberOut<'a>(&'a mut ZipWriter);
+/// A member of the archive being written.
+struct NpzMember<'a>(&'a mut ZipWriter);
 
-impl Write for MemberOut<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)?;
-        Ok(buf.len())
+impl MemberWriter for NpzMember<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.0.write(data).map_err(io_error)
     }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write(buf)
+
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        self.0.copy(range)
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        self.0.end()
     }
 }
 
 impl Sink for NpzSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let member = names::npz_member(name)?;
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
+        let member = names::npz_member(spec.name)?;
         let zip = self.zip.as_mut().expect("sink used after finish");
-        zip.begin(&member, header.len() as u64 + data_len, None)?;
-        write_member(&mut MemberOut(zip), header, data_len, body)?;
-        zip.end()
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        let member = names::npz_member(name)?;
-        let zip = self.zip.as_mut().expect("sink used after finish");
-        let align = (range.file().is_some() && range.len() >= copy::KERNEL_COPY_MIN)
-            .then(|| (header.len() as u64, range.file_offset()));
-        zip.begin(&member, header.len() as u64 + range.len(), align)?;
-        zip.write(header).map_err(io_error)?;
-        zip.copy(range)?;
-        zip.end()
+        let header_len = spec.header.len() as u64;
+        let align = spec
+            .copy_of
+            .filter(|r| r.file().is_some() && r.len() >= copy::KERNEL_COPY_MIN)
+            .map(|r| (header_len, r.file_offset()));
+        zip.begin(&member, header_len + spec.data_len, align)?;
+        zip.write(spec.header).map_err(io_error)?;
+        Ok(Box::new(NpzMember(zip)))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
