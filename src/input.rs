@@ -60,11 +60,6 @@ impl FileRange {
         }
     }
 
-    /// Where the range starts in its file (or buffer).
-    pub fn file_offset(&self) -> u64 {
-        self.offset
-    }
-
     /// The open file behind the range, when there is one.
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
@@ -121,7 +116,7 @@ impl FileRange {
     /// Appends the range to `out`. From a file into a file this is one `copy_file_range` inside
     /// the kernel (std's `io::copy` does that for a `File` pair), so the bytes never pass
     /// through this process.
-    pub fn copy_into<W: io::Write>(&self, out: &mut W) -> io::Result<u64> {
+    pub fn copy_into(&self, out: &mut io::BufWriter<File>) -> io::Result<u64> {
         match &self.backing {
             Backing::File(f) => {
                 use std::io::{Seek, SeekFrom};
@@ -139,6 +134,7 @@ impl FileRange {
                 Ok(copied)
             }
             Backing::Memory(_) => {
+                use std::io::Write;
                 out.write_all(self.memory().unwrap_or(&[]))?;
                 Ok(self.len)
             }

@@ -216,17 +216,16 @@ pub fn write_tensor(
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
     report.set_message(out_name.to_string());
-    let spec = |copy_of| MemberSpec {
+    let spec = MemberSpec {
         name: out_name,
         header: &header,
         data_len,
-        copy_of,
     };
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;
         let zeros = vec![0u8; width];
-        let mut member = sink.member(&spec(None))?;
+        let mut member = sink.member(&spec)?;
         src.read_strings(index, &mut |s: &[u8]| {
             if s.len() > width {
                 bail!(
@@ -257,7 +256,7 @@ pub fn write_tensor(
     if converter.is_identity() {
         if let Some(range) = src.raw_range(index).filter(|r| r.len() == data_len) {
             check_interrupted()?;
-            let mut member = sink.member(&spec(Some(&range)))?;
+            let mut member = sink.member(&spec)?;
             member.copy(&range)?;
             member.commit()?;
             report.advance(data_len);
@@ -265,7 +264,7 @@ pub fn write_tensor(
             return Ok(());
         }
     }
-    let mut member = sink.member(&spec(None))?;
+    let mut member = sink.member(&spec)?;
     device.convert(
         out_name,
         meta.dtype,

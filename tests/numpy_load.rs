@@ -144,12 +144,11 @@ fn numpy_loads_every_output_kind_with_the_expected_values() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("checked"));
 }
 
-/// Tensors big enough to be copied inside the kernel (an .npz member padded so its data keeps
-/// its input's offset within a page, and an .npy written through a memory map) load in NumPy
-/// with their exact bytes, beside small members copied through the buffer; to a file and to
-/// standard output.
+/// Tensors copied unchanged from the input, larger than the zip writer's buffer and smaller,
+/// at offsets that are not page-aligned, load in NumPy with their exact bytes from an .npz (to a
+/// file and to standard output) and from an .npy.
 #[test]
-fn numpy_loads_tensors_copied_inside_the_kernel() {
+fn numpy_loads_tensors_copied_unchanged_at_any_size_and_offset() {
     if std::env::var_os("T2N_SKIP_NUMPY").is_some() {
         return;
     }

@@ -1,7 +1,7 @@
 //! Sinks: where converted tensors go. The write path reads top to bottom: `sink.member(spec)`
 //! writes a tensor's `.npy` header and hands out a [`Member`], the caller `write`s converted
-//! chunks into it (or `copy`s an unchanged input range, which file sinks move inside the kernel,
-//! see `copy`), then `commit`s it; `finish` makes the whole output visible. `npz` and `zip`
+//! chunks into it (or `copy`s an unchanged input range, which `.npy` files get inside the
+//! kernel), then `commit`s it; `finish` makes the whole output visible. `npz` and `zip`
 //! hold the archive, `npy` the header.
 //!
 //! A sink commits only when every tensor has been written: files are built under a
@@ -11,7 +11,6 @@
 //! removes those whose process is gone. Devices and pipes (`/dev/stdout`, a FIFO) are written
 //! directly, since they cannot be renamed over.
 
-mod copy;
 pub mod npy;
 mod npz;
 mod zip;
@@ -38,9 +37,6 @@ pub struct MemberSpec<'a> {
     pub name: &'a str,
     pub header: &'a [u8],
     pub data_len: u64,
-    /// The data will be exactly this input range, unchanged (lets the sink align it so the
-    /// kernel can copy it at full speed).
-    pub copy_of: Option<&'a FileRange>,
 }
 
 /// Where the data of one member goes, as a sink hands it out: bytes, or input ranges copied
@@ -49,8 +45,8 @@ pub struct MemberSpec<'a> {
 pub trait MemberWriter {
     fn write(&mut self, data: &[u8]) -> Result<()>;
 
-    /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel (or
-    /// through a memory map); the others stream it.
+    /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel; the
+    /// others stream it.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
         range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c))
     }
@@ -127,39 +123,24 @@ impl MemberWriter for StreamMember<'_> {
 /// (`BufWriter<File>`) or borrowed from the sink (`&mut BufWriter<File>`).
 struct FileMember<B> {
     out: B,
-    /// The file offset the next byte lands at, when the output is a fresh regular file.
-    at: Option<u64>,
 }
 
 impl<B: BorrowMut<BufWriter<File>>> FileMember<B> {
     /// Writes the header into a file and hands out the member for the data.
-    fn start(mut out: B, header: &[u8], fresh: bool) -> Result<FileMember<B>> {
+    fn start(mut out: B, header: &[u8]) -> Result<FileMember<B>> {
         out.borrow_mut().write_all(header).map_err(io_error)?;
-        Ok(FileMember {
-            out,
-            at: fresh.then_some(header.len() as u64),
-        })
+        Ok(FileMember { out })
     }
 }
 
 impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<B> {
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.at = self.at.map(|a| a + data.len() as u64);
         self.out.borrow_mut().write_all(data).map_err(io_error)
     }
 
-    /// Inside the kernel when the range lands at the same offset in a page as it has in its
-    /// input, else through a memory map.
+    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`).
     fn copy(&mut self, range: &FileRange) -> Result<()> {
-        let aligned = self.at.is_some_and(|a| copy::aligned(range, a));
-        let out = self.out.borrow_mut();
-        if range.len() < copy::KERNEL_COPY_MIN || aligned {
-            range.copy_into(out).map_err(io_error)?;
-        } else {
-            out.flush().map_err(io_error)?;
-            copy::mapped_copy(range, out.get_mut())?;
-        }
-        self.at = self.at.map(|a| a + range.len());
+        range.copy_into(self.out.borrow_mut()).map_err(io_error)?;
         Ok(())
     }
 
@@ -292,8 +273,7 @@ impl Sink for NpyFileSink {
         }
         self.written = true;
         let w = self.out.as_mut().expect("sink used after finish");
-        let fresh = self.tmp.is_some();
-        Ok(Box::new(FileMember::start(w, spec.header, fresh)?))
+        Ok(Box::new(FileMember::start(w, spec.header)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
@@ -396,7 +376,7 @@ impl DirSink {
 impl Sink for DirSink {
     fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         let w = self.create_file(spec.name)?;
-        Ok(Box::new(FileMember::start(w, spec.header, true)?))
+        Ok(Box::new(FileMember::start(w, spec.header)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {

@@ -11,8 +11,7 @@ use anyhow::{Context, Result};
 
 use super::zip::ZipWriter;
 use super::{
-    copy, io_error, is_special, open_special, persist, temp_file_beside, MemberSpec, MemberWriter,
-    Sink,
+    io_error, is_special, open_special, persist, temp_file_beside, MemberSpec, MemberWriter, Sink,
 };
 use crate::input::FileRange;
 use crate::names;
@@ -78,12 +77,7 @@ impl Sink for NpzSink {
     fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         let member = names::npz_member(spec.name)?;
         let zip = self.zip.as_mut().expect("sink used after finish");
-        let header_len = spec.header.len() as u64;
-        let align = spec
-            .copy_of
-            .filter(|r| r.file().is_some() && r.len() >= copy::KERNEL_COPY_MIN)
-            .map(|r| (header_len, r.file_offset()));
-        zip.begin(&member, header_len + spec.data_len, align)?;
+        zip.begin(&member, spec.header.len() as u64 + spec.data_len)?;
         zip.write(spec.header).map_err(io_error)?;
         Ok(Box::new(NpzMember(zip)))
     }

@@ -10,8 +10,11 @@
 //!   is filled in when the member ends: in the buffer when the header is still there (every small
 //!   member), else with one positioned write (`pwrite`), which neither seeks nor flushes. Into a
 //!   pipe or standard output, members carry data descriptors instead, which `np.load` reads.
-//! * The CRC-32 is `crc32fast` (SIMD), computed while the bytes stream; payloads copied unchanged
-//!   from an input get theirs from [`super::copy`] and are joined with `Hasher::combine`.
+//! * The CRC-32 is `crc32fast` (SIMD), computed while the bytes stream. Payloads copied unchanged
+//!   from an input are read straight into the write buffer and checksummed there while in the
+//!   cache: on the 2-core VMs this runs on, that beat a kernel copy (`copy_file_range`, even
+//!   with members padded to the input's page offset) plus a checksum pass over a memory map on a
+//!   second thread; BENCHMARKS.md has the numbers.
 //! * Central-directory records are serialized as each member ends (46 bytes plus the name and a
 //!   20- or 28-byte zip64 field) and spill to an unlinked temporary file past 1 MiB; duplicate
 //!   names are caught with 8 bytes per member (a hash, confirmed against the records on a hit).
@@ -20,7 +23,7 @@
 //!   run to run and to earlier releases.
 //!
 //! Deflate (`--compress`) is `flate2`'s raw deflate at the default level, streamed into the same
-//! buffer. Talks to: [`super::npz`] (the sink that drives it) and [`super::copy`].
+//! buffer. Talks to: [`super::npz`], the sink that drives it.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -32,7 +35,6 @@ use anyhow::{bail, Context, Result};
 use crc32fast::Hasher;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-use super::copy::{self, PAGE};
 use super::io_error;
 use crate::input::FileRange;
 
@@ -50,8 +52,6 @@ const MADE_BY: u16 = 3 << 8 | VERSION;
 const DOS_DATE: u16 = 0x21;
 /// Regular file, mode 0644.
 const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
-/// The extra field that pads a local header to align the data (Android's zipalign).
-const ALIGNMENT_FIELD: u16 = 0xd935;
 const FLAG_DESCRIPTOR: u16 = 1 << 3;
 const FLAG_UTF8: u16 = 1 << 11;
 const STORED: u16 = 0;
@@ -72,7 +72,9 @@ pub struct ZipWriter {
     /// Otherwise (a pipe, standard output) members end with data descriptors.
     seekable: bool,
     compress: bool,
+    /// The write buffer, always `BUFFER` long; `buf[..filled]` is pending.
     buf: Vec<u8>,
+    filled: usize,
     /// Bytes already handed to `out`; the archive offset of `buf[0]`.
     flushed: u64,
     central: Vec<u8>,
@@ -92,8 +94,6 @@ struct Member {
     raw: u64,
     /// Archive offset where the member's data starts.
     data_at: u64,
-    /// Bytes of the alignment extra field in the local header (0: none).
-    pad: u16,
 }
 
 /// The hash set's keys are already hashes.
@@ -123,7 +123,8 @@ impl ZipWriter {
             out,
             seekable,
             compress,
-            buf: Vec::with_capacity(BUFFER),
+            buf: vec![0; BUFFER],
+            filled: 0,
             flushed: 0,
             central: Vec::new(),
             spill: None,
@@ -136,16 +137,11 @@ impl ZipWriter {
 
     /// The archive offset of the next byte written.
     pub fn position(&self) -> u64 {
-        self.flushed + self.buf.len() as u64
+        self.flushed + self.filled as u64
     }
 
     /// Starts member `name`, `len` bytes long uncompressed. Fails on a name already used.
-    ///
-    /// `align`, for a stored member whose payload will be copied from an input file: the member
-    /// bytes that precede the payload and the payload's offset in its file. The local header then
-    /// gets an alignment extra field (zipalign's 0xd935) sized so the payload's archive offset
-    /// equals the file offset modulo the page size, which keeps the kernel copy at full speed.
-    pub fn begin(&mut self, name: &str, len: u64, align: Option<(u64, u64)>) -> Result<()> {
+    pub fn begin(&mut self, name: &str, len: u64) -> Result<()> {
         if self.member.is_some() {
             bail!("internal: a zip member began before the previous one ended");
         }
@@ -165,23 +161,13 @@ impl ZipWriter {
             flags |= FLAG_DESCRIPTOR;
         }
         let at = self.position();
-        let unpadded = at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64;
-        let pad = match align {
-            Some((before, src)) if !self.compress => {
-                let p = src.wrapping_sub(unpadded + before) % PAGE;
-                // an extra field is at least 6 bytes: id, length, the alignment itself
-                (if p > 0 && p < 6 { p + PAGE } else { p }) as u16
-            }
-            _ => 0,
-        };
         let member = Member {
             at,
             name: name.to_vec(),
             flags,
             crc: Hasher::new(),
             raw: 0,
-            data_at: unpadded + pad as u64,
-            pad,
+            data_at: at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64,
         };
         let (crc, sizes) = if self.seekable {
             // Stored sizes are final now; deflated ones and the CRC are filled in at the end.
@@ -212,36 +198,28 @@ impl ZipWriter {
         }
     }
 
-    /// Appends `range` of an input unchanged as member data: inside the kernel when it is large
-    /// and the member stored (its CRC-32 computed alongside), else through the buffer.
+    /// Appends `range` of an input unchanged as member data, read straight into the write
+    /// buffer and checksummed there while it is in the cache (measured faster here than a
+    /// kernel copy plus a separate checksum pass; see BENCHMARKS.md).
     pub fn copy(&mut self, range: &FileRange) -> Result<()> {
+        if self.compress {
+            return range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c).map_err(io_error));
+        }
         let len = range.len();
-        if self.compress || range.file().is_none() || len < copy::KERNEL_COPY_MIN {
-            if self.compress || len >= BUFFER as u64 {
-                return range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c).map_err(io_error));
-            }
-            // small: read straight into the buffer
-            if self.buf.len() + len as usize > self.buf.capacity() {
+        let mut pos = 0u64;
+        while pos < len {
+            if self.filled == BUFFER {
                 self.flush_buf().map_err(io_error)?;
             }
-            let start = self.buf.len();
-            self.buf.resize(start + len as usize, 0);
-            range.read_at(0, &mut self.buf[start..])?;
+            let n = ((BUFFER - self.filled) as u64).min(len - pos) as usize;
+            let piece = &mut self.buf[self.filled..self.filled + n];
+            range.read_at(pos, piece)?;
             let m = self.member.as_mut().expect("zip copy outside a member");
-            m.crc.update(&self.buf[start..]);
-            m.raw += len;
-            return Ok(());
+            m.crc.update(piece);
+            m.raw += n as u64;
+            self.filled += n;
+            pos += n as u64;
         }
-        self.flush_buf().map_err(io_error)?;
-        let crc = if copy::aligned(range, self.flushed) {
-            copy::kernel_copy_with_crc(range, &mut self.out)?
-        } else {
-            copy::mapped_copy_with_crc(range, &mut self.out)?
-        };
-        self.flushed += len;
-        let m = self.member.as_mut().expect("zip copy outside a member");
-        m.crc.combine(&crc);
-        m.raw += len;
         Ok(())
     }
 
@@ -325,24 +303,25 @@ impl ZipWriter {
 
     /// Buffers `data` (or writes it straight through when it is at least a buffer long).
     fn put(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.buf.len() + data.len() > self.buf.capacity() {
+        if self.filled + data.len() > BUFFER {
             self.flush_buf()?;
         }
-        if data.len() >= self.buf.capacity() {
+        if data.len() >= BUFFER {
             self.out.write_all(data)?;
             self.flushed += data.len() as u64;
         } else {
-            self.buf.extend_from_slice(data);
+            self.buf[self.filled..self.filled + data.len()].copy_from_slice(data);
+            self.filled += data.len();
         }
         Ok(())
     }
 
     /// Hands the buffer to the output; afterwards `out`'s file offset is `position()`.
-    pub(super) fn flush_buf(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.out.write_all(&self.buf)?;
-            self.flushed += self.buf.len() as u64;
-            self.buf.clear();
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if self.filled > 0 {
+            self.out.write_all(&self.buf[..self.filled])?;
+            self.flushed += self.filled as u64;
+            self.filled = 0;
         }
         Ok(())
     }
@@ -363,18 +342,19 @@ impl ZipWriter {
 
     fn deflate_in(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
         loop {
-            if self.buf.capacity() - self.buf.len() < 64 << 10 {
+            if BUFFER - self.filled < 64 << 10 {
                 self.flush_buf()?;
             }
             let c = self
                 .deflate
                 .as_mut()
                 .expect("a deflate member has a compressor");
-            let before = c.total_in();
+            let (before_in, before_out) = (c.total_in(), c.total_out());
             let status = c
-                .compress_vec(input, &mut self.buf, flush)
+                .compress(input, &mut self.buf[self.filled..], flush)
                 .map_err(io::Error::other)?;
-            input = &input[(c.total_in() - before) as usize..];
+            input = &input[(c.total_in() - before_in) as usize..];
+            self.filled += (c.total_out() - before_out) as usize;
             let done = match flush {
                 FlushCompress::Finish => status == Status::StreamEnd,
                 _ => input.is_empty(),
@@ -399,18 +379,12 @@ impl ZipWriter {
         put32(&mut h, defer);
         put32(&mut h, defer);
         put16(&mut h, m.name.len() as u16);
-        put16(&mut h, ZIP64_LOCAL as u16 + m.pad);
+        put16(&mut h, ZIP64_LOCAL as u16);
         h.extend_from_slice(&m.name);
         put16(&mut h, 1);
         put16(&mut h, 16);
         put64(&mut h, raw);
         put64(&mut h, stored);
-        if m.pad > 0 {
-            put16(&mut h, ALIGNMENT_FIELD);
-            put16(&mut h, m.pad - 4);
-            put16(&mut h, PAGE as u16);
-            h.resize(h.len() + m.pad as usize - 6, 0);
-        }
         h
     }
 
@@ -547,15 +521,15 @@ mod tests {
             // a member longer than the buffer, so its header is completed with a pwrite
             let big = bytes(3 * BUFFER + 17, 1);
             let small = bytes(100, 2);
-            w.begin("big.npy", big.len() as u64, None).unwrap();
+            w.begin("big.npy", big.len() as u64).unwrap();
             for c in big.chunks(100_000) {
                 w.write(c).unwrap();
             }
             w.end().unwrap();
-            w.begin("ü/small.npy", small.len() as u64, None).unwrap();
+            w.begin("ü/small.npy", small.len() as u64).unwrap();
             w.write(&small).unwrap();
             w.end().unwrap();
-            w.begin("empty.npy", 0, None).unwrap();
+            w.begin("empty.npy", 0).unwrap();
             w.end().unwrap();
             let mut z = archive(w.finish().unwrap());
             assert_eq!(z.len(), 3);
@@ -580,16 +554,16 @@ mod tests {
         let n = 100_000;
         let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
         for i in 0..n {
-            w.begin(&format!("m{i}.npy"), 4, None).unwrap();
+            w.begin(&format!("m{i}.npy"), 4).unwrap();
             w.write(&(i as u32).to_le_bytes()).unwrap();
             w.end().unwrap();
         }
         assert!(w.spill.is_some(), "the directory spilled to a file");
         assert!(w.central.capacity() <= 2 * CENTRAL_IN_MEMORY);
         // a duplicate is found in the spilled part and in the part still in memory
-        let err = w.begin("m5.npy", 4, None).unwrap_err().to_string();
+        let err = w.begin("m5.npy", 4).unwrap_err().to_string();
         assert!(err.contains("two tensors are both named 'm5'"), "{err}");
-        let err = w.begin(&format!("m{}.npy", n - 1), 4, None).unwrap_err();
+        let err = w.begin(&format!("m{}.npy", n - 1), 4).unwrap_err();
         assert!(err.to_string().contains("both named"));
         let f = w.finish().unwrap();
         let mut z = archive(f);
@@ -602,30 +576,28 @@ mod tests {
     }
 
     #[test]
-    fn a_copied_payload_lands_at_its_input_offset_within_a_page_and_reads_back() {
+    fn copied_ranges_read_back_beside_written_bytes_stored_or_deflated() {
         use std::io::Write;
-        let data = bytes(3 << 20, 7);
-        for (seekable, src_at) in [(true, 1000u64), (false, 4096), (true, 8 + 4093)] {
+        let data = bytes((3 << 20) + 11, 7);
+        for (seekable, compress) in [(true, false), (false, false), (true, true)] {
             let mut input = tempfile::tempfile().unwrap();
-            input.write_all(&vec![9u8; src_at as usize]).unwrap();
+            input.write_all(&[9u8; 1000]).unwrap();
             input.write_all(&data).unwrap();
             let range = FileRange::whole(input)
                 .unwrap()
-                .slice(src_at, data.len() as u64)
+                .slice(1000, data.len() as u64)
                 .unwrap();
             let header = bytes(128, 3);
-            let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), seekable, false);
-            w.begin("first.npy", 5, None).unwrap();
+            let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), seekable, compress);
+            w.begin("first.npy", 5).unwrap();
             w.write(b"hello").unwrap();
             w.end().unwrap();
-            let len = (header.len() + data.len()) as u64;
-            w.begin("x.npy", len, Some((128, src_at))).unwrap();
+            w.begin("x.npy", (header.len() + data.len()) as u64)
+                .unwrap();
             w.write(&header).unwrap();
             w.copy(&range).unwrap();
             w.end().unwrap();
             let mut z = archive(w.finish().unwrap());
-            let start = z.by_name("x.npy").unwrap().data_start().unwrap();
-            assert_eq!((start + 128) % PAGE, src_at % PAGE, "{seekable} {src_at}");
             let got = read_member(&mut z, "x.npy");
             assert!(got[..128] == header[..] && got[128..] == data[..]);
             assert_eq!(read_member(&mut z, "first.npy"), b"hello");
@@ -635,6 +607,6 @@ mod tests {
     #[test]
     fn a_name_longer_than_a_zip_allows_is_refused() {
         let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
-        assert!(w.begin(&"x".repeat(70_000), 0, None).is_err());
+        assert!(w.begin(&"x".repeat(70_000), 0).is_err());
     }
 }
