@@ -6,15 +6,20 @@
 //!
 //! A sink commits only when every tensor has been written: files are built under a
 //! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
-//! place, so a failure leaves nothing at the output path and an existing output untouched. A
-//! process killed outright leaves its temporary behind; the next run into the same directory
-//! removes those whose process is gone. Devices and pipes (`/dev/stdout`, a FIFO) are written
-//! directly, since they cannot be renamed over.
+//! place (`atomic.rs`: locks, modes, parents), so a failure leaves nothing at the output path
+//! and an existing output untouched. A process killed outright leaves its temporary behind; the
+//! next run into the same directory removes those no live run holds locked. A directory output
+//! (`dir.rs`) replaces only the files it writes. Devices and pipes (`/dev/stdout`, a FIFO) are
+//! written directly, since they cannot be renamed over.
 
+pub mod atomic;
+mod dir;
+pub mod names;
 pub mod npy;
 mod npz;
 mod zip;
 
+pub use dir::DirSink;
 pub use npz::{npz_file, NpzSink};
 
 use std::borrow::BorrowMut;
@@ -25,10 +30,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::input::FileRange;
-use crate::names;
 
-/// The prefix of every temporary file or directory tensor2npy creates beside an output.
-pub const TEMP_PREFIX: &str = ".tensor2npy-";
+pub use atomic::{clean_stale_temporaries, TEMP_PREFIX};
+use atomic::{persist, temp_file_beside, Staged};
 const BUFFER: usize = 1 << 20;
 
 /// One tensor as a sink receives it: the `.npy` header, then `data_len` bytes of data.
@@ -48,7 +52,10 @@ pub trait MemberWriter {
     /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel; the
     /// others stream it.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
-        range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c))
+        range.stream(1, BUFFER, &mut |c: &[u8]| {
+            crate::pipeline::check_interrupted()?;
+            self.write(c)
+        })
     }
 
     fn commit(self: Box<Self>) -> Result<()>;
@@ -150,60 +157,34 @@ impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<B> {
     }
 }
 
-/// Names an I/O failure plainly (a full disk reads better than "os error 28").
+/// An I/O failure while writing an output, said plainly (a full disk reads better than "os
+/// error 28"). The `io::Error` stays reachable in the chain, so that `main` can tell a closed
+/// pipe (not an error for a Unix filter) from a real failure.
+#[derive(Debug)]
+pub struct WriteError(pub io::Error);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.raw_os_error() {
+            Some(28) => f.write_str("no space left on the device"),
+            _ if self.0.kind() == io::ErrorKind::BrokenPipe => {
+                f.write_str("the output pipe was closed")
+            }
+            _ => write!(f, "write failed: {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
 pub fn io_error(e: io::Error) -> anyhow::Error {
-    match e.raw_os_error() {
-        Some(28) => anyhow!("no space left on the device"),
-        _ if e.kind() == io::ErrorKind::BrokenPipe => anyhow!("the output pipe was closed"),
-        _ => anyhow!("write failed: {e}"),
+    // A write that failed because of an interrupt check inside a writer carries it along.
+    if e.get_ref()
+        .is_some_and(|i| i.is::<crate::pipeline::Interrupted>())
+    {
+        return anyhow!(crate::pipeline::Interrupted);
     }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn temp_prefix() -> String {
-    format!("{TEMP_PREFIX}{}-", std::process::id())
-}
-
-/// Removes temporaries left in `dir` by tensor2npy processes that no longer run (killed
-/// outright, so their cleanup never ran).
-pub fn clean_stale_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            fs::remove_dir_all(&p).ok();
-        } else {
-            fs::remove_file(&p).ok();
-        }
-    }
-}
-
-fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = parent_dir(path);
-    clean_stale_temporaries(&dir);
-    tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+    anyhow!(WriteError(e))
 }
 
 /// A character device, FIFO or socket: written in place, never replaced.
@@ -222,25 +203,11 @@ fn open_special(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {} for writing", path.display()))
 }
 
-/// Renames the finished temporary over `path`. No fsync: like `cp`, durability is the file
-/// system's (ext4 and xfs order a rename-over after the data it replaces); the rename keeps
-/// readers from ever seeing a partial file.
-fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    tmp.persist(path).map_err(|e| {
-        anyhow!(
-            "cannot move the finished output to {}: {}",
-            path.display(),
-            e.error
-        )
-    })?;
-    Ok(())
-}
-
 /// A single `.npy` file (exactly one tensor).
 pub struct NpyFileSink {
     path: PathBuf,
     /// The temporary file to rename into place; `None` when writing a device or pipe directly.
-    tmp: Option<tempfile::NamedTempFile>,
+    tmp: Option<Staged>,
     out: Option<BufWriter<File>>,
     written: bool,
 }
@@ -251,7 +218,7 @@ impl NpyFileSink {
             (None, open_special(path)?)
         } else {
             let tmp = temp_file_beside(path)?;
-            let file = tmp.reopen().context("cannot reopen the temporary file")?;
+            let file = tmp.reopen()?;
             (Some(tmp), file)
         };
         Ok(NpyFileSink {
@@ -308,110 +275,5 @@ impl Sink for StdoutNpySink {
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.out().flush().map_err(io_error)
-    }
-}
-
-/// A directory of `.npy` files, built as a temporary directory beside the target and renamed
-/// into place; an existing target directory is replaced only once the new one is complete.
-pub struct DirSink {
-    target: PathBuf,
-    tmp: Option<tempfile::TempDir>,
-}
-
-impl DirSink {
-    pub fn create(target: &Path) -> Result<Self> {
-        if target.exists() && !target.is_dir() {
-            bail!("{} exists and is not a directory", target.display());
-        }
-        let parent = parent_dir(target);
-        fs::create_dir_all(&parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        clean_stale_temporaries(&parent);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(".tmp")
-            .tempdir_in(&parent)
-            .with_context(|| {
-                format!(
-                    "cannot create a temporary directory in {}",
-                    parent.display()
-                )
-            })?;
-        Ok(DirSink {
-            target: target.to_path_buf(),
-            tmp: Some(tmp),
-        })
-    }
-}
-
-impl DirSink {
-    /// Creates the file a tensor's `.npy` goes to, refusing a second tensor at the same path.
-    fn create_file(&self, name: &str) -> Result<BufWriter<File>> {
-        let rel = names::dir_path(name)?;
-        let root = self.tmp.as_ref().expect("sink used after finish").path();
-        let path = root.join(&rel);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| {
-                anyhow!(
-                    "cannot create directory {} for '{name}': {e}",
-                    rel.display()
-                )
-            })?;
-        }
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => anyhow!(
-                    "two tensors map to the same file {} ('{name}' is the second)",
-                    rel.display()
-                ),
-                _ => anyhow!("cannot create {}: {e}", rel.display()),
-            })?;
-        Ok(BufWriter::with_capacity(BUFFER, file))
-    }
-}
-
-impl Sink for DirSink {
-    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
-        let w = self.create_file(spec.name)?;
-        Ok(Box::new(FileMember::start(w, spec.header)?))
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        let tmp = self.tmp.take().expect("finished twice");
-        let new = tmp.keep();
-        let result = replace_dir(&new, &self.target);
-        if result.is_err() {
-            fs::remove_dir_all(&new).ok();
-        }
-        result
-    }
-}
-
-fn replace_dir(new: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(".old")
-            .tempdir_in(parent_dir(target))
-            .context("cannot make room to replace the existing output directory")?
-            .keep();
-        fs::remove_dir(&old).ok();
-        fs::rename(target, &old)
-            .with_context(|| format!("cannot move the existing {} aside", target.display()))?;
-        if let Err(e) = fs::rename(new, target) {
-            fs::rename(&old, target).ok();
-            bail!(
-                "cannot move the finished output to {}: {e}",
-                target.display()
-            );
-        }
-        fs::remove_dir_all(&old).ok();
-        Ok(())
-    } else {
-        fs::rename(new, target)
-            .with_context(|| format!("cannot move the finished output to {}", target.display()))
     }
 }

@@ -9,19 +9,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::atomic::Staged;
+use super::names;
 use super::zip::ZipWriter;
 use super::{
     io_error, is_special, open_special, persist, temp_file_beside, MemberSpec, MemberWriter, Sink,
 };
 use crate::input::FileRange;
-use crate::names;
 
 /// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
 /// 1980-01-01 timestamps, members in the order added.
 pub struct NpzSink {
     zip: Option<ZipWriter>,
     /// The temporary file to rename to the path once complete; `None` when streaming.
-    commit: Option<(tempfile::NamedTempFile, PathBuf)>,
+    commit: Option<(Staged, PathBuf)>,
 }
 
 /// An `.npz` written to a file: built in a temporary file and renamed into place, or streamed
@@ -34,7 +35,7 @@ pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
         }));
     }
     let tmp = temp_file_beside(path)?;
-    let file = tmp.reopen().context("cannot reopen the temporary file")?;
+    let file = tmp.reopen()?;
     Ok(Box::new(NpzSink {
         zip: Some(ZipWriter::new(file, true, compress)),
         commit: Some((tmp, path.to_path_buf())),

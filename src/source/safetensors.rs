@@ -4,13 +4,40 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 
 use crate::dtype::DType;
 use crate::input::FileRange;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "safetensors",
+    about: "safetensors files (Hugging Face)",
+    extensions: &[".safetensors"],
+    sniff,
+    open,
+};
+
+/// A JSON object after the 8-byte header length (no TensorProto or TFRecord starts so); the
+/// header itself is judged by the parser, with its own errors.
+fn sniff(input: &Input) -> Sniff {
+    if input.head.len() > 8 && input.head[8] == b'{' {
+        Sniff::Yes
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(SafetensorsSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+    )?))
+}
 
 pub struct SafetensorsSource {
     path: String,
@@ -29,18 +56,20 @@ impl SafetensorsSource {
             );
         }
         let map;
-        let bytes: &[u8] = match data.file() {
-            // SAFETY: the map is read-only and only read while the file is open; a concurrent
-            // writer truncating the file is the one hazard, which every mmap-based reader shares.
-            Some(file) => {
+        let (header_len, metadata) = match (data.file(), data.memory()) {
+            (Some(file), _) => {
+                // SAFETY: the map is read-only and only read while the file is open; a
+                // concurrent writer truncating the file is the one hazard, which every
+                // mmap-based reader shares.
                 map =
                     unsafe { Mmap::map(file) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
-                &map[..]
+                SafeTensors::read_metadata(&map[..])
+                    .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?
             }
-            None => data.memory().context("safetensors input must be a file")?,
+            (None, Some(bytes)) => SafeTensors::read_metadata(bytes)
+                .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?,
+            (None, None) => read_metadata_ranged(&data)?,
         };
-        let (header_len, metadata) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?;
         let data_start = 8 + header_len as u64;
         let mut metas = Vec::new();
         let mut ranges = Vec::new();
@@ -71,6 +100,31 @@ impl SafetensorsSource {
             ranges,
         })
     }
+}
+
+/// The header of a file that is no local file (a remote object): read by its length alone,
+/// validated by the crate's own `Metadata` deserializer, then checked against the data size
+/// as `SafeTensors::read_metadata` does for a whole buffer.
+fn read_metadata_ranged(data: &FileRange) -> Result<(usize, safetensors::tensor::Metadata)> {
+    use safetensors::SafeTensorError as E;
+    let fail = |e: E| anyhow!("invalid safetensors header: {}", describe(&e));
+    let mut len = [0u8; 8];
+    data.read_at(0, &mut len)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return Err(fail(E::HeaderTooLarge));
+    }
+    if n.checked_add(8).is_none_or(|end| end > data.len()) {
+        return Err(fail(E::InvalidHeaderLength));
+    }
+    let header = data.read_vec(8, n as usize)?;
+    let text = std::str::from_utf8(&header).map_err(|e| fail(E::InvalidHeader(e)))?;
+    let metadata: safetensors::tensor::Metadata =
+        serde_json::from_str(text).map_err(|e| fail(E::InvalidHeaderDeserialization(e)))?;
+    if (metadata.data_len() as u64).checked_add(8 + n) != Some(data.len()) {
+        return Err(fail(E::MetadataIncompleteBuffer));
+    }
+    Ok((n as usize, metadata))
 }
 
 fn describe(e: &safetensors::SafeTensorError) -> String {

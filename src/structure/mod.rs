@@ -240,6 +240,10 @@ pub struct Structured {
 }
 
 fn is_candidate(m: &TensorMeta) -> bool {
+    if m.kind == Kind::Ragged {
+        // A component its reader declares (and answers --ragged for) itself: tf.Example.
+        return false;
+    }
     let serialized_sparse =
         m.dtype == DType::String && (m.shape == [3] || (m.shape.len() == 2 && m.shape[1] == 3));
     serialized_sparse
@@ -303,7 +307,11 @@ impl Structured {
                 let sp = Sparse::new(ind, val, shp, opts)
                     .with_context(|| format!("{path}: sparse tensor '{base}'"))?;
                 register(&mut grouped, &mut found, base, Found::Sparse(sp, members));
-            } else if let Some(base) = m.name.strip_suffix("/flat_values") {
+            } else if let Some(base) = m
+                .name
+                .strip_suffix("/flat_values")
+                .filter(|_| m.kind != Kind::Ragged)
+            {
                 let mut members = vec![by_name[m.name.as_str()]];
                 while let Some(&k) =
                     by_name.get(format!("{base}/row_splits_{}", members.len() - 1).as_str())
@@ -465,6 +473,9 @@ impl Source for Structured {
     fn display_path(&self) -> &str {
         self.inner.display_path()
     }
+    fn format(&self) -> Option<&str> {
+        self.inner.format()
+    }
 
     fn len(&self) -> usize {
         self.items.len()
@@ -501,6 +512,24 @@ impl Source for Structured {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.inner.input_files()
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.source_dtype(*i),
+            _ => None,
+        }
+    }
+
+    fn host_decode(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.host_decode(*i),
+            _ => None,
+        }
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        self.inner.metadata()
     }
 
     fn notes(&self) -> &[String] {
