@@ -236,7 +236,7 @@ fn run_job(
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
         Target::Dir(p) => Box::new(DirSink::create(p).with_context(|| target_name.clone())?),
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
-        Target::StdoutNpz => Box::new(NpzSink::stream(std::io::stdout(), args.compress)),
+        Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
     };
     for &s in &job.inputs {
         let src = &mut sources[s];
