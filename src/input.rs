@@ -121,12 +121,12 @@ impl FileRange {
     /// Appends the range to `out`. From a file into a file this is `copy_file_range` inside
     /// the kernel (std's `io::copy` does that for a `File` pair), so the bytes never pass
     /// through this process; it goes in pieces of 8 MiB, checking for an interrupt between
-    /// them (the check fails with an `io::Error` wrapping `pipeline::Interrupted`).
+    /// them (the check fails with an `io::Error` wrapping `error::Interrupted`).
     pub fn copy_into(&self, out: &mut io::BufWriter<File>) -> io::Result<u64> {
         const PIECE: u64 = 8 << 20;
         let interrupted = || {
-            crate::pipeline::check_interrupted()
-                .map_err(|_| io::Error::other(crate::pipeline::Interrupted))
+            crate::error::check_interrupted()
+                .map_err(|_| io::Error::other(crate::error::Interrupted))
         };
         match &self.backing {
             Backing::File(f) => {

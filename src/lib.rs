@@ -10,10 +10,13 @@ pub mod cli;
 pub mod cmd;
 pub mod device;
 pub mod dtype;
+pub mod error;
 pub mod input;
 pub mod pipeline;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub mod report;
+pub mod select;
 pub mod sink;
 pub mod source;
 pub mod structure;

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use tensor2npy::cli::{Cli, Command};
-use tensor2npy::{cmd, names, pipeline, sink};
+use tensor2npy::{cmd, error, sink};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pipeline::watch_interrupts();
+    error::watch_interrupts();
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::List(args) => cmd::list::run(args),
@@ -29,10 +29,13 @@ fn main() -> ExitCode {
         Err(e) => {
             // Names come from the input: a control character in one must not reach the
             // terminal raw.
-            eprintln!("tensor2npy: error: {}", names::shown(&format!("{e:#}")));
-            if e.downcast_ref::<pipeline::UsageError>().is_some() {
+            eprintln!(
+                "tensor2npy: error: {}",
+                sink::names::shown(&format!("{e:#}"))
+            );
+            if e.downcast_ref::<error::UsageError>().is_some() {
                 ExitCode::from(2)
-            } else if e.downcast_ref::<pipeline::Interrupted>().is_some() {
+            } else if e.downcast_ref::<error::Interrupted>().is_some() {
                 ExitCode::from(130)
             } else {
                 ExitCode::from(1)

@@ -11,10 +11,11 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
+use crate::error::usage;
 use crate::input::absolute;
-use crate::pipeline::{
-    npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
-};
+use crate::pipeline::{npy_type, output_bytes, write_tensor, WriteOptions};
+use crate::report::Reporter;
+use crate::select::Selector;
 use crate::sink::atomic::file_id;
 use crate::sink::names::{self, shown};
 use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use unicode_width::UnicodeWidthStr;
 
 use crate::cli::ListArgs;
-use crate::pipeline::{npy_type, Selector};
+use crate::pipeline::npy_type;
+use crate::select::Selector;
 use crate::sink::io_error;
 use crate::sink::names::shown;
 use crate::structure::{Duplicates, StructureOptions, View};

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use crate::cli::Cli;
-use crate::pipeline::usage;
+use crate::error::usage;
 use crate::sink::io_error;
 
 /// The roff source of the main page, or of one subcommand's page (`tensor2npy-convert(1)`).

@@ -17,7 +17,7 @@ use crate::tensor::Source;
 /// Opens every input named on the command line, with sparse and ragged tensors recognised.
 pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec<Box<dyn Source>>> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
-        return Err(crate::pipeline::usage(
+        return Err(crate::error::usage(
             "standard input (-) can be given only once",
         ));
     }

@@ -9,14 +9,14 @@ use anyhow::{Context, Result};
 
 use crate::cli::VerifyArgs;
 use crate::dtype::DType;
-use crate::pipeline::check_interrupted;
+use crate::error::check_interrupted;
 use crate::sink::io_error;
 use crate::source::{self, bundle::BundleOptions, OpenOptions};
 use crate::tensor::{Kind, Source};
 
 pub fn run(args: VerifyArgs) -> Result<()> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
-        return Err(crate::pipeline::usage(
+        return Err(crate::error::usage(
             "standard input (-) can be given only once",
         ));
     }

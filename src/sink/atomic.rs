@@ -217,7 +217,7 @@ pub fn keep_mode(file: &File, dest: &Path) -> Result<()> {
 /// replaces); the rename keeps readers from ever seeing a partial file.
 pub fn persist(staged: Staged, path: &Path) -> Result<()> {
     let Staged { tmp, mut created } = staged;
-    crate::pipeline::check_interrupted()?;
+    crate::error::check_interrupted()?;
     keep_mode(tmp.as_file(), path)?;
     tmp.persist(path)
         .map_err(|e| path_error("cannot move the finished output to", path, e.error))?;

@@ -107,7 +107,7 @@ impl Sink for DirSink {
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
-        crate::pipeline::check_interrupted()?;
+        crate::error::check_interrupted()?;
         let (stage, lock) = self.stage.take().expect("finished twice");
         for (i, rel) in self.files.iter().enumerate() {
             self.commit_one(stage.path(), i, rel)?;

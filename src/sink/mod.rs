@@ -53,7 +53,7 @@ pub trait MemberWriter {
     /// others stream it.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
         range.stream(1, BUFFER, &mut |c: &[u8]| {
-            crate::pipeline::check_interrupted()?;
+            crate::error::check_interrupted()?;
             self.write(c)
         })
     }
@@ -180,9 +180,9 @@ impl std::error::Error for WriteError {}
 pub fn io_error(e: io::Error) -> anyhow::Error {
     // A write that failed because of an interrupt check inside a writer carries it along.
     if e.get_ref()
-        .is_some_and(|i| i.is::<crate::pipeline::Interrupted>())
+        .is_some_and(|i| i.is::<crate::error::Interrupted>())
     {
-        return anyhow!(crate::pipeline::Interrupted);
+        return anyhow!(crate::error::Interrupted);
     }
     anyhow!(WriteError(e))
 }

@@ -192,7 +192,7 @@ fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
 /// `--stack` joins records that are tensors; an Example dataset is one array per feature already.
 fn refuse_stack(opts: &OpenOptions) -> Result<()> {
     if opts.stack {
-        return Err(crate::pipeline::usage(
+        return Err(crate::error::usage(
             "--stack stacks TFRecords of serialized tensors; a dataset of tf.train.Example records is already written as one [N, ...] array per feature (leave --stack out)",
         ));
     }

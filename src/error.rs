@@ -1,0 +1,57 @@
+//! The errors `main` decides exit codes by, and the interrupt flag: a usage mistake (exit 2),
+//! an interrupt (SIGINT/SIGTERM, exit 130). Everything else is a failed conversion (exit 1),
+//! except a closed output pipe, which `main` finds in the error chain and ends quietly with 0.
+//! Long loops anywhere call [`check_interrupted`].
+
+use anyhow::{anyhow, Result};
+
+/// Set when SIGINT or SIGTERM arrives; conversions stop at the next chunk, and the normal error
+/// path removes their temporary files.
+static INTERRUPT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Installs the SIGINT / SIGTERM handlers (once).
+pub fn watch_interrupts() {
+    let flag = INTERRUPT.get_or_init(Default::default);
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled ends the process at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+}
+
+/// The error a conversion stops with after SIGINT or SIGTERM.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; the partial output was removed")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived.
+pub fn check_interrupted() -> Result<()> {
+    match INTERRUPT.get() {
+        Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
+        _ => Ok(()),
+    }
+}
+
+/// A command-line mistake: exit status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(UsageError(msg.into()))
+}

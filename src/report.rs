@@ -1,0 +1,60 @@
+//! Notes, warnings, the progress bar and the summary line, all on stderr; quiet with `--quiet`,
+//! and no bar unless stderr is a terminal. The commands in `cmd/` and the pipeline talk to it.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Notes, warnings and the progress bar, all on stderr.
+pub struct Reporter {
+    quiet: bool,
+    bar: ProgressBar,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool) -> Reporter {
+        let bar = if !quiet && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Reporter { quiet, bar }
+    }
+
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            let msg = crate::sink::names::shown(msg);
+            self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            let msg = crate::sink::names::shown(msg);
+            self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
+        }
+    }
+
+    pub fn add_total(&self, bytes: u64) {
+        self.bar.inc_length(bytes);
+    }
+
+    pub fn set_message(&self, msg: String) {
+        self.bar.set_message(msg);
+    }
+
+    pub fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
