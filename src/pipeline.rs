@@ -39,7 +39,8 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-fn check_interrupted() -> Result<()> {
+/// Fails with `Interrupted` once SIGINT or SIGTERM has arrived; every long loop calls it.
+pub fn check_interrupted() -> Result<()> {
     match INTERRUPT.get() {
         Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
         _ => Ok(()),

@@ -84,7 +84,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
     let jobs = plan_jobs(&args, &stems, &selected)?;
     refuse_overwriting_inputs(&jobs, &sources)?;
-    let device = DeviceStage::open(args.device, args.adapter)?;
+    let mut device = DeviceStage::open(args.device, args.adapter)?;
+    device.keep_per_tensor = args.stats.is_some();
     if let Some(why) = &device.fallback {
         report.note(&format!("--device auto: using the CPU ({why})"));
     }
