@@ -46,6 +46,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         max_dense_bytes: args.max_dense_bytes,
         strict: args.input.strict,
         view: View::Convert,
+        max_fill_bytes: args.input.max_fill_bytes,
+        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
     let mut sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {

@@ -23,6 +23,8 @@ pub fn run(args: ListArgs) -> Result<()> {
         max_dense_bytes: u64::MAX,
         strict: args.input.strict,
         view: View::List,
+        max_fill_bytes: args.input.max_fill_bytes,
+        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {

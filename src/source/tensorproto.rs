@@ -353,6 +353,11 @@ impl ScannedTensor {
         Ok(())
     }
 
+    /// The non-empty `tensor_content`, when the values are stored there.
+    pub fn content(&self) -> Option<&FileRange> {
+        self.content.as_ref()
+    }
+
     pub fn kind(&self) -> Kind {
         if self.dtype == DType::String {
             Kind::String
