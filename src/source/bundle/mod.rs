@@ -14,6 +14,7 @@ use prost::Message;
 use crate::dtype::DType;
 use crate::input::{open_file, FileRange};
 use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::pipeline::check_interrupted;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 use crate::wire::Cursor;
 
@@ -405,6 +406,12 @@ impl BundleSource {
         let size = meta.dtype.item_size().unwrap_or(1) as u64;
         let shape = &meta.shape;
         let rank = shape.len();
+        // An empty tensor has nothing to copy. Past this point every step of the loops below
+        // copies at least one element that a slice holds, so they are bounded by the bytes
+        // present, not by the dimensions (a [2^40, 2, 0] entry would otherwise spin for hours).
+        if checked_elements(shape)? == 0 {
+            return Ok(());
+        }
         // The trailing dimensions every piece covers whole are copied as contiguous blocks.
         let mut k = rank;
         while k > 0 && pieces.iter().all(|p| p.extents[k - 1] == (0, shape[k - 1])) {
@@ -433,7 +440,10 @@ impl BundleSource {
         let prefix_dims = &shape[..line_dim];
         let prefix_count: u64 = prefix_dims.iter().product();
         let mut index = vec![0u64; line_dim];
-        for _ in 0..prefix_count {
+        for step in 0..prefix_count {
+            if step % 4096 == 0 {
+                check_interrupted()?;
+            }
             let mut covering: Vec<&Piece> = pieces
                 .iter()
                 .filter(|p| {
@@ -805,6 +815,64 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, [b"ab".to_vec(), vec![]]);
+    }
+
+    #[test]
+    fn an_empty_sliced_entry_with_a_huge_first_dimension_is_read_at_once() {
+        // Shape [2^40, 2, 0], two slices along the second dimension, an empty shard: the
+        // assembly loop must not step through the 2^40 rows that hold nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("ckpt");
+        let shape = [1i64 << 40, 2, 0];
+        let extents = |d1: i64| crate::proto::TensorSliceProto {
+            extent: vec![
+                crate::proto::Extent {
+                    start: 0,
+                    length: None,
+                },
+                crate::proto::Extent {
+                    start: d1,
+                    length: Some(1),
+                },
+                crate::proto::Extent {
+                    start: 0,
+                    length: None,
+                },
+            ],
+        };
+        let mut whole = BundleEntryProto::decode(&entry(1, &shape, 0, &[])[..]).unwrap();
+        whole.slices = vec![extents(0), extents(1)];
+        let header = BundleHeaderProto {
+            num_shards: 1,
+            endianness: 0,
+            version: Some(VersionDef {
+                producer: 1,
+                min_consumer: 0,
+                bad_consumers: vec![],
+            }),
+        };
+        let mut entries = vec![(vec![], header.encode_to_vec())];
+        for d1 in [0, 1] {
+            let key = slice_key("w", &[(0, -1), (d1, 1), (0, -1)]);
+            entries.push((key, entry(1, &[1 << 40, 1, 0], 0, &[])));
+        }
+        entries.push((b"w".to_vec(), whole.encode_to_vec()));
+        entries.sort();
+        std::fs::write(dir.path().join("ckpt.index"), table(&entries)).unwrap();
+        std::fs::write(dir.path().join("ckpt.data-00000-of-00001"), b"").unwrap();
+        let mut src = BundleSource::open("ckpt", &prefix, BundleOptions::default()).unwrap();
+        assert_eq!(src.meta(0).unwrap().shape, [1 << 40, 2, 0]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut chunks = 0;
+            let r = src.read_dense(0, 1 << 20, &mut |_| {
+                chunks += 1;
+                Ok(())
+            });
+            let _ = tx.send((r.is_ok(), chunks));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(got.ok(), Some((true, 0)), "the read did not finish in 20 s");
     }
 
     #[test]
