@@ -84,6 +84,70 @@ fn dense_dims(dense_shape: &Comp, rank: usize) -> Result<Vec<u64>> {
     Ok(vals.iter().map(|&d| d as u64).collect())
 }
 
+/// One pass over the indices, fed chunk by chunk (whole int64s): every index inside `shape`,
+/// and, next to each other, duplicates (an error unless `--sparse-duplicates` says otherwise).
+/// Returns whether the indices are in row-major order.
+fn check_entries(
+    shape: &[u64],
+    nnz: u64,
+    duplicates: Duplicates,
+    feed: &mut dyn FnMut(&mut ChunkSink) -> Result<()>,
+) -> Result<bool> {
+    let rank = shape.len();
+    let duplicate = |index: &[i64], e: u64| {
+        anyhow::anyhow!(
+            "duplicate index {} (entries {} and {e}); --sparse-duplicates sum|last resolves them",
+            describe(index),
+            e - 1
+        )
+    };
+    if rank == 0 {
+        // Every entry of a scalar is the same empty index.
+        if nnz > 1 && duplicates == Duplicates::Error {
+            return Err(duplicate(&[], 1));
+        }
+        return Ok(true);
+    }
+    let mut sorted = true;
+    let mut e = 0u64;
+    let mut prev = vec![0i64; rank];
+    let mut cur: Vec<i64> = Vec::with_capacity(rank);
+    feed(&mut |chunk: &[u8]| {
+        check_interrupted()?;
+        for c in chunk.chunks_exact(8) {
+            cur.push(i64::from_le_bytes(c.try_into().unwrap()));
+            if cur.len() < rank {
+                continue;
+            }
+            if cur.iter().zip(shape).any(|(&i, &d)| i < 0 || i as u64 >= d) {
+                let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                bail!(
+                    "index {} (entry {e}) is outside dense_shape {}",
+                    describe(&cur),
+                    describe(&shape)
+                );
+            }
+            if e > 0 && sorted {
+                match cur.cmp(&prev) {
+                    std::cmp::Ordering::Less => sorted = false,
+                    std::cmp::Ordering::Equal if duplicates == Duplicates::Error => {
+                        return Err(duplicate(&cur, e))
+                    }
+                    _ => {}
+                }
+            }
+            std::mem::swap(&mut prev, &mut cur);
+            cur.clear();
+            e += 1;
+        }
+        Ok(())
+    })?;
+    if e != nnz {
+        bail!("indices hold {e} entries, not {nnz}");
+    }
+    Ok(sorted)
+}
+
 /// A sparse tensor for `list`: its dense shape and values dtype, nothing decoded.
 pub fn list_meta(
     name: &str,
@@ -152,40 +216,10 @@ impl Sparse {
             dup: opts.duplicates,
             budget: opts.memory_budget,
         };
-        // One pass over the indices: bounds, order, and duplicates next to each other.
-        let mut reader = sp.indices.ints("indices")?;
-        let mut prev = vec![0i64; rank];
-        let mut cur = vec![0i64; rank];
-        for e in 0..nnz {
-            if e % (1 << 16) == 0 {
-                check_interrupted()?;
-            }
-            reader.next_into(&mut cur)?;
-            if cur
-                .iter()
-                .zip(&sp.shape)
-                .any(|(&i, &d)| i < 0 || i as u64 >= d)
-            {
-                let shape: Vec<i64> = sp.shape.iter().map(|&d| d as i64).collect();
-                bail!(
-                    "index {} (entry {e}) is outside dense_shape {}",
-                    describe(&cur),
-                    describe(&shape)
-                );
-            }
-            if e > 0 && sp.sorted {
-                match cur.cmp(&prev) {
-                    std::cmp::Ordering::Less => sp.sorted = false,
-                    std::cmp::Ordering::Equal if opts.duplicates == Duplicates::Error => bail!(
-                        "duplicate index {} (entries {} and {e}); --sparse-duplicates sum|last resolves them",
-                        describe(&cur),
-                        e - 1
-                    ),
-                    _ => {}
-                }
-            }
-            std::mem::swap(&mut prev, &mut cur);
-        }
+        let indices = sp.indices.range("indices")?.clone();
+        sp.sorted = check_entries(&sp.shape, nnz, opts.duplicates, &mut |sink| {
+            indices.stream(8, 1 << 20, sink)
+        })?;
         if !sp.sorted && (opts.duplicates == Duplicates::Error || densify) {
             let order = sp.sort()?;
             if opts.duplicates == Duplicates::Error {
@@ -531,6 +565,12 @@ pub fn from_serialized(
             return list_meta(name, &i.meta(String::new()), &values_meta, decode(s)?)
                 .map(|m| Some(Serialized::Listed(m)));
         }
+        // The indices are checked straight from the nested TensorProto, before a TensorFlow
+        // fill rule could make them (and the values) take gigabytes of temporary space.
+        let dims = dense_dims(&decode(s)?, i.shape[1] as usize)?;
+        check_entries(&dims, i.shape[0], opts.duplicates, &mut |sink| {
+            i.read_dense(1 << 20, sink)
+        })?;
         let sp = Sparse::new(decode(i)?, Some(decode(v)?), values_meta, decode(s)?, opts)?;
         return Ok(Some(Serialized::Sparse(sp)));
     }
@@ -552,12 +592,20 @@ pub fn from_serialized(
             &s.meta(String::new()),
         )
         .with_context(|| format!("row {b} of the serialized sparse batch"))?;
-        for (d, x) in decode(s)?
+        let row_dense = decode(s)?;
+        for (d, x) in row_dense
             .small_ints("dense_shape", rank)?
             .into_iter()
             .enumerate()
         {
             dense[d] = dense[d].max(x);
+        }
+        if opts.view == View::Convert {
+            let dims = dense_dims(&row_dense, rank as usize)?;
+            check_entries(&dims, i.shape[0], opts.duplicates, &mut |sink| {
+                i.read_dense(1 << 20, sink)
+            })
+            .with_context(|| format!("row {b} of the serialized sparse batch"))?;
         }
         nnz = nnz
             .checked_add(i.shape[0])

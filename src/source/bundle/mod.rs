@@ -13,8 +13,8 @@ use prost::Message;
 
 use crate::dtype::DType;
 use crate::input::{open_file, FileRange};
-use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
 use crate::pipeline::check_interrupted;
+use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 use crate::wire::Cursor;
 
