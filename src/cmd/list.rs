@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::ListArgs;
-use crate::pipeline::{npy_type, Selector};
+use crate::pipeline::{check_interrupted, npy_type, Selector};
 use crate::sink::io_error;
 use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
@@ -29,15 +29,19 @@ pub fn run(args: ListArgs) -> Result<()> {
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
         for i in 0..src.len() {
+            check_interrupted()?;
             selector.record(&src.meta(i)?.name);
         }
     }
     selector.check_matched()?;
 
     let multi = sources.len() > 1;
-    let rows = sources
-        .iter()
-        .flat_map(|src| (0..src.len()).map(move |i| src.meta(i).map(|m| (src.display_path(), m))));
+    let rows = sources.iter().flat_map(|src| {
+        (0..src.len()).map(move |i| {
+            check_interrupted()?;
+            src.meta(i).map(|m| (src.display_path(), m))
+        })
+    });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let mut first = true;

@@ -496,7 +496,7 @@ impl ScannedTensor {
             _ => Vec::new(),
         };
         while emitted < n {
-            if emitted % (1 << 16) == 0 {
+            if emitted.is_multiple_of(1 << 16) {
                 check_interrupted()?;
             }
             sink(&repeat)?;

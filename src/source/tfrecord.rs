@@ -82,6 +82,7 @@ impl TfRecordSource {
             cached: None,
         };
         while pos < total {
+            crate::pipeline::check_interrupted()?;
             let index = records.len();
             let at = || format!("record {index} at byte offset {pos}");
             if total - pos < 12 {

@@ -147,6 +147,7 @@ fn is_candidate(m: &TensorMeta) -> bool {
 pub fn wrap(inner: Box<dyn Source>, opts: &StructureOptions) -> Result<Box<dyn Source>> {
     let mut any = false;
     for i in 0..inner.len() {
+        crate::pipeline::check_interrupted()?;
         if is_candidate(&inner.meta(i)?) {
             any = true;
             break;
@@ -280,7 +281,7 @@ impl Structured {
                     .with_context(context)?
                 {
                     Some(sparse::Serialized::Sparse(sp)) => {
-                        push_structure(&mut items, &m.name, Found::Sparse(sp, vec![]), opts)
+                        push_structure(&mut items, &m.name, Found::Sparse(*sp, vec![]), opts)
                             .with_context(context)?;
                         continue;
                     }

@@ -105,7 +105,7 @@ impl Ragged {
             }
             let (mut prev, mut longest) = (first, 0u64);
             for p in 1..s.shape[0] {
-                if p % (1 << 16) == 0 {
+                if p.is_multiple_of(1 << 16) {
                     check_interrupted()?;
                 }
                 let x = r.next()?;
@@ -217,7 +217,7 @@ impl Ragged {
         // Elements in one padded slot of this level: the product of every dimension below it.
         let slot: u64 = shape[level + 2..].iter().product();
         for row in start..end {
-            if row % (1 << 16) == 0 {
+            if row.is_multiple_of(1 << 16) {
                 check_interrupted()?;
             }
             let a = levels[level].at(row)? as u64;

@@ -464,7 +464,7 @@ impl Sparse {
         let fill = &self.fill;
         let mut emit = |p: u64, e: u64, sink: &mut ChunkSink| -> Result<()> {
             while pos < p {
-                if pos % (1 << 16) == 0 {
+                if pos.is_multiple_of(1 << 16) {
                     check_interrupted()?;
                 }
                 sink(fill)?;
@@ -490,7 +490,7 @@ impl Sparse {
             emit(q, last, sink)?;
         }
         while pos < total {
-            if pos % (1 << 16) == 0 {
+            if pos.is_multiple_of(1 << 16) {
                 check_interrupted()?;
             }
             sink(fill)?;
@@ -518,7 +518,7 @@ fn scan_triple(triple: &[Vec<u8>]) -> Option<[ScannedTensor; 3]> {
 
 /// What a serialized sparse tensor becomes: validated components, or a `list` row.
 pub enum Serialized {
-    Sparse(Sparse),
+    Sparse(Box<Sparse>),
     Listed(TensorMeta),
 }
 
@@ -537,7 +537,7 @@ pub fn from_serialized(
         .map(scan_triple)
         .collect::<Option<Vec<_>>>()
     {
-        Some(rows) if !rows.is_empty() && elements.len() % 3 == 0 => rows,
+        Some(rows) if !rows.is_empty() && elements.len().is_multiple_of(3) => rows,
         _ => return Ok(None),
     };
     // Now that they are known to be sparse components, hold them to the fill limit.
@@ -572,7 +572,7 @@ pub fn from_serialized(
             i.read_dense(1 << 20, sink)
         })?;
         let sp = Sparse::new(decode(i)?, Some(decode(v)?), values_meta, decode(s)?, opts)?;
-        return Ok(Some(Serialized::Sparse(sp)));
+        return Ok(Some(Serialized::Sparse(Box::new(sp))));
     }
     // A batch: row b holds entry b with its leading index dropped. Every row is checked
     // against row 0 before anything is combined.
@@ -686,5 +686,5 @@ pub fn from_serialized(
         data: CompData::Fixed(indices.finish()?),
     };
     Sparse::new(indices, Some(values), values_meta, dense_shape, opts)
-        .map(|s| Some(Serialized::Sparse(s)))
+        .map(|s| Some(Serialized::Sparse(Box::new(s))))
 }
