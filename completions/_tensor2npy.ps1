@@ -26,8 +26,10 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -38,6 +40,10 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Drop tensors whose name matches GLOB (repeatable)')
             [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
             [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('--features', '--features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)')
+            [CompletionResult]::new('--ragged-features', '--ragged-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features ragged even when every record has the same length')
+            [CompletionResult]::new('--dense-features', '--dense-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary')
+            [CompletionResult]::new('--quant', '--quant', [CompletionResultType]::ParameterName, 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Output kind where -o does not say: npz (an archive) or npy (.npy files)')
@@ -51,16 +57,20 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--max-dense-bytes', '--max-dense-bytes', [CompletionResultType]::ParameterName, 'Refuse to densify or pad a tensor into more than BYTES')
             [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one')
             [CompletionResult]::new('--adapter', '--adapter', [CompletionResultType]::ParameterName, 'The GPU adapter to use, by its index in `tensor2npy devices`')
-            [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)')
+            [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)')
+            [CompletionResult]::new('--manifest', '--manifest', [CompletionResultType]::ParameterName, 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)')
             [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Bytes read and converted at a time; bounds memory use')
             [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
             [CompletionResult]::new('--stack', '--stack', [CompletionResultType]::ParameterName, 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>')
+            [CompletionResult]::new('--constants', '--constants', [CompletionResultType]::ParameterName, 'SavedModel directories: add the Const nodes of saved_model.pb''s graphs to the variables')
             [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Checkpoints: do not verify the CRC32C of each entry')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (variants such as tf.data iterator state) as errors')
+            [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--compress', '--compress', [CompletionResultType]::ParameterName, 'Deflate .npz members, like np.savez_compressed')
             [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing')
-            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
-            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes and warnings (errors are still printed)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
+            [CompletionResult]::new('--update', '--update', [CompletionResultType]::ParameterName, 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -73,14 +83,35 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Drop tensors whose name matches GLOB (repeatable)')
             [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
             [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('--features', '--features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)')
+            [CompletionResult]::new('--ragged-features', '--ragged-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features ragged even when every record has the same length')
+            [CompletionResult]::new('--dense-features', '--dense-features', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary')
+            [CompletionResult]::new('--quant', '--quant', [CompletionResultType]::ParameterName, 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes')
             [CompletionResult]::new('--bf16', '--bf16', [CompletionResultType]::ParameterName, 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2')
             [CompletionResult]::new('--f8', '--f8', [CompletionResultType]::ParameterName, 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1')
             [CompletionResult]::new('--cast', '--cast', [CompletionResultType]::ParameterName, 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16')
             [CompletionResult]::new('--include-internal', '--include-internal', [CompletionResultType]::ParameterName, 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH')
             [CompletionResult]::new('--stack', '--stack', [CompletionResultType]::ParameterName, 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>')
+            [CompletionResult]::new('--constants', '--constants', [CompletionResultType]::ParameterName, 'SavedModel directories: add the Const nodes of saved_model.pb''s graphs to the variables')
             [CompletionResult]::new('--no-verify', '--no-verify', [CompletionResultType]::ParameterName, 'Checkpoints: do not verify the CRC32C of each entry')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (variants such as tf.data iterator state) as errors')
+            [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (an array of objects) instead of a table')
+            [CompletionResult]::new('--metadata', '--metadata', [CompletionResultType]::ParameterName, 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;verify' {
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Read the inputs as this format instead of sniffing their content')
+            [CompletionResult]::new('--max-fill-bytes', '--max-fill-bytes', [CompletionResultType]::ParameterName, 'TensorProto: the most bytes TensorFlow''s fill rule may expand a short typed field to')
+            [CompletionResult]::new('--max-decompressed', '--max-decompressed', [CompletionResultType]::ParameterName, 'Compressed TFRecord: refuse streams that decompress to more than BYTES')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing on success')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on success')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -89,6 +120,14 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         }
         'tensor2npy;devices' {
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document instead of a table')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'tensor2npy;man' {
+            [CompletionResult]::new('--write', '--write', [CompletionResultType]::ParameterName, 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -104,8 +143,10 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         }
         'tensor2npy;help' {
             [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Convert tensors to .npy / .npz')
-            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes, kind) without converting them')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every checksum the inputs carry without writing anything (like gzip -t)')
             [CompletionResult]::new('devices', 'devices', [CompletionResultType]::ParameterValue, 'List the GPU adapters the device stage can use (name, backend, type, limits)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the manual page (roff), for `man -l -` or a man1 directory')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -116,7 +157,13 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
         'tensor2npy;help;list' {
             break
         }
+        'tensor2npy;help;verify' {
+            break
+        }
         'tensor2npy;help;devices' {
+            break
+        }
+        'tensor2npy;help;man' {
             break
         }
         'tensor2npy;help;completions' {

@@ -31,6 +31,12 @@ _tensor2npy() {
             tensor2npy,list)
                 cmd="tensor2npy__subcmd__list"
                 ;;
+            tensor2npy,man)
+                cmd="tensor2npy__subcmd__man"
+                ;;
+            tensor2npy,verify)
+                cmd="tensor2npy__subcmd__verify"
+                ;;
             tensor2npy__subcmd__help,completions)
                 cmd="tensor2npy__subcmd__help__subcmd__completions"
                 ;;
@@ -46,6 +52,12 @@ _tensor2npy() {
             tensor2npy__subcmd__help,list)
                 cmd="tensor2npy__subcmd__help__subcmd__list"
                 ;;
+            tensor2npy__subcmd__help,man)
+                cmd="tensor2npy__subcmd__help__subcmd__man"
+                ;;
+            tensor2npy__subcmd__help,verify)
+                cmd="tensor2npy__subcmd__help__subcmd__verify"
+                ;;
             *)
                 ;;
         esac
@@ -53,7 +65,7 @@ _tensor2npy() {
 
     case "${cmd}" in
         tensor2npy)
-            opts="-h -V --help --version convert list devices completions help"
+            opts="-h -V --help --version convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -81,14 +93,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --chunk-size --help --version"
+            opts="-o -q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -105,6 +117,22 @@ _tensor2npy() {
                     ;;
                 --max-decompressed)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ragged-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dense-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quant)
+                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -163,6 +191,21 @@ _tensor2npy() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --manifest)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
                 --chunk-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -189,7 +232,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__help)
-            opts="convert list devices completions help"
+            opts="convert list verify devices man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -272,15 +315,43 @@ _tensor2npy() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tensor2npy__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tensor2npy__subcmd__list)
-            opts="-h -V --from --select --exclude --include-internal --stack --no-verify --strict --max-fill-bytes --max-decompressed --json --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "safetensors checkpoint savedmodel tfrecord tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -299,6 +370,22 @@ _tensor2npy() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ragged-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dense-features)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quant)
+                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    return 0
+                    ;;
                 --bf16)
                     COMPREPLY=($(compgen -W "f32 bits" -- "${cur}"))
                     return 0
@@ -308,6 +395,53 @@ _tensor2npy() {
                     return 0
                     ;;
                 --cast)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__man)
+            opts="-h -V --write --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --write)
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tensor2npy__subcmd__verify)
+            opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-fill-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-decompressed)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,19 +27,35 @@ end
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "convert" -d 'Convert tensors to .npy / .npz'
-complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "list" -d 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "man" -d 'Print the manual page (roff), for `man -l -` or a man1 directory'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+safetensors\t'safetensors files (Hugging Face)'
+example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
+gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
+hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
+keras\t'Keras 3 .keras archives (their model.weights.h5)'
+flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+onnx\t'an ONNX model (its graph initializers; external data read beside it)'
+graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
+raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s o -l output -d 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l to -d 'Output kind where -o does not say: npz (an archive) or npy (.npy files)' -r -f -a "npy\t''
 npz\t''"
@@ -62,27 +78,45 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l device
 gpu\t'Convert on a GPU through wgpu; fail if there is none'
 auto\t'Use a GPU when one is found, else the host (and say so)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l adapter -d 'The GPU adapter to use, by its index in `tensor2npy devices`' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (text, or json)' -r -f -a "text\t''
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)' -r -f -a "text\t''
 json\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l manifest -d 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory\'s files, in path order)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes and warnings (errors are still printed)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l update -d 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "safetensors\t''
-checkpoint\t''
-savedmodel\t''
-tfrecord\t''
-tensorproto\t''"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+safetensors\t'safetensors files (Hugging Face)'
+example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
+gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
+hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
+keras\t'Keras 3 .keras archives (their model.weights.h5)'
+flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+onnx\t'an ONNX model (its graph initializers; external data read beside it)'
+graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
+raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l bf16 -d 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
 bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l f8 -d 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
@@ -90,18 +124,46 @@ bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` fo
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l cast -d 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s q -l quiet -d 'Silence notes (the listing itself is still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
+savedmodel\t'a SavedModel directory (its variables)'
+huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+safetensors\t'safetensors files (Hugging Face)'
+example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
+gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
+hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
+keras\t'Keras 3 .keras archives (their model.weights.h5)'
+flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
+onnx\t'an ONNX model (its graph initializers; external data read beside it)'
+graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
+tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s q -l quiet -d 'Print nothing on success'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -l json -d 'Print one JSON document instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand devices" -s V -l version -d 'Print version'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -l write -d 'Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead' -r -f -a "(__fish_complete_directories)"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -s h -l help -d 'Print help'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand man" -s V -l version -d 'Print version'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes, kind) without converting them'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list devices completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "convert" -d 'Convert tensors to .npy / .npz'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "list" -d 'List tensors (name, dtype, shape, bytes in the input, kind) without converting them'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "verify" -d 'Check every checksum the inputs carry without writing anything (like gzip -t)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "devices" -d 'List the GPU adapters the device stage can use (name, backend, type, limits)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "man" -d 'Print the manual page (roff), for `man -l -` or a man1 directory'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand help; and not __fish_seen_subcommand_from convert list verify devices man completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

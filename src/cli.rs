@@ -6,29 +6,54 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::{DeviceChoice, StatsFormat};
 use crate::dtype::{parse_cast, DType, DtypePolicy, NarrowFloatPolicy};
-use crate::source::Format;
 use crate::structure::{Duplicates, RaggedMode, SparseMode};
 
-const AFTER_HELP: &str = "\
-Inputs are recognised by content: safetensors, a checkpoint (prefix or .index), a SavedModel
-directory, a TFRecord (plain, GZIP or ZLIB) of serialized TensorProtos, or a bare TensorProto.
+/// `--version`: the version, and whether the GPU device stage was built in.
+pub const VERSION: &str = if cfg!(feature = "gpu") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (GPU device stage built in: wgpu/Vulkan)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (CPU only: built without the gpu feature)"
+    )
+};
 
-Exit status: 0 success, 1 conversion failed (bad or corrupt input, checksum mismatch, I/O),
-2 usage error.
+/// The top-level help's epilogue: the input formats of the registry, then the rest.
+fn after_help() -> String {
+    let mut s = String::from(
+        "Input formats (recognised by content; --from forces one; `tensor2npy list` shows what an\ninput holds without converting it):\n",
+    );
+    for r in crate::source::READERS {
+        s.push_str(&format!("  {:<12} {}\n", r.name, r.about));
+    }
+    s.push('\n');
+    s.push_str(AFTER_HELP);
+    s
+}
+
+const AFTER_HELP: &str = "\
+Exit status: 0 success (also when the output pipe is closed early, as by `| head`),
+1 conversion failed (bad or corrupt input, checksum mismatch, I/O), 2 usage error,
+130 interrupted (SIGINT/SIGTERM; nothing is left behind).
 
 Examples:
   tensor2npy convert model.safetensors -o model.npz
   tensor2npy convert ckpt/model-100 -o weights/            # one .npy per tensor
   tensor2npy convert saved_model/ --select 'dense*' -o w.npz
   tensor2npy convert data.tfrecord.gz --stack -o data.npy
-  tensor2npy list --json ckpt/model-100";
+  tensor2npy convert data/train-*.tfrecord --concat -o train.npz   # tf.train.Example shards
+  tensor2npy list --json ckpt/model-100
+  tensor2npy verify ckpt/model-100                          # check every checksum, like gzip -t";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tensor2npy",
-    version,
-    about = "Convert TensorFlow checkpoints, SavedModel variables, TensorProto blobs, TFRecords and safetensors into NumPy .npy/.npz files",
-    after_help = AFTER_HELP,
+    version = VERSION,
+    about = "Convert tensor files (TensorFlow checkpoints and SavedModels, TFRecords, TensorProtos, safetensors, ...) into NumPy .npy/.npz files, exactly and in bounded memory, without Python",
+    after_help = after_help(),
     propagate_version = true
 )]
 pub struct Cli {
@@ -41,13 +66,25 @@ pub enum Command {
     /// Convert tensors to .npy / .npz
     #[command(after_help = CONVERT_AFTER_HELP)]
     Convert(ConvertArgs),
-    /// List tensors (name, dtype, shape, bytes, kind) without converting them
+    /// List tensors (name, dtype, shape, bytes in the input, kind) without converting them
     List(ListArgs),
+    /// Check every checksum the inputs carry without writing anything (like gzip -t)
+    #[command(after_help = VERIFY_AFTER_HELP)]
+    Verify(VerifyArgs),
     /// List the GPU adapters the device stage can use (name, backend, type, limits)
     Devices {
         /// Print one JSON document instead of a table
         #[arg(long)]
         json: bool,
+    },
+    /// Print the manual page (roff), for `man -l -` or a man1 directory
+    Man {
+        /// The subcommand whose page to print (default: the main page)
+        #[arg(value_name = "SUBCOMMAND")]
+        subcommand: Option<String>,
+        /// Write every page (tensor2npy.1, tensor2npy-<subcommand>.1) into DIR instead
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand", value_hint = clap::ValueHint::DirPath)]
+        write: Option<PathBuf>,
     },
     /// Print a shell completion script
     Completions {
@@ -61,28 +98,95 @@ const CONVERT_AFTER_HELP: &str = "\
 Output (-o):
   X.npz   one archive with every selected tensor (--compress deflates members)
   X.npy   exactly one tensor must be selected
-  -       standard output: one tensor as .npy, or an .npz stream with --to npz
-  DIR     any other path: a directory with one .npy per tensor ('/' in names makes subdirectories)
+  -       standard output: one tensor as .npy, or an .npz stream with --to npz (not a terminal)
+  DIR     any other path: a directory with one .npy per tensor ('/' in names makes subdirectories,
+          a leading '.' of a part becomes %2E); files already in DIR are kept, except those
+          written, which are replaced
   (none)  IN.ext becomes IN.npz beside the input (--to npy: a directory IN/)
 With several inputs and -o DIR --to npz, each input becomes DIR/<stem>.npz.
 With several inputs into one .npz or directory, names are prefixed by '<stem>/'.
+Missing parent directories are created. An output that is an input (by device and inode, so
+also through a link or bind mount), or an input checkpoint's prefix, is refused.
 
 Data types: f16 f32 f64 ints bool complex are kept (little-endian); bfloat16 and float8 widen to
 <f4 (or keep their bits with --bf16 bits / --f8 bits); quantized types become their integer type;
 int4/uint4/int2/uint2 become int8/uint8; strings become |S<maxlen>.
-Output is written atomically: on failure nothing is left at the output path.";
+Output is written atomically, file by file: on failure or interrupt nothing is left at the output
+path and an existing output is untouched. New files get mode 0666 minus the umask; a replaced
+file keeps its mode. Every checksum the input carries is verified (--no-verify skips them).";
+
+const VERIFY_AFTER_HELP: &str = "\
+Every tensor of every input is read: a checkpoint's CRC32C of each entry (the object graph and
+entries convert skips included), a TFRecord's length and data CRCs. Formats that carry no
+checksum (safetensors, a bare TensorProto) are parsed whole. Exit status: 0 every check passed,
+1 the first damage found (the message names the input and the tensor or record).";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Inputs to check, as for convert (- for standard input)
+    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
+    pub inputs: Vec<PathBuf>,
+
+    /// Read the inputs as this format instead of sniffing their content
+    #[arg(long, value_name = "FORMAT", value_parser = formats())]
+    pub from: Option<String>,
+
+    /// Print nothing on success
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
+    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
+    pub max_fill_bytes: u64,
+
+    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
+    pub max_decompressed: u64,
+}
+
+/// A byte count: a number with an optional suffix K, M, G, T (powers of 1024; `KiB`, `KB`,
+/// `k` and the like mean the same), e.g. `4M`, `64 GiB`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte count (e.g. 4096, 64K, 4M, 2G)"))?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("'{s}': unknown size suffix (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is more than 2^64 bytes"))
+}
+
+fn parse_chunk(s: &str) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{s}': the chunk size must be at least 1 byte"))
+}
+
+/// Default of --max-fill-bytes, as help shows it (= tensorproto::DEFAULT_MAX_FILL_BYTES).
+const DEFAULT_MAX_FILL: &str = "1 GiB";
 
 /// Options shared by `convert` and `list`: what to read, and which tensors.
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
-    /// TensorProto, or - for standard input
+    /// TensorProto, frozen GraphDef, ONNX model, or - for standard input
     #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub from: Option<Format>,
+    #[arg(long, value_name = "FORMAT", value_parser = formats())]
+    pub from: Option<String>,
 
     /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
     #[arg(long = "select", value_name = "GLOB")]
@@ -100,6 +204,10 @@ pub struct InputArgs {
     #[arg(long)]
     pub stack: bool,
 
+    /// SavedModel directories: add the Const nodes of saved_model.pb's graphs to the variables
+    #[arg(long)]
+    pub constants: bool,
+
     /// Checkpoints: do not verify the CRC32C of each entry
     #[arg(long)]
     pub no_verify: bool,
@@ -109,12 +217,42 @@ pub struct InputArgs {
     pub strict: bool,
 
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
-    #[arg(long, value_name = "BYTES", default_value_t = crate::source::tensorproto::DEFAULT_MAX_FILL_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
     /// Compressed TFRecord: refuse streams that decompress to more than BYTES
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
+
+    /// tf.train.Example datasets: read all inputs as one dataset (shards), records in input order
+    #[arg(long)]
+    pub concat: bool,
+
+    /// tf.train.Example datasets: only these feature keys (comma-separated, repeatable)
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features ragged even when every record has the same length
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub ragged_features: Vec<String>,
+
+    /// tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub dense_features: Vec<String>,
+
+    /// GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks
+    /// as |u1 bytes
+    #[arg(long, value_enum, default_value_t = QuantMode::Dequant, value_name = "MODE")]
+    pub quant: QuantMode,
+}
+
+/// What happens to GGUF's block-quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantMode {
+    /// Dequantize to <f4, bit for bit what gguf.quants.dequantize returns
+    Dequant,
+    /// Keep the blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row]
+    Raw,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows
@@ -142,6 +280,15 @@ impl DtypeArgs {
             casts: self.cast.clone(),
         }
     }
+}
+
+/// The `--from` values: one per reader in the registry, with its description.
+fn formats() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        crate::source::READERS
+            .iter()
+            .map(|r| clap::builder::PossibleValue::new(r.name).help(r.about)),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -187,7 +334,7 @@ pub struct ConvertArgs {
     pub sparse_duplicates: Duplicates,
 
     /// Refuse to densify or pad a tensor into more than BYTES
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes)]
     pub max_dense_bytes: u64,
 
     /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
@@ -203,16 +350,26 @@ pub struct ConvertArgs {
     pub adapter: Option<usize>,
 
     /// Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor
-    /// and in total, to stderr (text, or json)
-    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "text")]
+    /// and in total, to stderr (--stats for text, --stats=json for JSON)
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub stats: Option<StatsFormat>,
 
-    /// Silence notes and warnings (errors are still printed)
+    /// Silence notes, warnings, the progress bar and the summary line (errors are still printed)
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a
+    /// rerun of a killed batch does only what is left
+    #[arg(long)]
+    pub update: bool,
+
+    /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
+    /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub manifest: Option<PathBuf>,
+
     /// Bytes read and converted at a time; bounds memory use
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, hide = true)]
+    #[arg(long, value_name = "BYTES", default_value = "4 MiB", value_parser = parse_chunk)]
     pub chunk_size: usize,
 }
 
@@ -225,7 +382,39 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input's own
+    /// metadata (GGUF key/values)
+    #[arg(long, requires = "json")]
+    pub metadata: bool,
+
+    /// Silence notes (the listing itself is still printed)
+    #[arg(short, long)]
+    pub quiet: bool,
+
     /// The dtype options convert would be given, for the npy_dtype column
     #[command(flatten)]
     pub dtypes: DtypeArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes_and_the_shown_defaults_are_the_real_ones() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("1M"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64 GiB"), Ok(64 << 30));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert!(parse_bytes("1.5G").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+        assert_eq!(
+            parse_bytes(DEFAULT_MAX_FILL),
+            Ok(crate::source::tensorproto::DEFAULT_MAX_FILL_BYTES)
+        );
+        assert_eq!(
+            parse_chunk("0"),
+            Err("'0': the chunk size must be at least 1 byte".into())
+        );
+    }
 }

@@ -22,6 +22,9 @@ pub struct FileRange {
 enum Backing {
     File(Arc<File>),
     Memory(Arc<Vec<u8>>),
+    /// An object in a bucket or behind HTTP(S), read by ranged GETs (`remote.rs`).
+    #[cfg(feature = "remote")]
+    Remote(Arc<crate::remote::RemoteFile>),
 }
 
 impl FileRange {
@@ -56,7 +59,7 @@ impl FileRange {
     pub fn memory(&self) -> Option<&[u8]> {
         match &self.backing {
             Backing::Memory(m) => Some(&m[self.offset as usize..(self.offset + self.len) as usize]),
-            Backing::File(_) => None,
+            _ => None,
         }
     }
 
@@ -64,7 +67,7 @@ impl FileRange {
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
             Backing::File(f) => Some(f),
-            Backing::Memory(_) => None,
+            _ => None,
         }
     }
 
@@ -103,6 +106,8 @@ impl FileRange {
                 buf.copy_from_slice(&m[at as usize..at as usize + buf.len()]);
                 Ok(())
             }
+            #[cfg(feature = "remote")]
+            Backing::Remote(r) => r.read_at(at, buf),
         }
     }
 
@@ -113,10 +118,16 @@ impl FileRange {
         Ok(v)
     }
 
-    /// Appends the range to `out`. From a file into a file this is one `copy_file_range` inside
+    /// Appends the range to `out`. From a file into a file this is `copy_file_range` inside
     /// the kernel (std's `io::copy` does that for a `File` pair), so the bytes never pass
-    /// through this process.
+    /// through this process; it goes in pieces of 8 MiB, checking for an interrupt between
+    /// them (the check fails with an `io::Error` wrapping `pipeline::Interrupted`).
     pub fn copy_into(&self, out: &mut io::BufWriter<File>) -> io::Result<u64> {
+        const PIECE: u64 = 8 << 20;
+        let interrupted = || {
+            crate::pipeline::check_interrupted()
+                .map_err(|_| io::Error::other(crate::pipeline::Interrupted))
+        };
         match &self.backing {
             Backing::File(f) => {
                 use std::io::{Seek, SeekFrom};
@@ -124,18 +135,38 @@ impl FileRange {
                 // reads are positioned.
                 let mut dup = f.try_clone()?;
                 dup.seek(SeekFrom::Start(self.offset))?;
-                let copied = io::copy(&mut (&dup).take(self.len), out)?;
-                if copied != self.len {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the input ended early",
-                    ));
+                let mut copied = 0u64;
+                while copied < self.len {
+                    interrupted()?;
+                    let want = PIECE.min(self.len - copied);
+                    let n = io::copy(&mut (&dup).take(want), out)?;
+                    copied += n;
+                    if n != want {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the input ended early",
+                        ));
+                    }
                 }
                 Ok(copied)
             }
             Backing::Memory(_) => {
                 use std::io::Write;
+                interrupted()?;
                 out.write_all(self.memory().unwrap_or(&[]))?;
+                Ok(self.len)
+            }
+            #[cfg(feature = "remote")]
+            Backing::Remote(_) => {
+                use std::io::Write;
+                let mut buf = vec![0u8; (1u64 << 20).min(self.len) as usize];
+                let mut pos = 0;
+                while pos < self.len {
+                    let n = (buf.len() as u64).min(self.len - pos) as usize;
+                    self.read_at(pos, &mut buf[..n]).map_err(io::Error::other)?;
+                    out.write_all(&buf[..n])?;
+                    pos += n as u64;
+                }
                 Ok(self.len)
             }
         }
@@ -147,7 +178,7 @@ impl FileRange {
         &self,
         unit: usize,
         chunk: usize,
-        sink: &mut crate::tensor::ChunkSink,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let step = ((chunk / unit.max(1)).max(1) * unit.max(1)) as u64;
         let mut buf = vec![0u8; step.min(self.len) as usize];
@@ -162,6 +193,95 @@ impl FileRange {
     }
 }
 
+/// Opens a local file or a remote object (`s3://`, `gs://`, `az://`, `http(s)://`) as a range.
+pub fn open_range(path: &Path) -> Result<FileRange> {
+    if let Some(url) = url_of(path) {
+        #[cfg(feature = "remote")]
+        {
+            let f = crate::remote::RemoteFile::open(url)?;
+            let len = f.len();
+            return Ok(FileRange {
+                backing: Backing::Remote(Arc::new(f)),
+                offset: 0,
+                len,
+            });
+        }
+        #[cfg(not(feature = "remote"))]
+        bail!("{url}: this build of tensor2npy reads no remote inputs (built without the `remote` feature)");
+    }
+    FileRange::whole(open_file(path)?)
+}
+
+/// The URL a path stands for, when it names a remote object.
+pub fn url_of(path: &Path) -> Option<&str> {
+    let s = path.to_str()?;
+    let (scheme, rest) = s.split_once("://")?;
+    let known = [
+        "s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "http", "https",
+    ];
+    (known.contains(&scheme) && !rest.is_empty()).then_some(s)
+}
+
+/// `Path::is_file`, also for remote objects (a `HEAD` request).
+pub fn is_file(path: &Path) -> bool {
+    match url_of(path) {
+        #[cfg(feature = "remote")]
+        Some(url) => crate::remote::exists(url),
+        #[cfg(not(feature = "remote"))]
+        Some(_) => false,
+        None => path.is_file(),
+    }
+}
+
+/// `Path::is_dir`, also for a prefix in a bucket that holds objects.
+pub fn is_dir(path: &Path) -> bool {
+    match url_of(path) {
+        #[cfg(feature = "remote")]
+        Some(url) => crate::remote::is_dir(url.trim_end_matches('/')),
+        #[cfg(not(feature = "remote"))]
+        Some(_) => false,
+        None => path.is_dir(),
+    }
+}
+
+/// `path` with `suffix` appended to its last component (`ckpt` → `ckpt.index`), keeping a URL's
+/// `//` intact.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// When a file or remote object was last modified; for a checkpoint prefix (no file by that
+/// name), its `.index` file's time.
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    if let Some(url) = url_of(path) {
+        #[cfg(feature = "remote")]
+        return crate::remote::modified(url)
+            .or_else(|| crate::remote::modified(&format!("{url}.index")));
+        #[cfg(not(feature = "remote"))]
+        return {
+            let _ = url;
+            None
+        };
+    }
+    let local = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    local(path).or_else(|| local(&with_suffix(path, ".index")))
+}
+
+/// A small file's bytes (a checkpoint's `checkpoint` state file), local or remote.
+pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let r = open_range(path)?;
+    if r.len() > limit {
+        bail!(
+            "{}: {} bytes is larger than expected",
+            path.display(),
+            r.len()
+        );
+    }
+    r.read_vec(0, r.len() as usize)
+}
+
 /// Opens a path for reading, with the path in the error.
 pub fn open_file(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
@@ -173,6 +293,13 @@ pub fn spool_stdin() -> Result<File> {
     let mut tmp =
         tempfile::tempfile().context("cannot create a temporary file for standard input")?;
     io::copy(&mut io::stdin().lock(), &mut tmp).context("cannot read standard input")?;
+    Ok(tmp)
+}
+
+/// Copies a pipe or device into an unlinked temporary file, like standard input.
+pub fn spool(mut from: File) -> Result<File> {
+    let mut tmp = tempfile::tempfile().context("cannot create a temporary file for the input")?;
+    io::copy(&mut from, &mut tmp).context("cannot read the input")?;
     Ok(tmp)
 }
 
@@ -345,36 +472,25 @@ impl Read for RangeReader {
     }
 }
 
-/// The name of an input without its recognised extensions, as the contract defines `stem`.
-pub fn stem(path: &Path) -> String {
-    const EXTS: [&str; 9] = [
-        ".pb",
-        ".proto",
-        ".tensorproto",
-        ".tfrecord",
-        ".tfrecords",
-        ".gz",
-        ".zz",
-        ".safetensors",
-        ".index",
-    ];
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| {
-            // `dir/` or `.`: take the last real component.
-            path.canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "stdin".into())
-        });
-    while let Some(e) = EXTS
-        .iter()
-        .find(|e| name.len() > e.len() && name.ends_with(*e))
-    {
-        name.truncate(name.len() - e.len());
+/// Random access for readers such as the `zip` crate's, local or remote alike.
+impl io::Seek for RangeReader {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.range.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match target {
+            Some(t) => {
+                self.pos = t.min(self.range.len);
+                Ok(self.pos)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the data",
+            )),
+        }
     }
-    name
 }
 
 /// The absolute, symlink-free form of a path that may not exist yet.
@@ -395,16 +511,6 @@ pub fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stem_strips_every_recognised_extension_but_keeps_others() {
-        assert_eq!(stem(Path::new("dir/data.tfrecord.gz")), "data");
-        assert_eq!(stem(Path::new("model.safetensors")), "model");
-        assert_eq!(stem(Path::new("ckpt/model-100.index")), "model-100");
-        assert_eq!(stem(Path::new("model.ckpt")), "model.ckpt");
-        assert_eq!(stem(Path::new("x.npy")), "x.npy");
-        assert_eq!(stem(Path::new(".pb")), ".pb");
-    }
 
     #[test]
     fn compression_sniffing_needs_a_valid_zlib_header_checksum() {

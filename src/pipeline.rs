@@ -39,7 +39,7 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Fails with `Interrupted` once SIGINT or SIGTERM has arrived; every long loop calls it.
+/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived.
 pub fn check_interrupted() -> Result<()> {
     match INTERRUPT.get() {
         Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
@@ -143,12 +143,14 @@ impl Reporter {
 
     pub fn note(&self, msg: &str) {
         if !self.quiet {
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
         }
     }
@@ -216,7 +218,7 @@ pub fn write_tensor(
     };
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
-    report.set_message(out_name.to_string());
+    report.set_message(crate::sink::names::shown(out_name).into_owned());
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;
@@ -258,21 +260,23 @@ pub fn write_tensor(
             return Ok(());
         }
     }
+    let host_decode = src.host_decode(index);
+    let mut run = device.start(out_name, &converter, chunk)?;
     sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-        device.convert(
-            out_name,
-            meta.dtype,
-            plan,
-            meta.big_endian,
-            chunk,
-            &converter,
-            &mut |convert| src.read_dense(index, chunk, convert),
-            &mut |out: &[u8]| {
-                check_interrupted()?;
-                w.write_all(out).map_err(io_error)?;
-                report.advance(out.len() as u64);
-                Ok(())
-            },
-        )
-    })
+        let mut write = |out: &[u8]| -> Result<()> {
+            check_interrupted()?;
+            w.write_all(out).map_err(io_error)?;
+            report.advance(out.len() as u64);
+            Ok(())
+        };
+        src.read_dense(index, chunk, &mut |c: &[u8]| write(run.push(c)?))?;
+        write(run.finish()?)
+    })?;
+    // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
+    if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
+        if last.path != "gpu" {
+            last.path = format!("cpu: {why}");
+        }
+    }
+    Ok(())
 }

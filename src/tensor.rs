@@ -98,6 +98,29 @@ pub trait Source {
         None
     }
 
+    /// The element type as the format names it, where the dtype alone does not say it (a GGUF
+    /// block type such as `q4_K`, dequantized to float32); `list` and errors show it.
+    fn source_dtype(&self, _index: usize) -> Option<String> {
+        None
+    }
+
+    /// Why tensor `index` is decoded by the reader on the host (GGUF dequantization), for
+    /// `--stats`; such tensors never reach a device kernel.
+    fn host_decode(&self, _index: usize) -> Option<String> {
+        None
+    }
+
+    /// The input's own metadata (GGUF key/values), for `list --json --metadata`.
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+
+    /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the
+    /// readers of formats told apart by structure; `list` shows it.
+    fn format(&self) -> Option<&str> {
+        None
+    }
+
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
     fn notes(&self) -> &[String] {
         &[]

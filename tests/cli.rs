@@ -306,11 +306,12 @@ fn a_failed_conversion_leaves_an_existing_output_untouched_and_no_temporary_file
 }
 
 #[test]
-fn an_existing_output_directory_is_replaced_only_on_success() {
+fn an_existing_output_directory_gains_and_replaces_only_the_files_written() {
     let dir = tempdir();
     let out = dir.path().join("w");
     fs::create_dir(&out).unwrap();
-    fs::write(out.join("stale.npy"), b"x").unwrap();
+    fs::write(out.join("other.npy"), b"x").unwrap();
+    fs::write(out.join("weight.npy"), b"old").unwrap();
     t2n()
         .arg("convert")
         .arg(fixture("safetensors/single.safetensors"))
@@ -318,7 +319,8 @@ fn an_existing_output_directory_is_replaced_only_on_success() {
         .arg(&out)
         .assert()
         .success();
-    assert!(!out.join("stale.npy").exists());
+    assert_eq!(fs::read(out.join("other.npy")).unwrap(), b"x");
+    assert_ne!(fs::read(out.join("weight.npy")).unwrap(), b"old");
     assert!(out.join("weight.npy").is_file());
 }
 
@@ -337,7 +339,7 @@ fn refuses_to_write_over_an_input() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
     assert!(stderr_of(&o).contains("refusing to write over the input"));
     assert_eq!(fs::read(&input).unwrap(), before);
-    // nor replace a directory that holds the input
+    // a directory output into the input's own directory adds its files beside the input
     let o = t2n()
         .arg("convert")
         .arg(&input)
@@ -345,8 +347,9 @@ fn refuses_to_write_over_an_input() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
-    assert!(input.exists());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert_eq!(fs::read(&input).unwrap(), before);
+    assert!(dir.path().join("weight.npy").is_file());
 }
 
 #[test]

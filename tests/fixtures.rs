@@ -78,6 +78,11 @@ fn checkpoint_fixtures_match_tf_train_load_checkpoint() {
 }
 
 #[test]
+fn pytorch_and_hugging_face_fixtures_match_torch_load() {
+    check_good("fixtures/torch/");
+}
+
+#[test]
 fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
     let cases: Vec<Case> = manifest()
         .into_iter()
@@ -112,6 +117,31 @@ fn broken_fixtures_fail_with_exit_1_a_message_and_no_output() {
 }
 
 #[test]
+fn example_fixtures_match_tf_parse_example() {
+    check_good("fixtures/example/");
+}
+
+#[test]
 fn sparse_and_ragged_fixtures_match_tensorflow() {
     check_good("fixtures/sparse_ragged/");
+}
+
+#[test]
+fn gguf_fixtures_match_gguf_py_dequantize() {
+    check_good("fixtures/gguf/");
+}
+
+#[test]
+fn graph_fixtures_match_tf_make_ndarray_and_onnx_to_array() {
+    check_good("fixtures/graph/");
+}
+
+#[test]
+fn hdf5_and_keras_fixtures_match_h5py() {
+    check_good("fixtures/hdf5/");
+}
+
+#[test]
+fn flax_fixtures_match_msgpack_restore() {
+    check_good("fixtures/flax/");
 }

@@ -26,7 +26,7 @@ fn an_npz_member_over_4_gib_is_zip64_and_loads_in_numpy() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     fs::remove_file(&input).unwrap();
 
-    let python = std::env::var("T2N_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let script = "import numpy as np, sys\nz = np.load(sys.argv[1])\na = z['big']\nassert a.shape == (int(sys.argv[2]),) and a.dtype == np.uint8\nassert a[-1] == 0xab and a[:1000].sum() == 0\nprint('ok')";
     let o = Command::new(python)
         .args(["-c", script])

@@ -60,7 +60,7 @@ fn numpy_loads_every_output_kind_with_the_expected_values() {
         eprintln!("T2N_SKIP_NUMPY is set: skipping the NumPy check");
         return;
     }
-    let python = std::env::var("T2N_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let has_numpy = Command::new(&python)
         .args(["-c", "import numpy"])
         .status()

@@ -1,19 +1,24 @@
 //! `tensor2npy convert`: decides where each selected tensor goes (the output table of the
 //! contract), refuses to write over an input, and drives the pipeline into the sinks.
 
-use std::path::{Path, PathBuf};
-
 use std::cell::RefCell;
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
-use crate::input::{absolute, stem};
+use crate::input::absolute;
 use crate::pipeline::{
     npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
 };
+use crate::sink::atomic::file_id;
+use crate::sink::names::{self, shown};
 use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
+use crate::source::stem;
 use crate::structure::{StructureOptions, View};
 use crate::tensor::Source;
 
@@ -34,7 +39,8 @@ struct Job {
     prefixed: bool,
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
+pub fn run(mut args: ConvertArgs) -> Result<()> {
+    let started = Instant::now();
     let report = Reporter::new(args.quiet);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
@@ -49,7 +55,19 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         max_fill_bytes: args.input.max_fill_bytes,
         memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
+    if args.fill.is_some()
+        && args.sparse != crate::structure::SparseMode::Dense
+        && args.ragged != crate::structure::RaggedMode::Pad
+    {
+        return Err(usage(
+            "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
+        ));
+    }
     let mut sources = super::open_inputs(&args.input, &structure)?;
+    if args.input.concat {
+        // One dataset: named and placed as its first input.
+        args.input.inputs.truncate(1);
+    }
     for src in &sources {
         for note in src.notes() {
             report.note(&format!("{}: {note}", src.display_path()));
@@ -62,7 +80,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let mut total = 0u64;
     for (s, src) in sources.iter().enumerate() {
         for i in 0..src.len() {
-            let meta = src.meta(i)?;
+            let meta = src
+                .meta(i)
+                .with_context(|| format!("{}: tensor {i}", src.display_path()))?;
             if !selector.record(&meta.name) {
                 continue;
             }
@@ -71,21 +91,37 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                 Some(t) => total += output_bytes(&meta, t).with_context(context)?,
                 None if args.skip_unsupported => continue,
                 None => {
+                    let dtype = src
+                        .source_dtype(i)
+                        .unwrap_or_else(|| meta.dtype.to_string());
                     return Err(anyhow!(
-                        "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
-                        meta.dtype
+                        "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
                     )
-                    .context(context()))
+                    .context(context()));
                 }
             }
             selected[s] += 1;
         }
     }
-    selector.check_matched()?;
+    let all_inputs = || {
+        sources
+            .iter()
+            .map(|s| s.display_path())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    selector.check_matched().with_context(all_inputs)?;
+    let count: usize = selected.iter().sum();
+    if count == 0 && (!args.input.select.is_empty() || !args.input.exclude.is_empty()) {
+        return Err(anyhow!(
+            "--select / --exclude leave no tensor to convert (nothing was written)"
+        )
+        .context(all_inputs()));
+    }
 
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
-    let jobs = plan_jobs(&args, &stems, &selected)?;
-    refuse_overwriting_inputs(&jobs, &sources)?;
+    let jobs = plan_jobs(&args, &stems, &selected).with_context(all_inputs)?;
+    refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
     let mut device = DeviceStage::open(args.device, args.adapter)?;
     device.keep_per_tensor = args.stats.is_some();
     if let Some(why) = &device.fallback {
@@ -99,14 +135,93 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
+    let outputs: Vec<String> = jobs.iter().map(|j| target_name(&j.target)).collect();
+    let mut manifest = match &args.manifest {
+        Some(p) => Some(crate::batch::Manifest::open(p)?),
+        None => None,
+    };
     for job in jobs {
+        let inputs: Vec<String> = job
+            .inputs
+            .iter()
+            .map(|&s| args.input.inputs[s].display().to_string())
+            .collect();
+        let target = match &job.target {
+            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
+            Target::StdoutNpy | Target::StdoutNpz => None,
+        };
+        if args.update {
+            if let Some(t) = &target {
+                let files: Vec<PathBuf> = job
+                    .inputs
+                    .iter()
+                    .flat_map(|&s| match sources[s].input_files() {
+                        f if f.is_empty() => vec![args.input.inputs[s].clone()],
+                        f => f,
+                    })
+                    .collect();
+                if crate::batch::up_to_date(t, &files) {
+                    report.note(&format!("{}: up to date (--update)", t.display()));
+                    if let Some(m) = &mut manifest {
+                        m.record(&crate::batch::Record {
+                            inputs: &inputs,
+                            output: Some(t),
+                            tensors: job.inputs.iter().map(|&s| selected[s] as u64).sum(),
+                            status: "up-to-date",
+                        })?;
+                    }
+                    continue;
+                }
+            }
+        }
+        let tensors = job.inputs.iter().map(|&s| selected[s] as u64).sum();
         run_job(job, &mut sources, &stems, &selector, &args, &opts)?;
+        if let Some(m) = &mut manifest {
+            m.record(&crate::batch::Record {
+                inputs: &inputs,
+                output: target.as_deref(),
+                tensors,
+                status: "written",
+            })?;
+        }
     }
     report.finish();
     if let Some(format) = args.stats {
         eprint!("{}", device.borrow().report(format));
     }
+    if !args.quiet && std::io::stderr().is_terminal() {
+        eprintln!(
+            "tensor2npy: wrote {count} tensor{} ({}) to {} in {:.1} s",
+            if count == 1 { "" } else { "s" },
+            human_bytes(total),
+            shown(&outputs.join(", ")),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// A byte count for people: `512 B`, `3.2 MiB`.
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn target_name(t: &Target) -> String {
+    match t {
+        Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => p.display().to_string(),
+        Target::StdoutNpy | Target::StdoutNpz => "standard output".to_string(),
+    }
 }
 
 fn run_job(
@@ -118,10 +233,7 @@ fn run_job(
     opts: &WriteOptions,
 ) -> Result<()> {
     let (policy, report) = (opts.policy, opts.report);
-    let target_name = match &job.target {
-        Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => p.display().to_string(),
-        Target::StdoutNpy | Target::StdoutNpz => "standard output".to_string(),
-    };
+    let target_name = target_name(&job.target);
     let mut sink: Box<dyn Sink> = match &job.target {
         Target::Npz(p) => npz_file(p, args.compress).with_context(|| target_name.clone())?,
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
@@ -138,9 +250,12 @@ fn run_job(
             }
             let path = src.display_path().to_string();
             if npy_type(&meta, policy).is_none() {
+                let dtype = src
+                    .source_dtype(i)
+                    .unwrap_or_else(|| meta.dtype.to_string());
                 report.note(&format!(
-                    "{path}: skipped '{}': dtype {} has no NumPy form",
-                    meta.name, meta.dtype
+                    "{path}: skipped '{}': dtype {dtype} has no NumPy form",
+                    shown(&meta.name)
                 ));
                 continue;
             }
@@ -172,6 +287,11 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
     };
     let single = |target: Target, what: &str| -> Result<Job> {
         let n: usize = selected.iter().sum();
+        if n == 0 {
+            return Err(usage(format!(
+                "{what} holds exactly one tensor, but the input has none to write"
+            )));
+        }
         if n != 1 {
             return Err(usage(format!(
                 "{what} holds exactly one tensor, but {n} are selected; narrow them with --select, or write an .npz or a directory"
@@ -202,6 +322,11 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
             }
             jobs
         }
+        Some(p) if p.as_os_str() == "-" && std::io::stdout().is_terminal() => {
+            return Err(usage(
+                "refusing to write binary .npy/.npz data to a terminal; redirect it (-o - > x.npy, or | python3 ...), or name a file with -o",
+            ))
+        }
         Some(p) if p.as_os_str() == "-" => match args.to {
             Some(OutputKind::Npz) => vec![shared(Target::StdoutNpz)],
             _ => vec![single(
@@ -209,6 +334,15 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
                 "standard output as .npy (without --to npz)",
             )?],
         },
+        Some(p)
+            if is_special(p)
+                && std::fs::File::open(p).is_ok_and(|f| f.is_terminal()) =>
+        {
+            return Err(usage(format!(
+                "refusing to write binary .npy/.npz data to the terminal {}; name a file with -o",
+                p.display()
+            )))
+        }
         Some(p) if is_special(p) => match args.to {
             // A device or pipe (/dev/stdout, a FIFO) takes a stream, like `-`.
             Some(OutputKind::Npz) => vec![shared(Target::Npz(p.to_path_buf()))],
@@ -234,9 +368,8 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
             vec![single(Target::Npy(p.to_path_buf()), "an .npy file")?]
         }
         Some(dir) if args.to == Some(OutputKind::Npz) => {
-            // Batch mode: each input becomes DIR/<stem>.npz with its names unprefixed.
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // Batch mode: each input becomes DIR/<stem>.npz with its names unprefixed. DIR is
+            // created by the first sink, once every check has passed.
             (0..inputs.len())
                 .map(|s| Job {
                     target: Target::Npz(dir.join(format!("{}.npz", stems[s]))),
@@ -257,40 +390,94 @@ fn default_parent(input: &Path) -> PathBuf {
     }
 }
 
-fn refuse_overwriting_inputs(jobs: &[Job], sources: &[Box<dyn Source>]) -> Result<()> {
-    let inputs: Vec<PathBuf> = sources
+/// Refuses every output that would destroy an input, comparing device and inode (a bind mount
+/// or a hard link is another path to the same file): an output file that is an input, a file a
+/// directory output would replace that is an input, and an output path that is the prefix of an
+/// input checkpoint (`-o ckpt-1` beside `ckpt-1.index` would shadow it). Also two outputs at one
+/// path.
+fn refuse_overwriting_inputs(
+    jobs: &[Job],
+    sources: &[Box<dyn Source>],
+    stems: &[String],
+    selector: &Selector,
+) -> Result<()> {
+    let inputs: HashSet<(u64, u64)> = sources
         .iter()
         .flat_map(|s| s.input_files())
-        .map(|p| absolute(&p))
+        .filter_map(|p| file_id(&p))
         .collect();
+    let is_input = |p: &Path| file_id(p).is_some_and(|id| inputs.contains(&id));
     let mut seen: Vec<PathBuf> = Vec::new();
     for job in jobs {
         let path = match &job.target {
-            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => absolute(p),
+            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => p,
             _ => continue,
         };
-        if inputs.contains(&path) {
+        if is_input(path) && !matches!(job.target, Target::Dir(_)) && !is_special(path) {
             return Err(usage(format!(
                 "refusing to write over the input {}",
                 path.display()
             )));
         }
-        if matches!(job.target, Target::Dir(_)) {
-            if let Some(i) = inputs.iter().find(|i| i.starts_with(&path)) {
-                return Err(usage(format!(
-                    "refusing to replace the directory {}: it holds the input {}",
-                    path.display(),
-                    i.display()
-                )));
+        let index = PathBuf::from(format!("{}.index", path.display()));
+        if is_input(&index) {
+            return Err(usage(format!(
+                "refusing to write to {}: it is the prefix of the input checkpoint {} and would shadow it; name the output X.npz or a directory",
+                path.display(),
+                index.display()
+            )));
+        }
+        if let Target::Dir(dir) = &job.target {
+            if dir.is_dir() {
+                refuse_replacing_inputs_in(dir, job, sources, stems, selector, &is_input)?;
             }
         }
-        if seen.contains(&path) {
+        let abs = absolute(path);
+        if seen.contains(&abs) {
             return Err(usage(format!(
                 "two inputs would both be written to {} (same stem); name the outputs apart",
                 path.display()
             )));
         }
-        seen.push(path);
+        seen.push(abs);
+    }
+    Ok(())
+}
+
+/// For a directory output that exists: no file it would replace may be an input.
+fn refuse_replacing_inputs_in(
+    dir: &Path,
+    job: &Job,
+    sources: &[Box<dyn Source>],
+    stems: &[String],
+    selector: &Selector,
+    is_input: &dyn Fn(&Path) -> bool,
+) -> Result<()> {
+    for &s in &job.inputs {
+        let src = &sources[s];
+        for i in 0..src.len() {
+            let meta = src.meta(i)?;
+            if !selector.keep(&meta.name) {
+                continue;
+            }
+            let name = if job.prefixed {
+                format!("{}/{}", stems[s], meta.name)
+            } else {
+                meta.name
+            };
+            let Ok(rel) = names::dir_path(&name) else {
+                continue; // refused with its own message when written
+            };
+            let dest = dir.join(rel);
+            if is_input(&dest) {
+                return Err(usage(format!(
+                    "refusing to write over the input {} (tensor '{}' of {} goes there)",
+                    dest.display(),
+                    shown(&name),
+                    src.display_path()
+                )));
+            }
+        }
     }
     Ok(())
 }

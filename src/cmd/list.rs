@@ -1,14 +1,19 @@
 //! `tensor2npy list`: tensors with dtype, shape and size, read from metadata only, printed as
-//! they are read (a JSON array, or an aligned table).
+//! they are read (a JSON array, or an aligned table). BYTES is what the tensor occupies in the
+//! input (`bytes` in JSON); ragged dimensions print as `?` (`null` in JSON); names are escaped
+//! for the terminal and aligned by display width. Notes about entries `convert` would skip go
+//! to stderr unless `-q`.
 
 use std::io::Write;
 
-use anyhow::Result;
-use serde_json::json;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use unicode_width::UnicodeWidthStr;
 
 use crate::cli::ListArgs;
 use crate::pipeline::{check_interrupted, npy_type, Selector};
 use crate::sink::io_error;
+use crate::sink::names::shown;
 use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 
@@ -28,60 +33,113 @@ pub fn run(args: ListArgs) -> Result<()> {
     };
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
+        if !args.quiet {
+            for note in src.notes() {
+                eprintln!("tensor2npy: note: {}: {}", src.display_path(), shown(note));
+            }
+        }
         for i in 0..src.len() {
             check_interrupted()?;
             selector.record(&src.meta(i)?.name);
         }
     }
-    selector.check_matched()?;
+    selector.check_matched().with_context(|| {
+        sources
+            .iter()
+            .map(|s| s.display_path())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })?;
 
     let multi = sources.len() > 1;
+    // What each input was read as, where its reader says (GraphDef, ONNX, TensorProto).
+    let format_of: Vec<(&str, &str)> = sources
+        .iter()
+        .filter_map(|s| s.format().map(|f| (s.display_path(), f)))
+        .collect();
+    if !args.json {
+        for (path, f) in &format_of {
+            eprintln!("{path}: read as {f}");
+        }
+    }
+    // Each row carries the format's own name for the element type where it has one (q4_K).
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
             check_interrupted()?;
-            src.meta(i).map(|m| (src.display_path(), m))
+            src.meta(i).map(|m| {
+                let dtype = src
+                    .source_dtype(i)
+                    .unwrap_or_else(|| m.dtype.name().to_string());
+                (src.display_path(), m, dtype)
+            })
         })
     });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
         let mut first = true;
+        if args.metadata {
+            let mut all = serde_json::Map::new();
+            for src in &sources {
+                let m = src.metadata()?.unwrap_or(serde_json::Value::Null);
+                all.insert(src.display_path().to_string(), m);
+            }
+            write!(
+                out,
+                "{{\"metadata\": {},\n\"tensors\": ",
+                Value::Object(all)
+            )
+            .map_err(io_error)?;
+        }
         writeln!(out, "[").map_err(io_error)?;
         for row in rows {
-            let (source, m) = row?;
+            let (source, m, dtype) = row?;
             if !selector.keep(&m.name) {
                 continue;
             }
             let obj = json!({
                 "name": m.name,
-                "dtype": m.dtype.name(),
+                "dtype": dtype,
                 "npy_dtype": npy_type(&m, &policy).map(|t| t.descr()),
                 "shape": shape_json(&m),
                 "bytes": m.stored_bytes,
                 "kind": m.kind.name(),
                 "source": source,
             });
+            let mut obj = obj;
+            if let Some((_, f)) = format_of.iter().find(|(p, _)| *p == source) {
+                obj["format"] = json!(f);
+            }
             let sep = if first { "" } else { ",\n" };
             write!(out, "{sep}  {obj}").map_err(io_error)?;
             first = false;
         }
-        writeln!(out, "{}]", if first { "" } else { "\n" }).map_err(io_error)?;
+        let close = if args.metadata { "}" } else { "" };
+        writeln!(out, "{}]{close}", if first { "" } else { "\n" }).map_err(io_error)?;
         return out.flush().map_err(io_error);
     }
     // A table needs its column widths first: one pass to measure, one to print.
-    let cells = |source: &str, m: &TensorMeta| -> [String; 6] {
+    let cells = |source: &str, m: &TensorMeta, dtype: &str| -> [String; 6] {
         let shape = m
             .shape
             .iter()
-            .map(|d| d.to_string())
+            .enumerate()
+            .map(|(d, n)| {
+                if d >= 1 && d <= m.ragged_rank {
+                    "?".to_string()
+                } else {
+                    n.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         [
-            if multi {
+            shown(&if multi {
                 format!("{source}: {}", m.name)
             } else {
                 m.name.clone()
-            },
-            m.dtype.name().to_string(),
+            })
+            .into_owned(),
+            dtype.to_string(),
             npy_type(m, &policy)
                 .map(|t| t.descr())
                 .unwrap_or_else(|| "-".into()),
@@ -91,12 +149,12 @@ pub fn run(args: ListArgs) -> Result<()> {
         ]
     };
     let header = ["NAME", "DTYPE", "NPY", "SHAPE", "BYTES", "KIND"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
+    let mut widths = header.clone().map(|h| h.width());
     for row in rows.clone() {
-        let (source, m) = row?;
+        let (source, m, dtype) = row?;
         if selector.keep(&m.name) {
-            for (w, c) in widths.iter_mut().zip(cells(source, &m)) {
-                *w = (*w).max(c.chars().count());
+            for (w, c) in widths.iter_mut().zip(cells(source, &m, &dtype)) {
+                *w = (*w).max(c.width());
             }
         }
     }
@@ -106,10 +164,12 @@ pub fn run(args: ListArgs) -> Result<()> {
             .zip(widths)
             .enumerate()
             .map(|(i, (c, w))| {
+                // Padding by display width: a CJK character takes two columns.
+                let pad = " ".repeat(w.saturating_sub(c.width()));
                 if i == 4 {
-                    format!("{c:>w$}")
+                    format!("{pad}{c}")
                 } else {
-                    format!("{c:<w$}")
+                    format!("{c}{pad}")
                 }
             })
             .collect();
@@ -117,9 +177,9 @@ pub fn run(args: ListArgs) -> Result<()> {
     };
     print(&mut out, &header)?;
     for row in rows {
-        let (source, m) = row?;
+        let (source, m, dtype) = row?;
         if selector.keep(&m.name) {
-            print(&mut out, &cells(source, &m))?;
+            print(&mut out, &cells(source, &m, &dtype))?;
         }
     }
     out.flush().map_err(io_error)

@@ -4,6 +4,8 @@ pub mod completions;
 pub mod convert;
 pub mod devices;
 pub mod list;
+pub mod man;
+pub mod verify;
 
 use anyhow::{Context, Result};
 
@@ -20,7 +22,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         ));
     }
     let opts = OpenOptions {
-        from: args.from,
+        from: args.from.clone(),
         stack: args.stack,
         bundle: BundleOptions {
             verify: !args.no_verify,
@@ -28,12 +30,37 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         },
         max_fill_bytes: args.max_fill_bytes,
         max_decompressed: args.max_decompressed,
+        example: source::example::ExampleOptions {
+            features: args.features.clone(),
+            force_ragged: args.ragged_features.clone(),
+            force_dense: args.dense_features.clone(),
+            ragged: source::example::RaggedChoice {
+                mode: structure.ragged,
+                fill: structure.fill.clone(),
+                max_dense_bytes: Some(structure.max_dense_bytes),
+                list: structure.view == structure::View::List,
+            },
+        },
+        quant_raw: args.quant == crate::cli::QuantMode::Raw,
+        constants: args.constants,
     };
+    if args.concat {
+        let src = source::example::open_concat(&args.inputs, &opts)?;
+        return Ok(vec![structure::wrap(src, structure)?]);
+    }
     args.inputs
         .iter()
         .map(|p| {
             let src = source::open(p, &opts).with_context(|| p.display().to_string())?;
-            structure::wrap(src, structure)
+            let display = src.display_path().to_string();
+            // Errors in sparse/ragged component groups (a checksum inside one) name the input.
+            structure::wrap(src, structure).map_err(|e| {
+                if format!("{e:#}").contains(&display) {
+                    e
+                } else {
+                    e.context(display)
+                }
+            })
         })
         .collect()
 }

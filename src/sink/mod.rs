@@ -1,12 +1,18 @@
 //! Sinks: where converted tensors go. Each takes a tensor as a `.npy` header plus a body written
 //! in chunks, and commits only when every tensor has been written: files are built under a
 //! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
-//! place, so a failure leaves nothing at the output path and an existing output untouched. A
-//! process killed outright leaves its temporary behind; the next run into the same directory
-//! removes those whose process is gone. Devices and pipes (`/dev/stdout`, a FIFO) are written
-//! directly, since they cannot be renamed over.
+//! place (`atomic.rs`: locks, modes, parents), so a failure leaves nothing at the output path
+//! and an existing output untouched. A process killed outright leaves its temporary behind; the
+//! next run into the same directory removes those no live run holds locked. A directory output
+//! (`dir.rs`) replaces only the files it writes. Devices and pipes (`/dev/stdout`, a FIFO) are
+//! written directly, since they cannot be renamed over.
 
+pub mod atomic;
+mod dir;
+pub mod names;
 pub mod npy;
+
+pub use dir::DirSink;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
@@ -17,10 +23,9 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::input::FileRange;
-use crate::names;
 
-/// The prefix of every temporary file or directory tensor2npy creates beside an output.
-pub const TEMP_PREFIX: &str = ".tensor2npy-";
+pub use atomic::{clean_stale_temporaries, TEMP_PREFIX};
+use atomic::{persist, temp_file_beside, Staged};
 const BUFFER: usize = 1 << 20;
 
 /// Writes a tensor's body; returns after the last chunk.
@@ -35,7 +40,10 @@ pub trait Sink {
     /// inside the kernel; the others stream it.
     fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
         self.add(name, header, range.len(), &mut |w: &mut dyn Write| {
-            range.stream(1, BUFFER, &mut |c: &[u8]| w.write_all(c).map_err(io_error))
+            range.stream(1, BUFFER, &mut |c: &[u8]| {
+                crate::pipeline::check_interrupted()?;
+                w.write_all(c).map_err(io_error)
+            })
         })
     }
 
@@ -87,60 +95,34 @@ fn write_member(w: &mut dyn Write, header: &[u8], data_len: u64, body: &mut Body
     Ok(())
 }
 
-/// Names an I/O failure plainly (a full disk reads better than "os error 28").
+/// An I/O failure while writing an output, said plainly (a full disk reads better than "os
+/// error 28"). The `io::Error` stays reachable in the chain, so that `main` can tell a closed
+/// pipe (not an error for a Unix filter) from a real failure.
+#[derive(Debug)]
+pub struct WriteError(pub io::Error);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.raw_os_error() {
+            Some(28) => f.write_str("no space left on the device"),
+            _ if self.0.kind() == io::ErrorKind::BrokenPipe => {
+                f.write_str("the output pipe was closed")
+            }
+            _ => write!(f, "write failed: {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
 pub fn io_error(e: io::Error) -> anyhow::Error {
-    match e.raw_os_error() {
-        Some(28) => anyhow!("no space left on the device"),
-        _ if e.kind() == io::ErrorKind::BrokenPipe => anyhow!("the output pipe was closed"),
-        _ => anyhow!("write failed: {e}"),
+    // A write that failed because of an interrupt check inside a writer carries it along.
+    if e.get_ref()
+        .is_some_and(|i| i.is::<crate::pipeline::Interrupted>())
+    {
+        return anyhow!(crate::pipeline::Interrupted);
     }
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn temp_prefix() -> String {
-    format!("{TEMP_PREFIX}{}-", std::process::id())
-}
-
-/// Removes temporaries left in `dir` by tensor2npy processes that no longer run (killed
-/// outright, so their cleanup never ran).
-pub fn clean_stale_temporaries(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let p = e.path();
-        if p.is_dir() {
-            fs::remove_dir_all(&p).ok();
-        } else {
-            fs::remove_file(&p).ok();
-        }
-    }
-}
-
-fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = parent_dir(path);
-    clean_stale_temporaries(&dir);
-    tempfile::Builder::new()
-        .prefix(&temp_prefix())
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+    anyhow!(WriteError(e))
 }
 
 /// A character device, FIFO or socket: written in place, never replaced.
@@ -159,18 +141,92 @@ fn open_special(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {} for writing", path.display()))
 }
 
-/// Renames the finished temporary over `path`. No fsync: like `cp`, durability is the file
-/// system's (ext4 and xfs order a rename-over after the data it replaces); the rename keeps
-/// readers from ever seeing a partial file.
-fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    tmp.persist(path).map_err(|e| {
-        anyhow!(
-            "cannot move the finished output to {}: {}",
-            path.display(),
-            e.error
-        )
-    })?;
-    Ok(())
+/// A zip failure; an I/O one keeps its typed error (a closed pipe, a full disk).
+fn zip_error(e: zip::result::ZipError, what: &str) -> anyhow::Error {
+    match e {
+        zip::result::ZipError::Io(io) => io_error(io),
+        e => anyhow!("{what}: {e}"),
+    }
+}
+
+/// The writer under a `ZipWriter`. After the first failed write it discards everything (keeping
+/// a consistent position), so that the `ZipWriter`'s own `Drop`, which retries finalizing an
+/// unfinished archive, cannot fail again and print a second message of its own on stderr: the
+/// first failure is reported once, by the sink.
+pub struct Quiet<W> {
+    inner: W,
+    failed: bool,
+    pos: u64,
+    len: u64,
+}
+
+impl<W> Quiet<W> {
+    fn new(inner: W) -> Self {
+        Quiet {
+            inner,
+            failed: false,
+            pos: 0,
+            len: 0,
+        }
+    }
+
+    fn moved(&mut self, n: usize) {
+        self.pos += n as u64;
+        self.len = self.len.max(self.pos);
+    }
+}
+
+impl<W: Write> Write for Quiet<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            self.moved(buf.len());
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.moved(n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        self.inner.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+impl<W: Seek> Seek for Quiet<W> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        if !self.failed {
+            let r = self.inner.seek(to);
+            if let Ok(p) = r {
+                self.pos = p;
+                if to == io::SeekFrom::End(0) {
+                    self.len = p;
+                }
+                self.len = self.len.max(p);
+            } else {
+                self.failed = true;
+            }
+            return r;
+        }
+        let p = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = p.unwrap_or(0);
+        self.len = self.len.max(self.pos);
+        Ok(self.pos)
+    }
 }
 
 /// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
@@ -214,16 +270,16 @@ pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
     Ok(Box::new(NpzSink::create(path, compress)?))
 }
 
-impl NpzSink<BufWriter<File>> {
+impl NpzSink<BufWriter<Quiet<File>>> {
     /// An archive built in a temporary file and renamed to `path` on success.
     fn create(path: &Path, compress: bool) -> Result<Self> {
         let tmp = temp_file_beside(path)?;
-        let file = tmp.reopen().context("cannot reopen the temporary file")?;
+        let file = tmp.reopen()?;
         let target = path.to_path_buf();
         Ok(Self::with_writer(
-            BufWriter::with_capacity(BUFFER, file),
+            BufWriter::with_capacity(BUFFER, Quiet::new(file)),
             compress,
-            Box::new(move |w: BufWriter<File>| {
+            Box::new(move |w: BufWriter<Quiet<File>>| {
                 w.into_inner().map_err(|e| io_error(e.into_error()))?;
                 persist(tmp, &target)
             }),
@@ -231,16 +287,16 @@ impl NpzSink<BufWriter<File>> {
     }
 }
 
-impl<O: Write + 'static> NpzSink<zip::write::StreamWriter<BufWriter<O>>> {
+impl<O: Write + 'static> NpzSink<zip::write::StreamWriter<BufWriter<Quiet<O>>>> {
     /// An archive streamed to a writer that cannot seek, such as standard output (members carry
     /// data descriptors, which `np.load` reads).
     pub fn stream(out: O, compress: bool) -> Self {
-        let out = BufWriter::with_capacity(BUFFER, out);
+        let out = BufWriter::with_capacity(BUFFER, Quiet::new(out));
         NpzSink {
             zip: Some(ZipWriter::new_stream(out)),
             options: npz_options(compress),
             members: Default::default(),
-            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<O>>| {
+            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<Quiet<O>>>| {
                 let mut inner = w.into_inner();
                 inner.flush().map_err(io_error)?;
                 inner.into_inner().map_err(|e| io_error(e.into_error()))?;
@@ -258,7 +314,7 @@ impl<W: Write + Seek> Sink for NpzSink<W> {
         }
         let zip = self.zip.as_mut().expect("sink used after finish");
         zip.start_file(member, self.options)
-            .map_err(|e| anyhow!("cannot start the .npz member for '{name}': {e}"))?;
+            .map_err(|e| zip_error(e, &format!("cannot start the .npz member for '{name}'")))?;
         write_member(zip, header, data_len, body)
     }
 
@@ -266,7 +322,7 @@ impl<W: Write + Seek> Sink for NpzSink<W> {
         let zip = self.zip.take().expect("finished twice");
         let w = zip
             .finish()
-            .map_err(|e| anyhow!("cannot finish the .npz archive: {e}"))?;
+            .map_err(|e| zip_error(e, "cannot finish the .npz archive"))?;
         (self.commit)(w)
     }
 }
@@ -275,7 +331,7 @@ impl<W: Write + Seek> Sink for NpzSink<W> {
 pub struct NpyFileSink {
     path: PathBuf,
     /// The temporary file to rename into place; `None` when writing a device or pipe directly.
-    tmp: Option<tempfile::NamedTempFile>,
+    tmp: Option<Staged>,
     out: Option<BufWriter<File>>,
     written: bool,
 }
@@ -286,7 +342,7 @@ impl NpyFileSink {
             (None, open_special(path)?)
         } else {
             let tmp = temp_file_beside(path)?;
-            let file = tmp.reopen().context("cannot reopen the temporary file")?;
+            let file = tmp.reopen()?;
             (Some(tmp), file)
         };
         Ok(NpyFileSink {
@@ -350,119 +406,5 @@ impl Sink for StdoutNpySink {
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         self.out().flush().map_err(io_error)
-    }
-}
-
-/// A directory of `.npy` files, built as a temporary directory beside the target and renamed
-/// into place; an existing target directory is replaced only once the new one is complete.
-pub struct DirSink {
-    target: PathBuf,
-    tmp: Option<tempfile::TempDir>,
-}
-
-impl DirSink {
-    pub fn create(target: &Path) -> Result<Self> {
-        if target.exists() && !target.is_dir() {
-            bail!("{} exists and is not a directory", target.display());
-        }
-        let parent = parent_dir(target);
-        fs::create_dir_all(&parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        clean_stale_temporaries(&parent);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(".tmp")
-            .tempdir_in(&parent)
-            .with_context(|| {
-                format!(
-                    "cannot create a temporary directory in {}",
-                    parent.display()
-                )
-            })?;
-        Ok(DirSink {
-            target: target.to_path_buf(),
-            tmp: Some(tmp),
-        })
-    }
-}
-
-impl DirSink {
-    /// Creates the file a tensor's `.npy` goes to, refusing a second tensor at the same path.
-    fn create_file(&self, name: &str) -> Result<BufWriter<File>> {
-        let rel = names::dir_path(name)?;
-        let root = self.tmp.as_ref().expect("sink used after finish").path();
-        let path = root.join(&rel);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|e| {
-                anyhow!(
-                    "cannot create directory {} for '{name}': {e}",
-                    rel.display()
-                )
-            })?;
-        }
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => anyhow!(
-                    "two tensors map to the same file {} ('{name}' is the second)",
-                    rel.display()
-                ),
-                _ => anyhow!("cannot create {}: {e}", rel.display()),
-            })?;
-        Ok(BufWriter::with_capacity(BUFFER, file))
-    }
-}
-
-impl Sink for DirSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_member(&mut w, header, data_len, body)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_copy(&mut w, header, range)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        let tmp = self.tmp.take().expect("finished twice");
-        let new = tmp.keep();
-        let result = replace_dir(&new, &self.target);
-        if result.is_err() {
-            fs::remove_dir_all(&new).ok();
-        }
-        result
-    }
-}
-
-fn replace_dir(new: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(&temp_prefix())
-            .suffix(".old")
-            .tempdir_in(parent_dir(target))
-            .context("cannot make room to replace the existing output directory")?
-            .keep();
-        fs::remove_dir(&old).ok();
-        fs::rename(target, &old)
-            .with_context(|| format!("cannot move the existing {} aside", target.display()))?;
-        if let Err(e) = fs::rename(new, target) {
-            fs::rename(&old, target).ok();
-            bail!(
-                "cannot move the finished output to {}: {e}",
-                target.display()
-            );
-        }
-        fs::remove_dir_all(&old).ok();
-        Ok(())
-    } else {
-        fs::rename(new, target)
-            .with_context(|| format!("cannot move the finished output to {}", target.display()))
     }
 }

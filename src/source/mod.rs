@@ -1,147 +1,361 @@
-//! Source readers and the sniffing that picks one. Each reader turns one input into the tensor
-//! stream of `tensor.rs`; none knows anything about sinks.
+//! Source readers and the registry that picks one for an input.
+//!
+//! Every input format is one module here that declares a [`Reader`] (its `--from` name, the file
+//! name endings that suggest it, a content sniffer and an open function) and one line in
+//! [`READERS`]. `open` builds an [`Input`] (the path, and for a file its bytes as a `FileRange`
+//! plus the first few KiB for sniffing), then asks each reader how sure it is that the input is
+//! its format: a signature or a strict parse says [`Sniff::Yes`], a merely plausible start says
+//! [`Sniff::Maybe`]. The first `Yes` wins (one whose extension matches the file name first), then
+//! the first `Maybe` the same way, so a protobuf file that several readers could parse is decided
+//! by the extension first and then by a strict parse. Nothing claimed: the error says what the
+//! input looks like (empty, a ZIP archive, text, a directory) and what was tried.
+//!
+//! Readers produce the tensor stream of `tensor.rs` and know nothing of sinks; the front end
+//! (`cli.rs`) takes the `--from` names from [`names`].
 
 pub mod bundle;
+pub mod chain;
+pub mod example;
+mod example_layout;
+mod example_wire;
+pub mod flax;
+pub mod gguf;
+pub mod graphdef;
+pub mod hdf5;
+pub mod hf;
+pub mod keras;
+pub mod onnx;
+pub mod onnx_tensor;
+pub mod pbwalk;
+pub mod pickle;
+pub mod proto;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
+mod tfrecord_io;
+pub mod torch;
+pub mod wire;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
-use crate::input::{self, Compression, FileRange};
+use crate::input::{self, FileRange};
 use crate::tensor::Source;
 
-/// An input format, as `--from` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Safetensors,
-    Checkpoint,
-    Savedmodel,
-    Tfrecord,
-    Tensorproto,
+/// The formats, from the most specific signature to the most permissive sniffer.
+pub static READERS: &[&Reader] = &[
+    &bundle::CHECKPOINT,
+    &bundle::SAVEDMODEL,
+    &hf::READER,
+    &torch::READER,
+    &safetensors::READER,
+    &example::READER,
+    &gguf::READER,
+    &hdf5::READER,
+    &keras::READER,
+    &flax::READER,
+    &tfrecord::READER,
+    &onnx::READER,
+    &graphdef::READER,
+    &tensorproto::READER,
+];
+
+/// One input format.
+pub struct Reader {
+    /// The name `--from` takes.
+    pub name: &'static str,
+    /// One line for `--help` and messages.
+    pub about: &'static str,
+    /// File name endings that suggest the format (lower case, with the dot); they are also
+    /// stripped from the input's name to make the output stem.
+    pub extensions: &'static [&'static str],
+    /// How sure the reader is that `input` is its format. Must be cheap on large files (read
+    /// the head, or walk a few structures), and never fail: an unreadable input is `No`.
+    pub sniff: fn(&Input) -> Sniff,
+    /// Opens the input; called after a sniff, or directly for `--from`.
+    pub open: fn(&Input, &OpenOptions) -> Result<Box<dyn Source>>,
+}
+
+/// A sniffer's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Sniff {
+    No,
+    /// The start is plausible, nothing more.
+    Maybe,
+    /// A signature or a strict parse confirms it.
+    Yes,
 }
 
 /// Reader settings that come from the command line.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    pub from: Option<Format>,
+    /// `--from`: a name in [`READERS`].
+    pub from: Option<String>,
     pub stack: bool,
     pub bundle: bundle::BundleOptions,
     pub max_fill_bytes: u64,
     pub max_decompressed: u64,
+    pub example: example::ExampleOptions,
+    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
+    pub quant_raw: bool,
+    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
+    pub constants: bool,
+}
+
+/// What a reader sees of one input before opening it.
+pub struct Input {
+    /// The path as the user gave it (`-` for standard input).
+    pub path: PathBuf,
+    /// The path for messages.
+    pub display: String,
+    /// The input's name without its recognised extensions (`stdin` for standard input).
+    pub stem: String,
+    /// The input is a directory.
+    pub is_dir: bool,
+    /// The bytes of a regular file or of standard input; `None` for a directory or for a path
+    /// that is no file (a checkpoint prefix).
+    pub data: Option<FileRange>,
+    /// The first bytes of `data` (up to `HEAD_LEN`), for sniffers.
+    pub head: Vec<u8>,
+    /// The files read so far, so that no output is ever written over one of them.
+    pub files: Vec<PathBuf>,
+}
+
+/// How many leading bytes sniffers get.
+pub const HEAD_LEN: usize = 4096;
+
+impl Input {
+    /// The file's bytes, or an error saying that the input is no file.
+    pub fn data(&self) -> Result<&FileRange> {
+        match &self.data {
+            Some(d) => Ok(d),
+            None if self.is_dir => bail!("{} is a directory, not a file", self.display),
+            None => bail!("{} is not a file", self.display),
+        }
+    }
+
+    /// The file name ends with one of `exts` (case-insensitive), ignoring a trailing `.gz` /
+    /// `.zz` compression suffix.
+    pub fn has_extension(&self, exts: &[&str]) -> bool {
+        let name = match self.path.file_name() {
+            Some(n) => n.to_string_lossy().to_lowercase(),
+            None => return false,
+        };
+        let base = name
+            .strip_suffix(".gz")
+            .or_else(|| name.strip_suffix(".zz"))
+            .unwrap_or(&name);
+        exts.iter()
+            .any(|e| (name.ends_with(e) && name.len() > e.len()) || base.ends_with(e))
+    }
+}
+
+/// The `--from` names, in registry order.
+pub fn names() -> Vec<&'static str> {
+    READERS.iter().map(|r| r.name).collect()
+}
+
+/// The reader named `name`.
+pub fn reader(name: &str) -> Option<&'static Reader> {
+    READERS.iter().copied().find(|r| r.name == name)
 }
 
 /// Opens one input (a path, or `-` for standard input), sniffing its format from its content
 /// unless `--from` says.
 pub fn open(arg: &Path, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let input = probe(arg)?;
+    let reader = match &opts.from {
+        Some(name) => reader(name).ok_or_else(|| anyhow!("unknown format '{name}'"))?,
+        None => choose(&input)?,
+    };
+    (reader.open)(&input, opts)
+}
+
+/// Gathers what sniffers look at.
+pub(crate) fn probe(arg: &Path) -> Result<Input> {
     let display = arg.display().to_string();
     let is_stdin = arg.as_os_str() == "-";
     let stem = if is_stdin {
         "stdin".to_string()
     } else {
-        input::stem(arg)
+        stem(arg)
     };
-
-    if !is_stdin {
-        let wants_bundle = matches!(opts.from, Some(Format::Checkpoint | Format::Savedmodel));
-        if wants_bundle || opts.from.is_none() {
-            if let Some(prefix) = bundle::prefix_for(arg) {
-                return Ok(Box::new(bundle::BundleSource::open(
-                    &display,
-                    &prefix,
-                    opts.bundle.clone(),
-                )?));
-            }
-            if wants_bundle {
-                if arg.is_dir() {
-                    bail!("{display} is a directory without variables/variables.index: not a SavedModel");
-                }
-                bail!("no checkpoint index found: neither {display}.index nor {display} is a bundle .index file");
-            }
+    let is_dir = !is_stdin && input::is_dir(arg);
+    let (data, files) = if is_stdin {
+        (Some(FileRange::whole(input::spool_stdin()?)?), Vec::new())
+    } else if input::url_of(arg).is_some() {
+        // A remote object, or a remote checkpoint prefix or directory (no object by that name).
+        match is_dir {
+            true => (None, Vec::new()),
+            false => match input::open_range(arg) {
+                Ok(r) => (Some(r), Vec::new()),
+                Err(_) if input::is_file(&input::with_suffix(arg, ".index")) => (None, Vec::new()),
+                Err(e) => return Err(e),
+            },
         }
-        if arg.is_dir() {
-            bail!("{display} is a directory, but not a SavedModel (no saved_model.pb with variables/variables.index)");
-        }
-    }
-
-    let (file, files) = if is_stdin {
-        (input::spool_stdin()?, Vec::new())
+    } else if arg.is_file() {
+        let file = input::open_file(arg)?;
+        (Some(FileRange::whole(file)?), vec![arg.to_path_buf()])
+    } else if !is_dir && arg.exists() {
+        // A pipe or device (`<(...)`, /dev/stdin): copied to a temporary file like stdin, so
+        // that it can be sniffed and read at any offset.
+        let file = input::open_file(arg)?;
+        (Some(FileRange::whole(input::spool(file)?)?), Vec::new())
     } else {
-        (input::open_file(arg)?, vec![arg.to_path_buf()])
+        (None, Vec::new())
     };
-    let data = FileRange::whole(file)?;
-    let mut head = [0u8; 64];
-    let head_len = (data.len() as usize).min(64);
-    data.read_at(0, &mut head[..head_len])?;
-    let head = &head[..head_len];
-
-    let format = match opts.from {
-        Some(f) => f,
-        None if tfrecord::sniff(head) => Format::Tfrecord,
-        // A JSON object after the 8-byte length is safetensors (no TensorProto starts so); the
-        // header itself is judged by the safetensors parser, with its own errors.
-        None if head.len() > 8 && head[8] == b'{' => Format::Safetensors,
-        None if Compression::sniff(head).is_some() => Format::Tfrecord,
-        None if head.is_empty() => bail!("the input is empty"),
-        None if tensorproto::plausible(head) => Format::Tensorproto,
-        None => bail!(
-            "unrecognised input: not safetensors, a TFRecord, a TensorProto, a checkpoint (no .index beside it) or a SavedModel directory"
-        ),
-    };
-    open_data(&display, files, data, &stem, format, opts)
-}
-
-fn open_data(
-    display: &str,
-    files: Vec<PathBuf>,
-    data: FileRange,
-    stem: &str,
-    format: Format,
-    opts: &OpenOptions,
-) -> Result<Box<dyn Source>> {
-    Ok(match format {
-        Format::Safetensors => {
-            Box::new(safetensors::SafetensorsSource::open(display, files, data)?)
-        }
-        Format::Tensorproto => Box::new(tensorproto::TensorProtoSource::open(
-            display,
-            files,
-            data,
-            stem.to_string(),
-            opts.max_fill_bytes,
-        )?),
-        Format::Tfrecord => {
-            let mut head = [0u8; 3];
-            let n = (data.len() as usize).min(3);
-            data.read_at(0, &mut head[..n])?;
-            let data = match Compression::sniff(&head[..n]) {
-                Some(c) if !tfrecord::sniff(&first_12(&data)?) => {
-                    FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?
-                }
-                _ => data,
-            };
-            Box::new(tfrecord::TfRecordSource::open(
-                display,
-                files,
-                data,
-                stem,
-                opts.stack,
-                opts.max_fill_bytes,
-            )?)
-        }
-        Format::Checkpoint | Format::Savedmodel => {
-            bail!("a checkpoint is read from its files: pass the prefix, the .index file or the SavedModel directory")
-        }
+    let mut head = Vec::new();
+    if let Some(d) = &data {
+        head = vec![0u8; (d.len() as usize).min(HEAD_LEN)];
+        d.read_at(0, &mut head)?;
+    }
+    Ok(Input {
+        path: arg.to_path_buf(),
+        display,
+        stem,
+        is_dir,
+        data,
+        head,
+        files,
     })
 }
 
-fn first_12(data: &FileRange) -> Result<Vec<u8>> {
-    let n = data.len().min(12) as usize;
-    let mut v = vec![0u8; n];
-    let mut r = input::RangeReader::new(data.clone());
-    r.read_exact(&mut v)?;
-    Ok(v)
+/// The reader the registry picks for `input`.
+fn choose(input: &Input) -> Result<&'static Reader> {
+    let verdicts: Vec<Sniff> = READERS.iter().map(|r| (r.sniff)(input)).collect();
+    for level in [Sniff::Yes, Sniff::Maybe] {
+        let candidates = || {
+            READERS
+                .iter()
+                .zip(&verdicts)
+                .filter(move |(_, &v)| v == level)
+                .map(|(r, _)| *r)
+        };
+        if let Some(r) = candidates()
+            .find(|r| input.has_extension(r.extensions))
+            .or_else(|| candidates().next())
+        {
+            return Ok(r);
+        }
+    }
+    Err(unrecognised(input))
+}
+
+/// The error for an input no reader claims: what it looks like, and what was tried.
+fn unrecognised(input: &Input) -> anyhow::Error {
+    let tried = names().join(", ");
+    if input.is_dir {
+        return anyhow!(
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
+            input.display
+        );
+    }
+    let Some(data) = &input.data else {
+        // Neither a file nor a checkpoint prefix: let the open error speak (no such file...).
+        return match input::open_file(&input.path) {
+            Err(e) => e,
+            Ok(_) => anyhow!("{} is not a regular file", input.display),
+        };
+    };
+    let head = &input.head;
+    let looks = if data.is_empty() {
+        "the input is empty".to_string()
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        "a ZIP archive that is no known format".to_string()
+    } else if head.starts_with(b"\x93NUMPY") {
+        "already a NumPy .npy file".to_string()
+    } else if looks_like_text(head) {
+        "a text file, not a tensor file".to_string()
+    } else {
+        "binary data in no known format".to_string()
+    };
+    anyhow!("unrecognised input: {looks} (tried: {tried})")
+}
+
+/// True when `head` starts with the signature of a container format (ZIP, `.npy`, HDF5, GGUF,
+/// GZIP), which permissive sniffers (a protobuf's first field) must not claim.
+pub fn has_signature(head: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 6] = [
+        b"PK\x03\x04",
+        b"PK\x05\x06",
+        b"\x93NUMPY",
+        b"\x89HDF\r\n\x1a\n",
+        b"GGUF",
+        b"\x1f\x8b",
+    ];
+    MAGICS.iter().any(|m| head.starts_with(m))
+}
+
+/// True when `head` reads as text: valid UTF-8 (a cut last character allowed) with no control
+/// characters other than whitespace.
+pub fn looks_like_text(head: &[u8]) -> bool {
+    if head.is_empty() {
+        return false;
+    }
+    let valid = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !valid.is_empty()
+        && valid
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t' | '\x0c'))
+}
+
+/// The name of an input without the extensions any reader recognises, as the contract defines
+/// `stem`: `dir/data.tfrecord.gz` → `data`.
+pub fn stem(path: &Path) -> String {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| {
+            // `dir/` or `.`: take the last real component.
+            path.canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "stdin".into())
+        });
+    let exts = || READERS.iter().flat_map(|r| r.extensions.iter());
+    while let Some(e) = exts()
+        .find(|e| name.len() > e.len() && name.to_lowercase().ends_with(&e.to_lowercase()[..]))
+    {
+        name.truncate(name.len() - e.len());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stem_strips_every_recognised_extension_but_keeps_others() {
+        assert_eq!(stem(Path::new("dir/data.tfrecord.gz")), "data");
+        assert_eq!(stem(Path::new("model.safetensors")), "model");
+        assert_eq!(stem(Path::new("ckpt/model-100.index")), "model-100");
+        assert_eq!(stem(Path::new("model.ckpt")), "model.ckpt");
+        assert_eq!(stem(Path::new("x.npy")), "x.npy");
+        assert_eq!(stem(Path::new(".pb")), ".pb");
+    }
+
+    #[test]
+    fn every_reader_has_a_unique_name() {
+        let mut n = names();
+        n.sort();
+        n.dedup();
+        assert_eq!(n.len(), READERS.len());
+    }
+
+    #[test]
+    fn text_is_told_from_binary() {
+        assert!(looks_like_text(b"hello world\nsecond line\t\n"));
+        assert!(looks_like_text("h\u{e9}llo".as_bytes()));
+        assert!(looks_like_text(&"h\u{e9}llo".as_bytes()[..2]));
+        assert!(!looks_like_text(b"\x08\x01\x12\x04"));
+        assert!(!looks_like_text(b""));
+    }
 }

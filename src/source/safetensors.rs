@@ -1,15 +1,42 @@
-//! safetensors reader. The header is parsed and validated by the `safetensors` crate itself
-//! (contiguous offsets, sizes matching shapes, header length bounds) on a memory map of the file,
-//! which touches only the header's pages; the data is then streamed with positioned reads.
+//! safetensors reader. The header is read by its length and parsed straight into compact
+//! arenas with the checks the `safetensors` crate makes (contiguous offsets, sizes matching
+//! shapes, header length bounds), without the crate's buffered map of every entry, which costs
+//! ten times the header's size; the data is then streamed with positioned reads.
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
-use memmap2::Mmap;
+use anyhow::{anyhow, bail, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "safetensors",
+    about: "safetensors files (Hugging Face)",
+    extensions: &[".safetensors"],
+    sniff,
+    open,
+};
+
+/// A JSON object after the 8-byte header length (no TensorProto or TFRecord starts so); the
+/// header itself is judged by the parser, with its own errors.
+fn sniff(input: &Input) -> Sniff {
+    if input.head.len() > 8 && input.head[8] == b'{' {
+        Sniff::Yes
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(SafetensorsSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+    )?))
+}
 
 pub struct SafetensorsSource {
     path: String,
@@ -39,18 +66,7 @@ impl SafetensorsSource {
                 data.len()
             );
         }
-        let map;
-        let bytes: &[u8] = match data.file() {
-            // SAFETY: the map is read-only and only read while the file is open; a concurrent
-            // writer truncating the file is the one hazard, which every mmap-based reader shares.
-            Some(file) => {
-                map =
-                    unsafe { Mmap::map(file) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
-                &map[..]
-            }
-            None => data.memory().context("safetensors input must be a file")?,
-        };
-        let (header_len, parsed) = parse_header(bytes)?;
+        let (header_len, parsed) = parse_header(&data)?;
         let data_start = 8 + header_len as u64;
         let Parsed {
             names,
@@ -145,16 +161,20 @@ const MAX_HEADER: u64 = 100_000_000;
 /// Reads and parses the header the way the `safetensors` crate does (same limits and checks),
 /// but without its intermediate map of every entry: serde's `flatten` there buffers the whole
 /// header as a tree, which for 200,000 tensors is ten times the header's size.
-fn parse_header(bytes: &[u8]) -> Result<(usize, Parsed)> {
+fn parse_header(data: &FileRange) -> Result<(usize, Parsed)> {
     use serde::de::Deserializer;
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let mut len = [0u8; 8];
+    data.read_at(0, &mut len)?;
+    let n = u64::from_le_bytes(len);
     if n > MAX_HEADER {
         bail!("invalid safetensors header: the header length is larger than the 100 MB safetensors allows");
     }
-    let Some(header) = bytes.get(8..8 + n as usize) else {
+    if n.checked_add(8).is_none_or(|end| end > data.len()) {
         bail!("invalid safetensors header: the header length reaches past the end of the file");
-    };
-    let mut de = serde_json::Deserializer::from_slice(header);
+    }
+    // Read by its length alone (a local file, a buffer or a remote object alike).
+    let header = data.read_vec(8, n as usize)?;
+    let mut de = serde_json::Deserializer::from_slice(&header);
     let parsed = de
         .deserialize_map(HeaderVisitor)
         .and_then(|p| de.end().map(|_| p))

@@ -13,9 +13,10 @@ use prost::Message;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::pipeline::check_interrupted;
-use crate::proto::TensorShapeProto;
+use crate::source::proto::TensorShapeProto;
+use crate::source::wire::{varint, Cursor};
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
-use crate::wire::{varint, Cursor};
 
 /// The most bytes a typed field may expand to by TensorFlow's fill rule (a single `float_val`
 /// with a huge shape), so that a tiny hostile file cannot fill the disk.
@@ -353,9 +354,12 @@ impl ScannedTensor {
         Ok(())
     }
 
-    /// The non-empty `tensor_content`, when the values are stored there.
-    pub fn content(&self) -> Option<&FileRange> {
-        self.content.as_ref()
+    /// The non-empty `tensor_content` of a fixed-size tensor: its elements as stored, which a
+    /// reader may hand out as `Source::raw_range`.
+    pub fn content_range(&self) -> Option<FileRange> {
+        self.content
+            .clone()
+            .filter(|_| self.dtype.item_size().is_some())
     }
 
     pub fn kind(&self) -> Kind {
@@ -570,6 +574,9 @@ impl Source for TensorProtoSource {
     fn display_path(&self) -> &str {
         &self.path
     }
+    fn format(&self) -> Option<&str> {
+        Some("tensorproto")
+    }
     fn len(&self) -> usize {
         1
     }
@@ -585,6 +592,46 @@ impl Source for TensorProtoSource {
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
     }
+}
+
+pub static READER: Reader = Reader {
+    name: "tensorproto",
+    about: "a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)",
+    extensions: &[".pb", ".proto", ".tensorproto"],
+    sniff,
+    open,
+};
+
+/// A strict parse of the whole message says `Yes`; a start that could be a TensorProto's first
+/// field says `Maybe` (so that a damaged TensorProto gets the TensorProto reader's error); text
+/// is never a TensorProto.
+fn sniff(input: &Input) -> Sniff {
+    let Some(data) = &input.data else {
+        return Sniff::No;
+    };
+    if data.is_empty()
+        || crate::source::looks_like_text(&input.head)
+        || crate::source::has_signature(&input.head)
+    {
+        return Sniff::No;
+    }
+    if ScannedTensor::scan(data, DEFAULT_MAX_FILL_BYTES).is_ok() {
+        Sniff::Yes
+    } else if plausible(&input.head) {
+        Sniff::Maybe
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TensorProtoSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        input.stem.clone(),
+        opts.max_fill_bytes,
+    )?))
 }
 
 /// True when `head` could start a TensorProto: a dtype or shape field first.

@@ -10,10 +10,47 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::input::FileRange;
-use crate::proto::mask_crc;
+use crate::input::{self, Compression, FileRange};
+use crate::source::proto::mask_crc;
 use crate::source::tensorproto::ScannedTensor;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "tfrecord",
+    about: "TFRecord files (plain, GZIP or ZLIB) of serialized tensors",
+    extensions: &[".tfrecord", ".tfrecords", ".gz", ".zz"],
+    sniff: sniff_input,
+    open,
+};
+
+/// A record header whose length CRC checks out; or a GZIP / ZLIB stream, which only
+/// TFRecords are compressed as.
+fn sniff_input(input: &Input) -> Sniff {
+    if sniff(&input.head) || Compression::sniff(&input.head).is_some() {
+        Sniff::Yes
+    } else {
+        Sniff::No
+    }
+}
+
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let data = input.data()?.clone();
+    let data = match Compression::sniff(&input.head) {
+        Some(c) if !sniff(&input.head) => {
+            FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?
+        }
+        _ => data,
+    };
+    Ok(Box::new(TfRecordSource::open(
+        &input.display,
+        input.files.clone(),
+        data,
+        &input.stem,
+        opts.stack,
+        opts.max_fill_bytes,
+    )?))
+}
 
 /// Small records are read through one in-memory window of this many bytes, a single `pread`
 /// per window instead of several per record.

@@ -103,8 +103,8 @@ impl Comp {
     /// Decodes a scanned TensorProto: its `tensor_content` in place, its typed fields spooled.
     pub fn from_scanned(t: &ScannedTensor, budget: u64) -> Result<Comp> {
         let data = if t.dtype.item_size().is_some() {
-            match t.content() {
-                Some(r) => CompData::Fixed(r.clone()),
+            match t.content_range() {
+                Some(r) => CompData::Fixed(r),
                 None => {
                     let mut spool = Spool::new();
                     t.read_dense(READ_CHUNK, &mut |c: &[u8]| {

@@ -134,6 +134,10 @@ pub struct Structured {
 }
 
 fn is_candidate(m: &TensorMeta) -> bool {
+    if m.kind == Kind::Ragged {
+        // A component its reader declares (and answers --ragged for) itself: tf.Example.
+        return false;
+    }
     let serialized_sparse =
         m.dtype == DType::String && (m.shape == [3] || (m.shape.len() == 2 && m.shape[1] == 3));
     serialized_sparse
@@ -217,7 +221,11 @@ impl Structured {
                     Found::Sparse(sp, members.clone())
                 };
                 register(&mut grouped, &mut found, base, members, f);
-            } else if let Some(base) = m.name.strip_suffix("/flat_values") {
+            } else if let Some(base) = m
+                .name
+                .strip_suffix("/flat_values")
+                .filter(|_| m.kind != Kind::Ragged)
+            {
                 let mut members = vec![by_name[m.name.as_str()]];
                 while let Some(&k) =
                     by_name.get(format!("{base}/row_splits_{}", members.len() - 1).as_str())
@@ -408,6 +416,9 @@ impl Source for Structured {
     fn display_path(&self) -> &str {
         self.inner.display_path()
     }
+    fn format(&self) -> Option<&str> {
+        self.inner.format()
+    }
 
     fn len(&self) -> usize {
         self.items.len()
@@ -455,6 +466,24 @@ impl Source for Structured {
             },
             _ => None,
         }
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.source_dtype(*i),
+            _ => None,
+        }
+    }
+
+    fn host_decode(&self, index: usize) -> Option<String> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.host_decode(*i),
+            _ => None,
+        }
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        self.inner.metadata()
     }
 
     fn notes(&self) -> &[String] {

@@ -179,6 +179,19 @@ fn read_manifest(file: &Path) -> Vec<Case> {
         .collect()
 }
 
+/// The Python with NumPy the tests run: $T2N_PYTHON, else the `.venv` that `.ci/run` makes,
+/// else `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("T2N_PYTHON") {
+        return p;
+    }
+    let venv = root().join(".venv/bin/python");
+    if venv.is_file() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("t2n-test")

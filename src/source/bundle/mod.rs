@@ -3,7 +3,10 @@
 //! `tf.train.list_variables` prints them; partitioned variables are reassembled from their
 //! OrderedCode-keyed slices; every entry's masked CRC32C is verified while it streams out.
 
+mod locate;
 pub mod table;
+
+pub use locate::{prefix_for, shard_path, CHECKPOINT, SAVEDMODEL};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,11 +15,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
 use crate::dtype::DType;
-use crate::input::{open_file, FileRange};
+use crate::input::FileRange;
 use crate::pipeline::check_interrupted;
-use crate::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::source::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
+use crate::source::wire::Cursor;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
-use crate::wire::Cursor;
 
 /// The object-graph key TensorFlow 2 adds to every object-based checkpoint.
 pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
@@ -48,55 +51,10 @@ pub struct BundleSource {
     options: BundleOptions,
 }
 
-/// The bundle prefix for a checkpoint argument: `P`, `P.index`, a SavedModel directory, or a
-/// checkpoint directory whose `checkpoint` file names the latest checkpoint (as
-/// `tf.train.load_checkpoint(dir)` resolves it).
-pub fn prefix_for(input: &Path) -> Option<PathBuf> {
-    if input.is_dir() {
-        let p = input.join("variables").join("variables");
-        if p.with_extension("index").is_file() {
-            return Some(p);
-        }
-        return latest_checkpoint(input);
-    }
-    let s = input.as_os_str().to_string_lossy();
-    if let Some(p) = s.strip_suffix(".index") {
-        if input.is_file() {
-            return Some(PathBuf::from(p));
-        }
-    }
-    let index = PathBuf::from(format!("{s}.index"));
-    (!input.is_file() && index.is_file()).then(|| input.to_path_buf())
-}
-
-/// `model_checkpoint_path` from a directory's text-format `checkpoint` file, when its index
-/// exists.
-fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("checkpoint")).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("model_checkpoint_path:"))?;
-    let quoted = line.split_once(':')?.1.trim();
-    let name = quoted.strip_prefix('"')?.strip_suffix('"')?;
-    let p = Path::new(name);
-    let prefix = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    };
-    PathBuf::from(format!("{}.index", prefix.display()))
-        .is_file()
-        .then_some(prefix)
-}
-
-pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {
-    PathBuf::from(format!("{}.data-{shard:05}-of-{num:05}", prefix.display()))
-}
-
 impl BundleSource {
     pub fn open(display: &str, prefix: &Path, options: BundleOptions) -> Result<BundleSource> {
         let index_path = PathBuf::from(format!("{}.index", prefix.display()));
-        let index = FileRange::whole(open_file(&index_path)?)?;
+        let index = crate::input::open_range(&index_path)?;
         let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
         let mut iter = table.into_iter();
         let header = match iter.next() {
@@ -146,9 +104,9 @@ impl BundleSource {
         let mut shards = Vec::new();
         for s in 0..num_shards {
             let p = shard_path(prefix, s, num_shards);
-            let f = std::fs::File::open(&p)
-                .map_err(|e| anyhow!("missing data shard {}: {e}", p.display()))?;
-            shards.push(FileRange::whole(f)?);
+            let shard = crate::input::open_range(&p)
+                .with_context(|| format!("missing data shard {}", p.display()))?;
+            shards.push(shard);
             shard_paths.push(p);
         }
 
@@ -165,6 +123,13 @@ impl BundleSource {
         };
         for (name, entry) in plain {
             if name == OBJECT_GRAPH_KEY && !source.options.include_internal {
+                // Not written, but its bytes are part of the checkpoint: verified all the same
+                // (it is small), so that damage anywhere in the shards is caught.
+                if source.options.verify {
+                    source
+                        .verify_hidden(&name, entry, &slice_keys, big_endian)
+                        .with_context(|| format!("tensor '{name}'"))?;
+                }
                 continue;
             }
             source
@@ -172,6 +137,26 @@ impl BundleSource {
                 .with_context(|| format!("tensor '{name}'"))?;
         }
         Ok(source)
+    }
+
+    /// Reads an entry that is not listed (the object graph) into nothing, checking its CRC.
+    fn verify_hidden(
+        &mut self,
+        name: &str,
+        entry: BundleEntryProto,
+        slice_keys: &HashMap<Vec<u8>, Vec<u8>>,
+        big_endian: bool,
+    ) -> Result<()> {
+        self.add(name, entry, slice_keys, big_endian)?;
+        let i = self.metas.len() - 1;
+        let result = if self.metas[i].dtype.item_size().is_some() {
+            self.read_dense(i, 1 << 20, &mut |_| Ok(()))
+        } else {
+            self.read_strings(i, &mut |_| Ok(()))
+        };
+        self.metas.pop();
+        self.entries.pop();
+        result
     }
 
     /// Adds one entry.
@@ -647,7 +632,7 @@ impl Source for BundleSource {
 mod tests {
     use super::*;
     use crate::dtype::{NpyType, Plan};
-    use crate::proto::{TensorShapeProto, VersionDef};
+    use crate::source::proto::{TensorShapeProto, VersionDef};
     use crate::transform::Converter;
 
     fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -715,7 +700,7 @@ mod tests {
             shape: Some(TensorShapeProto {
                 dim: shape
                     .iter()
-                    .map(|&size| crate::proto::Dim { size, name: vec![] })
+                    .map(|&size| crate::source::proto::Dim { size, name: vec![] })
                     .collect(),
                 unknown_rank: false,
             }),

@@ -3,7 +3,8 @@
 //! zipfile would cut or mangle, are refused. In a directory of `.npy` files every `/`-separated
 //! component becomes a path component, escaped reversibly so that nothing can leave the
 //! directory: `%` → `%25`, control characters and NUL → `%XX`, a `.` or `..` component → `%2E`
-//! / `%2E%2E`, and an empty component (a leading, doubled or trailing `/`) → `%2F` joined to its
+//! / `%2E%2E`, the leading `.` of any other component → `%2E` (so that TF2's
+//! `.ATTRIBUTES/VARIABLE_VALUE` files are not hidden), and an empty component (a leading, doubled or trailing `/`) → `%2F` joined to its
 //! neighbour. Decoding is: join the components with `/`, strip `.npy`, percent-decode.
 
 use std::path::PathBuf;
@@ -12,6 +13,33 @@ use anyhow::{bail, Result};
 
 /// The longest file name component most filesystems accept.
 const MAX_COMPONENT: usize = 255;
+
+/// A name (or any text from an input) made safe for a terminal: control characters, which
+/// could move the cursor or rewrite the screen (ESC, OSC sequences), are escaped the way JSON
+/// escapes them (`\u001b`, `\n`), as `list --json` prints them (in a name that needs escaping,
+/// a backslash is doubled too, so that the escaping can be undone).
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(|c| c.is_control()) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let mut buf = [0u16; 2];
+                for u in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
 
 /// The member name of a tensor in an `.npz` archive.
 pub fn npz_member(name: &str) -> Result<String> {
@@ -49,6 +77,8 @@ pub fn dir_path(name: &str) -> Result<PathBuf> {
         match c.as_str() {
             "." => *c = "%2E".into(),
             ".." => *c = "%2E%2E".into(),
+            // A leading dot would hide the file (TF2's `.ATTRIBUTES/VARIABLE_VALUE`).
+            _ if c.starts_with('.') => *c = format!("%2E{}", &c[1..]),
             _ => {}
         }
     }
@@ -122,7 +152,7 @@ mod tests {
     fn ordinary_names_map_to_plain_paths() {
         assert_eq!(
             round_trip("dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
-            PathBuf::from("dense/kernel/.ATTRIBUTES/VARIABLE_VALUE.npy")
+            PathBuf::from("dense/kernel/%2EATTRIBUTES/VARIABLE_VALUE.npy")
         );
         assert_eq!(round_trip("ünï/名前"), PathBuf::from("ünï/名前.npy"));
     }
@@ -148,6 +178,11 @@ mod tests {
         }
         assert_eq!(round_trip("/abs"), PathBuf::from("%2Fabs.npy"));
         assert_eq!(round_trip(".."), PathBuf::from("%2E%2E.npy"));
+        assert_eq!(
+            round_trip(".hidden/.x"),
+            PathBuf::from("%2Ehidden/%2Ex.npy")
+        );
+        assert_eq!(round_trip("a/.../b"), PathBuf::from("a/%2E../b.npy"));
     }
 
     #[test]
@@ -161,5 +196,13 @@ mod tests {
         assert_eq!(npz_member("/lead/x").unwrap(), "/lead/x.npy");
         assert!(npz_member("a\0b").is_err());
         assert!(npz_member("a\nb").is_err());
+    }
+
+    #[test]
+    fn shown_escapes_terminal_control_characters_like_json() {
+        assert_eq!(shown("plain/név"), "plain/név");
+        assert_eq!(shown("a\x1b]0;pwned\x07b"), "a\\u001b]0;pwned\\u0007b");
+        assert_eq!(shown("x\ny\\z\u{9b}"), "x\\ny\\\\z\\u009b");
+        assert!(!shown("\x1b[2J").chars().any(char::is_control));
     }
 }

@@ -1,0 +1,411 @@
+//! Remote inputs: `s3://`, `gs://`, `az://` (also `abfs[s]://`, `azure://`) and `http[s]://`
+//! URLs, read by ranged GETs through Apache Arrow's `object_store` crate on a small tokio
+//! runtime, so that every reader sees a remote object as one more kind of `FileRange`
+//! (`input.rs` owns that type and calls [`RemoteFile::read_at`]).
+//!
+//! Reads are bounded and fast: a cold read fetches a small range (64 KiB), sequential reads
+//! double the window up to 8 MiB and split it into several GETs in flight; at most 24 MiB of
+//! fetched segments are kept. So `list` of a large checkpoint fetches its index and headers,
+//! not its data. Every GET carries `If-Match` with the ETag of the first `HEAD`, so an object
+//! that changes between reads fails instead of mixing two versions. Transient failures are
+//! retried with backoff by object_store (a bounded number of times), then reported naming the
+//! object. Credentials and endpoints come from each cloud's standard environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP`, ...; `GOOGLE_*`; `AZURE_*`) and, for S3, the AWS CLI's
+//! `~/.aws/credentials` profile; no credential is ever printed (messages name the URL only,
+//! without any user-info part).
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig,
+};
+
+/// The first read of a cold position fetches this much.
+const MIN_WINDOW: u64 = 64 << 10;
+/// Sequential reads grow the window up to this.
+const MAX_WINDOW: u64 = 8 << 20;
+/// A window at least this large is split into parallel GETs of this size.
+const PART: u64 = 2 << 20;
+/// Fetched bytes kept for later reads.
+const CACHE_BYTES: usize = 24 << 20;
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| anyhow!("cannot start the I/O runtime for remote inputs: {e}"))
+}
+
+/// A URL for messages: no user-info (`https://user:secret@host/...`), no query string (which
+/// may hold a signature).
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(60),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    }
+}
+
+/// The store serving `url` (one per scheme and host, kept for sibling objects such as
+/// checkpoint shards) and the object's path in it.
+fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+    let parsed = url::Url::parse(url).with_context(|| format!("invalid URL {}", redact(url)))?;
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    let key = format!("{}://{}:{:?}", parsed.scheme(), host, parsed.port());
+    let path = ObjPath::from_url_path(parsed.path())
+        .with_context(|| format!("invalid object path in {}", redact(url)))?;
+    let mut stores = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = stores.get(&key) {
+        return Ok((s.clone(), path));
+    }
+    let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(&host)
+                .with_retry(retry());
+            for (k, v) in aws_profile() {
+                if std::env::var_os(k.to_ascii_uppercase()).is_none() {
+                    if let Ok(key) = k.parse() {
+                        b = b.with_config(key, v);
+                    }
+                }
+            }
+            Arc::new(b.build().context("cannot set up S3 access")?)
+        }
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&host)
+                .with_retry(retry())
+                .build()
+                .context("cannot set up Google Cloud Storage access")?,
+        ),
+        "az" | "abfs" | "abfss" | "azure" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .with_retry(retry())
+                .build()
+                .context("cannot set up Azure access")?,
+        ),
+        "http" | "https" => {
+            let origin = parsed.origin().ascii_serialization();
+            Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(origin)
+                    .with_client_options(ClientOptions::new().with_allow_http(true))
+                    .with_retry(retry())
+                    .build()
+                    .context("cannot set up HTTP access")?,
+            )
+        }
+        other => bail!("unsupported URL scheme {other}://"),
+    };
+    stores.insert(key, store.clone());
+    Ok((store, path))
+}
+
+/// `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` and `region` of the AWS
+/// CLI's profile (`AWS_PROFILE`, default `default`) in `AWS_SHARED_CREDENTIALS_FILE` or
+/// `~/.aws/credentials`, and `AWS_CONFIG_FILE` or `~/.aws/config`; environment variables win.
+fn aws_profile() -> Vec<(String, String)> {
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let home = std::env::var("HOME").unwrap_or_default();
+    let creds = std::env::var("AWS_SHARED_CREDENTIALS_FILE")
+        .unwrap_or_else(|_| format!("{home}/.aws/credentials"));
+    let config = std::env::var("AWS_CONFIG_FILE").unwrap_or_else(|_| format!("{home}/.aws/config"));
+    let mut out = Vec::new();
+    for (file, section) in [
+        (creds, profile.clone()),
+        (config, format!("profile {profile}")),
+        (String::new(), String::new()),
+    ] {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let mut inside = false;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                let name = name.trim();
+                inside = name == section || (section.starts_with("profile ") && name == profile);
+                continue;
+            }
+            if !inside {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                let k = k.trim().to_ascii_lowercase();
+                let k = if k == "region" {
+                    "aws_region".into()
+                } else {
+                    k
+                };
+                if matches!(
+                    &k[..],
+                    "aws_access_key_id"
+                        | "aws_secret_access_key"
+                        | "aws_session_token"
+                        | "aws_region"
+                ) {
+                    out.push((k, v.trim().to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn describe(e: object_store::Error, url: &str) -> anyhow::Error {
+    let url = redact(url);
+    match e {
+        object_store::Error::NotFound { .. } => anyhow!("{url}: no such object"),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            anyhow!("{url}: access denied (check the credentials in the environment)")
+        }
+        object_store::Error::Precondition { .. } => anyhow!(
+            "{url}: the object changed while it was being read (its ETag no longer matches); nothing was written"
+        ),
+        other => anyhow::Error::new(other).context(format!("{url}: remote read failed")),
+    }
+}
+
+/// One remote object, read at any offset.
+pub struct RemoteFile {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    size: u64,
+    e_tag: Option<String>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for RemoteFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteFile({}, {} bytes)", redact(&self.url), self.size)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Fetched segments, newest last: (start offset, bytes).
+    segments: VecDeque<(u64, bytes::Bytes)>,
+    cached: usize,
+    /// Where the last fetch ended, and the window it used.
+    last_end: u64,
+    window: u64,
+}
+
+impl RemoteFile {
+    /// Looks the object up (`HEAD`): its size and ETag.
+    pub fn open(url: &str) -> Result<RemoteFile> {
+        let (store, path) = store_for(url)?;
+        let meta = runtime()?
+            .block_on(store.head(&path))
+            .map_err(|e| describe(e, url))?;
+        Ok(RemoteFile {
+            url: url.to_string(),
+            store,
+            path,
+            size: meta.size,
+            e_tag: meta.e_tag,
+            state: Mutex::default(),
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Fills `buf` from `pos`; the caller has checked that the range lies inside the object.
+    pub fn read_at(&self, mut pos: u64, mut buf: &mut [u8]) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !buf.is_empty() {
+            if let Some(n) = copy_cached(&st.segments, pos, buf) {
+                pos += n as u64;
+                buf = &mut buf[n..];
+                continue;
+            }
+            let window = if pos == st.last_end && st.window > 0 {
+                (st.window * 2).min(MAX_WINDOW)
+            } else {
+                MIN_WINDOW
+            };
+            let want = window.max(buf.len() as u64).min(self.size - pos);
+            let parts = self.fetch(pos..pos + want)?;
+            st.window = window;
+            st.last_end = pos + want;
+            let mut at = pos;
+            for bytes in parts {
+                let n = bytes.len();
+                st.cached += n;
+                st.segments.push_back((at, bytes));
+                at += n as u64;
+            }
+            while st.cached > CACHE_BYTES && st.segments.len() > 1 {
+                if let Some((_, old)) = st.segments.pop_front() {
+                    st.cached -= old.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// GETs `range` as parts of at most `PART` bytes, all in flight at once.
+    fn fetch(&self, range: Range<u64>) -> Result<Vec<bytes::Bytes>> {
+        let mut ranges = Vec::new();
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + PART).min(range.end);
+            ranges.push(at..end);
+            at = end;
+        }
+        let rt = runtime()?;
+        let parts = rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, r) in ranges.iter().cloned().enumerate() {
+                let (store, path, e_tag) =
+                    (self.store.clone(), self.path.clone(), self.e_tag.clone());
+                set.spawn(async move {
+                    let opts = GetOptions {
+                        if_match: e_tag,
+                        range: Some(GetRange::Bounded(r)),
+                        ..Default::default()
+                    };
+                    let got = store.get_opts(&path, opts).await?;
+                    Ok::<_, object_store::Error>((i, got.bytes().await?))
+                });
+            }
+            let mut parts = vec![bytes::Bytes::new(); ranges.len()];
+            while let Some(res) = set.join_next().await {
+                let (i, b) = res
+                    .map_err(|e| anyhow!("a remote read task failed: {e}"))?
+                    .map_err(|e| describe(e, &self.url))?;
+                parts[i] = b;
+            }
+            Ok::<_, anyhow::Error>(parts)
+        })?;
+        for (r, p) in ranges.iter().zip(&parts) {
+            if p.len() as u64 != r.end - r.start {
+                bail!(
+                    "{}: the server returned {} bytes for a range of {} (bytes {}..{}); it may not support range requests",
+                    redact(&self.url),
+                    p.len(),
+                    r.end - r.start,
+                    r.start,
+                    r.end
+                );
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// Copies what the cached segments hold at `pos` into `buf`; the number of bytes copied.
+fn copy_cached(
+    segments: &VecDeque<(u64, bytes::Bytes)>,
+    pos: u64,
+    buf: &mut [u8],
+) -> Option<usize> {
+    segments.iter().rev().find_map(|(start, b)| {
+        let end = start + b.len() as u64;
+        (pos >= *start && pos < end).then(|| {
+            let from = (pos - start) as usize;
+            let n = buf.len().min(b.len() - from);
+            buf[..n].copy_from_slice(&b[from..from + n]);
+            n
+        })
+    })
+}
+
+/// True when the object exists.
+pub fn exists(url: &str) -> bool {
+    let Ok((store, path)) = store_for(url) else {
+        return false;
+    };
+    runtime().is_ok_and(|rt| rt.block_on(store.head(&path)).is_ok())
+}
+
+/// When the object was last modified (`Last-Modified` of a `HEAD`).
+pub fn modified(url: &str) -> Option<std::time::SystemTime> {
+    let (store, path) = store_for(url).ok()?;
+    let meta = runtime().ok()?.block_on(store.head(&path)).ok()?;
+    Some(meta.last_modified.into())
+}
+
+/// True when objects exist under `url/` (a "directory" of a bucket). HTTP servers cannot be
+/// listed: there, a directory is never recognised.
+pub fn is_dir(url: &str) -> bool {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return false;
+    }
+    let Ok((store, path)) = store_for(url) else {
+        return false;
+    };
+    let Ok(rt) = runtime() else { return false };
+    rt.block_on(store.list_with_delimiter(Some(&path)))
+        .is_ok_and(|l| !l.objects.is_empty() || !l.common_prefixes.is_empty())
+}
+
+/// The whole of a small object (a `checkpoint` state file), at most `limit` bytes.
+pub fn read_small(url: &str, limit: u64) -> Result<Vec<u8>> {
+    let f = RemoteFile::open(url)?;
+    if f.size > limit {
+        bail!("{}: {} bytes is larger than expected", redact(url), f.size);
+    }
+    let mut v = vec![0u8; f.size as usize];
+    f.read_at(0, &mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_recognised_and_redacted() {
+        use crate::input::url_of;
+        use std::path::Path;
+        assert!(url_of(Path::new("s3://bucket/key")).is_some());
+        assert!(url_of(Path::new("https://host/x.safetensors")).is_some());
+        assert!(url_of(Path::new("s3://")).is_none());
+        assert!(url_of(Path::new("model.safetensors")).is_none());
+        assert!(url_of(Path::new("file:///x")).is_none());
+        assert_eq!(
+            redact("https://user:secret@host/x?X-Amz-Signature=abc"),
+            "https://host/x"
+        );
+    }
+}

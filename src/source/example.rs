@@ -1,0 +1,508 @@
+//! TFRecord datasets of `tf.train.Example` and `tf.train.SequenceExample` records: one array per
+//! feature, as `tf.io.parse_example` / `parse_sequence_example` with a `RaggedFeature` per key
+//! would give them.
+//!
+//! Owns the dataset rule (see README "TFRecord datasets of tf.train.Example"): a feature with
+//! exactly one value in every record is `[N]`, the same k > 1 values in every record `[N, k]`,
+//! anything else ragged as `<key>/flat_values` + `<key>/row_splits_0`; a SequenceExample's
+//! feature lists are `<key>/flat_values` + `row_splits_0` (steps per record) + `row_splits_1`
+//! (values per step). Outputs are sorted by feature key (bytewise), then `flat_values`,
+//! `row_splits_0`, `row_splits_1`, so outputs are byte-identical whatever order TensorFlow
+//! serialized each map in.
+//!
+//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs) and
+//! `example_wire` (the protobuf walk). Two passes: `open` walks every record once, checking
+//! every CRC and every byte of protobuf, and keeps per-feature statistics only (type, counts,
+//! longest string); each output array is then streamed by walking the records again, so memory
+//! is bounded by the chunk size and the largest record, never by the number of records. The
+//! protobuf walk is hand-written on `wire`'s varints rather than prost-decoded, because decoding
+//! a message allocates every key and value list of every record, and the second pass only needs
+//! one feature's slice of each record.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use std::io::Read;
+
+pub use super::example_layout::RaggedChoice;
+use super::example_layout::{self as layout, Element, Output, Piece, Stats};
+use super::example_wire::{self, FType, Section, Value};
+use super::tfrecord_io::Records;
+use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
+use crate::dtype::DType;
+use crate::input::{self, Compression, FileRange};
+use crate::tensor::{ChunkSink, Source, TensorMeta};
+
+/// Command-line choices for Example datasets.
+#[derive(Clone, Debug, Default)]
+pub struct ExampleOptions {
+    /// Only these feature keys (all when empty).
+    pub features: Vec<String>,
+    /// Features written ragged even when every record has the same length.
+    pub force_ragged: Vec<String>,
+    /// Features written `[N, k]` (also for k = 1); an error when their lengths vary.
+    pub force_dense: Vec<String>,
+    /// `--ragged`, `--fill`, and whether this is for `list`.
+    pub ragged: RaggedChoice,
+}
+
+/// One input file of the dataset, already decompressed.
+pub struct Part {
+    pub display: String,
+    pub data: FileRange,
+}
+
+pub struct ExampleSource {
+    path: String,
+    files: Vec<PathBuf>,
+    parts: Vec<Part>,
+    features: Vec<Stats>,
+    outputs: Vec<Output>,
+    ragged: RaggedChoice,
+}
+
+pub static READER: Reader = Reader {
+    name: "example",
+    about: "TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature",
+    extensions: &[".tfrecord", ".tfrecords"],
+    sniff: sniff_input,
+    open: open_input,
+};
+
+/// True when the first record of a TFRecord stream (its first bytes in `head`) holds an Example
+/// or a SequenceExample rather than a serialized TensorProto, whose first field is always the
+/// `dtype` varint (key 0x08). Both Example messages start with a length-delimited field 1 or 2
+/// (keys 0x0a, 0x12); an empty record is an Example with no features.
+pub fn first_record_is_example(head: &[u8]) -> bool {
+    if head.len() < 12 || !tfrecord::sniff(head) {
+        return false;
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().unwrap());
+    len == 0 || (head.len() > 12 && matches!(head[12], 0x0a | 0x12))
+}
+
+/// A TFRecord (plain, or the start of a GZIP / ZLIB stream) whose first record is an Example;
+/// an empty `.tfrecord` file is a dataset of no records (what `TFRecordWriter` leaves when
+/// nothing is written).
+fn sniff_input(input: &Input) -> Sniff {
+    let Some(data) = &input.data else {
+        return Sniff::No;
+    };
+    if data.is_empty() {
+        return if input.has_extension(READER.extensions) {
+            Sniff::Maybe
+        } else {
+            Sniff::No
+        };
+    }
+    let head = match Compression::sniff(&input.head) {
+        Some(c) if !tfrecord::sniff(&input.head) => decompressed_prefix(&input.head, c),
+        _ => input.head.clone(),
+    };
+    if first_record_is_example(&head) {
+        Sniff::Yes
+    } else {
+        Sniff::No
+    }
+}
+
+/// The first bytes a compressed head decompresses to (as many as it yields, up to 16).
+fn decompressed_prefix(head: &[u8], c: Compression) -> Vec<u8> {
+    let mut reader: Box<dyn Read> = match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(head)),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(head)),
+    };
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    while n < out.len() {
+        match reader.read(&mut out[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    out[..n].to_vec()
+}
+
+/// The input's records, decompressed into a temporary file when the stream is compressed.
+fn part(input: &Input, opts: &OpenOptions) -> Result<Part> {
+    let data = input.data()?.clone();
+    let data = match Compression::sniff(&input.head) {
+        Some(c) if !tfrecord::sniff(&input.head) => {
+            match input::spool_decompressed(&data, c, opts.max_decompressed) {
+                Ok(file) => FileRange::whole(file)?,
+                Err(e) => return Err(e.context(damaged_record(&data, c, opts.max_decompressed))),
+            }
+        }
+        _ => data,
+    };
+    Ok(Part {
+        display: input.display.clone(),
+        data,
+    })
+}
+
+/// For a compressed stream that failed to decompress: which record the damage is in, found by
+/// decompressing again as far as the stream goes and checking the records that came out.
+fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
+    let reader = std::io::BufReader::new(input::RangeReader::new(data.clone()));
+    let mut decoder: Box<dyn Read> = match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(reader)),
+    };
+    let Ok(mut tmp) = tempfile::tempfile() else {
+        return format!("corrupt {} stream", c.name());
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    while total <= limit {
+        match decoder.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if std::io::Write::write_all(&mut tmp, &buf[..n]).is_err() {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+    }
+    let Ok(range) = FileRange::whole(tmp) else {
+        return format!("corrupt {} stream", c.name());
+    };
+    let mut records = Records::new(range, true);
+    let mut k = 0u64;
+    while let Ok(Some(_)) = records.next() {
+        k += 1;
+    }
+    format!("record {k} is damaged (the records before it decompress intact)")
+}
+
+fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let part = part(input, opts)?;
+    Ok(Box::new(ExampleSource::open(
+        &input.display,
+        input.files.clone(),
+        vec![part],
+        &opts.example,
+    )?))
+}
+
+/// `--concat`: several TFRecord files (shards) read as one dataset, records in input order.
+pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let mut parts = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        let input = super::probe(p).with_context(|| p.display().to_string())?;
+        parts.push(part(&input, opts).with_context(|| input.display.clone())?);
+        files.extend(input.files);
+    }
+    let display = match paths {
+        [one] => one.display().to_string(),
+        [first, rest @ ..] => format!("{} (+{} more)", first.display(), rest.len()),
+        [] => bail!("--concat needs at least one input"),
+    };
+    Ok(Box::new(
+        ExampleSource::open(&display, files, parts, &opts.example).context(display.clone())?,
+    ))
+}
+
+impl ExampleSource {
+    /// Pass 1: checks every record of every part and infers each feature's array layout.
+    pub fn open(
+        path: &str,
+        files: Vec<PathBuf>,
+        parts: Vec<Part>,
+        opts: &ExampleOptions,
+    ) -> Result<ExampleSource> {
+        // Feature slots by key: context features, feature lists.
+        let mut index: [HashMap<Vec<u8>, usize>; 2] = Default::default();
+        let mut features: Vec<Stats> = Vec::new();
+        let mut n: u64 = 0;
+        // One record's map entries as (section, key range, value range), reused.
+        let mut found: Vec<(Section, Range<usize>, Range<usize>)> = Vec::new();
+        let multi = parts.len() > 1;
+        for part in &parts {
+            let mut records = Records::new(part.data.clone(), true);
+            let mut local = 0u64;
+            while let Some((offset, rec)) = records.next().with_context(|| {
+                if multi {
+                    part.display.clone()
+                } else {
+                    "TFRecord framing".into()
+                }
+            })? {
+                let at = || {
+                    if multi {
+                        format!(
+                            "{}: record {local} (record {n} of the dataset) at byte offset {offset}",
+                            part.display
+                        )
+                    } else {
+                        format!("record {local} at byte offset {offset}")
+                    }
+                };
+                // `walk_record` hands out slices of `rec`; keep them as offsets.
+                let base = rec.as_ptr() as usize;
+                let range = |b: &[u8]| {
+                    let start = (b.as_ptr() as usize).saturating_sub(base);
+                    start..start + b.len()
+                };
+                found.clear();
+                example_wire::walk_record(rec, &mut |s, k, v| {
+                    found.push((s, range(k), range(v)));
+                    Ok(())
+                })
+                .with_context(|| format!("{}: malformed Example", at()))?;
+                // A repeated key keeps its last value, as protobuf maps (and TensorFlow) do.
+                found.sort_by(|a, b| (a.0, &rec[a.1.clone()]).cmp(&(b.0, &rec[b.1.clone()])));
+                for (i, (section, k, v)) in found.iter().enumerate() {
+                    let (key, value) = (&rec[k.clone()], &rec[v.clone()]);
+                    if found
+                        .get(i + 1)
+                        .is_some_and(|f| f.0 == *section && &rec[f.1.clone()] == key)
+                    {
+                        continue;
+                    }
+                    let list = *section == Section::Lists;
+                    let Ok(name) = std::str::from_utf8(key) else {
+                        bail!("{}: a feature key is not UTF-8 ({:?})", at(), key);
+                    };
+                    if !opts.features.is_empty() && !opts.features.iter().any(|f| f == name) {
+                        continue;
+                    }
+                    let slot = match index[list as usize].get(key) {
+                        Some(&s) => s,
+                        None => {
+                            index[list as usize].insert(key.to_vec(), features.len());
+                            features.push(Stats {
+                                key: name.to_string(),
+                                list,
+                                ..Stats::default()
+                            });
+                            features.len() - 1
+                        }
+                    };
+                    let st = &mut features[slot];
+                    let what = || format!("{}: feature '{name}'", at());
+                    let check = |ft: Option<FType>, st: &mut Stats| -> Result<()> {
+                        match (ft, st.ftype) {
+                            (Some(t), None) => st.ftype = Some((t, n)),
+                            (Some(t), Some((was, first))) if t != was => bail!(
+                                "{}: {} here, but {} in record {first} (the type of a feature cannot change between records)",
+                                what(),
+                                t.name(),
+                                was.name()
+                            ),
+                            _ => {}
+                        }
+                        Ok(())
+                    };
+                    let add = |c: example_wire::Count, st: &mut Stats| -> Result<()> {
+                        check(c.ftype, st)?;
+                        st.values += c.values;
+                        st.max_len = st.max_len.max(c.longest);
+                        st.bytes += c.bytes;
+                        Ok(())
+                    };
+                    let count = if list {
+                        let mut steps = 0u64;
+                        example_wire::each_step(value, &mut |step| {
+                            let c = example_wire::count(step)?;
+                            st.max_step = st.max_step.max(c.values);
+                            steps += 1;
+                            add(c, st)
+                        })
+                        .with_context(|| format!("{}: malformed feature list", what()))?;
+                        st.steps += steps;
+                        steps
+                    } else {
+                        let c = example_wire::count(value)
+                            .with_context(|| format!("{}: malformed feature", what()))?;
+                        add(c, st)?;
+                        c.values
+                    };
+                    st.max_row = st.max_row.max(count);
+                    st.present += 1;
+                    if st.contiguous == n {
+                        st.contiguous += 1;
+                    }
+                    match st.first_len {
+                        None => st.first_len = Some(count),
+                        Some(k) if k != count && st.differs_at.is_none() => {
+                            st.differs_at = Some((n, count))
+                        }
+                        _ => {}
+                    }
+                }
+                local += 1;
+                n += 1;
+            }
+        }
+        for f in opts.force_ragged.iter().chain(&opts.force_dense) {
+            if !features.iter().any(|s| &s.key == f) {
+                bail!("no feature '{f}' in the dataset");
+            }
+        }
+        if !opts.features.is_empty() {
+            for f in &opts.features {
+                if !features.iter().any(|s| &s.key == f) {
+                    bail!("--features names '{f}', which no record holds");
+                }
+            }
+        }
+        features.sort_by(|a, b| a.key.cmp(&b.key).then(a.list.cmp(&b.list)));
+        let outputs = layout::plan(
+            &features,
+            n,
+            &opts.force_dense,
+            &opts.force_ragged,
+            &opts.ragged,
+        )?;
+        Ok(ExampleSource {
+            path: path.to_string(),
+            files,
+            parts,
+            features,
+            outputs,
+            ragged: opts.ragged.clone(),
+        })
+    }
+
+    /// Pass 2: walks every record and hands each one's value of feature `f` (or `None`) to
+    /// `visit`.
+    fn walk(&self, f: usize, visit: &mut dyn FnMut(Option<&[u8]>) -> Result<()>) -> Result<()> {
+        let st = &self.features[f];
+        let section = if st.list {
+            Section::Lists
+        } else {
+            Section::Context
+        };
+        let key = st.key.as_bytes();
+        for part in &self.parts {
+            let mut records = Records::new(part.data.clone(), false);
+            let mut local = 0u64;
+            while let Some((offset, rec)) = records.next().with_context(|| part.display.clone())? {
+                let mut value: Option<&[u8]> = None;
+                example_wire::walk_record(rec, &mut |s, k, v| {
+                    if s == section && k == key {
+                        value = Some(v);
+                    }
+                    Ok(())
+                })
+                .and_then(|()| visit(value))
+                .with_context(|| {
+                    format!(
+                        "{}: record {local} at byte offset {offset}: feature '{}'",
+                        part.display, st.key
+                    )
+                })?;
+                local += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects fixed-size elements into chunks of at most `chunk` bytes for a sink.
+struct Chunker<'s, 'a> {
+    buf: Vec<u8>,
+    cap: usize,
+    sink: &'s mut ChunkSink<'a>,
+}
+
+impl<'s, 'a> Chunker<'s, 'a> {
+    fn new(chunk: usize, item: usize, sink: &'s mut ChunkSink<'a>) -> Self {
+        let cap = (chunk / item).max(1) * item;
+        Chunker {
+            buf: Vec::with_capacity(cap.min(1 << 20)),
+            cap,
+            sink,
+        }
+    }
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= self.cap {
+            (self.sink)(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+    fn finish(mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            (self.sink)(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl ExampleSource {
+    /// Streams every element of output `index`, walking all records once.
+    fn stream(&self, index: usize, emit: &mut dyn FnMut(Element) -> Result<()>) -> Result<()> {
+        let out = &self.outputs[index];
+        let st = &self.features[out.feature];
+        let expected = out.meta.num_elements()?;
+        let mut written = 0u64;
+        let mut total = 0i64;
+        if matches!(out.piece, Piece::Splits0 | Piece::Splits1) {
+            emit(Element::Split(0))?;
+            written += 1;
+        }
+        self.walk(out.feature, &mut |value| {
+            layout::elements(out, st, value, &mut total, &mut |e| {
+                written += 1;
+                emit(e)
+            })
+        })?;
+        if written != expected {
+            bail!(
+                "'{}' has {written} elements, {expected} were found when the file was opened (did it change?)",
+                out.meta.name
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Source for ExampleSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+    fn len(&self) -> usize {
+        self.outputs.len()
+    }
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.outputs[index].meta.clone())
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let meta = &self.outputs[index].meta;
+        let Some(item) = meta.dtype.item_size() else {
+            bail!("'{}' holds strings", meta.name);
+        };
+        let fill = layout::fill_bytes(meta.dtype, &self.ragged)?;
+        let mut chunker = Chunker::new(chunk, item, sink);
+        self.stream(index, &mut |e| match e {
+            Element::Value(Value::Float(x)) => chunker.push(&x.to_le_bytes()),
+            Element::Value(Value::Int64(x)) | Element::Split(x) => chunker.push(&x.to_le_bytes()),
+            Element::Value(Value::Bytes(_)) => bail!("a bytes value in a numeric feature"),
+            Element::Fill => chunker.push(&fill),
+        })?;
+        chunker.finish()
+    }
+
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let fill = layout::fill_bytes(DType::String, &self.ragged)?;
+        self.stream(index, &mut |e| match e {
+            Element::Value(Value::Bytes(b)) => sink(b),
+            Element::Fill => sink(&fill),
+            _ => bail!("a numeric value in a bytes feature"),
+        })
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+}

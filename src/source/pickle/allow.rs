@@ -1,0 +1,438 @@
+//! The allow-list of the restricted unpickler: the globals `torch.load(weights_only=True)`
+//! accepts (`torch/_weights_only_unpickler.py`, `_get_allowed_globals`), each resolved to a
+//! [`Global`], and what calling one builds: dicts for `OrderedDict`, bytes for
+//! `_codecs.encode`, tensor references for `torch._utils._rebuild_tensor_v2` and its
+//! relatives, storages for the `('storage', ...)` persistent ids. Nothing here runs code from
+//! the file; every other global is refused by name.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+use super::{set_items, tuple, Value};
+use crate::dtype::DType;
+
+/// A torch dtype: its name, the element type it maps to (`None` for the quantized and bit
+/// types, which have no NumPy form), and its size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TorchDType {
+    pub name: &'static str,
+    pub dtype: Option<DType>,
+    pub item_size: u64,
+}
+
+const fn td(name: &'static str, dtype: Option<DType>, item_size: u64) -> TorchDType {
+    TorchDType {
+        name,
+        dtype,
+        item_size,
+    }
+}
+
+/// Every dtype `torch.<name>` that the weights-only unpickler accepts.
+const DTYPES: &[TorchDType] = &[
+    td("float32", Some(DType::F32), 4),
+    td("float64", Some(DType::F64), 8),
+    td("float16", Some(DType::F16), 2),
+    td("bfloat16", Some(DType::BF16), 2),
+    td("complex32", None, 4),
+    td("complex64", Some(DType::C64), 8),
+    td("complex128", Some(DType::C128), 16),
+    td("uint8", Some(DType::U8), 1),
+    td("int8", Some(DType::I8), 1),
+    td("int16", Some(DType::I16), 2),
+    td("int32", Some(DType::I32), 4),
+    td("int64", Some(DType::I64), 8),
+    td("bool", Some(DType::Bool), 1),
+    td("uint16", Some(DType::U16), 2),
+    td("uint32", Some(DType::U32), 4),
+    td("uint64", Some(DType::U64), 8),
+    td("float8_e4m3fn", Some(DType::F8E4M3FN), 1),
+    td("float8_e5m2", Some(DType::F8E5M2), 1),
+    td("float8_e4m3fnuz", Some(DType::F8E4M3FNUZ), 1),
+    td("float8_e5m2fnuz", Some(DType::F8E5M2FNUZ), 1),
+    td("float8_e8m0fnu", Some(DType::F8E8M0FNU), 1),
+    td("float4_e2m1fn_x2", None, 1),
+    td("qint8", None, 1),
+    td("quint8", None, 1),
+    td("qint32", None, 4),
+    td("quint4x2", None, 1),
+    td("quint2x4", None, 1),
+    td("bits1x8", None, 1),
+    td("bits2x4", None, 1),
+    td("bits4x2", None, 1),
+    td("bits8", None, 1),
+    td("bits16", None, 2),
+    td("uint1", None, 1),
+    td("uint2", None, 1),
+    td("uint3", None, 1),
+    td("uint4", None, 1),
+    td("uint5", None, 1),
+    td("uint6", None, 1),
+    td("uint7", None, 1),
+    td("int1", None, 1),
+    td("int2", None, 1),
+    td("int3", None, 1),
+    td("int4", None, 1),
+    td("int5", None, 1),
+    td("int6", None, 1),
+    td("int7", None, 1),
+];
+
+/// The legacy storage classes (`torch.FloatStorage`, ...) and the dtype each holds.
+const STORAGES: &[(&str, &str)] = &[
+    ("FloatStorage", "float32"),
+    ("DoubleStorage", "float64"),
+    ("HalfStorage", "float16"),
+    ("BFloat16Storage", "bfloat16"),
+    ("LongStorage", "int64"),
+    ("IntStorage", "int32"),
+    ("ShortStorage", "int16"),
+    ("CharStorage", "int8"),
+    ("ByteStorage", "uint8"),
+    ("BoolStorage", "bool"),
+    ("ComplexFloatStorage", "complex64"),
+    ("ComplexDoubleStorage", "complex128"),
+    ("QUInt8Storage", "quint8"),
+    ("QInt8Storage", "qint8"),
+    ("QInt32Storage", "qint32"),
+    ("QUInt4x2Storage", "quint4x2"),
+    ("QUInt2x4Storage", "quint2x4"),
+    ("UntypedStorage", "uint8"),
+];
+
+const TENSOR_CLASSES: &[&str] = &[
+    "Tensor",
+    "FloatTensor",
+    "DoubleTensor",
+    "HalfTensor",
+    "BFloat16Tensor",
+    "LongTensor",
+    "IntTensor",
+    "ShortTensor",
+    "CharTensor",
+    "ByteTensor",
+    "BoolTensor",
+    "ComplexFloatTensor",
+    "ComplexDoubleTensor",
+];
+
+fn dtype_named(name: &str) -> Option<TorchDType> {
+    DTYPES.iter().copied().find(|d| d.name == name)
+}
+
+/// The tensor rebuild functions of `torch._utils` that are allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebuild {
+    TensorV1,
+    TensorV2,
+    TensorV3,
+    Parameter,
+    ParameterWithState,
+    FromCpuTensor,
+    FromTypeV2,
+    /// Allowed by torch, but not a dense tensor with a storage: quantized, sparse, meta,
+    /// wrapper subclasses, numpy-backed device tensors.
+    Unsupported(&'static str),
+}
+
+/// A global that the allow-list admits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Global {
+    OrderedDict,
+    Counter,
+    Parameter,
+    Size,
+    Device,
+    GetLayout,
+    CodecsEncode,
+    Bytearray,
+    Set,
+    Complex,
+    DType(TorchDType),
+    Storage(TorchDType),
+    TensorClass,
+    QScheme,
+    Rebuild(Rebuild),
+}
+
+/// Resolves `module.name` against the allow-list; anything else is refused by name.
+pub fn resolve_global(module: &str, name: &str) -> Result<Global> {
+    let module = match module {
+        "__builtin__" => "builtins",
+        m => m,
+    };
+    let g = match (module, name) {
+        ("collections", "OrderedDict") => Global::OrderedDict,
+        ("collections", "Counter") => Global::Counter,
+        ("torch.nn.parameter", "Parameter") => Global::Parameter,
+        ("torch.serialization", "_get_layout") => Global::GetLayout,
+        ("torch", "Size") => Global::Size,
+        ("torch", "device") => Global::Device,
+        ("_codecs", "encode") => Global::CodecsEncode,
+        ("builtins", "bytearray") => Global::Bytearray,
+        ("builtins", "set") => Global::Set,
+        ("builtins", "complex") => Global::Complex,
+        ("torch", "per_tensor_affine")
+        | ("torch", "per_tensor_symmetric")
+        | ("torch", "per_channel_affine")
+        | ("torch", "per_channel_symmetric")
+        | ("torch", "per_channel_affine_float_qparams") => Global::QScheme,
+        ("torch._tensor", "_rebuild_from_type_v2") => Global::Rebuild(Rebuild::FromTypeV2),
+        ("torch._utils", f) => Global::Rebuild(match f {
+            "_rebuild_tensor" => Rebuild::TensorV1,
+            "_rebuild_tensor_v2" => Rebuild::TensorV2,
+            "_rebuild_tensor_v3" => Rebuild::TensorV3,
+            "_rebuild_parameter" => Rebuild::Parameter,
+            "_rebuild_parameter_with_state" => Rebuild::ParameterWithState,
+            "_rebuild_device_tensor_from_cpu_tensor" => Rebuild::FromCpuTensor,
+            "_rebuild_qtensor" => Rebuild::Unsupported("a quantized tensor"),
+            "_rebuild_sparse_tensor" => Rebuild::Unsupported("a sparse tensor"),
+            "_rebuild_meta_tensor_no_storage" => Rebuild::Unsupported("a meta tensor"),
+            "_rebuild_wrapper_subclass" => Rebuild::Unsupported("a tensor subclass"),
+            "_rebuild_device_tensor_from_numpy" => Rebuild::Unsupported("a device tensor"),
+            _ => return refuse(module, name),
+        }),
+        ("torch" | "torch.cuda", n) if STORAGES.iter().any(|(s, _)| *s == n) => {
+            let (_, d) = STORAGES.iter().find(|(s, _)| *s == n).expect("listed");
+            Global::Storage(dtype_named(d).expect("listed dtype"))
+        }
+        ("torch.storage", "UntypedStorage") => {
+            Global::Storage(dtype_named("uint8").expect("listed"))
+        }
+        ("torch" | "torch.cuda", n) if TENSOR_CLASSES.contains(&n) => Global::TensorClass,
+        ("torch", n) => match dtype_named(n) {
+            Some(d) => Global::DType(d),
+            None => return refuse(module, name),
+        },
+        _ => return refuse(module, name),
+    };
+    Ok(g)
+}
+
+fn refuse<T>(module: &str, name: &str) -> Result<T> {
+    bail!(
+        "the pickle calls the global {module}.{name}, which torch.load(weights_only=True) does not allow; nothing was executed"
+    )
+}
+
+/// A storage as the persistent id names it: `('storage', storage_type, key, location, numel)`,
+/// plus `view_metadata` `(view_key, offset, size)` in the legacy format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    pub dtype: TorchDType,
+    pub key: String,
+    pub numel: u64,
+    /// Legacy storage views: element offset and length within the root storage.
+    pub view: Option<(u64, u64)>,
+}
+
+/// A dense tensor: a view of a storage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    pub storage: Rc<StorageRef>,
+    pub dtype: TorchDType,
+    pub offset: u64,
+    pub size: Vec<u64>,
+    pub stride: Vec<u64>,
+}
+
+pub(super) fn global_of(v: &Value) -> Result<&Global> {
+    match v {
+        Value::Global(g) => Ok(g),
+        v => bail!("cannot call a {} (only allowed globals)", v.type_name()),
+    }
+}
+
+/// What calling an allowed global (REDUCE) builds.
+pub(super) fn call(func: &Value, args: Vec<Value>) -> Result<Value> {
+    let g = global_of(func)?;
+    Ok(match g {
+        Global::OrderedDict | Global::Counter => {
+            let d = Value::Dict(Default::default());
+            if let Some(init) = args.first() {
+                let mut flat = Vec::new();
+                for pair in init.items("the OrderedDict argument")? {
+                    let kv = pair.items("an OrderedDict item")?;
+                    if kv.len() != 2 {
+                        bail!("an OrderedDict item is not a pair");
+                    }
+                    flat.extend(kv);
+                }
+                set_items(&d, flat)?;
+            }
+            d
+        }
+        Global::Set => match args.first() {
+            Some(v) => Value::List(Rc::new(RefCell::new(v.items("the set argument")?))),
+            None => Value::List(Default::default()),
+        },
+        Global::Size => match args.first() {
+            Some(v) => tuple(v.items("the torch.Size argument")?),
+            None => tuple(Vec::new()),
+        },
+        Global::CodecsEncode | Global::Bytearray => match args.first() {
+            None => Value::Bytes(Rc::from(&[][..])),
+            Some(Value::Bytes(b)) => Value::Bytes(b.clone()),
+            Some(Value::Str(s)) => {
+                let enc = args.get(1).and_then(Value::as_str).unwrap_or_default();
+                match enc.as_str() {
+                    "latin1" | "latin-1" | "iso-8859-1" => {
+                        let mut out = Vec::with_capacity(s.len());
+                        for c in s.chars() {
+                            let c = u32::from(c);
+                            if c > 255 {
+                                bail!("a latin1 string holds a character above 255");
+                            }
+                            out.push(c as u8);
+                        }
+                        Value::Bytes(out.into())
+                    }
+                    _ => Value::Bytes(s.as_bytes().into()),
+                }
+            }
+            Some(v) => bail!("cannot make bytes from a {}", v.type_name()),
+        },
+        Global::Complex => Value::Object("complex"),
+        Global::Device => Value::Object("torch.device"),
+        Global::GetLayout => Value::Object("torch.layout"),
+        Global::Parameter => new_object(func, args)?,
+        Global::Rebuild(r) => rebuild(*r, args)?,
+        Global::DType(_) | Global::Storage(_) | Global::TensorClass | Global::QScheme => {
+            bail!("calling a torch type or dtype is not allowed in a weights-only pickle")
+        }
+    })
+}
+
+/// What NEWOBJ of an allowed class builds.
+pub(super) fn new_object(cls: &Value, args: Vec<Value>) -> Result<Value> {
+    match global_of(cls)? {
+        // Parameter(data, requires_grad) is its data.
+        Global::Parameter => match args.into_iter().next() {
+            Some(t @ (Value::Tensor(_) | Value::Unsupported(_))) => Ok(t),
+            Some(v) => bail!("a Parameter of a {}", v.type_name()),
+            None => Ok(Value::Object("empty Parameter")),
+        },
+        Global::OrderedDict | Global::Counter => Ok(Value::Dict(Default::default())),
+        Global::Set => Ok(Value::List(Default::default())),
+        _ => Ok(Value::Object("object")),
+    }
+}
+
+fn arg<'a>(args: &'a [Value], i: usize, what: &str) -> Result<&'a Value> {
+    args.get(i)
+        .with_context(|| format!("{what}: argument {i} is missing"))
+}
+
+fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
+    let what = "a tensor rebuild call";
+    match r {
+        Rebuild::TensorV1 | Rebuild::TensorV2 | Rebuild::TensorV3 => {
+            let storage = match arg(&args, 0, what)? {
+                Value::Storage(s) => s.clone(),
+                v => bail!("{what}: the storage is a {}", v.type_name()),
+            };
+            let dtype = if r == Rebuild::TensorV3 {
+                match arg(&args, 6, what)? {
+                    Value::Global(g) => match &**g {
+                        Global::DType(d) => *d,
+                        _ => bail!("{what}: argument 6 is not a dtype"),
+                    },
+                    v => bail!("{what}: the dtype is a {}", v.type_name()),
+                }
+            } else {
+                storage.dtype
+            };
+            let offset = arg(&args, 1, what)?.as_u64("the storage offset")?;
+            let size = arg(&args, 2, what)?
+                .items("the size")?
+                .iter()
+                .map(|v| v.as_u64("a size"))
+                .collect::<Result<Vec<_>>>()?;
+            let stride = arg(&args, 3, what)?
+                .items("the stride")?
+                .iter()
+                .map(|v| v.as_u64("a stride"))
+                .collect::<Result<Vec<_>>>()?;
+            if size.len() != stride.len() {
+                bail!(
+                    "{what}: the size has {} dimensions but the stride {}",
+                    size.len(),
+                    stride.len()
+                );
+            }
+            Ok(Value::Tensor(Rc::new(TensorRef {
+                storage,
+                dtype,
+                offset,
+                size,
+                stride,
+            })))
+        }
+        Rebuild::Parameter | Rebuild::ParameterWithState | Rebuild::FromCpuTensor => {
+            match arg(&args, 0, what)? {
+                t @ (Value::Tensor(_) | Value::Unsupported(_)) => Ok(t.clone()),
+                v => bail!("{what}: the data is a {}", v.type_name()),
+            }
+        }
+        Rebuild::FromTypeV2 => {
+            // _rebuild_from_type_v2(func, new_type, args, state) = func(*args), retyped.
+            let func = arg(&args, 0, what)?;
+            let inner = arg(&args, 2, what)?.items("the arguments")?;
+            match global_of(func)? {
+                Global::Rebuild(r) if *r != Rebuild::FromTypeV2 => rebuild(*r, inner),
+                _ => bail!("{what}: _rebuild_from_type_v2 of something that is not a tensor rebuild function"),
+            }
+        }
+        Rebuild::Unsupported(kind) => Ok(Value::Unsupported(kind)),
+    }
+}
+
+/// `persistent_load`: only `('storage', storage_type, key, location, numel)` (and the legacy
+/// form with a sixth `view_metadata` item) is accepted.
+pub(super) fn persistent_load(pid: &Value) -> Result<Value> {
+    let Value::Tuple(items) = pid else {
+        bail!(
+            "a persistent id must be a storage tuple, not a {}",
+            pid.type_name()
+        );
+    };
+    if items.first().and_then(Value::as_str).as_deref() != Some("storage") {
+        bail!("only persistent ids of storages are allowed");
+    }
+    if items.len() != 5 && items.len() != 6 {
+        bail!(
+            "a storage persistent id has {} items, not 5 or 6",
+            items.len()
+        );
+    }
+    let dtype = match &items[1] {
+        Value::Global(g) => match &**g {
+            Global::Storage(d) => *d,
+            _ => bail!("the storage type is not a storage class"),
+        },
+        v => bail!("the storage type is a {}", v.type_name()),
+    };
+    let key = match &items[2] {
+        Value::Int(i) => i.to_string(),
+        v => v.as_str().context("the storage key is not a string")?,
+    };
+    let numel = items[4].as_u64("the storage size")?;
+    let view = match items.get(5) {
+        None | Some(Value::None) => None,
+        Some(v) => {
+            let t = v.items("the storage view")?;
+            if t.len() != 3 {
+                bail!("a storage view has {} items, not 3", t.len());
+            }
+            Some((t[1].as_u64("a view offset")?, t[2].as_u64("a view size")?))
+        }
+    };
+    Ok(Value::Storage(Rc::new(StorageRef {
+        dtype,
+        key,
+        numel,
+        view,
+    })))
+}

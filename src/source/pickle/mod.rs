@@ -1,0 +1,716 @@
+//! A restricted unpickler for PyTorch checkpoints: it turns a pickle stream into a tree of plain
+//! values (dicts, lists, tuples, numbers, strings) and tensor references (a storage key, an
+//! offset, a size and a stride), for `torch.rs` to name and read.
+//!
+//! Written by hand, not taken from a crate, because it must do less than a general unpickler,
+//! not more: nothing in the stream is ever executed or imported. Every `GLOBAL` /
+//! `STACK_GLOBAL` is looked up in the allow-list that `torch.load(weights_only=True)` uses
+//! (`torch/_weights_only_unpickler.py`: `collections.OrderedDict`, `torch._utils._rebuild_*`,
+//! the storage and dtype classes, `torch.Size`, `torch.device`, `_codecs.encode`, ...) and any
+//! other global (`posix.system`, `builtins.eval`) is refused by name. The allowed callables are
+//! interpreted here, one by one, as the values they would build; the pickle crates on crates.io
+//! either resolve globals into arbitrary values without such a list or need serde types shaped
+//! like the data, neither of which fits. Opcodes of protocols 2 to 5 are read (the out-of-band
+//! buffers of protocol 5 and the extension registry are refused).
+//!
+//! Bounds: every length is checked against the bytes actually present (reads grow with the
+//! data, never with a declared size), and values are dropped iteratively, so a deeply nested
+//! stream cannot overflow the stack.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+mod allow;
+
+use allow::{call, new_object, persistent_load};
+pub use allow::{resolve_global, Global, Rebuild, StorageRef, TensorRef, TorchDType};
+
+pub type Shared<T> = Rc<RefCell<T>>;
+
+/// A value built by the unpickler.
+#[derive(Clone, Debug, Default)]
+pub enum Value {
+    #[default]
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer beyond 64 bits (kept only as a non-tensor leaf).
+    BigInt,
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    List(Shared<Vec<Value>>),
+    Tuple(Rc<Vec<Value>>),
+    Dict(Shared<Vec<(Value, Value)>>),
+    Global(Rc<Global>),
+    Storage(Rc<StorageRef>),
+    Tensor(Rc<TensorRef>),
+    /// A tensor that cannot be converted, and why.
+    Unsupported(&'static str),
+    /// An allowed object that is not data (a device, a layout, a complex number...).
+    Object(&'static str),
+}
+
+impl Drop for Value {
+    fn drop(&mut self) {
+        // Move the children of uniquely held containers onto a work list, so that dropping a
+        // deeply nested value never recurses.
+        let mut work: Vec<Value> = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
+fn take_children(v: &mut Value, work: &mut Vec<Value>) {
+    match v {
+        Value::List(l) => {
+            if let Some(cell) = Rc::get_mut(l) {
+                work.append(cell.get_mut());
+            }
+        }
+        Value::Tuple(t) => {
+            if let Some(items) = Rc::get_mut(t) {
+                work.append(items);
+            }
+        }
+        Value::Dict(d) => {
+            if let Some(cell) = Rc::get_mut(d) {
+                for (k, v) in cell.get_mut().drain(..) {
+                    work.push(k);
+                    work.push(v);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) | Value::Unsupported(_) => "tensor",
+            Value::Object(o) => o,
+        }
+    }
+
+    fn as_str(&self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s.to_string()),
+            Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    fn as_u64(&self, what: &str) -> Result<u64> {
+        match self {
+            Value::Int(i) if *i >= 0 => Ok(*i as u64),
+            Value::Bool(b) => Ok(*b as u64),
+            v => bail!(
+                "{what} must be a non-negative integer, not {}",
+                v.type_name()
+            ),
+        }
+    }
+
+    /// The items of a tuple or list (a clone of the handles, not of the data).
+    fn items(&self, what: &str) -> Result<Vec<Value>> {
+        match self {
+            Value::Tuple(t) => Ok(t.to_vec()),
+            Value::List(l) => Ok(l.borrow().clone()),
+            v => bail!("{what} must be a tuple, not {}", v.type_name()),
+        }
+    }
+}
+
+/// Tuple of values.
+pub(super) fn tuple(items: Vec<Value>) -> Value {
+    Value::Tuple(Rc::new(items))
+}
+
+// Opcodes (Python's pickle.py).
+mod op {
+    pub const MARK: u8 = b'(';
+    pub const STOP: u8 = b'.';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const NONE: u8 = b'N';
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const BINSTRING: u8 = b'T';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const BINUNICODE: u8 = b'X';
+    pub const APPEND: u8 = b'a';
+    pub const BUILD: u8 = b'b';
+    pub const GLOBAL: u8 = b'c';
+    pub const DICT: u8 = b'd';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const APPENDS: u8 = b'e';
+    pub const GET: u8 = b'g';
+    pub const BINGET: u8 = b'h';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LIST: u8 = b'l';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const PUT: u8 = b'p';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const SETITEM: u8 = b's';
+    pub const TUPLE: u8 = b't';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINFLOAT: u8 = b'G';
+    pub const PROTO: u8 = 0x80;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG4: u8 = 0x8b;
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const MEMOIZE: u8 = 0x94;
+    pub const FRAME: u8 = 0x95;
+    pub const BYTEARRAY8: u8 = 0x96;
+}
+
+/// The longest string or bytes object accepted: state dicts hold names, not data (a legacy
+/// file's storages follow the pickle).
+const MAX_ITEM: u64 = 1 << 30;
+
+/// What one pickle holds.
+pub struct Loaded {
+    pub value: Value,
+    /// The bytes the pickle took, up to and including its STOP.
+    pub consumed: u64,
+    /// Every storage its persistent ids named, in order.
+    pub storages: Vec<Rc<StorageRef>>,
+}
+
+/// Reads one pickle from `input`.
+pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
+    let mut u = Unpickler {
+        input,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        storages: Vec::new(),
+    };
+    let value = u.run()?;
+    Ok(Loaded {
+        value,
+        consumed: u.pos,
+        storages: std::mem::take(&mut u.storages),
+    })
+}
+
+/// Reads one pickle from a byte slice.
+pub fn load_slice(mut bytes: &[u8]) -> Result<Value> {
+    Ok(load(&mut bytes)?.value)
+}
+
+struct Unpickler<'a> {
+    input: &'a mut dyn BufRead,
+    pos: u64,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Value>,
+    storages: Vec<Rc<StorageRef>>,
+}
+
+impl Unpickler<'_> {
+    fn run(&mut self) -> Result<Value> {
+        loop {
+            let at = self.pos;
+            let code = self.byte()?;
+            self.step(code)
+                .with_context(|| format!("pickle opcode 0x{code:02x} at byte {at}"))?;
+            if code == op::STOP {
+                return self.pop();
+            }
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        Ok(self.bytes(1)?[0])
+    }
+
+    fn bytes(&mut self, n: u64) -> Result<Vec<u8>> {
+        if n > MAX_ITEM {
+            bail!("a pickled string or bytes object of {n} bytes is larger than the {MAX_ITEM} allowed");
+        }
+        let mut v = Vec::new();
+        (&mut self.input)
+            .take(n)
+            .read_to_end(&mut v)
+            .context("read error in the pickle")?;
+        self.pos += v.len() as u64;
+        if (v.len() as u64) < n {
+            bail!("the pickle ends early (truncated input)");
+        }
+        Ok(v)
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let v = self.bytes(N as u64)?;
+        Ok(v.try_into().expect("length checked"))
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let mut v = Vec::new();
+        (&mut self.input)
+            .take(1 << 16)
+            .read_until(b'\n', &mut v)
+            .context("read error in the pickle")?;
+        self.pos += v.len() as u64;
+        if v.pop() != Some(b'\n') {
+            bail!("the pickle ends early (truncated input) or has an overlong line");
+        }
+        String::from_utf8(v).context("a GLOBAL name is not UTF-8")
+    }
+
+    fn push(&mut self, v: Value) {
+        self.stack.push(v);
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            bail!("stack underflow (corrupt pickle)");
+        }
+        Ok(self.stack.pop().expect("checked"))
+    }
+
+    fn top(&mut self) -> Result<&mut Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            bail!("stack underflow (corrupt pickle)");
+        }
+        Ok(self.stack.last_mut().expect("checked"))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let Some(m) = self.marks.pop() else {
+            bail!("no MARK on the stack (corrupt pickle)");
+        };
+        Ok(self.stack.split_off(m))
+    }
+
+    fn u32_len(&mut self) -> Result<u64> {
+        Ok(u32::from_le_bytes(self.fixed()?) as u64)
+    }
+
+    fn u64_len(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.fixed()?))
+    }
+
+    fn string(&mut self, n: u64) -> Result<Value> {
+        let b = self.bytes(n)?;
+        let s = String::from_utf8(b).context("a string is not valid UTF-8")?;
+        Ok(Value::Str(s.into()))
+    }
+
+    fn memo_get(&mut self, key: u64) -> Result<()> {
+        match self.memo.get(&key) {
+            Some(v) => {
+                let v = v.clone();
+                self.push(v);
+                Ok(())
+            }
+            None => bail!("memo entry {key} is read before it is written (corrupt pickle)"),
+        }
+    }
+
+    fn memo_put(&mut self, key: u64) -> Result<()> {
+        let v = self.top()?.clone();
+        self.memo.insert(key, v);
+        Ok(())
+    }
+
+    fn step(&mut self, code: u8) -> Result<()> {
+        match code {
+            op::PROTO => {
+                let p = self.byte()?;
+                if p > 5 {
+                    bail!("pickle protocol {p} is newer than 5");
+                }
+            }
+            op::FRAME => {
+                self.fixed::<8>()?;
+            }
+            op::STOP => {}
+            op::MARK => self.marks.push(self.stack.len()),
+            op::POP => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.pop_mark()?;
+                } else {
+                    self.pop()?;
+                }
+            }
+            op::POP_MARK => {
+                self.pop_mark()?;
+            }
+            op::DUP => {
+                let v = self.top()?.clone();
+                self.push(v);
+            }
+            op::NONE => self.push(Value::None),
+            op::NEWTRUE => self.push(Value::Bool(true)),
+            op::NEWFALSE => self.push(Value::Bool(false)),
+            op::BININT => {
+                let v = i32::from_le_bytes(self.fixed()?);
+                self.push(Value::Int(v as i64));
+            }
+            op::BININT1 => {
+                let v = self.byte()?;
+                self.push(Value::Int(v as i64));
+            }
+            op::BININT2 => {
+                let v = u16::from_le_bytes(self.fixed()?);
+                self.push(Value::Int(v as i64));
+            }
+            op::LONG1 => {
+                let n = self.byte()? as u64;
+                let b = self.bytes(n)?;
+                self.push(long(&b));
+            }
+            op::LONG4 => {
+                let n = i32::from_le_bytes(self.fixed()?);
+                if n < 0 {
+                    bail!("negative LONG4 length");
+                }
+                let b = self.bytes(n as u64)?;
+                self.push(long(&b));
+            }
+            op::BINFLOAT => {
+                let v = f64::from_be_bytes(self.fixed()?);
+                self.push(Value::Float(v));
+            }
+            op::BINUNICODE => {
+                let n = self.u32_len()?;
+                let s = self.string(n)?;
+                self.push(s);
+            }
+            op::SHORT_BINUNICODE => {
+                let n = self.byte()? as u64;
+                let s = self.string(n)?;
+                self.push(s);
+            }
+            op::BINUNICODE8 => {
+                let n = self.u64_len()?;
+                let s = self.string(n)?;
+                self.push(s);
+            }
+            op::SHORT_BINSTRING => {
+                let n = self.byte()? as u64;
+                let b = self.bytes(n)?;
+                self.push(Value::Bytes(b.into()));
+            }
+            op::BINSTRING => {
+                let n = i32::from_le_bytes(self.fixed()?);
+                if n < 0 {
+                    bail!("negative BINSTRING length");
+                }
+                let b = self.bytes(n as u64)?;
+                self.push(Value::Bytes(b.into()));
+            }
+            op::SHORT_BINBYTES => {
+                let n = self.byte()? as u64;
+                let b = self.bytes(n)?;
+                self.push(Value::Bytes(b.into()));
+            }
+            op::BINBYTES => {
+                let n = self.u32_len()?;
+                let b = self.bytes(n)?;
+                self.push(Value::Bytes(b.into()));
+            }
+            op::BINBYTES8 | op::BYTEARRAY8 => {
+                let n = self.u64_len()?;
+                let b = self.bytes(n)?;
+                self.push(Value::Bytes(b.into()));
+            }
+            op::EMPTY_LIST => self.push(Value::List(Default::default())),
+            op::EMPTY_DICT => self.push(Value::Dict(Default::default())),
+            op::EMPTY_SET => self.push(Value::List(Default::default())),
+            op::EMPTY_TUPLE => self.push(tuple(Vec::new())),
+            op::LIST => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(Rc::new(RefCell::new(items))));
+            }
+            op::TUPLE | op::FROZENSET => {
+                let items = self.pop_mark()?;
+                self.push(tuple(items));
+            }
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                let n = (code - op::TUPLE1 + 1) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(tuple(items));
+            }
+            op::DICT => {
+                let items = self.pop_mark()?;
+                let d = Value::Dict(Default::default());
+                set_items(&d, items)?;
+                self.push(d);
+            }
+            op::APPEND => {
+                let v = self.pop()?;
+                append(self.top()?, vec![v])?;
+            }
+            op::APPENDS | op::ADDITEMS => {
+                let items = self.pop_mark()?;
+                append(self.top()?, items)?;
+            }
+            op::SETITEM => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                set_items(self.top()?, vec![k, v])?;
+            }
+            op::SETITEMS => {
+                let items = self.pop_mark()?;
+                set_items(self.top()?, items)?;
+            }
+            op::GET => {
+                let l = self.line()?;
+                let k = l.trim().parse().context("bad GET index")?;
+                self.memo_get(k)?;
+            }
+            op::BINGET => {
+                let k = self.byte()? as u64;
+                self.memo_get(k)?;
+            }
+            op::LONG_BINGET => {
+                let k = self.u32_len()?;
+                self.memo_get(k)?;
+            }
+            op::PUT => {
+                let l = self.line()?;
+                let k = l.trim().parse().context("bad PUT index")?;
+                self.memo_put(k)?;
+            }
+            op::BINPUT => {
+                let k = self.byte()? as u64;
+                self.memo_put(k)?;
+            }
+            op::LONG_BINPUT => {
+                let k = self.u32_len()?;
+                self.memo_put(k)?;
+            }
+            op::MEMOIZE => {
+                let k = self.memo.len() as u64;
+                self.memo_put(k)?;
+            }
+            op::GLOBAL => {
+                let module = self.line()?;
+                let name = self.line()?;
+                let g = resolve_global(&module, &name)?;
+                self.push(Value::Global(Rc::new(g)));
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
+                    bail!("STACK_GLOBAL needs two strings");
+                };
+                let g = resolve_global(module, name)?;
+                self.push(Value::Global(Rc::new(g)));
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                let args = args.items("REDUCE arguments")?;
+                let v = call(&func, args)?;
+                self.push(v);
+            }
+            op::NEWOBJ => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = new_object(&cls, args.items("NEWOBJ arguments")?)?;
+                self.push(v);
+            }
+            op::NEWOBJ_EX => {
+                let _kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = new_object(&cls, args.items("NEWOBJ_EX arguments")?)?;
+                self.push(v);
+            }
+            op::BUILD => {
+                let _state = self.pop()?;
+                match self.top()? {
+                    // OrderedDict attributes (`_metadata`) and the state of opaque objects
+                    // carry no tensor data.
+                    Value::Dict(_) | Value::Object(_) | Value::Unsupported(_) => {}
+                    Value::Tensor(_) => bail!("BUILD on a tensor (the legacy set_ form) is not supported"),
+                    v => bail!("BUILD on a {} is not allowed", v.type_name()),
+                }
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                let v = persistent_load(&pid)?;
+                if let Value::Storage(s) = &v {
+                    self.storages.push(s.clone());
+                }
+                self.push(v);
+            }
+            other => bail!(
+                "opcode 0x{other:02x} is not allowed in a weights-only pickle (or is not a pickle opcode)"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// A little-endian two's-complement integer (LONG1 / LONG4).
+fn long(b: &[u8]) -> Value {
+    if b.len() > 8 {
+        let sign = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+        if b[8..].iter().all(|&x| x == sign) && (b[7] & 0x80 == sign & 0x80) {
+            return long(&b[..8]);
+        }
+        return Value::BigInt;
+    }
+    if b.is_empty() {
+        return Value::Int(0);
+    }
+    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 8];
+    buf[..b.len()].copy_from_slice(b);
+    Value::Int(i64::from_le_bytes(buf))
+}
+
+fn append(target: &mut Value, items: Vec<Value>) -> Result<()> {
+    match target {
+        Value::List(l) => {
+            l.borrow_mut().extend(items);
+            Ok(())
+        }
+        v => bail!("can only append to lists, not to a {}", v.type_name()),
+    }
+}
+
+pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
+    let Value::Dict(d) = target else {
+        bail!(
+            "can only set items of a dict, not of a {}",
+            target.type_name()
+        );
+    };
+    if !items.len().is_multiple_of(2) {
+        bail!("an odd number of items for a dict");
+    }
+    // Repeated keys are resolved when the tree is named (the last value wins, as in Python);
+    // looking each key up here would cost quadratic time on large state dicts.
+    let mut d = d.borrow_mut();
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        d.push((k, v));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    #[test]
+    fn refuses_os_system_by_name() {
+        // protocol 2: GLOBAL posix system, a string, TUPLE1, REDUCE, STOP
+        let p = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echoq\x00\x85R.";
+        let e = format!("{:#}", load_slice(p).unwrap_err());
+        assert!(e.contains("posix.system"), "{e}");
+        let p = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93.";
+        let e = format!("{:#}", load_slice(p).unwrap_err());
+        assert!(e.contains("builtins.eval"), "{e}");
+    }
+
+    #[test]
+    fn builds_dicts_lists_and_numbers() {
+        // {'a': [1, -2, 300, 2**40], 'b': 1.5} at protocol 2
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffM,\x01\x8a\x06\x00\x00\x00\x00\x00\x01eX\x01\x00\x00\x00bq\x03G?\xf8\x00\x00\x00\x00\x00\x00u.";
+        let v = load_slice(p).unwrap();
+        let Value::Dict(d) = &v else { panic!() };
+        let d = d.borrow();
+        assert_eq!(d.len(), 2);
+        let Value::List(l) = &d[0].1 else { panic!() };
+        let got: Vec<i64> = l
+            .borrow()
+            .iter()
+            .map(|v| match v {
+                Value::Int(i) => *i,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(got, vec![1, -2, 300, 1 << 40]);
+        assert!(matches!(d[1].1, Value::Float(f) if f == 1.5));
+    }
+
+    #[test]
+    fn truncation_and_bad_memo_are_errors() {
+        assert!(load_slice(b"\x80\x02X\xff\xff\xff\x7fab").is_err());
+        assert!(load_slice(b"\x80\x02h\x05.").is_err());
+        assert!(load_slice(b"\x80\x02.").is_err());
+        assert!(load_slice(b"\x80\x09N.").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_drops_without_recursion() {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', 200_000));
+        p.extend(std::iter::repeat_n(b'a', 199_999));
+        p.push(b'.');
+        assert!(load_slice(&p).is_ok());
+    }
+
+    #[test]
+    fn rebuilds_a_tensor_from_a_storage() {
+        // _rebuild_tensor_v2(('storage', FloatStorage, '0', 'cpu', 6), 1, (2, 2), (3, 1), False, OrderedDict())
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        p.extend(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x06tQ");
+        p.extend(b"K\x01K\x02K\x02\x86K\x03K\x01\x86\x89ccollections\nOrderedDict\n)RtR.");
+        let Value::Tensor(ref t) = load_slice(&p).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.storage.key, "0");
+        assert_eq!(t.storage.numel, 6);
+        assert_eq!(t.dtype.dtype, Some(DType::F32));
+        assert_eq!(
+            (t.offset, &t.size[..], &t.stride[..]),
+            (1, &[2, 2][..], &[3, 1][..])
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The two containers `torch.save` writes: the zip archive (`<root>/data.pkl`, `<root>/data/<key>`,
+//! `<root>/byteorder`; the root folder is named after the first member, as torch's own reader
+//! does) and the legacy pickle stream (magic number, protocol version, sys_info, the data
+//! pickle, the storage keys, then each storage as an 8-byte element count and its bytes). Both
+//! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+use super::{build, StorageData, TorchSource, MAX_PICKLE};
+use crate::input::{FileRange, RangeReader};
+use crate::source::pickle::{self, Value};
+
+/// A `Read + Seek` view of a range, for the zip crate.
+struct SeekRange {
+    range: FileRange,
+    pos: u64,
+}
+
+impl Read for SeekRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.len().saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.range
+            .read_at(self.pos, &mut buf[..n])
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SeekRange {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.range.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| io::Error::other("seek before the start"))?;
+        Ok(self.pos)
+    }
+}
+
+/// One zip member, located through the central directory and its local header.
+struct Member {
+    name: String,
+    /// The member's bytes as stored (compressed or not).
+    raw: FileRange,
+    stored: bool,
+    size: u64,
+    crc: u32,
+}
+
+fn member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, data: &FileRange) -> Result<Member> {
+    let f = zip.by_index_raw(i).context("corrupt zip directory")?;
+    let name = f.name().context("a zip member name")?.to_string();
+    if f.encrypted() {
+        bail!("{name} is encrypted");
+    }
+    let stored = match f.compression() {
+        zip::CompressionMethod::Stored => true,
+        zip::CompressionMethod::Deflated => false,
+        other => bail!("{name} is compressed with {other:?}, which is not supported"),
+    };
+    let start = f
+        .data_start()
+        .with_context(|| format!("{name}: no data offset"))?;
+    let raw = data
+        .slice(start, f.compressed_size())
+        .with_context(|| format!("{name} reaches past the end of the file (truncated)"))?;
+    if stored && f.compressed_size() != f.size() {
+        bail!("{name}: a stored member whose sizes disagree");
+    }
+    Ok(Member {
+        name,
+        raw,
+        stored,
+        size: f.size(),
+        crc: f.crc32(),
+    })
+}
+
+/// Checks a member's CRC-32 as its bytes stream past; the mismatch is an error at the end.
+struct CrcReader<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    want: Option<u32>,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if n == 0 && !buf.is_empty() {
+            if let Some(want) = self.want.take() {
+                let got = self.hasher.clone().finalize();
+                if got != want {
+                    return Err(io::Error::other(format!(
+                        "CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x}"
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A reader of a member's uncompressed bytes, checking its CRC-32 unless `check` is off.
+fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
+    let raw = RangeReader::new(m.raw.clone());
+    let inner: Box<dyn Read> = if m.stored {
+        Box::new(raw)
+    } else {
+        Box::new(flate2::read::DeflateDecoder::new(BufReader::new(raw)).take(m.size))
+    };
+    Box::new(CrcReader {
+        inner,
+        hasher: crc32fast::Hasher::new(),
+        want: check.then_some(m.crc),
+    })
+}
+
+fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
+    if m.size > limit {
+        bail!("{} is larger than {limit} bytes", m.name);
+    }
+    let mut v = Vec::new();
+    member_reader(m, check)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut v)
+        .with_context(|| format!("{} is corrupt", m.name))?;
+    if v.len() as u64 != m.size {
+        bail!(
+            "{} holds {} bytes, not the {} its header says",
+            m.name,
+            v.len(),
+            m.size
+        );
+    }
+    Ok(v)
+}
+
+pub(super) fn open_zip(
+    path: &str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &str,
+) -> Result<TorchSource> {
+    let reader = SeekRange {
+        range: data.clone(),
+        pos: 0,
+    };
+    let mut zip = zip::ZipArchive::new(reader)
+        .context("not a readable zip archive (truncated or corrupt)")?;
+    if zip.is_empty() {
+        bail!("the zip archive is empty: not a PyTorch checkpoint");
+    }
+    // torch names the root folder after the first record (the file's stem when saved).
+    let first = zip.by_index_raw(0)?.name()?.to_string();
+    let Some((root, _)) = first.split_once('/') else {
+        bail!("not a PyTorch archive: its first member '{first}' is not inside a folder");
+    };
+    let root = root.to_string();
+    let mut members: HashMap<String, usize> = HashMap::new();
+    // torch.save with `compute_crc32 = False` records 0 as every member's CRC-32.
+    let mut all_zero = true;
+    for i in 0..zip.len() {
+        // The central directory alone (no local header read per member).
+        let f = zip.by_index_data(i).context("corrupt zip directory")?;
+        all_zero &= f.crc32() == 0 || f.size() == 0;
+        if let Some(rest) = f.name()?.strip_prefix(&format!("{root}/")) {
+            members.insert(rest.to_string(), i);
+        }
+    }
+    let check = !all_zero;
+    let Some(&pkl_index) = members.get("data.pkl") else {
+        bail!("not a PyTorch archive: no {root}/data.pkl");
+    };
+    let big_endian = match members.get("byteorder") {
+        Some(&i) => match &read_member(&member(&mut zip, i, &data)?, check, 16)?[..] {
+            b"little" => false,
+            b"big" => true,
+            other => bail!(
+                "{root}/byteorder says '{}', not little or big",
+                String::from_utf8_lossy(other)
+            ),
+        },
+        None => false,
+    };
+    let pkl = read_member(&member(&mut zip, pkl_index, &data)?, check, MAX_PICKLE)?;
+    let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
+
+    let mut storages: HashMap<String, Rc<StorageData>> = HashMap::new();
+    for s in &loaded.storages {
+        if storages.contains_key(&s.key) {
+            continue;
+        }
+        let name = format!("data/{}", s.key);
+        let Some(&i) = members.get(&name) else {
+            bail!(
+                "storage '{}' is missing: the archive has no {root}/{name}",
+                s.key
+            );
+        };
+        let m = member(&mut zip, i, &data)?;
+        let (range, crc) = if m.stored {
+            (m.raw.clone(), check.then_some(m.crc))
+        } else {
+            (spool_member(&m, check)?, None)
+        };
+        storages.insert(
+            s.key.clone(),
+            Rc::new(StorageData {
+                range,
+                crc,
+                checked: Cell::new(0),
+                name: m.name,
+            }),
+        );
+    }
+    // Every other member (version records, ids, storages no tensor uses) is small or unused:
+    // check its CRC-32 now, so that no corrupt byte of the archive goes unnoticed.
+    if check {
+        let used: std::collections::HashSet<String> =
+            storages.keys().map(|k| format!("data/{k}")).collect();
+        for (name, &i) in &members {
+            if name != "data.pkl" && name != "byteorder" && !used.contains(name) {
+                let m = member(&mut zip, i, &data)?;
+                io::copy(&mut member_reader(&m, true), &mut io::sink())
+                    .with_context(|| format!("{} is corrupt", m.name))?;
+            }
+        }
+    }
+    let mut src = build(path, files, loaded.value, stem, storages, big_endian)?;
+    if !check {
+        src.notes.push(
+            "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"
+                .to_string(),
+        );
+    }
+    Ok(src)
+}
+
+/// Inflates a compressed member into an unlinked temporary file, checking its CRC-32.
+fn spool_member(m: &Member, check: bool) -> Result<FileRange> {
+    let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
+    let copied = io::copy(
+        &mut member_reader(m, check).take(m.size.saturating_add(1)),
+        &mut tmp,
+    )
+    .with_context(|| format!("{} is corrupt", m.name))?;
+    if copied != m.size {
+        bail!(
+            "{} inflates to {copied} bytes, not the {} its header says",
+            m.name,
+            m.size
+        );
+    }
+    FileRange::whole(tmp)
+}
+
+pub(super) fn open_legacy(
+    path: &str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &str,
+) -> Result<TorchSource> {
+    let mut r = BufReader::new(RangeReader::new(data.clone()));
+    let mut pos = 0u64;
+    let mut next = |what: &str| -> Result<pickle::Loaded> {
+        let l = pickle::load(&mut r).with_context(|| format!("the legacy file's {what}"))?;
+        pos += l.consumed;
+        Ok(l)
+    };
+    let magic = next("magic number")?;
+    if !matches!(magic.value, Value::BigInt) {
+        bail!("not a legacy torch file: bad magic number");
+    }
+    match next("protocol version")?.value {
+        Value::Int(1001) => {}
+        _ => bail!("the legacy file's protocol version is not 1001"),
+    }
+    let sys_info = next("sys_info")?;
+    let mut big_endian = false;
+    if let Value::Dict(d) = &sys_info.value {
+        for (k, v) in d.borrow().iter() {
+            if let (Value::Str(k), Value::Bool(little)) = (k, v) {
+                if &**k == "little_endian" {
+                    big_endian = !little;
+                }
+            }
+        }
+    }
+    let main = next("data pickle")?;
+    let keys = next("storage key list")?;
+    let Value::List(keys) = &keys.value else {
+        bail!("the legacy file's storage key list is not a list");
+    };
+    let item_of: HashMap<&str, u64> = main
+        .storages
+        .iter()
+        .map(|s| (s.key.as_str(), s.dtype.item_size))
+        .collect();
+    let mut storages = HashMap::new();
+    for k in keys.borrow().iter() {
+        let key = match k {
+            Value::Str(s) => s.to_string(),
+            Value::Int(i) => i.to_string(),
+            _ => bail!("a storage key is not a string"),
+        };
+        let Some(&item) = item_of.get(key.as_str()) else {
+            bail!("storage '{key}' is listed but no tensor uses it");
+        };
+        let mut count = [0u8; 8];
+        data.read_at(pos, &mut count)
+            .with_context(|| format!("storage '{key}': the file ends early (truncated)"))?;
+        let count = if big_endian {
+            u64::from_be_bytes(count)
+        } else {
+            u64::from_le_bytes(count)
+        };
+        let len = count
+            .checked_mul(item)
+            .context("a storage size overflows")?;
+        let range = data.slice(pos + 8, len).with_context(|| {
+            format!("storage '{key}' of {count} elements: the file ends early (truncated)")
+        })?;
+        pos += 8 + len;
+        storages.insert(
+            key.clone(),
+            Rc::new(StorageData {
+                range,
+                crc: None,
+                checked: Cell::new(1),
+                name: format!("storage '{key}'"),
+            }),
+        );
+    }
+    build(path, files, main.value, stem, storages, big_endian)
+}

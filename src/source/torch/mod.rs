@@ -1,0 +1,672 @@
+//! PyTorch checkpoints (`torch.save` output): the zip format (PyTorch 1.6 and later:
+//! `<root>/data.pkl`, `<root>/data/<key>` storages, `<root>/byteorder`) and the legacy pickle
+//! stream (`_use_new_zipfile_serialization=False`: magic number, protocol version, sys_info,
+//! the data pickle, the storage keys, then each storage as an 8-byte element count and its
+//! bytes). The pickles are read by the restricted unpickler of `pickle.rs`; this module names
+//! the tensors (state-dict keys, nested containers joined with `/`), validates every view
+//! (`storage_offset`, `size`, `stride`) against its storage before reading, and streams each
+//! tensor in C order: contiguous ones straight from the file (`raw_range`, so the sink can
+//! copy them in the kernel), strided ones gathered chunk by chunk from a bounded window.
+//!
+//! Zip members are read with the `zip` crate. Stored members (what torch writes) are read by
+//! range, and their CRC-32 is computed once per storage before its first tensor goes out;
+//! compressed members are inflated through the crate, which checks the CRC, into an unlinked
+//! temporary file.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use anyhow::{bail, Context, Result};
+
+use super::pickle::{StorageRef, TensorRef, Value};
+use crate::dtype::DType;
+use crate::input::FileRange;
+use crate::source::{Input, OpenOptions, Reader, Sniff};
+use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+mod container;
+
+pub static READER: Reader = Reader {
+    name: "pytorch",
+    about: "a PyTorch checkpoint (torch.save, zip or legacy format; never executed)",
+    extensions: &[".pt", ".pth", ".bin"],
+    sniff: sniff_input,
+    open: open_input,
+};
+
+/// A legacy pickle opening with torch's magic number, or a zip archive whose first member is
+/// `<root>/data.pkl` (torch writes it first) is `Yes`; another zip named `.pt`/`.pth`/`.bin`
+/// is `Maybe`.
+fn sniff_input(input: &Input) -> Sniff {
+    let head = &input.head;
+    if sniff_legacy(head) {
+        return Sniff::Yes;
+    }
+    if !head.starts_with(b"PK\x03\x04") || head.len() < 30 {
+        return Sniff::No;
+    }
+    let name_len = u16::from_le_bytes([head[26], head[27]]) as usize;
+    match head.get(30..30 + name_len) {
+        Some(name) if name.ends_with(b"/data.pkl") && !name[..name.len() - 9].contains(&b'/') => {
+            Sniff::Yes
+        }
+        _ if input.has_extension(READER.extensions) => Sniff::Maybe,
+        _ => Sniff::No,
+    }
+}
+
+fn open_input(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TorchSource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        &input.stem,
+    )?))
+}
+
+/// The pickled magic number that opens a legacy file (`0x1950a86a20f9469cfc6c` as LONG1).
+const LEGACY_MAGIC: [u8; 12] = [
+    0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+];
+
+/// Strided tensors whose storage span fits in this many bytes are gathered from memory.
+const GATHER_WINDOW: u64 = 16 << 20;
+
+/// Beyond that, runs are read through a cache of this many bytes of storage.
+const GATHER_BLOCK: u64 = 1 << 20;
+
+/// The most a `data.pkl` may inflate to.
+const MAX_PICKLE: u64 = 1 << 30;
+
+/// `PROTO n`, then the magic number, directly or (protocol 4 and later) after a `FRAME`.
+fn sniff_legacy(head: &[u8]) -> bool {
+    let at = match head {
+        [0x80, _, 0x95, ..] => 11,
+        [0x80, ..] => 2,
+        _ => return false,
+    };
+    head.get(at..at + LEGACY_MAGIC.len()) == Some(&LEGACY_MAGIC[..])
+}
+
+/// One storage's bytes.
+struct StorageData {
+    range: FileRange,
+    /// The CRC-32 the zip directory records for a member read by range.
+    crc: Option<u32>,
+    /// 0: not checked yet, 1: checked and good, 2: mismatch.
+    checked: Cell<u8>,
+    name: String,
+}
+
+enum Entry {
+    Tensor(Rc<TensorRef>),
+    Unsupported,
+}
+
+pub struct TorchSource {
+    path: String,
+    files: Vec<PathBuf>,
+    metas: Vec<TensorMeta>,
+    entries: Vec<Entry>,
+    /// Each tensor's storage, and the byte offset within it where the tensor's storage (a
+    /// legacy view) begins.
+    storage_of: Vec<Option<(Rc<StorageData>, u64)>>,
+    notes: Vec<String>,
+}
+
+impl TorchSource {
+    /// Opens a torch file. `stem` names a file that holds one bare tensor.
+    pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<Self> {
+        let mut head = [0u8; 32];
+        let n = (data.len() as usize).min(32);
+        data.read_at(0, &mut head[..n])?;
+        if sniff_legacy(&head[..n]) {
+            container::open_legacy(path, files, data, stem)
+        } else if head.starts_with(b"PK") {
+            container::open_zip(path, files, data, stem)
+        } else {
+            bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
+        }
+    }
+}
+
+/// Names the tensors of the unpickled tree and checks each against its storage.
+fn build(
+    path: &str,
+    files: Vec<PathBuf>,
+    root: Value,
+    stem: &str,
+    storages: HashMap<String, Rc<StorageData>>,
+    big_endian: bool,
+) -> Result<TorchSource> {
+    let mut walk = Walk::default();
+    match &root {
+        Value::Tensor(_) | Value::Unsupported(_) => walk.leaf(stem.to_string(), &root),
+        _ => walk.visit(String::new(), &root, 0)?,
+    }
+    let mut src = TorchSource {
+        path: path.to_string(),
+        files,
+        metas: Vec::new(),
+        entries: Vec::new(),
+        storage_of: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, v) in walk.found {
+        if !seen.insert(name.clone()) {
+            bail!("two tensors are named '{name}'");
+        }
+        let (entry, dtype, shape, storage) = match &v {
+            Value::Tensor(t) => match t.dtype.dtype {
+                Some(d) => {
+                    let s = check_view(&name, t, &storages)?;
+                    (Entry::Tensor(t.clone()), d, t.size.clone(), Some(s))
+                }
+                None => {
+                    src.notes.push(format!(
+                        "tensor '{name}' has dtype torch.{}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)",
+                        t.dtype.name
+                    ));
+                    (Entry::Unsupported, DType::Resource, t.size.clone(), None)
+                }
+            },
+            Value::Unsupported(kind) => {
+                src.notes
+                    .push(format!("tensor '{name}' is {kind}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)"));
+                (Entry::Unsupported, DType::Resource, Vec::new(), None)
+            }
+            _ => unreachable!("only tensors are collected"),
+        };
+        let item = dtype.item_size().unwrap_or(1) as u64;
+        let elements =
+            crate::tensor::checked_elements(&shape).with_context(|| format!("tensor '{name}'"))?;
+        src.metas.push(TensorMeta {
+            name,
+            dtype,
+            stored_bytes: elements.saturating_mul(item),
+            shape,
+            kind: Kind::Dense,
+            max_string_len: None,
+            big_endian: big_endian && item > 1,
+            ragged_rank: 0,
+        });
+        src.entries.push(entry);
+        src.storage_of.push(storage);
+    }
+    if walk.skipped > 0 {
+        src.notes.push(format!(
+            "left out {} value(s) that are not tensors (numbers, strings, ...), e.g. '{}'",
+            walk.skipped,
+            walk.first_skipped.unwrap_or_default()
+        ));
+    }
+    Ok(src)
+}
+
+/// Checks that every element of a view lies inside its storage; returns the storage and the
+/// byte offset where the tensor's storage window starts.
+fn check_view(
+    name: &str,
+    t: &TensorRef,
+    storages: &HashMap<String, Rc<StorageData>>,
+) -> Result<(Rc<StorageData>, u64)> {
+    let s: &StorageRef = &t.storage;
+    let data = storages
+        .get(&s.key)
+        .with_context(|| format!("tensor '{name}': storage '{}' is missing", s.key))?;
+    let (base, window) = match s.view {
+        Some((off, len)) => (off, len),
+        None => (0, s.numel),
+    };
+    let bytes = |n: u64| n.checked_mul(s.dtype.item_size);
+    let (Some(base_b), Some(window_b)) = (bytes(base), bytes(window)) else {
+        bail!("tensor '{name}': its storage size overflows");
+    };
+    if base_b
+        .checked_add(window_b)
+        .is_none_or(|e| e > data.range.len())
+    {
+        bail!(
+            "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
+            s.key,
+            window_b,
+            data.name,
+            data.range.len()
+        );
+    }
+    if t.size.contains(&0) {
+        return Ok((data.clone(), base_b));
+    }
+    let mut last = t.offset;
+    for (&n, &st) in t.size.iter().zip(&t.stride) {
+        last = (n - 1)
+            .checked_mul(st)
+            .and_then(|x| x.checked_add(last))
+            .with_context(|| format!("tensor '{name}': its strides overflow"))?;
+    }
+    let end = last
+        .checked_add(1)
+        .and_then(|e| e.checked_mul(t.dtype.item_size));
+    if end.is_none_or(|e| e > window_b) {
+        bail!(
+            "tensor '{name}': offset {} with size {:?} and stride {:?} reaches past the end of its storage '{}' ({} bytes)",
+            t.offset,
+            t.size,
+            t.stride,
+            s.key,
+            window_b
+        );
+    }
+    Ok((data.clone(), base_b))
+}
+
+/// Collects the tensors of a tree with their names.
+#[derive(Default)]
+struct Walk {
+    found: Vec<(String, Value)>,
+    skipped: usize,
+    first_skipped: Option<String>,
+    visited: u64,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
+    }
+}
+
+fn key_text(k: &Value) -> Result<String> {
+    Ok(match k {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Value::None => "None".to_string(),
+        Value::Float(f) => f.to_string(),
+        v => bail!(
+            "a dict key is a {}, which cannot name a tensor",
+            v.type_name()
+        ),
+    })
+}
+
+impl Walk {
+    fn leaf(&mut self, name: String, v: &Value) {
+        self.found.push((name, v.clone()));
+    }
+
+    fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
+        self.visited += 1;
+        if depth > 200 || self.visited > 50_000_000 {
+            bail!("the pickled containers nest too deeply or hold too many items (a cycle?)");
+        }
+        match v {
+            Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v),
+            Value::Dict(d) => {
+                // A key set twice keeps its first place and its last value, as in Python.
+                let d = d.borrow();
+                let mut order: Vec<(String, &Value)> = Vec::with_capacity(d.len());
+                let mut place: HashMap<String, usize> = HashMap::with_capacity(d.len());
+                for (k, v) in d.iter() {
+                    let key = key_text(k)?;
+                    match place.get(&key) {
+                        Some(&i) => order[i].1 = v,
+                        None => {
+                            place.insert(key.clone(), order.len());
+                            order.push((key, v));
+                        }
+                    }
+                }
+                for (key, v) in order {
+                    self.visit(join(&prefix, &key), v, depth + 1)?;
+                }
+            }
+            Value::List(l) => {
+                for (i, v) in l.borrow().iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            Value::Tuple(t) => {
+                for (i, v) in t.iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            _ => {
+                self.skipped += 1;
+                self.first_skipped.get_or_insert(prefix);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TorchSource {
+    fn tensor(&self, index: usize) -> Result<(&TensorRef, &StorageData, u64)> {
+        match (&self.entries[index], &self.storage_of[index]) {
+            (Entry::Tensor(t), Some((s, base))) => Ok((t, s, *base)),
+            _ => bail!(
+                "tensor '{}' cannot be converted (see the note above; --skip-unsupported leaves it out)",
+                self.metas[index].name
+            ),
+        }
+    }
+}
+
+/// Computes the CRC-32 of a stored member once, before any of its bytes go out.
+fn verify(s: &StorageData) -> Result<()> {
+    let Some(want) = s.crc else { return Ok(()) };
+    match s.checked.get() {
+        1 => return Ok(()),
+        2 => bail!("{}: CRC-32 mismatch (the file is corrupt)", s.name),
+        _ => {}
+    }
+    let mut h = crc32fast::Hasher::new();
+    s.range.stream(1, 1 << 20, &mut |c: &[u8]| {
+        h.update(c);
+        Ok(())
+    })?;
+    let got = h.finalize();
+    if got != want {
+        s.checked.set(2);
+        bail!(
+            "{}: CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x} (the file is corrupt)",
+            s.name
+        );
+    }
+    s.checked.set(1);
+    Ok(())
+}
+
+fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expect = 1u64;
+    for (&n, &st) in t.size.iter().zip(&t.stride).rev() {
+        if n != 1 && st != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(n);
+    }
+    true
+}
+
+impl Source for TorchSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+
+    fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.metas[index].clone())
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let (t, s, base) = self.tensor(index)?;
+        verify(s)?;
+        let item = t.dtype.item_size;
+        let numel = self.metas[index].num_elements()?;
+        if numel == 0 {
+            return Ok(());
+        }
+        if is_contiguous(t) {
+            let r = s.range.slice(base + t.offset * item, numel * item)?;
+            return r.stream(item as usize, chunk, sink);
+        }
+        gather(
+            t,
+            &s.range,
+            base,
+            chunk,
+            GATHER_WINDOW.max(chunk as u64),
+            sink,
+        )
+    }
+
+    fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
+        bail!("tensor '{}' is not a string tensor", self.metas[index].name)
+    }
+
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        let (t, s, base) = self.tensor(index).ok()?;
+        let meta = &self.metas[index];
+        if meta.big_endian || !is_contiguous(t) || verify(s).is_err() {
+            return None;
+        }
+        let n = meta.num_elements().ok()?;
+        s.range
+            .slice(base + t.offset * t.dtype.item_size, n * t.dtype.item_size)
+            .ok()
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.files.clone()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+/// Streams a strided view in C order. Offsets were validated by `check_view`. When the span of
+/// storage the view touches fits in `GATHER_WINDOW`, it is read once into memory; otherwise
+/// each contiguous run is read where it lies, through a one-block cache (`GATHER_BLOCK`).
+fn gather(
+    t: &TensorRef,
+    range: &FileRange,
+    base: u64,
+    chunk: usize,
+    window_limit: u64,
+    sink: &mut ChunkSink,
+) -> Result<()> {
+    let item = t.dtype.item_size;
+    let nd = t.size.len();
+    // The innermost dimensions that are contiguous form one run.
+    let mut run = 1u64;
+    let mut k = nd;
+    while k > 0 && (t.size[k - 1] == 1 || t.stride[k - 1] == run) {
+        run *= t.size[k - 1];
+        k -= 1;
+    }
+    let mut last = t.offset;
+    for (&n, &st) in t.size.iter().zip(&t.stride) {
+        last += (n - 1) * st;
+    }
+    let span = (last + 1 - t.offset) * item;
+    let window = if span <= window_limit {
+        Some(range.read_vec(base + t.offset * item, span as usize)?)
+    } else {
+        None
+    };
+    let mut cache = BlockCache {
+        range,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let run_bytes = run * item;
+    let step = ((chunk as u64 / item).max(1) * item) as usize;
+    let mut out: Vec<u8> = Vec::with_capacity(step);
+    let mut idx = vec![0u64; k];
+    loop {
+        let mut at = t.offset;
+        for (i, st) in idx.iter().zip(&t.stride) {
+            at += i * st;
+        }
+        let mut done = 0u64;
+        while done < run_bytes {
+            let take = (run_bytes - done).min((step - out.len()) as u64) as usize;
+            let from = (at - t.offset) * item + done;
+            let len = out.len();
+            out.resize(len + take, 0);
+            match &window {
+                Some(w) => out[len..].copy_from_slice(&w[from as usize..from as usize + take]),
+                None => cache.read(base + t.offset * item + from, &mut out[len..])?,
+            }
+            done += take as u64;
+            if out.len() == step {
+                sink(&out)?;
+                out.clear();
+            }
+        }
+        // Next outer index, last dimension fastest.
+        let mut d = k;
+        loop {
+            if d == 0 {
+                if !out.is_empty() {
+                    sink(&out)?;
+                }
+                return Ok(());
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < t.size[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// The last block of storage read, serving the small runs of a strided view that fall in it.
+struct BlockCache<'a> {
+    range: &'a FileRange,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl BlockCache<'_> {
+    fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
+        let len = out.len() as u64;
+        if len > GATHER_BLOCK {
+            return self.range.read_at(pos, out);
+        }
+        let end = self.start + self.buf.len() as u64;
+        if pos < self.start || pos + len > end {
+            let n = GATHER_BLOCK.min(self.range.len() - pos);
+            self.buf.resize(n as usize, 0);
+            self.range.read_at(pos, &mut self.buf)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        out.copy_from_slice(&self.buf[at..at + out.len()]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::pickle;
+
+    fn tensor(offset: u64, size: &[u64], stride: &[u64]) -> TensorRef {
+        TensorRef {
+            storage: Rc::new(StorageRef {
+                dtype: pickle::TorchDType {
+                    name: "int16",
+                    dtype: Some(DType::I16),
+                    item_size: 2,
+                },
+                key: "0".into(),
+                numel: 24,
+                view: None,
+            }),
+            dtype: pickle::TorchDType {
+                name: "int16",
+                dtype: Some(DType::I16),
+                item_size: 2,
+            },
+            offset,
+            size: size.to_vec(),
+            stride: stride.to_vec(),
+        }
+    }
+
+    fn gathered(t: &TensorRef, chunk: usize) -> Vec<i16> {
+        let bytes: Vec<u8> = (0..24i16).flat_map(|v| v.to_le_bytes()).collect();
+        let range = FileRange::from_vec(bytes);
+        let mut out = Vec::new();
+        gather(t, &range, 0, chunk, 1 << 20, &mut |c: &[u8]| {
+            assert!(c.len() <= chunk.max(2));
+            out.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        // the same through the block cache, with no in-memory window
+        let mut direct = Vec::new();
+        gather(t, &range, 0, chunk, 0, &mut |c: &[u8]| {
+            direct.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(direct, out);
+        out.chunks(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn gathers_transposes_blocks_and_expansions_in_c_order() {
+        // a 4x6 matrix 0..24, transposed: element (i, j) = j * 6 + i
+        let t = tensor(0, &[6, 4], &[1, 6]);
+        let want: Vec<i16> = (0..6)
+            .flat_map(|i| (0..4).map(move |j| j * 6 + i))
+            .collect();
+        for chunk in [2, 6, 64] {
+            assert_eq!(gathered(&t, chunk), want);
+        }
+        // block [1:3, 2:5]
+        let t = tensor(8, &[2, 3], &[6, 1]);
+        assert_eq!(gathered(&t, 4), vec![8, 9, 10, 14, 15, 16]);
+        // stride 0: a row repeated
+        let t = tensor(3, &[3, 2], &[0, 1]);
+        assert_eq!(gathered(&t, 64), vec![3, 4, 3, 4, 3, 4]);
+    }
+
+    #[test]
+    fn nested_names_join_with_slashes_and_a_repeated_key_keeps_its_last_value() {
+        let key = |s: &str| Value::Str(s.into());
+        let inner = Value::Dict(Rc::new(std::cell::RefCell::new(vec![
+            (Value::Int(0), Value::Unsupported("first")),
+            (key("epoch"), Value::Int(3)),
+            (Value::Int(0), Value::Unsupported("second")),
+        ])));
+        let root = Value::Dict(Rc::new(std::cell::RefCell::new(vec![(
+            key("state"),
+            inner,
+        )])));
+        let mut walk = Walk::default();
+        walk.visit(String::new(), &root, 0).unwrap();
+        assert_eq!(walk.found.len(), 1);
+        assert_eq!(walk.found[0].0, "state/0");
+        assert!(matches!(walk.found[0].1, Value::Unsupported("second")));
+        assert_eq!(
+            (walk.skipped, walk.first_skipped.as_deref()),
+            (1, Some("state/epoch"))
+        );
+    }
+
+    #[test]
+    fn views_past_the_storage_are_refused() {
+        let storages = HashMap::from([(
+            "0".to_string(),
+            Rc::new(StorageData {
+                range: FileRange::from_vec(vec![0; 48]),
+                crc: None,
+                checked: Cell::new(1),
+                name: "s".into(),
+            }),
+        )]);
+        assert!(check_view("x", &tensor(0, &[4, 6], &[6, 1]), &storages).is_ok());
+        let Err(e) = check_view("x", &tensor(1, &[4, 6], &[6, 1]), &storages) else {
+            panic!("accepted")
+        };
+        assert!(format!("{e}").contains("past the end"), "{e}");
+        assert!(check_view("x", &tensor(0, &[2, u64::MAX], &[1, 1 << 62]), &storages).is_err());
+        assert!(check_view("x", &tensor(99, &[0], &[1]), &storages).is_ok());
+    }
+}

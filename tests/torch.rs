@@ -1,0 +1,160 @@
+//! PyTorch checkpoints beyond the fixture manifest: every flipped byte of a zip member is
+//! caught by its CRC-32, every truncation is an error and never a panic, contiguous tensors in
+//! stored members are offered for a straight copy and strided ones are not.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use tensor2npy::source::{open, OpenOptions};
+
+/// Opens a file and reads every tensor to the end.
+fn read_all(path: &Path) -> anyhow::Result<usize> {
+    let mut src = open(path, &OpenOptions::default())?;
+    let mut bytes = 0;
+    for i in 0..src.len() {
+        src.read_dense(i, 64, &mut |c: &[u8]| {
+            bytes += c.len();
+            Ok(())
+        })?;
+    }
+    Ok(bytes)
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    common::root().join("fixtures/torch").join(name)
+}
+
+#[test]
+fn every_flipped_byte_of_every_zip_member_is_caught() {
+    let path = fixture("state_dict.pt");
+    let original = fs::read(&path).unwrap();
+    assert!(read_all(&path).unwrap() > 0);
+    let mut zip = zip::ZipArchive::new(fs::File::open(&path).unwrap()).unwrap();
+    let dir = common::tempdir();
+    let bad = dir.path().join("state_dict.pt");
+    let mut flips = 0;
+    for i in 0..zip.len() {
+        let m = zip.by_index_raw(i).unwrap();
+        let start = m.data_start().unwrap() as usize;
+        for pos in start..start + m.compressed_size() as usize {
+            let mut data = original.clone();
+            data[pos] ^= 0x04;
+            fs::write(&bad, &data).unwrap();
+            let r = read_all(&bad);
+            assert!(
+                r.is_err(),
+                "a flipped byte at {pos} in {} went unnoticed",
+                m.name().unwrap()
+            );
+            flips += 1;
+        }
+    }
+    assert!(flips > 100);
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    for name in ["state_dict.pt", "legacy.pth", "views_legacy.pt"] {
+        let original = fs::read(fixture(name)).unwrap();
+        let dir = common::tempdir();
+        let cut = dir.path().join(name);
+        for len in 0..original.len() {
+            fs::write(&cut, &original[..len]).unwrap();
+            assert!(
+                read_all(&cut).is_err(),
+                "{name} cut to {len} bytes was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn contiguous_stored_tensors_are_copied_straight_and_views_are_gathered() {
+    let src = open(&fixture("views.pt"), &OpenOptions::default()).unwrap();
+    let mut straight = Vec::new();
+    for i in 0..src.len() {
+        let meta = src.meta(i).unwrap();
+        if src.raw_range(i).is_some() {
+            straight.push(meta.name);
+        }
+    }
+    straight.sort();
+    // Contiguous views (a row, a flat slice at an offset) are ranges of their storage; the
+    // transposed, strided and expanded ones are not.
+    assert_eq!(
+        straight,
+        [
+            "base",
+            "empty",
+            "lm_head.weight",
+            "offset_flat",
+            "row",
+            "scalar",
+            "wte.weight"
+        ]
+    );
+}
+
+#[test]
+fn a_pickle_calling_a_forbidden_global_is_refused_before_anything_runs() {
+    // builtins.exec, in a protocol 4 stream (STACK_GLOBAL), inside a data.pkl
+    let dir = common::tempdir();
+    let path = dir.path().join("exec.pt");
+    let mut z = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    z.start_file("exec/data.pkl", opts).unwrap();
+    let pkl = b"\x80\x04\x8c\x08builtins\x94\x8c\x04exec\x94\x93\x8c\x06print()\x85R.";
+    std::io::Write::write_all(&mut z, pkl).unwrap();
+    z.finish().unwrap();
+    let e = format!("{:#}", open(&path, &OpenOptions::default()).err().unwrap());
+    assert!(e.contains("builtins.exec"), "{e}");
+}
+
+/// A small deterministic generator for the mutation sweep.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn mutated_pickles_and_files_are_errors_or_values_never_panics() {
+    use tensor2npy::input::FileRange;
+    use tensor2npy::source::pickle;
+    use tensor2npy::source::torch::TorchSource;
+    use tensor2npy::tensor::Source;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for name in ["checkpoint.pt", "views.pt", "dtypes.pt", "views_legacy.pt"] {
+        let original = fs::read(fixture(name)).unwrap();
+        let pkl = zip::ZipArchive::new(std::io::Cursor::new(&original))
+            .ok()
+            .and_then(|mut z| {
+                let n = (0..z.len())
+                    .find(|&i| z.by_index(i).unwrap().name().unwrap().ends_with("data.pkl"))?;
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut z.by_index(n).unwrap(), &mut v).unwrap();
+                Some(v)
+            })
+            .unwrap_or_else(|| original.clone());
+        for _ in 0..400 {
+            let mut m = pkl.clone();
+            for _ in 0..1 + xorshift(&mut seed) % 4 {
+                let at = (xorshift(&mut seed) % m.len() as u64) as usize;
+                m[at] = xorshift(&mut seed) as u8;
+            }
+            let _ = pickle::load_slice(&m);
+            let mut f = original.clone();
+            let at = (xorshift(&mut seed) % f.len() as u64) as usize;
+            f[at] = xorshift(&mut seed) as u8;
+            if let Ok(mut src) = TorchSource::open("m", vec![], FileRange::from_vec(f), "m") {
+                for i in 0..src.len() {
+                    let _ = src.read_dense(i, 64, &mut |_: &[u8]| Ok(()));
+                }
+            }
+        }
+    }
+}
