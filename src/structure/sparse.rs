@@ -270,7 +270,7 @@ impl Sparse {
             .filter(|&b| b <= self.budget);
         let Some(_) = need else {
             bail!(
-                "the {} indices are not in row-major order, and sorting them would take more than the {}-byte memory budget (--memory-budget); sort them first (tf.sparse.reorder)",
+                "the {} indices are not in row-major order, and sorting them would take more than the {}-byte memory budget; sort them first (tf.sparse.reorder)",
                 self.nnz,
                 self.budget
             );
@@ -687,4 +687,104 @@ pub fn from_serialized(
     };
     Sparse::new(indices, Some(values), values_meta, dense_shape, opts)
         .map(|s| Some(Serialized::Sparse(Box::new(s))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::FileRange;
+    use crate::structure::RaggedMode;
+
+    fn comp(dtype: DType, shape: Vec<u64>, bytes: Vec<u8>) -> Comp {
+        Comp {
+            dtype,
+            shape,
+            data: CompData::Fixed(FileRange::from_vec(bytes)),
+        }
+    }
+
+    fn opts(budget: u64) -> StructureOptions {
+        StructureOptions {
+            sparse: SparseMode::Dense,
+            ragged: RaggedMode::Components,
+            fill: None,
+            duplicates: Duplicates::Error,
+            max_dense_bytes: 1 << 20,
+            strict: false,
+            view: View::Convert,
+            max_fill_bytes: 1 << 20,
+            memory_budget: budget,
+        }
+    }
+
+    /// A [4, 4] float32 sparse tensor with entries at the given (row, column)s.
+    fn sparse(at: &[(i64, i64)], budget: u64) -> Result<Sparse> {
+        let n = at.len() as u64;
+        let indices = at
+            .iter()
+            .flat_map(|&(r, c)| [r, c])
+            .flat_map(i64::to_le_bytes)
+            .collect();
+        let values: Vec<u8> = (1..=n).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let values = comp(DType::F32, vec![n], values);
+        let meta = head(&values);
+        let shape = [4i64, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        Sparse::new(
+            comp(DType::I64, vec![n, 2], indices),
+            Some(values),
+            meta,
+            comp(DType::I64, vec![2], shape),
+            &opts(budget),
+        )
+    }
+
+    fn dense(sp: &Sparse) -> Vec<f32> {
+        let mut out = Vec::new();
+        sp.stream_dense(8, &mut |c: &[u8]| {
+            out.extend(
+                c.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
+            );
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn sorted_indices_densify_in_a_budget_of_nothing_and_unsorted_ones_within_a_budget() {
+        let at = [(0, 1), (2, 3), (3, 0)];
+        let mut want = vec![0f32; 16];
+        for (k, &(r, c)) in at.iter().enumerate() {
+            want[(r * 4 + c) as usize] = (k + 1) as f32;
+        }
+        assert_eq!(dense(&sparse(&at, 0).unwrap()), want);
+        let unsorted = [(2, 3), (0, 1), (3, 0)];
+        let mut want = vec![0f32; 16];
+        for (k, &(r, c)) in unsorted.iter().enumerate() {
+            want[(r * 4 + c) as usize] = (k + 1) as f32;
+        }
+        assert_eq!(dense(&sparse(&unsorted, 1 << 10).unwrap()), want);
+    }
+
+    #[test]
+    fn unsorted_indices_over_the_memory_budget_are_refused_with_advice() {
+        let e = sparse(&[(2, 3), (0, 1), (3, 0)], 64).err().unwrap();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("not in row-major order") && msg.contains("tf.sparse.reorder"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_found_in_sorted_and_unsorted_indices() {
+        let e = sparse(&[(0, 1), (0, 1)], 0).err().unwrap();
+        assert!(format!("{e:#}").contains("duplicate index [0, 1] (entries 0 and 1)"));
+        let e = sparse(&[(0, 1), (2, 2), (0, 1)], 1 << 10).err().unwrap();
+        assert!(
+            format!("{e:#}").contains("duplicate index [0, 1] (entries 0 and 2)"),
+            "{e:#}"
+        );
+    }
 }
