@@ -14,6 +14,7 @@
 
 mod comp;
 mod ragged;
+mod serialized;
 mod sparse;
 
 use std::collections::HashMap;
@@ -285,15 +286,15 @@ impl Structured {
             }
             if m.dtype == DType::String && is_candidate(m) && !m.name.ends_with("/indices") {
                 let elements = read_elements(inner.as_mut(), i, budget).with_context(context)?;
-                match sparse::from_serialized(&m.name, &elements, &m.shape, opts)
+                match serialized::from_serialized(&m.name, &elements, &m.shape, opts)
                     .with_context(context)?
                 {
-                    Some(sparse::Serialized::Sparse(sp)) => {
+                    Some(serialized::Serialized::Sparse(sp)) => {
                         push_structure(&mut items, &m.name, Found::Sparse(*sp, vec![]), opts)
                             .with_context(context)?;
                         continue;
                     }
-                    Some(sparse::Serialized::Listed(meta)) => {
+                    Some(serialized::Serialized::Listed(meta)) => {
                         items.push(Item::Listed(meta));
                         continue;
                     }
