@@ -303,30 +303,120 @@ pub fn spool(mut from: File) -> Result<File> {
     Ok(tmp)
 }
 
-/// Decompresses a whole GZIP (multi-member) or ZLIB stream into an unlinked temporary file.
-/// `limit` bounds the decompressed size, so a decompression bomb fails instead of filling the
-/// disk.
+/// Decompresses a whole GZIP (multi-member) or ZLIB stream of TFRecords into an unlinked
+/// temporary file. The bytes are checked while they inflate: each record header's length CRC
+/// as soon as its 12 bytes arrive (so a bomb of zeros stops after 12 bytes, not after spooling
+/// a GiB), record lengths against `limit`, and the whole decompressed size against `limit`.
+/// Bytes after the end of a ZLIB stream are refused, as they are after the last GZIP member.
+/// A write error names the temporary directory (a full disk is not a corrupt stream).
 pub fn spool_decompressed(src: &FileRange, compression: Compression, limit: u64) -> Result<File> {
-    let reader = RangeReader {
-        range: src.clone(),
-        pos: 0,
-    };
-    let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
-    let mut decoder: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
-            reader,
-        ))),
-        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(io::BufReader::new(reader))),
-    };
-    let copied = io::copy(&mut (&mut decoder).take(limit.saturating_add(1)), &mut tmp)
-        .with_context(|| format!("corrupt {} stream", compression.name()))?;
-    if copied > limit {
-        bail!(
-            "{} stream decompresses to more than {limit} bytes (--max-decompressed)",
-            compression.name()
-        );
+    use std::io::{BufRead, Write};
+    let mut input = io::BufReader::new(RangeReader::new(src.clone()));
+    let tmp = tempfile::tempfile().with_context(|| {
+        format!(
+            "cannot create a temporary file in {} for the decompressed stream",
+            std::env::temp_dir().display()
+        )
+    })?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, tmp);
+    let name = compression.name();
+    let mut framing = Framing::default();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    {
+        let mut decoder: Box<dyn Read> = match compression {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut input)),
+            Compression::Zlib => Box::new(flate2::bufread::ZlibDecoder::new(&mut input)),
+        };
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("corrupt {name} stream")))
+                }
+            };
+            crate::error::check_interrupted()?;
+            total += n as u64;
+            if total > limit {
+                bail!("{name} stream decompresses to more than {limit} bytes (--max-decompressed)");
+            }
+            framing.feed(&buf[..n], limit)?;
+            out.write_all(&buf[..n])
+                .map_err(|e| temp_write_error(e, name))?;
+        }
     }
-    Ok(tmp)
+    if compression == Compression::Zlib
+        && !input
+            .fill_buf()
+            .context("cannot read the input")?
+            .is_empty()
+    {
+        bail!("corrupt ZLIB stream: trailing bytes after the end of the compressed data");
+    }
+    out.into_inner()
+        .map_err(|e| temp_write_error(e.into_error(), name))
+}
+
+fn temp_write_error(e: io::Error, name: &str) -> anyhow::Error {
+    let full = e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull;
+    anyhow::Error::new(e).context(format!(
+        "cannot write the decompressed {name} stream to a temporary file in {}{} (set TMPDIR to a directory with room)",
+        std::env::temp_dir().display(),
+        if full { ": the disk is full" } else { "" }
+    ))
+}
+
+/// TFRecord framing checked as decompressed bytes arrive: `u64 length | masked crc32c(length)`
+/// headers, each followed by `length` bytes and a 4-byte data CRC (verified later, by the
+/// reader, along with everything else).
+#[derive(Default)]
+struct Framing {
+    header: Vec<u8>,
+    /// Bytes of the current record's body and data CRC still to come.
+    skip: u64,
+    records: u64,
+    /// Offset of the current record in the decompressed stream.
+    offset: u64,
+    seen: u64,
+}
+
+impl Framing {
+    fn feed(&mut self, mut b: &[u8], limit: u64) -> Result<()> {
+        while !b.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(b.len() as u64);
+                self.skip -= n;
+                self.seen += n;
+                b = &b[n as usize..];
+                continue;
+            }
+            if self.header.is_empty() {
+                self.offset = self.seen;
+            }
+            let n = (12 - self.header.len()).min(b.len());
+            self.header.extend_from_slice(&b[..n]);
+            self.seen += n as u64;
+            b = &b[n..];
+            if self.header.len() < 12 {
+                continue;
+            }
+            let len = u64::from_le_bytes(self.header[..8].try_into().unwrap());
+            let stored = u32::from_le_bytes(self.header[8..].try_into().unwrap());
+            let at = format!("record {} at byte offset {}", self.records, self.offset);
+            if crate::proto::mask_crc(crc32c::crc32c(&self.header[..8])) != stored {
+                bail!("{at} of the decompressed stream: length checksum mismatch (not TFRecords, or corrupt)");
+            }
+            if len > limit {
+                bail!("{at} claims {len} bytes, more than --max-decompressed ({limit}) allows: the stream is truncated or a decompression bomb");
+            }
+            self.header.clear();
+            self.skip = len + 4;
+            self.records += 1;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

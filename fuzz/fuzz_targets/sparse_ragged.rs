@@ -25,6 +25,8 @@ fuzz_target!(|data: &[u8]| {
             max_dense_bytes: 1 << 22,
             strict: false,
             view: View::Convert,
+            max_fill_bytes: 1 << 22,
+            memory_budget: 1 << 24,
         };
         if let Ok(mut src) = structure::wrap(Box::new(src), &opts) {
             common::drain(src.as_mut());

@@ -53,6 +53,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         max_dense_bytes: args.max_dense_bytes,
         strict: args.input.strict,
         view: View::Convert,
+        max_fill_bytes: args.input.max_fill_bytes,
+        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
     if args.fill.is_some()
         && args.sparse != crate::structure::SparseMode::Dense
@@ -121,7 +123,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
     let jobs = plan_jobs(&args, &stems, &selected).with_context(all_inputs)?;
     refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
-    let device = DeviceStage::open(args.device, args.adapter)?;
+    let mut device = DeviceStage::open(args.device, args.adapter)?;
+    device.keep_per_tensor = args.stats.is_some();
     if let Some(why) = &device.fallback {
         report.note(&format!("--device auto: using the CPU ({why})"));
     }

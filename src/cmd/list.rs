@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use unicode_width::UnicodeWidthStr;
 
 use crate::cli::ListArgs;
+use crate::error::check_interrupted;
 use crate::pipeline::npy_type;
 use crate::select::Selector;
 use crate::sink::io_error;
@@ -29,6 +30,8 @@ pub fn run(args: ListArgs) -> Result<()> {
         max_dense_bytes: u64::MAX,
         strict: args.input.strict,
         view: View::List,
+        max_fill_bytes: args.input.max_fill_bytes,
+        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
@@ -38,6 +41,7 @@ pub fn run(args: ListArgs) -> Result<()> {
             }
         }
         for i in 0..src.len() {
+            check_interrupted()?;
             selector.record(&src.meta(i)?.name);
         }
     }
@@ -63,6 +67,7 @@ pub fn run(args: ListArgs) -> Result<()> {
     // Each row carries the format's own name for the element type where it has one (q4_K).
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
+            check_interrupted()?;
             src.meta(i).map(|m| {
                 let dtype = src
                     .source_dtype(i)

@@ -119,7 +119,13 @@ pub struct DeviceStage {
     gpu: Option<gpu::GpuContext>,
     /// Why there is no GPU, when the user asked for `auto` and got the CPU.
     pub fallback: Option<String>,
+    /// Per-tensor numbers, kept only while `keep_per_tensor` is set (`--stats`), so that an
+    /// input of a million tensors does not pay for a million records nobody prints.
     pub stats: Vec<TensorStats>,
+    pub keep_per_tensor: bool,
+    /// The sums over every tensor, and how many ran on the GPU.
+    total: TensorStats,
+    on_gpu: usize,
 }
 
 impl DeviceStage {
@@ -129,6 +135,12 @@ impl DeviceStage {
             gpu: None,
             fallback: None,
             stats: Vec::new(),
+            keep_per_tensor: true,
+            total: TensorStats {
+                name: "total".into(),
+                ..Default::default()
+            },
+            on_gpu: 0,
         }
     }
 
@@ -210,8 +222,25 @@ impl DeviceStage {
         })
     }
 
+    /// Adds one tensor's numbers to the totals, and keeps them when asked to.
+    fn push(&mut self, s: TensorStats) {
+        let t = &mut self.total;
+        t.h2d_bytes += s.h2d_bytes;
+        t.d2h_bytes += s.d2h_bytes;
+        t.upload += s.upload;
+        t.kernel += s.kernel;
+        t.readback += s.readback;
+        self.on_gpu += usize::from(s.path == "gpu");
+        if self.keep_per_tensor {
+            self.stats.push(s);
+        }
+    }
+
     /// Records a tensor that never reaches the device stage (strings).
     pub fn record_host_only(&mut self, name: &str, why: &str) {
+        if !self.keep_per_tensor {
+            return;
+        }
         self.stats.push(TensorStats {
             name: name.into(),
             path: format!("cpu: {why}"),
@@ -221,21 +250,8 @@ impl DeviceStage {
 
     /// `--stats` output: per tensor and in total.
     pub fn report(&self, format: StatsFormat) -> String {
-        let mut total = TensorStats {
-            name: "total".into(),
-            ..Default::default()
-        };
-        for s in &self.stats {
-            total.h2d_bytes += s.h2d_bytes;
-            total.d2h_bytes += s.d2h_bytes;
-            total.upload += s.upload;
-            total.kernel += s.kernel;
-            total.readback += s.readback;
-        }
-        total.path = format!(
-            "{} on the GPU",
-            self.stats.iter().filter(|s| s.path == "gpu").count()
-        );
+        let mut total = self.total.clone();
+        total.path = format!("{} on the GPU", self.on_gpu);
         match format {
             StatsFormat::Json => {
                 let doc = json!({
@@ -317,7 +333,7 @@ impl DeviceRun<'_> {
         if let (Some(stream), Some(ctx)) = (self.gpu.as_mut(), self.stage.gpu.as_mut()) {
             stream.finish(ctx, &mut self.stats, &mut self.out)?;
         }
-        self.stage.stats.push(std::mem::take(&mut self.stats));
+        self.stage.push(std::mem::take(&mut self.stats));
         Ok(&self.out)
     }
 }

@@ -1,12 +1,11 @@
-//! safetensors reader. The header is parsed and validated by the `safetensors` crate itself
-//! (contiguous offsets, sizes matching shapes, header length bounds) on a memory map of the file,
-//! which touches only the header's pages; the data is then streamed with positioned reads.
+//! safetensors reader. The header is read by its length and parsed straight into compact
+//! arenas with the checks the `safetensors` crate makes (contiguous offsets, sizes matching
+//! shapes, header length bounds), without the crate's buffered map of every entry, which costs
+//! ten times the header's size; the data is then streamed with positioned reads.
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use memmap2::Mmap;
-use safetensors::SafeTensors;
 
 use crate::dtype::DType;
 use crate::input::FileRange;
@@ -42,9 +41,21 @@ fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
 pub struct SafetensorsSource {
     path: String,
     files: Vec<PathBuf>,
-    metas: Vec<TensorMeta>,
-    /// Byte range of each tensor within the file.
-    ranges: Vec<FileRange>,
+    data: FileRange,
+    /// Per tensor, a few dozen bytes: where its name ends in `names`, where its shape ends in
+    /// `dims`, its dtype and its byte range. `TensorMeta`s are built on demand, so a header
+    /// of 200,000 tensors is not held twice over in strings and vectors.
+    names: String,
+    entries: Vec<Entry>,
+    dims: Vec<u64>,
+}
+
+struct Entry {
+    name_end: usize,
+    dims_end: usize,
+    dtype: DType,
+    start: u64,
+    len: u64,
 }
 
 impl SafetensorsSource {
@@ -55,94 +66,201 @@ impl SafetensorsSource {
                 data.len()
             );
         }
-        let map;
-        let (header_len, metadata) = match (data.file(), data.memory()) {
-            (Some(file), _) => {
-                // SAFETY: the map is read-only and only read while the file is open; a
-                // concurrent writer truncating the file is the one hazard, which every
-                // mmap-based reader shares.
-                map =
-                    unsafe { Mmap::map(file) }.map_err(|e| anyhow!("cannot map the file: {e}"))?;
-                SafeTensors::read_metadata(&map[..])
-                    .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?
-            }
-            (None, Some(bytes)) => SafeTensors::read_metadata(bytes)
-                .map_err(|e| anyhow!("invalid safetensors header: {}", describe(&e)))?,
-            (None, None) => read_metadata_ranged(&data)?,
-        };
+        let (header_len, parsed) = parse_header(&data)?;
         let data_start = 8 + header_len as u64;
-        let mut metas = Vec::new();
-        let mut ranges = Vec::new();
-        let infos = metadata.tensors();
-        for name in metadata.offset_keys() {
-            let info = infos[&name];
-            let st_name = format!("{:?}", info.dtype);
-            let dtype = DType::from_safetensors(&st_name).ok_or_else(|| {
-                anyhow!("tensor '{name}': safetensors dtype {st_name} has no NumPy form")
-            })?;
-            let (start, end) = info.data_offsets;
-            ranges.push(data.slice(data_start + start as u64, (end - start) as u64)?);
-            metas.push(TensorMeta {
-                name,
-                dtype,
-                shape: info.shape.iter().map(|&d| d as u64).collect(),
-                kind: Kind::Dense,
-                stored_bytes: (end - start) as u64,
-                max_string_len: None,
-                big_endian: false,
-                ragged_rank: 0,
-            });
-        }
-        Ok(SafetensorsSource {
+        let Parsed {
+            names,
+            dims,
+            tensors,
+        } = parsed;
+        let mut source = SafetensorsSource {
             path: path.to_string(),
             files,
-            metas,
-            ranges,
-        })
+            data: data.clone(),
+            names: String::with_capacity(names.len()),
+            entries: Vec::with_capacity(tensors.len()),
+            dims: Vec::with_capacity(dims.len()),
+        };
+        // In offset order, as the crate orders them.
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by_key(|&i| tensors[i].offsets);
+        let mut expected = 0u64;
+        for &i in &order {
+            let t = &tensors[i];
+            let name_start = i.checked_sub(1).map_or(0, |j| tensors[j].name_end);
+            let name = &names[name_start..t.name_end];
+            let dims_start = i.checked_sub(1).map_or(0, |j| tensors[j].dims_end);
+            let shape = &dims[dims_start..t.dims_end];
+            let dtype = DType::from_safetensors(&t.dtype).ok_or_else(|| {
+                anyhow!(
+                    "invalid safetensors header: tensor '{name}': dtype {} is unknown or has no NumPy form",
+                    t.dtype
+                )
+            })?;
+            let (start, end) = t.offsets;
+            if start != expected || end < start {
+                bail!(
+                    "invalid safetensors header: tensor '{name}': data offsets are out of order, overlapping, or leave a gap"
+                );
+            }
+            let size = crate::tensor::checked_elements(shape)
+                .ok()
+                .and_then(|n| n.checked_mul(dtype.item_size().unwrap_or(1) as u64));
+            if size != Some(end - start) {
+                bail!("invalid safetensors header: a tensor's byte size does not match its shape and dtype ('{name}')");
+            }
+            expected = end;
+            source.names.push_str(name);
+            source.dims.extend_from_slice(shape);
+            source.entries.push(Entry {
+                name_end: source.names.len(),
+                dims_end: source.dims.len(),
+                dtype,
+                start: data_start + start,
+                len: end - start,
+            });
+        }
+        if data_start.checked_add(expected) != Some(data.len()) {
+            bail!("invalid safetensors header: the data section's size does not match the header (truncated or padded file)");
+        }
+        source.names.shrink_to_fit();
+        source.dims.shrink_to_fit();
+        Ok(source)
+    }
+
+    fn name(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |i| self.entries[i].name_end);
+        &self.names[start..self.entries[index].name_end]
+    }
+
+    fn range(&self, index: usize) -> Result<FileRange> {
+        let e = &self.entries[index];
+        self.data.slice(e.start, e.len)
     }
 }
 
-/// The header of a file that is no local file (a remote object): read by its length alone,
-/// validated by the crate's own `Metadata` deserializer, then checked against the data size
-/// as `SafeTensors::read_metadata` does for a whole buffer.
-fn read_metadata_ranged(data: &FileRange) -> Result<(usize, safetensors::tensor::Metadata)> {
-    use safetensors::SafeTensorError as E;
-    let fail = |e: E| anyhow!("invalid safetensors header: {}", describe(&e));
+/// The header, parsed straight into arenas: names end to end, dims end to end, and per tensor
+/// its dtype name and offsets (in file order of the JSON, not yet sorted).
+#[derive(Default)]
+struct Parsed {
+    names: String,
+    dims: Vec<u64>,
+    tensors: Vec<Parsed1>,
+}
+
+struct Parsed1 {
+    name_end: usize,
+    dims_end: usize,
+    dtype: String,
+    offsets: (u64, u64),
+}
+
+/// The safetensors format's limit on the header size.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads and parses the header the way the `safetensors` crate does (same limits and checks),
+/// but without its intermediate map of every entry: serde's `flatten` there buffers the whole
+/// header as a tree, which for 200,000 tensors is ten times the header's size.
+fn parse_header(data: &FileRange) -> Result<(usize, Parsed)> {
+    use serde::de::Deserializer;
     let mut len = [0u8; 8];
     data.read_at(0, &mut len)?;
     let n = u64::from_le_bytes(len);
-    if n > 100_000_000 {
-        return Err(fail(E::HeaderTooLarge));
+    if n > MAX_HEADER {
+        bail!("invalid safetensors header: the header length is larger than the 100 MB safetensors allows");
     }
     if n.checked_add(8).is_none_or(|end| end > data.len()) {
-        return Err(fail(E::InvalidHeaderLength));
+        bail!("invalid safetensors header: the header length reaches past the end of the file");
     }
+    // Read by its length alone (a local file, a buffer or a remote object alike).
     let header = data.read_vec(8, n as usize)?;
-    let text = std::str::from_utf8(&header).map_err(|e| fail(E::InvalidHeader(e)))?;
-    let metadata: safetensors::tensor::Metadata =
-        serde_json::from_str(text).map_err(|e| fail(E::InvalidHeaderDeserialization(e)))?;
-    if (metadata.data_len() as u64).checked_add(8 + n) != Some(data.len()) {
-        return Err(fail(E::MetadataIncompleteBuffer));
-    }
-    Ok((n as usize, metadata))
+    let mut de = serde_json::Deserializer::from_slice(&header);
+    let parsed = de
+        .deserialize_map(HeaderVisitor)
+        .and_then(|p| de.end().map(|_| p))
+        .map_err(|e| anyhow!("invalid safetensors header: {e}"))?;
+    Ok((n as usize, parsed))
 }
 
-fn describe(e: &safetensors::SafeTensorError) -> String {
-    use safetensors::SafeTensorError as E;
-    match e {
-        E::HeaderTooLarge => {
-            "the header length is larger than the 100 MB safetensors allows".into()
+struct HeaderVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
+    type Value = Parsed;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of tensor entries")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+        let mut p = Parsed::default();
+        let state = std::collections::hash_map::RandomState::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "__metadata__" {
+                map.next_value::<std::collections::HashMap<String, String>>()?;
+                continue;
+            }
+            let info = map.next_value::<Info>()?;
+            // A hash of the name, not the name: duplicates are refused at 8 bytes a tensor.
+            if !seen.insert(std::hash::BuildHasher::hash_one(&state, &*key))
+                && p.tensors.iter().enumerate().any(|(i, _)| {
+                    let start = i.checked_sub(1).map_or(0, |j| p.tensors[j].name_end);
+                    p.names[start..p.tensors[i].name_end] == *key
+                })
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "tensor '{key}' appears twice"
+                )));
+            }
+            p.names.push_str(&key);
+            p.dims.extend_from_slice(&info.shape);
+            p.tensors.push(Parsed1 {
+                name_end: p.names.len(),
+                dims_end: p.dims.len(),
+                dtype: info.dtype,
+                offsets: info.offsets,
+            });
         }
-        E::HeaderTooSmall => "the file is too short to hold a header".into(),
-        E::InvalidHeaderLength => "the header length reaches past the end of the file".into(),
-        E::MetadataIncompleteBuffer => {
-            "the data section's size does not match the header (truncated or padded file)".into()
+        Ok(p)
+    }
+}
+
+/// One tensor entry: `{"dtype": ..., "shape": [...], "data_offsets": [start, end]}`.
+struct Info {
+    dtype: String,
+    shape: Vec<u64>,
+    offsets: (u64, u64),
+}
+
+impl<'de> serde::Deserialize<'de> for Info {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Info, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Info;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tensor entry with dtype, shape and data_offsets")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Info, A::Error> {
+                use serde::de::Error;
+                let (mut dtype, mut shape, mut offsets) = (None, None, None);
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match &*key {
+                        "dtype" => dtype = Some(map.next_value::<String>()?),
+                        "shape" => shape = Some(map.next_value::<Vec<u64>>()?),
+                        "data_offsets" => offsets = Some(map.next_value::<(u64, u64)>()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Info {
+                    dtype: dtype.ok_or_else(|| A::Error::missing_field("dtype"))?,
+                    shape: shape.ok_or_else(|| A::Error::missing_field("shape"))?,
+                    offsets: offsets.ok_or_else(|| A::Error::missing_field("data_offsets"))?,
+                })
+            }
         }
-        E::InvalidOffset(name) => {
-            format!("tensor '{name}': data offsets are out of order, overlapping, or leave a gap")
-        }
-        E::TensorInvalidInfo => "a tensor's byte size does not match its shape and dtype".into(),
-        other => other.to_string(),
+        d.deserialize_map(V)
     }
 }
 
@@ -152,24 +270,35 @@ impl Source for SafetensorsSource {
     }
 
     fn len(&self) -> usize {
-        self.metas.len()
+        self.entries.len()
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+        let e = &self.entries[index];
+        let dims_start = index.checked_sub(1).map_or(0, |i| self.entries[i].dims_end);
+        Ok(TensorMeta {
+            name: self.name(index).to_string(),
+            dtype: e.dtype,
+            shape: self.dims[dims_start..e.dims_end].to_vec(),
+            kind: Kind::Dense,
+            stored_bytes: e.len,
+            max_string_len: None,
+            big_endian: false,
+            ragged_rank: 0,
+        })
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let unit = self.metas[index].dtype.item_size().unwrap_or(1);
-        self.ranges[index].stream(unit, chunk, sink)
+        let unit = self.entries[index].dtype.item_size().unwrap_or(1);
+        self.range(index)?.stream(unit, chunk, sink)
     }
 
     fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("tensor '{}' is not a string tensor", self.metas[index].name)
+        bail!("tensor '{}' is not a string tensor", self.name(index))
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
-        Some(self.ranges[index].clone())
+        self.range(index).ok()
     }
 
     fn input_files(&self) -> Vec<PathBuf> {

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
 use crate::dtype::DType;
+use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::TensorShapeProto;
 use crate::source::wire::{varint, Cursor};
@@ -21,17 +22,23 @@ use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 /// with a huge shape), so that a tiny hostile file cannot fill the disk.
 pub const DEFAULT_MAX_FILL_BYTES: u64 = 1 << 30;
 
-/// A located, validated TensorProto whose payload is still on disk.
+/// A located, validated TensorProto whose payload is still on disk. Nothing is kept per
+/// value or per field occurrence: the typed field is found again by walking the message when
+/// the values are read, so a million unpacked `int_val` fields cost no memory.
 #[derive(Clone, Debug)]
 pub struct ScannedTensor {
     pub dtype: DType,
     pub shape: Vec<u64>,
     pub elements: u64,
+    /// The whole message, walked again to read the typed field.
+    message: FileRange,
     /// Non-empty `tensor_content`.
     content: Option<FileRange>,
-    /// Each occurrence of the typed field this dtype reads, in order (packed runs, single
-    /// unpacked values, or for `string_val` one range per string).
-    field: Vec<FileRange>,
+    /// How many times the typed field occurs (one per string for `string_val`).
+    occurrences: u64,
+    /// The last occurrence of a length-delimited typed field (the one `float8_val` uses, and
+    /// the value strings repeat).
+    last_range: Option<FileRange>,
     /// Values present in the typed field.
     values: u64,
     /// Longest string element (string tensors only).
@@ -70,52 +77,90 @@ fn typed_field(d: DType) -> (u32, Encoding) {
     }
 }
 
+/// One top-level field's value, as the walk finds it.
+enum Value {
+    /// A varint (wire type 0), decoded.
+    Varint(u64),
+    /// A fixed-width value (wire types 1 and 5): its little-endian bytes and width.
+    Fixed([u8; 8], usize),
+    /// A length-delimited payload (wire type 2).
+    Bytes(FileRange),
+}
+
+/// Walks the top-level fields of a message, one at a time.
+struct Fields {
+    c: Cursor,
+}
+
+impl Fields {
+    fn new(range: &FileRange) -> Fields {
+        Fields {
+            c: Cursor::new(range.clone()),
+        }
+    }
+
+    /// The next field: its number, its wire type, its value, and its offset.
+    fn next(&mut self) -> Result<Option<(u32, u8, Value, u64)>> {
+        let c = &mut self.c;
+        if c.at_end() {
+            return Ok(None);
+        }
+        let at = c.pos();
+        let key = c.varint()?;
+        let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
+        if field == 0 {
+            bail!("not a TensorProto: field number 0 at offset {at}");
+        }
+        let value = match wire {
+            0 => Value::Varint(c.varint()?),
+            1 | 5 => {
+                let w = if wire == 1 { 8 } else { 4 };
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(
+                    c.bytes(w)
+                        .with_context(|| format!("field {field} at offset {at}"))?,
+                );
+                Value::Fixed(b, w)
+            }
+            2 => {
+                let len = c.varint()?;
+                Value::Bytes(
+                    c.take_range(len)
+                        .with_context(|| format!("field {field} at offset {at}"))?,
+                )
+            }
+            _ => bail!("not a TensorProto: wire type {wire} at offset {at}"),
+        };
+        Ok(Some((field, wire, value, at)))
+    }
+}
+
 impl ScannedTensor {
-    /// Walks the top-level fields of a serialized TensorProto.
+    /// Walks the top-level fields of a serialized TensorProto: once for the dtype, shape and
+    /// content, once more to count the values of the typed field that dtype reads.
     pub fn scan(range: &FileRange, max_fill_bytes: u64) -> Result<ScannedTensor> {
-        let mut c = Cursor::new(range.clone());
         let mut dtype_code: i64 = 0;
         let mut shape_bytes: Vec<u8> = Vec::new();
         let mut content: Option<FileRange> = None;
-        let mut raw_fields: Vec<(u32, u8, FileRange)> = Vec::new();
-        while !c.at_end() {
-            let at = c.pos();
-            let key = c.varint()?;
-            let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
-            if field == 0 {
-                bail!("not a TensorProto: field number 0 at offset {at}");
-            }
-            match wire {
-                0 => {
-                    let start = c.pos();
-                    let v = c.varint()?;
-                    if field == 1 {
-                        dtype_code = v as i64;
-                    } else {
-                        let len = c.pos() - start;
-                        raw_fields.push((field, 0, range.slice(start, len)?));
+        let mut fields = Fields::new(range);
+        while let Some((field, _, value, _)) = fields.next()? {
+            match (field, value) {
+                (1, Value::Varint(v)) => dtype_code = v as i64,
+                (2, Value::Bytes(r)) => {
+                    if r.len() > 1 << 20 {
+                        bail!(
+                            "the tensor shape field is implausibly large ({} bytes)",
+                            r.len()
+                        );
                     }
-                }
-                1 => raw_fields.push((field, 1, c.take_range(8)?)),
-                5 => raw_fields.push((field, 5, c.take_range(4)?)),
-                2 => {
-                    let len = c.varint()?;
-                    let r = c
-                        .take_range(len)
-                        .with_context(|| format!("field {field} at offset {at}"))?;
-                    match field {
-                        2 => {
-                            if len > 1 << 20 {
-                                bail!("the tensor shape field is implausibly large ({len} bytes)");
-                            }
-                            // Repeated occurrences of a message field merge.
-                            shape_bytes.extend_from_slice(&r.read_vec(0, len as usize)?);
-                        }
-                        4 => content = if r.is_empty() { content } else { Some(r) },
-                        _ => raw_fields.push((field, 2, r)),
+                    if shape_bytes.len() as u64 + r.len() > 1 << 20 {
+                        bail!("the tensor shape fields are implausibly large");
                     }
+                    // Repeated occurrences of a message field merge.
+                    shape_bytes.extend_from_slice(&r.read_vec(0, r.len() as usize)?);
                 }
-                _ => bail!("not a TensorProto: wire type {wire} at offset {at}"),
+                (4, Value::Bytes(r)) => content = if r.is_empty() { content } else { Some(r) },
+                _ => {}
             }
         }
         let dtype = DType::from_tf(dtype_code as i32)
@@ -137,12 +182,30 @@ impl ScannedTensor {
             .map_err(|e| anyhow!("malformed tensor shape: {e}"))?
             .concrete()?;
         let elements = checked_elements(&shape)?;
+        let mut t = ScannedTensor {
+            dtype,
+            shape,
+            elements,
+            message: range.clone(),
+            content,
+            occurrences: 0,
+            last_range: None,
+            values: 0,
+            max_string_len: 0,
+            stored_bytes: range.len(),
+        };
+        t.validate(max_fill_bytes)?;
+        Ok(t)
+    }
 
-        let (want, enc) = typed_field(dtype);
-        let mut field = Vec::new();
-        for (f, wire, r) in raw_fields {
-            if f != want {
-                continue; // a value in the wrong field is ignored, as TensorFlow does
+    /// Calls `f` with each occurrence of the typed field, in order, after checking that its
+    /// wire type fits the dtype (a value in another field is ignored, as TensorFlow does).
+    fn each_value(&self, f: &mut dyn FnMut(Value) -> Result<bool>) -> Result<()> {
+        let (want, enc) = typed_field(self.dtype);
+        let mut fields = Fields::new(&self.message);
+        while let Some((field, wire, value, _)) = fields.next()? {
+            if field != want {
+                continue;
             }
             let ok = match enc {
                 Encoding::Fixed(4) => wire == 2 || wire == 5,
@@ -151,26 +214,16 @@ impl ScannedTensor {
                 Encoding::Bytes => wire == 2,
             };
             if !ok {
-                bail!("field {f} has wire type {wire}, which does not fit a {dtype} tensor");
+                bail!(
+                    "field {field} has wire type {wire}, which does not fit a {} tensor",
+                    self.dtype
+                );
             }
-            if enc == Encoding::Bytes && want == 18 {
-                field = vec![r]; // float8_val is a singular bytes field: the last one wins
-            } else {
-                field.push(r);
+            if !f(value)? {
+                break;
             }
         }
-        let mut t = ScannedTensor {
-            dtype,
-            shape,
-            elements,
-            content,
-            field,
-            values: 0,
-            max_string_len: 0,
-            stored_bytes: range.len(),
-        };
-        t.validate(max_fill_bytes)?;
-        Ok(t)
+        Ok(())
     }
 
     fn validate(&mut self, max_fill_bytes: u64) -> Result<()> {
@@ -218,24 +271,24 @@ impl ScannedTensor {
             return Ok(());
         }
         let (_, enc) = typed_field(self.dtype);
-        self.values = match enc {
-            Encoding::Fixed(size) => {
-                let total: u64 = self.field.iter().map(|r| r.len()).sum();
-                if !total.is_multiple_of(size as u64) {
-                    bail!("a packed field of {total} bytes is not a whole number of {size}-byte values");
+        let (mut values, mut occurrences, mut max_len) = (0u64, 0u64, 0u64);
+        let mut last_range = None;
+        self.each_value(&mut |v| {
+            match (enc, v) {
+                (Encoding::Fixed(size), Value::Fixed(_, w)) => values += (w / size) as u64,
+                (Encoding::Fixed(size), Value::Bytes(r)) => {
+                    if !r.len().is_multiple_of(size as u64) {
+                        bail!(
+                            "a packed field of {} bytes is not a whole number of {size}-byte values",
+                            r.len()
+                        );
+                    }
+                    values += r.len() / size as u64;
                 }
-                let values = total / size as u64;
-                if self.dtype.is_complex() {
-                    values / 2
-                } else {
-                    values
-                }
-            }
-            Encoding::Varint => {
-                let mut count = 0u64;
-                for r in &self.field {
+                (Encoding::Varint, Value::Varint(_)) => values += 1,
+                (Encoding::Varint, Value::Bytes(r)) => {
                     r.stream(1, 1 << 16, &mut |chunk: &[u8]| {
-                        count += chunk.iter().filter(|&&b| b < 0x80).count() as u64;
+                        values += chunk.iter().filter(|&&b| b < 0x80).count() as u64;
                         Ok(())
                     })?;
                     let mut last = [0u8];
@@ -246,22 +299,34 @@ impl ScannedTensor {
                         }
                     }
                 }
-                count
+                (_, Value::Bytes(r)) => {
+                    if occurrences < n {
+                        max_len = max_len.max(r.len());
+                    }
+                    last_range = Some(r);
+                }
+                _ => {}
             }
-            Encoding::Bytes if self.dtype.item_size().is_none() => {
-                self.max_string_len = self
-                    .field
-                    .iter()
-                    .take(n as usize)
-                    .map(|r| r.len())
-                    .max()
-                    .unwrap_or(0);
-                self.field.len() as u64
+            occurrences += 1;
+            Ok(true)
+        })?;
+        self.occurrences = occurrences;
+        self.last_range = last_range;
+        self.values = match enc {
+            Encoding::Fixed(_) if self.dtype.is_complex() => values / 2,
+            Encoding::Fixed(_) | Encoding::Varint => values,
+            // float8_val is a singular bytes field: the last one wins.
+            Encoding::Bytes if self.dtype.item_size().is_some() => {
+                self.last_range.as_ref().map_or(0, |r| r.len())
             }
-            Encoding::Bytes => self.field.iter().map(|r| r.len()).sum(),
+            Encoding::Bytes => {
+                self.max_string_len = max_len;
+                occurrences
+            }
         };
+        let missing = n.saturating_sub(self.values);
         if let Some(size) = self.dtype.item_size() {
-            let fill = n.saturating_sub(self.values).saturating_mul(size as u64);
+            let fill = missing.saturating_mul(size as u64);
             if fill > max_fill_bytes {
                 bail!(
                     "shape {:?} asks for {n} elements but only {} values are stored; filling the rest would write {fill} bytes (over the {max_fill_bytes}-byte limit of --max-fill-bytes)",
@@ -269,11 +334,19 @@ impl ScannedTensor {
                     self.values
                 );
             }
-        } else if self.dtype == DType::String && n > self.values && self.values > 0 {
-            let fill = (n - self.values).saturating_mul(self.max_string_len.max(1));
+        } else if missing > 0 {
+            // Strings repeat the last value; missing variants are empty messages. Either way
+            // each element costs at least a byte downstream.
+            let each = if self.dtype == DType::String && self.values > 0 {
+                self.max_string_len.max(1)
+            } else {
+                1
+            };
+            let fill = missing.saturating_mul(each);
             if fill > max_fill_bytes {
                 bail!(
-                    "filling {n} string elements from {} values would exceed --max-fill-bytes",
+                    "filling {n} {} elements from {} values would write {fill} bytes (over the {max_fill_bytes}-byte limit of --max-fill-bytes)",
+                    self.dtype,
                     self.values
                 );
             }
@@ -313,47 +386,75 @@ impl ScannedTensor {
         let mut out: Vec<u8> = Vec::with_capacity(cap.min((n as usize).saturating_mul(size)));
         let mut emitted: u64 = 0;
         let mut last: Vec<u8> = vec![0u8; size]; // zeros when no value is given
-        let (field_no, enc) = typed_field(self.dtype);
+        let (_, enc) = typed_field(self.dtype);
         let per_element = if self.dtype.is_complex() { 2 } else { 1 };
         let mut pending: Vec<u8> = Vec::with_capacity(size);
-        'fields: for r in &self.field {
-            let mut c = Cursor::new(r.clone());
-            while !c.at_end() && emitted < n {
-                match enc {
-                    Encoding::Fixed(w) => {
-                        pending.extend_from_slice(c.bytes(w)?);
-                        if pending.len() < w * per_element {
-                            continue;
+        let dtype = self.dtype;
+        // Appends one complete element (when `pending` holds one) to the output.
+        let mut push = |pending: &mut Vec<u8>, out: &mut Vec<u8>, emitted: &mut u64| {
+            out.extend_from_slice(pending);
+            last.clear();
+            last.extend_from_slice(pending);
+            pending.clear();
+            *emitted += 1;
+        };
+        let mut flush = |out: &mut Vec<u8>| -> Result<()> {
+            if out.len() >= cap {
+                sink(out)?;
+                out.clear();
+            }
+            Ok(())
+        };
+        match (enc, &self.last_range) {
+            // float8_val: one bytes field, the last occurrence, one byte per element.
+            (Encoding::Bytes, Some(r)) => {
+                let mut c = Cursor::new(r.clone());
+                while !c.at_end() && emitted < n {
+                    pending.push(c.bytes(1)?[0]);
+                    push(&mut pending, &mut out, &mut emitted);
+                    flush(&mut out)?;
+                }
+            }
+            (Encoding::Bytes, None) => {}
+            _ => self.each_value(&mut |v| {
+                match v {
+                    Value::Varint(x) => {
+                        encode_varint_value(dtype, x, &mut pending);
+                        push(&mut pending, &mut out, &mut emitted);
+                    }
+                    Value::Fixed(b, w) => {
+                        pending.extend_from_slice(&b[..w]);
+                        if pending.len() >= w * per_element {
+                            push(&mut pending, &mut out, &mut emitted);
                         }
                     }
-                    Encoding::Varint => {
-                        let v = c.varint()?;
-                        encode_varint_value(self.dtype, v, &mut pending);
-                    }
-                    Encoding::Bytes => {
-                        debug_assert_eq!(field_no, 18);
-                        pending.push(c.bytes(1)?[0]);
+                    Value::Bytes(r) => {
+                        let mut c = Cursor::new(r);
+                        while !c.at_end() && emitted < n {
+                            match enc {
+                                Encoding::Fixed(w) => {
+                                    pending.extend_from_slice(c.bytes(w)?);
+                                    if pending.len() < w * per_element {
+                                        continue;
+                                    }
+                                }
+                                _ => encode_varint_value(dtype, c.varint()?, &mut pending),
+                            }
+                            push(&mut pending, &mut out, &mut emitted);
+                            flush(&mut out)?;
+                        }
                     }
                 }
-                out.extend_from_slice(&pending);
-                last.clear();
-                last.extend_from_slice(&pending);
-                pending.clear();
-                emitted += 1;
-                if out.len() >= cap {
-                    sink(&out)?;
-                    out.clear();
-                }
-            }
-            if emitted >= n {
-                break 'fields;
-            }
+                flush(&mut out)?;
+                Ok(emitted < n)
+            })?,
         }
         // Fill the rest with the last value (or zeros): TensorFlow's splat rule.
         while emitted < n {
             out.extend_from_slice(&last);
             emitted += 1;
             if out.len() >= cap {
+                check_interrupted()?;
                 sink(&out)?;
                 out.clear();
             }
@@ -386,14 +487,24 @@ impl ScannedTensor {
         }
         // Typed fields: strings repeat the last value; variants and resources missing values
         // are default (empty) messages, as TensorFlow's C++ decoder makes them.
-        let k = self.field.len() as u64;
-        for i in 0..n {
-            if k == 0 || (i >= k && self.dtype != DType::String) {
-                sink(&[])?;
-            } else {
-                let r = &self.field[(i.min(k - 1)) as usize];
+        let mut emitted = 0u64;
+        self.each_value(&mut |v| {
+            if let Value::Bytes(r) = v {
                 sink(&r.read_vec(0, r.len() as usize)?)?;
+                emitted += 1;
             }
+            Ok(emitted < n)
+        })?;
+        let repeat = match &self.last_range {
+            Some(r) if self.dtype == DType::String => r.read_vec(0, r.len() as usize)?,
+            _ => Vec::new(),
+        };
+        while emitted < n {
+            if emitted.is_multiple_of(1 << 16) {
+                check_interrupted()?;
+            }
+            sink(&repeat)?;
+            emitted += 1;
         }
         Ok(())
     }

@@ -119,6 +119,7 @@ impl TfRecordSource {
             cached: None,
         };
         while pos < total {
+            crate::error::check_interrupted()?;
             let index = records.len();
             let at = || format!("record {index} at byte offset {pos}");
             if total - pos < 12 {

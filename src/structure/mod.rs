@@ -3,10 +3,18 @@
 //! variants) and component groups (`X/indices` + `X/values` + `X/dense_shape`,
 //! `X/flat_values` + `X/row_splits_K`) — validates them, and re-exposes the source as the arrays
 //! the user asked for: COO components or a densified array; ragged components, the flat values,
-//! or a padded array. Component tensors are small next to the dense results, so they are decoded
-//! into memory; dense and padded results are streamed in row-major order.
+//! or a padded array.
+//!
+//! Memory: components are never decoded whole. A group's members are read in place (or spooled
+//! to a temporary file by `comp`) and walked chunk by chunk; in COO or components mode they
+//! pass through from the source unchanged. Serialized forms are held at their stored size, and
+//! their nested TensorProtos are scanned and checked against each other (shapes, counts,
+//! `--max-fill-bytes`) before any value is produced. Only unsorted sparse indices that must be
+//! sorted use memory in proportion to their count, up to `memory_budget`.
 
+mod comp;
 mod ragged;
+mod serialized;
 mod sparse;
 
 use std::collections::HashMap;
@@ -17,11 +25,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::source::tensorproto::TensorProtoSource;
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
 
+pub use comp::{Comp, CompData};
 pub use ragged::Ragged;
 pub use sparse::Sparse;
+
+/// The most bytes held in memory to sort unsorted sparse indices, or for the serialized
+/// elements and string components of one sparse or ragged tensor.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SparseMode {
@@ -72,150 +84,33 @@ pub struct StructureOptions {
     pub max_dense_bytes: u64,
     pub strict: bool,
     pub view: View,
+    /// `--max-fill-bytes`, for TensorProtos nested in serialized sparse and ragged tensors.
+    pub max_fill_bytes: u64,
+    /// See `DEFAULT_MEMORY_BUDGET`.
+    pub memory_budget: u64,
 }
 
-/// A tensor decoded into memory: a component of a sparse or ragged tensor.
-#[derive(Clone, Debug)]
-pub struct Component {
-    pub dtype: DType,
-    pub shape: Vec<u64>,
-    pub data: Data,
-}
-
-#[derive(Clone, Debug)]
-pub enum Data {
-    /// Elements in the dtype's little-endian layout.
-    Fixed(Vec<u8>),
-    Strings(Vec<Vec<u8>>),
-}
-
-impl Component {
-    pub fn elements(&self) -> u64 {
-        self.shape.iter().product()
-    }
-
-    /// Fails unless the data holds exactly the elements the shape says.
-    pub fn check_consistent(&self, what: &str) -> Result<()> {
-        let n = crate::tensor::checked_elements(&self.shape)?;
-        let ok = match &self.data {
-            Data::Fixed(v) => {
-                n.checked_mul(self.dtype.item_size().unwrap_or(1) as u64) == Some(v.len() as u64)
-            }
-            Data::Strings(v) => n == v.len() as u64,
-        };
-        if !ok {
-            bail!(
-                "{what} of shape {:?} does not hold that many {} elements",
-                self.shape,
-                self.dtype
-            );
-        }
-        Ok(())
-    }
-
-    fn read(src: &mut dyn Source, index: usize, meta: &TensorMeta) -> Result<Component> {
-        let data = if meta.dtype.item_size().is_some() {
-            let mut v = Vec::new();
-            src.read_dense(index, 1 << 20, &mut |c: &[u8]| {
-                v.extend_from_slice(c);
-                Ok(())
-            })?;
-            Data::Fixed(v)
+/// The metadata of a component decoded from a serialized form.
+fn comp_meta(name: String, c: &Comp) -> TensorMeta {
+    TensorMeta {
+        name,
+        dtype: c.dtype,
+        shape: c.shape.clone(),
+        kind: if c.dtype == DType::String {
+            Kind::String
         } else {
-            let mut v = Vec::new();
-            src.read_strings(index, &mut |s: &[u8]| {
-                v.push(s.to_vec());
-                Ok(())
-            })?;
-            Data::Strings(v)
-        };
-        Ok(Component {
-            dtype: meta.dtype,
-            shape: meta.shape.clone(),
-            data,
-        })
-    }
-
-    /// Decodes a serialized TensorProto held in memory.
-    pub fn from_proto(bytes: Vec<u8>) -> Result<Component> {
-        let range = FileRange::from_vec(bytes);
-        let mut src = TensorProtoSource::open("component", vec![], range, String::new(), u64::MAX)?;
-        let meta = src.meta(0)?;
-        Component::read(&mut src, 0, &meta)
-    }
-
-    /// The elements of an integer index tensor (int32 or int64).
-    pub fn integers(&self, what: &str) -> Result<Vec<i64>> {
-        let Data::Fixed(bytes) = &self.data else {
-            bail!("{what} must be int32 or int64, not {}", self.dtype);
-        };
-        Ok(match self.dtype {
-            DType::I64 => bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DType::I32 => bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-            other => bail!("{what} must be int32 or int64, not {other}"),
-        })
-    }
-
-    pub fn from_integers(dtype: DType, values: &[i64]) -> Component {
-        let bytes = match dtype {
-            DType::I32 => values
-                .iter()
-                .flat_map(|&v| (v as i32).to_le_bytes())
-                .collect(),
-            _ => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
-        };
-        Component {
-            dtype,
-            shape: vec![values.len() as u64],
-            data: Data::Fixed(bytes),
-        }
-    }
-
-    fn max_string_len(&self) -> Option<u64> {
-        match &self.data {
-            Data::Strings(v) => Some(v.iter().map(|s| s.len() as u64).max().unwrap_or(0)),
-            Data::Fixed(_) => None,
-        }
-    }
-
-    fn meta(&self, name: String) -> TensorMeta {
-        TensorMeta {
-            name,
-            dtype: self.dtype,
-            shape: self.shape.clone(),
-            kind: if self.dtype == DType::String {
-                Kind::String
-            } else {
-                Kind::Dense
-            },
-            stored_bytes: match &self.data {
-                Data::Fixed(v) => v.len() as u64,
-                Data::Strings(v) => v.iter().map(|s| s.len() as u64).sum(),
-            },
-            max_string_len: self.max_string_len(),
-            big_endian: false,
-            ragged_rank: 0,
-        }
-    }
-
-    /// Streams the component as `Source::read_dense` / `read_strings` would.
-    fn emit(&self, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        match &self.data {
-            Data::Fixed(v) => {
-                let unit = self.dtype.item_size().unwrap_or(1);
-                for c in v.chunks((chunk / unit).max(1) * unit) {
-                    sink(c)?;
-                }
-                Ok(())
-            }
-            Data::Strings(v) => v.iter().try_for_each(|s| sink(s)),
-        }
+            Kind::Dense
+        },
+        stored_bytes: match &c.data {
+            CompData::Fixed(r) => r.len(),
+            CompData::Strings(v) => v.iter().map(|s| s.len() as u64).sum(),
+        },
+        max_string_len: match &c.data {
+            CompData::Strings(v) => Some(v.iter().map(|s| s.len() as u64).max().unwrap_or(0)),
+            CompData::Fixed(_) => None,
+        },
+        big_endian: false,
+        ragged_rank: 0,
     }
 }
 
@@ -223,8 +118,8 @@ impl Component {
 enum Item {
     /// An inner tensor, unchanged.
     Pass(usize),
-    /// A component decoded into memory.
-    Memory(TensorMeta, Arc<Component>),
+    /// A component read from a serialized form, or a group's values under a new name.
+    Comp(TensorMeta, Arc<Comp>),
     /// A sparse tensor streamed out dense.
     Dense(TensorMeta, Arc<Sparse>),
     /// A ragged tensor streamed out padded.
@@ -257,6 +152,7 @@ fn is_candidate(m: &TensorMeta) -> bool {
 pub fn wrap(inner: Box<dyn Source>, opts: &StructureOptions) -> Result<Box<dyn Source>> {
     let mut any = false;
     for i in 0..inner.len() {
+        crate::error::check_interrupted()?;
         if is_candidate(&inner.meta(i)?) {
             any = true;
             break;
@@ -271,6 +167,8 @@ pub fn wrap(inner: Box<dyn Source>, opts: &StructureOptions) -> Result<Box<dyn S
 enum Found {
     Sparse(Sparse, Vec<usize>),
     Ragged(Ragged, Vec<usize>),
+    /// A whole sparse tensor described for `list`.
+    Listed(TensorMeta),
 }
 
 impl Structured {
@@ -288,6 +186,8 @@ impl Structured {
         // Component groups, found by name.
         let mut grouped: HashMap<usize, usize> = HashMap::new(); // member -> first member
         let mut found: HashMap<usize, (String, Found)> = HashMap::new(); // first member -> structure
+        let budget = opts.memory_budget;
+        let list = opts.view == View::List;
         for m in &metas {
             if let Some(base) = m.name.strip_suffix("/indices") {
                 let (Some(&v), Some(&s)) = (
@@ -298,15 +198,30 @@ impl Structured {
                 };
                 let i = by_name[m.name.as_str()];
                 let members = vec![i, v, s];
-                let comps: Vec<Component> = members
-                    .iter()
-                    .map(|&k| Component::read(inner.as_mut(), k, &metas[k]))
-                    .collect::<Result<_>>()
-                    .with_context(|| format!("{path}: sparse tensor '{base}'"))?;
-                let [ind, val, shp] = <[Component; 3]>::try_from(comps).unwrap();
-                let sp = Sparse::new(ind, val, shp, opts)
-                    .with_context(|| format!("{path}: sparse tensor '{base}'"))?;
-                register(&mut grouped, &mut found, base, Found::Sparse(sp, members));
+                let context = || format!("{path}: sparse tensor '{base}'");
+                let (mi, mv, ms) = (&metas[i], &metas[v], &metas[s]);
+                sparse::check_heads(mi, mv, ms).with_context(context)?;
+                let src = inner.as_mut();
+                let f = if list {
+                    let shape = Comp::from_source(src, s, ms, budget).with_context(context)?;
+                    Found::Listed(sparse::list_meta(base, mi, mv, shape).with_context(context)?)
+                } else {
+                    let values = if opts.sparse == SparseMode::Dense {
+                        Some(Comp::from_source(src, v, mv, budget).with_context(context)?)
+                    } else {
+                        None
+                    };
+                    let sp = Sparse::new(
+                        Comp::from_source(src, i, mi, budget).with_context(context)?,
+                        values,
+                        mv.clone(),
+                        Comp::from_source(src, s, ms, budget).with_context(context)?,
+                        opts,
+                    )
+                    .with_context(context)?;
+                    Found::Sparse(sp, members.clone())
+                };
+                register(&mut grouped, &mut found, base, members, f);
             } else if let Some(base) = m
                 .name
                 .strip_suffix("/flat_values")
@@ -321,14 +236,27 @@ impl Structured {
                 if members.len() < 2 {
                     continue;
                 }
-                let values = Component::read(inner.as_mut(), members[0], &metas[members[0]])?;
-                let splits: Vec<Component> = members[1..]
+                let context = || format!("{path}: ragged tensor '{base}'");
+                let src = inner.as_mut();
+                let splits: Vec<Comp> = members[1..]
                     .iter()
-                    .map(|&k| Component::read(inner.as_mut(), k, &metas[k]))
-                    .collect::<Result<_>>()?;
-                let rt = Ragged::new(splits, values, opts)
-                    .with_context(|| format!("{path}: ragged tensor '{base}'"))?;
-                register(&mut grouped, &mut found, base, Found::Ragged(rt, members));
+                    .map(|&k| Comp::from_source(src, k, &metas[k], budget))
+                    .collect::<Result<_>>()
+                    .with_context(context)?;
+                let vm = &metas[members[0]];
+                let values = if list || opts.ragged == RaggedMode::Components {
+                    None
+                } else {
+                    Some(Comp::from_source(src, members[0], vm, budget).with_context(context)?)
+                };
+                let rt = Ragged::new(splits, values, vm.clone(), opts).with_context(context)?;
+                register(
+                    &mut grouped,
+                    &mut found,
+                    base,
+                    members.clone(),
+                    Found::Ragged(rt, members),
+                );
             }
         }
 
@@ -339,28 +267,38 @@ impl Structured {
             if let Some(&first) = grouped.get(&i) {
                 if first == i {
                     let (base, f) = found.remove(&i).unwrap();
-                    push_structure(&mut items, &base, f, opts)?;
+                    push_structure(&mut items, &base, f, opts)
+                        .with_context(|| format!("{path}: '{base}'"))?;
                 }
                 continue;
             }
             let context = || format!("{path}: tensor '{}'", m.name);
             if m.dtype == DType::Variant {
-                let elements = read_elements(inner.as_mut(), i).with_context(context)?;
-                match Ragged::from_variant(&elements, &m.shape, opts).with_context(context)? {
+                let elements = read_elements(inner.as_mut(), i, budget).with_context(context)?;
+                match ragged::from_variant(&elements, &m.shape, opts).with_context(context)? {
                     Some(rt) => {
-                        push_structure(&mut items, &m.name, Found::Ragged(rt, vec![]), opts)?
+                        push_structure(&mut items, &m.name, Found::Ragged(rt, vec![]), opts)
+                            .with_context(context)?
                     }
                     None => skipped_variants.push(m.name.clone()),
                 }
                 continue;
             }
             if m.dtype == DType::String && is_candidate(m) && !m.name.ends_with("/indices") {
-                let elements = read_elements(inner.as_mut(), i).with_context(context)?;
-                if let Some(sp) =
-                    Sparse::from_serialized(&elements, &m.shape, opts).with_context(context)?
+                let elements = read_elements(inner.as_mut(), i, budget).with_context(context)?;
+                match serialized::from_serialized(&m.name, &elements, &m.shape, opts)
+                    .with_context(context)?
                 {
-                    push_structure(&mut items, &m.name, Found::Sparse(sp, vec![]), opts)?;
-                    continue;
+                    Some(serialized::Serialized::Sparse(sp)) => {
+                        push_structure(&mut items, &m.name, Found::Sparse(*sp, vec![]), opts)
+                            .with_context(context)?;
+                        continue;
+                    }
+                    Some(serialized::Serialized::Listed(meta)) => {
+                        items.push(Item::Listed(meta));
+                        continue;
+                    }
+                    None => {}
                 }
             }
             items.push(Item::Pass(i));
@@ -389,10 +327,17 @@ impl Structured {
     }
 }
 
-/// Every element of a variable-length tensor, in memory (serialized components are small).
-fn read_elements(src: &mut dyn Source, index: usize) -> Result<Vec<Vec<u8>>> {
+/// Every element of a variable-length tensor, in memory (serialized components), up to
+/// `budget` bytes.
+fn read_elements(src: &mut dyn Source, index: usize, budget: u64) -> Result<Vec<Vec<u8>>> {
     let mut elements = Vec::new();
+    let mut held = 0u64;
     src.read_strings(index, &mut |s: &[u8]| {
+        held += s.len() as u64 + 24;
+        if held > budget {
+            bail!("its serialized elements take more than the {budget}-byte memory budget");
+        }
+        crate::error::check_interrupted()?;
         elements.push(s.to_vec());
         Ok(())
     })?;
@@ -403,11 +348,9 @@ fn register(
     grouped: &mut HashMap<usize, usize>,
     found: &mut HashMap<usize, (String, Found)>,
     base: &str,
+    members: Vec<usize>,
     f: Found,
 ) {
-    let members = match &f {
-        Found::Sparse(_, m) | Found::Ragged(_, m) => m.clone(),
-    };
     let first = *members.iter().min().unwrap();
     for m in members {
         grouped.insert(m, first);
@@ -422,18 +365,20 @@ fn push_structure(
     f: Found,
     opts: &StructureOptions,
 ) -> Result<()> {
+    let comp = |items: &mut Vec<Item>, name: String, c: Comp| {
+        items.push(Item::Comp(comp_meta(name, &c), Arc::new(c)));
+    };
     match f {
+        Found::Listed(meta) => items.push(Item::Listed(meta)),
         Found::Sparse(sp, members) => {
             if opts.view == View::List {
-                items.push(Item::Listed(sp.list_meta(name)));
+                items.push(Item::Listed(sp.list_meta(name)?));
             } else if opts.sparse == SparseMode::Dense {
-                let sp = Arc::new(sp);
                 let meta = sp.dense_meta(name, opts)?;
-                items.push(Item::Dense(meta, sp));
+                items.push(Item::Dense(meta, Arc::new(sp)));
             } else if members.is_empty() {
-                for (suffix, c) in sp.components() {
-                    let c = Arc::new(c);
-                    items.push(Item::Memory(c.meta(format!("{name}/{suffix}")), c));
+                for (suffix, c) in sp.components()? {
+                    comp(items, format!("{name}/{suffix}"), c);
                 }
             } else {
                 items.extend(members.into_iter().map(Item::Pass));
@@ -446,21 +391,20 @@ fn push_structure(
             }
             match opts.ragged {
                 RaggedMode::Pad => {
-                    let rt = Arc::new(rt);
                     let meta = rt.padded_meta(name, opts)?;
-                    items.push(Item::Padded(meta, rt));
+                    items.push(Item::Padded(meta, Arc::new(rt)));
                 }
                 RaggedMode::Flat => {
-                    let c = Arc::new(rt.values.clone());
-                    items.push(Item::Memory(c.meta(name.to_string()), c));
+                    let meta = rt.flat_meta(name);
+                    let values = rt.values.context("the values were not read")?;
+                    items.push(Item::Comp(meta, Arc::new(values)));
                 }
                 RaggedMode::Components if !members.is_empty() => {
                     items.extend(members.into_iter().map(Item::Pass))
                 }
                 RaggedMode::Components => {
-                    for (suffix, c) in rt.components() {
-                        let c = Arc::new(c);
-                        items.push(Item::Memory(c.meta(format!("{name}/{suffix}")), c));
+                    for (suffix, c) in rt.components()? {
+                        comp(items, format!("{name}/{suffix}"), c);
                     }
                 }
             }
@@ -484,7 +428,7 @@ impl Source for Structured {
     fn meta(&self, index: usize) -> Result<TensorMeta> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.meta(*i),
-            Item::Memory(m, _) | Item::Dense(m, _) | Item::Padded(m, _) | Item::Listed(m) => {
+            Item::Comp(m, _) | Item::Dense(m, _) | Item::Padded(m, _) | Item::Listed(m) => {
                 Ok(m.clone())
             }
         }
@@ -493,7 +437,7 @@ impl Source for Structured {
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.read_dense(*i, chunk, sink),
-            Item::Memory(_, c) => c.emit(chunk, sink),
+            Item::Comp(_, c) => c.emit(chunk, sink),
             Item::Dense(_, sp) => sp.stream_dense(chunk, sink),
             Item::Padded(_, rt) => rt.stream_padded(chunk, sink),
             Item::Listed(m) => bail!("'{}' is listed whole and cannot be read", m.name),
@@ -503,7 +447,7 @@ impl Source for Structured {
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.read_strings(*i, sink),
-            Item::Memory(_, c) => c.emit(0, sink),
+            Item::Comp(_, c) => c.emit(0, sink),
             Item::Dense(_, sp) => sp.stream_dense_strings(sink),
             Item::Padded(_, rt) => rt.stream_padded_strings(sink),
             Item::Listed(m) => bail!("'{}' is listed whole and cannot be read", m.name),
@@ -512,6 +456,17 @@ impl Source for Structured {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.inner.input_files()
+    }
+
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.raw_range(*i),
+            Item::Comp(_, c) => match &c.data {
+                CompData::Fixed(r) if r.file().is_some() => Some(r.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     fn source_dtype(&self, index: usize) -> Option<String> {

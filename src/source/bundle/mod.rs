@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
 use crate::dtype::DType;
+use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
 use crate::source::wire::Cursor;
@@ -390,6 +391,12 @@ impl BundleSource {
         let size = meta.dtype.item_size().unwrap_or(1) as u64;
         let shape = &meta.shape;
         let rank = shape.len();
+        // An empty tensor has nothing to copy. Past this point every step of the loops below
+        // copies at least one element that a slice holds, so they are bounded by the bytes
+        // present, not by the dimensions (a [2^40, 2, 0] entry would otherwise spin for hours).
+        if checked_elements(shape)? == 0 {
+            return Ok(());
+        }
         // The trailing dimensions every piece covers whole are copied as contiguous blocks.
         let mut k = rank;
         while k > 0 && pieces.iter().all(|p| p.extents[k - 1] == (0, shape[k - 1])) {
@@ -418,7 +425,10 @@ impl BundleSource {
         let prefix_dims = &shape[..line_dim];
         let prefix_count: u64 = prefix_dims.iter().product();
         let mut index = vec![0u64; line_dim];
-        for _ in 0..prefix_count {
+        for step in 0..prefix_count {
+            if step % 4096 == 0 {
+                check_interrupted()?;
+            }
             let mut covering: Vec<&Piece> = pieces
                 .iter()
                 .filter(|p| {

@@ -170,6 +170,64 @@ fn big_endian_bundles_are_byte_swapped_numbers_and_be_checksummed_string_lengths
 }
 
 #[test]
+fn an_empty_sliced_entry_with_a_huge_first_dimension_is_read_at_once() {
+    // Shape [2^40, 2, 0], two slices along the second dimension, an empty shard: the
+    // assembly loop must not step through the 2^40 rows that hold nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("ckpt");
+    let shape = [1i64 << 40, 2, 0];
+    let extents = |d1: i64| crate::source::proto::TensorSliceProto {
+        extent: vec![
+            crate::source::proto::Extent {
+                start: 0,
+                length: None,
+            },
+            crate::source::proto::Extent {
+                start: d1,
+                length: Some(1),
+            },
+            crate::source::proto::Extent {
+                start: 0,
+                length: None,
+            },
+        ],
+    };
+    let mut whole = BundleEntryProto::decode(&entry(1, &shape, 0, &[])[..]).unwrap();
+    whole.slices = vec![extents(0), extents(1)];
+    let header = BundleHeaderProto {
+        num_shards: 1,
+        endianness: 0,
+        version: Some(VersionDef {
+            producer: 1,
+            min_consumer: 0,
+            bad_consumers: vec![],
+        }),
+    };
+    let mut entries = vec![(vec![], header.encode_to_vec())];
+    for d1 in [0, 1] {
+        let key = slice_key("w", &[(0, -1), (d1, 1), (0, -1)]);
+        entries.push((key, entry(1, &[1 << 40, 1, 0], 0, &[])));
+    }
+    entries.push((b"w".to_vec(), whole.encode_to_vec()));
+    entries.sort();
+    std::fs::write(dir.path().join("ckpt.index"), table(&entries)).unwrap();
+    std::fs::write(dir.path().join("ckpt.data-00000-of-00001"), b"").unwrap();
+    let mut src = BundleSource::open("ckpt", &prefix, BundleOptions::default()).unwrap();
+    assert_eq!(src.meta(0).unwrap().shape, [1 << 40, 2, 0]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunks = 0;
+        let r = src.read_dense(0, 1 << 20, &mut |_| {
+            chunks += 1;
+            Ok(())
+        });
+        let _ = tx.send((r.is_ok(), chunks));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+    assert_eq!(got.ok(), Some((true, 0)), "the read did not finish in 20 s");
+}
+
+#[test]
 fn slice_keys_match_the_documented_examples() {
     // `00 77 00 01 01 02 80 82 80 7f` -> w, rank 2, [(0,2), (0,full)]
     assert_eq!(
