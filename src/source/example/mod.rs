@@ -167,7 +167,11 @@ fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
     };
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
-    while total <= limit {
+    // Where the next record header starts: inflating stops at the first header whose length
+    // CRC fails or whose length is past the limit, so a decompression bomb is not inflated
+    // again just to name the damaged record.
+    let mut next = 0u64;
+    'inflate: while total <= limit {
         match decoder.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
@@ -176,6 +180,18 @@ fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
                 }
                 total += n as u64;
             }
+        }
+        while next + 12 <= total {
+            let mut head = [0u8; 12];
+            if std::os::unix::fs::FileExt::read_exact_at(&tmp, &mut head, next).is_err() {
+                break 'inflate;
+            }
+            let len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+            let crc = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
+            if crate::source::proto::mask_crc(crc32c::crc32c(&head[..8])) != crc || len > limit {
+                break 'inflate;
+            }
+            next += 16 + len;
         }
     }
     let Ok(range) = FileRange::whole(tmp) else {
