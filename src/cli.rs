@@ -4,9 +4,87 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::device::{DeviceChoice, StatsFormat};
-use crate::dtype::{parse_cast, DType, DtypePolicy, NarrowFloatPolicy};
-use crate::structure::{Duplicates, RaggedMode, SparseMode};
+use crate::dtype::{parse_cast, DType, DtypePolicy};
+
+/// A command-line twin of a domain enum: clap's `ValueEnum` (and the help of each value) stays
+/// in the front end, and the domain type comes out with `.into()`.
+macro_rules! value_enum {
+    ($(#[$m:meta])* $name:ident => $domain:path { $($(#[$vm:meta])* $v:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+        pub enum $name { $($(#[$vm])* $v),* }
+
+        impl From<$name> for $domain {
+            fn from(x: $name) -> Self {
+                match x { $($name::$v => <$domain>::$v),* }
+            }
+        }
+    };
+}
+
+value_enum! {
+    /// `--sparse`
+    SparseMode => crate::structure::SparseMode {
+        /// `X/indices`, `X/values`, `X/dense_shape`
+        Coo,
+        /// `X` as a dense array, like `tf.sparse.to_dense`
+        Dense,
+    }
+}
+
+value_enum! {
+    /// `--ragged`
+    RaggedMode => crate::structure::RaggedMode {
+        /// `X/flat_values` and `X/row_splits_0`, `X/row_splits_1`, ... (outermost first)
+        Components,
+        /// `X` = the flat values alone, like `rt.flat_values`
+        Flat,
+        /// `X` padded into a dense array, like `rt.to_tensor()`
+        Pad,
+    }
+}
+
+value_enum! {
+    /// `--sparse-duplicates`
+    Duplicates => crate::structure::Duplicates {
+        /// Repeated indices are an error
+        Error,
+        /// Values at repeated indices are added (like `np.add.at`)
+        Sum,
+        /// The last value at a repeated index wins
+        Last,
+    }
+}
+
+value_enum! {
+    /// `--bf16` / `--f8`
+    NarrowFloatPolicy => crate::dtype::NarrowFloatPolicy {
+        /// Widen losslessly to float32 (`<f4`).
+        F32,
+        /// Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8).
+        Bits,
+    }
+}
+
+value_enum! {
+    /// `--device`
+    DeviceChoice => crate::device::DeviceChoice {
+        /// Convert on the host
+        Cpu,
+        /// Convert on a GPU through wgpu; fail if there is none
+        Gpu,
+        /// Use a GPU when one is found, else the host (and say so)
+        Auto,
+    }
+}
+
+value_enum! {
+    /// `--stats`
+    StatsFormat => crate::device::StatsFormat {
+        Text,
+        Json,
+    }
+}
 
 /// `--version`: the version, and whether the GPU device stage was built in.
 pub const VERSION: &str = if cfg!(feature = "gpu") {
@@ -275,8 +353,8 @@ pub struct DtypeArgs {
 impl DtypeArgs {
     pub fn policy(&self) -> DtypePolicy {
         DtypePolicy {
-            bf16: self.bf16,
-            f8: self.f8,
+            bf16: self.bf16.into(),
+            f8: self.f8.into(),
             casts: self.cast.clone(),
         }
     }

@@ -343,7 +343,7 @@ impl NpyType {
 }
 
 /// How bfloat16 and the float8 family are written: widened to `<f4`, or as their raw bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NarrowFloatPolicy {
     /// Widen losslessly to float32 (`<f4`).
     #[default]

@@ -46,10 +46,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
     let structure = StructureOptions {
-        sparse: args.sparse,
-        ragged: args.ragged,
+        sparse: args.sparse.into(),
+        ragged: args.ragged.into(),
         fill: args.fill.clone(),
-        duplicates: args.sparse_duplicates,
+        duplicates: args.sparse_duplicates.into(),
         max_dense_bytes: args.max_dense_bytes,
         strict: args.input.strict,
         view: View::Convert,
@@ -57,8 +57,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     };
     if args.fill.is_some()
-        && args.sparse != crate::structure::SparseMode::Dense
-        && args.ragged != crate::structure::RaggedMode::Pad
+        && args.sparse != crate::cli::SparseMode::Dense
+        && args.ragged != crate::cli::RaggedMode::Pad
     {
         return Err(usage(
             "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
@@ -123,7 +123,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
     let jobs = plan_jobs(&args, &stems, &selected).with_context(all_inputs)?;
     refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
-    let mut device = DeviceStage::open(args.device, args.adapter)?;
+    let mut device = DeviceStage::open(args.device.into(), args.adapter)?;
     device.keep_per_tensor = args.stats.is_some();
     if let Some(why) = &device.fallback {
         report.note(&format!("--device auto: using the CPU ({why})"));
@@ -187,7 +187,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         }
     }
     report.finish();
-    if let Some(format) = args.stats {
+    if let Some(format) = args.stats.map(crate::device::StatsFormat::from) {
         eprint!("{}", device.borrow().report(format));
     }
     if !args.quiet && std::io::stderr().is_terminal() {

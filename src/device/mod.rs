@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::transform::Converter;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// Convert on the host
     #[default]
@@ -29,7 +29,7 @@ pub enum DeviceChoice {
     Auto,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatsFormat {
     Text,
     Json,

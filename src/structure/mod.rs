@@ -35,7 +35,7 @@ pub use sparse::Sparse;
 /// elements and string components of one sparse or ragged tensor.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SparseMode {
     /// `X/indices`, `X/values`, `X/dense_shape`
     #[default]
@@ -44,7 +44,7 @@ pub enum SparseMode {
     Dense,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RaggedMode {
     /// `X/flat_values` and `X/row_splits_0`, `X/row_splits_1`, ... (outermost first)
     #[default]
@@ -55,7 +55,7 @@ pub enum RaggedMode {
     Pad,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Duplicates {
     /// Repeated indices are an error
     #[default]
