@@ -268,6 +268,11 @@ impl Source for HfSource {
         self.parts[p].raw_range(i)
     }
 
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        let (p, i) = self.index[index];
+        self.parts[p].source_dtype(i)
+    }
+
     fn input_files(&self) -> Vec<PathBuf> {
         let mut files = self.files.clone();
         files.extend(self.parts.iter().flat_map(|p| p.input_files()));

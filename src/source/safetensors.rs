@@ -45,6 +45,9 @@ pub struct SafetensorsSource {
     metas: Vec<TensorMeta>,
     /// Byte range of each tensor within the file.
     ranges: Vec<FileRange>,
+    /// The safetensors name of each dtype that has no NumPy form (`F4`, `F6_E2M3`, ...).
+    unsupported: Vec<Option<String>>,
+    notes: Vec<String>,
 }
 
 impl SafetensorsSource {
@@ -73,13 +76,25 @@ impl SafetensorsSource {
         let data_start = 8 + header_len as u64;
         let mut metas = Vec::new();
         let mut ranges = Vec::new();
+        let mut unsupported = Vec::new();
+        let mut notes = Vec::new();
         let infos = metadata.tensors();
         for name in metadata.offset_keys() {
             let info = infos[&name];
             let st_name = format!("{:?}", info.dtype);
-            let dtype = DType::from_safetensors(&st_name).ok_or_else(|| {
-                anyhow!("tensor '{name}': safetensors dtype {st_name} has no NumPy form")
-            })?;
+            // A dtype with no NumPy form is listed as `resource`: an error when converted,
+            // left out with --skip-unsupported.
+            let dtype = match DType::from_safetensors(&st_name) {
+                Some(d) => {
+                    unsupported.push(None);
+                    d
+                }
+                None => {
+                    notes.push(format!("tensor '{name}' has safetensors dtype {st_name}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)"));
+                    unsupported.push(Some(st_name));
+                    DType::Resource
+                }
+            };
             let (start, end) = info.data_offsets;
             ranges.push(data.slice(data_start + start as u64, (end - start) as u64)?);
             metas.push(TensorMeta {
@@ -98,6 +113,8 @@ impl SafetensorsSource {
             files,
             metas,
             ranges,
+            unsupported,
+            notes,
         })
     }
 }
@@ -174,5 +191,13 @@ impl Source for SafetensorsSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        self.unsupported[index].clone()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 }
