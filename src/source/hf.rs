@@ -38,6 +38,18 @@ fn is_index_name(name: &str) -> bool {
         .any(|p| name.starts_with(p) && name.ends_with(".json"))
 }
 
+/// `model.<variant>.safetensors` / `pytorch_model.<variant>.bin`, not a shard (`-of-`).
+fn is_variant_single(name: &str) -> bool {
+    [("model.", ".safetensors"), ("pytorch_model.", ".bin")]
+        .iter()
+        .any(|(p, e)| {
+            name.len() > p.len() + e.len()
+                && name.starts_with(p)
+                && name.ends_with(e)
+                && !name.contains("-of-")
+        })
+}
+
 fn sniff(input: &Input) -> Sniff {
     if input.is_dir {
         return match locate(&input.path) {
@@ -96,8 +108,30 @@ fn locate(dir: &Path) -> Result<Layout> {
             return Ok(Layout::Single(p));
         }
     }
+    // `save_pretrained(variant="fp16")` of an unsharded model: `model.fp16.safetensors` or
+    // `pytorch_model.fp16.bin`.
+    let mut singles: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| is_variant_single(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    singles.sort();
+    match singles.len() {
+        0 => {}
+        1 => return Ok(Layout::Single(singles.remove(0))),
+        _ => bail!(
+            "{} holds several weights files ({}): pass the one to read",
+            dir.display(),
+            singles
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     bail!(
-        "{} is not a Hugging Face model folder (no *.index.json, model.safetensors or pytorch_model.bin)",
+        "{} is not a Hugging Face model folder (no *.index.json, model[.VARIANT].safetensors or pytorch_model[.VARIANT].bin)",
         dir.display()
     )
 }
