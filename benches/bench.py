@@ -84,27 +84,28 @@ def py(code, *args):
 # --------------------------------------------------------------------------------------------
 # inputs
 
-def make_safetensors(path, total_bytes):
-    """16 large tensors and 2,000 small ones, f32, bf16 and f16, ~total_bytes in all."""
+def make_safetensors(path, total_bytes, f32_only=False):
+    """16 large tensors and 2,000 small ones, f32, bf16 and f16 (or f32 only), ~total_bytes in all."""
     code = r'''
 import sys, numpy as np, safetensors, ml_dtypes
 path, total = sys.argv[1], int(sys.argv[2])
+f32_only = sys.argv[3] == "1"
 rng = np.random.default_rng(0)
 arrays = {}
 small = 2000
 big_each = (total - small * 4096) // 16
-kinds = [np.float32, ml_dtypes.bfloat16, np.float16]
+kinds = [np.float32] if f32_only else [np.float32, ml_dtypes.bfloat16, np.float16]
 for i in range(16):
-    dt = kinds[i % 3]
+    dt = kinds[i % len(kinds)]
     n = big_each // np.dtype(dt).itemsize // 256 * 256
     arrays[f"layers.{i}.weight"] = rng.standard_normal(n, dtype=np.float32).astype(dt).reshape(-1, 256)
 for i in range(small):
-    dt = kinds[i % 3]
+    dt = kinds[i % len(kinds)]
     arrays[f"layers.{i % 16}.small.{i}"] = rng.standard_normal(4096 // np.dtype(dt).itemsize, dtype=np.float32).astype(dt)
 safetensors.serialize_file({k: safetensors.TensorSpec(dtype=a.dtype.name, shape=list(a.shape),
     data_ptr=a.ctypes.data, data_len=a.nbytes) for k, a in arrays.items()}, path)
 '''
-    run(py(code, path, str(int(total_bytes))))
+    run(py(code, path, str(int(total_bytes)), "1" if f32_only else "0"))
 
 
 def make_checkpoint(prefix, total_bytes):
@@ -240,6 +241,22 @@ def main():
     m2 = table("the same safetensors file to a directory of .npy files", r, npz_bytes, "tensor2npy")
     rm(out_npz + ".ref")
 
+    # 1b. float32 only: every tensor is a plain copy, the case where .npz can run at cp's speed
+    st32 = os.path.join(WORK, "f32.safetensors")
+    say("making the float32 safetensors input")
+    make_safetensors(st32, gib * SCALE, f32_only=True)
+    run([BIN, "convert", st32, "-o", out_npz])
+    npz32_bytes = os.path.getsize(out_npz)
+    shutil.copy(out_npz, out_npz + ".ref")
+    say("f32 safetensors -> npz")
+    r = alternate({
+        "tensor2npy": [BIN, "convert", st32, "-o", out_npz],
+        "cp (same bytes as the .npz)": ["cp", out_npz + ".ref", cp_dst],
+    }, cleanup=[cp_dst])
+    m1b = table(f"float32 safetensors ({os.path.getsize(st32) / gib:.2f} GiB, 16 large + 2,000 small f32 tensors) to .npz",
+                r, npz32_bytes, "tensor2npy")
+    rm(out_npz + ".ref"), rm(st32)
+
     # 2. checkpoint
     say("making the checkpoint")
     ck = make_checkpoint(os.path.join(WORK, "ckpt", "ckpt"), gib * SCALE)
@@ -357,7 +374,8 @@ safetensors.serialize_file({"w": safetensors.TensorSpec(dtype="bfloat16", shape=
         "",
         f"| target | measured | met |",
         "|---|---|---|",
-        f"| .npz output ≥ 90% of cp throughput on the same bytes | {m1['cp (same bytes as the .npz)'] / m1['tensor2npy'] * 100:.0f}% of cp, {m1['cat > file (a user-space copy of them)'] / m1['tensor2npy'] * 100:.0f}% of a user-space copy; .npy: {m5['cp (same bytes)'] / m5['tensor2npy'] * 100:.0f}% of cp | {'yes' if m1['cp (same bytes as the .npz)'] / m1['tensor2npy'] >= 0.9 else 'no'} |",
+        f"| f32 safetensors → stored .npz ≥ 0.95x cp of the same bytes | {m1b['cp (same bytes as the .npz)'] / m1b['tensor2npy']:.2f}x (mixed f32/bf16/f16, which must widen: {m1['cp (same bytes as the .npz)'] / m1['tensor2npy']:.2f}x) | {'yes' if m1b['cp (same bytes as the .npz)'] / m1b['tensor2npy'] >= 0.95 else 'no'} |",
+        f"| one large tensor → .npy ≥ 0.95x cp | {m5['cp (same bytes)'] / m5['tensor2npy']:.2f}x | {'yes' if m5['cp (same bytes)'] / m5['tensor2npy'] >= 0.95 else 'no'} |",
         f"| ≥ 3x faster than safetensors + NumPy | {m1['safetensors + numpy savez'] / m1['tensor2npy']:.1f}x (.npz), {m2['safetensors + numpy save'] / m2['tensor2npy']:.1f}x (.npy dir) | {'yes' if min(m1['safetensors + numpy savez'] / m1['tensor2npy'], m2['safetensors + numpy save'] / m2['tensor2npy']) >= 3 else 'no'} |",
         f"| ≥ 10x faster than the TensorFlow script, whole process | {m3['tf.train.load_checkpoint + np.savez'] / m3['tensor2npy']:.1f}x (checkpoint), {m4['tf.io.parse_tensor loop + np.savez'] / m4['tensor2npy']:.1f}x (TFRecord) | {'yes' if min(m3['tf.train.load_checkpoint + np.savez'] / m3['tensor2npy'], m4['tf.io.parse_tensor loop + np.savez'] / m4['tensor2npy']) >= 10 else 'no'} |",
         f"| peak RSS ≤ 64 MiB whatever the input size | {rss_t2n:.0f} MiB (2 GiB tensor), {rss_all:.0f} MiB (largest of any run) | {'yes' if rss_all <= 64 else 'no'} |",

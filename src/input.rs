@@ -382,6 +382,27 @@ impl Read for RangeReader {
     }
 }
 
+/// Random access for readers such as the `zip` crate's, local or remote alike.
+impl io::Seek for RangeReader {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.range.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match target {
+            Some(t) => {
+                self.pos = t.min(self.range.len);
+                Ok(self.pos)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the data",
+            )),
+        }
+    }
+}
+
 /// The absolute, symlink-free form of a path that may not exist yet.
 pub fn absolute(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {

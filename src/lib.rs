@@ -11,9 +11,7 @@ pub mod cmd;
 pub mod device;
 pub mod dtype;
 pub mod input;
-pub mod names;
 pub mod pipeline;
-pub mod proto;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod sink;
@@ -21,4 +19,8 @@ pub mod source;
 pub mod structure;
 pub mod tensor;
 pub mod transform;
-pub mod wire;
+
+// Old paths of modules that moved (`source::wire`, `source::proto`, `sink::names`), kept so that
+// work in flight still builds.
+pub use sink::names;
+pub use source::{proto, wire};

@@ -1,14 +1,14 @@
 //! Moves one tensor from a source through the transforms into a sink, and the pieces every
 //! command shares: tensor selection, the output dtype of a tensor, notes and progress on stderr.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{anyhow, bail, Result};
 use globset::{Glob, GlobMatcher};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
-use crate::sink::{io_error, npy, Sink};
+use crate::sink::{npy, MemberSpec, Sink};
 use crate::tensor::{Kind, Source, TensorMeta};
 use crate::transform::Converter;
 
@@ -143,14 +143,14 @@ impl Reporter {
 
     pub fn note(&self, msg: &str) {
         if !self.quiet {
-            let msg = crate::names::shown(msg);
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: note: {msg}"));
         }
     }
 
     pub fn warn(&self, msg: &str) {
         if !self.quiet {
-            let msg = crate::names::shown(msg);
+            let msg = crate::sink::names::shown(msg);
             self.bar.suspend(|| eprintln!("tensor2npy: warning: {msg}"));
         }
     }
@@ -218,27 +218,32 @@ pub fn write_tensor(
     };
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
-    report.set_message(crate::names::shown(out_name).into_owned());
+    report.set_message(crate::sink::names::shown(out_name).into_owned());
+    let spec = MemberSpec {
+        name: out_name,
+        header: &header,
+        data_len,
+    };
     if meta.kind == Kind::String || meta.dtype == DType::String {
         let width = out_type.size();
         let mut trailing_nul = false;
         let zeros = vec![0u8; width];
-        sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-            src.read_strings(index, &mut |s: &[u8]| {
-                if s.len() > width {
-                    bail!(
-                        "a string element is longer ({}) than the declared maximum ({width})",
-                        s.len()
-                    );
-                }
-                trailing_nul |= s.last() == Some(&0);
-                check_interrupted()?;
-                w.write_all(s).map_err(io_error)?;
-                w.write_all(&zeros[..width - s.len()]).map_err(io_error)?;
-                report.advance(width as u64);
-                Ok(())
-            })
+        let mut member = sink.member(&spec)?;
+        src.read_strings(index, &mut |s: &[u8]| {
+            if s.len() > width {
+                bail!(
+                    "a string element is longer ({}) than the declared maximum ({width})",
+                    s.len()
+                );
+            }
+            trailing_nul |= s.last() == Some(&0);
+            check_interrupted()?;
+            member.write(s)?;
+            member.write(&zeros[..width - s.len()])?;
+            report.advance(width as u64);
+            Ok(())
         })?;
+        member.commit()?;
         opts.device
             .borrow_mut()
             .record_host_only(out_name, "strings have no device operation");
@@ -254,30 +259,28 @@ pub fn write_tensor(
     if converter.is_identity() {
         if let Some(range) = src.raw_range(index).filter(|r| r.len() == data_len) {
             check_interrupted()?;
-            sink.add_copy(out_name, &header, &range)?;
+            let mut member = sink.member(&spec)?;
+            member.copy(&range)?;
+            member.commit()?;
             report.advance(data_len);
             device.record_host_only(out_name, "no device operation (a plain copy)");
             return Ok(());
         }
     }
     let host_decode = src.host_decode(index);
-    sink.add(out_name, &header, data_len, &mut |w: &mut dyn Write| {
-        device.convert(
-            out_name,
-            meta.dtype,
-            plan,
-            meta.big_endian,
-            chunk,
-            &converter,
-            &mut |convert| src.read_dense(index, chunk, convert),
-            &mut |out: &[u8]| {
-                check_interrupted()?;
-                w.write_all(out).map_err(io_error)?;
-                report.advance(out.len() as u64);
-                Ok(())
-            },
-        )
+    let mut run = device.start(out_name, &converter, chunk)?;
+    let mut member = sink.member(&spec)?;
+    let write = |member: &mut crate::sink::Member, out: &[u8]| -> Result<()> {
+        check_interrupted()?;
+        member.write(out)?;
+        report.advance(out.len() as u64);
+        Ok(())
+    };
+    src.read_dense(index, chunk, &mut |c: &[u8]| {
+        write(&mut member, run.push(c)?)
     })?;
+    write(&mut member, run.finish()?)?;
+    member.commit()?;
     // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
     if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
         if last.path != "gpu" {

@@ -10,6 +10,10 @@ use half::f16;
 use crate::dtype::{DType, NpyType, Plan};
 
 /// Converts whole elements of one source dtype into one output type.
+///
+/// [`Converter::new`] is the one table of conversions: it names each (source dtype, plan) pair
+/// as an [`Op`], which this type performs on the host and `device::kernel` maps to a GPU
+/// kernel. A new conversion is a new `Op` variant (or a new row choosing an existing one).
 #[derive(Clone, Debug)]
 pub struct Converter {
     src: DType,
@@ -18,22 +22,42 @@ pub struct Converter {
     op: Op,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+/// What one element conversion does, after any byte-order swap. Every variant the GPU has a
+/// kernel for is its own variant, so that the device mapping is a total `match` on this enum;
+/// several of them share the host's generic cast code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
     /// Same bytes (after any byte swap).
     Copy,
-    Bf16ToF32,
-    /// Table lookup of a one-byte float format.
-    Byte8ToF32,
-    /// Sign-extend the low `bits` bits of each byte.
+    /// Sign-extend the low `bits` bits of each byte (int4 and int2 stored a byte each).
     SignExtend(u32),
-    /// Keep the low `bits` bits of each byte.
+    /// Keep the low `bits` bits of each byte (uint4 and uint2 stored a byte each).
     Mask(u32),
-    /// float32 (or bfloat16, by its top half) to float16 straight from the bits, so that NaN
-    /// payloads are not first quieted by a trip through float64.
+    /// bfloat16 to float32: the bits, shifted.
+    Bf16ToF32,
+    /// float16 to float32 (exact).
+    F16ToF32,
+    /// Table lookup of a one-byte float format ([`byte_float_table`]) to float32.
+    Byte8ToF32,
+    /// float32 to float16 straight from the bits ([`f32_to_f16_bits`]), so that NaN payloads
+    /// are not first quieted by a trip through float64.
     F32ToF16,
+    /// bfloat16 to float16, by the float32 whose top half it is.
     Bf16ToF16,
-    /// Element-wise numeric cast through a wide intermediate.
+    /// float64 to float32, rounded to nearest even.
+    F64ToF32,
+    /// Between bool and the integers of at most 32 bits: sign- or zero-extend, then wrap as
+    /// numpy's `astype` does; to bool is "non-zero".
+    SmallIntCast {
+        /// The source is a signed integer.
+        signed: bool,
+        /// The source is bool.
+        from_bool: bool,
+        /// The output is bool.
+        to_bool: bool,
+    },
+    /// Any other element-wise numeric cast (64-bit integers, complex numbers, float to int and
+    /// int to float, float8 to anything but float32), through a wide intermediate.
     Cast,
 }
 
@@ -59,9 +83,18 @@ impl Converter {
                 (s, o) if NpyType::natural(s) == Some(o) && !s.is_float8() && s != DType::BF16 => {
                     Op::Copy
                 }
+                (DType::F16, NpyType::F32) => Op::F16ToF32,
                 (DType::F32, NpyType::F16) => Op::F32ToF16,
                 (DType::BF16, NpyType::F16) => Op::Bf16ToF16,
-                _ => Op::Cast,
+                (DType::F64, NpyType::F32) => Op::F64ToF32,
+                (s, o) => match small_int(s) {
+                    Some((signed, from_bool)) if is_small_int_target(o) => Op::SmallIntCast {
+                        signed,
+                        from_bool,
+                        to_bool: o == NpyType::Bool,
+                    },
+                    _ => Op::Cast,
+                },
             },
         };
         Ok(Converter {
@@ -70,6 +103,25 @@ impl Converter {
             swap: big_endian && src.swap_unit() > 1,
             op,
         })
+    }
+
+    /// The conversion this converter performs.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    pub fn src(&self) -> DType {
+        self.src
+    }
+
+    pub fn out(&self) -> NpyType {
+        self.out
+    }
+
+    /// The byte-order unit reversed before the op (each half of a complex number), or `None`
+    /// when the source is little-endian already or has one-byte elements.
+    pub fn swap_unit(&self) -> Option<usize> {
+        self.swap.then(|| self.src.swap_unit())
     }
 
     /// True when conversion leaves the bytes as they are, so callers can pass them on uncopied.
@@ -133,7 +185,9 @@ impl Converter {
                     out.extend_from_slice(&f32_to_f16_bits(bits).to_le_bytes());
                 }
             }
-            Op::Cast => {
+            // Exact or rounded as the generic cast code does them; the GPU has kernels of its
+            // own for these (checked against this code byte for byte in tests/gpu.rs).
+            Op::F16ToF32 | Op::F64ToF32 | Op::SmallIntCast { .. } | Op::Cast => {
                 for e in input.chunks_exact(size) {
                     encode(self.out, decode(self.src, e), out);
                 }
@@ -141,6 +195,24 @@ impl Converter {
         }
         Ok(())
     }
+}
+
+/// `(signed, is_bool)` of the sources [`Op::SmallIntCast`] takes: bool and the integers of at
+/// most 32 bits, stored a whole byte or more each.
+fn small_int(d: DType) -> Option<(bool, bool)> {
+    use DType::*;
+    match d {
+        Bool => Some((false, true)),
+        I8 | I16 | I32 | QInt8 | QInt16 | QInt32 => Some((true, false)),
+        U8 | U16 | U32 | QUInt8 | QUInt16 => Some((false, false)),
+        _ => None,
+    }
+}
+
+/// The outputs [`Op::SmallIntCast`] writes.
+fn is_small_int_target(t: NpyType) -> bool {
+    use NpyType::*;
+    matches!(t, Bool | I8 | U8 | I16 | U16 | I32 | U32)
 }
 
 /// One element in a form every numeric dtype converts through without loss.

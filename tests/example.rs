@@ -206,6 +206,21 @@ fn feature_options_name_what_is_wrong() {
         assert!(stderr.contains("basic.tfrecord"), "{stderr}");
         assert!(!out.exists());
     }
+    // --stack is for TFRecords of tensors: a usage error here
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&input)
+        .args(["--stack", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--stack"));
     // --dense-features keeps a one-value feature as [N, 1], like FixedLenFeature([1])
     let o = Command::new(bin())
         .arg("convert")

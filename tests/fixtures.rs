@@ -135,3 +135,13 @@ fn gguf_fixtures_match_gguf_py_dequantize() {
 fn graph_fixtures_match_tf_make_ndarray_and_onnx_to_array() {
     check_good("fixtures/graph/");
 }
+
+#[test]
+fn hdf5_and_keras_fixtures_match_h5py() {
+    check_good("fixtures/hdf5/");
+}
+
+#[test]
+fn flax_fixtures_match_msgpack_restore() {
+    check_good("fixtures/flax/");
+}

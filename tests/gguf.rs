@@ -113,8 +113,7 @@ fn stats_say_dequantization_runs_on_the_host() {
         "fixtures/gguf/align64.gguf",
         "-o",
         out.to_str().unwrap(),
-        "--stats",
-        "json",
+        "--stats=json",
     ]);
     let stats: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
     let t = stats["tensors"]

@@ -59,21 +59,11 @@ fn same_on_both(
     let size = src.item_size().unwrap();
     let piece = (piece / size).max(1) * size;
     let mut got = Vec::new();
-    stage
-        .convert(
-            "t",
-            src,
-            plan,
-            big_endian,
-            chunk,
-            &cpu,
-            &mut |f| data.chunks(piece).try_for_each(&mut *f),
-            &mut |out: &[u8]| {
-                got.extend_from_slice(out);
-                Ok(())
-            },
-        )
-        .unwrap();
+    let mut run = stage.start("t", &cpu, chunk).unwrap();
+    for c in data.chunks(piece) {
+        got.extend_from_slice(run.push(c).unwrap());
+    }
+    got.extend_from_slice(run.finish().unwrap());
     let path = &stage.stats.last().unwrap().path;
     assert_eq!(path, "gpu", "{src} -> {plan:?} did not run on the GPU");
     assert_eq!(got.len(), want.len(), "{src} -> {plan:?}: length");
@@ -308,17 +298,9 @@ fn bits_policies_and_plain_copies_stay_on_the_cpu_and_say_so() {
         ..Default::default()
     };
     let cpu = Converter::new(DType::BF16, policy.plan(DType::BF16), false).unwrap();
-    gpu.convert(
-        "bits",
-        DType::BF16,
-        policy.plan(DType::BF16),
-        false,
-        1 << 20,
-        &cpu,
-        &mut |f| f(&[1, 2, 3, 4]),
-        &mut |_| Ok(()),
-    )
-    .unwrap();
+    let mut run = gpu.start("bits", &cpu, 1 << 20).unwrap();
+    assert_eq!(run.push(&[1, 2, 3, 4]).unwrap(), [1, 2, 3, 4]);
+    assert!(run.finish().unwrap().is_empty());
     assert_eq!(
         gpu.stats.last().unwrap().path,
         "cpu: no device operation (a plain copy)"
@@ -356,8 +338,7 @@ fn gpu_conversions_of_the_fixtures_match_the_oracles_and_report_stats() {
             .args([
                 "--device",
                 "gpu",
-                "--stats",
-                "json",
+                "--stats=json",
                 "--chunk-size",
                 "1000",
                 "-o",

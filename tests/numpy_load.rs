@@ -143,3 +143,87 @@ fn numpy_loads_every_output_kind_with_the_expected_values() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("checked"));
 }
+
+/// Tensors copied unchanged from the input, larger than the zip writer's buffer and smaller,
+/// at offsets that are not page-aligned, load in NumPy with their exact bytes from an .npz (to a
+/// file and to standard output) and from an .npy.
+#[test]
+fn numpy_loads_tensors_copied_unchanged_at_any_size_and_offset() {
+    if std::env::var_os("T2N_SKIP_NUMPY").is_some() {
+        return;
+    }
+    let python = std::env::var("T2N_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempdir();
+    let input = dir.path().join("big.safetensors");
+    // 3 tensors: 3 MiB + 5 bytes of u8, 4 KiB of f32, 2 MiB of f32; their offsets in the file
+    // are not page-aligned
+    let sizes = [(3 << 20) + 5, 4096, 2 << 20];
+    let mut meta = serde_json::Map::new();
+    let mut at = 0u64;
+    for (i, n) in sizes.iter().enumerate() {
+        let (dtype, shape) = if i == 0 { ("U8", *n) } else { ("F32", n / 4) };
+        meta.insert(
+            format!("t{i}"),
+            serde_json::json!({"dtype": dtype, "shape": [shape], "data_offsets": [at, at + n]}),
+        );
+        at += n;
+    }
+    let header = serde_json::to_vec(&meta).unwrap();
+    let data: Vec<u8> = (0..at).map(|i| (i * 7 % 251) as u8).collect();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&data);
+    fs::write(&input, &file).unwrap();
+    fs::write(dir.path().join("data.bin"), &data).unwrap();
+
+    let npz = dir.path().join("big.npz");
+    assert!(convert(&input, &npz).status.success());
+    let stdout = Command::new(bin())
+        .args(["convert", "--to", "npz", "-o", "-"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(stdout.status.success());
+    fs::write(dir.path().join("stdout.npz"), &stdout.stdout).unwrap();
+    let npy = dir.path().join("t0.npy");
+    let o = Command::new(bin())
+        .args(["convert", "--select", "t0", "-o"])
+        .arg(&npy)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let script = r#"
+import sys, os, zipfile, numpy as np
+d = sys.argv[1]
+data = open(os.path.join(d, "data.bin"), "rb").read()
+sizes = [(3 << 20) + 5, 4096, 2 << 20]
+want, at = {}, 0
+for i, n in enumerate(sizes):
+    want[f"t{i}"] = data[at:at + n]
+    at += n
+for name in ["big.npz", "stdout.npz"]:
+    p = os.path.join(d, name)
+    assert zipfile.ZipFile(p).testzip() is None, p
+    z = np.load(p)
+    assert sorted(z.files) == ["t0", "t1", "t2"], z.files
+    for k, v in want.items():
+        assert z[k].tobytes() == v, (name, k)
+    assert z["t0"].dtype == np.uint8 and z["t2"].dtype == np.float32
+a = np.load(os.path.join(d, "t0.npy"))
+assert a.dtype == np.uint8 and a.tobytes() == want["t0"]
+print("ok")
+"#;
+    let o = Command::new(python)
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

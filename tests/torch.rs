@@ -112,3 +112,49 @@ fn a_pickle_calling_a_forbidden_global_is_refused_before_anything_runs() {
     let e = format!("{:#}", open(&path, &OpenOptions::default()).err().unwrap());
     assert!(e.contains("builtins.exec"), "{e}");
 }
+
+/// A small deterministic generator for the mutation sweep.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn mutated_pickles_and_files_are_errors_or_values_never_panics() {
+    use tensor2npy::input::FileRange;
+    use tensor2npy::source::pickle;
+    use tensor2npy::source::torch::TorchSource;
+    use tensor2npy::tensor::Source;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for name in ["checkpoint.pt", "views.pt", "dtypes.pt", "views_legacy.pt"] {
+        let original = fs::read(fixture(name)).unwrap();
+        let pkl = zip::ZipArchive::new(std::io::Cursor::new(&original))
+            .ok()
+            .and_then(|mut z| {
+                let n = (0..z.len())
+                    .find(|&i| z.by_index(i).unwrap().name().unwrap().ends_with("data.pkl"))?;
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut z.by_index(n).unwrap(), &mut v).unwrap();
+                Some(v)
+            })
+            .unwrap_or_else(|| original.clone());
+        for _ in 0..400 {
+            let mut m = pkl.clone();
+            for _ in 0..1 + xorshift(&mut seed) % 4 {
+                let at = (xorshift(&mut seed) % m.len() as u64) as usize;
+                m[at] = xorshift(&mut seed) as u8;
+            }
+            let _ = pickle::load_slice(&m);
+            let mut f = original.clone();
+            let at = (xorshift(&mut seed) % f.len() as u64) as usize;
+            f[at] = xorshift(&mut seed) as u8;
+            if let Ok(mut src) = TorchSource::open("m", vec![], FileRange::from_vec(f), "m") {
+                for i in 0..src.len() {
+                    let _ = src.read_dense(i, 64, &mut |_: &[u8]| Ok(()));
+                }
+            }
+        }
+    }
+}

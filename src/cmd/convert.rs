@@ -12,11 +12,11 @@ use anyhow::{anyhow, Context, Result};
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
 use crate::input::absolute;
-use crate::names::{self, shown};
 use crate::pipeline::{
     npy_type, output_bytes, usage, write_tensor, Reporter, Selector, WriteOptions,
 };
 use crate::sink::atomic::file_id;
+use crate::sink::names::{self, shown};
 use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::source::stem;
 use crate::structure::{StructureOptions, View};
@@ -236,7 +236,7 @@ fn run_job(
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
         Target::Dir(p) => Box::new(DirSink::create(p).with_context(|| target_name.clone())?),
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
-        Target::StdoutNpz => Box::new(NpzSink::stream(std::io::stdout(), args.compress)),
+        Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
     };
     for &s in &job.inputs {
         let src = &mut sources[s];

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use unicode_width::UnicodeWidthStr;
 
 use crate::cli::ListArgs;
-use crate::names::shown;
 use crate::pipeline::{npy_type, Selector};
 use crate::sink::io_error;
+use crate::sink::names::shown;
 use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 

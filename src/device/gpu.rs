@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use wgpu::util::DeviceExt;
 
-use super::{AdapterSummary, ChunkSink, Feed, TensorStats};
-use crate::dtype::{DType, NpyType, Plan};
+use super::kernel::{Kernel, ENTRIES};
+use super::{AdapterSummary, TensorStats};
+use crate::dtype::DType;
 use crate::transform::byte_float_table;
 
 const WORKGROUP: u32 = 256;
@@ -29,20 +30,6 @@ pub struct GpuContext {
     pub info: AdapterSummary,
     errors: Arc<Mutex<Option<String>>>,
     slots: Vec<Slot>,
-    /// Host memory each chunk is copied into from the mapped staging buffer.
-    host: Vec<u8>,
-}
-
-/// What a tensor needs from the device: a kernel and its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Kernel {
-    entry: &'static str,
-    in_size: usize,
-    out_size: usize,
-    mode: u32,
-    flags: u32,
-    swap: u32,
-    lut: Option<DType>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -157,15 +144,7 @@ impl GpuContext {
             immediate_size: 0,
         });
         let mut pipelines = HashMap::new();
-        for entry in [
-            "widen16",
-            "lut8",
-            "narrow16",
-            "narrow64",
-            "bytes8",
-            "intcast",
-            "swap_only",
-        ] {
+        for entry in ENTRIES {
             let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(&pipeline_layout),
@@ -192,7 +171,6 @@ impl GpuContext {
             info,
             errors,
             slots: Vec::new(),
-            host: Vec::new(),
         };
         ctx.check().context("while compiling the GPU kernels")?;
         Ok(ctx)
@@ -204,76 +182,6 @@ impl GpuContext {
             Some(e) => bail!("GPU error: {e}"),
             None => Ok(()),
         }
-    }
-
-    /// The kernel that performs `plan` on `src` elements, or why there is none.
-    pub fn kernel_for(src: DType, plan: Plan, big_endian: bool) -> Result<Kernel, String> {
-        let size = src
-            .item_size()
-            .ok_or_else(|| format!("{src} is not a fixed-size dtype"))?;
-        let swap = if big_endian && src.swap_unit() > 1 {
-            src.swap_unit() as u32
-        } else {
-            0
-        };
-        let k = |entry, out_size, mode, flags| Kernel {
-            entry,
-            in_size: size,
-            out_size,
-            mode,
-            flags,
-            swap,
-            lut: None,
-        };
-        let small_int = |d: DType| -> Option<(bool, bool)> {
-            use DType::*;
-            match d {
-                Bool => Some((false, true)),
-                I8 | I16 | I32 | QInt8 | QInt16 | QInt32 => Some((true, false)),
-                U8 | U16 | U32 | QUInt8 | QUInt16 => Some((false, false)),
-                _ => None,
-            }
-        };
-        let out = match plan {
-            Plan::Numeric(t) | Plan::Bits(t) => t,
-            _ => return Err(format!("{src} has no dense conversion")),
-        };
-        let bits_only = matches!(plan, Plan::Bits(_))
-            || (NpyType::natural(src) == Some(out) && !src.is_float8() && src != DType::BF16);
-        Ok(match (src, out) {
-            (DType::I4, NpyType::I8) => k("bytes8", 1, 4, 1),
-            (DType::I2, NpyType::I8) => k("bytes8", 1, 2, 1),
-            (DType::U4, NpyType::U8) => k("bytes8", 1, 4, 0),
-            (DType::U2, NpyType::U8) => k("bytes8", 1, 2, 0),
-            _ if bits_only && swap == 0 => return Err("no device operation (a plain copy)".into()),
-            _ if bits_only => k("swap_only", size, 0, 0),
-            (DType::BF16, NpyType::F32) => k("widen16", 4, 0, 0),
-            (DType::F16, NpyType::F32) => k("widen16", 4, 1, 0),
-            (s, NpyType::F32) if s.is_float8() => Kernel {
-                lut: Some(s),
-                ..k("lut8", 4, 0, 0)
-            },
-            (DType::F32, NpyType::F16) => k("narrow16", 2, 0, 0),
-            (DType::BF16, NpyType::F16) => k("narrow16", 2, 1, 0),
-            (DType::F64, NpyType::F32) => k("narrow64", 4, 0, 0),
-            (s, t) => match (small_int(s), t) {
-                (
-                    Some((signed, is_bool)),
-                    NpyType::Bool
-                    | NpyType::I8
-                    | NpyType::U8
-                    | NpyType::I16
-                    | NpyType::U16
-                    | NpyType::I32
-                    | NpyType::U32,
-                ) => {
-                    let flags =
-                        signed as u32 | (is_bool as u32) << 1 | ((t == NpyType::Bool) as u32) << 2;
-                    k("intcast", t.size(), 0, flags)
-                }
-                _ => return Err(format!("no GPU kernel for {s} to {}", t.descr())),
-            },
-        })
     }
 
     /// Input bytes per chunk: the user's chunk size, within the adapter's binding and buffer
@@ -303,15 +211,9 @@ impl GpuContext {
         })
     }
 
-    /// Converts a whole tensor streamed in through `feed`, handing results to `emit` in order.
-    pub fn run(
-        &mut self,
-        k: Kernel,
-        chunk: usize,
-        stats: &mut TensorStats,
-        feed: &mut Feed,
-        emit: &mut ChunkSink,
-    ) -> Result<()> {
+    /// Starts converting one tensor with kernel `k`, in device chunks of at most `chunk`
+    /// input bytes.
+    pub fn start(&mut self, k: Kernel, chunk: usize) -> Result<Stream> {
         let cap = self.chunk_cap(&k, chunk);
         let in_cap = cap as u64;
         let out_cap = (cap / k.in_size * k.out_size).div_ceil(4) as u64 * 4;
@@ -319,31 +221,13 @@ impl GpuContext {
         if let Some(d) = k.lut {
             self.lut(d);
         }
-        let mut turn = 0usize;
-        let mut pending: [Option<Pending>; 2] = [None, None];
-        let mut padded = Vec::new();
-        feed(&mut |input: &[u8]| {
-            for piece in input.chunks(cap) {
-                let slot = turn % 2;
-                if let Some(p) = pending[slot].take() {
-                    self.finish(slot, p, stats, emit)?;
-                }
-                pending[slot] = Some(self.submit(slot, &k, piece, &mut padded, stats)?);
-                // Read back the previous chunk while this one runs.
-                let prev = 1 - slot;
-                if let Some(p) = pending[prev].take() {
-                    self.finish(prev, p, stats, emit)?;
-                }
-                turn += 1;
-            }
-            Ok(())
-        })?;
-        for slot in [turn % 2, 1 - turn % 2] {
-            if let Some(p) = pending[slot].take() {
-                self.finish(slot, p, stats, emit)?;
-            }
-        }
-        self.check()
+        Ok(Stream {
+            k,
+            cap,
+            turn: 0,
+            pending: [None, None],
+            padded: Vec::new(),
+        })
     }
 
     fn ensure_slots(&mut self, in_cap: u64, out_cap: u64) -> Result<()> {
@@ -498,12 +382,13 @@ impl GpuContext {
         })
     }
 
-    fn finish(
+    /// Waits for chunk `p` in `slot` and appends its result to `out`.
+    fn read_back(
         &mut self,
         slot: usize,
         p: Pending,
         stats: &mut TensorStats,
-        emit: &mut ChunkSink,
+        out: &mut Vec<u8>,
     ) -> Result<()> {
         let wait = |index| {
             self.device
@@ -522,18 +407,72 @@ impl GpuContext {
             .map_err(|e| anyhow!("cannot map the GPU readback buffer: {e}"))?;
         self.check()?;
         let staging = &self.slots[slot].staging;
-        self.host.clear();
         {
             let view = staging
                 .slice(..p.read_len)
                 .get_mapped_range()
                 .map_err(|e| anyhow!("cannot read the GPU readback buffer: {e}"))?;
-            self.host.extend_from_slice(&view[..p.out_len]);
+            out.extend_from_slice(&view[..p.out_len]);
         }
         staging.unmap();
         stats.d2h_bytes += p.read_len;
         stats.readback += kernel_done.elapsed();
-        emit(&self.host)
+        Ok(())
+    }
+}
+
+/// One tensor on its way through the device: chunk i is submitted before chunk i-1 is read
+/// back, so each [`Stream::push`] yields the previous chunk's result and
+/// [`Stream::finish`] the last ones.
+pub struct Stream {
+    k: Kernel,
+    /// Input bytes per device chunk.
+    cap: usize,
+    turn: usize,
+    pending: [Option<Pending>; 2],
+    /// A chunk's last partial word, padded to a whole one for the upload.
+    padded: Vec<u8>,
+}
+
+impl Stream {
+    /// Submits `input` (whole source elements) and appends to `out` every result that was
+    /// ready to read back.
+    pub fn push(
+        &mut self,
+        ctx: &mut GpuContext,
+        input: &[u8],
+        stats: &mut TensorStats,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for piece in input.chunks(self.cap) {
+            let slot = self.turn % 2;
+            if let Some(p) = self.pending[slot].take() {
+                ctx.read_back(slot, p, stats, out)?;
+            }
+            self.pending[slot] = Some(ctx.submit(slot, &self.k, piece, &mut self.padded, stats)?);
+            // Read back the previous chunk while this one runs.
+            let prev = 1 - slot;
+            if let Some(p) = self.pending[prev].take() {
+                ctx.read_back(prev, p, stats, out)?;
+            }
+            self.turn += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads back what is still on the device, in order, into `out`.
+    pub fn finish(
+        &mut self,
+        ctx: &mut GpuContext,
+        stats: &mut TensorStats,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for slot in [self.turn % 2, 1 - self.turn % 2] {
+            if let Some(p) = self.pending[slot].take() {
+                ctx.read_back(slot, p, stats, out)?;
+            }
+        }
+        ctx.check()
     }
 }
 

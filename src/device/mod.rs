@@ -1,22 +1,22 @@
 //! The device stage: where a dense tensor's element conversion runs. `cpu` converts on the host
 //! (`transform.rs`); `gpu` uploads each chunk to a GPU through wgpu, converts it there and
 //! copies the result back, the way `.numpy()` copies a GPU-resident tensor to the host; `auto`
-//! uses a GPU when there is one. Both paths give byte-identical output. Per-tensor statistics
-//! (bytes each way, kernel and readback time) are collected for `--stats`.
+//! uses a GPU when there is one. Both paths give byte-identical output. A tensor goes through
+//! as a [`DeviceRun`]: push source chunks, get converted bytes, finish. Which conversions the
+//! GPU takes is derived from the converter's [`Op`](crate::transform::Op) in `kernel.rs`.
+//! Per-tensor statistics (bytes each way, kernel and readback time) are collected for
+//! `--stats`.
 
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod kernel;
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::dtype::{DType, Plan};
-pub use crate::tensor::ChunkSink;
-
-/// Streams a tensor's source chunks into the converter it is given.
-pub type Feed<'a> = dyn FnMut(&mut ChunkSink) -> Result<()> + 'a;
+use crate::transform::Converter;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
@@ -172,52 +172,42 @@ impl DeviceStage {
         }
     }
 
-    /// Converts one dense tensor: on the GPU when one is open and has a kernel for the
-    /// conversion, else with `cpu`. `feed` streams the source chunks; `emit` takes results.
-    #[allow(clippy::too_many_arguments)]
-    pub fn convert(
-        &mut self,
+    /// Starts converting one dense tensor: on the GPU when one is open and has a kernel for
+    /// `cpu`'s op, else with `cpu`. Push the source chunks into the returned [`DeviceRun`] in
+    /// order, write what each push returns, then what `finish` returns.
+    pub fn start<'a>(
+        &'a mut self,
         name: &str,
-        src: DType,
-        plan: Plan,
-        big_endian: bool,
+        cpu: &'a Converter,
         chunk: usize,
-        cpu: &crate::transform::Converter,
-        feed: &mut Feed,
-        emit: &mut ChunkSink,
-    ) -> Result<()> {
-        let mut stats = TensorStats {
+    ) -> Result<DeviceRun<'a>> {
+        #[cfg(feature = "gpu")]
+        let (gpu_stream, path) = match self.gpu.as_mut() {
+            Some(ctx) => match kernel::Kernel::for_conversion(cpu) {
+                Ok(kernel) => (Some(ctx.start(kernel, chunk)?), "gpu".to_string()),
+                Err(why) => (None, format!("cpu: {why}")),
+            },
+            None => (None, "cpu".to_string()),
+        };
+        #[cfg(not(feature = "gpu"))]
+        let path = {
+            let _ = chunk;
+            "cpu".to_string()
+        };
+        let stats = TensorStats {
             name: name.to_string(),
+            path,
             ..Default::default()
         };
-        #[cfg(feature = "gpu")]
-        if let Some(ctx) = self.gpu.as_mut() {
-            match gpu::GpuContext::kernel_for(src, plan, big_endian) {
-                Ok(kernel) => {
-                    stats.path = "gpu".into();
-                    ctx.run(kernel, chunk, &mut stats, feed, emit)?;
-                    self.stats.push(stats);
-                    return Ok(());
-                }
-                Err(why) => stats.path = format!("cpu: {why}"),
-            }
-        }
-        let _ = (src, plan, big_endian, chunk);
-        if stats.path.is_empty() {
-            stats.path = "cpu".into();
-        }
-        if cpu.is_identity() {
-            feed(emit)?;
-        } else {
-            let mut buf = Vec::new();
-            feed(&mut |c: &[u8]| {
-                buf.clear();
-                cpu.convert(c, &mut buf)?;
-                emit(&buf)
-            })?;
-        }
-        self.stats.push(stats);
-        Ok(())
+        Ok(DeviceRun {
+            stage: self,
+            cpu,
+            #[cfg(feature = "gpu")]
+            gpu: gpu_stream,
+            stats,
+            out: Vec::new(),
+            finished: false,
+        })
     }
 
     /// Records a tensor that never reaches the device stage (strings).
@@ -277,5 +267,91 @@ impl DeviceStage {
                 out
             }
         }
+    }
+}
+
+/// One dense tensor going through the device stage (from [`DeviceStage::start`]): source
+/// chunks go in by [`push`](DeviceRun::push), converted bytes come back, in order; the GPU's
+/// results lag a chunk behind (it converts one chunk while the previous is read back), so
+/// [`finish`](DeviceRun::finish) returns the rest and records the tensor's statistics.
+pub struct DeviceRun<'a> {
+    stage: &'a mut DeviceStage,
+    cpu: &'a Converter,
+    #[cfg(feature = "gpu")]
+    gpu: Option<gpu::Stream>,
+    stats: TensorStats,
+    /// The converted bytes handed out by the last call.
+    out: Vec<u8>,
+    finished: bool,
+}
+
+impl DeviceRun<'_> {
+    /// Converts `input` (whole source elements) and returns the output that is ready: all of
+    /// it on the host (`input` itself when the conversion is the identity), on the GPU that of
+    /// the chunks before this one.
+    pub fn push<'b>(&'b mut self, input: &'b [u8]) -> Result<&'b [u8]> {
+        if self.finished {
+            bail!("internal: a chunk pushed after the device stage finished");
+        }
+        self.out.clear();
+        #[cfg(feature = "gpu")]
+        if let (Some(stream), Some(ctx)) = (self.gpu.as_mut(), self.stage.gpu.as_mut()) {
+            stream.push(ctx, input, &mut self.stats, &mut self.out)?;
+            return Ok(&self.out);
+        }
+        if self.cpu.is_identity() {
+            return Ok(input);
+        }
+        self.cpu.convert(input, &mut self.out)?;
+        Ok(&self.out)
+    }
+
+    /// Returns the output still pending and records the tensor in the stage's statistics.
+    pub fn finish(&mut self) -> Result<&[u8]> {
+        if self.finished {
+            bail!("internal: the device stage finished twice");
+        }
+        self.finished = true;
+        self.out.clear();
+        #[cfg(feature = "gpu")]
+        if let (Some(stream), Some(ctx)) = (self.gpu.as_mut(), self.stage.gpu.as_mut()) {
+            stream.finish(ctx, &mut self.stats, &mut self.out)?;
+        }
+        self.stage.stats.push(std::mem::take(&mut self.stats));
+        Ok(&self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::{DType, NpyType, Plan};
+
+    #[test]
+    fn a_host_run_converts_each_push_and_records_the_tensor_at_finish() {
+        let mut stage = DeviceStage::cpu();
+        let widen = Converter::new(DType::BF16, Plan::Numeric(NpyType::F32), false).unwrap();
+        let mut run = stage.start("w", &widen, 1 << 20).unwrap();
+        assert_eq!(run.push(&[0x80, 0x3f]).unwrap(), [0, 0, 0x80, 0x3f]);
+        assert_eq!(run.push(&[0x00, 0xc0]).unwrap(), [0, 0, 0x00, 0xc0]);
+        assert!(run.finish().unwrap().is_empty());
+        assert!(run.push(&[0, 0]).is_err());
+        assert!(run.finish().is_err());
+        let copy = Converter::new(DType::F32, Plan::Numeric(NpyType::F32), false).unwrap();
+        let mut run = stage.start("c", &copy, 1 << 20).unwrap();
+        let input = 1.5f32.to_le_bytes();
+        let out = run.push(&input).unwrap();
+        assert_eq!(
+            out.as_ptr(),
+            input.as_ptr(),
+            "an identity conversion copies nothing"
+        );
+        run.finish().unwrap();
+        let names: Vec<_> = stage
+            .stats
+            .iter()
+            .map(|s| (&s.name[..], &s.path[..]))
+            .collect();
+        assert_eq!(names, [("w", "cpu"), ("c", "cpu")]);
     }
 }

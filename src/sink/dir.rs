@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::atomic::{keep_mode, path_error, temp_dir_in, CreatedDirs};
-use super::{io_error, write_copy, write_member, Body, Sink, BUFFER};
-use crate::input::FileRange;
-use crate::names;
+use super::{FileMember, MemberSpec, MemberWriter, Sink, BUFFER};
+use crate::sink::names;
 
 pub struct DirSink {
     target: PathBuf,
@@ -102,18 +101,9 @@ impl DirSink {
 }
 
 impl Sink for DirSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_member(&mut w, header, data_len, body)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        let mut w = self.create_file(name)?;
-        write_copy(&mut w, header, range)?;
-        w.into_inner().map_err(|e| io_error(e.into_error()))?;
-        Ok(())
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
+        let w = self.create_file(spec.name)?;
+        Ok(Box::new(FileMember::start(w, spec.header)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {

@@ -1,5 +1,10 @@
-//! Sinks: where converted tensors go. Each takes a tensor as a `.npy` header plus a body written
-//! in chunks, and commits only when every tensor has been written: files are built under a
+//! Sinks: where converted tensors go. The write path reads top to bottom: `sink.member(spec)`
+//! writes a tensor's `.npy` header and hands out a [`Member`], the caller `write`s converted
+//! chunks into it (or `copy`s an unchanged input range, which `.npy` files get inside the
+//! kernel), then `commit`s it; `finish` makes the whole output visible. `npz` and `zip`
+//! hold the archive, `npy` the header.
+//!
+//! A sink commits only when every tensor has been written: files are built under a
 //! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
 //! place (`atomic.rs`: locks, modes, parents), so a failure leaves nothing at the output path
 //! and an existing output untouched. A process killed outright leaves its temporary behind; the
@@ -9,90 +14,147 @@
 
 pub mod atomic;
 mod dir;
+pub mod names;
 pub mod npy;
+mod npz;
+mod zip;
 
 pub use dir::DirSink;
+pub use npz::{npz_file, NpzSink};
 
+use std::borrow::BorrowMut;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipWriter};
 
 use crate::input::FileRange;
-use crate::names;
 
 pub use atomic::{clean_stale_temporaries, TEMP_PREFIX};
 use atomic::{persist, temp_file_beside, Staged};
 const BUFFER: usize = 1 << 20;
 
-/// Writes a tensor's body; returns after the last chunk.
-pub type Body<'a> = dyn FnMut(&mut dyn Write) -> Result<()> + 'a;
+/// One tensor as a sink receives it: the `.npy` header, then `data_len` bytes of data.
+pub struct MemberSpec<'a> {
+    /// The tensor's output name (before `.npy` or an escaped path is made of it).
+    pub name: &'a str,
+    pub header: &'a [u8],
+    pub data_len: u64,
+}
 
-pub trait Sink {
-    /// Adds one tensor: its `.npy` header, then the body, which must write exactly `data_len`
-    /// bytes.
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()>;
+/// Where the data of one member goes, as a sink hands it out: bytes, or input ranges copied
+/// unchanged, then `commit`. A member dropped uncommitted spoils the sink's output, which is
+/// then discarded (it is dropped without `finish` on every error path).
+pub trait MemberWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()>;
 
-    /// Adds a tensor whose data is `range` unchanged. Sinks that write plain files copy it
-    /// inside the kernel; the others stream it.
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        self.add(name, header, range.len(), &mut |w: &mut dyn Write| {
-            range.stream(1, BUFFER, &mut |c: &[u8]| {
-                crate::pipeline::check_interrupted()?;
-                w.write_all(c).map_err(io_error)
-            })
+    /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel; the
+    /// others stream it.
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        range.stream(1, BUFFER, &mut |c: &[u8]| {
+            crate::pipeline::check_interrupted()?;
+            self.write(c)
         })
     }
+
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+pub trait Sink {
+    /// Starts a member: writes the header, and hands out the writer for the data.
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>>;
 
     /// Makes the output visible. Dropping a sink without finishing discards everything.
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-fn write_copy(w: &mut BufWriter<File>, header: &[u8], range: &FileRange) -> Result<()> {
-    w.write_all(header).map_err(io_error)?;
-    range.copy_into(w).map_err(io_error)?;
-    Ok(())
-}
-
-/// Counts what the body writes, so a short or long body is caught before it is committed.
-struct Counted<'a> {
-    inner: &'a mut dyn Write,
-    written: u64,
-}
-
-impl Write for Counted<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
+impl dyn Sink + '_ {
+    /// Starts a member whose writer checks, at `commit`, that exactly `data_len` bytes came.
+    pub fn member(&mut self, spec: &MemberSpec) -> Result<Member<'_>> {
+        Ok(Member {
+            inner: self.begin_member(spec)?,
+            written: 0,
+            data_len: spec.data_len,
+        })
     }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf)?;
-        self.written += buf.len() as u64;
+}
+
+/// A member being written: `write` or `copy` the data, then `commit`.
+pub struct Member<'a> {
+    inner: Box<dyn MemberWriter + 'a>,
+    written: u64,
+    data_len: u64,
+}
+
+impl Member<'_> {
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.written += data.len() as u64;
+        self.inner.write(data)
+    }
+
+    pub fn copy(&mut self, range: &FileRange) -> Result<()> {
+        self.written += range.len();
+        self.inner.copy(range)
+    }
+
+    /// Ends the member, refusing a short or long one.
+    pub fn commit(self) -> Result<()> {
+        if self.written != self.data_len {
+            bail!(
+                "internal: wrote {} data bytes where the header promises {}",
+                self.written,
+                self.data_len
+            );
+        }
+        self.inner.commit()
+    }
+}
+
+/// A member written to standard output.
+struct StreamMember<'a> {
+    out: &'a mut BufWriter<io::Stdout>,
+}
+
+impl MemberWriter for StreamMember<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.out.write_all(data).map_err(io_error)
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
         Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+}
+
+/// A member written into a file (a `.npy` file, or a device or pipe written in place), held
+/// (`BufWriter<File>`) or borrowed from the sink (`&mut BufWriter<File>`).
+struct FileMember<B> {
+    out: B,
+}
+
+impl<B: BorrowMut<BufWriter<File>>> FileMember<B> {
+    /// Writes the header into a file and hands out the member for the data.
+    fn start(mut out: B, header: &[u8]) -> Result<FileMember<B>> {
+        out.borrow_mut().write_all(header).map_err(io_error)?;
+        Ok(FileMember { out })
     }
 }
 
-fn write_member(w: &mut dyn Write, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-    w.write_all(header).map_err(io_error)?;
-    let mut counted = Counted {
-        inner: w,
-        written: 0,
-    };
-    body(&mut counted)?;
-    if counted.written != data_len {
-        bail!(
-            "internal: wrote {} data bytes where the header promises {data_len}",
-            counted.written
-        );
+impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<B> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.out.borrow_mut().write_all(data).map_err(io_error)
     }
-    Ok(())
+
+    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`).
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        range.copy_into(self.out.borrow_mut()).map_err(io_error)?;
+        Ok(())
+    }
+
+    /// Flushes the member's bytes (the file closes when a held writer is dropped).
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.out.borrow_mut().flush().map_err(io_error)
+    }
 }
 
 /// An I/O failure while writing an output, said plainly (a full disk reads better than "os
@@ -141,192 +203,6 @@ fn open_special(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open {} for writing", path.display()))
 }
 
-/// A zip failure; an I/O one keeps its typed error (a closed pipe, a full disk).
-fn zip_error(e: zip::result::ZipError, what: &str) -> anyhow::Error {
-    match e {
-        zip::result::ZipError::Io(io) => io_error(io),
-        e => anyhow!("{what}: {e}"),
-    }
-}
-
-/// The writer under a `ZipWriter`. After the first failed write it discards everything (keeping
-/// a consistent position), so that the `ZipWriter`'s own `Drop`, which retries finalizing an
-/// unfinished archive, cannot fail again and print a second message of its own on stderr: the
-/// first failure is reported once, by the sink.
-pub struct Quiet<W> {
-    inner: W,
-    failed: bool,
-    pos: u64,
-    len: u64,
-}
-
-impl<W> Quiet<W> {
-    fn new(inner: W) -> Self {
-        Quiet {
-            inner,
-            failed: false,
-            pos: 0,
-            len: 0,
-        }
-    }
-
-    fn moved(&mut self, n: usize) {
-        self.pos += n as u64;
-        self.len = self.len.max(self.pos);
-    }
-}
-
-impl<W: Write> Write for Quiet<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.failed {
-            self.moved(buf.len());
-            return Ok(buf.len());
-        }
-        match self.inner.write(buf) {
-            Ok(n) => {
-                self.moved(n);
-                Ok(n)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.failed {
-            return Ok(());
-        }
-        self.inner.flush().inspect_err(|_| self.failed = true)
-    }
-}
-
-impl<W: Seek> Seek for Quiet<W> {
-    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
-        if !self.failed {
-            let r = self.inner.seek(to);
-            if let Ok(p) = r {
-                self.pos = p;
-                if to == io::SeekFrom::End(0) {
-                    self.len = p;
-                }
-                self.len = self.len.max(p);
-            } else {
-                self.failed = true;
-            }
-            return r;
-        }
-        let p = match to {
-            io::SeekFrom::Start(p) => Some(p),
-            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = p.unwrap_or(0);
-        self.len = self.len.max(self.pos);
-        Ok(self.pos)
-    }
-}
-
-/// An `.npz` archive: stored (or deflated) members named `<name>.npy`, zip64 always, fixed
-/// 1980-01-01 timestamps, members in the order added.
-pub struct NpzSink<W: Write + Seek> {
-    zip: Option<ZipWriter<W>>,
-    options: SimpleFileOptions,
-    members: std::collections::HashSet<String>,
-    commit: Box<dyn FnOnce(W) -> Result<()>>,
-}
-
-fn npz_options(compress: bool) -> SimpleFileOptions {
-    SimpleFileOptions::default()
-        .compression_method(if compress {
-            CompressionMethod::Deflated
-        } else {
-            CompressionMethod::Stored
-        })
-        .last_modified_time(DateTime::default())
-        .unix_permissions(0o644)
-        .large_file(true)
-}
-
-impl<W: Write + Seek + 'static> NpzSink<W> {
-    fn with_writer(w: W, compress: bool, commit: Box<dyn FnOnce(W) -> Result<()>>) -> Self {
-        NpzSink {
-            zip: Some(ZipWriter::new(w)),
-            options: npz_options(compress),
-            members: Default::default(),
-            commit,
-        }
-    }
-}
-
-/// An `.npz` written to a file: built in a temporary file and renamed into place, or streamed
-/// straight into a device or pipe.
-pub fn npz_file(path: &Path, compress: bool) -> Result<Box<dyn Sink>> {
-    if is_special(path) {
-        return Ok(Box::new(NpzSink::stream(open_special(path)?, compress)));
-    }
-    Ok(Box::new(NpzSink::create(path, compress)?))
-}
-
-impl NpzSink<BufWriter<Quiet<File>>> {
-    /// An archive built in a temporary file and renamed to `path` on success.
-    fn create(path: &Path, compress: bool) -> Result<Self> {
-        let tmp = temp_file_beside(path)?;
-        let file = tmp.reopen()?;
-        let target = path.to_path_buf();
-        Ok(Self::with_writer(
-            BufWriter::with_capacity(BUFFER, Quiet::new(file)),
-            compress,
-            Box::new(move |w: BufWriter<Quiet<File>>| {
-                w.into_inner().map_err(|e| io_error(e.into_error()))?;
-                persist(tmp, &target)
-            }),
-        ))
-    }
-}
-
-impl<O: Write + 'static> NpzSink<zip::write::StreamWriter<BufWriter<Quiet<O>>>> {
-    /// An archive streamed to a writer that cannot seek, such as standard output (members carry
-    /// data descriptors, which `np.load` reads).
-    pub fn stream(out: O, compress: bool) -> Self {
-        let out = BufWriter::with_capacity(BUFFER, Quiet::new(out));
-        NpzSink {
-            zip: Some(ZipWriter::new_stream(out)),
-            options: npz_options(compress),
-            members: Default::default(),
-            commit: Box::new(|w: zip::write::StreamWriter<BufWriter<Quiet<O>>>| {
-                let mut inner = w.into_inner();
-                inner.flush().map_err(io_error)?;
-                inner.into_inner().map_err(|e| io_error(e.into_error()))?;
-                Ok(())
-            }),
-        }
-    }
-}
-
-impl<W: Write + Seek> Sink for NpzSink<W> {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        let member = names::npz_member(name)?;
-        if !self.members.insert(member.clone()) {
-            bail!("two tensors are both named '{name}' in the same .npz");
-        }
-        let zip = self.zip.as_mut().expect("sink used after finish");
-        zip.start_file(member, self.options)
-            .map_err(|e| zip_error(e, &format!("cannot start the .npz member for '{name}'")))?;
-        write_member(zip, header, data_len, body)
-    }
-
-    fn finish(mut self: Box<Self>) -> Result<()> {
-        let zip = self.zip.take().expect("finished twice");
-        let w = zip
-            .finish()
-            .map_err(|e| zip_error(e, "cannot finish the .npz archive"))?;
-        (self.commit)(w)
-    }
-}
-
 /// A single `.npy` file (exactly one tensor).
 pub struct NpyFileSink {
     path: PathBuf,
@@ -355,25 +231,16 @@ impl NpyFileSink {
 }
 
 impl Sink for NpyFileSink {
-    fn add(&mut self, name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         if self.written {
-            bail!("a .npy file holds one tensor; '{name}' would be the second");
+            bail!(
+                "a .npy file holds one tensor; '{}' would be the second",
+                spec.name
+            );
         }
         self.written = true;
         let w = self.out.as_mut().expect("sink used after finish");
-        write_member(w, header, data_len, body)
-    }
-
-    fn add_copy(&mut self, name: &str, header: &[u8], range: &FileRange) -> Result<()> {
-        if self.written {
-            bail!("a .npy file holds one tensor; '{name}' would be the second");
-        }
-        self.written = true;
-        write_copy(
-            self.out.as_mut().expect("sink used after finish"),
-            header,
-            range,
-        )
+        Ok(Box::new(FileMember::start(w, spec.header)?))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
@@ -400,8 +267,10 @@ impl StdoutNpySink {
 }
 
 impl Sink for StdoutNpySink {
-    fn add(&mut self, _name: &str, header: &[u8], data_len: u64, body: &mut Body) -> Result<()> {
-        write_member(self.out(), header, data_len, body)
+    fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
+        let out = self.out();
+        out.write_all(spec.header).map_err(io_error)?;
+        Ok(Box::new(StreamMember { out }))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {

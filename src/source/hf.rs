@@ -1,8 +1,10 @@
 //! Hugging Face model folders: a directory (or its index file) with
 //! `model.safetensors.index.json` / `pytorch_model.bin.index.json` (or a variant such as
 //! `model.safetensors.index.fp16.json`), whose `weight_map` names the shard of every tensor, or
-//! a directory with a single `model.safetensors` / `pytorch_model.bin`. The shards are opened
-//! with the safetensors and PyTorch readers and merged into one source; names are kept as the
+//! a directory with a single `model.safetensors` / `pytorch_model.bin` (diffusers'
+//! `diffusion_pytorch_model.*` names too); the same for Flax (`flax_model.msgpack.index.json`,
+//! `flax_model.msgpack`). The shards are opened with the safetensors, PyTorch and Flax readers
+//! and merged into one source; names are kept as the
 //! shards store them (no stem prefix). Every shard the index names must exist and every
 //! `weight_map` entry must be in its shard, so an interrupted download is an error naming the
 //! missing file.
@@ -12,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::flax::FlaxSource;
 use super::safetensors::SafetensorsSource;
 use super::torch::TorchSource;
 use crate::input::{self, FileRange};
@@ -26,16 +29,46 @@ pub static READER: Reader = Reader {
     open,
 };
 
-const INDEXES: [&str; 2] = [
+const INDEXES: [&str; 3] = [
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
+    "flax_model.msgpack.index.json",
 ];
-const SINGLES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+const SINGLES: [&str; 5] = [
+    "model.safetensors",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "flax_model.msgpack",
+];
 
+/// `<name>.safetensors.index.json` or `<name>.bin.index.json`, with an optional variant before
+/// `.json` (`model.safetensors.index.fp16.json`).
 fn is_index_name(name: &str) -> bool {
-    ["model.safetensors.index.", "pytorch_model.bin.index."]
+    let Some(base) = name.strip_suffix(".json") else {
+        return false;
+    };
+    [".safetensors.index", ".bin.index", ".msgpack.index"]
         .iter()
-        .any(|p| name.starts_with(p) && name.ends_with(".json"))
+        .any(|m| {
+            base.find(m).is_some_and(|at| {
+                let rest = &base[at + m.len()..];
+                at > 0 && (rest.is_empty() || (rest.starts_with('.') && !rest[1..].contains('/')))
+            })
+        })
+}
+
+/// The index files in a folder, sorted.
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| is_index_name(&e.file_name().to_string_lossy()) && e.path().is_file())
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// `model.<variant>.safetensors` / `pytorch_model.<variant>.bin`, not a shard (`-of-`).
@@ -52,9 +85,15 @@ fn is_variant_single(name: &str) -> bool {
 
 fn sniff(input: &Input) -> Sniff {
     if input.is_dir {
-        return match locate(&input.path) {
-            Ok(_) => Sniff::Yes,
-            Err(_) => Sniff::No,
+        let has_single = SINGLES.iter().any(|n| input.path.join(n).is_file())
+            || std::fs::read_dir(&input.path)
+                .into_iter()
+                .flatten()
+                .any(|e| e.is_ok_and(|e| is_variant_single(&e.file_name().to_string_lossy())));
+        return if has_single || !index_files(&input.path).is_empty() {
+            Sniff::Yes
+        } else {
+            Sniff::No
         };
     }
     let name = input
@@ -82,13 +121,7 @@ fn locate(dir: &Path) -> Result<Layout> {
             return Ok(Layout::Index(p));
         }
     }
-    let mut variants: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| is_index_name(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    variants.sort();
+    let mut variants = index_files(dir);
     match variants.len() {
         0 => {}
         1 => return Ok(Layout::Index(variants.remove(0))),
@@ -131,7 +164,7 @@ fn locate(dir: &Path) -> Result<Layout> {
         ),
     }
     bail!(
-        "{} is not a Hugging Face model folder (no *.index.json, model[.VARIANT].safetensors or pytorch_model[.VARIANT].bin)",
+        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors or pytorch_model[.VARIANT].bin)",
         dir.display()
     )
 }
@@ -248,6 +281,9 @@ impl HfSource {
         let files = vec![p.to_path_buf()];
         let part: Box<dyn Source> = if p.extension().is_some_and(|e| e == "safetensors") {
             Box::new(SafetensorsSource::open(&display, files, data).context(display.clone())?)
+        } else if p.extension().is_some_and(|e| e == "msgpack") {
+            let stem = super::stem(p);
+            Box::new(FlaxSource::open(&display, files, data, &stem).context(display.clone())?)
         } else {
             let stem = super::stem(p);
             Box::new(TorchSource::open(&display, files, data, &stem).context(display.clone())?)
@@ -315,5 +351,33 @@ impl Source for HfSource {
 
     fn notes(&self) -> &[String] {
         &self.notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_index_name;
+
+    #[test]
+    fn index_names_with_and_without_variants() {
+        for yes in [
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+            "model.safetensors.index.fp16.json",
+            "diffusion_pytorch_model.safetensors.index.json",
+            "pytorch_model.bin.index.fp16.json",
+        ] {
+            assert!(is_index_name(yes), "{yes}");
+        }
+        for no in [
+            "config.json",
+            ".safetensors.index.json",
+            "model.safetensors",
+            "model.safetensors.index",
+            "tokenizer.json",
+            "model.index.json",
+        ] {
+            assert!(!is_index_name(no), "{no}");
+        }
     }
 }

@@ -16,20 +16,22 @@
 pub mod bundle;
 pub mod chain;
 pub mod example;
-mod example_layout;
-mod example_wire;
+pub mod flax;
 pub mod gguf;
 pub mod graphdef;
+pub mod hdf5;
 pub mod hf;
+pub mod keras;
 pub mod onnx;
-pub mod onnx_tensor;
 pub mod pbwalk;
 pub mod pickle;
+pub mod proto;
 pub mod safetensors;
 pub mod tensorproto;
 pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,9 @@ pub static READERS: &[&Reader] = &[
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
+    &hdf5::READER,
+    &keras::READER,
+    &flax::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
-use crate::wire::Cursor;
+use crate::source::wire::Cursor;
 
 /// One field value as it appears on the wire.
 #[derive(Clone, Debug)]

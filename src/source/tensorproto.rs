@@ -12,10 +12,10 @@ use prost::Message;
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::proto::TensorShapeProto;
+use crate::source::proto::TensorShapeProto;
+use crate::source::wire::{varint, Cursor};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
-use crate::wire::{varint, Cursor};
 
 /// The most bytes a typed field may expand to by TensorFlow's fill rule (a single `float_val`
 /// with a huge shape), so that a tiny hostile file cannot fill the disk.

@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 
 use crate::input::FileRange;
-use crate::proto::mask_crc;
+use crate::source::proto::mask_crc;
 
 const BUFFER: u64 = 1 << 20;
 

@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
-use crate::proto::mask_crc;
-use crate::wire::varint;
+use crate::source::proto::mask_crc;
+use crate::source::wire::varint;
 
 const FOOTER_LEN: u64 = 48;
 const MAGIC: u64 = 0xdb47_7524_8b80_fb57;

@@ -173,7 +173,8 @@ pub(super) fn open_zip(
     // torch.save with `compute_crc32 = False` records 0 as every member's CRC-32.
     let mut all_zero = true;
     for i in 0..zip.len() {
-        let f = zip.by_index_raw(i)?;
+        // The central directory alone (no local header read per member).
+        let f = zip.by_index_data(i).context("corrupt zip directory")?;
         all_zero &= f.crc32() == 0 || f.size() == 0;
         if let Some(rest) = f.name()?.strip_prefix(&format!("{root}/")) {
             members.insert(rest.to_string(), i);

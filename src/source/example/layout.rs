@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::example_wire::{self, FType, Value};
+use super::wire::{self, FType, Value};
 use crate::dtype::{DType, NpyType};
 use crate::structure::RaggedMode;
 use crate::tensor::{Kind, TensorMeta};
@@ -260,7 +260,7 @@ pub fn elements<'a>(
 ) -> Result<()> {
     let mut values_of = |feature: &'a [u8], pad_to: Option<u64>| -> Result<u64> {
         let mut c = 0u64;
-        example_wire::values(feature, &mut |v| {
+        wire::values(feature, &mut |v| {
             c += 1;
             emit(Element::Value(v))
         })?;
@@ -288,7 +288,7 @@ pub fn elements<'a>(
         Piece::Values => {
             if let Some(v) = value {
                 if st.list {
-                    example_wire::each_step(v, &mut |s| values_of(s, None).map(|_| ()))?;
+                    wire::each_step(v, &mut |s| values_of(s, None).map(|_| ()))?;
                 } else {
                     values_of(v, None)?;
                 }
@@ -300,7 +300,7 @@ pub fn elements<'a>(
                 let step = out.meta.shape[2];
                 let mut steps = 0u64;
                 if let Some(v) = value {
-                    example_wire::each_step(v, &mut |s| {
+                    wire::each_step(v, &mut |s| {
                         steps += 1;
                         values_of(s, Some(step)).map(|_| ())
                     })?;
@@ -325,21 +325,21 @@ pub fn elements<'a>(
                 None => 0,
                 Some(v) if st.list => {
                     let mut steps = 0i64;
-                    example_wire::each_step(v, &mut |_| {
+                    wire::each_step(v, &mut |_| {
                         steps += 1;
                         Ok(())
                     })?;
                     steps
                 }
-                Some(v) => example_wire::count(v)?.values as i64,
+                Some(v) => wire::count(v)?.values as i64,
             };
             *total += c;
             emit(Element::Split(*total))?;
         }
         Piece::Splits1 => {
             if let Some(v) = value {
-                example_wire::each_step(v, &mut |s| {
-                    *total += example_wire::count(s)?.values as i64;
+                wire::each_step(v, &mut |s| {
+                    *total += wire::count(s)?.values as i64;
                     emit(Element::Split(*total))
                 })?;
             }

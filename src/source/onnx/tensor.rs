@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::pbwalk::{self, for_each_field, Value};
+use crate::source::wire::Cursor;
 use crate::tensor::{checked_elements, ChunkSink, Kind, TensorMeta};
-use crate::wire::Cursor;
 
 /// Where the bytes of an external tensor live, as its `external_data` entries say.
 #[derive(Clone, Debug, Default)]

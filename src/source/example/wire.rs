@@ -20,7 +20,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::wire::varint;
+use crate::source::wire::varint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Section {

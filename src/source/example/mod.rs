@@ -10,26 +10,32 @@
 //! `row_splits_0`, `row_splits_1`, so outputs are byte-identical whatever order TensorFlow
 //! serialized each map in.
 //!
-//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs) and
-//! `example_wire` (the protobuf walk). Two passes: `open` walks every record once, checking
-//! every CRC and every byte of protobuf, and keeps per-feature statistics only (type, counts,
-//! longest string); each output array is then streamed by walking the records again, so memory
-//! is bounded by the chunk size and the largest record, never by the number of records. The
-//! protobuf walk is hand-written on `wire`'s varints rather than prost-decoded, because decoding
-//! a message allocates every key and value list of every record, and the second pass only needs
-//! one feature's slice of each record.
+//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs),
+//! `wire` (the protobuf walk), `layout` (which arrays each feature becomes, and
+//! their elements) and `spool` (pass 2's temporary file). Two passes: `open` walks every
+//! record once, checking every CRC and every byte of protobuf, and keeps per-feature statistics
+//! only (type, counts, longest string); when the first array is read, one more walk writes every
+//! array into the spool (a dataset with a single array is streamed straight from the records),
+//! so memory is bounded by the chunk size and the largest record, never by the number of
+//! records. The protobuf walk is hand-written on `wire`'s varints rather than prost-decoded,
+//! because decoding a message allocates every key and value list of every record, and both
+//! passes only need slices of each record.
+
+mod layout;
+mod spool;
+pub mod wire;
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use std::io::Read;
-
-pub use super::example_layout::RaggedChoice;
-use super::example_layout::{self as layout, Element, Output, Piece, Stats};
-use super::example_wire::{self, FType, Section, Value};
+pub use self::layout::RaggedChoice;
+use self::layout::{Element, Output, Piece, Stats};
+use self::spool::{Spool, SpoolWriter};
+use self::wire::{FType, Section, Value};
 use super::tfrecord_io::Records;
 use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
@@ -60,8 +66,12 @@ pub struct ExampleSource {
     files: Vec<PathBuf>,
     parts: Vec<Part>,
     features: Vec<Stats>,
+    /// Feature index by key: context features, feature lists.
+    index: [HashMap<Vec<u8>, usize>; 2],
     outputs: Vec<Output>,
     ragged: RaggedChoice,
+    /// Every array, written by one walk when the first is read (with more than one array).
+    spool: Option<Spool>,
 }
 
 pub static READER: Reader = Reader {
@@ -179,7 +189,18 @@ fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
     format!("record {k} is damaged (the records before it decompress intact)")
 }
 
+/// `--stack` joins records that are tensors; an Example dataset is one array per feature already.
+fn refuse_stack(opts: &OpenOptions) -> Result<()> {
+    if opts.stack {
+        return Err(crate::pipeline::usage(
+            "--stack stacks TFRecords of serialized tensors; a dataset of tf.train.Example records is already written as one [N, ...] array per feature (leave --stack out)",
+        ));
+    }
+    Ok(())
+}
+
 fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    refuse_stack(opts)?;
     let part = part(input, opts)?;
     Ok(Box::new(ExampleSource::open(
         &input.display,
@@ -191,6 +212,7 @@ fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 
 /// `--concat`: several TFRecord files (shards) read as one dataset, records in input order.
 pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    refuse_stack(opts)?;
     let mut parts = Vec::new();
     let mut files = Vec::new();
     for p in paths {
@@ -250,7 +272,7 @@ impl ExampleSource {
                     start..start + b.len()
                 };
                 found.clear();
-                example_wire::walk_record(rec, &mut |s, k, v| {
+                wire::walk_record(rec, &mut |s, k, v| {
                     found.push((s, range(k), range(v)));
                     Ok(())
                 })
@@ -290,8 +312,7 @@ impl ExampleSource {
                         match (ft, st.ftype) {
                             (Some(t), None) => st.ftype = Some((t, n)),
                             (Some(t), Some((was, first))) if t != was => bail!(
-                                "{}: {} here, but {} in record {first} (the type of a feature cannot change between records)",
-                                what(),
+                                "{} here, but {} in record {first} (the type of a feature cannot change between records)",
                                 t.name(),
                                 was.name()
                             ),
@@ -299,7 +320,7 @@ impl ExampleSource {
                         }
                         Ok(())
                     };
-                    let add = |c: example_wire::Count, st: &mut Stats| -> Result<()> {
+                    let add = |c: wire::Count, st: &mut Stats| -> Result<()> {
                         check(c.ftype, st)?;
                         st.values += c.values;
                         st.max_len = st.max_len.max(c.longest);
@@ -308,19 +329,22 @@ impl ExampleSource {
                     };
                     let count = if list {
                         let mut steps = 0u64;
-                        example_wire::each_step(value, &mut |step| {
-                            let c = example_wire::count(step)?;
+                        wire::each_step(value, &mut |step| {
+                            let c = wire::count(step)
+                                .with_context(|| format!("step {steps}: malformed Feature"))?;
                             st.max_step = st.max_step.max(c.values);
+                            add(c, st).with_context(|| format!("step {steps}"))?;
                             steps += 1;
-                            add(c, st)
+                            Ok(())
                         })
-                        .with_context(|| format!("{}: malformed feature list", what()))?;
+                        .with_context(what)?;
                         st.steps += steps;
                         steps
                     } else {
-                        let c = example_wire::count(value)
-                            .with_context(|| format!("{}: malformed feature", what()))?;
-                        add(c, st)?;
+                        let c = wire::count(value)
+                            .context("malformed Feature")
+                            .with_context(what)?;
+                        add(c, st).with_context(what)?;
                         c.values
                     };
                     st.max_row = st.max_row.max(count);
@@ -360,48 +384,152 @@ impl ExampleSource {
             &opts.force_ragged,
             &opts.ragged,
         )?;
+        let mut index: [HashMap<Vec<u8>, usize>; 2] = Default::default();
+        for (i, st) in features.iter().enumerate() {
+            index[st.list as usize].insert(st.key.as_bytes().to_vec(), i);
+        }
         Ok(ExampleSource {
             path: path.to_string(),
             files,
             parts,
             features,
+            index,
             outputs,
             ragged: opts.ragged.clone(),
+            spool: None,
         })
     }
 
-    /// Pass 2: walks every record and hands each one's value of feature `f` (or `None`) to
-    /// `visit`.
-    fn walk(&self, f: usize, visit: &mut dyn FnMut(Option<&[u8]>) -> Result<()>) -> Result<()> {
-        let st = &self.features[f];
-        let section = if st.list {
-            Section::Lists
-        } else {
-            Section::Context
-        };
-        let key = st.key.as_bytes();
+    /// Pass 2: walks every record and hands `visit` each feature's value in it (its `Feature`
+    /// or `FeatureList`; `None` where the record lacks it), indexed like `features`.
+    fn walk(&self, visit: &mut dyn FnMut(&Values) -> Result<()>) -> Result<()> {
+        let mut ranges: Vec<Option<Range<usize>>> = Vec::with_capacity(self.features.len());
         for part in &self.parts {
             let mut records = Records::new(part.data.clone(), false);
             let mut local = 0u64;
             while let Some((offset, rec)) = records.next().with_context(|| part.display.clone())? {
-                let mut value: Option<&[u8]> = None;
-                example_wire::walk_record(rec, &mut |s, k, v| {
-                    if s == section && k == key {
-                        value = Some(v);
+                ranges.clear();
+                ranges.resize(self.features.len(), None);
+                let base = rec.as_ptr() as usize;
+                wire::walk_record(rec, &mut |s, k, v| {
+                    if let Some(&f) = self.index[(s == Section::Lists) as usize].get(k) {
+                        // the last of a repeated key wins
+                        let start = (v.as_ptr() as usize).saturating_sub(base);
+                        ranges[f] = Some(start..start + v.len());
                     }
                     Ok(())
                 })
-                .and_then(|()| visit(value))
+                .and_then(|()| {
+                    visit(&Values {
+                        rec,
+                        ranges: &ranges,
+                    })
+                })
                 .with_context(|| {
-                    format!(
-                        "{}: record {local} at byte offset {offset}: feature '{}'",
-                        part.display, st.key
-                    )
+                    format!("{}: record {local} at byte offset {offset}", part.display)
                 })?;
                 local += 1;
             }
         }
         Ok(())
+    }
+
+    /// The spool's region size of each array: numbers at their width, strings as `u64` length
+    /// plus bytes.
+    fn region_sizes(&self) -> Result<Vec<u64>> {
+        let mut sizes = Vec::with_capacity(self.outputs.len());
+        for out in &self.outputs {
+            let st = &self.features[out.feature];
+            let elements = out.meta.num_elements()?;
+            let size = match out.meta.dtype.item_size() {
+                _ if out.piece == Piece::Listed => Some(0),
+                Some(item) => elements.checked_mul(item as u64),
+                None => {
+                    let fills = match out.piece {
+                        Piece::Padded => elements - st.values.min(elements),
+                        _ => 0,
+                    };
+                    let fill = layout::fill_bytes(DType::String, &self.ragged)?.len() as u64;
+                    elements
+                        .checked_mul(8)
+                        .and_then(|b| b.checked_add(st.bytes))
+                        .and_then(|b| b.checked_add(fills.checked_mul(fill)?))
+                }
+            };
+            sizes.push(
+                size.with_context(|| format!("'{}' takes more than 2^64 bytes", out.meta.name))?,
+            );
+        }
+        Ok(sizes)
+    }
+
+    /// Writes every array into the spool with one walk over the records.
+    fn build_spool(&self) -> Result<Spool> {
+        let mut spool = SpoolWriter::new(&self.region_sizes()?)?;
+        let fills: Vec<Vec<u8>> = self
+            .outputs
+            .iter()
+            .map(|o| layout::fill_bytes(o.meta.dtype, &self.ragged))
+            .collect::<Result<_>>()?;
+        let mut totals = vec![0i64; self.outputs.len()];
+        for (o, out) in self.outputs.iter().enumerate() {
+            if matches!(out.piece, Piece::Splits0 | Piece::Splits1) {
+                spool.push(o, &0i64.to_le_bytes())?;
+            }
+        }
+        self.walk(&mut |values| {
+            for (o, out) in self.outputs.iter().enumerate() {
+                if out.piece == Piece::Listed {
+                    continue;
+                }
+                let st = &self.features[out.feature];
+                let strings = out.meta.dtype == DType::String;
+                layout::elements(
+                    out,
+                    st,
+                    values.get(out.feature),
+                    &mut totals[o],
+                    &mut |e| match e {
+                        Element::Value(Value::Bytes(b)) if strings => spool.push_string(o, b),
+                        Element::Fill if strings => spool.push_string(o, &fills[o]),
+                        Element::Value(Value::Float(x)) => spool.push(o, &x.to_le_bytes()),
+                        Element::Value(Value::Int64(x)) | Element::Split(x) => {
+                            spool.push(o, &x.to_le_bytes())
+                        }
+                        Element::Fill => spool.push(o, &fills[o]),
+                        Element::Value(Value::Bytes(_)) => {
+                            bail!("a bytes value in a numeric feature")
+                        }
+                    },
+                )
+                .with_context(|| format!("feature '{}'", st.key))?;
+            }
+            Ok(())
+        })?;
+        spool.finish()
+    }
+
+    /// The spool, written on first use; `None` when there is one array only (read directly).
+    fn spool(&mut self) -> Result<Option<&Spool>> {
+        if self.outputs.len() < 2 {
+            return Ok(None);
+        }
+        if self.spool.is_none() {
+            self.spool = Some(self.build_spool()?);
+        }
+        Ok(self.spool.as_ref())
+    }
+}
+
+/// One record's value of each feature, for pass 2.
+struct Values<'r> {
+    rec: &'r [u8],
+    ranges: &'r [Option<Range<usize>>],
+}
+
+impl<'r> Values<'r> {
+    fn get(&self, feature: usize) -> Option<&'r [u8]> {
+        self.ranges[feature].clone().and_then(|r| self.rec.get(r))
     }
 }
 
@@ -450,11 +578,12 @@ impl ExampleSource {
             emit(Element::Split(0))?;
             written += 1;
         }
-        self.walk(out.feature, &mut |value| {
-            layout::elements(out, st, value, &mut total, &mut |e| {
+        self.walk(&mut |values| {
+            layout::elements(out, st, values.get(out.feature), &mut total, &mut |e| {
                 written += 1;
                 emit(e)
             })
+            .with_context(|| format!("feature '{}'", st.key))
         })?;
         if written != expected {
             bail!(
@@ -482,7 +611,11 @@ impl Source for ExampleSource {
         let Some(item) = meta.dtype.item_size() else {
             bail!("'{}' holds strings", meta.name);
         };
+        let name = meta.name.clone();
         let fill = layout::fill_bytes(meta.dtype, &self.ragged)?;
+        if let Some(spool) = self.spool()? {
+            return spool.read_dense(index, item, chunk, sink).context(name);
+        }
         let mut chunker = Chunker::new(chunk, item, sink);
         self.stream(index, &mut |e| match e {
             Element::Value(Value::Float(x)) => chunker.push(&x.to_le_bytes()),
@@ -494,6 +627,9 @@ impl Source for ExampleSource {
     }
 
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        if let Some(spool) = self.spool()? {
+            return spool.read_strings(index, sink);
+        }
         let fill = layout::fill_bytes(DType::String, &self.ragged)?;
         self.stream(index, &mut |e| match e {
             Element::Value(Value::Bytes(b)) => sink(b),
@@ -504,5 +640,42 @@ impl Source for ExampleSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mask_crc;
+
+    fn header(len: u64) -> Vec<u8> {
+        let mut h = len.to_le_bytes().to_vec();
+        h.extend(mask_crc(crc32c::crc32c(&h)).to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn examples_are_told_from_tensorprotos_by_their_first_byte() {
+        let with = |first: u8| [header(5), vec![first, 0, 0, 0, 0]].concat();
+        assert!(first_record_is_example(&with(0x0a))); // Example.features / context
+        assert!(first_record_is_example(&with(0x12))); // SequenceExample.feature_lists
+        assert!(!first_record_is_example(&with(0x08))); // TensorProto.dtype
+        assert!(first_record_is_example(&header(0))); // an Example with no features
+        let mut bad_crc = with(0x0a);
+        bad_crc[8] ^= 1;
+        assert!(!first_record_is_example(&bad_crc));
+        assert!(!first_record_is_example(&header(5))); // the payload is not in the head
+    }
+
+    #[test]
+    fn a_compressed_head_is_sniffed_through_its_first_bytes() {
+        use std::io::Write;
+        let record = [header(2), vec![0x0a, 0x00, 0, 0, 0, 0]].concat();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&record).unwrap();
+        let gz = gz.finish().unwrap();
+        let head = decompressed_prefix(&gz, Compression::Gzip);
+        assert_eq!(&head[..], &record[..head.len()]);
+        assert!(first_record_is_example(&head));
     }
 }

@@ -9,16 +9,18 @@
 //! `raw_data` must stay on disk: only byte ranges are recorded. External data (`location`,
 //! `offset`, `length`) is resolved relative to the model's folder and streamed from the side
 //! file; a location that is absolute or climbs out of the folder is refused. Tensor decoding
-//! lives in `onnx_tensor.rs`.
+//! lives in `tensor.rs`.
+
+pub mod tensor;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use self::tensor::{Data, NoNumpyForm, OnnxTensor};
 use crate::dtype::DType;
 use crate::input::{self, FileRange};
-use crate::source::onnx_tensor::{Data, NoNumpyForm, OnnxTensor};
 use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
@@ -356,7 +358,7 @@ fn sniff_input(input: &Input) -> Sniff {
         return Sniff::Yes;
     }
     let starts_with_version = input.head.first() == Some(&0x08)
-        && crate::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
+        && crate::source::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
     if starts_with_version && input.has_extension(READER.extensions) {
         Sniff::Maybe
     } else {

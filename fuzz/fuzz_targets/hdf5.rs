@@ -1,0 +1,16 @@
+#![no_main]
+//! A whole HDF5 file: the crate's structure parsing under our storage adapter, the type mapping,
+//! contiguous ranges, the block walk over chunked data, strings and the global heap.
+use libfuzzer_sys::fuzz_target;
+use tensor2npy::input::FileRange;
+use tensor2npy::source::hdf5::Hdf5Source;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    let range = FileRange::from_vec(data.to_vec());
+    if let Ok(mut src) = Hdf5Source::open("fuzz", vec![], range) {
+        common::drain(&mut src);
+    }
+});
