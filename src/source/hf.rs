@@ -71,9 +71,25 @@ fn index_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// `model.<variant>.safetensors` / `pytorch_model.<variant>.bin`, not a shard (`-of-`).
+fn is_variant_single(name: &str) -> bool {
+    [("model.", ".safetensors"), ("pytorch_model.", ".bin")]
+        .iter()
+        .any(|(p, e)| {
+            name.len() > p.len() + e.len()
+                && name.starts_with(p)
+                && name.ends_with(e)
+                && !name.contains("-of-")
+        })
+}
+
 fn sniff(input: &Input) -> Sniff {
     if input.is_dir {
-        let has_single = SINGLES.iter().any(|n| input.path.join(n).is_file());
+        let has_single = SINGLES.iter().any(|n| input.path.join(n).is_file())
+            || std::fs::read_dir(&input.path)
+                .into_iter()
+                .flatten()
+                .any(|e| e.is_ok_and(|e| is_variant_single(&e.file_name().to_string_lossy())));
         return if has_single || !index_files(&input.path).is_empty() {
             Sniff::Yes
         } else {
@@ -125,8 +141,30 @@ fn locate(dir: &Path) -> Result<Layout> {
             return Ok(Layout::Single(p));
         }
     }
+    // `save_pretrained(variant="fp16")` of an unsharded model: `model.fp16.safetensors` or
+    // `pytorch_model.fp16.bin`.
+    let mut singles: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| is_variant_single(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    singles.sort();
+    match singles.len() {
+        0 => {}
+        1 => return Ok(Layout::Single(singles.remove(0))),
+        _ => bail!(
+            "{} holds several weights files ({}): pass the one to read",
+            dir.display(),
+            singles
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
     bail!(
-        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model.safetensors or pytorch_model.bin)",
+        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors or pytorch_model[.VARIANT].bin)",
         dir.display()
     )
 }
@@ -298,6 +336,11 @@ impl Source for HfSource {
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let (p, i) = self.index[index];
         self.parts[p].raw_range(i)
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        let (p, i) = self.index[index];
+        self.parts[p].source_dtype(i)
     }
 
     fn input_files(&self) -> Vec<PathBuf> {

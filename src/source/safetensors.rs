@@ -48,6 +48,10 @@ pub struct SafetensorsSource {
     names: String,
     entries: Vec<Entry>,
     dims: Vec<u64>,
+    /// The tensors whose safetensors dtype has no NumPy form (`F4`, `F6_E2M3`, ...), listed as
+    /// dtype `resource`: an error when converted, left out with `--skip-unsupported`.
+    unsupported: Vec<(usize, String)>,
+    notes: Vec<String>,
 }
 
 struct Entry {
@@ -80,6 +84,8 @@ impl SafetensorsSource {
             names: String::with_capacity(names.len()),
             entries: Vec::with_capacity(tensors.len()),
             dims: Vec::with_capacity(dims.len()),
+            unsupported: Vec::new(),
+            notes: Vec::new(),
         };
         // In offset order, as the crate orders them.
         let mut order: Vec<usize> = (0..tensors.len()).collect();
@@ -91,12 +97,24 @@ impl SafetensorsSource {
             let name = &names[name_start..t.name_end];
             let dims_start = i.checked_sub(1).map_or(0, |j| tensors[j].dims_end);
             let shape = &dims[dims_start..t.dims_end];
-            let dtype = DType::from_safetensors(&t.dtype).ok_or_else(|| {
-                anyhow!(
-                    "invalid safetensors header: tensor '{name}': dtype {} is unknown or has no NumPy form",
-                    t.dtype
-                )
-            })?;
+            // Bits per element; safetensors' sub-byte float dtypes have no NumPy form.
+            let (dtype, bits) = match DType::from_safetensors(&t.dtype) {
+                Some(d) => (d, d.item_size().unwrap_or(1) as u64 * 8),
+                None => match t.dtype.as_str() {
+                    "F4" => (DType::Resource, 4),
+                    "F6_E2M3" | "F6_E3M2" => (DType::Resource, 6),
+                    _ => bail!(
+                        "invalid safetensors header: tensor '{name}': dtype {} is unknown",
+                        t.dtype
+                    ),
+                },
+            };
+            if dtype == DType::Resource {
+                source.notes.push(format!("tensor '{name}' has safetensors dtype {}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)", t.dtype));
+                source
+                    .unsupported
+                    .push((source.entries.len(), t.dtype.clone()));
+            }
             let (start, end) = t.offsets;
             if start != expected || end < start {
                 bail!(
@@ -105,7 +123,9 @@ impl SafetensorsSource {
             }
             let size = crate::tensor::checked_elements(shape)
                 .ok()
-                .and_then(|n| n.checked_mul(dtype.item_size().unwrap_or(1) as u64));
+                .and_then(|n| n.checked_mul(bits))
+                .filter(|b| b % 8 == 0)
+                .map(|b| b / 8);
             if size != Some(end - start) {
                 bail!("invalid safetensors header: a tensor's byte size does not match its shape and dtype ('{name}')");
             }
@@ -303,5 +323,16 @@ impl Source for SafetensorsSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        self.unsupported
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, name)| name.clone())
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 }

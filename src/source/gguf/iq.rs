@@ -65,11 +65,14 @@ grid!(
 );
 grid!(iq1s_grid, g::IQ1_S_GRID, [-1.0, 0.0, 1.0], 8);
 
-fn sign(bits: u8, j: usize) -> f32 {
-    if (bits >> j) & 1 == 0 {
-        1.0
+/// `x * s` for the sign `s` (±1.0) that bit `j` of `bits` gives, as NumPy's multiply computes
+/// it: a NaN `x` comes out unchanged. Written as a negation of the non-NaN values, because an
+/// optimized build may turn a product with -1.0 into a negation, which flips a NaN's sign bit.
+fn signed(x: f32, bits: u8, j: usize) -> f32 {
+    if (bits >> j) & 1 == 0 || x.is_nan() {
+        x
     } else {
-        -1.0
+        -x
     }
 }
 
@@ -92,7 +95,7 @@ pub fn iq2_xxs(b: &[u8], out: &mut [f32]) {
             let row = grid.row(((aux0 >> (8 * l)) & 0xFF) as usize);
             let signs = g::KSIGNS[((aux1 >> (7 * l)) & 0x7F) as usize];
             for (j, o) in part.iter_mut().enumerate() {
-                *o = db * row[j] * sign(signs, j);
+                *o = signed(db * row[j], signs, j);
             }
         }
     }
@@ -117,7 +120,7 @@ pub fn iq2_xs(b: &[u8], out: &mut [f32]) {
         let signs = g::KSIGNS[(q >> 9) as usize];
         let dbk = db[i / 2];
         for (j, o) in part.iter_mut().enumerate() {
-            *o = dbk * row[j] * sign(signs, j);
+            *o = signed(dbk * row[j], signs, j);
         }
     }
 }
@@ -131,7 +134,7 @@ pub fn iq2_s(b: &[u8], out: &mut [f32]) {
         let row = grid.row((u16::from(qs[i]) | high << 8) as usize);
         let dbk = db[i / 2];
         for (j, o) in part.iter_mut().enumerate() {
-            *o = dbk * row[j] * sign(signs[i], j);
+            *o = signed(dbk * row[j], signs[i], j);
         }
     }
 }
@@ -146,7 +149,7 @@ pub fn iq3_xxs(b: &[u8], out: &mut [f32]) {
         for (e, o) in sub.iter_mut().enumerate() {
             let row = grid.row(qs[ib * 8 + e / 4] as usize);
             let signs = g::KSIGNS[((sc >> (7 * (e / 8))) & 0x7F) as usize];
-            *o = db * row[e % 4] * sign(signs, e % 8);
+            *o = signed(db * row[e % 4], signs, e % 8);
         }
     }
 }
@@ -163,7 +166,7 @@ pub fn iq3_s(b: &[u8], out: &mut [f32]) {
             let high = u16::from((qh[i / 8] >> (i % 8)) & 1);
             let row = grid.row((u16::from(qs[i]) | high << 8) as usize);
             let k = ib * 32 + e;
-            *o = db * row[e % 4] * sign(signs[k / 8], k % 8);
+            *o = signed(db * row[e % 4], signs[k / 8], k % 8);
         }
     }
 }
@@ -224,5 +227,30 @@ mod tests {
         assert_eq!(iq1s_grid().values.len(), 2048 * 8);
         // iq2xxs_grid[0] in ggml-common.h is 0x0808080808080808.
         assert_eq!(iq2xxs_grid().row(0), &[8.0; 8]);
+    }
+
+    #[test]
+    fn a_nan_scale_keeps_its_sign_through_negative_signs() {
+        // gguf.quants: (db * grid) * signs, and NumPy's multiply returns a NaN operand as it is,
+        // so a block whose scale is +NaN gives +NaN everywhere, whatever the signs. (An
+        // optimized build used to negate instead, flipping the NaN's sign bit: run
+        // `cargo test --release` to see it.)
+        let mut b = [0u8; 66];
+        b[..2].copy_from_slice(&0x7e07u16.to_le_bytes());
+        for ib in 0..8 {
+            // every 7-bit sign index 127: KSIGNS[127] = 0xff, all eight signs negative
+            b[6 + ib * 8..10 + ib * 8].copy_from_slice(&0x0fff_ffffu32.to_le_bytes());
+        }
+        let mut out = [0f32; 256];
+        iq2_xxs(&b, &mut out);
+        assert!(
+            out.iter().all(|v| v.to_bits() == 0x7fc0_e000),
+            "{:x}",
+            out[0].to_bits()
+        );
+        // a finite scale: every value negated (grid row 0 is all 8.0; db = 1 * 0.5 * 0.25)
+        b[..2].copy_from_slice(&0x3c00u16.to_le_bytes());
+        iq2_xxs(&b, &mut out);
+        assert!(out.iter().all(|&v| v == -1.0), "{}", out[0]);
     }
 }

@@ -236,6 +236,10 @@ pub struct TensorRef {
     pub offset: u64,
     pub size: Vec<u64>,
     pub stride: Vec<u64>,
+    /// The conjugate and negative bits of the view (`{'conj': True}` / `{'neg': True}`, the
+    /// `metadata` argument of `_rebuild_tensor_v2`/`_v3`): the values are read negated.
+    pub conj: bool,
+    pub neg: bool,
 }
 
 pub(super) fn global_of(v: &Value) -> Result<&Global> {
@@ -362,12 +366,32 @@ fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
                     stride.len()
                 );
             }
+            // `_rebuild_tensor_v2(..., metadata)` / `_v3(..., dtype, metadata)`: torch sets the
+            // conjugate and negative bits from it (`_set_tensor_metadata`).
+            let (mut conj, mut neg) = (false, false);
+            let meta_at = match r {
+                Rebuild::TensorV2 => Some(6),
+                Rebuild::TensorV3 => Some(7),
+                _ => None,
+            };
+            if let Some(Value::Dict(d)) = meta_at.and_then(|i| args.get(i)) {
+                for (k, v) in d.borrow().iter() {
+                    let on = matches!(v, Value::Bool(true));
+                    match k.as_str().as_deref() {
+                        Some("conj") => conj = on,
+                        Some("neg") => neg = on,
+                        _ => {}
+                    }
+                }
+            }
             Ok(Value::Tensor(Rc::new(TensorRef {
                 storage,
                 dtype,
                 offset,
                 size,
                 stride,
+                conj,
+                neg,
             })))
         }
         Rebuild::Parameter | Rebuild::ParameterWithState | Rebuild::FromCpuTensor => {

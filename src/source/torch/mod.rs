@@ -382,6 +382,38 @@ fn verify(s: &StorageData) -> Result<()> {
     Ok(())
 }
 
+/// The bytes to XOR into every element of a view whose conjugate or negative bit is set, as
+/// torch resolves them (`resolve_conj()`, `resolve_neg()`): the sign bit of the imaginary part
+/// for `conj`, of every part for `neg`. `None` when neither bit is set.
+fn sign_mask(t: &TensorRef, big_endian: bool) -> Result<Option<Vec<u8>>> {
+    if !t.conj && !t.neg {
+        return Ok(None);
+    }
+    let item = t.dtype.item_size as usize;
+    // Which parts (real, imaginary) change sign.
+    let flip: &[bool] = match t.dtype.dtype {
+        Some(DType::C64 | DType::C128) => &[t.neg, t.neg != t.conj],
+        Some(
+            DType::F16 | DType::BF16 | DType::F32 | DType::F64 | DType::F8E4M3FN | DType::F8E5M2,
+        ) if !t.conj => &[true],
+        _ => bail!(
+            "a view with its {} bit set is not supported for dtype torch.{}",
+            if t.conj { "conjugate" } else { "negative" },
+            t.dtype.name
+        ),
+    };
+    let part = item / flip.len();
+    let mut mask = vec![0u8; item];
+    for (i, _) in flip.iter().enumerate().filter(|(_, &f)| f) {
+        mask[if big_endian {
+            i * part
+        } else {
+            i * part + part - 1
+        }] = 0x80;
+    }
+    Ok(Some(mask))
+}
+
 fn is_contiguous(t: &TensorRef) -> bool {
     let mut expect = 1u64;
     for (&n, &st) in t.size.iter().zip(&t.stride).rev() {
@@ -414,6 +446,19 @@ impl Source for TorchSource {
         if numel == 0 {
             return Ok(());
         }
+        let mask = sign_mask(t, self.metas[index].big_endian)
+            .with_context(|| format!("tensor '{}'", self.metas[index].name))?;
+        let mut flipped = Vec::new();
+        let mut resolve = |c: &[u8]| -> Result<()> {
+            let Some(mask) = &mask else { return sink(c) };
+            flipped.clear();
+            flipped.extend_from_slice(c);
+            for (b, m) in flipped.iter_mut().zip(mask.iter().cycle()) {
+                *b ^= m;
+            }
+            sink(&flipped)
+        };
+        let sink: &mut ChunkSink = &mut resolve;
         if is_contiguous(t) {
             let r = s.range.slice(base + t.offset * item, numel * item)?;
             return r.stream(item as usize, chunk, sink);
@@ -435,7 +480,7 @@ impl Source for TorchSource {
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let (t, s, base) = self.tensor(index).ok()?;
         let meta = &self.metas[index];
-        if meta.big_endian || !is_contiguous(t) || verify(s).is_err() {
+        if meta.big_endian || t.conj || t.neg || !is_contiguous(t) || verify(s).is_err() {
             return None;
         }
         let n = meta.num_elements().ok()?;
@@ -583,6 +628,8 @@ mod tests {
             offset,
             size: size.to_vec(),
             stride: stride.to_vec(),
+            conj: false,
+            neg: false,
         }
     }
 
