@@ -13,7 +13,7 @@ Contenders, each timed as a whole process (what a user waits for), with peak RSS
 Both Python scripts write the same arrays as tensor2npy (dense [N] / [N, k], ragged
 flat_values + row_splits_0), and the outputs are compared before anything is timed.
 
-    BENCH_RECORDS=200000 BENCH_REPS=3 /work/venvs/tf/bin/python benches/example_bench.py target/release/tensor2npy
+    BENCH_RECORDS=200000 BENCH_REPS=3 .venv-tf/bin/python benches/example_bench.py target/release/tensor2npy
 
 Prints a Markdown table: medians of wall time (min-max) and of CPU time (user + sys, steadier
 on a shared machine), peak RSS, and ratios of medians to tensor2npy's.

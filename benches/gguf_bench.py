@@ -6,7 +6,7 @@ small transformer's, as llama.cpp's Q4_K_M mix stores them, and one F32 norm per
 
 Usage (any Python with `gguf` and numpy; the release binary built first):
     cargo build --release
-    /work/venvs/gguf/bin/python benches/gguf_bench.py [BIN]
+    .venv-gguf/bin/python benches/gguf_bench.py [BIN]
 
 BENCH_REPS (default 3) rounds, contenders alternating; BENCH_SCALE (default 1 = 8 layers of
 4096 x 4096, ~125 MiB of blocks, ~1 GiB of float32 out). Prints a Markdown table: medians,

@@ -6,7 +6,7 @@ with `cp` of the same bytes as the copy limit. Inputs are generated at run time;
 alternately BENCH_REPS times; prints a Markdown table of medians, min-max, ratios and peak RSS.
 
     cargo build --release --no-default-features
-    TF_CPP_MIN_LOG_LEVEL=3 /work/venvs/tf/bin/python benches/graph.py   # needs tensorflow, onnx, numpy
+    TF_CPP_MIN_LOG_LEVEL=3 .venv-tf/bin/python benches/graph.py   # needs tensorflow, onnx, numpy
 
 BENCH_SCALE (default 1 = 512 MiB of weights per input), BENCH_REPS (default 5), BENCH_BIN
 (default target/release/tensor2npy, or $CARGO_TARGET_DIR/release/tensor2npy).

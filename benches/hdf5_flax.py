@@ -11,7 +11,7 @@ and times, alternating contenders, BENCH_REPS rounds (default 3):
   * flax: msgpack_restore, flattened with '/', into np.savez
 Peak RSS is /usr/bin/time's maximum resident set size. Prints a Markdown table.
 
-    KERAS_BACKEND=jax BENCH_BIN=target/release/tensor2npy /work/venvs/jax/bin/python benches/hdf5_flax.py
+    KERAS_BACKEND=jax BENCH_BIN=target/release/tensor2npy .venv-jax/bin/python benches/hdf5_flax.py
 """
 import os
 import statistics

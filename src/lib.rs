@@ -1,9 +1,28 @@
-//! tensor2npy: serialized tensors (safetensors, TensorFlow TensorProto, TFRecord, checkpoints,
-//! SavedModel variables) to NumPy `.npy` / `.npz`, streaming, without TensorFlow or Python.
+//! tensor2npy: the tensor files people hold (TensorFlow checkpoints, SavedModels, TFRecords of
+//! tensors or `tf.train.Example`s, TensorProtos, frozen GraphDefs, ONNX, PyTorch and Hugging
+//! Face folders, safetensors, GGUF, Keras/HDF5, Flax msgpack) to NumPy `.npy` / `.npz`,
+//! streaming, in bounded memory, without any framework or Python.
 //!
-//! Data flows one way: `source` readers → the `tensor` stream → `structure` (sparse and ragged)
-//! → `transform` → `sink` writers; `cli` parses, `cmd` dispatches. The library exists for the
-//! binary and for the fuzz targets; it is not a stable API.
+//! Data flows one way; each arrow is one hop:
+//!
+//! ```text
+//!   main.rs ─ cli.rs (clap, arguments only) ─ cmd/{convert,list,verify,...}.rs (one per subcommand)
+//!      │                                          │
+//!      │   error.rs (exit codes, interrupts)      │ select.rs (--select/--exclude), report.rs (stderr)
+//!      ▼                                          ▼
+//!   input.rs (FileRange: file, memory or remote.rs)  →  source/mod.rs (registry, sniffing)
+//!      → source/<format> (one reader per format: the tensor stream of tensor.rs)
+//!      → structure/ (sparse and ragged: recognised, validated, streamed)
+//!      → pipeline.rs (one tensor: member, chunks, convert, write, commit)
+//!          → transform.rs (Converter: one description of every conversion; dtype.rs policy)
+//!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
+//!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
+//!               temporaries, names.rs member and file names)
+//!   batch.rs (--update, --manifest) is called by cmd/convert.rs.
+//! ```
+//!
+//! Readers know nothing of sinks and sinks nothing of readers; only `cli.rs` and `cmd/` use clap.
+//! The library exists for the binary, the tests and the fuzz targets; it is not a stable API.
 
 pub mod batch;
 pub mod cli;
