@@ -311,7 +311,7 @@ impl RemoteFile {
             let mut parts = vec![bytes::Bytes::new(); ranges.len()];
             while let Some(res) = set.join_next().await {
                 let (i, b) = res
-                    .map_err(|e| anyhow!("a remote read task failed: {e}"))?
+                    .context("a remote read task failed")?
                     .map_err(|e| describe(e, &self.url))?;
                 parts[i] = b;
             }

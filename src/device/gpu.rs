@@ -90,7 +90,7 @@ impl GpuContext {
                 compatible_surface: None,
                 apply_limit_buckets: false,
             }))
-            .map_err(|e| anyhow!("no GPU adapter found ({e})"))?,
+            .context("no GPU adapter found")?,
         };
         let info = summary(index.unwrap_or(0), &adapter);
         let limits = adapter.limits();
@@ -99,7 +99,7 @@ impl GpuContext {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .map_err(|e| anyhow!("cannot open the GPU device {}: {e}", info.name))?;
+        .with_context(|| format!("cannot open the GPU device {}", info.name))?;
         let errors = Arc::new(Mutex::new(None));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -396,7 +396,7 @@ impl GpuContext {
                     submission_index: Some(index),
                     timeout: Some(Duration::from_secs(600)),
                 })
-                .map_err(|e| anyhow!("GPU device lost or stuck: {e}"))
+                .context("GPU device lost or stuck")
         };
         wait(p.kernel_index)?;
         let kernel_done = Instant::now();
@@ -404,14 +404,14 @@ impl GpuContext {
         wait(p.copy_index)?;
         p.rx.recv()
             .map_err(|_| anyhow!("the GPU readback was abandoned"))?
-            .map_err(|e| anyhow!("cannot map the GPU readback buffer: {e}"))?;
+            .context("cannot map the GPU readback buffer")?;
         self.check()?;
         let staging = &self.slots[slot].staging;
         {
             let view = staging
                 .slice(..p.read_len)
                 .get_mapped_range()
-                .map_err(|e| anyhow!("cannot read the GPU readback buffer: {e}"))?;
+                .context("cannot read the GPU readback buffer")?;
             out.extend_from_slice(&view[..p.out_len]);
         }
         staging.unmap();

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
@@ -198,7 +198,7 @@ fn parse_header(data: &FileRange) -> Result<(usize, Parsed)> {
     let parsed = de
         .deserialize_map(HeaderVisitor)
         .and_then(|p| de.end().map(|_| p))
-        .map_err(|e| anyhow!("invalid safetensors header: {e}"))?;
+        .context("invalid safetensors header")?;
     Ok((n as usize, parsed))
 }
 

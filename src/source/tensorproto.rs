@@ -179,7 +179,7 @@ impl ScannedTensor {
             );
         }
         let shape = TensorShapeProto::decode(&shape_bytes[..])
-            .map_err(|e| anyhow!("malformed tensor shape: {e}"))?
+            .context("malformed tensor shape")?
             .concrete()?;
         let elements = checked_elements(&shape)?;
         let mut t = ScannedTensor {

@@ -58,8 +58,9 @@ impl BundleSource {
         let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
         let mut iter = table.into_iter();
         let header = match iter.next() {
-            Some((k, v)) if k.is_empty() => BundleHeaderProto::decode(&v[..])
-                .map_err(|e| anyhow!("corrupt bundle header: {e}"))?,
+            Some((k, v)) if k.is_empty() => {
+                BundleHeaderProto::decode(&v[..]).context("corrupt bundle header")?
+            }
             _ => bail!(
                 "{}: the index has no bundle header (first key must be empty)",
                 index_path.display()
@@ -96,7 +97,7 @@ impl BundleSource {
                 )
             })?;
             let entry = BundleEntryProto::decode(&value[..])
-                .map_err(|e| anyhow!("key '{name}': corrupt bundle entry: {e}"))?;
+                .with_context(|| format!("key '{name}': corrupt bundle entry"))?;
             plain.push((name, entry));
         }
 
@@ -223,8 +224,7 @@ impl BundleSource {
                         describe_extents(&extents)
                     )
                 })?;
-                let piece = BundleEntryProto::decode(&value[..])
-                    .map_err(|e| anyhow!("corrupt slice entry: {e}"))?;
+                let piece = BundleEntryProto::decode(&value[..]).context("corrupt slice entry")?;
                 let lens: Vec<u64> = extents.iter().map(|e| e.1).collect();
                 let want = checked_elements(&lens)? * size as u64;
                 if piece.size as u64 != want || DType::from_tf(piece.dtype) != Some(dtype) {

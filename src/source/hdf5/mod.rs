@@ -246,11 +246,9 @@ impl Hdf5Source {
             Arc::new(RangeStorage(data.clone())),
             hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(32 << 20),
         )
-        .map_err(|e| anyhow!("not a readable HDF5 file: {e}"))?;
+        .context("not a readable HDF5 file")?;
         let base = file.superblock().base_address;
-        let root = file
-            .root_group()
-            .map_err(|e| anyhow!("cannot read the root group: {e}"))?;
+        let root = file.root_group().context("cannot read the root group")?;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
         walk(&root, "", 0, &mut seen, &mut found)?;
@@ -280,7 +278,7 @@ fn walk(
     }
     let (mut groups, mut datasets) = group
         .members()
-        .map_err(|e| anyhow!("cannot list group '/{prefix}': {e}"))?;
+        .with_context(|| format!("cannot list group '/{prefix}'"))?;
     groups.sort_by(|a, b| a.name().cmp(b.name()));
     datasets.sort_by(|a, b| a.name().cmp(b.name()));
     // h5py visits a group's members in name order, groups and datasets interleaved.
@@ -336,7 +334,7 @@ fn describe(
     let count = checked_elements(&shape).with_context(context)?;
     let elem_size = ds
         .raw_element_size()
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(anyhow::Error::new)
         .with_context(context)?;
     let stored_bytes = count
         .checked_mul(elem_size as u64)
@@ -416,7 +414,7 @@ fn contiguous_range(
 ) -> Result<Option<FileRange>> {
     let header = file
         .get_or_parse_header(ds.address())
-        .map_err(|e| anyhow!("cannot read the object header: {e}"))?;
+        .context("cannot read the object header")?;
     let mut layout = None;
     for m in &header.messages {
         match m {
@@ -514,7 +512,7 @@ impl Source for Hdf5Source {
             Elem::Vlen => for_each_element(ds, &e.shape, e.elem_size, 1 << 20, &mut |el| {
                 let bytes = ds
                     .resolve_vlen_reference_bytes(el, 1)
-                    .map_err(|e| anyhow!("{e}"))?;
+                    .map_err(anyhow::Error::new)?;
                 sink(&bytes)
             }),
             _ => bail!("not a string dataset"),
