@@ -747,6 +747,34 @@ fn a_checkpoint_is_accepted_as_prefix_index_path_or_savedmodel_directory() {
 }
 
 #[test]
+fn a_copied_tf1_checkpoint_directory_whose_checkpoint_file_names_an_absolute_path_is_read() {
+    // TF1's Saver writes absolute paths into `checkpoint`; after the directory is copied
+    // elsewhere the path names the old place, and the prefix of that name in the directory is
+    // read.
+    let (dir, _prefix) = copy_ckpt("tf1_sharded");
+    fs::write(
+        dir.path().join("checkpoint"),
+        "model_checkpoint_path: \"/nonexistent/train_dir/model.ckpt\"\n\
+         all_model_checkpoint_paths: \"/nonexistent/train_dir/model.ckpt\"\n",
+    )
+    .unwrap();
+    let out = tempdir();
+    let o = out.path().join("o.npz");
+    t2n()
+        .arg("convert")
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&o)
+        .assert()
+        .success();
+    assert_same_arrays(
+        &read_npz(&o),
+        &read_npz(&fixture("ckpt/tf1_sharded.expected.npz")),
+        "copied checkpoint directory",
+    );
+}
+
+#[test]
 fn tfrecord_checksum_errors_name_the_record_and_its_byte_offset() {
     let dir = tempdir();
     let o = t2n()

@@ -96,7 +96,9 @@ pub fn prefix_for(input: &Path) -> Option<PathBuf> {
 }
 
 /// `model_checkpoint_path` from a directory's text-format `checkpoint` file, when its index
-/// exists.
+/// exists. An absolute path whose index is gone (TF1's `Saver` writes absolute paths, so a
+/// training directory copied to another machine names the old place) falls back to the same
+/// file name inside `dir`.
 fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
     let bytes = input::read_small(&dir.join("checkpoint"), 1 << 20).ok()?;
     let text = String::from_utf8(bytes).ok()?;
@@ -111,7 +113,11 @@ fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
     } else {
         dir.join(p)
     };
-    input::is_file(&input::with_suffix(&prefix, ".index")).then_some(prefix)
+    if input::is_file(&input::with_suffix(&prefix, ".index")) {
+        return Some(prefix);
+    }
+    let moved = dir.join(p.file_name()?);
+    (p.is_absolute() && input::is_file(&input::with_suffix(&moved, ".index"))).then_some(moved)
 }
 
 pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {
