@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -15,39 +15,6 @@ use anyhow::{bail, Context, Result};
 use super::{build, StorageData, TorchSource, MAX_PICKLE};
 use crate::input::{FileRange, RangeReader};
 use crate::source::pickle::{self, Value};
-
-/// A `Read + Seek` view of a range, for the zip crate.
-struct SeekRange {
-    range: FileRange,
-    pos: u64,
-}
-
-impl Read for SeekRange {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.range.len().saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        self.range
-            .read_at(self.pos, &mut buf[..n])
-            .map_err(|e| io::Error::other(format!("{e:#}")))?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for SeekRange {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.range.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| io::Error::other("seek before the start"))?;
-        Ok(self.pos)
-    }
-}
 
 /// One zip member, located through the central directory and its local header.
 struct Member {
@@ -59,7 +26,7 @@ struct Member {
     crc: u32,
 }
 
-fn member(zip: &mut zip::ZipArchive<SeekRange>, i: usize, data: &FileRange) -> Result<Member> {
+fn member(zip: &mut zip::ZipArchive<RangeReader>, i: usize, data: &FileRange) -> Result<Member> {
     let f = zip.by_index_raw(i).context("corrupt zip directory")?;
     let name = f.name().context("a zip member name")?.to_string();
     if f.encrypted() {
@@ -154,10 +121,8 @@ pub(super) fn open_zip(
     data: FileRange,
     stem: &str,
 ) -> Result<TorchSource> {
-    let reader = SeekRange {
-        range: data.clone(),
-        pos: 0,
-    };
+    // input::RangeReader: positioned reads with Seek, for a local file or a remote object.
+    let reader = RangeReader::new(data.clone());
     let mut zip = zip::ZipArchive::new(reader)
         .context("not a readable zip archive (truncated or corrupt)")?;
     if zip.is_empty() {
