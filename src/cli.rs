@@ -104,8 +104,21 @@ fn after_help() -> String {
     let mut s = String::from(
         "Input formats (recognised by content; --from forces one; `tensor2npy list` shows what an\ninput holds without converting it):\n",
     );
+    // Wrapped by hand, with the continuation lines indented under the description.
     for r in crate::source::READERS {
-        s.push_str(&format!("  {:<12} {}\n", r.name, r.about));
+        let mut line = format!("  {:<12}", r.name);
+        for word in r.about.split(' ') {
+            if line.len() + 1 + word.len() > 78 {
+                s.push_str(&line);
+                s.push('\n');
+                line = " ".repeat(15);
+            } else {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        s.push_str(&line);
+        s.push('\n');
     }
     s.push('\n');
     s.push_str(AFTER_HELP);
