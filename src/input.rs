@@ -405,7 +405,7 @@ impl Framing {
             let len = u64::from_le_bytes(self.header[..8].try_into().unwrap());
             let stored = u32::from_le_bytes(self.header[8..].try_into().unwrap());
             let at = format!("record {} at byte offset {}", self.records, self.offset);
-            if crate::proto::mask_crc(crc32c::crc32c(&self.header[..8])) != stored {
+            if crate::checksum::mask_crc(crc32c::crc32c(&self.header[..8])) != stored {
                 bail!("{at} of the decompressed stream: length checksum mismatch (not TFRecords, or corrupt)");
             }
             if len > limit {

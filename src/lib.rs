@@ -25,6 +25,7 @@
 //! The library exists for the binary, the tests and the fuzz targets; it is not a stable API.
 
 pub mod batch;
+pub mod checksum;
 pub mod cli;
 pub mod cmd;
 pub mod device;
@@ -41,8 +42,3 @@ pub mod source;
 pub mod structure;
 pub mod tensor;
 pub mod transform;
-
-// Old paths of modules that moved (`source::wire`, `source::proto`, `sink::names`), kept so that
-// work in flight still builds.
-pub use sink::names;
-pub use source::{proto, wire};

@@ -1,7 +1,7 @@
 //! Moves one tensor from a source through the transforms (and the device stage) into a sink
 //! member: open the member, read chunks, convert, write, commit. Also the output dtype and size
 //! of a tensor, which `list` shares. Errors live in `error.rs`, selection in `select.rs`,
-//! progress and notes in `report.rs` (re-exported here under their old paths).
+//! progress and notes in `report.rs`.
 
 use anyhow::{anyhow, bail, Result};
 
@@ -10,9 +10,8 @@ use crate::sink::{npy, MemberSpec, Sink};
 use crate::tensor::{Kind, Source, TensorMeta};
 use crate::transform::Converter;
 
-pub use crate::error::{check_interrupted, usage, watch_interrupts, Interrupted, UsageError};
-pub use crate::report::Reporter;
-pub use crate::select::Selector;
+use crate::error::check_interrupted;
+use crate::report::Reporter;
 
 /// The `.npy` type a tensor is written as, or `None` when its dtype has no NumPy form.
 pub fn npy_type(meta: &TensorMeta, policy: &DtypePolicy) -> Option<NpyType> {

@@ -94,10 +94,7 @@ pub struct Extent {
     pub length: Option<i64>,
 }
 
-/// Masked CRC32C as TensorFlow stores it in bundles and TFRecords.
-pub fn mask_crc(crc: u32) -> u32 {
-    crc.rotate_right(15).wrapping_add(0xa282_ead8)
-}
+pub use crate::checksum::mask_crc;
 
 #[cfg(test)]
 mod tests {

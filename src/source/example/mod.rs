@@ -662,7 +662,7 @@ impl Source for ExampleSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::mask_crc;
+    use crate::source::proto::mask_crc;
 
     fn header(len: u64) -> Vec<u8> {
         let mut h = len.to_le_bytes().to_vec();

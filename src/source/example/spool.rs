@@ -11,8 +11,8 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
+use crate::source::wire::Cursor;
 use crate::tensor::ChunkSink;
-use crate::wire::Cursor;
 
 /// Buffers of all arrays together take about this much.
 const BUFFERS: usize = 4 << 20;
