@@ -18,7 +18,8 @@
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
 //!               temporaries, names.rs member and file names)
-//!   batch.rs (--update, --manifest) is called by cmd/convert.rs.
+//!   batch.rs (--update, --manifest) is called by cmd/convert.rs; checksum.rs (TensorFlow's
+//!   masked CRC32C) serves input.rs and the readers.
 //! ```
 //!
 //! Readers know nothing of sinks and sinks nothing of readers; only `cli.rs` and `cmd/` use clap.
