@@ -233,23 +233,6 @@ fn corruption_sweep_over_every_fixture_input() {
     assert!(runs > 500, "only {runs} damaged runs");
 }
 
-fn safetensors_with(names_and_data: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in names_and_data {
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
-        );
-        data.extend_from_slice(bytes);
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    out
-}
-
 #[test]
 fn hostile_names_never_leave_the_output_directory() {
     let work = tempdir();
@@ -267,7 +250,7 @@ fn hostile_names_never_leave_the_output_directory() {
         names.iter().map(|n| (*n, "U8", vec![1], vec![7])).collect();
     let input = work.path().join("in/hostile.safetensors");
     fs::create_dir_all(input.parent().unwrap()).unwrap();
-    fs::write(&input, safetensors_with(&entries)).unwrap();
+    fs::write(&input, safetensors_bytes(&entries)).unwrap();
     let out = work.path().join("in/out");
     let o = convert(&input, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -291,7 +274,11 @@ fn hostile_names_never_leave_the_output_directory() {
     assert!(!work.path().join("h.npz").exists());
     // a name component over 255 bytes cannot be a file name
     let long = "x".repeat(300);
-    fs::write(&input, safetensors_with(&[(&long, "U8", vec![1], vec![1])])).unwrap();
+    fs::write(
+        &input,
+        safetensors_bytes(&[(&long, "U8", vec![1], vec![1])]),
+    )
+    .unwrap();
     let o = Command::new(bin())
         .arg("convert")
         .arg(&input)
@@ -311,13 +298,13 @@ fn hostile_metadata_is_refused_before_anything_is_allocated() {
         // element counts that overflow u64
         (
             "overflow.safetensors",
-            safetensors_with(&[("x", "F32", vec![1 << 40, 1 << 40], vec![])]),
+            safetensors_bytes(&[("x", "F32", vec![1 << 40, 1 << 40], vec![])]),
             "safetensors",
         ),
         // a shape far beyond the bytes present
         (
             "huge.safetensors",
-            safetensors_with(&[("x", "F32", vec![1 << 30], vec![0; 16])]),
+            safetensors_bytes(&[("x", "F32", vec![1 << 30], vec![0; 16])]),
             "safetensors",
         ),
         // a header length of 2^63

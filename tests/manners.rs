@@ -50,23 +50,6 @@ fn copy_ckpt(dir: &Path, name: &str, prefix: &str) -> PathBuf {
     to.join(prefix)
 }
 
-fn safetensors_bytes(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [data.len(), data.len() + bytes.len()]}),
-        );
-        data.extend_from_slice(bytes);
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    out
-}
-
 // 1 ------------------------------------------------------------------------------------------
 
 #[test]

@@ -243,15 +243,9 @@ pub static READER: Reader = Reader {
 /// `Yes` for a structurally valid GraphDef or SavedModel proto; `Maybe` when the first field is
 /// a whole NodeDef but the rest does not parse (a truncated graph gets this reader's error).
 fn sniff_input(input: &Input) -> Sniff {
-    let Some(data) = &input.data else {
+    let Some(data) = input.protobuf_candidate() else {
         return Sniff::No;
     };
-    if data.is_empty()
-        || crate::source::looks_like_text(&input.head)
-        || crate::source::has_signature(&input.head)
-    {
-        return Sniff::No;
-    }
     if sniff(data) || sniff_saved_model(data) {
         return Sniff::Yes;
     }

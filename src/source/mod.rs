@@ -132,6 +132,15 @@ impl Input {
         }
     }
 
+    /// The bytes, when they could be a binary protobuf message: a non-empty file that is not
+    /// text and starts with no container signature. The sniffers of the protobuf formats
+    /// (TensorProto, GraphDef, ONNX) start from this.
+    pub fn protobuf_candidate(&self) -> Option<&FileRange> {
+        self.data
+            .as_ref()
+            .filter(|d| !d.is_empty() && !looks_like_text(&self.head) && !has_signature(&self.head))
+    }
+
     /// The file name ends with one of `exts` (case-insensitive), ignoring a trailing `.gz` /
     /// `.zz` compression suffix.
     pub fn has_extension(&self, exts: &[&str]) -> bool {

@@ -287,17 +287,7 @@ impl ScannedTensor {
                 }
                 (Encoding::Varint, Value::Varint(_)) => values += 1,
                 (Encoding::Varint, Value::Bytes(r)) => {
-                    r.stream(1, 1 << 16, &mut |chunk: &[u8]| {
-                        values += chunk.iter().filter(|&&b| b < 0x80).count() as u64;
-                        Ok(())
-                    })?;
-                    let mut last = [0u8];
-                    if !r.is_empty() {
-                        r.read_at(r.len() - 1, &mut last)?;
-                        if last[0] >= 0x80 {
-                            bail!("a packed varint field ends in the middle of a value");
-                        }
-                    }
+                    values += crate::source::wire::count_packed_varints(&r)?;
                 }
                 (_, Value::Bytes(r)) => {
                     if occurrences < n {
@@ -606,15 +596,9 @@ pub static READER: Reader = Reader {
 /// field says `Maybe` (so that a damaged TensorProto gets the TensorProto reader's error); text
 /// is never a TensorProto.
 fn sniff(input: &Input) -> Sniff {
-    let Some(data) = &input.data else {
+    let Some(data) = input.protobuf_candidate() else {
         return Sniff::No;
     };
-    if data.is_empty()
-        || crate::source::looks_like_text(&input.head)
-        || crate::source::has_signature(&input.head)
-    {
-        return Sniff::No;
-    }
     if ScannedTensor::scan(data, DEFAULT_MAX_FILL_BYTES).is_ok() {
         Sniff::Yes
     } else if plausible(&input.head) {

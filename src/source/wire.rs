@@ -21,6 +21,24 @@ pub fn varint(b: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// The number of values in a packed repeated varint field (one per byte without the
+/// continuation bit), read in 64 KiB pieces; a field whose last value is cut off is an error.
+pub fn count_packed_varints(r: &FileRange) -> Result<u64> {
+    let mut count = 0u64;
+    r.stream(1, 1 << 16, &mut |c: &[u8]| {
+        count += c.iter().filter(|&&b| b < 0x80).count() as u64;
+        Ok(())
+    })?;
+    let mut last = [0u8];
+    if !r.is_empty() {
+        r.read_at(r.len() - 1, &mut last)?;
+        if last[0] >= 0x80 {
+            bail!("a packed varint field ends in the middle of a value");
+        }
+    }
+    Ok(count)
+}
+
 /// A buffered forward-only reader over a file range.
 pub struct Cursor {
     range: FileRange,

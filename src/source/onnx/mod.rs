@@ -345,15 +345,9 @@ pub static READER: Reader = Reader {
 /// `Yes` for a structurally valid ModelProto; `Maybe` for a `.onnx` file that starts with an
 /// `ir_version` (a truncated model gets this reader's error).
 fn sniff_input(input: &Input) -> Sniff {
-    let Some(data) = &input.data else {
+    let Some(data) = input.protobuf_candidate() else {
         return Sniff::No;
     };
-    if data.is_empty()
-        || crate::source::looks_like_text(&input.head)
-        || crate::source::has_signature(&input.head)
-    {
-        return Sniff::No;
-    }
     if sniff(data) {
         return Sniff::Yes;
     }

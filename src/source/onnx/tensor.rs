@@ -283,7 +283,9 @@ impl OnnxTensor {
                         (4, Value::Len(r)) if r.len() % 4 == 0 => r.len() / 4,
                         (10, Value::Len(r)) if r.len() % 8 == 0 => r.len() / 8,
                         (5 | 7 | 11, Value::Varint(_)) => 1,
-                        (5 | 7 | 11, Value::Len(r)) => count_varints(r)?,
+                        (5 | 7 | 11, Value::Len(r)) => {
+                            crate::source::wire::count_packed_varints(r)?
+                        }
                         (f, v) => bail!(
                             "tensor {name}: field {f} has wire type {} or a partial value",
                             v.wire()
@@ -429,22 +431,6 @@ impl OnnxTensor {
             d => bail!("tensor {}: indices of type {d}, not int64", self.name),
         })
     }
-}
-
-fn count_varints(r: &FileRange) -> Result<u64> {
-    let mut count = 0u64;
-    r.stream(1, 1 << 16, &mut |c: &[u8]| {
-        count += c.iter().filter(|&&b| b < 0x80).count() as u64;
-        Ok(())
-    })?;
-    let mut last = [0u8];
-    if !r.is_empty() {
-        r.read_at(r.len() - 1, &mut last)?;
-        if last[0] >= 0x80 {
-            bail!("a packed varint field ends in the middle of a value");
-        }
-    }
-    Ok(count)
 }
 
 /// An output buffer that emits chunks of whole elements and stops at the tensor's size (extra
