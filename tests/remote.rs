@@ -148,6 +148,19 @@ fn http_inputs_of_every_single_file_format_and_a_checkpoint_convert_like_local_c
     assert!(n >= 10, "only {n} remote cases");
 }
 
+/// A float32 safetensors file of `shape`, all zeros: a small header before a sparse file.
+fn zero_safetensors(path: &Path, shape: [u64; 2]) {
+    let bytes = shape[0] * shape[1] * 4;
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{},{}],"data_offsets":[0,{bytes}]}}}}"#,
+        shape[0], shape[1]
+    );
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    f.set_len(8 + header.len() as u64 + bytes).unwrap();
+}
+
 fn stats(s: &Server) -> (u64, u64) {
     let out = Command::new("python3")
         .arg("-c")
@@ -166,13 +179,7 @@ fn stats(s: &Server) -> (u64, u64) {
 fn list_of_a_large_remote_file_fetches_kilobytes_not_the_data() {
     // 64 MiB of data behind a small header.
     let dir = tempdir();
-    let big = dir.path().join("big.safetensors");
-    let header = br#"{"w":{"dtype":"F32","shape":[4096,4096],"data_offsets":[0,67108864]}}"#;
-    let mut f = std::fs::File::create(&big).unwrap();
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(header).unwrap();
-    f.set_len(8 + header.len() as u64 + (64 << 20)).unwrap();
-    drop(f);
+    zero_safetensors(&dir.path().join("big.safetensors"), [4096, 4096]);
     let s = Server::start(
         "python3",
         "range_server.py",
@@ -196,13 +203,7 @@ fn an_object_that_changes_between_reads_or_is_missing_fails_naming_it_and_leaves
     // 8 MiB behind a small header: read in several GETs, and the object "changes" after the
     // third request.
     let data = tempdir();
-    let big = data.path().join("big.safetensors");
-    let header = br#"{"w":{"dtype":"F32","shape":[2048,1024],"data_offsets":[0,8388608]}}"#;
-    let mut f = std::fs::File::create(&big).unwrap();
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(header).unwrap();
-    f.set_len(8 + header.len() as u64 + (8 << 20)).unwrap();
-    drop(f);
+    zero_safetensors(&data.path().join("big.safetensors"), [2048, 1024]);
     let s = Server::start(
         "python3",
         "range_server.py",
