@@ -56,6 +56,8 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)'
             cand --manifest 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)'
             cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
+            cand -j 'Threads converting at once (default: the number of cores, at most 8): the large tensors of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is byte for byte the same whatever N, and memory stays bounded'
+            cand --jobs 'Threads converting at once (default: the number of cores, at most 8): the large tensors of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is byte for byte the same whatever N, and memory stays bounded'
             cand --include-internal 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
             cand --stack 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
             cand --constants 'SavedModel directories: add the Const nodes of saved_model.pb''s graphs to the variables'

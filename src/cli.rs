@@ -462,6 +462,12 @@ pub struct ConvertArgs {
     /// Bytes read and converted at a time; bounds memory use
     #[arg(long, value_name = "BYTES", default_value = "4 MiB", value_parser = parse_chunk)]
     pub chunk_size: usize,
+
+    /// Threads converting at once (default: the number of cores, at most 8): the large tensors
+    /// of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is
+    /// byte for byte the same whatever N, and memory stays bounded
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Args)]

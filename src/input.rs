@@ -64,6 +64,11 @@ impl FileRange {
     }
 
     /// The open file behind the range, when there is one.
+    /// Where the range starts in its backing (a file offset for a file range).
+    pub fn file_offset(&self) -> u64 {
+        self.offset
+    }
+
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
             Backing::File(f) => Some(f),

@@ -13,7 +13,8 @@
 //!   input.rs (FileRange: file, memory or remote.rs)  →  source/mod.rs (registry, sniffing)
 //!      → source/<format> (one reader per format: the tensor stream of tensor.rs)
 //!      → structure/ (sparse and ragged: recognised, validated, streamed)
-//!      → pipeline.rs (one tensor: member, chunks, convert, write, commit)
+//!      → pipeline.rs (one tensor: member, chunks, convert, write, commit); jobs.rs (--jobs:
+//!        workers fill members the sink reserved, or convert the outputs of a batch)
 //!          → transform.rs (Converter: one description of every conversion; dtype.rs policy)
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
@@ -33,6 +34,7 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod input;
+pub mod jobs;
 pub mod pipeline;
 #[cfg(feature = "remote")]
 pub mod remote;

@@ -6,7 +6,8 @@
 use anyhow::{anyhow, bail, Result};
 
 use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
-use crate::sink::{npy, MemberSpec, Sink};
+use crate::input::FileRange;
+use crate::sink::{npy, Member, MemberSpec, Sink};
 use crate::tensor::{Kind, Source, TensorMeta};
 use crate::transform::Converter;
 
@@ -46,6 +47,65 @@ pub struct WriteOptions<'a> {
     pub device: &'a std::cell::RefCell<crate::device::DeviceStage>,
 }
 
+/// What a tensor's member looks like before its data: the `.npy` header, the data length,
+/// and the input range the data is copied from when it needs no conversion.
+pub struct Prepared {
+    out_type: NpyType,
+    header: Vec<u8>,
+    pub data_len: u64,
+    pub copy: Option<FileRange>,
+}
+
+impl Prepared {
+    /// The member of `out_name` as a sink receives it.
+    pub fn spec<'a>(&'a self, out_name: &'a str) -> MemberSpec<'a> {
+        MemberSpec {
+            name: out_name,
+            header: &self.header,
+            data_len: self.data_len,
+            copy_from: self
+                .copy
+                .as_ref()
+                .filter(|r| r.file().is_some())
+                .map(FileRange::file_offset),
+        }
+    }
+}
+
+/// Decides how tensor `index` of `src` is written: refuses dtypes without a NumPy form and
+/// sizes that overflow, and finds the input range of an unconverted tensor.
+pub fn prepare(
+    src: &dyn Source,
+    index: usize,
+    meta: &TensorMeta,
+    policy: &DtypePolicy,
+) -> Result<Prepared> {
+    let Some(out_type) = npy_type(meta, policy) else {
+        bail!(
+            "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
+            meta.dtype
+        );
+    };
+    let data_len = output_bytes(meta, out_type)?;
+    let header = npy::header(&out_type.descr(), &meta.shape);
+    let string = meta.kind == Kind::String || meta.dtype == DType::String;
+    let copy = if string {
+        None
+    } else {
+        let converter = Converter::new(meta.dtype, policy.plan(meta.dtype), meta.big_endian)?;
+        match converter.is_identity() {
+            true => src.raw_range(index).filter(|r| r.len() == data_len),
+            false => None,
+        }
+    };
+    Ok(Prepared {
+        out_type,
+        header,
+        data_len,
+        copy,
+    })
+}
+
 /// Streams tensor `index` of `src` (described by `meta`) into `sink` under `out_name`.
 pub fn write_tensor(
     src: &mut dyn Source,
@@ -55,6 +115,26 @@ pub fn write_tensor(
     sink: &mut dyn Sink,
     opts: &WriteOptions,
 ) -> Result<()> {
+    let prepared = prepare(src, index, meta, opts.policy)?;
+    opts.report
+        .set_message(crate::sink::names::shown(out_name).into_owned());
+    let member = sink.member(&prepared.spec(out_name))?;
+    fill(src, index, meta, out_name, &prepared, member, opts)
+}
+
+/// Writes the data of tensor `index` into `member` (whose header is written) and commits it:
+/// strings padded to their width, an unconverted range copied, anything else converted chunk
+/// by chunk through the device stage. The `--jobs` workers call this with members reserved in
+/// the output.
+pub fn fill(
+    src: &mut dyn Source,
+    index: usize,
+    meta: &TensorMeta,
+    out_name: &str,
+    prepared: &Prepared,
+    mut member: Member,
+    opts: &WriteOptions,
+) -> Result<()> {
     let WriteOptions {
         policy,
         chunk,
@@ -62,25 +142,10 @@ pub fn write_tensor(
         ..
     } = *opts;
     let plan = policy.plan(meta.dtype);
-    let Some(out_type) = npy_type(meta, policy) else {
-        bail!(
-            "dtype {} has no NumPy form (use --skip-unsupported to leave it out)",
-            meta.dtype
-        );
-    };
-    let data_len = output_bytes(meta, out_type)?;
-    let header = npy::header(&out_type.descr(), &meta.shape);
-    report.set_message(crate::sink::names::shown(out_name).into_owned());
-    let spec = MemberSpec {
-        name: out_name,
-        header: &header,
-        data_len,
-    };
     if meta.kind == Kind::String || meta.dtype == DType::String {
-        let width = out_type.size();
+        let width = prepared.out_type.size();
         let mut trailing_nul = false;
         let zeros = vec![0u8; width];
-        let mut member = sink.member(&spec)?;
         src.read_strings(index, &mut |s: &[u8]| {
             if s.len() > width {
                 bail!(
@@ -106,23 +171,14 @@ pub fn write_tensor(
         }
         return Ok(());
     }
-    let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
-    let mut device = opts.device.borrow_mut();
-    if converter.is_identity() {
-        if let Some(range) = src.raw_range(index).filter(|r| r.len() == data_len) {
-            check_interrupted()?;
-            let mut member = sink.member(&spec)?;
-            member.copy(&range)?;
-            member.commit()?;
-            report.advance(data_len);
-            device.record_host_only(out_name, "no device operation (a plain copy)");
-            return Ok(());
-        }
+    if let Some(range) = &prepared.copy {
+        return copy_member(range, out_name, member, opts);
     }
+    let mut device = opts.device.borrow_mut();
+    let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
     let host_decode = src.host_decode(index);
     let mut run = device.start(out_name, &converter, chunk)?;
-    let mut member = sink.member(&spec)?;
-    let write = |member: &mut crate::sink::Member, out: &[u8]| -> Result<()> {
+    let write = |member: &mut Member, out: &[u8]| -> Result<()> {
         check_interrupted()?;
         member.write(out)?;
         report.advance(out.len() as u64);
@@ -139,5 +195,22 @@ pub fn write_tensor(
             last.path = format!("cpu: {why}");
         }
     }
+    Ok(())
+}
+
+/// Copies the unconverted input `range` into `member` and commits it (see [`fill`]).
+pub fn copy_member(
+    range: &FileRange,
+    out_name: &str,
+    mut member: Member,
+    opts: &WriteOptions,
+) -> Result<()> {
+    check_interrupted()?;
+    member.copy(range)?;
+    member.commit()?;
+    opts.report.advance(range.len());
+    opts.device
+        .borrow_mut()
+        .record_host_only(out_name, "no device operation (a plain copy)");
     Ok(())
 }

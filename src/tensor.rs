@@ -66,7 +66,7 @@ pub fn checked_elements(shape: &[u64]) -> Result<u64> {
 pub type ChunkSink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 
 /// A reader of one input: lists its tensors, then streams any of them.
-pub trait Source {
+pub trait Source: Send {
     /// The input path as the user gave it, for messages.
     fn display_path(&self) -> &str;
 
@@ -119,6 +119,13 @@ pub trait Source {
     /// readers of formats told apart by structure; `list` shows it.
     fn format(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether tensor `index` is worth reading in a `--jobs` worker, from a second copy of this
+    /// source opened for the worker: not where one read does the work of all the tensors (the
+    /// Example reader spools every feature in one pass) or the tensor is assembled from others.
+    fn parallel_reads(&self, _index: usize) -> bool {
+        true
     }
 
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.

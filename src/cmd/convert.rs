@@ -13,7 +13,8 @@ use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
 use crate::error::usage;
 use crate::input::absolute;
-use crate::pipeline::{npy_type, output_bytes, write_tensor, WriteOptions};
+use crate::jobs;
+use crate::pipeline::{npy_type, output_bytes, prepare, write_tensor, WriteOptions};
 use crate::report::Reporter;
 use crate::select::Selector;
 use crate::sink::atomic::file_id;
@@ -137,10 +138,14 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         device: &device,
     };
     let outputs: Vec<String> = jobs.iter().map(|j| target_name(&j.target)).collect();
+    let workers = workers(&args);
+    let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
     let mut manifest = match &args.manifest {
         Some(p) => Some(crate::batch::Manifest::open(p)?),
         None => None,
     };
+    // In order: what --update leaves alone, then what is to be written.
+    let mut todo = Vec::new();
     for job in jobs {
         let inputs: Vec<String> = job
             .inputs
@@ -151,6 +156,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
             Target::StdoutNpy | Target::StdoutNpz => None,
         };
+        let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
         if args.update {
             if let Some(t) = &target {
                 let files: Vec<PathBuf> = job
@@ -167,7 +173,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                         m.record(&crate::batch::Record {
                             inputs: &inputs,
                             output: Some(t),
-                            tensors: job.inputs.iter().map(|&s| selected[s] as u64).sum(),
+                            tensors,
                             status: "up-to-date",
                         })?;
                     }
@@ -175,15 +181,52 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 }
             }
         }
-        let tensors = job.inputs.iter().map(|&s| selected[s] as u64).sum();
-        run_job(job, &mut sources, &stems, &selector, &args, &opts)?;
-        if let Some(m) = &mut manifest {
-            m.record(&crate::batch::Record {
-                inputs: &inputs,
+        todo.push((job, (inputs, target, tensors)));
+    }
+    let mut written =
+        |(inputs, target, tensors): &(Vec<String>, Option<PathBuf>, u64)| match &mut manifest {
+            Some(m) => m.record(&crate::batch::Record {
+                inputs,
                 output: target.as_deref(),
-                tensors,
+                tensors: *tensors,
                 status: "written",
-            })?;
+            }),
+            None => Ok(()),
+        };
+    let one_input_each = todo.iter().all(|(job, _)| job.inputs.len() == 1);
+    if workers > 1 && todo.len() > 1 && one_input_each && device.borrow().is_host() {
+        // A batch: its outputs convert in parallel, each in turn inside.
+        let mut slots: Vec<Option<&mut Box<dyn Source>>> = sources.iter_mut().map(Some).collect();
+        let mut records = Vec::new();
+        let mut items = Vec::new();
+        for (job, record) in todo {
+            let s = job.inputs[0];
+            let src = slots[s]
+                .take()
+                .context("internal: two outputs of one input")?;
+            items.push((job, vec![(s, src)]));
+            records.push(record);
+        }
+        let (done, result) = jobs::run_each(workers, items, &opts, |(job, inputs), opts| {
+            run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0)
+        });
+        for (record, done) in records.iter().zip(done) {
+            if done {
+                written(record)?;
+            }
+        }
+        result?;
+    } else {
+        for (job, record) in todo {
+            let inputs: Vec<(usize, &mut Box<dyn Source>)> = sources
+                .iter_mut()
+                .enumerate()
+                .filter(|(s, _)| job.inputs.contains(s))
+                .collect();
+            run_job(
+                job, inputs, &stems, &selector, &args, &opts, &reopen, workers,
+            )?;
+            written(&record)?;
         }
     }
     report.finish();
@@ -225,15 +268,29 @@ fn target_name(t: &Target) -> String {
     }
 }
 
+/// How many `--jobs` workers convert at once (none: one thread does everything in turn).
+fn workers(args: &ConvertArgs) -> usize {
+    let n = match args.jobs {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    match n.min(jobs::MAX_WORKERS) {
+        1 => 0,
+        n => n,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_job(
     job: Job,
-    sources: &mut [Box<dyn Source>],
+    mut inputs: Vec<(usize, &mut Box<dyn Source>)>,
     stems: &[String],
     selector: &Selector,
     args: &ConvertArgs,
     opts: &WriteOptions,
+    reopen: &jobs::Reopen,
+    workers: usize,
 ) -> Result<()> {
-    let (policy, report) = (opts.policy, opts.report);
     let target_name = target_name(&job.target);
     let mut sink: Box<dyn Sink> = match &job.target {
         Target::Npz(p) => npz_file(p, args.compress).with_context(|| target_name.clone())?,
@@ -242,9 +299,59 @@ fn run_job(
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
         Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
     };
-    for &s in &job.inputs {
-        let src = &mut sources[s];
+    let parallel = workers > 1 && sink.can_reserve() && opts.device.borrow().is_host();
+    if parallel {
+        let from = opts.device.borrow().stats.len();
+        jobs::run(workers, reopen, opts, from, |pool| {
+            write_members(
+                &job,
+                &mut inputs,
+                stems,
+                selector,
+                args,
+                opts,
+                sink.as_mut(),
+                Some(pool),
+            )
+        })?;
+    } else {
+        write_members(
+            &job,
+            &mut inputs,
+            stems,
+            selector,
+            args,
+            opts,
+            sink.as_mut(),
+            None,
+        )?;
+    }
+    sink.finish().with_context(|| target_name)
+}
+
+/// Writes the selected tensors of a job's inputs into `sink`, in order. With a `pool`, large
+/// tensors get their room reserved and go to a worker, the rest are written here.
+#[allow(clippy::too_many_arguments)]
+fn write_members(
+    job: &Job,
+    inputs: &mut [(usize, &mut Box<dyn Source>)],
+    stems: &[String],
+    selector: &Selector,
+    args: &ConvertArgs,
+    opts: &WriteOptions,
+    sink: &mut dyn Sink,
+    pool: Option<&jobs::Pool>,
+) -> Result<()> {
+    let (policy, report) = (opts.policy, opts.report);
+    let min = jobs::parallel_min();
+    let mut order = 0;
+    for (s, src) in inputs.iter_mut() {
+        let s = *s;
+        let reopens = !args.input.concat && args.input.inputs[s].as_os_str() != "-";
         for i in 0..src.len() {
+            if pool.is_some_and(|p| p.failed()) {
+                return Ok(()); // the worker's error is the one reported
+            }
             let meta = src.meta(i)?;
             if !selector.keep(&meta.name) {
                 continue;
@@ -265,11 +372,38 @@ fn run_job(
             } else {
                 meta.name.clone()
             };
-            write_tensor(src.as_mut(), i, &meta, &name, sink.as_mut(), opts)
-                .with_context(|| format!("{path}: tensor '{}'", meta.name))?;
+            let context = || format!("{path}: tensor '{}'", meta.name);
+            order += 1;
+            let Some(pool) = pool else {
+                write_tensor(src.as_mut(), i, &meta, &name, sink, opts).with_context(context)?;
+                continue;
+            };
+            let prepared = prepare(src.as_ref(), i, &meta, policy).with_context(context)?;
+            let to_worker = prepared.data_len >= min
+                && (prepared.copy.is_some() || (reopens && src.parallel_reads(i)));
+            if to_worker {
+                let member = sink.reserve(&prepared.spec(&name)).with_context(context)?;
+                pool.submit(jobs::Task {
+                    order,
+                    input: s,
+                    index: i,
+                    meta,
+                    name,
+                    path,
+                    prepared,
+                    member,
+                })?;
+            } else {
+                let from = opts.device.borrow().stats.len();
+                if let Err(e) = write_tensor(src.as_mut(), i, &meta, &name, sink, opts) {
+                    pool.fail(order, e.context(context()));
+                    return Ok(());
+                }
+                pool.inline_stats(order, &mut opts.device.borrow_mut(), from);
+            }
         }
     }
-    sink.finish().with_context(|| target_name)
+    Ok(())
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {

@@ -21,7 +21,33 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
             "standard input (-) can be given only once",
         ));
     }
-    let opts = OpenOptions {
+    let opts = open_options(args, structure);
+    if args.concat {
+        let src = source::example::open_concat(&args.inputs, &opts)?;
+        return Ok(vec![structure::wrap(src, structure)?]);
+    }
+    args.inputs
+        .iter()
+        .map(|p| open_one(p, &opts, structure))
+        .collect()
+}
+
+/// Opens input `s` of the command line once more (for a `--jobs` worker), as
+/// [`open_inputs`] did; not standard input, nor inputs read as one (`--concat`).
+pub fn reopen_input(
+    args: &InputArgs,
+    structure: &StructureOptions,
+    s: usize,
+) -> Result<Box<dyn Source>> {
+    let path = &args.inputs[s];
+    if args.concat || path.as_os_str() == "-" {
+        anyhow::bail!("internal: {} cannot be opened twice", path.display());
+    }
+    open_one(path, &open_options(args, structure), structure)
+}
+
+fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
+    OpenOptions {
         from: args.from.clone(),
         stack: args.stack,
         bundle: BundleOptions {
@@ -43,24 +69,22 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         },
         quant_raw: args.quant == crate::cli::QuantMode::Raw,
         constants: args.constants,
-    };
-    if args.concat {
-        let src = source::example::open_concat(&args.inputs, &opts)?;
-        return Ok(vec![structure::wrap(src, structure)?]);
     }
-    args.inputs
-        .iter()
-        .map(|p| {
-            let src = source::open(p, &opts).with_context(|| p.display().to_string())?;
-            let display = src.display_path().to_string();
-            // Errors in sparse/ragged component groups (a checksum inside one) name the input.
-            structure::wrap(src, structure).map_err(|e| {
-                if format!("{e:#}").contains(&display) {
-                    e
-                } else {
-                    e.context(display)
-                }
-            })
-        })
-        .collect()
+}
+
+fn open_one(
+    p: &std::path::Path,
+    opts: &OpenOptions,
+    structure: &StructureOptions,
+) -> Result<Box<dyn Source>> {
+    let src = source::open(p, opts).with_context(|| p.display().to_string())?;
+    let display = src.display_path().to_string();
+    // Errors in sparse/ragged component groups (a checksum inside one) name the input.
+    structure::wrap(src, structure).map_err(|e| {
+        if format!("{e:#}").contains(&display) {
+            e
+        } else {
+            e.context(display)
+        }
+    })
 }

@@ -236,6 +236,31 @@ impl DeviceStage {
         }
     }
 
+    /// Adds the totals of a stage a `--jobs` worker used (its per-tensor records are moved over
+    /// by the caller, in tensor order).
+    pub fn absorb_totals(&mut self, other: &DeviceStage) {
+        let (t, o) = (&mut self.total, &other.total);
+        t.h2d_bytes += o.h2d_bytes;
+        t.d2h_bytes += o.d2h_bytes;
+        t.upload += o.upload;
+        t.kernel += o.kernel;
+        t.readback += o.readback;
+        self.on_gpu += other.on_gpu;
+    }
+
+    /// Whether conversions run on the host (no GPU open): only then do `--jobs` workers take
+    /// tensors, each with a host stage of its own.
+    pub fn is_host(&self) -> bool {
+        #[cfg(feature = "gpu")]
+        {
+            self.gpu.is_none()
+        }
+        #[cfg(not(feature = "gpu"))]
+        {
+            true
+        }
+    }
+
     /// Records a tensor that never reaches the device stage (strings).
     pub fn record_host_only(&mut self, name: &str, why: &str) {
         if !self.keep_per_tensor {

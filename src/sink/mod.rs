@@ -17,6 +17,7 @@ mod dir;
 pub mod names;
 pub mod npy;
 mod npz;
+mod slot;
 mod zip;
 
 pub use dir::DirSink;
@@ -41,6 +42,9 @@ pub struct MemberSpec<'a> {
     pub name: &'a str,
     pub header: &'a [u8],
     pub data_len: u64,
+    /// The input file offset of the data when it will be copied unchanged (`Member::copy` of
+    /// one range): an `.npz` aligns such a member for the kernel copy.
+    pub copy_from: Option<u64>,
 }
 
 /// Where the data of one member goes, as a sink hands it out: bytes, or input ranges copied
@@ -67,6 +71,22 @@ pub trait Sink {
 
     /// Makes the output visible. Dropping a sink without finishing discards everything.
     fn finish(self: Box<Self>) -> Result<()>;
+
+    /// Whether [`Sink::reserve`] can set room aside here (a stored `.npz` in a file).
+    fn can_reserve(&self) -> bool {
+        false
+    }
+
+    /// Sets aside the room of the next member, header written, and hands out a writer another
+    /// thread can fill while this sink goes on with the members after it (`--jobs`); the output
+    /// comes out byte for byte as if the member had been written in its turn. Only where
+    /// [`Sink::can_reserve`] says so.
+    fn reserve(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + Send>> {
+        bail!(
+            "internal: '{}': this output cannot be filled out of order",
+            spec.name
+        )
+    }
 }
 
 impl dyn Sink + '_ {
@@ -87,7 +107,16 @@ pub struct Member<'a> {
     data_len: u64,
 }
 
-impl Member<'_> {
+impl<'a> Member<'a> {
+    /// The member of a writer handed out by [`Sink::reserve`].
+    pub fn reserved(inner: Box<dyn MemberWriter + Send + 'a>, data_len: u64) -> Member<'a> {
+        Member {
+            inner,
+            written: 0,
+            data_len,
+        }
+    }
+
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.written += data.len() as u64;
         self.inner.write(data)

@@ -57,6 +57,12 @@ impl NpzSink {
     }
 }
 
+/// The alignment of a member whose data is copied from an input file: the bytes before the
+/// data (the `.npy` header) and the data's offset in the input.
+fn align(spec: &MemberSpec) -> Option<(u64, u64)> {
+    spec.copy_from.map(|at| (spec.header.len() as u64, at))
+}
+
 /// A member of the archive being written.
 struct NpzMember<'a>(&'a mut ZipWriter);
 
@@ -78,9 +84,29 @@ impl Sink for NpzSink {
     fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         let member = names::npz_member(spec.name)?;
         let zip = self.zip.as_mut().expect("sink used after finish");
-        zip.begin(&member, spec.header.len() as u64 + spec.data_len)?;
+        zip.begin(
+            &member,
+            spec.header.len() as u64 + spec.data_len,
+            align(spec),
+        )?;
         zip.write(spec.header).map_err(io_error)?;
         Ok(Box::new(NpzMember(zip)))
+    }
+
+    fn can_reserve(&self) -> bool {
+        self.zip.as_ref().is_some_and(ZipWriter::reservable)
+    }
+
+    fn reserve(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + Send>> {
+        let member = names::npz_member(spec.name)?;
+        let zip = self.zip.as_mut().expect("sink used after finish");
+        let mut room = zip.reserve(
+            &member,
+            spec.header.len() as u64 + spec.data_len,
+            align(spec),
+        )?;
+        room.write(spec.header)?;
+        Ok(Box::new(room))
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {

@@ -10,32 +10,39 @@
 //!   is filled in when the member ends: in the buffer when the header is still there (every small
 //!   member), else with one positioned write (`pwrite`), which neither seeks nor flushes. Into a
 //!   pipe or standard output, members carry data descriptors instead, which `np.load` reads.
-//! * The CRC-32 is `crc32fast` (SIMD), computed while the bytes stream. Payloads copied unchanged
-//!   from an input are read straight into the write buffer and checksummed there while in the
-//!   cache: on the 2-core VMs this runs on, that beat a kernel copy (`copy_file_range`, even
-//!   with members padded to the input's page offset) plus a checksum pass over a memory map on a
-//!   second thread; BENCHMARKS.md has the numbers.
+//! * The CRC-32 is `crc32fast` (SIMD), computed while the bytes stream. A large payload copied
+//!   unchanged from an input file moves inside the kernel (`copy_file_range`, [`super::slot`]),
+//!   its CRC taken from the input a piece behind; its local header carries a zipalign extra
+//!   field (0xd935) so that the data keeps its input offset within the page, the alignment at
+//!   which the kernel copies at `cp`'s speed (a `write` from a user buffer sometimes ran at a
+//!   fifth of it; BENCHMARKS.md has the numbers). Writes into a file are positioned (`pwrite`).
+//! * `--jobs`: [`ZipWriter::reserve`] sets the room of a stored member aside, whose size is
+//!   known up front, and goes on with the next member while a worker fills it in place
+//!   ([`super::slot::Reserved`]); its central-directory record is written in turn with the CRC
+//!   filled in by `finish`. The archive is byte for byte the one written in turn.
 //! * Central-directory records are serialized as each member ends (46 bytes plus the name and a
 //!   20- or 28-byte zip64 field) and spill to an unlinked temporary file past 1 MiB; duplicate
 //!   names are caught with 8 bytes per member (a hash, confirmed against the records on a hit).
 //! * The layout is what the `zip` crate wrote before (version 4.5, zip64 extra field on every
-//!   member, 1980-01-01 00:00 timestamps, Unix mode 0644), so outputs stayed byte-identical
-//!   run to run and to earlier releases.
+//!   member, 1980-01-01 00:00 timestamps, Unix mode 0644), plus the alignment field of copied
+//!   members; outputs are byte-identical run to run and whatever `--jobs`.
 //!
 //! Deflate (`--compress`) is `flate2`'s raw deflate at the default level, streamed into the same
-//! buffer. Talks to: [`super::npz`], the sink that drives it.
+//! buffer. Talks to: [`super::npz`], the sink that drives it, and [`super::slot`].
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use crc32fast::Hasher;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::io_error;
+use super::slot::{self, Reserved, PAGE};
 use crate::input::FileRange;
 
 const LOCAL: u32 = 0x0403_4b50;
@@ -52,6 +59,8 @@ const MADE_BY: u16 = 3 << 8 | VERSION;
 const DOS_DATE: u16 = 0x21;
 /// Regular file, mode 0644.
 const EXTERNAL_ATTRS: u32 = 0o100644 << 16;
+/// The extra field that pads a local header to align the data (Android's zipalign).
+const ALIGNMENT_FIELD: u16 = 0xd935;
 const FLAG_DESCRIPTOR: u16 = 1 << 3;
 const FLAG_UTF8: u16 = 1 << 11;
 const STORED: u16 = 0;
@@ -67,7 +76,10 @@ const ZIP64_LOCAL: usize = 20;
 
 /// A zip archive being written; see the module doc.
 pub struct ZipWriter {
-    out: File,
+    /// Shared with the members reserved for workers, which write their data in place.
+    out: Arc<File>,
+    /// Taken around writes into `out` while workers fill reserved members.
+    lock: slot::WriteLock,
     /// The output is a regular file we own from offset 0: local headers are completed in place.
     /// Otherwise (a pipe, standard output) members end with data descriptors.
     seekable: bool,
@@ -83,6 +95,12 @@ pub struct ZipWriter {
     seen: HashSet<u64, BuildHasherDefault<NoHash>>,
     member: Option<Member>,
     deflate: Option<Box<Compress>>,
+    /// Central-directory bytes already in `spill`.
+    spilled: u64,
+    /// Members reserved for workers (see [`ZipWriter::reserve`]), and the CRC-32s they report
+    /// back: (offset of the CRC field in the central directory, CRC).
+    reserved: u64,
+    crcs: Arc<Mutex<Vec<(u64, u32)>>>,
 }
 
 /// The member being written.
@@ -94,6 +112,8 @@ struct Member {
     raw: u64,
     /// Archive offset where the member's data starts.
     data_at: u64,
+    /// Bytes of the alignment extra field in the local header (0: none).
+    pad: u16,
 }
 
 /// The hash set's keys are already hashes.
@@ -120,7 +140,8 @@ impl ZipWriter {
     /// A writer into `out`: `seekable` when `out` is a fresh regular file positioned at 0.
     pub fn new(out: File, seekable: bool, compress: bool) -> ZipWriter {
         ZipWriter {
-            out,
+            out: Arc::new(out),
+            lock: Default::default(),
             seekable,
             compress,
             buf: vec![0; BUFFER],
@@ -132,7 +153,15 @@ impl ZipWriter {
             seen: HashSet::default(),
             member: None,
             deflate: None,
+            spilled: 0,
+            reserved: 0,
+            crcs: Arc::default(),
         }
+    }
+
+    /// Whether [`ZipWriter::reserve`] works here: a stored archive in a file.
+    pub fn reservable(&self) -> bool {
+        self.seekable && !self.compress
     }
 
     /// The archive offset of the next byte written.
@@ -141,7 +170,62 @@ impl ZipWriter {
     }
 
     /// Starts member `name`, `len` bytes long uncompressed. Fails on a name already used.
-    pub fn begin(&mut self, name: &str, len: u64) -> Result<()> {
+    ///
+    /// `align`, for a stored member whose payload will be copied from an input file: the member
+    /// bytes that precede the payload and the payload's offset in its file. The local header then
+    /// gets an alignment extra field (zipalign's 0xd935) sized so the payload's archive offset
+    /// equals the file offset modulo the page size, which keeps the kernel copy at `cp`'s speed.
+    pub fn begin(&mut self, name: &str, len: u64, align: Option<(u64, u64)>) -> Result<()> {
+        let member = self.new_member(name, align)?;
+        let (crc, sizes) = if self.seekable {
+            // Stored sizes are final now; deflated ones and the CRC are filled in at the end.
+            (0, (len, if self.compress { 0 } else { len }))
+        } else {
+            (0, (0, 0))
+        };
+        let header = self.local_header(&member, crc, sizes);
+        self.put(&header).map_err(io_error)?;
+        if self.compress {
+            self.deflate
+                .get_or_insert_with(|| Box::new(Compress::new(Compression::default(), false)))
+                .reset();
+        }
+        self.member = Some(member);
+        Ok(())
+    }
+
+    /// Reserves the next `len` bytes of a stored member for a worker to fill in place, with
+    /// positioned writes, while this writer goes on with the members after it (`--jobs`): the
+    /// archive comes out byte for byte as if the member had been written here. The worker
+    /// writes the local header once it knows the CRC-32 and reports the CRC back; `finish`
+    /// puts it into the central directory. Only into a seekable file, stored.
+    pub fn reserve(&mut self, name: &str, len: u64, align: Option<(u64, u64)>) -> Result<Reserved> {
+        if !self.seekable || self.compress {
+            bail!("internal: only a stored archive in a file has room reserved in it");
+        }
+        let mut m = self.new_member(name, align)?;
+        self.flush_buf().map_err(io_error)?;
+        let header = self.local_header(&m, 0, (len, len));
+        m.raw = len;
+        let crc_at = self.spilled + self.central.len() as u64 + 16;
+        self.central_record(&m, 0, len)?;
+        self.count += 1;
+        self.reserved += 1;
+        self.flushed = m.data_at + len;
+        Ok(Reserved::new(
+            self.out.clone(),
+            self.lock.clone(),
+            m.at,
+            header,
+            m.data_at,
+            len,
+            crc_at,
+            self.crcs.clone(),
+        ))
+    }
+
+    /// Checks the name and lays out a member starting at the current position.
+    fn new_member(&mut self, name: &str, align: Option<(u64, u64)>) -> Result<Member> {
         if self.member.is_some() {
             bail!("internal: a zip member began before the previous one ended");
         }
@@ -161,29 +245,24 @@ impl ZipWriter {
             flags |= FLAG_DESCRIPTOR;
         }
         let at = self.position();
-        let member = Member {
+        let unpadded = at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64;
+        let pad = match align {
+            Some((before, src)) if !self.compress => {
+                let p = src.wrapping_sub(unpadded + before) % PAGE;
+                // an extra field is at least 6 bytes: id, length, the alignment itself
+                (if p > 0 && p < 6 { p + PAGE } else { p }) as u16
+            }
+            _ => 0,
+        };
+        Ok(Member {
             at,
             name: name.to_vec(),
             flags,
             crc: Hasher::new(),
             raw: 0,
-            data_at: at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64,
-        };
-        let (crc, sizes) = if self.seekable {
-            // Stored sizes are final now; deflated ones and the CRC are filled in at the end.
-            (0, (len, if self.compress { 0 } else { len }))
-        } else {
-            (0, (0, 0))
-        };
-        let header = self.local_header(&member, crc, sizes);
-        self.put(&header).map_err(io_error)?;
-        if self.compress {
-            self.deflate
-                .get_or_insert_with(|| Box::new(Compress::new(Compression::default(), false)))
-                .reset();
-        }
-        self.member = Some(member);
-        Ok(())
+            data_at: unpadded + pad as u64,
+            pad,
+        })
     }
 
     /// Appends member data.
@@ -198,14 +277,23 @@ impl ZipWriter {
         }
     }
 
-    /// Appends `range` of an input unchanged as member data, read straight into the write
-    /// buffer and checksummed there while it is in the cache (measured faster here than a
-    /// kernel copy plus a separate checksum pass; see BENCHMARKS.md).
+    /// Appends `range` of an input unchanged as member data: inside the kernel when it is a
+    /// large file range going into a stored archive in a file ([`slot::copy_with_crc`]), else
+    /// read straight into the write buffer and checksummed there while it is in the cache.
     pub fn copy(&mut self, range: &FileRange) -> Result<()> {
         if self.compress {
             return range.stream(1, BUFFER, &mut |c: &[u8]| self.write(c).map_err(io_error));
         }
         let len = range.len();
+        if self.seekable && slot::kernel_copies(range) {
+            self.flush_buf().map_err(io_error)?;
+            let crc = slot::copy_with_crc(range, &self.out, self.flushed, &self.lock)?;
+            self.flushed += len;
+            let m = self.member.as_mut().expect("zip copy outside a member");
+            m.crc.combine(&crc);
+            m.raw += len;
+            return Ok(());
+        }
         let mut pos = 0u64;
         while pos < len {
             if self.filled == BUFFER {
@@ -254,6 +342,23 @@ impl ZipWriter {
         if self.member.is_some() {
             bail!("internal: the archive was finished inside a member");
         }
+        let crcs = std::mem::take(&mut *self.crcs.lock().unwrap_or_else(|e| e.into_inner()));
+        if crcs.len() as u64 != self.reserved {
+            bail!("internal: a member reserved for a worker was not completed");
+        }
+        for (at, crc) in crcs {
+            match at.checked_sub(self.spilled) {
+                Some(i) => {
+                    self.central[i as usize..i as usize + 4].copy_from_slice(&crc.to_le_bytes())
+                }
+                None => self
+                    .spill
+                    .as_ref()
+                    .context("internal: no spilled directory")?
+                    .write_all_at(&crc.to_le_bytes(), at)
+                    .context("cannot complete the zip directory")?,
+            }
+        }
         let start = self.position();
         let mut size = self.central.len() as u64;
         if let Some(mut spill) = self.spill.take() {
@@ -264,8 +369,20 @@ impl ZipWriter {
             spill
                 .seek(SeekFrom::Start(0))
                 .context("cannot read back the central directory")?;
-            let copied = io::copy(&mut spill.take(spilled), &mut self.out).map_err(io_error)?;
-            self.flushed += copied;
+            let mut r = io::BufReader::with_capacity(BUFFER, spill.take(spilled));
+            let mut copied = 0;
+            loop {
+                let chunk = r
+                    .fill_buf()
+                    .context("cannot read back the central directory")?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = chunk.len();
+                self.emit_at(chunk).map_err(io_error)?;
+                r.consume(n);
+                copied += n as u64;
+            }
             size += copied;
         }
         let central = std::mem::take(&mut self.central);
@@ -298,7 +415,21 @@ impl ZipWriter {
         put16(&mut e, 0);
         self.put(&e).map_err(io_error)?;
         self.flush_buf().map_err(io_error)?;
-        Ok(self.out)
+        Arc::try_unwrap(self.out)
+            .map_err(|_| anyhow::anyhow!("internal: a worker still holds the archive"))
+    }
+
+    /// Writes `data` at `position()` (the buffer is empty): positioned into a file, since
+    /// reserved members leave the file offset behind; appended into a stream.
+    fn emit_at(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.seekable {
+            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.out.write_all_at(data, self.flushed)?;
+        } else {
+            (&*self.out).write_all(data)?;
+        }
+        self.flushed += data.len() as u64;
+        Ok(())
     }
 
     /// Buffers `data` (or writes it straight through when it is at least a buffer long).
@@ -307,8 +438,7 @@ impl ZipWriter {
             self.flush_buf()?;
         }
         if data.len() >= BUFFER {
-            self.out.write_all(data)?;
-            self.flushed += data.len() as u64;
+            self.emit_at(data)?;
         } else {
             self.buf[self.filled..self.filled + data.len()].copy_from_slice(data);
             self.filled += data.len();
@@ -319,8 +449,10 @@ impl ZipWriter {
     /// Hands the buffer to the output; afterwards `out`'s file offset is `position()`.
     fn flush_buf(&mut self) -> io::Result<()> {
         if self.filled > 0 {
-            self.out.write_all(&self.buf[..self.filled])?;
-            self.flushed += self.filled as u64;
+            let (buf, filled) = (std::mem::take(&mut self.buf), self.filled);
+            let done = self.emit_at(&buf[..filled]);
+            self.buf = buf;
+            done?;
             self.filled = 0;
         }
         Ok(())
@@ -379,12 +511,18 @@ impl ZipWriter {
         put32(&mut h, defer);
         put32(&mut h, defer);
         put16(&mut h, m.name.len() as u16);
-        put16(&mut h, ZIP64_LOCAL as u16);
+        put16(&mut h, ZIP64_LOCAL as u16 + m.pad);
         h.extend_from_slice(&m.name);
         put16(&mut h, 1);
         put16(&mut h, 16);
         put64(&mut h, raw);
         put64(&mut h, stored);
+        if m.pad > 0 {
+            put16(&mut h, ALIGNMENT_FIELD);
+            put16(&mut h, m.pad - 4);
+            put16(&mut h, PAGE as u16);
+            h.resize(h.len() + m.pad as usize - 6, 0);
+        }
         h
     }
 
@@ -433,6 +571,7 @@ impl ZipWriter {
                 ),
             };
             spill.write_all(&self.central).map_err(io_error)?;
+            self.spilled += self.central.len() as u64;
             self.central.clear();
         }
         Ok(())
@@ -493,120 +632,5 @@ fn put64(v: &mut Vec<u8>, n: u64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Read;
-
-    fn archive(f: File) -> ::zip::ZipArchive<File> {
-        ::zip::ZipArchive::new(f).expect("a valid zip archive")
-    }
-
-    fn read_member(z: &mut ::zip::ZipArchive<File>, name: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        // read_to_end checks the CRC-32 against the data
-        z.by_name(name).unwrap().read_to_end(&mut out).unwrap();
-        out
-    }
-
-    fn bytes(n: usize, seed: u8) -> Vec<u8> {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
-    }
-
-    #[test]
-    fn seekable_stored_and_deflated_and_streamed_members_read_back() {
-        for (seekable, compress) in [(true, false), (true, true), (false, false), (false, true)] {
-            let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), seekable, compress);
-            // a member longer than the buffer, so its header is completed with a pwrite
-            let big = bytes(3 * BUFFER + 17, 1);
-            let small = bytes(100, 2);
-            w.begin("big.npy", big.len() as u64).unwrap();
-            for c in big.chunks(100_000) {
-                w.write(c).unwrap();
-            }
-            w.end().unwrap();
-            w.begin("ü/small.npy", small.len() as u64).unwrap();
-            w.write(&small).unwrap();
-            w.end().unwrap();
-            w.begin("empty.npy", 0).unwrap();
-            w.end().unwrap();
-            let mut z = archive(w.finish().unwrap());
-            assert_eq!(z.len(), 3);
-            assert_eq!(read_member(&mut z, "big.npy"), big, "{seekable} {compress}");
-            assert_eq!(read_member(&mut z, "ü/small.npy"), small);
-            assert!(read_member(&mut z, "empty.npy").is_empty());
-            let m = z.by_name("big.npy").unwrap();
-            assert_eq!(m.crc32(), crc32fast::hash(&big));
-            assert_eq!(
-                m.compression(),
-                if compress {
-                    ::zip::CompressionMethod::Deflated
-                } else {
-                    ::zip::CompressionMethod::Stored
-                }
-            );
-        }
-    }
-
-    #[test]
-    fn a_hundred_thousand_members_spill_the_directory_and_need_zip64_end_records() {
-        let n = 100_000;
-        let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
-        for i in 0..n {
-            w.begin(&format!("m{i}.npy"), 4).unwrap();
-            w.write(&(i as u32).to_le_bytes()).unwrap();
-            w.end().unwrap();
-        }
-        assert!(w.spill.is_some(), "the directory spilled to a file");
-        assert!(w.central.capacity() <= 2 * CENTRAL_IN_MEMORY);
-        // a duplicate is found in the spilled part and in the part still in memory
-        let err = w.begin("m5.npy", 4).unwrap_err().to_string();
-        assert!(err.contains("two tensors are both named 'm5'"), "{err}");
-        let err = w.begin(&format!("m{}.npy", n - 1), 4).unwrap_err();
-        assert!(err.to_string().contains("both named"));
-        let f = w.finish().unwrap();
-        let mut z = archive(f);
-        assert_eq!(z.len(), n);
-        assert_eq!(read_member(&mut z, "m77777.npy"), 77777u32.to_le_bytes());
-        assert_eq!(
-            z.by_index(n - 1).unwrap().name().unwrap(),
-            format!("m{}.npy", n - 1)
-        );
-    }
-
-    #[test]
-    fn copied_ranges_read_back_beside_written_bytes_stored_or_deflated() {
-        use std::io::Write;
-        let data = bytes((3 << 20) + 11, 7);
-        for (seekable, compress) in [(true, false), (false, false), (true, true)] {
-            let mut input = tempfile::tempfile().unwrap();
-            input.write_all(&[9u8; 1000]).unwrap();
-            input.write_all(&data).unwrap();
-            let range = FileRange::whole(input)
-                .unwrap()
-                .slice(1000, data.len() as u64)
-                .unwrap();
-            let header = bytes(128, 3);
-            let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), seekable, compress);
-            w.begin("first.npy", 5).unwrap();
-            w.write(b"hello").unwrap();
-            w.end().unwrap();
-            w.begin("x.npy", (header.len() + data.len()) as u64)
-                .unwrap();
-            w.write(&header).unwrap();
-            w.copy(&range).unwrap();
-            w.end().unwrap();
-            let mut z = archive(w.finish().unwrap());
-            let got = read_member(&mut z, "x.npy");
-            assert!(got[..128] == header[..] && got[128..] == data[..]);
-            assert_eq!(read_member(&mut z, "first.npy"), b"hello");
-        }
-    }
-
-    #[test]
-    fn a_name_longer_than_a_zip_allows_is_refused() {
-        let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
-        assert!(w.begin(&"x".repeat(70_000), 0).is_err());
-    }
-}
+#[path = "zip_tests.rs"]
+mod tests;

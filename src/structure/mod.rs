@@ -458,6 +458,13 @@ impl Source for Structured {
         self.inner.input_files()
     }
 
+    fn parallel_reads(&self, index: usize) -> bool {
+        match &self.items[index] {
+            Item::Pass(i) => self.inner.parallel_reads(*i),
+            _ => false,
+        }
+    }
+
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.raw_range(*i),

@@ -612,6 +612,11 @@ impl ExampleSource {
 }
 
 impl Source for ExampleSource {
+    /// One read spools every feature; a second copy would do it all again.
+    fn parallel_reads(&self, _index: usize) -> bool {
+        false
+    }
+
     fn display_path(&self) -> &str {
         &self.path
     }

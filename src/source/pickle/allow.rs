@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -231,7 +232,7 @@ pub struct StorageRef {
 /// A dense tensor: a view of a storage.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorRef {
-    pub storage: Rc<StorageRef>,
+    pub storage: Arc<StorageRef>,
     pub dtype: TorchDType,
     pub offset: u64,
     pub size: Vec<u64>,
@@ -384,7 +385,7 @@ fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
                     }
                 }
             }
-            Ok(Value::Tensor(Rc::new(TensorRef {
+            Ok(Value::Tensor(Arc::new(TensorRef {
                 storage,
                 dtype,
                 offset,
@@ -453,7 +454,7 @@ pub(super) fn persistent_load(pid: &Value) -> Result<Value> {
             Some((t[1].as_u64("a view offset")?, t[2].as_u64("a view size")?))
         }
     };
-    Ok(Value::Storage(Rc::new(StorageRef {
+    Ok(Value::Storage(Arc::new(StorageRef {
         dtype,
         key,
         numel,

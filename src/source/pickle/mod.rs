@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -47,8 +48,8 @@ pub enum Value {
     Tuple(Rc<Vec<Value>>),
     Dict(Shared<Vec<(Value, Value)>>),
     Global(Rc<Global>),
-    Storage(Rc<StorageRef>),
-    Tensor(Rc<TensorRef>),
+    Storage(Arc<StorageRef>),
+    Tensor(Arc<TensorRef>),
     /// A tensor that cannot be converted, and why.
     Unsupported(&'static str),
     /// An allowed object that is not data (a device, a layout, a complex number...).
@@ -213,7 +214,7 @@ pub struct Loaded {
     /// The bytes the pickle took, up to and including its STOP.
     pub consumed: u64,
     /// Every storage its persistent ids named, in order.
-    pub storages: Vec<Rc<StorageRef>>,
+    pub storages: Vec<Arc<StorageRef>>,
 }
 
 /// Reads one pickle from `input`.
@@ -245,7 +246,7 @@ struct Unpickler<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
-    storages: Vec<Rc<StorageRef>>,
+    storages: Vec<Arc<StorageRef>>,
 }
 
 impl Unpickler<'_> {

@@ -4,11 +4,11 @@
 //! pickle, the storage keys, then each storage as an 8-byte element count and its bytes). Both
 //! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -163,7 +163,7 @@ pub(super) fn open_zip(
     let pkl = read_member(&member(&mut zip, pkl_index, &data)?, check, MAX_PICKLE)?;
     let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
 
-    let mut storages: HashMap<String, Rc<StorageData>> = HashMap::new();
+    let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
     for s in &loaded.storages {
         if storages.contains_key(&s.key) {
             continue;
@@ -183,10 +183,10 @@ pub(super) fn open_zip(
         };
         storages.insert(
             s.key.clone(),
-            Rc::new(StorageData {
+            Arc::new(StorageData {
                 range,
                 crc,
-                checked: Cell::new(0),
+                checked: AtomicU8::new(0),
                 name: m.name,
             }),
         );
@@ -301,10 +301,10 @@ pub(super) fn open_legacy(
         pos += 8 + len;
         storages.insert(
             key.clone(),
-            Rc::new(StorageData {
+            Arc::new(StorageData {
                 range,
                 crc: None,
-                checked: Cell::new(1),
+                checked: AtomicU8::new(1),
                 name: format!("storage '{key}'"),
             }),
         );

@@ -13,10 +13,10 @@
 //! compressed members are inflated through the crate, which checks the CRC, into an unlinked
 //! temporary file.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
@@ -96,12 +96,12 @@ struct StorageData {
     /// The CRC-32 the zip directory records for a member read by range.
     crc: Option<u32>,
     /// 0: not checked yet, 1: checked and good, 2: mismatch.
-    checked: Cell<u8>,
+    checked: AtomicU8,
     name: String,
 }
 
 enum Entry {
-    Tensor(Rc<TensorRef>),
+    Tensor(Arc<TensorRef>),
     Unsupported,
 }
 
@@ -112,7 +112,7 @@ pub struct TorchSource {
     entries: Vec<Entry>,
     /// Each tensor's storage, and the byte offset within it where the tensor's storage (a
     /// legacy view) begins.
-    storage_of: Vec<Option<(Rc<StorageData>, u64)>>,
+    storage_of: Vec<Option<(Arc<StorageData>, u64)>>,
     notes: Vec<String>,
 }
 
@@ -138,7 +138,7 @@ fn build(
     files: Vec<PathBuf>,
     root: Value,
     stem: &str,
-    storages: HashMap<String, Rc<StorageData>>,
+    storages: HashMap<String, Arc<StorageData>>,
     big_endian: bool,
 ) -> Result<TorchSource> {
     let mut walk = Walk::default();
@@ -211,8 +211,8 @@ fn build(
 fn check_view(
     name: &str,
     t: &TensorRef,
-    storages: &HashMap<String, Rc<StorageData>>,
-) -> Result<(Rc<StorageData>, u64)> {
+    storages: &HashMap<String, Arc<StorageData>>,
+) -> Result<(Arc<StorageData>, u64)> {
     let s: &StorageRef = &t.storage;
     let data = storages
         .get(&s.key)
@@ -360,7 +360,7 @@ impl TorchSource {
 /// Computes the CRC-32 of a stored member once, before any of its bytes go out.
 fn verify(s: &StorageData) -> Result<()> {
     let Some(want) = s.crc else { return Ok(()) };
-    match s.checked.get() {
+    match s.checked.load(Ordering::Relaxed) {
         1 => return Ok(()),
         2 => bail!("{}: CRC-32 mismatch (the file is corrupt)", s.name),
         _ => {}
@@ -372,13 +372,13 @@ fn verify(s: &StorageData) -> Result<()> {
     })?;
     let got = h.finalize();
     if got != want {
-        s.checked.set(2);
+        s.checked.store(2, Ordering::Relaxed);
         bail!(
             "{}: CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x} (the file is corrupt)",
             s.name
         );
     }
-    s.checked.set(1);
+    s.checked.store(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -610,7 +610,7 @@ mod tests {
 
     fn tensor(offset: u64, size: &[u64], stride: &[u64]) -> TensorRef {
         TensorRef {
-            storage: Rc::new(StorageRef {
+            storage: Arc::new(StorageRef {
                 dtype: pickle::TorchDType {
                     name: "int16",
                     dtype: Some(DType::I16),
@@ -677,12 +677,12 @@ mod tests {
     #[test]
     fn nested_names_join_with_slashes_and_a_repeated_key_keeps_its_last_value() {
         let key = |s: &str| Value::Str(s.into());
-        let inner = Value::Dict(Rc::new(std::cell::RefCell::new(vec![
+        let inner = Value::Dict(std::rc::Rc::new(std::cell::RefCell::new(vec![
             (Value::Int(0), Value::Unsupported("first")),
             (key("epoch"), Value::Int(3)),
             (Value::Int(0), Value::Unsupported("second")),
         ])));
-        let root = Value::Dict(Rc::new(std::cell::RefCell::new(vec![(
+        let root = Value::Dict(std::rc::Rc::new(std::cell::RefCell::new(vec![(
             key("state"),
             inner,
         )])));
@@ -701,10 +701,10 @@ mod tests {
     fn views_past_the_storage_are_refused() {
         let storages = HashMap::from([(
             "0".to_string(),
-            Rc::new(StorageData {
+            Arc::new(StorageData {
                 range: FileRange::from_vec(vec![0; 48]),
                 crc: None,
-                checked: Cell::new(1),
+                checked: AtomicU8::new(1),
                 name: "s".into(),
             }),
         )]);

@@ -1,0 +1,328 @@
+//! `--jobs`: the worker pool that converts the large tensors of one output in parallel. The
+//! output stays byte for byte what one thread writes: the sink sets each large tensor's room
+//! aside in its turn ([`crate::sink::Sink::reserve`], a stored `.npz` in a file) and a worker
+//! fills it in place, while the calling thread goes on with the tensors after it (small ones it
+//! writes itself). Memory stays bounded: at most `workers` tensors are in flight, each worker
+//! with its own chunk buffers, and a full queue makes the caller wait.
+//!
+//! A worker reads from a copy of the input opened for it ([`Reopen`]; readers are positioned,
+//! so copies never disturb each other), or copies an unconverted range inside the kernel with
+//! no reader at all. It converts on the host with a device stage of its own, whose per-tensor
+//! statistics go back in tensor order. The first failure (in tensor order) is the one reported,
+//! naming the input and the tensor; the others stop taking work.
+//!
+//! Talks to: `cmd/convert.rs` (which decides what goes to a worker), [`crate::pipeline`] (which
+//! writes a tensor), [`crate::device`] (statistics) and [`crate::report`] (progress, shared).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+
+use anyhow::{Context, Error, Result};
+
+use crate::device::{DeviceStage, TensorStats};
+use crate::dtype::DtypePolicy;
+use crate::pipeline::{copy_member, fill, Prepared, WriteOptions};
+use crate::report::Reporter;
+use crate::sink::{Member, MemberWriter};
+use crate::tensor::{Source, TensorMeta};
+
+/// Tensors whose output is at least this long go to a worker; smaller ones cost less written
+/// in turn than handed over.
+pub const PARALLEL_MIN: u64 = 1 << 20;
+/// [`PARALLEL_MIN`], or the byte count in `T2N_JOBS_MIN_BYTES`: the test suite sets it to 0 to
+/// send every tensor of its small fixtures through the workers.
+pub fn parallel_min() -> u64 {
+    std::env::var("T2N_JOBS_MIN_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PARALLEL_MIN)
+}
+
+/// Chunk bytes shared by all workers together (each converts `WORKER_MEMORY / workers`, at
+/// most the `--chunk-size`), so that more workers do not mean more memory.
+const WORKER_MEMORY: usize = 32 << 20;
+/// At most this many workers, whatever `--jobs` says: beyond it the disk is the limit.
+pub const MAX_WORKERS: usize = 8;
+
+/// Opens a second copy of input `s` for a worker.
+pub type Reopen<'a> = dyn Fn(usize) -> Result<Box<dyn Source>> + Sync + 'a;
+
+/// One tensor for a worker: where it comes from, and the room reserved for it.
+pub struct Task {
+    /// Position among the output's tensors: errors and statistics are ordered by it.
+    pub order: usize,
+    pub input: usize,
+    pub index: usize,
+    pub meta: TensorMeta,
+    pub name: String,
+    /// The input as the user named it, for errors.
+    pub path: String,
+    pub prepared: Prepared,
+    pub member: Box<dyn MemberWriter + Send>,
+}
+
+/// What the workers share with the thread that feeds them.
+struct Shared {
+    failed: AtomicBool,
+    errors: Mutex<Vec<(usize, Error)>>,
+    stats: Mutex<Vec<(usize, TensorStats)>>,
+}
+
+impl Shared {
+    fn fail(&self, order: usize, e: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((order, e));
+    }
+}
+
+/// The feeding side of the pool, handed to the body of [`run`].
+pub struct Pool<'a> {
+    tx: SyncSender<Task>,
+    shared: &'a Shared,
+    keep_stats: bool,
+}
+
+impl Pool<'_> {
+    /// Hands `task` to the next free worker, waiting while all are busy and the queue is full.
+    pub fn submit(&self, task: Task) -> Result<()> {
+        self.tx
+            .send(task)
+            .map_err(|_| anyhow::anyhow!("internal: every --jobs worker has stopped"))
+    }
+
+    /// Whether a worker has failed: the caller stops feeding and returns.
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Files the per-tensor statistics the calling thread recorded for tensor `order` (the
+    /// entries of `device.stats` from `from` on), so that they come out in tensor order.
+    pub fn inline_stats(&self, order: usize, device: &mut DeviceStage, from: usize) {
+        if self.keep_stats && device.stats.len() > from {
+            let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.extend(device.stats.drain(from..).map(|s| (order, s)));
+        }
+    }
+
+    /// Records a failure of the calling thread at tensor `order`.
+    pub fn fail(&self, order: usize, e: Error) {
+        self.shared.fail(order, e);
+    }
+}
+
+/// Runs `body` with `workers` threads taking the tasks it submits; returns the first error in
+/// tensor order, and moves every worker's statistics into `opts.device` (per tensor, in order,
+/// after the first `stats_from` entries, which are untouched).
+pub fn run(
+    workers: usize,
+    reopen: &Reopen,
+    opts: &WriteOptions,
+    stats_from: usize,
+    body: impl FnOnce(&Pool) -> Result<()>,
+) -> Result<()> {
+    let keep_stats = opts.device.borrow().keep_per_tensor;
+    let shared = Shared {
+        failed: AtomicBool::new(false),
+        errors: Mutex::new(Vec::new()),
+        stats: Mutex::new(Vec::new()),
+    };
+    let chunk = (WORKER_MEMORY / workers.max(1)).clamp(64 << 10, opts.chunk.max(64 << 10));
+    let (policy, report) = (opts.policy, opts.report);
+    let (tx, rx) = sync_channel::<Task>(workers);
+    let rx = Mutex::new(rx);
+    let totals = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (rx, shared) = (&rx, &shared);
+                scope.spawn(move || work(rx, shared, reopen, policy, report, chunk, keep_stats))
+            })
+            .collect();
+        let pool = Pool {
+            tx,
+            shared: &shared,
+            keep_stats,
+        };
+        if let Err(e) = body(&pool) {
+            shared.fail(usize::MAX, e);
+        }
+        drop(pool); // closes the queue: the workers finish what they hold and return
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a --jobs worker panicked"))
+            .collect::<Vec<_>>()
+    });
+    finish(opts, totals, shared, keep_stats, stats_from)
+}
+
+/// One worker: takes tasks until the queue closes; after a failure anywhere it drops them.
+fn work(
+    rx: &Mutex<Receiver<Task>>,
+    shared: &Shared,
+    reopen: &Reopen,
+    policy: &DtypePolicy,
+    report: &Reporter,
+    chunk: usize,
+    keep_stats: bool,
+) -> DeviceStage {
+    let mut stage = DeviceStage::cpu();
+    stage.keep_per_tensor = keep_stats;
+    let device = RefCell::new(stage);
+    let opts = WriteOptions {
+        policy,
+        chunk,
+        report,
+        device: &device,
+    };
+    let mut source: Option<(usize, Box<dyn Source>)> = None;
+    loop {
+        let task = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(task) => task,
+            Err(_) => break,
+        };
+        if shared.failed.load(Ordering::Relaxed) {
+            continue; // dropped unfilled: the output is discarded anyway
+        }
+        let (order, path, name) = (task.order, task.path.clone(), task.meta.name.clone());
+        let done = one(task, &mut source, reopen, &opts)
+            .with_context(|| format!("{path}: tensor '{name}'"));
+        match done {
+            Ok(()) => {
+                let mut d = device.borrow_mut();
+                if keep_stats && !d.stats.is_empty() {
+                    let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+                    stats.extend(d.stats.drain(..).map(|s| (order, s)));
+                }
+            }
+            Err(e) => shared.fail(order, e),
+        }
+    }
+    device.into_inner()
+}
+
+/// Fills one reserved member: a kernel copy, or a conversion read from the worker's own copy
+/// of the input (opened on first use, kept while the tasks come from the same input).
+fn one(
+    task: Task,
+    source: &mut Option<(usize, Box<dyn Source>)>,
+    reopen: &Reopen,
+    opts: &WriteOptions,
+) -> Result<()> {
+    let member = Member::reserved(task.member, task.prepared.data_len);
+    if let Some(range) = &task.prepared.copy {
+        return copy_member(range, &task.name, member, opts);
+    }
+    if source.as_ref().is_none_or(|(s, _)| *s != task.input) {
+        *source = None; // one copy open at a time
+        *source = Some((task.input, reopen(task.input)?));
+    }
+    let (_, src) = source.as_mut().expect("opened above");
+    fill(
+        src.as_mut(),
+        task.index,
+        &task.meta,
+        &task.name,
+        &task.prepared,
+        member,
+        opts,
+    )
+}
+
+/// Runs `f` on every item with `workers` threads, each converting on the host with a device
+/// stage of its own: the outputs of a batch. Items start in order, and none starts after a
+/// failure. Returns whether each item was done (in item order), and the first error in item
+/// order; the statistics go into `opts.device` in item order.
+pub fn run_each<T: Send>(
+    workers: usize,
+    items: Vec<T>,
+    opts: &WriteOptions,
+    f: impl Fn(T, &WriteOptions) -> Result<()> + Sync,
+) -> (Vec<bool>, Result<()>) {
+    let keep_stats = opts.device.borrow().keep_per_tensor;
+    let shared = Shared {
+        failed: AtomicBool::new(false),
+        errors: Mutex::new(Vec::new()),
+        stats: Mutex::new(Vec::new()),
+    };
+    let n = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let done = Mutex::new(vec![false; n]);
+    let (policy, report, chunk) = (opts.policy, opts.report, opts.chunk);
+    let totals = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(n))
+            .map(|_| {
+                let (queue, shared, done, f) = (&queue, &shared, &done, &f);
+                scope.spawn(move || {
+                    let mut stage = DeviceStage::cpu();
+                    stage.keep_per_tensor = keep_stats;
+                    let device = RefCell::new(stage);
+                    let opts = WriteOptions {
+                        policy,
+                        chunk,
+                        report,
+                        device: &device,
+                    };
+                    loop {
+                        if shared.failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        let Some((k, item)) = next else { break };
+                        match f(item, &opts) {
+                            Ok(()) => done.lock().unwrap_or_else(|e| e.into_inner())[k] = true,
+                            Err(e) => shared.fail(k, e),
+                        }
+                        let mut d = device.borrow_mut();
+                        if keep_stats && !d.stats.is_empty() {
+                            let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+                            stats.extend(d.stats.drain(..).map(|s| (k, s)));
+                        }
+                    }
+                    device.into_inner()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a --jobs worker panicked"))
+            .collect::<Vec<_>>()
+    });
+    let result = finish(opts, totals, shared, keep_stats, usize::MAX);
+    (done.into_inner().unwrap_or_else(|e| e.into_inner()), result)
+}
+
+/// Moves the workers' statistics into `opts.device` (per tensor in order, after its first
+/// `from` entries, which stay first; `usize::MAX`: none of its entries move), and returns the
+/// first error in order.
+fn finish(
+    opts: &WriteOptions,
+    totals: Vec<DeviceStage>,
+    shared: Shared,
+    keep_stats: bool,
+    from: usize,
+) -> Result<()> {
+    let mut device = opts.device.borrow_mut();
+    for t in &totals {
+        device.absorb_totals(t);
+    }
+    if keep_stats {
+        let mut stats = shared.stats.into_inner().unwrap_or_else(|e| e.into_inner());
+        let from = from.min(device.stats.len());
+        stats.extend(device.stats.drain(from..).map(|s| (usize::MAX, s)));
+        stats.sort_by_key(|(order, _)| *order);
+        device.stats.extend(stats.into_iter().map(|(_, s)| s));
+    }
+    let mut errors = shared
+        .errors
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    errors.sort_by_key(|(order, _)| *order);
+    match errors.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,257 @@
+//! Member data written in place: the kernel copy of an unconverted input range with its CRC-32,
+//! and [`Reserved`], a member of a stored `.npz` whose room [`super::zip::ZipWriter::reserve`]
+//! set aside so that a `--jobs` worker fills it while the writer goes on with the members after
+//! it. Talks to: [`super::zip`] (which reserves and completes), the pipeline's workers (which
+//! write through the [`MemberWriter`] it implements).
+//!
+//! Why a hand-made `copy_file_range` loop: std's `io::copy` between files copies inside the
+//! kernel too, but only at the files' own offsets, and members filled by several threads need
+//! explicit ones. Measured on ext4 (BENCHMARKS.md): the kernel copy runs at `cp`'s speed when the
+//! source and destination offsets agree within a page (the zip writer pads a copied member's
+//! local header so they do), where a `write` from a user buffer sometimes ran at a fifth of it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Result};
+use crc32fast::Hasher;
+
+use super::{io_error, MemberWriter};
+use crate::input::FileRange;
+
+/// The page size that `copy_file_range` alignment is measured against.
+pub const PAGE: u64 = 4096;
+/// Ranges at least this long are copied inside the kernel (and aligned in an `.npz`).
+pub const KERNEL_COPY_MIN: u64 = 1 << 20;
+/// Bytes copied between interrupt checks, and checksummed right after while in the cache.
+const PIECE: u64 = 8 << 20;
+/// The checksum pass reads this much at a time (stays in the CPU cache).
+const CRC_READ: usize = 256 << 10;
+/// Bytes a reserved member buffers before a positioned write.
+const BUFFER: usize = 1 << 20;
+
+/// Taken around every write into an output file that several threads fill.
+pub type WriteLock = Arc<Mutex<()>>;
+
+/// Whether `range` is copied inside the kernel: a large range of a local file.
+pub fn kernel_copies(range: &FileRange) -> bool {
+    range.file().is_some() && range.len() >= KERNEL_COPY_MIN
+}
+
+/// Copies `range` (of a local file) to `out` at offset `at` inside the kernel, a piece at a
+/// time, and returns the CRC-32 of the bytes, read back piece by piece right after each copy.
+///
+/// Each piece is copied holding `lock`, the output's write lock: two threads writing one file
+/// at once only queue on its inode lock, spinning in the kernel (30 % of the CPU in a profile),
+/// where taking turns lets one checksum its last piece while the other copies.
+pub fn copy_with_crc(range: &FileRange, out: &File, at: u64, lock: &WriteLock) -> Result<Hasher> {
+    let Some(input) = range.file() else {
+        bail!("internal: a kernel copy of a range that is not in a file");
+    };
+    let mut crc = Hasher::new();
+    let mut buf = vec![0u8; CRC_READ.min(range.len() as usize)];
+    let mut done = 0u64;
+    while done < range.len() {
+        crate::error::check_interrupted()?;
+        let piece = PIECE.min(range.len() - done);
+        {
+            let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
+            copy_range(input, range.file_offset() + done, out, at + done, piece)
+                .map_err(io_error)?;
+        }
+        let mut p = 0;
+        while p < piece {
+            let n = (buf.len() as u64).min(piece - p) as usize;
+            range.read_at(done + p, &mut buf[..n])?;
+            crc.update(&buf[..n]);
+            p += n as u64;
+        }
+        done += piece;
+    }
+    Ok(crc)
+}
+
+/// `copy_file_range(2)` of `len` bytes at explicit offsets (neither file's offset moves).
+fn copy_range(input: &File, mut from: u64, out: &File, mut to: u64, len: u64) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let mut off_in = from as libc::loff_t;
+        let mut off_out = to as libc::loff_t;
+        // SAFETY: both descriptors are open for the duration of the call, and the offset
+        // pointers point at live locals.
+        let n = unsafe {
+            libc::copy_file_range(
+                input.as_raw_fd(),
+                &mut off_in,
+                out.as_raw_fd(),
+                &mut off_out,
+                left as usize,
+                0,
+            )
+        };
+        match n {
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Filesystems or kernels without it: copy through a buffer.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+                ) {
+                    return copy_through_buffer(input, from, out, to, left);
+                }
+                return Err(e);
+            }
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the input ended early",
+                ))
+            }
+            n => {
+                from += n as u64;
+                to += n as u64;
+                left -= n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_through_buffer(input: &File, from: u64, out: &File, to: u64, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; BUFFER.min(len as usize)];
+    let mut done = 0;
+    while done < len {
+        let n = (buf.len() as u64).min(len - done) as usize;
+        input.read_exact_at(&mut buf[..n], from + done)?;
+        out.write_all_at(&buf[..n], to + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// A stored member whose room is reserved in an archive file: its data goes in with positioned
+/// writes, and `commit` writes the local header with the CRC-32 and reports the CRC to the
+/// archive's writer.
+pub struct Reserved {
+    out: Arc<File>,
+    lock: WriteLock,
+    /// Archive offsets of the local header and of the data, and the data's length.
+    at: u64,
+    header: Vec<u8>,
+    data_at: u64,
+    len: u64,
+    /// Where the CRC goes in the central directory, and where to report it.
+    crc_at: u64,
+    crcs: Arc<Mutex<Vec<(u64, u32)>>>,
+    crc: Hasher,
+    buf: Vec<u8>,
+    /// Archive offset of `buf[0]`.
+    pos: u64,
+}
+
+impl Reserved {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        out: Arc<File>,
+        lock: WriteLock,
+        at: u64,
+        header: Vec<u8>,
+        data_at: u64,
+        len: u64,
+        crc_at: u64,
+        crcs: Arc<Mutex<Vec<(u64, u32)>>>,
+    ) -> Reserved {
+        Reserved {
+            out,
+            lock,
+            at,
+            header,
+            data_at,
+            len,
+            crc_at,
+            crcs,
+            crc: Hasher::new(),
+            buf: Vec::new(),
+            pos: data_at,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.out.write_all_at(&self.buf, self.pos)?;
+            self.pos += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, more: u64) -> Result<()> {
+        let end = self.pos + self.buf.len() as u64 + more;
+        if end > self.data_at + self.len {
+            bail!("internal: more data than the reserved member holds");
+        }
+        Ok(())
+    }
+}
+
+impl MemberWriter for Reserved {
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        self.check_room(data.len() as u64)?;
+        self.crc.update(data);
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(BUFFER);
+            }
+            let n = (BUFFER - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == BUFFER {
+                self.flush().map_err(io_error)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, range: &FileRange) -> Result<()> {
+        if !kernel_copies(range) {
+            return range.stream(1, BUFFER, &mut |c: &[u8]| {
+                crate::error::check_interrupted()?;
+                self.write(c)
+            });
+        }
+        self.check_room(range.len())?;
+        self.flush().map_err(io_error)?;
+        let crc = copy_with_crc(range, &self.out, self.pos, &self.lock)?;
+        self.crc.combine(&crc);
+        self.pos += range.len();
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush().map_err(io_error)?;
+        if self.pos != self.data_at + self.len {
+            bail!("internal: a reserved member was left short");
+        }
+        let crc = self.crc.clone().finalize();
+        // The CRC-32 field of a local header is at byte 14.
+        self.header[14..18].copy_from_slice(&crc.to_le_bytes());
+        {
+            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.out
+                .write_all_at(&self.header, self.at)
+                .map_err(io_error)?;
+        }
+        self.crcs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.crc_at, crc));
+        Ok(())
+    }
+}
