@@ -271,6 +271,7 @@ fn stream_dequant(
     let n = per_chunk.min(total) as usize;
     let mut input = vec![0u8; n * size];
     let mut floats = vec![0f32; n * block];
+    #[cfg(target_endian = "big")]
     let mut bytes = vec![0u8; n * block * 4];
     let mut done = 0u64;
     while done < total {
@@ -281,10 +282,17 @@ fn stream_dequant(
         for (b, out) in input.chunks_exact(size).zip(floats.chunks_exact_mut(block)) {
             f(b, out);
         }
-        let bytes = &mut bytes[..k * block * 4];
-        for (o, x) in bytes.chunks_exact_mut(4).zip(floats.iter()) {
-            o.copy_from_slice(&x.to_le_bytes());
-        }
+        // float32 in its little-endian bytes: the floats themselves on a little-endian machine
+        #[cfg(target_endian = "little")]
+        let bytes: &[u8] = bytemuck::cast_slice(floats);
+        #[cfg(target_endian = "big")]
+        let bytes = {
+            let bytes = &mut bytes[..k * block * 4];
+            for (o, x) in bytes.chunks_exact_mut(4).zip(floats.iter()) {
+                o.copy_from_slice(&x.to_le_bytes());
+            }
+            bytes
+        };
         // A block can be larger than a tiny chunk: hand it over in whole floats.
         for piece in bytes.chunks((chunk / 4).max(1) * 4) {
             sink(piece)?;
