@@ -18,8 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
-if os.environ.get("BENCH_BIN"):
-    bench.BIN = os.path.abspath(os.environ["BENCH_BIN"])
+from emit import emit, ratio_row  # noqa: E402
 
 MAKE = r'''
 import sys, torch
@@ -52,8 +51,10 @@ np.savez(sys.argv[2], **arrays)
 def main():
     os.makedirs(bench.WORK, exist_ok=True)
     gib = 1 << 30
-    lines = ["## PyTorch checkpoints\n",
-             f"`benches/bench_torch.py`, {bench.REPS} alternating rounds, inputs scaled by {bench.SCALE}.\n"]
+    lines = [f"`benches/bench_torch.py`, {bench.REPS} alternating rounds, inputs scaled by {bench.SCALE}; the peer "
+             "is `torch.load(weights_only=True)` and `np.savez` of every `t.contiguous().numpy()` (bfloat16 "
+             "through `.float()`), whole process.\n"]
+    targets = []
     out_npz, cp_dst = os.path.join(bench.WORK, "t.npz"), os.path.join(bench.WORK, "t.copy")
     bench.OUTPUTS.extend([out_npz, cp_dst])
     for legacy in (False, True):
@@ -80,7 +81,9 @@ def main():
             lines.append(f"| {name} | {med:.3f} | {lo:.3f}–{hi:.3f} | {rss:.0f} | "
                          f"{npz_bytes / med / 1e9:.2f} | {med / base:.2f}x |")
         os.remove(pt)
-    print("\n".join(lines))
+        targets.append(ratio_row(f"PyTorch {fmt}: ≥ 10x faster than torch.load + np.savez",
+                                 bench.summary(r["torch.load(weights_only=True) + np.savez"])[0], base))
+    emit("40-torch", lines, targets)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release", "tensor2npy"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emit import emit, ratio_row, tensor2npy  # noqa: E402
+
+BIN = tensor2npy()
 PY = sys.executable
 REPS = int(os.environ.get("BENCH_REPS", "3"))
-MB = int(os.environ.get("BENCH_MB", "256"))
+MB = int(os.environ.get("BENCH_MB") or max(8, 256 * float(os.environ.get("BENCH_SCALE", "1"))))
 WORK = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="t2n-bench-h5-")
 
 H5PY_SCRIPT = """
@@ -106,9 +109,14 @@ def main():
         ("chunked, shuffle + deflate .h5", chunked, [PY, "-c", H5PY_SCRIPT, chunked, out], "h5py + np.savez"),
         ("Flax .msgpack", mp, [PY, "-c", FLAX_SCRIPT, mp, out], "flax msgpack_restore + np.savez"),
     ]
-    print(f"{MB} MiB of float32 in 16 tensors; median of {REPS} alternating runs (min–max), peak RSS\n")
-    print("| input | contender | seconds | min–max | peak RSS MiB | ratio |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"### HDF5 / Keras and Flax msgpack ({MB} MiB of float32 in 16 tensors) to .npz\n",
+             f"`benches/hdf5_flax.py`: the same 8 Keras-style layers as a contiguous `.h5`, a chunked `.h5` "
+             "(shuffle + deflate level 1) and a Flax `to_bytes` file; the peers are h5py `ds[()]` and "
+             "`flax.serialization.msgpack_restore`, then `np.savez`, whole process. "
+             f"Median of {REPS} alternating runs (min–max), peak RSS.\n",
+             "| input | contender | seconds | min–max | peak RSS MiB | ratio |",
+             "|---|---|---|---|---|---|"]
+    targets = []
     for title, inp, peer, peer_name in cases:
         contenders = {"tensor2npy": [BIN, "convert", inp, "-o", out, "--quiet"], peer_name: peer}
         res = {n: [] for n in contenders}
@@ -122,8 +130,10 @@ def main():
         for n, r in res.items():
             ts = [s for s, _ in r]
             ratio = med[peer_name] / med[n] if n == "tensor2npy" else 1.0
-            print(f"| {title} | {n} | {med[n]:.2f} | {min(ts):.2f}–{max(ts):.2f} | "
-                  f"{max(m for _, m in r):.0f} | {ratio:.1f}× |")
+            lines.append(f"| {title} | {n} | {med[n]:.2f} | {min(ts):.2f}–{max(ts):.2f} | "
+                         f"{max(m for _, m in r):.0f} | {ratio:.1f}× |")
+        targets.append(ratio_row(f"{title}: ≥ 10x faster than {peer_name}", med[peer_name], med["tensor2npy"]))
+    emit("60-hdf5-flax", lines, targets)
 
 
 if __name__ == "__main__":

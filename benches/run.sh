@@ -1,16 +1,52 @@
 #!/usr/bin/env bash
-# One command for the benchmarks: builds the release binary and the micro-benchmark, makes a
-# venv with the Python peers (tensorflow-cpu, safetensors, numpy, ml_dtypes) unless BENCH_PYTHON
-# names one, then runs benches/bench.py, which writes BENCHMARKS.generated.md (merge the tables
-# into BENCHMARKS.md). BENCH_REPS (default 5) and BENCH_SCALE (default 1 = 1 GiB inputs) tune it.
+# Every benchmark in one run, written to BENCHMARKS.md: builds the release binary and the
+# widening micro-benchmark, then runs each script with the Python of its peers, each filing its
+# results and targets in $BENCH_OUT (benches/emit.py), and assembles them (benches/report.py):
+#   bench.py          safetensors, checkpoints, TFRecords of tensors, .npy, list, device stage
+#   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
+#   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
+#   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
+# The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
+# .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON and
+# BENCH_GGUF_PYTHON; a script whose Python is missing is reported as not run.
+# BENCH_SCALE (default 1: ~1 GiB inputs; 0.1 for a quick run of a few minutes) and BENCH_REPS
+# (alternating rounds, default 5 for the core, 3 for the others) tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked
 cargo build --release --locked --bench widen
-cp "$(ls -t target/release/deps/widen-* | grep -v '\.d$' | head -1)" target/release/widen
-if [ -z "${BENCH_PYTHON:-}" ]; then
-  [ -x benches/.venv/bin/python ] || python3 -m venv benches/.venv
-  benches/.venv/bin/python -m pip install --quiet --disable-pip-version-check tensorflow-cpu safetensors numpy ml_dtypes
-  BENCH_PYTHON=benches/.venv/bin/python
-fi
-exec "$BENCH_PYTHON" benches/bench.py
+cp "$(ls -t "$target"/release/deps/widen-* | grep -v '\.d$' | head -1)" "$target/release/widen"
+BENCH_BIN="$(cd "$target/release" && pwd)/tensor2npy"
+export BENCH_BIN
+BENCH_OUT="$(mktemp -d "${TMPDIR:-/tmp}/t2n-bench-out.XXXXXX")"
+export BENCH_OUT
+trap 'rm -rf "$BENCH_OUT"' EXIT
+[ -n "${BENCH_TF_PYTHON:-}" ] || [ -x .venv-tf/bin/python ] || fixtures/setup-venvs.sh
+TF="${BENCH_TF_PYTHON:-.venv-tf/bin/python}"
+TORCH="${BENCH_TORCH_PYTHON:-.venv-torch/bin/python}"
+JAX="${BENCH_JAX_PYTHON:-.venv-jax/bin/python}"
+GGUF="${BENCH_GGUF_PYTHON:-.venv-gguf/bin/python}"
+started=$(date +%s)
+
+# step NAME PYTHON ARGS...: runs one script, or files it as not run when its Python is missing.
+step() {
+  local name="$1" py="$2"
+  shift 2
+  if [ ! -x "$py" ]; then
+    printf '[{"target": "%s", "measured": "not run: no Python at %s", "met": false}]\n' "$name" "$py" \
+      > "$BENCH_OUT/99-$name.json"
+    return
+  fi
+  echo "== $name ($(( $(date +%s) - started )) s so far)" >&2
+  "$py" "$@"
+}
+step core "$TF" benches/bench.py
+step example "$TF" benches/example_bench.py
+step graph "$TF" benches/graph.py
+step torch "$TORCH" benches/bench_torch.py
+step gguf "$GGUF" benches/gguf_bench.py
+KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
+BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
+"$TF" benches/report.py "$BENCH_OUT" > BENCHMARKS.md
+echo "wrote BENCHMARKS.md in $(( $(date +%s) - started )) s" >&2

@@ -32,13 +32,46 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived.
+/// Fails with [`Interrupted`] once SIGINT or SIGTERM has arrived, and with [`Cancelled`] once
+/// this thread's work was called off (another `--jobs` worker failed).
 pub fn check_interrupted() -> Result<()> {
     match INTERRUPT.get() {
         Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(anyhow!(Interrupted)),
+        _ if CANCEL.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        }) =>
+        {
+            Err(anyhow!(Cancelled))
+        }
         _ => Ok(()),
     }
 }
+
+thread_local! {
+    static CANCEL: std::cell::RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`check_interrupted`] on this thread fail with [`Cancelled`] once `flag` is set (the
+/// `--jobs` pool's "a worker failed"); `None` ends that.
+pub fn cancel_on(flag: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) {
+    CANCEL.with(|c| *c.borrow_mut() = flag);
+}
+
+/// The work of this thread was called off because another failed; that other error is the one
+/// reported.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("called off after another failure")
+    }
+}
+
+impl std::error::Error for Cancelled {}
 
 /// A command-line mistake: exit status 2.
 #[derive(Debug)]

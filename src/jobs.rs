@@ -15,9 +15,10 @@
 //! writes a tensor), [`crate::device`] (statistics) and [`crate::report`] (progress, shared).
 
 use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Error, Result};
 
@@ -43,6 +44,14 @@ pub fn parallel_min() -> u64 {
 /// Chunk bytes shared by all workers together (each converts `WORKER_MEMORY / workers`, at
 /// most the `--chunk-size`), so that more workers do not mean more memory.
 const WORKER_MEMORY: usize = 32 << 20;
+/// The chunk size of each of `workers` threads: their share of [`WORKER_MEMORY`], at most the
+/// `--chunk-size` and at least 64 KiB (or the `--chunk-size`, when smaller).
+fn worker_chunk(workers: usize, chunk: usize) -> usize {
+    (WORKER_MEMORY / workers.max(1))
+        .min(chunk)
+        .max(chunk.min(64 << 10))
+}
+
 /// At most this many workers, whatever `--jobs` says: beyond it the disk is the limit.
 pub const MAX_WORKERS: usize = 8;
 
@@ -65,13 +74,27 @@ pub struct Task {
 
 /// What the workers share with the thread that feeds them.
 struct Shared {
-    failed: AtomicBool,
+    /// Set at the first failure; every thread's `check_interrupted` then fails with `Cancelled`.
+    failed: Arc<AtomicBool>,
     errors: Mutex<Vec<(usize, Error)>>,
     stats: Mutex<Vec<(usize, TensorStats)>>,
 }
 
 impl Shared {
+    fn new() -> Shared {
+        Shared {
+            failed: Arc::new(AtomicBool::new(false)),
+            errors: Mutex::new(Vec::new()),
+            stats: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records the failure of tensor (or output) `order`; an error that is only the call-off
+    /// of another failure is dropped, that other one being the cause.
     fn fail(&self, order: usize, e: Error) {
+        if e.chain().any(|c| c.is::<crate::error::Cancelled>()) {
+            return;
+        }
         self.failed.store(true, Ordering::Relaxed);
         self.errors
             .lock()
@@ -126,12 +149,8 @@ pub fn run(
     body: impl FnOnce(&Pool) -> Result<()>,
 ) -> Result<()> {
     let keep_stats = opts.device.borrow().keep_per_tensor;
-    let shared = Shared {
-        failed: AtomicBool::new(false),
-        errors: Mutex::new(Vec::new()),
-        stats: Mutex::new(Vec::new()),
-    };
-    let chunk = (WORKER_MEMORY / workers.max(1)).clamp(64 << 10, opts.chunk.max(64 << 10));
+    let shared = Shared::new();
+    let chunk = worker_chunk(workers, opts.chunk);
     let (policy, report) = (opts.policy, opts.report);
     let (tx, rx) = sync_channel::<Task>(workers);
     let rx = Mutex::new(rx);
@@ -147,9 +166,11 @@ pub fn run(
             shared: &shared,
             keep_stats,
         };
+        crate::error::cancel_on(Some(shared.failed.clone()));
         if let Err(e) = body(&pool) {
             shared.fail(usize::MAX, e);
         }
+        crate::error::cancel_on(None);
         drop(pool); // closes the queue: the workers finish what they hold and return
         handles
             .into_iter()
@@ -179,6 +200,7 @@ fn work(
         device: &device,
     };
     let mut source: Option<(usize, Box<dyn Source>)> = None;
+    crate::error::cancel_on(Some(shared.failed.clone()));
     loop {
         let task = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
             Ok(task) => task,
@@ -188,7 +210,8 @@ fn work(
             continue; // dropped unfilled: the output is discarded anyway
         }
         let (order, path, name) = (task.order, task.path.clone(), task.meta.name.clone());
-        let done = one(task, &mut source, reopen, &opts)
+        let done = catch_unwind(AssertUnwindSafe(|| one(task, &mut source, reopen, &opts)))
+            .unwrap_or_else(|p| Err(panicked(p)))
             .with_context(|| format!("{path}: tensor '{name}'"));
         match done {
             Ok(()) => {
@@ -243,20 +266,18 @@ pub fn run_each<T: Send>(
     f: impl Fn(T, &WriteOptions) -> Result<()> + Sync,
 ) -> (Vec<bool>, Result<()>) {
     let keep_stats = opts.device.borrow().keep_per_tensor;
-    let shared = Shared {
-        failed: AtomicBool::new(false),
-        errors: Mutex::new(Vec::new()),
-        stats: Mutex::new(Vec::new()),
-    };
+    let shared = Shared::new();
     let n = items.len();
     let queue = Mutex::new(items.into_iter().enumerate());
     let done = Mutex::new(vec![false; n]);
-    let (policy, report, chunk) = (opts.policy, opts.report, opts.chunk);
+    let (policy, report) = (opts.policy, opts.report);
+    let chunk = worker_chunk(workers.min(n), opts.chunk);
     let totals = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers.min(n))
             .map(|_| {
                 let (queue, shared, done, f) = (&queue, &shared, &done, &f);
                 scope.spawn(move || {
+                    crate::error::cancel_on(Some(shared.failed.clone()));
                     let mut stage = DeviceStage::cpu();
                     stage.keep_per_tensor = keep_stats;
                     let device = RefCell::new(stage);
@@ -272,7 +293,9 @@ pub fn run_each<T: Send>(
                         }
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                         let Some((k, item)) = next else { break };
-                        match f(item, &opts) {
+                        let result = catch_unwind(AssertUnwindSafe(|| f(item, &opts)))
+                            .unwrap_or_else(|p| Err(panicked(p)));
+                        match result {
                             Ok(()) => done.lock().unwrap_or_else(|e| e.into_inner())[k] = true,
                             Err(e) => shared.fail(k, e),
                         }
@@ -325,4 +348,15 @@ fn finish(
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A worker's panic as an error (a bug: the message says so), so that the run still ends with
+/// exit 1 naming the tensor instead of hanging or aborting.
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    anyhow::anyhow!("internal error (a bug; please report it): {what}")
 }

@@ -66,7 +66,7 @@ impl Prepared {
             copy_from: self
                 .copy
                 .as_ref()
-                .filter(|r| r.file().is_some())
+                .filter(|r| crate::sink::kernel_copies(r))
                 .map(FileRange::file_offset),
         }
     }

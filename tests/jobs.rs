@@ -277,3 +277,31 @@ fn jobs_zero_is_a_usage_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// An input read from a pipe (`/dev/stdin`, `<(cmd)`) is read once: workers never open it a
+/// second time (it is at its end), and the output is the one a file gives.
+#[test]
+fn a_piped_input_is_converted_without_being_opened_twice() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempdir();
+    let input = root().join("fixtures/gguf/quant.gguf");
+    let from_file = dir.path().join("file.npz");
+    ok(&run(&input, &from_file, &[], "1"), "file");
+    let piped = dir.path().join("piped.npz");
+    let mut child = Command::new(bin())
+        .env("T2N_JOBS_MIN_BYTES", "0")
+        .args(["convert", "/dev/stdin", "--jobs", "4", "-o"])
+        .arg(&piped)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bytes = fs::read(&input).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    ok(&o, "piped");
+    assert!(fs::read(&piped).unwrap() == fs::read(&from_file).unwrap());
+}

@@ -347,7 +347,7 @@ fn write_members(
     let mut order = 0;
     for (s, src) in inputs.iter_mut() {
         let s = *s;
-        let reopens = !args.input.concat && args.input.inputs[s].as_os_str() != "-";
+        let reopens = !args.input.concat && reopenable(&args.input.inputs[s]);
         for i in 0..src.len() {
             if pool.is_some_and(|p| p.failed()) {
                 return Ok(()); // the worker's error is the one reported
@@ -404,6 +404,13 @@ fn write_members(
         }
     }
     Ok(())
+}
+
+/// Whether a worker can open input `p` a second time: a file, a folder or a URL, not a pipe,
+/// a device or standard input (read once, and spooled when it must be read again).
+fn reopenable(p: &Path) -> bool {
+    p.to_str().is_some_and(|s| s.contains("://"))
+        || std::fs::metadata(p).is_ok_and(|m| m.is_file() || m.is_dir())
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {

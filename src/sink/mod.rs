@@ -2,7 +2,8 @@
 //! writes a tensor's `.npy` header and hands out a [`Member`], the caller `write`s converted
 //! chunks into it (or `copy`s an unchanged input range, which `.npy` files get inside the
 //! kernel), then `commit`s it; `finish` makes the whole output visible. `npz` and `zip`
-//! hold the archive, `npy` the header.
+//! hold the archive, `npy` the header. A stored `.npz` in a file can also `reserve` a member's
+//! room and hand out a writer another thread fills in place (`slot.rs`, for `--jobs`).
 //!
 //! A sink commits only when every tensor has been written: files are built under a
 //! temporary name (`.tensor2npy-<pid>-*.tmp`) in the destination directory and renamed into
@@ -22,6 +23,7 @@ mod zip;
 
 pub use dir::DirSink;
 pub use npz::{npz_file, NpzSink};
+pub use slot::kernel_copies;
 
 use std::borrow::BorrowMut;
 use std::fs::{self, File};

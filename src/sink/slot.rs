@@ -74,7 +74,10 @@ pub fn copy_with_crc(range: &FileRange, out: &File, at: u64, lock: &WriteLock) -
     Ok(crc)
 }
 
-/// `copy_file_range(2)` of `len` bytes at explicit offsets (neither file's offset moves).
+/// `copy_file_range(2)` of `len` bytes at explicit offsets (neither file's offset moves). Where
+/// the kernel cannot (another filesystem on old kernels, overlayfs and procfs returning 0,
+/// seccomp's EPERM), the bytes go through a buffer, as std's `io::copy` does; a short input is
+/// then found by the buffered read.
 fn copy_range(input: &File, mut from: u64, out: &File, mut to: u64, len: u64) -> io::Result<()> {
     let mut left = len;
     while left > 0 {
@@ -92,33 +95,33 @@ fn copy_range(input: &File, mut from: u64, out: &File, mut to: u64, len: u64) ->
                 0,
             )
         };
-        match n {
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                // Filesystems or kernels without it: copy through a buffer.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
-                ) {
-                    return copy_through_buffer(input, from, out, to, left);
-                }
-                return Err(e);
-            }
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the input ended early",
-                ))
-            }
-            n => {
-                from += n as u64;
-                to += n as u64;
-                left -= n as u64;
-            }
+        if n > 0 {
+            from += n as u64;
+            to += n as u64;
+            left -= n as u64;
+            continue;
         }
+        let e = io::Error::last_os_error();
+        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        let fallback = n == 0
+            || matches!(
+                e.raw_os_error(),
+                Some(
+                    libc::EXDEV
+                        | libc::ENOSYS
+                        | libc::EOPNOTSUPP
+                        | libc::EINVAL
+                        | libc::EPERM
+                        | libc::EBADF
+                        | libc::ETXTBSY
+                )
+            );
+        if fallback {
+            return copy_through_buffer(input, from, out, to, left);
+        }
+        return Err(e);
     }
     Ok(())
 }
@@ -206,9 +209,7 @@ impl MemberWriter for Reserved {
         self.check_room(data.len() as u64)?;
         self.crc.update(data);
         while !data.is_empty() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(BUFFER);
-            }
+            // grows as data comes (a header alone stays small), up to BUFFER
             let n = (BUFFER - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];

@@ -247,7 +247,8 @@ impl ZipWriter {
         let at = self.position();
         let unpadded = at + (LOCAL_FIXED + name.len() + ZIP64_LOCAL) as u64;
         let pad = match align {
-            Some((before, src)) if !self.compress => {
+            // Only where the kernel copies: a stored member of an archive in a file.
+            Some((before, src)) if self.seekable && !self.compress => {
                 let p = src.wrapping_sub(unpadded + before) % PAGE;
                 // an extra field is at least 6 bytes: id, length, the alignment itself
                 (if p > 0 && p < 6 { p + PAGE } else { p }) as u16
@@ -388,7 +389,8 @@ impl ZipWriter {
         let central = std::mem::take(&mut self.central);
         self.put(&central).map_err(io_error)?;
         let mut e = Vec::with_capacity(98);
-        let zip64 = self.count > 0xffff || start.max(size) > MAX32;
+        // a value of exactly 0xffffffff in the end record means "see the zip64 record"
+        let zip64 = self.count >= 0xffff || start.max(size) >= MAX32;
         if zip64 {
             put32(&mut e, END64);
             put64(&mut e, 44);

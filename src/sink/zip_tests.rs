@@ -203,3 +203,24 @@ fn an_unfilled_reservation_fails_the_archive() {
         "deflated members are not reserved"
     );
 }
+
+#[test]
+fn a_reserved_member_whose_directory_record_spilled_gets_its_crc() {
+    use crate::sink::MemberWriter;
+    let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
+    let data = bytes(5000, 9);
+    let mut r = Box::new(w.reserve("first.npy", data.len() as u64, None).unwrap());
+    // enough members after it that its central record spills to the temporary file
+    for i in 0..30_000 {
+        w.begin(&format!("m{i}.npy"), 1, None).unwrap();
+        w.write(&[i as u8]).unwrap();
+        w.end().unwrap();
+    }
+    assert!(w.spill.is_some() && w.spilled > 0);
+    r.write(&data).unwrap();
+    r.commit().unwrap();
+    let mut z = archive(w.finish().unwrap());
+    // read_to_end checks the CRC in the central directory against the data
+    assert_eq!(read_member(&mut z, "first.npy"), data);
+    assert_eq!(read_member(&mut z, "m29999.npy"), [(29_999 % 256) as u8]);
+}

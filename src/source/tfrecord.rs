@@ -40,20 +40,23 @@ fn sniff_input(input: &Input) -> Sniff {
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let data = input.data()?.clone();
-    let data = match Compression::sniff(&input.head) {
-        Some(c) if !sniff(&input.head) => {
-            FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?
-        }
-        _ => data,
+    let (data, spooled) = match Compression::sniff(&input.head) {
+        Some(c) if !sniff(&input.head) => (
+            FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?,
+            true,
+        ),
+        _ => (data, false),
     };
-    Ok(Box::new(TfRecordSource::open(
+    let mut src = TfRecordSource::open(
         &input.display,
         input.files.clone(),
         data,
         &input.stem,
         opts.stack,
         opts.max_fill_bytes,
-    )?))
+    )?;
+    src.spooled = spooled;
+    Ok(Box::new(src))
 }
 
 /// Small records are read through one in-memory window of this many bytes, a single `pread`
@@ -96,6 +99,8 @@ pub struct TfRecordSource {
     /// With `--stack`: the one tensor all records form.
     stacked: Option<TensorMeta>,
     max_fill: u64,
+    /// Inflated from a compressed file: a second copy would inflate it all again.
+    spooled: bool,
 }
 
 /// True when the first 12 bytes are a record header whose length CRC checks out.
@@ -194,6 +199,7 @@ impl TfRecordSource {
             records,
             stacked,
             max_fill,
+            spooled: false,
         })
     }
 
@@ -222,6 +228,10 @@ impl TfRecordSource {
 }
 
 impl Source for TfRecordSource {
+    fn parallel_reads(&self, _index: usize) -> bool {
+        !self.spooled
+    }
+
     fn display_path(&self) -> &str {
         &self.path
     }
