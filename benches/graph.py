@@ -30,7 +30,7 @@ REPS = int(os.environ.get("BENCH_REPS", "5"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 WORK = tempfile.mkdtemp(prefix="t2n-graph-bench-")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-TOTAL = int((512 << 20) * SCALE)
+TOTAL = max(1, int((512 << 20) * SCALE) // (16 * 4 * 256)) * (16 * 4 * 256)  # whole [n, 256] float32 rows per tensor
 
 
 def run(cmd):

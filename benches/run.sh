@@ -39,7 +39,10 @@ step() {
     return
   fi
   echo "== $name ($(( $(date +%s) - started )) s so far)" >&2
-  "$py" "$@"
+  if ! "$py" "$@"; then
+    printf '[{"target": "%s", "measured": "the script failed (see its output)", "met": false}]\n' "$name" \
+      > "$BENCH_OUT/99-$name.json"
+  fi
 }
 step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py

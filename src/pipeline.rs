@@ -116,8 +116,7 @@ pub fn write_tensor(
     opts: &WriteOptions,
 ) -> Result<()> {
     let prepared = prepare(src, index, meta, opts.policy)?;
-    opts.report
-        .set_message(crate::sink::names::shown(out_name).into_owned());
+    opts.report.set_message(out_name);
     let member = sink.member(&prepared.spec(out_name))?;
     fill(src, index, meta, out_name, &prepared, member, opts)
 }

@@ -9,6 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Reporter {
     quiet: bool,
     bar: ProgressBar,
+    /// The bar is drawn (stderr is a terminal and not `--quiet`): only then is it updated, since
+    /// even a hidden bar reads the clock on every update (1 % of a run of small records).
+    live: bool,
 }
 
 impl Reporter {
@@ -25,7 +28,8 @@ impl Reporter {
         } else {
             ProgressBar::hidden()
         };
-        Reporter { quiet, bar }
+        let live = !bar.is_hidden();
+        Reporter { quiet, bar, live }
     }
 
     pub fn note(&self, msg: &str) {
@@ -43,15 +47,22 @@ impl Reporter {
     }
 
     pub fn add_total(&self, bytes: u64) {
-        self.bar.inc_length(bytes);
+        if self.live {
+            self.bar.inc_length(bytes);
+        }
     }
 
-    pub fn set_message(&self, msg: String) {
-        self.bar.set_message(msg);
+    pub fn set_message(&self, msg: &str) {
+        if self.live {
+            self.bar
+                .set_message(crate::sink::names::shown(msg).into_owned());
+        }
     }
 
     pub fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
+        if self.live {
+            self.bar.inc(bytes);
+        }
     }
 
     pub fn finish(&self) {

@@ -208,6 +208,13 @@ impl MemberWriter for Reserved {
     fn write(&mut self, mut data: &[u8]) -> Result<()> {
         self.check_room(data.len() as u64)?;
         self.crc.update(data);
+        if self.buf.is_empty() && data.len() >= BUFFER {
+            // a whole converted chunk: written from where it is, not copied into the buffer
+            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.out.write_all_at(data, self.pos).map_err(io_error)?;
+            self.pos += data.len() as u64;
+            return Ok(());
+        }
         while !data.is_empty() {
             // grows as data comes (a header alone stays small), up to BUFFER
             let n = (BUFFER - self.buf.len()).min(data.len());
