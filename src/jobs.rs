@@ -190,9 +190,7 @@ fn work(
     chunk: usize,
     keep_stats: bool,
 ) -> DeviceStage {
-    let mut stage = DeviceStage::cpu();
-    stage.keep_per_tensor = keep_stats;
-    let device = RefCell::new(stage);
+    let device = host_stage(keep_stats);
     let opts = WriteOptions {
         policy,
         chunk,
@@ -278,9 +276,7 @@ pub fn run_each<T: Send>(
                 let (queue, shared, done, f) = (&queue, &shared, &done, &f);
                 scope.spawn(move || {
                     crate::error::cancel_on(Some(shared.failed.clone()));
-                    let mut stage = DeviceStage::cpu();
-                    stage.keep_per_tensor = keep_stats;
-                    let device = RefCell::new(stage);
+                    let device = host_stage(keep_stats);
                     let opts = WriteOptions {
                         policy,
                         chunk,
@@ -348,6 +344,13 @@ fn finish(
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A worker's own host device stage, keeping per-tensor statistics when `--stats` asked.
+fn host_stage(keep_stats: bool) -> RefCell<DeviceStage> {
+    let mut stage = DeviceStage::cpu();
+    stage.keep_per_tensor = keep_stats;
+    RefCell::new(stage)
 }
 
 /// A worker's panic as an error (a bug: the message says so), so that the run still ends with

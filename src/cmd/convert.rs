@@ -300,21 +300,8 @@ fn run_job(
         Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
     };
     let parallel = workers > 1 && sink.can_reserve() && opts.device.borrow().is_host();
-    if parallel {
-        let from = opts.device.borrow().stats.len();
-        jobs::run(workers, reopen, opts, from, |pool| {
-            write_members(
-                &job,
-                &mut inputs,
-                stems,
-                selector,
-                args,
-                opts,
-                sink.as_mut(),
-                Some(pool),
-            )
-        })?;
-    } else {
+    let sink_ref = sink.as_mut();
+    let mut write = |pool: Option<&jobs::Pool>| {
         write_members(
             &job,
             &mut inputs,
@@ -322,9 +309,15 @@ fn run_job(
             selector,
             args,
             opts,
-            sink.as_mut(),
-            None,
-        )?;
+            sink_ref,
+            pool,
+        )
+    };
+    if parallel {
+        let from = opts.device.borrow().stats.len();
+        jobs::run(workers, reopen, opts, from, |pool| write(Some(pool)))?;
+    } else {
+        write(None)?;
     }
     sink.finish().with_context(|| target_name)
 }

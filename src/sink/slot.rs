@@ -185,10 +185,15 @@ impl Reserved {
         }
     }
 
+    /// Writes `data` at archive offset `at`, taking the output's write lock.
+    fn put_at(&self, data: &[u8], at: u64) -> io::Result<()> {
+        let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.out.write_all_at(data, at)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.out.write_all_at(&self.buf, self.pos)?;
+            self.put_at(&self.buf, self.pos)?;
             self.pos += self.buf.len() as u64;
             self.buf.clear();
         }
@@ -210,8 +215,7 @@ impl MemberWriter for Reserved {
         self.crc.update(data);
         if self.buf.is_empty() && data.len() >= BUFFER {
             // a whole converted chunk: written from where it is, not copied into the buffer
-            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.out.write_all_at(data, self.pos).map_err(io_error)?;
+            self.put_at(data, self.pos).map_err(io_error)?;
             self.pos += data.len() as u64;
             return Ok(());
         }
@@ -250,12 +254,7 @@ impl MemberWriter for Reserved {
         let crc = self.crc.clone().finalize();
         // The CRC-32 field of a local header is at byte 14.
         self.header[14..18].copy_from_slice(&crc.to_le_bytes());
-        {
-            let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.out
-                .write_all_at(&self.header, self.at)
-                .map_err(io_error)?;
-        }
+        self.put_at(&self.header, self.at).map_err(io_error)?;
         self.crcs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
