@@ -305,3 +305,47 @@ fn a_piped_input_is_converted_without_being_opened_twice() {
     ok(&o, "piped");
     assert!(fs::read(&piped).unwrap() == fs::read(&from_file).unwrap());
 }
+
+/// Memory stays bounded whatever `--jobs` says: eight workers widening bf16 (the conversion
+/// that doubles its chunk) share one budget instead of taking a full chunk each.
+#[test]
+fn eight_workers_widening_bf16_stay_within_the_memory_bound() {
+    if !Path::new("/usr/bin/time").exists() {
+        eprintln!("no /usr/bin/time: skipping the peak-memory check");
+        return;
+    }
+    let dir = tempdir();
+    let tensors: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("w{i}"), vec![(i * 17) as u8; 8 << 20]))
+        .collect();
+    let refs: Vec<(&str, &str, Vec<u64>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, b)| (n.as_str(), "BF16", vec![4 << 20], b.clone()))
+        .collect();
+    let input = dir.path().join("wide.safetensors");
+    fs::write(&input, safetensors_bytes(&refs)).unwrap();
+    drop(refs);
+    let out = dir.path().join("wide.npz");
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss_kb=%M"])
+        .arg(bin())
+        .args(["convert", "--jobs", "8", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rss_kb: u64 = stderr
+        .rsplit("maxrss_kb=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let got = read_npz(&out);
+    assert_eq!(got.len(), 8);
+    assert_eq!(got["w3"].data.len(), 16 << 20);
+    // 64 MiB of bf16 in, 128 MiB of float32 out; 113 MiB before the workers shared one budget
+    assert!(rss_kb < 64 * 1024, "peak RSS {rss_kb} kB");
+}
