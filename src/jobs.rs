@@ -55,6 +55,11 @@ fn worker_chunk(workers: usize, chunk: usize) -> usize {
         .max(chunk.min(64 << 10))
 }
 
+/// Inputs of more tensors than this are not opened again for the workers (their metadata, a
+/// safetensors header of 200,000 entries say, would be held once per worker); their unconverted
+/// tensors still go to workers, which copy them without a reader.
+pub const MAX_REOPENED_TENSORS: usize = 10_000;
+
 /// At most this many workers, whatever `--jobs` says: beyond it the disk is the limit.
 pub const MAX_WORKERS: usize = 8;
 

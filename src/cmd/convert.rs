@@ -340,7 +340,10 @@ fn write_members(
     let mut order = 0;
     for (s, src) in inputs.iter_mut() {
         let s = *s;
-        let reopens = !args.input.concat && reopenable(&args.input.inputs[s]);
+        // A second copy holds the input's metadata again: not for inputs of very many tensors.
+        let reopens = !args.input.concat
+            && src.len() <= jobs::MAX_REOPENED_TENSORS
+            && reopenable(&args.input.inputs[s]);
         for i in 0..src.len() {
             if pool.is_some_and(|p| p.failed()) {
                 return Ok(()); // the worker's error is the one reported

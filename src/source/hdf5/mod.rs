@@ -244,7 +244,7 @@ impl Hdf5Source {
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange) -> Result<Hdf5Source> {
         let file = Hdf5File::from_storage_with_options(
             Arc::new(RangeStorage(data.clone())),
-            hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(8 << 20),
+            hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(1 << 20),
         )
         .context("not a readable HDF5 file")?;
         let base = file.superblock().base_address;
