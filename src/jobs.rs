@@ -97,6 +97,16 @@ impl Shared {
         }
     }
 
+    /// Files the per-tensor statistics a stage recorded for tensor (or output) `order` (its
+    /// entries from `from` on; a stage keeps none without `--stats`), so that they come out in
+    /// order.
+    fn file_stats(&self, order: usize, device: &mut DeviceStage, from: usize) {
+        if device.stats.len() > from {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.extend(device.stats.drain(from..).map(|s| (order, s)));
+        }
+    }
+
     /// Records the failure of tensor (or output) `order`; an error that is only the call-off
     /// of another failure is dropped, that other one being the cause.
     fn fail(&self, order: usize, e: Error) {
@@ -115,7 +125,6 @@ impl Shared {
 pub struct Pool<'a> {
     tx: SyncSender<Task>,
     shared: &'a Shared,
-    keep_stats: bool,
 }
 
 impl Pool<'_> {
@@ -134,10 +143,7 @@ impl Pool<'_> {
     /// Files the per-tensor statistics the calling thread recorded for tensor `order` (the
     /// entries of `device.stats` from `from` on), so that they come out in tensor order.
     pub fn inline_stats(&self, order: usize, device: &mut DeviceStage, from: usize) {
-        if self.keep_stats && device.stats.len() > from {
-            let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-            stats.extend(device.stats.drain(from..).map(|s| (order, s)));
-        }
+        self.shared.file_stats(order, device, from);
     }
 
     /// Records a failure of the calling thread at tensor `order`.
@@ -172,7 +178,6 @@ pub fn run(
         let pool = Pool {
             tx,
             shared: &shared,
-            keep_stats,
         };
         crate::error::cancel_on(Some(shared.failed.clone()));
         if let Err(e) = body(&pool) {
@@ -185,7 +190,7 @@ pub fn run(
             .map(|h| h.join().expect("a --jobs worker panicked"))
             .collect::<Vec<_>>()
     });
-    finish(opts, totals, shared, keep_stats, stats_from)
+    finish(opts, totals, shared, stats_from)
 }
 
 /// One worker: takes tasks until the queue closes; after a failure anywhere it drops them.
@@ -220,13 +225,7 @@ fn work(
             .unwrap_or_else(|p| Err(panicked(p)))
             .with_context(|| format!("{path}: tensor '{name}'"));
         match done {
-            Ok(()) => {
-                let mut d = device.borrow_mut();
-                if keep_stats && !d.stats.is_empty() {
-                    let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-                    stats.extend(d.stats.drain(..).map(|s| (order, s)));
-                }
-            }
+            Ok(()) => shared.file_stats(order, &mut device.borrow_mut(), 0),
             Err(e) => shared.fail(order, e),
         }
     }
@@ -303,11 +302,7 @@ pub fn run_each<T: Send>(
                             Ok(()) => done.lock().unwrap_or_else(|e| e.into_inner())[k] = true,
                             Err(e) => shared.fail(k, e),
                         }
-                        let mut d = device.borrow_mut();
-                        if keep_stats && !d.stats.is_empty() {
-                            let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-                            stats.extend(d.stats.drain(..).map(|s| (k, s)));
-                        }
+                        shared.file_stats(k, &mut device.borrow_mut(), 0);
                     }
                     device.into_inner()
                 })
@@ -318,7 +313,7 @@ pub fn run_each<T: Send>(
             .map(|h| h.join().expect("a --jobs worker panicked"))
             .collect::<Vec<_>>()
     });
-    let result = finish(opts, totals, shared, keep_stats, usize::MAX);
+    let result = finish(opts, totals, shared, usize::MAX);
     (done.into_inner().unwrap_or_else(|e| e.into_inner()), result)
 }
 
@@ -329,20 +324,18 @@ fn finish(
     opts: &WriteOptions,
     totals: Vec<DeviceStage>,
     shared: Shared,
-    keep_stats: bool,
     from: usize,
 ) -> Result<()> {
     let mut device = opts.device.borrow_mut();
     for t in &totals {
         device.absorb_totals(t);
     }
-    if keep_stats {
-        let mut stats = shared.stats.into_inner().unwrap_or_else(|e| e.into_inner());
-        let from = from.min(device.stats.len());
-        stats.extend(device.stats.drain(from..).map(|s| (usize::MAX, s)));
-        stats.sort_by_key(|(order, _)| *order);
-        device.stats.extend(stats.into_iter().map(|(_, s)| s));
-    }
+    // Without --stats no stage keeps per-tensor entries, and this moves nothing.
+    let mut stats = shared.stats.into_inner().unwrap_or_else(|e| e.into_inner());
+    let from = from.min(device.stats.len());
+    stats.extend(device.stats.drain(from..).map(|s| (usize::MAX, s)));
+    stats.sort_by_key(|(order, _)| *order);
+    device.stats.extend(stats.into_iter().map(|(_, s)| s));
     let mut errors = shared
         .errors
         .into_inner()
