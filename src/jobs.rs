@@ -27,7 +27,7 @@ use crate::dtype::DtypePolicy;
 use crate::pipeline::{copy_member, fill, Prepared, WriteOptions};
 use crate::report::Reporter;
 use crate::sink::{Member, MemberWriter};
-use crate::tensor::{Source, TensorMeta};
+use crate::tensor::Source;
 
 /// Tensors whose output is at least this long go to a worker; smaller ones cost less written
 /// in turn than handed over.
@@ -72,7 +72,8 @@ pub struct Task {
     pub order: usize,
     pub input: usize,
     pub index: usize,
-    pub meta: TensorMeta,
+    /// The tensor as the input names it, and its output name.
+    pub tensor: String,
     pub name: String,
     /// The input as the user named it, for errors.
     pub path: String,
@@ -220,7 +221,7 @@ fn work(
         if shared.failed.load(Ordering::Relaxed) {
             continue; // dropped unfilled: the output is discarded anyway
         }
-        let (order, path, name) = (task.order, task.path.clone(), task.meta.name.clone());
+        let (order, path, name) = (task.order, task.path.clone(), task.tensor.clone());
         let done = catch_unwind(AssertUnwindSafe(|| one(task, &mut source, reopen, &opts)))
             .unwrap_or_else(|p| Err(panicked(p)))
             .with_context(|| format!("{path}: tensor '{name}'"));
@@ -252,7 +253,6 @@ fn one(
     fill(
         src.as_mut(),
         task.index,
-        &task.meta,
         &task.name,
         &task.prepared,
         member,

@@ -48,11 +48,13 @@ pub struct WriteOptions<'a> {
 }
 
 /// What a tensor's member looks like before its data: the `.npy` header, the data length,
-/// and the input range the data is copied from when it needs no conversion.
+/// the conversion (none for strings), and the input range the data is copied from when it
+/// needs no conversion.
 pub struct Prepared {
     out_type: NpyType,
     header: Vec<u8>,
     pub data_len: u64,
+    converter: Option<Converter>,
     pub copy: Option<FileRange>,
 }
 
@@ -89,19 +91,23 @@ pub fn prepare(
     let data_len = output_bytes(meta, out_type)?;
     let header = npy::header(&out_type.descr(), &meta.shape);
     let string = meta.kind == Kind::String || meta.dtype == DType::String;
-    let copy = if string {
-        None
-    } else {
-        let converter = Converter::new(meta.dtype, policy.plan(meta.dtype), meta.big_endian)?;
-        match converter.is_identity() {
-            true => src.raw_range(index).filter(|r| r.len() == data_len),
-            false => None,
-        }
+    let converter = match string {
+        true => None,
+        false => Some(Converter::new(
+            meta.dtype,
+            policy.plan(meta.dtype),
+            meta.big_endian,
+        )?),
+    };
+    let copy = match &converter {
+        Some(c) if c.is_identity() => src.raw_range(index).filter(|r| r.len() == data_len),
+        _ => None,
     };
     Ok(Prepared {
         out_type,
         header,
         data_len,
+        converter,
         copy,
     })
 }
@@ -118,7 +124,7 @@ pub fn write_tensor(
     let prepared = prepare(src, index, meta, opts.policy)?;
     opts.report.set_message(out_name);
     let member = sink.member(&prepared.spec(out_name))?;
-    fill(src, index, meta, out_name, &prepared, member, opts)
+    fill(src, index, out_name, &prepared, member, opts)
 }
 
 /// Writes the data of tensor `index` into `member` (whose header is written) and commits it:
@@ -128,20 +134,13 @@ pub fn write_tensor(
 pub fn fill(
     src: &mut dyn Source,
     index: usize,
-    meta: &TensorMeta,
     out_name: &str,
     prepared: &Prepared,
     mut member: Member,
     opts: &WriteOptions,
 ) -> Result<()> {
-    let WriteOptions {
-        policy,
-        chunk,
-        report,
-        ..
-    } = *opts;
-    let plan = policy.plan(meta.dtype);
-    if meta.kind == Kind::String || meta.dtype == DType::String {
+    let WriteOptions { chunk, report, .. } = *opts;
+    let Some(converter) = &prepared.converter else {
         let width = prepared.out_type.size();
         let mut trailing_nul = false;
         let zeros = vec![0u8; width];
@@ -169,14 +168,13 @@ pub fn fill(
             ));
         }
         return Ok(());
-    }
+    };
     if let Some(range) = &prepared.copy {
         return copy_member(range, out_name, member, opts);
     }
     let mut device = opts.device.borrow_mut();
-    let converter = Converter::new(meta.dtype, plan, meta.big_endian)?;
     let host_decode = src.host_decode(index);
-    let mut run = device.start(out_name, &converter, chunk)?;
+    let mut run = device.start(out_name, converter, chunk)?;
     let write = |member: &mut Member, out: &[u8]| -> Result<()> {
         check_interrupted()?;
         member.write(out)?;

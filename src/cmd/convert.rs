@@ -383,7 +383,7 @@ fn write_members(
                     order,
                     input: s,
                     index: i,
-                    meta,
+                    tensor: meta.name,
                     name,
                     path,
                     prepared,
