@@ -93,10 +93,8 @@ impl SafetensorsSource {
         let mut expected = 0u64;
         for &i in &order {
             let t = &tensors[i];
-            let name_start = i.checked_sub(1).map_or(0, |j| tensors[j].name_end);
-            let name = &names[name_start..t.name_end];
-            let dims_start = i.checked_sub(1).map_or(0, |j| tensors[j].dims_end);
-            let shape = &dims[dims_start..t.dims_end];
+            let name = &names[span(&tensors, i, |t| t.name_end)];
+            let shape = &dims[span(&tensors, i, |t| t.dims_end)];
             // Bits per element; safetensors' sub-byte float dtypes have no NumPy form.
             let (dtype, bits) = match DType::from_safetensors(&t.dtype) {
                 Some(d) => (d, d.item_size().unwrap_or(1) as u64 * 8),
@@ -149,8 +147,7 @@ impl SafetensorsSource {
     }
 
     fn name(&self, index: usize) -> &str {
-        let start = index.checked_sub(1).map_or(0, |i| self.entries[i].name_end);
-        &self.names[start..self.entries[index].name_end]
+        &self.names[span(&self.entries, index, |e| e.name_end)]
     }
 
     fn range(&self, index: usize) -> Result<FileRange> {
@@ -223,10 +220,8 @@ impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
             let info = map.next_value::<Info>()?;
             // A hash of the name, not the name: duplicates are refused at 8 bytes a tensor.
             if !seen.insert(std::hash::BuildHasher::hash_one(&state, &*key))
-                && p.tensors.iter().enumerate().any(|(i, _)| {
-                    let start = i.checked_sub(1).map_or(0, |j| p.tensors[j].name_end);
-                    p.names[start..p.tensors[i].name_end] == *key
-                })
+                && (0..p.tensors.len())
+                    .any(|i| p.names[span(&p.tensors, i, |t| t.name_end)] == *key)
             {
                 return Err(serde::de::Error::custom(format!(
                     "tensor '{key}' appears twice"
@@ -295,11 +290,11 @@ impl Source for SafetensorsSource {
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
         let e = &self.entries[index];
-        let dims_start = index.checked_sub(1).map_or(0, |i| self.entries[i].dims_end);
+
         Ok(TensorMeta {
             name: self.name(index).to_string(),
             dtype: e.dtype,
-            shape: self.dims[dims_start..e.dims_end].to_vec(),
+            shape: self.dims[span(&self.entries, index, |e| e.dims_end)].to_vec(),
             kind: Kind::Dense,
             stored_bytes: e.len,
             max_string_len: None,
@@ -335,4 +330,10 @@ impl Source for SafetensorsSource {
     fn notes(&self) -> &[String] {
         &self.notes
     }
+}
+
+/// The part of item `i` in an arena (names, dims) where each item records only where its own
+/// part ends, the previous item's end being its start.
+fn span<T>(items: &[T], i: usize, end: impl Fn(&T) -> usize) -> std::ops::Range<usize> {
+    i.checked_sub(1).map_or(0, |j| end(&items[j]))..end(&items[i])
 }
