@@ -557,7 +557,7 @@ fn refuse_overwriting_inputs(
                 path.display()
             )));
         }
-        let index = PathBuf::from(format!("{}.index", path.display()));
+        let index = crate::input::with_suffix(path, ".index");
         if is_input(&index) {
             return Err(usage(format!(
                 "refusing to write to {}: it is the prefix of the input checkpoint {} and would shadow it; name the output X.npz or a directory",

@@ -121,5 +121,5 @@ fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
 }
 
 pub fn shard_path(prefix: &Path, shard: i32, num: i32) -> PathBuf {
-    PathBuf::from(format!("{}.data-{shard:05}-of-{num:05}", prefix.display()))
+    input::with_suffix(prefix, &format!(".data-{shard:05}-of-{num:05}"))
 }

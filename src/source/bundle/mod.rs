@@ -53,7 +53,7 @@ pub struct BundleSource {
 
 impl BundleSource {
     pub fn open(display: &str, prefix: &Path, options: BundleOptions) -> Result<BundleSource> {
-        let index_path = PathBuf::from(format!("{}.index", prefix.display()));
+        let index_path = crate::input::with_suffix(prefix, ".index");
         let index = crate::input::open_range(&index_path)?;
         let table = table::read_all(&index).with_context(|| index_path.display().to_string())?;
         let mut iter = table.into_iter();
