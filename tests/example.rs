@@ -153,6 +153,16 @@ fn outputs_are_sorted_by_key_and_identical_whatever_the_map_order() {
     assert_eq!(got["b"].descr, "<i8");
     assert_eq!(got["b"].shape, [5]);
     assert_eq!(got["c/row_splits_0"].data.len(), 6 * 8);
+    // the values, as tf.io.parse_example gives them for these records: `c` holds 0..i % 3
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    assert_eq!(
+        got["a"].data,
+        f32s(&[0.0, 0.5, 1.0, 0.5, 2.0, 0.5, 3.0, 0.5, 4.0, 0.5])
+    );
+    assert_eq!(got["b"].data, i64s(&[0, 1, 2, 3, 4]));
+    assert_eq!(got["c/flat_values"].data, i64s(&[0, 0, 1, 0]));
+    assert_eq!(got["c/row_splits_0"].data, i64s(&[0, 0, 1, 3, 3, 4]));
 }
 
 #[test]

@@ -44,7 +44,8 @@ fn sweep(file: &str, open: &dyn Fn(FileRange) -> anyhow::Result<Box<dyn Source>>
     let mut src = open(FileRange::from_vec(clean.clone())).unwrap();
     assert!(drain(src.as_mut()) > 0, "{file}");
     let step = (n / 400).max(1);
-    let mut runs = 0;
+    // damaged inputs that still open: the sweep reaches past the header checks into the reader
+    let mut opened = 0;
     for at in (0..n).step_by(step) {
         for (kind, bad) in [
             ("flipped", {
@@ -57,13 +58,15 @@ fn sweep(file: &str, open: &dyn Fn(FileRange) -> anyhow::Result<Box<dyn Source>>
             let r = catch_unwind(AssertUnwindSafe(|| {
                 if let Ok(mut src) = open(FileRange::from_vec(bad)) {
                     drain(src.as_mut());
+                    return true;
                 }
+                false
             }));
             assert!(r.is_ok(), "{file}: byte {at} {kind}: panicked");
-            runs += 1;
+            opened += usize::from(r.unwrap_or(false));
         }
     }
-    assert!(runs >= 2 * (n / step).min(n), "{file}: {runs} runs");
+    assert!(opened > 0, "{file}: no damaged input got past opening");
 }
 
 fn hdf5(data: FileRange) -> anyhow::Result<Box<dyn Source>> {

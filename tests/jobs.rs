@@ -265,6 +265,20 @@ fn a_batch_gives_the_same_outputs_and_manifest_with_one_job_or_three() {
         runs.push((files, lines));
     }
     assert_eq!(runs[0].0.len(), 4);
+    // and each output holds what the library that wrote its input returns
+    let oracles = [
+        ("numeric.npz", "fixtures/safetensors/numeric.expected.npz"),
+        (
+            "state_dict.npz",
+            "fixtures/torch/state_dict.pt.expected.npz",
+        ),
+        ("quant.npz", "fixtures/gguf/quant.expected.npz"),
+        ("tf2.npz", "fixtures/ckpt/tf2.expected.npz"),
+    ];
+    for (file, oracle) in oracles {
+        let got = dir.path().join("out3").join(file);
+        assert_same_arrays(&read_npz(&got), &read_npz(&root().join(oracle)), file);
+    }
     assert!(runs[0].0 == runs[1].0, "the batch outputs depend on --jobs");
     assert_eq!(runs[0].1, runs[1].1, "the manifests differ");
 }
@@ -304,16 +318,17 @@ fn a_piped_input_is_converted_without_being_opened_twice() {
     writer.join().unwrap().unwrap();
     ok(&o, "piped");
     assert!(fs::read(&piped).unwrap() == fs::read(&from_file).unwrap());
+    assert_same_arrays(
+        &read_npz(&piped),
+        &read_npz(&root().join("fixtures/gguf/quant.expected.npz")),
+        "piped",
+    );
 }
 
 /// Memory stays bounded whatever `--jobs` says: eight workers widening bf16 (the conversion
 /// that doubles its chunk) share one budget instead of taking a full chunk each.
 #[test]
 fn eight_workers_widening_bf16_stay_within_the_memory_bound() {
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("no /usr/bin/time: skipping the peak-memory check");
-        return;
-    }
     let dir = tempdir();
     let tensors: Vec<(String, Vec<u8>)> = (0..8)
         .map(|i| (format!("w{i}"), vec![(i * 17) as u8; 8 << 20]))
@@ -349,7 +364,9 @@ fn eight_workers_widening_bf16_stay_within_the_memory_bound() {
     let (one, eight) = (peak("1"), peak("8"));
     let got = read_npz(&out);
     assert_eq!(got.len(), 8);
+    // every bf16 word 0x3333 (bytes 3 * 17) widens to the float32 bits 0x33330000
     assert_eq!(got["w3"].data.len(), 16 << 20);
+    assert!(got["w3"].data.chunks(4).all(|w| w == [0, 0, 0x33, 0x33]));
     // 64 MiB of bf16 in, 128 MiB of float32 out: the workers' share is 32 MiB. Before they
     // shared one budget, eight took 95 MiB more than one.
     assert!(
