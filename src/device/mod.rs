@@ -91,6 +91,15 @@ pub struct TensorStats {
 }
 
 impl TensorStats {
+    /// Adds another's bytes and times to these (the totals).
+    fn add(&mut self, o: &TensorStats) {
+        self.h2d_bytes += o.h2d_bytes;
+        self.d2h_bytes += o.d2h_bytes;
+        self.upload += o.upload;
+        self.kernel += o.kernel;
+        self.readback += o.readback;
+    }
+
     fn rate(bytes: u64, t: Duration) -> f64 {
         if t.is_zero() {
             0.0
@@ -224,12 +233,7 @@ impl DeviceStage {
 
     /// Adds one tensor's numbers to the totals, and keeps them when asked to.
     fn push(&mut self, s: TensorStats) {
-        let t = &mut self.total;
-        t.h2d_bytes += s.h2d_bytes;
-        t.d2h_bytes += s.d2h_bytes;
-        t.upload += s.upload;
-        t.kernel += s.kernel;
-        t.readback += s.readback;
+        self.total.add(&s);
         self.on_gpu += usize::from(s.path == "gpu");
         if self.keep_per_tensor {
             self.stats.push(s);
@@ -239,12 +243,7 @@ impl DeviceStage {
     /// Adds the totals of a stage a `--jobs` worker used (its per-tensor records are moved over
     /// by the caller, in tensor order).
     pub fn absorb_totals(&mut self, other: &DeviceStage) {
-        let (t, o) = (&mut self.total, &other.total);
-        t.h2d_bytes += o.h2d_bytes;
-        t.d2h_bytes += o.d2h_bytes;
-        t.upload += o.upload;
-        t.kernel += o.kernel;
-        t.readback += o.readback;
+        self.total.add(&other.total);
         self.on_gpu += other.on_gpu;
     }
 

@@ -58,13 +58,19 @@ pub trait MemberWriter {
     /// Appends `range` unchanged. Sinks that write plain files copy it inside the kernel; the
     /// others stream it.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
-        range.stream(1, BUFFER, &mut |c: &[u8]| {
-            crate::error::check_interrupted()?;
-            self.write(c)
-        })
+        stream_copy(self, range)
     }
 
     fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Appends `range` to `w` through its `write`, a buffer at a time, checking for interrupts: what
+/// a writer that cannot copy inside the kernel does.
+pub(crate) fn stream_copy<W: MemberWriter + ?Sized>(w: &mut W, range: &FileRange) -> Result<()> {
+    range.stream(1, BUFFER, &mut |c: &[u8]| {
+        crate::error::check_interrupted()?;
+        w.write(c)
+    })
 }
 
 pub trait Sink {

@@ -233,10 +233,7 @@ impl MemberWriter for Reserved {
 
     fn copy(&mut self, range: &FileRange) -> Result<()> {
         if !kernel_copies(range) {
-            return range.stream(1, BUFFER, &mut |c: &[u8]| {
-                crate::error::check_interrupted()?;
-                self.write(c)
-            });
+            return super::stream_copy(self, range);
         }
         self.check_room(range.len())?;
         self.flush().map_err(io_error)?;
