@@ -11,6 +11,8 @@
 //!      │   error.rs (exit codes, interrupts)      │ select.rs (--select/--exclude), report.rs (stderr)
 //!      ▼                                          ▼
 //!   input.rs (FileRange: file, memory or remote.rs)  →  source/mod.rs (registry, sniffing)
+//!      → container/ (framings beside the formats: zip.rs opens ZIP members with limits and
+//!        checks their CRC-32s, for the PyTorch, Keras and NumPy readers)
 //!      → source/<format> (one reader per format: the tensor stream of tensor.rs)
 //!      → structure/ (sparse and ragged: recognised, validated, streamed)
 //!      → pipeline.rs (one tensor: member, chunks, convert, write, commit); jobs.rs (--jobs:
@@ -30,6 +32,7 @@ pub mod batch;
 pub mod checksum;
 pub mod cli;
 pub mod cmd;
+pub mod container;
 pub mod device;
 pub mod dtype;
 pub mod error;

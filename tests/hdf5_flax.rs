@@ -90,3 +90,71 @@ fn damaged_flax_files_never_panic() {
         sweep(&format!("fixtures/flax/{f}"), &flax);
     }
 }
+
+/// Where `model.weights.h5` lies inside a `.keras` archive: (data start, length).
+fn weights_span(bytes: &[u8]) -> (usize, usize) {
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let m = z.by_name("model.weights.h5").unwrap();
+    (m.data_start().unwrap() as usize, m.compressed_size() as usize)
+}
+
+#[test]
+fn a_flipped_byte_inside_a_keras_weights_member_fails_convert_and_verify() {
+    let original = std::fs::read(common::root().join("fixtures/hdf5/k3.keras")).unwrap();
+    let (start, len) = weights_span(&original);
+    // In-process, a byte every 97 through the whole member: each is caught, none panics.
+    let mut caught = 0;
+    for pos in (start..start + len).step_by(97) {
+        let mut bad = original.clone();
+        bad[pos] ^= 0x10;
+        let dir = common::tempdir();
+        let path = dir.path().join("m.keras");
+        std::fs::write(&path, &bad).unwrap();
+        let opts = tensor2npy::source::OpenOptions::default();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut src = tensor2npy::source::open(&path, &opts)?;
+            for i in 0..src.len() {
+                let meta = src.meta(i)?;
+                if meta.dtype.item_size().is_some() {
+                    src.read_dense(i, 4096, &mut |_| Ok(()))?;
+                } else {
+                    src.read_strings(i, &mut |_| Ok(()))?;
+                }
+            }
+            anyhow::Ok(())
+        }))
+        .unwrap_or_else(|_| panic!("a flipped byte at {pos} panicked"));
+        assert!(r.is_err(), "a flipped byte at {pos} went unnoticed");
+        caught += 1;
+    }
+    assert!(caught > 50, "{caught}");
+
+    // Through the binary: a byte in the middle of the data (a value, not the structure) fails
+    // `convert` (exit 1, "Bad CRC-32", nothing written) and `verify`, as zipfile reports it.
+    let mut bad = original.clone();
+    bad[start + len - 64] ^= 0x01;
+    let dir = common::tempdir();
+    let path = dir.path().join("flipped.keras");
+    std::fs::write(&path, &bad).unwrap();
+    let out = dir.path().join("out.npz");
+    let o = common::convert(&path, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Bad CRC-32") && err.contains("flipped.keras"), "{err}");
+    assert!(!out.exists());
+    let o = std::process::Command::new(common::bin())
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Bad CRC-32"), "{err}");
+    // and the untouched archive still verifies
+    let o = std::process::Command::new(common::bin())
+        .arg("verify")
+        .arg(common::root().join("fixtures/hdf5/k3.keras"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -158,3 +158,128 @@ fn mutated_pickles_and_files_are_errors_or_values_never_panics() {
         }
     }
 }
+
+/// `bytes` with every occurrence of `from` replaced by `to` (same length) from the `skip`th on.
+fn patched(bytes: &[u8], from: &[u8], to: &[u8], skip: usize) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let hits: Vec<usize> = bytes
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(hits.len() > skip, "{:?} occurs {} times", from, hits.len());
+    for &at in &hits[skip..] {
+        out[at..at + to.len()].copy_from_slice(to);
+    }
+    out
+}
+
+/// Runs the binary with `args` and the input; returns (exit code, stderr).
+fn t2n(args: &[&str], input: &Path) -> (Option<i32>, String) {
+    let o = std::process::Command::new(common::bin())
+        .args(args)
+        .arg(input)
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn damaged_member_names_are_refused_not_read_with_the_wrong_byte_order() {
+    let original = fs::read(fixture("bigendian.pt")).unwrap();
+    let dir = common::tempdir();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        // the central directory's copy of the name only (the second occurrence): without it
+        // the archive has no byteorder record, and its big-endian values would read as little
+        (
+            "renamed.pt",
+            patched(&original, b"bigendian/byteorder", b"bigendian/byteordeX", 1),
+            "does not match the central directory",
+        ),
+        // both copies: a member outside the root folder
+        (
+            "outside.pt",
+            patched(&original, b"bigendian/byteorder", b"bigendianXbyteorder", 0),
+            "outside its root folder",
+        ),
+        // two members named alike (the last would silently win)
+        (
+            "twice.pt",
+            patched(&original, b"bigendian/data/13", b"bigendian/data/12", 0),
+            "twice",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let path = dir.path().join(name);
+        fs::write(&path, bytes).unwrap();
+        let out = dir.path().join("out.npz");
+        let o = common::convert(&path, &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(want) && err.contains(name), "{name}: {err}");
+        assert!(!out.exists(), "{name}");
+        let (code, err) = t2n(&["list"], &path);
+        assert_eq!(code, Some(1), "{name}: list: {err}");
+    }
+}
+
+#[test]
+fn a_deflated_storage_past_max_decompressed_is_refused_and_list_inflates_nothing() {
+    let path = fixture("deflated.pt");
+    let dir = common::tempdir();
+    // A storage of 64 MiB of zeros in a 70 KB file: refused below its size, converted at it.
+    let bomb = dir.path().join("bomb.pt");
+    {
+        let mut src = zip::ZipArchive::new(fs::File::open(&path).unwrap()).unwrap();
+        let mut z = zip::ZipWriter::new(fs::File::create(&bomb).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        for i in 0..src.len() {
+            let mut m = src.by_index(i).unwrap();
+            let name = m.name().unwrap().to_string();
+            z.start_file(name.as_str(), opts).unwrap();
+            if name == "deflated/data/0" {
+                let zeros = vec![0u8; 1 << 20];
+                for _ in 0..64 {
+                    std::io::Write::write_all(&mut z, &zeros).unwrap();
+                }
+            } else {
+                std::io::copy(&mut m, &mut z).unwrap();
+            }
+        }
+        z.finish().unwrap();
+    }
+    assert!(fs::metadata(&bomb).unwrap().len() < 200_000);
+    let out = dir.path().join("out.npz");
+    let o = std::process::Command::new(common::bin())
+        .args(["convert", "--max-decompressed", "1M"])
+        .arg(&bomb)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("deflated/data/0") && err.contains("--max-decompressed"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let (code, err) = t2n(&["list", "--max-decompressed", "1M"], &bomb);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--max-decompressed"), "{err}");
+    let (code, err) = t2n(&["verify", "--max-decompressed", "64M"], &bomb);
+    assert_eq!(code, Some(0), "{err}");
+
+    // `list` reads the pickle, not the storages: a storage whose deflate stream is damaged
+    // (sizes intact) lists, and fails only when it is read.
+    let damaged = fixture("flipped_deflated.pt");
+    let (code, err) = t2n(&["list"], &damaged);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = t2n(&["verify"], &damaged);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("deflated/data/0"), "{err}");
+}

@@ -1,18 +1,21 @@
 //! Keras 3 `.keras` archives: a ZIP holding `config.json`, `metadata.json` and
-//! `model.weights.h5`. The weights member is handed to the HDF5 reader (`hdf5.rs`) without
+//! `model.weights.h5`. The weights member is handed to the HDF5 reader (`hdf5/`) without
 //! unpacking anything to disk: Keras stores it uncompressed, so it is a byte range of the
-//! archive; a deflated member (an archive rewritten by another tool) is inflated into an
-//! anonymous temporary file, bounded by `--max-decompressed`. The `zip` crate reads the
-//! archive's directory.
+//! archive, whose CRC-32 is checked once before the first tensor goes out (as Python's `zipfile`
+//! reports "Bad CRC-32"), so `convert` and `verify` catch a damaged byte and `list` reads only
+//! the HDF5 structure. A deflated member (an archive rewritten by another tool) is inflated into
+//! an anonymous temporary file, CRC-checked, bounded by `--max-decompressed`. The archive is
+//! read through `container/zip.rs`.
 
-use std::io::Read;
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use super::hdf5::Hdf5Source;
 use super::{Input, OpenOptions, Reader, Sniff};
+use crate::container::zip::{Archive, MemberData};
 use crate::input::FileRange;
-use crate::tensor::Source;
+use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "keras",
@@ -40,72 +43,107 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let data = input.data()?;
-    let weights = weights_member(data, opts.max_decompressed)?;
-    let src = Hdf5Source::open(&input.display, input.files.clone(), weights)
-        .with_context(|| format!("{WEIGHTS} inside the .keras archive"))?;
-    Ok(Box::new(src))
+    let weights = weights_member(input.data()?, opts.max_decompressed)?;
+    // A stored member is parsed in place and checked before its first tensor goes out; a
+    // deflated one was checked as it inflated.
+    let bytes = match weights.member().stored_range() {
+        Some(r) => r.clone(),
+        None => weights.range()?,
+    };
+    let inner = match Hdf5Source::open(&input.display, input.files.clone(), bytes) {
+        Ok(s) => s,
+        // Damage that breaks the HDF5 structure is reported as what it is: a bad CRC-32.
+        Err(e) => {
+            weights.range()?;
+            return Err(e.context(format!("{WEIGHTS} inside the .keras archive")));
+        }
+    };
+    Ok(Box::new(KerasSource { inner, weights }))
 }
 
-/// The bytes of `model.weights.h5`: a slice of the archive when stored, an inflated temporary
-/// file when deflated.
-pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<FileRange> {
-    // Through positioned reads, so a local file and a remote object are read alike.
-    let reader = std::io::BufReader::new(crate::input::RangeReader::new(data.clone()));
-    let mut zip = zip::ZipArchive::new(reader).context("not a readable ZIP archive")?;
-    let index = zip.index_for_name(WEIGHTS).ok_or_else(|| {
+/// `model.weights.h5` of the archive, opened with its headers checked; its bytes are checked
+/// (CRC-32) on the first `range()`.
+pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<MemberData> {
+    let mut zip = Archive::open(data, max_decompressed)?;
+    let index = zip.index_of(WEIGHTS).ok_or_else(|| {
         anyhow!(
             "no {WEIGHTS} in the archive: not a Keras 3 .keras file (or one saved without weights)"
         )
     })?;
-    let member = zip
-        .by_index_raw(index)
-        .with_context(|| format!("cannot read the {WEIGHTS} entry"))?;
-    let (method, size) = (member.compression(), member.size());
-    let packed = member.compressed_size();
-    let start = member
-        .data_start()
-        .ok_or_else(|| anyhow!("the {WEIGHTS} entry has no data offset"))?;
-    drop(member);
-    if member_is_encrypted(&mut zip, index) {
-        bail!("{WEIGHTS} is encrypted");
-    }
-    match method {
-        zip::CompressionMethod::Stored => {
-            if packed != size {
-                bail!("{WEIGHTS} is stored, but its sizes disagree ({packed} and {size} bytes)");
-            }
-            data.slice(start, size)
-                .with_context(|| format!("{WEIGHTS} reaches past the end of the archive"))
-        }
-        zip::CompressionMethod::Deflated => {
-            if size > max_decompressed {
-                bail!("{WEIGHTS} inflates to {size} bytes, more than --max-decompressed ({max_decompressed})");
-            }
-            let mut member = zip
-                .by_index(index)
-                .with_context(|| format!("cannot read {WEIGHTS}"))?;
-            let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
-            let copied = std::io::copy(&mut (&mut member).take(size.saturating_add(1)), &mut tmp)
-                .with_context(|| {
-                format!("{WEIGHTS} is corrupt (truncated or bad deflate data)")
-            })?;
-            if copied != size {
-                bail!("{WEIGHTS} ended after {copied} of {size} bytes");
-            }
-            FileRange::whole(tmp)
-        }
-        other => {
-            bail!("{WEIGHTS} uses the ZIP compression method {other:?}, which is not supported")
-        }
+    Ok(MemberData::new(zip.member(index)?))
+}
+
+/// The HDF5 reader over the weights member, which checks the member before any data leaves.
+struct KerasSource {
+    inner: Hdf5Source,
+    weights: MemberData,
+}
+
+impl KerasSource {
+    fn checked(&self) -> Result<()> {
+        self.weights
+            .range()
+            .map(drop)
+            .with_context(|| format!("{WEIGHTS} inside the .keras archive"))
     }
 }
 
-fn member_is_encrypted<R: std::io::Read + std::io::Seek>(
-    zip: &mut zip::ZipArchive<R>,
-    index: usize,
-) -> bool {
-    zip.by_index_raw(index).is_ok_and(|m| m.encrypted())
+impl Source for KerasSource {
+    fn display_path(&self) -> &str {
+        self.inner.display_path()
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        self.inner.meta(index)
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.checked()?;
+        self.inner.read_dense(index, chunk, sink)
+    }
+
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.checked()?;
+        self.inner.read_strings(index, sink)
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.inner.input_files()
+    }
+
+    fn raw_range(&self, index: usize) -> Option<FileRange> {
+        // Unchecked bytes are never handed out: read_dense then reports the damage.
+        self.checked().ok()?;
+        self.inner.raw_range(index)
+    }
+
+    fn source_dtype(&self, index: usize) -> Option<String> {
+        self.inner.source_dtype(index)
+    }
+
+    fn host_decode(&self, index: usize) -> Option<String> {
+        self.inner.host_decode(index)
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        self.inner.metadata()
+    }
+
+    fn format(&self) -> Option<&str> {
+        self.inner.format()
+    }
+
+    fn parallel_reads(&self, index: usize) -> bool {
+        self.inner.parallel_reads(index)
+    }
+
+    fn notes(&self) -> &[String] {
+        self.inner.notes()
+    }
 }
 
 #[cfg(test)]

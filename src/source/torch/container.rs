@@ -1,166 +1,127 @@
 //! The two containers `torch.save` writes: the zip archive (`<root>/data.pkl`, `<root>/data/<key>`,
 //! `<root>/byteorder`; the root folder is named after the first member, as torch's own reader
-//! does) and the legacy pickle stream (magic number, protocol version, sys_info, the data
+//! does; read through `container/zip.rs`, which checks every member's headers, sizes and
+//! CRC-32, so a member outside the root folder or a renamed `byteorder` is refused) and the legacy pickle stream (magic number, protocol version, sys_info, the data
 //! pickle, the storage keys, then each storage as an 8-byte element count and its bytes). Both
 //! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes.
 
-use std::collections::HashMap;
-use std::io::{self, BufReader, Read};
+use std::collections::{HashMap, HashSet};
+use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use super::{build, StorageData, TorchSource, MAX_PICKLE};
+use crate::container::zip::{Archive, Member, MemberData, DEFAULT_MAX_DECOMPRESSED};
 use crate::input::{FileRange, RangeReader};
 use crate::source::pickle::{self, Value};
 
-/// One zip member, located through the central directory and its local header.
-struct Member {
-    name: String,
-    /// The member's bytes as stored (compressed or not).
-    raw: FileRange,
-    stored: bool,
-    size: u64,
-    crc: u32,
+/// A PyTorch zip archive: `<root>/...` members, every one inside the root folder, through the
+/// one ZIP reader of `container/zip.rs` (limits, header and CRC-32 checks).
+pub(crate) struct TorchArchive {
+    pub zip: Archive,
+    /// The root folder, named after the first member (the file's stem when saved).
+    pub root: String,
+    /// Member index by name below `<root>/`.
+    pub members: HashMap<String, usize>,
+    /// False when torch.save wrote no CRC-32s (`compute_crc32 = False`: every one is 0).
+    pub check_crc: bool,
 }
 
-fn member(zip: &mut zip::ZipArchive<RangeReader>, i: usize, data: &FileRange) -> Result<Member> {
-    let f = zip.by_index_raw(i).context("corrupt zip directory")?;
-    let name = f.name().context("a zip member name")?.to_string();
-    if f.encrypted() {
-        bail!("{name} is encrypted");
-    }
-    let stored = match f.compression() {
-        zip::CompressionMethod::Stored => true,
-        zip::CompressionMethod::Deflated => false,
-        other => bail!("{name} is compressed with {other:?}, which is not supported"),
-    };
-    let start = f
-        .data_start()
-        .with_context(|| format!("{name}: no data offset"))?;
-    let raw = data
-        .slice(start, f.compressed_size())
-        .with_context(|| format!("{name} reaches past the end of the file (truncated)"))?;
-    if stored && f.compressed_size() != f.size() {
-        bail!("{name}: a stored member whose sizes disagree");
-    }
-    Ok(Member {
-        name,
-        raw,
-        stored,
-        size: f.size(),
-        crc: f.crc32(),
-    })
-}
-
-/// Checks a member's CRC-32 as its bytes stream past; the mismatch is an error at the end.
-struct CrcReader<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-    want: Option<u32>,
-}
-
-impl<R: Read> Read for CrcReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        if n == 0 && !buf.is_empty() {
-            if let Some(want) = self.want.take() {
-                let got = self.hasher.clone().finalize();
-                if got != want {
-                    return Err(io::Error::other(format!(
-                        "CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x}"
-                    )));
-                }
-            }
+impl TorchArchive {
+    /// Reads the central directory; refuses members outside the root folder.
+    pub fn open(data: &FileRange, max_decompressed: u64) -> Result<TorchArchive> {
+        let zip = Archive::open(data, max_decompressed)?;
+        let Some(first) = zip.entries().first() else {
+            bail!("the zip archive is empty: not a PyTorch checkpoint");
+        };
+        // torch names the root folder after the first record (the file's stem when saved).
+        let Some((root, _)) = first.name.split_once('/') else {
+            bail!(
+                "not a PyTorch archive: its first member '{}' is not inside a folder",
+                first.name
+            );
+        };
+        let root = root.to_string();
+        let mut members = HashMap::new();
+        let mut all_zero = true;
+        for (i, e) in zip.entries().iter().enumerate() {
+            all_zero &= e.crc32 == 0 || e.size == 0;
+            let Some(rest) = e.name.strip_prefix(&format!("{root}/")) else {
+                bail!(
+                    "not a PyTorch archive: member '{}' is outside its root folder '{root}/'",
+                    e.name
+                );
+            };
+            members.insert(rest.to_string(), i);
         }
-        Ok(n)
+        Ok(TorchArchive {
+            zip,
+            root,
+            members,
+            check_crc: !all_zero,
+        })
+    }
+
+    /// Opens `<root>/<name>`, when present.
+    pub fn member(&mut self, name: &str) -> Result<Option<Member>> {
+        let Some(&i) = self.members.get(name) else {
+            return Ok(None);
+        };
+        let m = self.zip.member(i)?;
+        Ok(Some(if self.check_crc { m } else { m.without_crc() }))
+    }
+
+    /// Reads `<root>/<name>` whole, CRC-checked, refusing more than `limit` bytes.
+    pub fn read(&mut self, name: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        match self.member(name)? {
+            Some(m) => Ok(Some(m.read_vec(limit)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `<root>/byteorder`: true for `big`; absent means little-endian.
+    pub fn big_endian(&mut self) -> Result<bool> {
+        Ok(match self.read("byteorder", 16)?.as_deref() {
+            None | Some(b"little") => false,
+            Some(b"big") => true,
+            Some(other) => bail!(
+                "{}/byteorder says '{}', not little or big",
+                self.root,
+                String::from_utf8_lossy(other)
+            ),
+        })
     }
 }
 
-/// A reader of a member's uncompressed bytes, checking its CRC-32 unless `check` is off.
-fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
-    let raw = RangeReader::new(m.raw.clone());
-    let inner: Box<dyn Read> = if m.stored {
-        Box::new(raw)
-    } else {
-        Box::new(flate2::read::DeflateDecoder::new(BufReader::new(raw)).take(m.size))
-    };
-    Box::new(CrcReader {
-        inner,
-        hasher: crc32fast::Hasher::new(),
-        want: check.then_some(m.crc),
-    })
-}
-
-fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
-    if m.size > limit {
-        bail!("{} is larger than {limit} bytes", m.name);
-    }
-    let mut v = Vec::new();
-    member_reader(m, check)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut v)
-        .with_context(|| format!("{} is corrupt", m.name))?;
-    if v.len() as u64 != m.size {
-        bail!(
-            "{} holds {} bytes, not the {} its header says",
-            m.name,
-            v.len(),
-            m.size
-        );
-    }
-    Ok(v)
-}
-
+/// Opens a zip checkpoint with the default `--max-decompressed` (the signature other torch
+/// archive readers have called; the registry uses [`open_zip_limited`]).
+#[allow(dead_code)]
 pub(super) fn open_zip(
     path: &str,
     files: Vec<PathBuf>,
     data: FileRange,
     stem: &str,
 ) -> Result<TorchSource> {
-    // input::RangeReader: positioned reads with Seek, for a local file or a remote object.
-    let reader = RangeReader::new(data.clone());
-    let mut zip = zip::ZipArchive::new(reader)
-        .context("not a readable zip archive (truncated or corrupt)")?;
-    if zip.is_empty() {
-        bail!("the zip archive is empty: not a PyTorch checkpoint");
-    }
-    // torch names the root folder after the first record (the file's stem when saved).
-    let first = zip.by_index_raw(0)?.name()?.to_string();
-    let Some((root, _)) = first.split_once('/') else {
-        bail!("not a PyTorch archive: its first member '{first}' is not inside a folder");
-    };
-    let root = root.to_string();
-    let mut members: HashMap<String, usize> = HashMap::new();
-    // torch.save with `compute_crc32 = False` records 0 as every member's CRC-32.
-    let mut all_zero = true;
-    for i in 0..zip.len() {
-        // The central directory alone (no local header read per member).
-        let f = zip.by_index_data(i).context("corrupt zip directory")?;
-        all_zero &= f.crc32() == 0 || f.size() == 0;
-        if let Some(rest) = f.name()?.strip_prefix(&format!("{root}/")) {
-            members.insert(rest.to_string(), i);
-        }
-    }
-    let check = !all_zero;
-    let Some(&pkl_index) = members.get("data.pkl") else {
+    open_zip_limited(path, files, data, stem, DEFAULT_MAX_DECOMPRESSED)
+}
+
+/// Opens a zip checkpoint: its pickle is read now, its storages only when a tensor is read (a
+/// deflated one is inflated then, at most `max_decompressed` bytes), so `list` inflates nothing.
+pub(super) fn open_zip_limited(
+    path: &str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &str,
+    max_decompressed: u64,
+) -> Result<TorchSource> {
+    let mut arch = TorchArchive::open(&data, max_decompressed)?;
+    let root = arch.root.clone();
+    let big_endian = arch.big_endian()?;
+    let Some(pkl) = arch.read("data.pkl", MAX_PICKLE)? else {
         bail!("not a PyTorch archive: no {root}/data.pkl");
     };
-    let big_endian = match members.get("byteorder") {
-        Some(&i) => match &read_member(&member(&mut zip, i, &data)?, check, 16)?[..] {
-            b"little" => false,
-            b"big" => true,
-            other => bail!(
-                "{root}/byteorder says '{}', not little or big",
-                String::from_utf8_lossy(other)
-            ),
-        },
-        None => false,
-    };
-    let pkl = read_member(&member(&mut zip, pkl_index, &data)?, check, MAX_PICKLE)?;
     let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
 
     let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
@@ -169,67 +130,36 @@ pub(super) fn open_zip(
             continue;
         }
         let name = format!("data/{}", s.key);
-        let Some(&i) = members.get(&name) else {
+        let Some(m) = arch.member(&name)? else {
             bail!(
                 "storage '{}' is missing: the archive has no {root}/{name}",
                 s.key
             );
         };
-        let m = member(&mut zip, i, &data)?;
-        let (range, crc) = if m.stored {
-            (m.raw.clone(), check.then_some(m.crc))
-        } else {
-            (spool_member(&m, check)?, None)
-        };
-        storages.insert(
-            s.key.clone(),
-            Arc::new(StorageData {
-                range,
-                crc,
-                checked: AtomicU8::new(0),
-                name: m.name,
-            }),
-        );
+        storages.insert(s.key.clone(), Arc::new(MemberData::new(m)));
     }
     // Every other member (version records, ids, storages no tensor uses) is small or unused:
     // check its CRC-32 now, so that no corrupt byte of the archive goes unnoticed.
-    if check {
-        let used: std::collections::HashSet<String> =
-            storages.keys().map(|k| format!("data/{k}")).collect();
-        for (name, &i) in &members {
-            if name != "data.pkl" && name != "byteorder" && !used.contains(name) {
-                let m = member(&mut zip, i, &data)?;
-                io::copy(&mut member_reader(&m, true), &mut io::sink())
-                    .with_context(|| format!("{} is corrupt", m.name))?;
+    if arch.check_crc {
+        let used: HashSet<String> = storages.keys().map(|k| format!("data/{k}")).collect();
+        let mut rest: Vec<String> = arch.members.keys().cloned().collect();
+        rest.sort();
+        for name in rest {
+            if name != "data.pkl" && name != "byteorder" && !used.contains(&name) {
+                if let Some(m) = arch.member(&name)? {
+                    m.check()?;
+                }
             }
         }
     }
     let mut src = build(path, files, loaded.value, stem, storages, big_endian)?;
-    if !check {
+    if !arch.check_crc {
         src.notes.push(
             "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"
                 .to_string(),
         );
     }
     Ok(src)
-}
-
-/// Inflates a compressed member into an unlinked temporary file, checking its CRC-32.
-fn spool_member(m: &Member, check: bool) -> Result<FileRange> {
-    let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
-    let copied = io::copy(
-        &mut member_reader(m, check).take(m.size.saturating_add(1)),
-        &mut tmp,
-    )
-    .with_context(|| format!("{} is corrupt", m.name))?;
-    if copied != m.size {
-        bail!(
-            "{} inflates to {copied} bytes, not the {} its header says",
-            m.name,
-            m.size
-        );
-    }
-    FileRange::whole(tmp)
 }
 
 pub(super) fn open_legacy(
@@ -301,12 +231,7 @@ pub(super) fn open_legacy(
         pos += 8 + len;
         storages.insert(
             key.clone(),
-            Arc::new(StorageData {
-                range,
-                crc: None,
-                checked: AtomicU8::new(1),
-                name: format!("storage '{key}'"),
-            }),
+            Arc::new(MemberData::checked(format!("storage '{key}'"), range)),
         );
     }
     build(path, files, main.value, stem, storages, big_endian)

@@ -8,14 +8,13 @@
 //! tensor in C order: contiguous ones straight from the file (`raw_range`, so the sink can
 //! copy them in the kernel), strided ones gathered chunk by chunk from a bounded window.
 //!
-//! Zip members are read with the `zip` crate. Stored members (what torch writes) are read by
-//! range, and their CRC-32 is computed once per storage before its first tensor goes out;
-//! compressed members are inflated through the crate, which checks the CRC, into an unlinked
-//! temporary file.
+//! Zip members are read through `container/zip.rs`. Stored members (what torch writes) are read
+//! by range, and their CRC-32 is computed once per storage before its first tensor goes out;
+//! deflated members are inflated into an unlinked temporary file (CRC-32 checked, at most
+//! `--max-decompressed` bytes) when their first tensor is read, never by `list`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -57,12 +56,13 @@ fn sniff_input(input: &Input) -> Sniff {
     }
 }
 
-fn open_input(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    Ok(Box::new(TorchSource::open(
+fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(TorchSource::open_limited(
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
         &input.stem,
+        opts.max_decompressed,
     )?))
 }
 
@@ -90,15 +90,9 @@ fn sniff_legacy(head: &[u8]) -> bool {
     head.get(at..at + LEGACY_MAGIC.len()) == Some(&LEGACY_MAGIC[..])
 }
 
-/// One storage's bytes.
-struct StorageData {
-    range: FileRange,
-    /// The CRC-32 the zip directory records for a member read by range.
-    crc: Option<u32>,
-    /// 0: not checked yet, 1: checked and good, 2: mismatch.
-    checked: AtomicU8,
-    name: String,
-}
+/// One storage's bytes: a zip member checked (CRC-32) or inflated on first use, or a range of
+/// a legacy file.
+type StorageData = crate::container::zip::MemberData;
 
 enum Entry {
     Tensor(Arc<TensorRef>),
@@ -117,15 +111,33 @@ pub struct TorchSource {
 }
 
 impl TorchSource {
-    /// Opens a torch file. `stem` names a file that holds one bare tensor.
+    /// Opens a torch file. `stem` names a file that holds one bare tensor. A deflated zip
+    /// member may inflate to the default `--max-decompressed`.
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<Self> {
+        Self::open_limited(
+            path,
+            files,
+            data,
+            stem,
+            crate::container::zip::DEFAULT_MAX_DECOMPRESSED,
+        )
+    }
+
+    /// [`TorchSource::open`], with deflated zip members bounded by `max_decompressed`.
+    pub fn open_limited(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        stem: &str,
+        max_decompressed: u64,
+    ) -> Result<Self> {
         let mut head = [0u8; 32];
         let n = (data.len() as usize).min(32);
         data.read_at(0, &mut head[..n])?;
         if sniff_legacy(&head[..n]) {
             container::open_legacy(path, files, data, stem)
         } else if head.starts_with(b"PK") {
-            container::open_zip(path, files, data, stem)
+            container::open_zip_limited(path, files, data, stem, max_decompressed)
         } else {
             bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
         }
@@ -227,14 +239,14 @@ fn check_view(
     };
     if base_b
         .checked_add(window_b)
-        .is_none_or(|e| e > data.range.len())
+        .is_none_or(|e| e > data.len())
     {
         bail!(
             "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
             s.key,
             window_b,
-            data.name,
-            data.range.len()
+            data.name(),
+            data.len()
         );
     }
     if t.size.contains(&0) {
@@ -357,31 +369,6 @@ impl TorchSource {
     }
 }
 
-/// Computes the CRC-32 of a stored member once, before any of its bytes go out.
-fn verify(s: &StorageData) -> Result<()> {
-    let Some(want) = s.crc else { return Ok(()) };
-    match s.checked.load(Ordering::Relaxed) {
-        1 => return Ok(()),
-        2 => bail!("{}: CRC-32 mismatch (the file is corrupt)", s.name),
-        _ => {}
-    }
-    let mut h = crc32fast::Hasher::new();
-    s.range.stream(1, 1 << 20, &mut |c: &[u8]| {
-        h.update(c);
-        Ok(())
-    })?;
-    let got = h.finalize();
-    if got != want {
-        s.checked.store(2, Ordering::Relaxed);
-        bail!(
-            "{}: CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x} (the file is corrupt)",
-            s.name
-        );
-    }
-    s.checked.store(1, Ordering::Relaxed);
-    Ok(())
-}
-
 /// The bytes to XOR into every element of a view whose conjugate or negative bit is set, as
 /// torch resolves them (`resolve_conj()`, `resolve_neg()`): the sign bit of the imaginary part
 /// for `conj`, of every part for `neg`. `None` when neither bit is set.
@@ -440,7 +427,7 @@ impl Source for TorchSource {
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         let (t, s, base) = self.tensor(index)?;
-        verify(s)?;
+        let range = s.range()?;
         let item = t.dtype.item_size;
         let numel = self.metas[index].num_elements()?;
         if numel == 0 {
@@ -460,12 +447,12 @@ impl Source for TorchSource {
         };
         let sink: &mut ChunkSink = &mut resolve;
         if is_contiguous(t) {
-            let r = s.range.slice(base + t.offset * item, numel * item)?;
+            let r = range.slice(base + t.offset * item, numel * item)?;
             return r.stream(item as usize, chunk, sink);
         }
         gather(
             t,
-            &s.range,
+            &range,
             base,
             chunk,
             GATHER_WINDOW.max(chunk as u64),
@@ -480,11 +467,12 @@ impl Source for TorchSource {
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let (t, s, base) = self.tensor(index).ok()?;
         let meta = &self.metas[index];
-        if meta.big_endian || t.conj || t.neg || !is_contiguous(t) || verify(s).is_err() {
+        if meta.big_endian || t.conj || t.neg || !is_contiguous(t) {
             return None;
         }
         let n = meta.num_elements().ok()?;
-        s.range
+        s.range()
+            .ok()?
             .slice(base + t.offset * t.dtype.item_size, n * t.dtype.item_size)
             .ok()
     }
@@ -701,12 +689,10 @@ mod tests {
     fn views_past_the_storage_are_refused() {
         let storages = HashMap::from([(
             "0".to_string(),
-            Arc::new(StorageData {
-                range: FileRange::from_vec(vec![0; 48]),
-                crc: None,
-                checked: AtomicU8::new(1),
-                name: "s".into(),
-            }),
+            Arc::new(StorageData::checked(
+                "s".into(),
+                FileRange::from_vec(vec![0; 48]),
+            )),
         )]);
         assert!(check_view("x", &tensor(0, &[4, 6], &[6, 1]), &storages).is_ok());
         let Err(e) = check_view("x", &tensor(1, &[4, 6], &[6, 1]), &storages) else {
