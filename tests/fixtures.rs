@@ -142,6 +142,11 @@ fn hdf5_and_keras_fixtures_match_h5py() {
 }
 
 #[test]
+fn numpy_fixtures_match_np_load() {
+    check_good("fixtures/numpy/");
+}
+
+#[test]
 fn flax_fixtures_match_msgpack_restore() {
     check_good("fixtures/flax/");
 }

@@ -22,6 +22,7 @@ pub mod graphdef;
 pub mod hdf5;
 pub mod hf;
 pub mod keras;
+pub mod numpy;
 pub mod onnx;
 pub mod pbwalk;
 pub mod pickle;
@@ -51,6 +52,7 @@ pub static READERS: &[&Reader] = &[
     &gguf::READER,
     &hdf5::READER,
     &keras::READER,
+    &numpy::READER,
     &flax::READER,
     &tfrecord::READER,
     &onnx::READER,
@@ -269,8 +271,6 @@ fn unrecognised(input: &Input) -> anyhow::Error {
         "the input is empty".to_string()
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         "a ZIP archive that is no known format".to_string()
-    } else if head.starts_with(b"\x93NUMPY") {
-        "already a NumPy .npy file".to_string()
     } else if looks_like_text(head) {
         "a text file, not a tensor file".to_string()
     } else {
@@ -344,7 +344,9 @@ mod tests {
         assert_eq!(stem(Path::new("model.safetensors")), "model");
         assert_eq!(stem(Path::new("ckpt/model-100.index")), "model-100");
         assert_eq!(stem(Path::new("model.ckpt")), "model.ckpt");
-        assert_eq!(stem(Path::new("x.npy")), "x.npy");
+        assert_eq!(stem(Path::new("x.npy")), "x");
+        assert_eq!(stem(Path::new("arrays.npz")), "arrays");
+        assert_eq!(stem(Path::new("x.npy.bak")), "x.npy.bak");
         assert_eq!(stem(Path::new(".pb")), ".pb");
     }
 
