@@ -42,6 +42,7 @@ example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one a
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
+numpy\t'NumPy .npy arrays and .npz archives (np.save, np.savez, np.savez_compressed)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
@@ -50,7 +51,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -104,6 +105,7 @@ example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one a
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
+numpy\t'NumPy .npy arrays and .npz archives (np.save, np.savez, np.savez_compressed)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
@@ -112,7 +114,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -143,13 +145,14 @@ example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one a
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
+numpy\t'NumPy .npy arrays and .npz archives (np.save, np.savez, np.savez_compressed)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s q -l quiet -d 'Print nothing on success'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -s V -l version -d 'Print version'

@@ -230,7 +230,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
-    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 }
@@ -311,7 +311,7 @@ pub struct InputArgs {
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
-    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 

@@ -191,7 +191,9 @@ fn type_string(s: &str) -> Result<Descr> {
     use DType::*;
     let dtype = match (kind, size) {
         ('O', _) => return Ok(Descr::Object),
-        ('S', Some(n)) => return Ok(Descr::Bytes(n)),
+        // `|S0` (no width) stays unsupported: zero-byte elements would let a tiny file
+        // declare any number of them.
+        ('S', Some(n)) if n > 0 => return Ok(Descr::Bytes(n)),
         ('b', Some(1)) => Bool,
         ('i', Some(1)) => I8,
         ('u', Some(1)) => U8,

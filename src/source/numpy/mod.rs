@@ -64,22 +64,41 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let data = input.data()?;
-    let mut src = NumpySource {
-        path: input.display.clone(),
-        files: input.files.clone(),
-        arrays: Vec::new(),
-        notes: Vec::new(),
-    };
-    let mut head = [0u8; 6];
-    let n = (data.len() as usize).min(6);
-    data.read_at(0, &mut head[..n])?;
-    if &head[..n] == header::MAGIC {
-        let h = header::read(&mut crate::input::RangeReader::new(data.clone()))?;
-        let bytes = MemberData::checked(input.display.clone(), data.clone());
-        src.add(input.stem.clone(), h, Bytes::Range(bytes), data.len())?;
-    } else {
-        let mut zip = Archive::open(data, opts.max_decompressed)?;
+    Ok(Box::new(NumpySource::open(
+        &input.display,
+        input.files.clone(),
+        input.data()?,
+        &input.stem,
+        opts.max_decompressed,
+    )?))
+}
+
+impl NumpySource {
+    /// Opens a `.npy` (named `stem`) or an `.npz` (told apart by the magic); a deflated member
+    /// may inflate to at most `max_decompressed` bytes.
+    pub fn open(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: &FileRange,
+        stem: &str,
+        max_decompressed: u64,
+    ) -> Result<NumpySource> {
+        let mut src = NumpySource {
+            path: path.to_string(),
+            files,
+            arrays: Vec::new(),
+            notes: Vec::new(),
+        };
+        let mut head = [0u8; 6];
+        let n = (data.len() as usize).min(6);
+        data.read_at(0, &mut head[..n])?;
+        if &head[..n] == header::MAGIC {
+            let h = header::read(&mut crate::input::RangeReader::new(data.clone()))?;
+            let bytes = MemberData::checked(path.to_string(), data.clone());
+            src.add(stem.to_string(), h, Bytes::Range(bytes), data.len())?;
+            return Ok(src);
+        }
+        let mut zip = Archive::open(data, max_decompressed)?;
         for i in 0..zip.len() {
             let entry = zip.entries()[i].clone();
             if entry.name.ends_with('/') {
@@ -93,7 +112,8 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
             let member = zip.member(i)?;
             let mut r = member.reader();
             let mut magic = [0u8; 6];
-            let is_npy = entry.size >= 6 && r.read_exact(&mut magic).is_ok() && &magic == header::MAGIC;
+            let is_npy =
+                entry.size >= 6 && r.read_exact(&mut magic).is_ok() && &magic == header::MAGIC;
             if !is_npy {
                 // np.load returns such a member as raw bytes, not as an array.
                 src.notes.push(format!(
@@ -112,8 +132,8 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
             src.add(name, h, bytes, entry.size)
                 .with_context(|| format!("member {}", entry.name))?;
         }
+        Ok(src)
     }
-    Ok(Box::new(src))
 }
 
 /// Where an array's `.npy` bytes (header included) are.
@@ -265,10 +285,6 @@ impl Source for NumpySource {
         let a = &self.arrays[index];
         if a.meta.kind != Kind::String {
             bail!("array '{}' is not a bytes array", a.meta.name);
-        }
-        if a.item == 0 {
-            let n = a.meta.num_elements()?;
-            return (0..n).try_for_each(|_| sink(&[]));
         }
         let item = a.item as usize;
         self.elements(index, 1 << 20, &mut |c: &[u8]| {
