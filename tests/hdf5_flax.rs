@@ -95,7 +95,10 @@ fn damaged_flax_files_never_panic() {
 fn weights_span(bytes: &[u8]) -> (usize, usize) {
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let m = z.by_name("model.weights.h5").unwrap();
-    (m.data_start().unwrap() as usize, m.compressed_size() as usize)
+    (
+        m.data_start().unwrap() as usize,
+        m.compressed_size() as usize,
+    )
 }
 
 #[test]
@@ -140,7 +143,10 @@ fn a_flipped_byte_inside_a_keras_weights_member_fails_convert_and_verify() {
     let o = common::convert(&path, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("Bad CRC-32") && err.contains("flipped.keras"), "{err}");
+    assert!(
+        err.contains("Bad CRC-32") && err.contains("flipped.keras"),
+        "{err}"
+    );
     assert!(!out.exists());
     let o = std::process::Command::new(common::bin())
         .arg("verify")

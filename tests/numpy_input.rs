@@ -52,10 +52,14 @@ fn an_npz_splits_into_a_directory_and_repacks_stored_or_compressed() {
     // re-compress, and back: the same values every way, and a stored archive of little-endian
     // C-order arrays converts to itself byte for byte
     let packed = dir.path().join("packed.npz");
-    ok(&run(&["convert", &s(&stored), "--compress", "-o", &s(&packed)]));
-    assert!(methods(&packed)
-        .iter()
-        .any(|m| *m == zip::CompressionMethod::Deflated));
+    ok(&run(&[
+        "convert",
+        &s(&stored),
+        "--compress",
+        "-o",
+        &s(&packed),
+    ]));
+    assert!(methods(&packed).contains(&zip::CompressionMethod::Deflated));
     assert_same_arrays(&read_npz(&packed), &want, "re-compressed");
     let again = dir.path().join("again.npz");
     ok(&run(&["convert", &s(&packed), "-o", &s(&again)]));
@@ -113,7 +117,10 @@ fn a_flipped_byte_in_a_member_fails_convert_and_verify() {
         let (start, len) = {
             let mut z = zip::ZipArchive::new(std::io::Cursor::new(&original)).unwrap();
             let m = z.by_name(member).unwrap();
-            (m.data_start().unwrap() as usize, m.compressed_size() as usize)
+            (
+                m.data_start().unwrap() as usize,
+                m.compressed_size() as usize,
+            )
         };
         let mut bad = original.clone();
         bad[start + len - 3] ^= 0x01;
@@ -150,7 +157,10 @@ fn deflated_members_are_bounded_by_max_decompressed() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("big.npy") && err.contains("--max-decompressed"), "{err}");
+    assert!(
+        err.contains("big.npy") && err.contains("--max-decompressed"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 

@@ -183,7 +183,10 @@ fn t2n(args: &[&str], input: &Path) -> (Option<i32>, String) {
         .arg(input)
         .output()
         .unwrap();
-    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]

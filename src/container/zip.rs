@@ -52,7 +52,9 @@ impl Archive {
         let zip = zip::ZipArchive::new(RangeReader::new(data.clone()))
             .context("not a readable ZIP archive (truncated, or no central directory)")?;
         if zip.has_duplicate_names() {
-            bail!("the ZIP archive names a member twice (duplicate names in its central directory)");
+            bail!(
+                "the ZIP archive names a member twice (duplicate names in its central directory)"
+            );
         }
         let mut entries = Vec::with_capacity(zip.len());
         let mut by_name = HashMap::with_capacity(zip.len());
@@ -148,10 +150,9 @@ impl Archive {
             .with_context(|| {
                 format!("ZIP member {name}: its local header does not match the central directory")
             })?;
-        let raw = self
-            .data
-            .slice(start, e.compressed_size)
-            .with_context(|| format!("ZIP member {name} reaches past the end of the file (truncated)"))?;
+        let raw = self.data.slice(start, e.compressed_size).with_context(|| {
+            format!("ZIP member {name} reaches past the end of the file (truncated)")
+        })?;
         Ok(Member {
             name: e.name,
             size: e.size,
@@ -273,7 +274,9 @@ impl Member {
             .0
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write ZIP member {} to a temporary file", self.name))?;
+            .with_context(|| {
+                format!("cannot write ZIP member {} to a temporary file", self.name)
+            })?;
         FileRange::whole(tmp)
     }
 }
@@ -454,7 +457,10 @@ mod tests {
             let d = MemberData::new(m);
             assert_eq!(d.range().unwrap().read_vec(0, 5000).unwrap(), data);
         }
-        assert_eq!(z.member_named("a").unwrap().stored_range().unwrap().len(), 5000);
+        assert_eq!(
+            z.member_named("a").unwrap().stored_range().unwrap().len(),
+            5000
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ pub fn read(r: &mut dyn Read) -> Result<Header> {
         (1, 0) => (1, 2),
         (2, 0) => (2, 4),
         (3, 0) => (3, 4),
-        (major, minor) => bail!(".npy format version {major}.{minor} is not supported (1.0, 2.0 and 3.0 are)"),
+        (major, minor) => {
+            bail!(".npy format version {major}.{minor} is not supported (1.0, 2.0 and 3.0 are)")
+        }
     };
     let mut len = [0u8; 4];
     r.read_exact(&mut len[..len_bytes])
@@ -172,7 +174,10 @@ fn descr_of(d: &Lit) -> Result<Descr> {
 /// Whether a structured descr holds an object field anywhere.
 fn has_object(d: &Lit) -> bool {
     match d {
-        Lit::Str(s) => matches!(s.trim_start_matches(['<', '>', '|', '=']), "O" | "O4" | "O8"),
+        Lit::Str(s) => matches!(
+            s.trim_start_matches(['<', '>', '|', '=']),
+            "O" | "O4" | "O8"
+        ),
         Lit::List(v) | Lit::Tuple(v) => v.iter().any(has_object),
         _ => false,
     }
@@ -394,8 +399,14 @@ mod tests {
                 big_endian: false
             }
         );
-        assert_eq!((h.shape.clone(), h.fortran_order, h.data_offset), (vec![2, 3], false, 128));
-        let h = parse(&npy("{'descr': '>c16', 'fortran_order': True, 'shape': (4,), }")).unwrap();
+        assert_eq!(
+            (h.shape.clone(), h.fortran_order, h.data_offset),
+            (vec![2, 3], false, 128)
+        );
+        let h = parse(&npy(
+            "{'descr': '>c16', 'fortran_order': True, 'shape': (4,), }",
+        ))
+        .unwrap();
         assert_eq!(
             (h.descr, h.fortran_order, h.shape),
             (
@@ -409,7 +420,10 @@ mod tests {
         );
         let h = parse(&npy("{'descr':'|S5','shape':(),'fortran_order':False}")).unwrap();
         assert_eq!((h.descr, h.shape), (Descr::Bytes(5), vec![]));
-        let h = parse(&npy("{'descr': '|O', 'fortran_order': False, 'shape': (2L, 0L), }")).unwrap();
+        let h = parse(&npy(
+            "{'descr': '|O', 'fortran_order': False, 'shape': (2L, 0L), }",
+        ))
+        .unwrap();
         assert_eq!((h.descr, h.shape), (Descr::Object, vec![2, 0]));
         let h = parse(&npy(
             "{'descr': [('a', '<i4'), ('b', [('c', '|O')])], 'fortran_order': False, 'shape': (1,), }",
@@ -417,7 +431,11 @@ mod tests {
         .unwrap();
         assert_eq!(h.descr, Descr::Object);
         assert!(matches!(
-            parse(&npy("{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }")).unwrap().descr,
+            parse(&npy(
+                "{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }"
+            ))
+            .unwrap()
+            .descr,
             Descr::Unsupported { item: Some(12), .. }
         ));
     }

@@ -276,7 +276,10 @@ impl Source for NumpySource {
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         if self.arrays[index].meta.kind == Kind::String {
-            bail!("array '{}' holds bytes, not numbers", self.arrays[index].meta.name);
+            bail!(
+                "array '{}' holds bytes, not numbers",
+                self.arrays[index].meta.name
+            );
         }
         self.elements(index, chunk, sink)
     }

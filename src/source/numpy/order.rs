@@ -30,7 +30,9 @@ pub fn stream_c_order(
     }
     if shape.len() < 2 || total / shape[0] == 1 {
         // one axis (or all but one of length 1): the two orders agree
-        return range.slice(0, total * item)?.stream(item as usize, chunk, sink);
+        return range
+            .slice(0, total * item)?
+            .stream(item as usize, chunk, sink);
     }
     let first = shape[0];
     let rest = total / first; // positions of the other axes

@@ -237,10 +237,7 @@ fn check_view(
     let (Some(base_b), Some(window_b)) = (bytes(base), bytes(window)) else {
         bail!("tensor '{name}': its storage size overflows");
     };
-    if base_b
-        .checked_add(window_b)
-        .is_none_or(|e| e > data.len())
-    {
+    if base_b.checked_add(window_b).is_none_or(|e| e > data.len()) {
         bail!(
             "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
             s.key,
