@@ -252,15 +252,13 @@ impl Member {
 
     /// Reads the whole member, checking its CRC-32, and keeps nothing.
     pub fn check(&self) -> Result<()> {
-        let mut sink = Interruptible(io::sink());
-        io::copy(&mut self.reader(), &mut sink)
-            .map_err(|e| unwrap_io(e, &self.name))
-            .map(drop)
+        self.pump(&mut |_| Ok(()))
     }
 
     /// Inflates (or copies) the member into an unlinked temporary file, checking its CRC-32;
     /// bounded by its recorded size, which `--max-decompressed` bounded.
     pub fn spool(&self) -> Result<FileRange> {
+        use std::io::Write;
         let tmp = tempfile::tempfile().with_context(|| {
             format!(
                 "cannot create a temporary file in {} for ZIP member {}",
@@ -268,43 +266,37 @@ impl Member {
                 self.name
             )
         })?;
-        let mut out = Interruptible(io::BufWriter::with_capacity(1 << 20, tmp));
-        io::copy(&mut self.reader(), &mut out).map_err(|e| unwrap_io(e, &self.name))?;
-        let tmp = out
-            .0
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| {
-                format!("cannot write ZIP member {} to a temporary file", self.name)
-            })?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, tmp);
+        let write_error = |e: io::Error| {
+            anyhow::Error::new(e).context(format!(
+                "cannot write ZIP member {} to a temporary file in {}",
+                self.name,
+                std::env::temp_dir().display()
+            ))
+        };
+        self.pump(&mut |c| out.write_all(c).map_err(write_error))?;
+        let tmp = out.into_inner().map_err(|e| write_error(e.into_error()))?;
         FileRange::whole(tmp)
     }
-}
 
-/// An `io::Error` from a member's stream back into an error that keeps its cause: an interrupt
-/// stays `error::Interrupted` (exit 130), everything else names the member.
-fn unwrap_io(e: io::Error, name: &str) -> anyhow::Error {
-    if e.get_ref()
-        .is_some_and(|i| i.is::<crate::error::Interrupted>())
-    {
-        return anyhow::Error::new(crate::error::Interrupted);
-    }
-    anyhow::Error::new(e).context(format!("ZIP member {name} is corrupt"))
-}
-
-/// A writer that checks for an interrupt before each write (long spools and CRC passes).
-struct Interruptible<W>(W);
-
-impl<W: io::Write> io::Write for Interruptible<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if crate::error::check_interrupted().is_err() {
-            return Err(io::Error::other(crate::error::Interrupted));
+    /// Streams the whole member through `f` in pieces of up to 1 MiB, checking its CRC-32 at
+    /// the end and for an interrupt between pieces.
+    fn pump(&self, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let mut r = self.reader();
+        let mut buf = vec![0u8; (1 << 20).min(self.size as usize + 1).max(1)];
+        loop {
+            crate::error::check_interrupted()?;
+            let n = match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("ZIP member {} is corrupt", self.name)))
+                }
+            };
+            f(&buf[..n])?;
         }
-        self.0.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 
