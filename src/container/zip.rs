@@ -204,10 +204,20 @@ impl Member {
     /// The uncompressed bytes as a stream: exactly `size` bytes, then an error instead of the
     /// end when the CRC-32 does not match or the data is longer or shorter than recorded.
     pub fn reader(&self) -> Box<dyn Read + Send> {
+        self.reader_with(1 << 16)
+    }
+
+    /// [`Member::reader`] for the first bytes only (a header): a deflated member is read 4 KiB
+    /// of compressed bytes at a time, so that opening many members reads little of each.
+    pub fn head_reader(&self) -> Box<dyn Read + Send> {
+        self.reader_with(4 << 10)
+    }
+
+    fn reader_with(&self, compressed_buffer: usize) -> Box<dyn Read + Send> {
         let raw = RangeReader::new(self.raw.clone());
         let inner: Box<dyn Read + Send> = if self.deflated {
             Box::new(flate2::read::DeflateDecoder::new(BufReader::with_capacity(
-                1 << 16,
+                compressed_buffer,
                 raw,
             )))
         } else {
@@ -231,22 +241,6 @@ impl Member {
         self.reader()
             .read_to_end(&mut v)
             .with_context(|| format!("ZIP member {} is corrupt", self.name))?;
-        Ok(v)
-    }
-
-    /// The first `n` uncompressed bytes (or all, when fewer), without the CRC check that needs
-    /// the whole member: for headers, read again with the check when the data is.
-    pub fn read_prefix(&self, n: u64) -> Result<Vec<u8>> {
-        let mut v = Vec::new();
-        let want = n.min(self.size);
-        let mut r = self.reader();
-        (&mut r)
-            .take(want)
-            .read_to_end(&mut v)
-            .with_context(|| format!("ZIP member {} is corrupt", self.name))?;
-        if (v.len() as u64) < want {
-            bail!("ZIP member {} ends early (truncated)", self.name);
-        }
         Ok(v)
     }
 

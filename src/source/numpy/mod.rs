@@ -110,7 +110,7 @@ impl NumpySource {
                 .unwrap_or(&entry.name)
                 .to_string();
             let member = zip.member(i)?;
-            let mut r = member.reader();
+            let mut r = member.head_reader();
             let mut magic = [0u8; 6];
             let is_npy =
                 entry.size >= 6 && r.read_exact(&mut magic).is_ok() && &magic == header::MAGIC;
