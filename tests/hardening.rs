@@ -78,7 +78,8 @@ fn input_files(input: &Path) -> Vec<PathBuf> {
 
 fn checksummed(input: &Path) -> bool {
     let s = input.to_string_lossy();
-    s.contains("/ckpt/") || s.contains(".tfrecord")
+    // ZIP members carry CRC-32s: a damaged .npz or .keras converts to the same values or fails
+    s.contains("/ckpt/") || s.contains(".tfrecord") || s.ends_with(".npz") || s.ends_with(".keras")
 }
 
 /// Copies an input's files into `dir`, keeping their names; returns the new input path.

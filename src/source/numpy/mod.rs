@@ -6,7 +6,9 @@
 //! Every descr the tool writes is read, and the same types big-endian (swapped by the pipeline,
 //! like every big-endian input); fixed-width bytes (`|S<n>`) are string tensors. Object arrays
 //! are refused as `np.load(allow_pickle=False)` refuses them; unicode, structured and other types
-//! are listed with dtype `resource` (refused on conversion unless `--skip-unsupported`).
+//! are listed with dtype `resource` in an `.npz` (refused on conversion unless
+//! `--skip-unsupported`) and refused in a `.npy`. A member whose header does not parse, or names
+//! such a type, has its CRC-32 checked first, so that damage is reported as damage.
 //! Fortran-order arrays come out in C order, as every output is (`order.rs`: strided reads of the
 //! random-access bytes, in bounded memory; a deflated member is spooled to a temporary file for
 //! that, at most `--max-decompressed` bytes). A C-order little-endian array in a `.npy` or in a
@@ -94,6 +96,10 @@ impl NumpySource {
         data.read_at(0, &mut head[..n])?;
         if &head[..n] == header::MAGIC {
             let h = header::read(&mut crate::input::RangeReader::new(data.clone()))?;
+            if let Descr::Unsupported { what, .. } = &h.descr {
+                // the file's one array: nothing would be left to convert
+                bail!("array '{stem}' has {what}, which tensor2npy does not write");
+            }
             let bytes = MemberData::checked(path.to_string(), data.clone());
             src.add(stem.to_string(), h, Bytes::Range(bytes), data.len())?;
             return Ok(src);
@@ -115,7 +121,12 @@ impl NumpySource {
             let is_npy =
                 entry.size >= 6 && r.read_exact(&mut magic).is_ok() && &magic == header::MAGIC;
             if !is_npy {
-                // np.load returns such a member as raw bytes, not as an array.
+                // np.load returns such a member as raw bytes, not as an array, having read it
+                // whole: so is its CRC-32 checked here (a damaged magic is an error, not a
+                // member left out).
+                member
+                    .check()
+                    .with_context(|| format!("member {}", entry.name))?;
                 src.notes.push(format!(
                     "member '{}' is not a .npy array; left out",
                     entry.name
@@ -123,14 +134,25 @@ impl NumpySource {
                 continue;
             }
             let mut r = std::io::Cursor::new(magic).chain(r);
-            let h = header::read(&mut r).with_context(|| format!("member {}", entry.name))?;
-            let bytes = if member.is_deflated() {
-                Bytes::Deflated(MemberData::new(member))
-            } else {
-                Bytes::Range(MemberData::new(member))
+            let at = || format!("member {}", entry.name);
+            // A header that fails to parse, or names a type no output has, is checked against
+            // the member's CRC-32 first, so that damage is reported as damage.
+            let h = match header::read(&mut r) {
+                Ok(h) if !matches!(h.descr, Descr::Unsupported { .. }) => h,
+                other => {
+                    member.check().with_context(at)?;
+                    other.with_context(at)?
+                }
             };
-            src.add(name, h, bytes, entry.size)
-                .with_context(|| format!("member {}", entry.name))?;
+            let bytes = if member.is_deflated() {
+                Bytes::Deflated(MemberData::new(member.clone()))
+            } else {
+                Bytes::Range(MemberData::new(member.clone()))
+            };
+            if let Err(e) = src.add(name, h, bytes, entry.size) {
+                member.check().with_context(at)?;
+                return Err(e.context(at()));
+            }
         }
         Ok(src)
     }
