@@ -114,7 +114,9 @@ impl Archive {
             .clone();
         let name = &e.name;
         let start = {
-            let f = self.zip.by_index_raw(index)?;
+            let f = self.zip.by_index_raw(index).with_context(|| {
+                format!("ZIP member {name}: its local header is unreadable (truncated or corrupt)")
+            })?;
             if f.encrypted() {
                 bail!("ZIP member {name} is encrypted, which is not supported");
             }
