@@ -3,9 +3,23 @@
 
 use std::fmt;
 
-/// A source element type, named as TensorFlow / ml_dtypes name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DType {
+/// Declares [`DType`] and [`DType::ALL`] from one list, so that the two cannot fall out of step.
+macro_rules! dtypes {
+    ($($variant:ident),* $(,)?) => {
+        /// A source element type, named as TensorFlow / ml_dtypes name it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum DType {
+            $($variant),*
+        }
+
+        impl DType {
+            /// Every dtype, in declaration order.
+            pub const ALL: [DType; [$(stringify!($variant)),*].len()] = [$(DType::$variant),*];
+        }
+    };
+}
+
+dtypes![
     Bool,
     I8,
     U8,
@@ -40,48 +54,11 @@ pub enum DType {
     String,
     Resource,
     Variant,
-}
+];
 
 use DType::*;
 
 impl DType {
-    pub const ALL: [DType; 34] = [
-        Bool,
-        I8,
-        U8,
-        I16,
-        U16,
-        I32,
-        U32,
-        I64,
-        U64,
-        F16,
-        BF16,
-        F32,
-        F64,
-        C64,
-        C128,
-        F8E4M3FN,
-        F8E5M2,
-        F8E4M3FNUZ,
-        F8E5M2FNUZ,
-        F8E4M3B11FNUZ,
-        F8E8M0FNU,
-        F4E2M1FN,
-        I4,
-        U4,
-        I2,
-        U2,
-        QInt8,
-        QUInt8,
-        QInt16,
-        QUInt16,
-        QInt32,
-        String,
-        Resource,
-        Variant,
-    ];
-
     /// The name `list` prints: TensorFlow's / ml_dtypes' spelling.
     pub fn name(self) -> &'static str {
         match self {

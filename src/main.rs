@@ -11,6 +11,13 @@ use tensor2npy::cli::{Cli, Command};
 use tensor2npy::{cmd, error, sink};
 
 fn main() -> ExitCode {
+    // Vulkan's loader probes Wayland and complains on stderr when this is unset; any existing
+    // directory quiets it. Set here, first, because changing the environment is only sound
+    // while no other thread exists.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first statement of `main`: no other thread has been started yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
     let cli = Cli::parse();
     error::watch_interrupts();
     let result = match cli.command {
