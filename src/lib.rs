@@ -36,6 +36,8 @@ pub mod error;
 pub mod input;
 pub mod jobs;
 pub mod pipeline;
+#[cfg(feature = "python")]
+pub mod python;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod report;
