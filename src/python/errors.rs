@@ -7,16 +7,17 @@
 //! else about the input), `InputNotFoundError` (also a `FileNotFoundError`), and the base
 //! `Tensor2NpyError` for other failures outside the input (access denied, a full disk). The message is the command's, without its `tensor2npy: error:`.
 //!
-//! Long work runs off the interpreter lock. On the main thread it runs in a helper thread whose
-//! `check_interrupted` (`error.rs`) is tied to a flag, while the main thread checks Python's
-//! signals every 20 ms: Ctrl-C sets the flag, the work stops at its next chunk (removing any
-//! partial output, as the command does), and the `KeyboardInterrupt` is raised.
+//! Long work runs off the interpreter lock. On the main thread it runs in a helper thread while
+//! the main thread checks Python's signals every 20 ms: Ctrl-C sets the interrupt flag that
+//! SIGINT sets for the command (`error::interrupt_flag`, checked by every conversion thread),
+//! the work stops at its next chunk (removing any partial output, as the command does), the
+//! flag is cleared, and the `KeyboardInterrupt` is raised.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 /// What a failure is, for Python.
@@ -127,6 +128,10 @@ pub fn raise(py: Python<'_>, e: anyhow::Error) -> PyErr {
     if e.downcast_ref::<Closed>().is_some() {
         return PyValueError::new_err(Closed.to_string());
     }
+    if e.downcast_ref::<crate::error::Interrupted>().is_some() {
+        // Ctrl-C caught by another call's watch (see `run`).
+        return PyKeyboardInterrupt::new_err(());
+    }
     let class = classify(&e);
     let message = crate::sink::names::shown(&format!("{e:#}")).into_owned();
     let ty = py
@@ -159,16 +164,15 @@ pub fn run<T: Send>(
     if !interruptible || !on_main_thread(py)? {
         return py.detach(work).map_err(|e| raise(py, e));
     }
-    let flag = Arc::new(AtomicBool::new(false));
+    // The flag every conversion thread checks (the `--jobs` workers too), as SIGINT sets it
+    // for the command.
+    let flag = crate::error::interrupt_flag();
     let mut pending: Option<PyErr> = None;
     let joined = py.detach(|| {
         std::thread::scope(|s| {
             let (done, finished) = mpsc::channel::<()>();
-            let cancel = flag.clone();
             let worker = s.spawn(move || {
-                crate::error::cancel_on(Some(cancel));
                 let result = work();
-                crate::error::cancel_on(None);
                 let _ = done.send(());
                 result
             });
@@ -185,6 +189,9 @@ pub fn run<T: Send>(
             worker.join()
         })
     });
+    if pending.is_some() {
+        flag.store(false, Ordering::Relaxed);
+    }
     if let Some(e) = pending {
         return Err(e);
     }
