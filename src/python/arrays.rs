@@ -150,10 +150,10 @@ pub fn plan_entries(sources: &[Box<dyn Source>], o: &PlanOptions) -> Result<Vec<
     };
     selector.check_matched().with_context(all_inputs)?;
     if entries.is_empty() && (!o.select.is_empty() || !o.exclude.is_empty()) {
-        return Err(
-            anyhow!("--select / --exclude leave no tensor to convert (nothing was written)")
-                .context(all_inputs()),
-        );
+        return Err(anyhow!(
+            "--select / --exclude leave no tensor to convert (nothing was written)"
+        )
+        .context(all_inputs()));
     }
     Ok(entries)
 }

@@ -103,7 +103,10 @@ fn load<'py>(
         buffers.push(Buffer::of(&array, entry.out_bytes));
         arrays.push(array);
     }
-    let large = plan.entries.iter().any(|e| e.out_bytes >= INTERRUPTIBLE_BYTES);
+    let large = plan
+        .entries
+        .iter()
+        .any(|e| e.out_bytes >= INTERRUPTIBLE_BYTES);
     run(py, large || plan.entries.len() > 1000, move || {
         for (e, buf) in buffers.iter_mut().enumerate() {
             plan.fill(e, buf)?;
@@ -285,8 +288,11 @@ fn verify<'py>(
     Ok(out)
 }
 
+/// What was checked of one input: its path, tensors and bytes read, and what it was read as.
+type Checked = (String, usize, u64, Option<String>);
+
 /// Reads every tensor of every input, as `tensor2npy verify` does.
-fn verify_all(args: &crate::cli::VerifyArgs) -> Result<Vec<(String, usize, u64, Option<String>)>> {
+fn verify_all(args: &crate::cli::VerifyArgs) -> Result<Vec<Checked>> {
     use crate::source::{bundle::BundleOptions, OpenOptions};
     use crate::tensor::Kind;
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
@@ -359,8 +365,10 @@ fn list_tensors<'py>(
                 listing: true,
             },
         )?;
-        let formats: Vec<Option<String>> =
-            sources.iter().map(|s| s.format().map(String::from)).collect();
+        let formats: Vec<Option<String>> = sources
+            .iter()
+            .map(|s| s.format().map(String::from))
+            .collect();
         Ok((entries, formats))
     })?;
     let out = PyList::empty(py);

@@ -94,7 +94,10 @@ fn parse(
             // clap's first paragraph, without "error: " and the usage lines.
             let text = e.to_string();
             let first = text.split("\n\n").next().unwrap_or(&text);
-            let words: Vec<&str> = first.trim_start_matches("error: ").split_whitespace().collect();
+            let words: Vec<&str> = first
+                .trim_start_matches("error: ")
+                .split_whitespace()
+                .collect();
             Err(fail(words.join(" ")))
         }
     }
@@ -151,7 +154,14 @@ pub fn list_args(
     inputs: &[PathBuf],
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<ListArgs> {
-    match parse(py, "list", inputs, kwargs, &["json", "metadata"], "list_tensors")? {
+    match parse(
+        py,
+        "list",
+        inputs,
+        kwargs,
+        &["json", "metadata"],
+        "list_tensors",
+    )? {
         Command::List(args) => Ok(args),
         _ => unreachable!("list parses as list"),
     }
