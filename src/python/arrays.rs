@@ -210,6 +210,8 @@ impl Plan {
     /// Reads planned tensor `e` into `buf`, through the pipeline.
     pub fn fill(&mut self, e: usize, buf: &mut Buffer) -> Result<()> {
         let entry = &self.entries[e];
+        // Silent: a progress bar per tensor would flicker in a terminal; the readers' notes are
+        // printed once by `notes`.
         let report = Reporter::new(true);
         let device = RefCell::new(std::mem::replace(&mut self.device, DeviceStage::cpu()));
         let opts = WriteOptions {
