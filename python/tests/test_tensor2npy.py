@@ -283,8 +283,10 @@ def bf16_file(path, mib):
     return safetensors_file(path, {"w": ("BF16", [mib << 19], mib << 20, None)})
 
 
-def slow_read(tmp_path):
+@pytest.fixture(scope="module")
+def slow_read(tmp_path_factory):
     """A file whose load (64-byte chunks) takes at least half a second here, and that time."""
+    tmp_path = tmp_path_factory.mktemp("slow")
     mib = 8
     while True:
         path = bf16_file(tmp_path / f"slow{mib}.safetensors", mib)
@@ -303,8 +305,8 @@ def interrupt_after(seconds):
     return timer
 
 
-def test_ctrl_c_interrupts_a_long_read(tmp_path):
-    path, took = slow_read(tmp_path)
+def test_ctrl_c_interrupts_a_long_read(tmp_path, slow_read):
+    path, took = slow_read
     start = time.monotonic()
     timer = interrupt_after(took / 5)
     with pytest.raises(KeyboardInterrupt):
@@ -321,8 +323,8 @@ def test_ctrl_c_interrupts_a_long_read(tmp_path):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
 
 
-def test_the_interpreter_lock_is_released_while_reading(tmp_path):
-    path, took = slow_read(tmp_path)
+def test_the_interpreter_lock_is_released_while_reading(slow_read):
+    path, took = slow_read
     ticks = 0
     done = threading.Event()
 
