@@ -50,6 +50,8 @@ step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
 step gguf "$GGUF" benches/gguf_bench.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
+# The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
+step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
 "$TF" benches/report.py "$BENCH_OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md in $(( $(date +%s) - started )) s" >&2

@@ -21,6 +21,8 @@
 //!               temporaries, names.rs member and file names)
 //!   batch.rs (--update, --manifest) is called by cmd/convert.rs; checksum.rs (TensorFlow's
 //!   masked CRC32C) serves input.rs and the readers.
+//!   python/ (feature `python`, the wheel's extension module) enters beside main.rs: its
+//!   keyword arguments go through cli.rs, then cmd/, source/ and pipeline.rs as above.
 //! ```
 //!
 //! Readers know nothing of sinks and sinks nothing of readers; only `cli.rs` and `cmd/` use clap.
@@ -36,6 +38,8 @@ pub mod error;
 pub mod input;
 pub mod jobs;
 pub mod pipeline;
+#[cfg(feature = "python")]
+pub mod python;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod report;
