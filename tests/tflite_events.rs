@@ -53,7 +53,11 @@ fn check_good(filter: &str) {
         assert_same_arrays(&read_npz(&small), &want, &format!("{what} small chunks"));
         let tree = dir.path().join("tree");
         convert_ok(&case.input, &case.args, &tree, &["--to", "npy"]);
-        assert_same_arrays(&read_npy_dir(&tree), &want, &format!("{what} as .npy files"));
+        assert_same_arrays(
+            &read_npy_dir(&tree),
+            &want,
+            &format!("{what} as .npy files"),
+        );
     }
 }
 
@@ -149,15 +153,27 @@ fn event_files_win_the_sniff_whatever_their_name() {
 #[test]
 fn every_flipped_byte_of_an_event_file_is_caught() {
     let good = fs::read(event_file("tf1")).unwrap();
-    assert!(TfEventsSource::open("e", vec![], FileRange::from_vec(good.clone()), false, 1 << 20).is_ok());
+    assert!(TfEventsSource::open(
+        "e",
+        vec![],
+        FileRange::from_vec(good.clone()),
+        false,
+        1 << 20
+    )
+    .is_ok());
     for at in 0..good.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = good.clone();
             bad[at] ^= bit;
             let r = TfEventsSource::open("e", vec![], FileRange::from_vec(bad), false, 1 << 20);
-            let e = r.err().unwrap_or_else(|| panic!("flip of byte {at} not caught"));
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("flip of byte {at} not caught"));
             let msg = format!("{e:#}");
-            assert!(msg.contains("checksum") || msg.contains("truncated"), "byte {at}: {msg}");
+            assert!(
+                msg.contains("checksum") || msg.contains("truncated"),
+                "byte {at}: {msg}"
+            );
         }
     }
 }
@@ -165,12 +181,21 @@ fn every_flipped_byte_of_an_event_file_is_caught() {
 #[test]
 fn every_truncation_of_a_model_is_refused_without_a_panic() {
     let whole = fs::read(fixture("fixtures/tflite/int8.tflite")).unwrap();
-    for mode in [QuantOutput::Stored, QuantOutput::Params, QuantOutput::Dequant] {
+    for mode in [
+        QuantOutput::Stored,
+        QuantOutput::Params,
+        QuantOutput::Dequant,
+    ] {
         let src = TfliteSource::open("m", vec![], FileRange::from_vec(whole.clone()), mode);
         assert!(src.unwrap().len() >= 6);
     }
     for n in 0..whole.len() {
-        let r = TfliteSource::open("m.tflite", vec![], FileRange::from_vec(whole[..n].to_vec()), QuantOutput::Dequant);
+        let r = TfliteSource::open(
+            "m.tflite",
+            vec![],
+            FileRange::from_vec(whole[..n].to_vec()),
+            QuantOutput::Dequant,
+        );
         let e = r.err().unwrap_or_else(|| panic!("{n} bytes accepted"));
         let msg = format!("{e:#}");
         assert!(msg.contains("TFLite"), "{n} bytes: {msg}");

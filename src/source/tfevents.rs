@@ -179,8 +179,9 @@ impl TfEventsSource {
                             wall_time,
                             what,
                         };
-                        src.scan(&e)
-                            .with_context(|| format!("tag '{}' step {step}", src.tags[id as usize]))?;
+                        src.scan(&e).with_context(|| {
+                            format!("tag '{}' step {step}", src.tags[id as usize])
+                        })?;
                         src.events.push(e);
                     }
                     Ok(())
@@ -191,8 +192,9 @@ impl TfEventsSource {
         let mut kinds: Vec<_> = skipped.into_iter().collect();
         kinds.sort();
         for (kind, n) in kinds {
-            src.notes
-                .push(format!("left out {n} {kind} summary value(s), which carry no tensor"));
+            src.notes.push(format!(
+                "left out {n} {kind} summary value(s), which carry no tensor"
+            ));
         }
         if stack {
             src.stack()?;
@@ -253,7 +255,8 @@ impl TfEventsSource {
             meta.shape.insert(0, list.len() as u64);
             self.stacked.push(Some(meta));
             let t = t as u32;
-            self.outs.extend([Out::Stack(t), Out::Steps(t), Out::Walls(t)]);
+            self.outs
+                .extend([Out::Stack(t), Out::Steps(t), Out::Walls(t)]);
         }
         Ok(())
     }
@@ -272,12 +275,8 @@ impl TfEventsSource {
 
     fn event(&self, i: u32) -> Result<ScannedTensor> {
         let e = &self.events[i as usize];
-        self.scan(e).with_context(|| {
-            format!(
-                "tag '{}' step {}",
-                self.tags[e.tag as usize], e.step
-            )
-        })
+        self.scan(e)
+            .with_context(|| format!("tag '{}' step {}", self.tags[e.tag as usize], e.step))
     }
 
     /// The events tensor `index` is read from, in order.
@@ -489,15 +488,25 @@ fn histogram(r: &FileRange) -> Result<Vec<u8>> {
                 v => bail!("field {f} has wire type {}", v.wire()),
             };
             if bytes.len() % 8 != 0 || into.len() + (bytes.len() / 8) as usize > MAX_BUCKETS {
-                bail!("field {f} holds {} bytes, not a list of at most {MAX_BUCKETS} doubles", bytes.len());
+                bail!(
+                    "field {f} holds {} bytes, not a list of at most {MAX_BUCKETS} doubles",
+                    bytes.len()
+                );
             }
             let b = bytes.read_vec(0, bytes.len() as usize)?;
-            into.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())));
+            into.extend(
+                b.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap())),
+            );
             Ok(())
         };
         match (f, v) {
-            (1, Value::Fixed64(r)) => min = f64::from_le_bytes(r.read_vec(0, 8)?.try_into().unwrap()),
-            (2, Value::Fixed64(r)) => max = f64::from_le_bytes(r.read_vec(0, 8)?.try_into().unwrap()),
+            (1, Value::Fixed64(r)) => {
+                min = f64::from_le_bytes(r.read_vec(0, 8)?.try_into().unwrap())
+            }
+            (2, Value::Fixed64(r)) => {
+                max = f64::from_le_bytes(r.read_vec(0, 8)?.try_into().unwrap())
+            }
             (6, v) => doubles(v, &mut limits)?,
             (7, v) => doubles(v, &mut counts)?,
             _ => {}
@@ -511,7 +520,11 @@ fn histogram(r: &FileRange) -> Result<Vec<u8>> {
     let k = match (start, end) {
         (Some(start), Some(end)) => {
             if limits.len() < end {
-                bail!("{} buckets but {} bucket limits", counts.len(), limits.len());
+                bail!(
+                    "{} buckets but {} bucket limits",
+                    counts.len(),
+                    limits.len()
+                );
             }
             let inner = &limits[start..end];
             let lefts = std::iter::once(min).chain(inner.iter().copied());

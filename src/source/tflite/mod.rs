@@ -219,8 +219,8 @@ impl TfliteSource {
                 out.clear();
                 for v in c.chunks_exact(size) {
                     let ch = ((index / inner) % k) as usize;
-                    let real = (int_value(f.dtype, v) - q.zero_point[ch] as f64)
-                        * f64::from(q.scale[ch]);
+                    let real =
+                        (int_value(f.dtype, v) - q.zero_point[ch] as f64) * f64::from(q.scale[ch]);
                     out.extend_from_slice(&(real as f32).to_le_bytes());
                     index += 1;
                 }
@@ -280,7 +280,10 @@ impl Source for TfliteSource {
     }
 
     fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("tensor '{}' is not a string tensor", self.entries[index].name)
+        bail!(
+            "tensor '{}' is not a string tensor",
+            self.entries[index].name
+        )
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
