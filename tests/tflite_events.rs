@@ -221,3 +221,79 @@ fn quant_params_is_refused_for_gguf() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--quant params is for TFLite"));
 }
+
+/// Reads every tensor of `src` to the end, as convert would.
+fn drain(src: &mut dyn Source) -> anyhow::Result<()> {
+    for i in 0..src.len() {
+        let meta = src.meta(i)?;
+        let mut sink = |_: &[u8]| Ok(());
+        if meta.dtype.item_size().is_some() {
+            src.read_dense(i, 64, &mut sink)?;
+        } else {
+            src.read_strings(i, &mut sink)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_damaged_byte_of_a_quantized_model_is_read_or_refused_without_a_panic() {
+    let whole = fs::read(fixture("fixtures/tflite/int8.tflite")).unwrap();
+    let (mut read, mut refused) = (0, 0);
+    for at in 0..whole.len() {
+        let mut bad = whole.clone();
+        bad[at] ^= 0xff;
+        for mode in [
+            QuantOutput::Stored,
+            QuantOutput::Params,
+            QuantOutput::Dequant,
+        ] {
+            let r = TfliteSource::open("m", vec![], FileRange::from_vec(bad.clone()), mode)
+                .and_then(|mut s| drain(&mut s));
+            match r {
+                Ok(()) => read += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    // Flipped tensor values read fine; flipped offsets, lengths and identifiers are refused.
+    assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
+}
+
+#[test]
+fn damaged_events_with_valid_checksums_are_read_or_refused_without_a_panic() {
+    use tensor2npy::checksum::mask_crc;
+    let good = fs::read(event_file("tf1")).unwrap();
+    // Each record's payload span, so that a flipped payload byte gets a matching CRC.
+    let mut spans = Vec::new();
+    let mut pos = 0;
+    while pos < good.len() {
+        let len = u64::from_le_bytes(good[pos..pos + 8].try_into().unwrap()) as usize;
+        spans.push((pos + 12, len));
+        pos += 12 + len + 4;
+    }
+    let (mut read, mut refused) = (0, 0);
+    for &(start, len) in &spans {
+        for at in start..start + len {
+            let mut bad = good.clone();
+            bad[at] ^= 0xff;
+            let crc = mask_crc(crc32c::crc32c(&bad[start..start + len]));
+            bad[start + len..start + len + 4].copy_from_slice(&crc.to_le_bytes());
+            for stack in [false, true] {
+                let r = TfEventsSource::open(
+                    "e",
+                    vec![],
+                    FileRange::from_vec(bad.clone()),
+                    stack,
+                    1 << 20,
+                )
+                .and_then(|mut s| drain(&mut s));
+                match r {
+                    Ok(()) => read += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+    }
+    assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
+}
