@@ -299,6 +299,16 @@ impl Source for TfliteSource {
         self.files.clone()
     }
 
+    fn host_decode(&self, index: usize) -> Option<String> {
+        let e = &self.entries[index];
+        matches!(e.part, Part::Dequant).then(|| {
+            format!(
+                "TFLite {} is dequantized on the host (no device kernel)",
+                self.found[e.found].dtype.name()
+            )
+        })
+    }
+
     fn quantization(&self, index: usize) -> Option<serde_json::Value> {
         let e = &self.entries[index];
         match e.part {
