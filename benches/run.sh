@@ -6,6 +6,7 @@
 #   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
 #   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
+#   tflite_events.py  TFLite models, TensorBoard event files
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON and
 # BENCH_GGUF_PYTHON; a script whose Python is missing is reported as not run.
@@ -49,6 +50,7 @@ step example "$TF" benches/example_bench.py
 step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
 step gguf "$GGUF" benches/gguf_bench.py
+step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py

@@ -100,7 +100,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -132,7 +132,7 @@ _tensor2npy() {
                     return 0
                     ;;
                 --quant)
-                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "dequant raw params" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -359,7 +359,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -391,7 +391,7 @@ _tensor2npy() {
                     return 0
                     ;;
                 --quant)
-                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "dequant raw params" -- "${cur}"))
                     return 0
                     ;;
                 --bf16)
@@ -442,7 +442,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

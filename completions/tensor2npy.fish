@@ -43,6 +43,8 @@ gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
+tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
@@ -54,8 +56,9 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-de
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
-raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l quant -d 'Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as stored like the interpreter\'s get_tensor, add <name>/scale and <name>/zero_point arrays (params), or dequantize them to float32 (dequant)' -r -f -a "dequant\t'Dequantize to <f4: GGUF bit for bit what gguf.quants.dequantize returns; TFLite (q - zero_point) * scale in float64, rounded to float32, per axis'
+raw\t'As stored: GGUF blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]; TFLite the stored integers'
+params\t'TFLite: as stored, plus <name>/scale (float32) and <name>/zero_point (int32) arrays as the interpreter\'s quantization_parameters give them'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s o -l output -d 'Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l to -d 'Output kind where -o does not say: npz (an archive) or npy (.npy files)' -r -f -a "npy\t''
 npz\t''"
@@ -84,7 +87,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l manife
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s j -l jobs -d 'Threads converting at once (default: the number of cores, at most 8): the large tensors of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is byte for byte the same whatever N, and memory stays bounded' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>. TensorBoard event files: stack each tag\'s values over its steps into <tag>, beside <tag>/step and <tag>/wall_time'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
@@ -105,6 +108,8 @@ gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
+tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
@@ -116,15 +121,16 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decom
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l quant -d 'GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes' -r -f -a "dequant\t'Dequantize to <f4, bit for bit what gguf.quants.dequantize returns'
-raw\t'Keep the blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]'"
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l quant -d 'Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as stored like the interpreter\'s get_tensor, add <name>/scale and <name>/zero_point arrays (params), or dequantize them to float32 (dequant)' -r -f -a "dequant\t'Dequantize to <f4: GGUF bit for bit what gguf.quants.dequantize returns; TFLite (q - zero_point) * scale in float64, rounded to float32, per axis'
+raw\t'As stored: GGUF blocks as |u1 arrays of GGUFReader\'s byte shape [..., bytes_per_row]; TFLite the stored integers'
+params\t'TFLite: as stored, plus <name>/scale (float32) and <name>/zero_point (int32) arrays as the interpreter\'s quantization_parameters give them'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l bf16 -d 'bfloat16: widen to float32 (<f4), or keep the raw bits as <u2' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
 bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l f8 -d 'float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1' -r -f -a "f32\t'Widen losslessly to float32 (`<f4`)'
 bits\t'Keep the raw bit pattern as an unsigned integer (`<u2` for bf16, `|u1` for float8)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l cast -d 'Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l include-internal -d 'Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 'TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>. TensorBoard event files: stack each tag\'s values over its steps into <tag>, beside <tag>/step and <tag>/wall_time'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
@@ -144,6 +150,8 @@ gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
 hdf5\t'HDF5 files: Keras .weights.h5 and .h5, any h5py file'
 keras\t'Keras 3 .keras archives (their model.weights.h5)'
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
+tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
+tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'

@@ -291,7 +291,9 @@ pub struct InputArgs {
     #[arg(long)]
     pub include_internal: bool,
 
-    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>
+    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
+    /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
+    /// <tag>/step and <tag>/wall_time
     #[arg(long)]
     pub stack: bool,
 
@@ -331,19 +333,26 @@ pub struct InputArgs {
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     pub dense_features: Vec<String>,
 
-    /// GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks
-    /// as |u1 bytes
-    #[arg(long, value_enum, default_value_t = QuantMode::Dequant, value_name = "MODE")]
-    pub quant: QuantMode,
+    /// Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32
+    /// like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as
+    /// stored like the interpreter's get_tensor, add <name>/scale and <name>/zero_point arrays
+    /// (params), or dequantize them to float32 (dequant)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub quant: Option<QuantMode>,
 }
 
-/// What happens to GGUF's block-quantized tensors.
+/// What happens to quantized tensors; without `--quant`, each format's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantMode {
-    /// Dequantize to <f4, bit for bit what gguf.quants.dequantize returns
+    /// Dequantize to <f4: GGUF bit for bit what gguf.quants.dequantize returns; TFLite
+    /// (q - zero_point) * scale in float64, rounded to float32, per axis
     Dequant,
-    /// Keep the blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row]
+    /// As stored: GGUF blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row];
+    /// TFLite the stored integers
     Raw,
+    /// TFLite: as stored, plus <name>/scale (float32) and <name>/zero_point (int32) arrays as
+    /// the interpreter's quantization_parameters give them
+    Params,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows

@@ -110,6 +110,12 @@ pub trait Source: Send {
         None
     }
 
+    /// The quantization parameters of tensor `index` as stored (a TFLite tensor's scale, zero
+    /// point and quantized dimension), for `list --json`.
+    fn quantization(&self, _index: usize) -> Option<serde_json::Value> {
+        None
+    }
+
     /// The input's own metadata (GGUF key/values), for `list --json --metadata`.
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         Ok(None)

@@ -9,7 +9,7 @@ pub mod verify;
 
 use anyhow::{Context, Result};
 
-use crate::cli::InputArgs;
+use crate::cli::{InputArgs, QuantMode};
 use crate::source::{self, bundle::BundleOptions, OpenOptions};
 use crate::structure::{self, StructureOptions};
 use crate::tensor::Source;
@@ -67,7 +67,12 @@ fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
                 list: structure.view == structure::View::List,
             },
         },
-        quant_raw: args.quant == crate::cli::QuantMode::Raw,
+        quant_raw: args.quant == Some(QuantMode::Raw),
+        tflite_quant: match args.quant {
+            None | Some(QuantMode::Raw) => source::tflite::QuantOutput::Stored,
+            Some(QuantMode::Params) => source::tflite::QuantOutput::Params,
+            Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
+        },
         constants: args.constants,
     }
 }

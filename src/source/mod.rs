@@ -28,6 +28,8 @@ pub mod pickle;
 pub mod proto;
 pub mod safetensors;
 pub mod tensorproto;
+pub mod tfevents;
+pub mod tflite;
 pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
@@ -52,6 +54,8 @@ pub static READERS: &[&Reader] = &[
     &hdf5::READER,
     &keras::READER,
     &flax::READER,
+    &tflite::READER,
+    &tfevents::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,
@@ -96,6 +100,8 @@ pub struct OpenOptions {
     pub example: example::ExampleOptions,
     /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
     pub quant_raw: bool,
+    /// TFLite: quantized tensors as stored, with their parameters, or dequantized (`--quant`).
+    pub tflite_quant: tflite::QuantOutput,
     /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
     pub constants: bool,
 }

@@ -27,11 +27,14 @@ pub static READER: Reader = Reader {
 /// A record header whose length CRC checks out; or a GZIP / ZLIB stream, which only
 /// TFRecords are compressed as. Only `Maybe` when the first record is a `tf.train.Example`, so
 /// that the Example reader wins even for names that end in `.gz` / `.zz` only (TFDS shards
-/// `train.tfrecord-00000-of-00004.gz`).
+/// `train.tfrecord-00000-of-00004.gz`); the same for TensorBoard event files, whichever their
+/// name.
 fn sniff_input(input: &Input) -> Sniff {
     if !(sniff(&input.head) || Compression::sniff(&input.head).is_some()) {
         Sniff::No
-    } else if (super::example::READER.sniff)(input) == Sniff::Yes {
+    } else if (super::example::READER.sniff)(input) == Sniff::Yes
+        || (super::tfevents::READER.sniff)(input) == Sniff::Yes
+    {
         Sniff::Maybe
     } else {
         Sniff::Yes

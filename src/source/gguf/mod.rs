@@ -47,6 +47,12 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    if opts.tflite_quant == crate::source::tflite::QuantOutput::Params {
+        anyhow::bail!(
+            "{}: --quant params is for TFLite models; GGUF blocks have no scale and zero-point arrays (use --quant raw or dequant)",
+            input.display
+        );
+    }
     Ok(Box::new(GgufSource::open(
         &input.display,
         input.files.clone(),
