@@ -301,3 +301,41 @@ fn links_are_followed_inside_the_folder_and_the_hugging_face_cache_and_refused_o
     let got = f32_values(&read_npz(&out.path().join("out.npz")));
     assert_eq!(got, [("w0".to_string(), 0.0)]);
 }
+
+#[test]
+fn concat_merges_other_inputs_under_their_own_names_and_refuses_a_name_in_two() {
+    let dir = tempdir();
+    let (a, b, c) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+        dir.path().join("c.safetensors"),
+    );
+    one_tensor(&a, "x", 1.0);
+    one_tensor(&b, "y", 2.0);
+    one_tensor(&c, "x", 3.0);
+    let run = |inputs: &[&Path], out: &Path| {
+        Command::new(bin())
+            .arg("convert")
+            .args(inputs)
+            .args(["--concat", "-o"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("ab.npz");
+    let o = run(&[&a, &b], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        f32_values(&read_npz(&out)),
+        [("x".to_string(), 1.0), ("y".to_string(), 2.0)]
+    );
+    let out = dir.path().join("ac.npz");
+    let o = run(&[&a, &c], &out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("'x'") && stderr.contains("a.safetensors") && stderr.contains("c.safetensors"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

@@ -1,7 +1,8 @@
 //! The one concatenation every composite input is built on: several sources read as one, their
 //! tensors one after the other, names kept as each part gives them. A SavedModel's variables
 //! followed by the constants of its `saved_model.pb` (`--constants`), the shards of a Hugging
-//! Face folder (`hf.rs`), the shards of Keras sharded weights (`keras_sharded.rs`).
+//! Face folder (`hf.rs`), the shards of Keras sharded weights (`keras_sharded.rs`), the inputs
+//! of `--concat` ([`open_concat`]).
 //!
 //! A part is either a source already open (held for the chain's life) or a path, opened through
 //! the registry (`mod.rs` [`super::probe`] and a [`Reader`]) so that a folder in a bucket reads
@@ -228,6 +229,52 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// `--concat`: every input read as one. Shards of one `tf.train.Example` dataset (every input
+/// read by the Example reader) become one dataset, records in input order; any other inputs
+/// are parts of one chain, their tensors under their own names (no stem prefix), a name in two
+/// inputs an error naming both. Files and remote objects are parts opened from their paths;
+/// standard input and pipes stay open.
+pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let mut inputs = Vec::with_capacity(paths.len());
+    let mut readers = Vec::with_capacity(paths.len());
+    for p in paths {
+        let input = super::probe(p).with_context(|| p.display().to_string())?;
+        let reader = match &opts.from {
+            Some(name) => super::reader(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown format '{name}'"))?,
+            None => super::choose(&input).with_context(|| input.display.clone())?,
+        };
+        inputs.push(input);
+        readers.push(reader);
+    }
+    let display = match inputs.as_slice() {
+        [one] => one.display.clone(),
+        [first, rest @ ..] => format!("{} (+{} more)", first.display, rest.len()),
+        [] => bail!("--concat needs at least one input"),
+    };
+    if readers
+        .iter()
+        .all(|r| std::ptr::eq(*r, &super::example::READER))
+    {
+        return super::example::open_concat(&inputs, opts);
+    }
+    let mut chain = Chain::new(&display);
+    for (input, reader) in inputs.into_iter().zip(readers) {
+        let reopenable = !input.files.is_empty() || crate::input::url_of(&input.path).is_some();
+        if reopenable {
+            drop(input.data);
+            chain.push_path(&input.path, reader, opts)?;
+        } else {
+            let src = (reader.open)(&input, opts).with_context(|| input.display.clone())?;
+            for note in src.notes() {
+                chain.add_note(format!("{}: {note}", input.display));
+            }
+            chain.push_held(src)?;
+        }
+    }
+    Ok(Box::new(chain.finish()))
 }
 
 fn open_part(path: &Path, reader: &'static Reader, opts: &OpenOptions) -> Result<Box<dyn Source>> {

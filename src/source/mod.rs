@@ -231,7 +231,7 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
 }
 
 /// The reader the registry picks for `input`.
-fn choose(input: &Input) -> Result<&'static Reader> {
+pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
     let verdicts: Vec<Sniff> = READERS.iter().map(|r| (r.sniff)(input)).collect();
     for level in [Sniff::Yes, Sniff::Maybe] {
         let candidates = || {
