@@ -176,6 +176,20 @@ fn a_folder_with_model_safetensors_beside_other_weights_files_names_what_it_leav
             && stderr.contains("pass them as inputs"),
         "{stderr}"
     );
+    // The note survives the sparse/ragged view that wraps an input with a `*/indices` tensor.
+    let bytes = |v: f32| v.to_le_bytes().to_vec();
+    fs::write(
+        m.join("model.safetensors"),
+        safetensors_bytes(&[
+            ("w", "F32", vec![1], bytes(1.5)),
+            ("s/indices", "I64", vec![1, 1], 0i64.to_le_bytes().to_vec()),
+        ]),
+    )
+    .unwrap();
+    let (o, _out2) = convert(&m, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("a.safetensors, b.safetensors"), "{stderr}");
     // Passed as inputs, they convert (each under its stem).
     let o = Command::new(bin())
         .arg("convert")

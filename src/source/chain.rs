@@ -384,3 +384,105 @@ impl Source for Chain {
         &self.notes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::tensor::Kind;
+
+    /// One tensor `name` and an answer from every optional hook.
+    struct Mock {
+        path: String,
+        name: String,
+        notes: Vec<String>,
+    }
+
+    fn mock(path: &str, name: &str) -> Box<dyn Source> {
+        Box::new(Mock {
+            path: path.into(),
+            name: name.into(),
+            notes: vec![format!("note of {path}")],
+        })
+    }
+
+    impl Source for Mock {
+        fn display_path(&self) -> &str {
+            &self.path
+        }
+        fn len(&self) -> usize {
+            1
+        }
+        fn meta(&self, _: usize) -> Result<TensorMeta> {
+            Ok(TensorMeta {
+                name: self.name.clone(),
+                dtype: DType::U8,
+                shape: vec![1],
+                kind: Kind::Dense,
+                stored_bytes: 1,
+                max_string_len: None,
+                big_endian: false,
+                ragged_rank: 0,
+            })
+        }
+        fn read_dense(&mut self, _: usize, _: usize, sink: &mut ChunkSink) -> Result<()> {
+            sink(self.path.as_bytes())
+        }
+        fn read_strings(&mut self, _: usize, _: &mut ChunkSink) -> Result<()> {
+            bail!("no strings")
+        }
+        fn input_files(&self) -> Vec<PathBuf> {
+            vec![PathBuf::from(&self.path)]
+        }
+        fn raw_range(&self, _: usize) -> Option<FileRange> {
+            Some(FileRange::from_vec(self.path.as_bytes().to_vec()))
+        }
+        fn source_dtype(&self, _: usize) -> Option<String> {
+            Some(format!("dtype of {}", self.path))
+        }
+        fn host_decode(&self, _: usize) -> Option<String> {
+            Some(format!("decode of {}", self.path))
+        }
+        fn metadata(&self) -> Result<Option<serde_json::Value>> {
+            Ok(Some(serde_json::json!(self.path)))
+        }
+        fn format(&self) -> Option<&str> {
+            Some("mock")
+        }
+        fn parallel_reads(&self, _: usize) -> bool {
+            self.path == "a"
+        }
+        fn notes(&self) -> &[String] {
+            &self.notes
+        }
+    }
+
+    #[test]
+    fn every_hook_is_forwarded_and_a_name_in_two_parts_names_both() {
+        let mut c = Chain::pair(mock("a", "x"), mock("b", "y")).unwrap().finish();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.meta(1).unwrap().name, "y");
+        assert_eq!(c.source_dtype(1).as_deref(), Some("dtype of b"));
+        assert_eq!(c.host_decode(0).as_deref(), Some("decode of a"));
+        assert!(c.parallel_reads(0) && !c.parallel_reads(1));
+        assert_eq!(c.raw_range(1).unwrap().memory(), Some(&b"b"[..]));
+        assert_eq!(c.format(), Some("mock"));
+        assert_eq!(c.notes(), ["note of a", "note of b"]);
+        assert_eq!(
+            c.metadata().unwrap().unwrap(),
+            serde_json::json!({"a": "a", "b": "b"})
+        );
+        assert_eq!(c.input_files(), [PathBuf::from("a"), PathBuf::from("b")]);
+        let mut got = Vec::new();
+        c.read_dense(1, 16, &mut |b: &[u8]| {
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, b"b");
+
+        let e = Chain::pair(mock("a", "x"), mock("b", "x")).err().unwrap();
+        let e = e.to_string();
+        assert!(e.contains("'x'") && e.contains("in both a and b"), "{e}");
+    }
+}
