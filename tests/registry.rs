@@ -353,3 +353,34 @@ fn concat_merges_other_inputs_under_their_own_names_and_refuses_a_name_in_two() 
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn keras_sharded_weights_with_a_missing_shard_or_a_wrong_index_are_refused_naming_the_file() {
+    let dir = tempdir();
+    let copy = |name: &str| {
+        let to = dir.path().join(name);
+        fs::create_dir(&to).unwrap();
+        for e in fs::read_dir(root().join("fixtures/keras/sharded")).unwrap() {
+            let p = e.unwrap().path();
+            fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+        to
+    };
+    // An interrupted copy: a shard the index names is missing.
+    let missing = copy("missing");
+    fs::remove_file(missing.join("model_00001.weights.h5")).unwrap();
+    assert_refused(&missing, "model_00001.weights.h5");
+    assert_refused(&missing.join("model.weights.json"), "model_00001.weights.h5");
+    // An index that gives a layer's variables to another shard than the one holding them.
+    let wrong = copy("wrong");
+    let index = wrong.join("model.weights.json");
+    let text = fs::read_to_string(&index).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["weight_map"]["/layers/dense/vars"] = serde_json::json!(["model_00001.weights.h5"]);
+    fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_refused(&wrong, "layers/dense/vars/0");
+    // A shard name that leaves the folder.
+    json["weight_map"]["/layers/dense/vars"] = serde_json::json!(["../x.weights.h5"]);
+    fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_refused(&wrong, "not a file name inside the folder");
+}
