@@ -150,7 +150,10 @@ fn f32_values(arrays: &std::collections::BTreeMap<String, Array>) -> Vec<(String
         .iter()
         .map(|(k, a)| {
             assert_eq!((a.descr.as_str(), a.shape.as_slice()), ("<f4", &[1u64][..]));
-            (k.clone(), f32::from_le_bytes(a.data[..4].try_into().unwrap()))
+            (
+                k.clone(),
+                f32::from_le_bytes(a.data[..4].try_into().unwrap()),
+            )
         })
         .collect()
 }
@@ -348,7 +351,9 @@ fn concat_merges_other_inputs_under_their_own_names_and_refuses_a_name_in_two() 
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("'x'") && stderr.contains("a.safetensors") && stderr.contains("c.safetensors"),
+        stderr.contains("'x'")
+            && stderr.contains("a.safetensors")
+            && stderr.contains("c.safetensors"),
         "{stderr}"
     );
     assert!(!out.exists());
@@ -370,7 +375,10 @@ fn keras_sharded_weights_with_a_missing_shard_or_a_wrong_index_are_refused_namin
     let missing = copy("missing");
     fs::remove_file(missing.join("model_00001.weights.h5")).unwrap();
     assert_refused(&missing, "model_00001.weights.h5");
-    assert_refused(&missing.join("model.weights.json"), "model_00001.weights.h5");
+    assert_refused(
+        &missing.join("model.weights.json"),
+        "model_00001.weights.h5",
+    );
     // An index that gives a layer's variables to another shard than the one holding them.
     let wrong = copy("wrong");
     let index = wrong.join("model.weights.json");

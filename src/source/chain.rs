@@ -242,8 +242,9 @@ pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Sour
     for p in paths {
         let input = super::probe(p).with_context(|| p.display().to_string())?;
         let reader = match &opts.from {
-            Some(name) => super::reader(name)
-                .ok_or_else(|| anyhow::anyhow!("unknown format '{name}'"))?,
+            Some(name) => {
+                super::reader(name).ok_or_else(|| anyhow::anyhow!("unknown format '{name}'"))?
+            }
             None => super::choose(&input).with_context(|| input.display.clone())?,
         };
         inputs.push(input);
@@ -459,7 +460,9 @@ mod tests {
 
     #[test]
     fn every_hook_is_forwarded_and_a_name_in_two_parts_names_both() {
-        let mut c = Chain::pair(mock("a", "x"), mock("b", "y")).unwrap().finish();
+        let mut c = Chain::pair(mock("a", "x"), mock("b", "y"))
+            .unwrap()
+            .finish();
         assert_eq!(c.len(), 2);
         assert_eq!(c.meta(1).unwrap().name, "y");
         assert_eq!(c.source_dtype(1).as_deref(), Some("dtype of b"));

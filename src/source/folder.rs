@@ -100,7 +100,9 @@ mod tests {
         check_inside(&snap, &snap.join("plain")).unwrap();
         check_inside(&snap, &snap.join("inside")).unwrap();
         check_inside(&snap, &snap.join("cached")).unwrap();
-        let e = check_inside(&snap, &snap.join("out")).unwrap_err().to_string();
+        let e = check_inside(&snap, &snap.join("out"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("out") && e.contains("symbolic link"), "{e}");
 
         // Without blobs/ beside snapshots/, the folder itself is the limit.

@@ -96,9 +96,9 @@ fn sniff(input: &Input) -> Sniff {
         let Ok(names) = folder::files(&input.path) else {
             return Sniff::No;
         };
-        let found = names.iter().any(|n| {
-            SINGLES.contains(&n.as_str()) || is_variant_single(n) || is_index_name(n)
-        });
+        let found = names
+            .iter()
+            .any(|n| SINGLES.contains(&n.as_str()) || is_variant_single(n) || is_index_name(n));
         return if found { Sniff::Yes } else { Sniff::No };
     }
     let name = input
@@ -191,7 +191,9 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         let read: Vec<&std::ffi::OsStr> = read.iter().filter_map(|p| p.file_name()).collect();
         let left: Vec<&String> = names
             .iter()
-            .filter(|n| is_weights_name(n) && !read.iter().any(|r| *r == std::ffi::OsStr::new(n.as_str())))
+            .filter(|n| {
+                is_weights_name(n) && !read.iter().any(|r| *r == std::ffi::OsStr::new(n.as_str()))
+            })
             .collect();
         if !left.is_empty() {
             let shown: Vec<&str> = left.iter().take(5).map(|s| s.as_str()).collect();
@@ -214,7 +216,11 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 }
 
 /// Opens every shard an index file names and checks its `weight_map`; also returns the shards.
-fn from_index(display: &str, index_path: &Path, opts: &OpenOptions) -> Result<(Chain, Vec<PathBuf>)> {
+fn from_index(
+    display: &str,
+    index_path: &Path,
+    opts: &OpenOptions,
+) -> Result<(Chain, Vec<PathBuf>)> {
     let text = input::read_small(index_path, MAX_INDEX)
         .with_context(|| format!("cannot read {}", index_path.display()))?;
     let json: serde_json::Value = serde_json::from_slice(&text)
