@@ -100,7 +100,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -359,7 +359,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -442,7 +442,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

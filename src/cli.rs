@@ -317,7 +317,8 @@ pub struct InputArgs {
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 
-    /// tf.train.Example datasets: read all inputs as one dataset (shards), records in input order
+    /// Read all inputs as one: tf.train.Example shards as one dataset (records in input order);
+    /// other inputs' tensors merged under their own names, a name in two inputs an error
     #[arg(long)]
     pub concat: bool,
 

@@ -145,3 +145,13 @@ fn hdf5_and_keras_fixtures_match_h5py() {
 fn flax_fixtures_match_msgpack_restore() {
     check_good("fixtures/flax/");
 }
+
+#[test]
+fn keras_sharded_and_unzipped_fixtures_match_h5py() {
+    check_good("fixtures/keras/");
+}
+
+#[test]
+fn diffusers_variant_folder_matches_safetensors_numpy() {
+    check_good("fixtures/folders/");
+}

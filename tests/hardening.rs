@@ -292,6 +292,45 @@ fn hostile_names_never_leave_the_output_directory() {
 }
 
 #[test]
+fn a_link_already_in_the_output_directory_is_never_written_through_out_of_it() {
+    let work = tempdir();
+    let input = work.path().join("in.safetensors");
+    fs::write(
+        &input,
+        safetensors_bytes(&[
+            ("first", "U8", vec![1], vec![1]),
+            ("layers/w", "U8", vec![1], vec![2]),
+        ]),
+    )
+    .unwrap();
+    let (out, elsewhere) = (work.path().join("out"), work.path().join("elsewhere"));
+    fs::create_dir_all(&out).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("layers")).unwrap();
+    let o = convert(&input, &out);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("symbolic link") && stderr.contains("layers"),
+        "{stderr}"
+    );
+    // Nothing written anywhere: not outside, and not the other tensor either.
+    assert!(files_in(&elsewhere).is_empty());
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        1,
+        "only the link is left in {out:?}"
+    );
+    // A link that stays inside the directory is followed.
+    fs::remove_file(out.join("layers")).unwrap();
+    fs::create_dir_all(out.join("real")).unwrap();
+    std::os::unix::fs::symlink("real", out.join("layers")).unwrap();
+    let o = convert(&input, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(out.join("real/w.npy")).unwrap().last(), Some(&2));
+}
+
+#[test]
 fn hostile_metadata_is_refused_before_anything_is_allocated() {
     let work = tempdir();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![

@@ -23,7 +23,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
     }
     let opts = open_options(args, structure);
     if args.concat {
-        let src = source::example::open_concat(&args.inputs, &opts)?;
+        let src = source::chain::open_concat(&args.inputs, &opts)?;
         return Ok(vec![structure::wrap(src, structure)?]);
     }
     args.inputs

@@ -17,11 +17,13 @@ pub mod bundle;
 pub mod chain;
 pub mod example;
 pub mod flax;
+pub mod folder;
 pub mod gguf;
 pub mod graphdef;
 pub mod hdf5;
 pub mod hf;
 pub mod keras;
+pub mod keras_sharded;
 pub mod onnx;
 pub mod pbwalk;
 pub mod pickle;
@@ -53,6 +55,7 @@ pub static READERS: &[&Reader] = &[
     &gguf::READER,
     &hdf5::READER,
     &keras::READER,
+    &keras_sharded::READER,
     &flax::READER,
     &tflite::READER,
     &tfevents::READER,
@@ -234,7 +237,7 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
 }
 
 /// The reader the registry picks for `input`.
-fn choose(input: &Input) -> Result<&'static Reader> {
+pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
     let verdicts: Vec<Sniff> = READERS.iter().map(|r| (r.sniff)(input)).collect();
     for level in [Sniff::Yes, Sniff::Maybe] {
         let candidates = || {
@@ -259,7 +262,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5); pass the files themselves",
             input.display
         );
     }

@@ -138,28 +138,10 @@ fn external_path(base: &Path, location: &str) -> Result<PathBuf> {
         bail!("external data location {location:?} is refused: it must be a relative path inside the model's folder");
     }
     let file = base.join(p);
-    if input::url_of(&file).is_none() {
-        // As onnx does, a symbolic link is refused; so is a folder link leading out.
-        if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!(
-                "external data location {location:?} is refused: {} is a symbolic link",
-                file.display()
-            );
-        }
-        let base_dir = if base.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            base
-        };
-        if let (Ok(f), Ok(b)) = (file.canonicalize(), base_dir.canonicalize()) {
-            if !f.starts_with(&b) {
-                bail!(
-                    "external data location {location:?} is refused: {} resolves outside the model's folder",
-                    file.display()
-                );
-            }
-        }
-    }
+    // The links rule of every reader (`folder.rs`): a link that stays inside the model's
+    // folder is followed, one that leads out is refused.
+    crate::source::folder::check_inside(base, &file)
+        .with_context(|| format!("external data location {location:?} is refused"))?;
     Ok(file)
 }
 
@@ -460,7 +442,8 @@ mod tests {
         for bad in ["../w.bin", "sub/../../w.bin", "/etc/passwd", "a\\..\\b"] {
             assert!(external_path(base, bad).is_err(), "{bad}");
         }
-        // Symbolic links, to a file or through a folder, are refused like onnx refuses them.
+        // Symbolic links that lead out of the folder, to a file or through a folder, are refused;
+        // one that stays inside is followed (the rule of every reader, folder.rs).
         let dir = tempfile::tempdir().unwrap();
         let (m, out) = (dir.path().join("m"), dir.path().join("out"));
         std::fs::create_dir_all(&m).unwrap();
@@ -469,7 +452,9 @@ mod tests {
         std::fs::write(m.join("real.bin"), [0u8; 4]).unwrap();
         std::os::unix::fs::symlink(out.join("w.bin"), m.join("link.bin")).unwrap();
         std::os::unix::fs::symlink(&out, m.join("sub")).unwrap();
+        std::os::unix::fs::symlink("real.bin", m.join("inside.bin")).unwrap();
         assert!(external_path(&m, "real.bin").is_ok());
+        assert!(external_path(&m, "inside.bin").is_ok());
         for bad in ["link.bin", "sub/w.bin"] {
             let e = external_path(&m, bad).unwrap_err();
             assert!(format!("{e}").contains("refused"), "{bad}: {e}");
