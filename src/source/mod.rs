@@ -32,6 +32,7 @@ pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
 pub mod wire;
+pub mod zarr;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,7 @@ pub static READERS: &[&Reader] = &[
     &hdf5::READER,
     &keras::READER,
     &flax::READER,
+    &zarr::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,
