@@ -12,7 +12,11 @@ use common::*;
 fn cases(dir: &str) -> Vec<Case> {
     let v: Vec<Case> = manifest()
         .into_iter()
-        .filter(|c| c.input.to_string_lossy().contains(&format!("/fixtures/{dir}/")))
+        .filter(|c| {
+            c.input
+                .to_string_lossy()
+                .contains(&format!("/fixtures/{dir}/"))
+        })
         .collect();
     assert!(v.len() >= 3, "too few {dir} fixtures");
     v
@@ -54,11 +58,17 @@ fn check(dir: &str) {
             let expected = case.error.as_deref().unwrap();
             assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
             assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(files_in(tmp.path()).is_empty(), "{what}: output left behind");
+            assert!(
+                files_in(tmp.path()).is_empty(),
+                "{what}: output left behind"
+            );
             bad += 1;
         }
     }
-    assert!(good > 0 && bad > 0, "{dir}: {good} good and {bad} bad cases");
+    assert!(
+        good > 0 && bad > 0,
+        "{dir}: {good} good and {bad} bad cases"
+    );
 }
 
 #[test]
@@ -81,7 +91,10 @@ fn zarr_list_reads_metadata_only() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     for name in ["sub/w", "dtypes/complex128", "scalar", "empty"] {
-        assert!(text.contains(&format!("\"{name}\"")), "{name} not in {text}");
+        assert!(
+            text.contains(&format!("\"{name}\"")),
+            "{name} not in {text}"
+        );
     }
     // converting it reads the (now absent) chunks as the fill value, as zarr does
     let out = work.path().join("o.npz");
@@ -103,4 +116,109 @@ fn copy_tree(src: &std::path::Path, dst: &std::path::Path, keep: &dyn Fn(&str) -
             std::fs::copy(e.path(), dst.join(&name)).unwrap();
         }
     }
+}
+
+#[test]
+fn orbax_fixtures_match_orbax_restore() {
+    check("orbax");
+}
+
+#[test]
+fn orbax_manager_root_lists_its_steps_and_step_picks_one() {
+    let root = root().join("fixtures/orbax/manager");
+    let o = Command::new(bin()).arg("list").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("step 3 (steps: 1, 2, 3)"), "{err}");
+    let o = Command::new(bin())
+        .args(["list", "--step", "9"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no step 9 (steps: 1, 2, 3)"));
+}
+
+/// A varint (LEB128).
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An OCDBT object: magic, length, version 0, no compression, body, crc32c.
+fn envelope(magic: u32, body: &[u8]) -> Vec<u8> {
+    let len = 4 + 8 + 2 + body.len() + 4;
+    let mut v = magic.to_be_bytes().to_vec();
+    v.extend_from_slice(&(len as u64).to_le_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(body);
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// A one-file data table naming `d/x`.
+fn table(out: &mut Vec<u8>) {
+    varint(out, 1); // one file
+    varint(out, 3); // suffix length
+    varint(out, 0); // base path length
+    out.extend_from_slice(b"d/x");
+}
+
+/// An interior node (height 1) whose only child is itself: at offset 0 of `d/x`, `len` bytes.
+fn self_node(len: u64) -> Vec<u8> {
+    let mut b = vec![1u8];
+    table(&mut b);
+    varint(&mut b, 1); // one entry
+    varint(&mut b, 1); // key suffix length
+    varint(&mut b, 0); // subtree common prefix
+    b.push(b'a');
+    for v in [0, 0, len, 1, len, 0] {
+        varint(&mut b, v); // file, offset, length, keys, tree bytes, indirect bytes
+    }
+    envelope(0x0CDB_20DE, &b)
+}
+
+#[test]
+fn an_ocdbt_node_that_points_at_itself_is_an_error() {
+    let work = tempdir();
+    let dir = work.path().join("item");
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    let len = self_node(0).len() as u64;
+    let node = self_node(len);
+    assert_eq!(node.len() as u64, len);
+    std::fs::write(dir.join("d/x"), &node).unwrap();
+    let mut m = vec![7u8; 16]; // uuid
+    for v in [0, 1024, 100_000_000] {
+        varint(&mut m, v);
+    }
+    m.push(4); // version tree arity
+    varint(&mut m, 0); // no compression
+    table(&mut m);
+    varint(&mut m, 1); // one version
+    varint(&mut m, 1); // generation
+    m.push(1); // root height
+    for v in [0, 0, len, 1, len, 0] {
+        varint(&mut m, v);
+    }
+    m.extend_from_slice(&0u64.to_le_bytes()); // commit time
+    varint(&mut m, 0); // no version nodes
+    std::fs::write(dir.join("manifest.ocdbt"), envelope(0x0CDB_3A2A, &m)).unwrap();
+    std::fs::write(dir.join("_METADATA"), br#"{"tree_metadata": {}}"#).unwrap();
+    let out = work.path().join("o.npz");
+    let o = convert(&dir, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("points at itself") && err.contains("d/x"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

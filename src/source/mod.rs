@@ -23,6 +23,7 @@ pub mod hdf5;
 pub mod hf;
 pub mod keras;
 pub mod onnx;
+pub mod orbax;
 pub mod pbwalk;
 pub mod pickle;
 pub mod proto;
@@ -53,6 +54,7 @@ pub static READERS: &[&Reader] = &[
     &hdf5::READER,
     &keras::READER,
     &flax::READER,
+    &orbax::READER,
     &zarr::READER,
     &tfrecord::READER,
     &onnx::READER,
@@ -100,6 +102,8 @@ pub struct OpenOptions {
     pub quant_raw: bool,
     /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
     pub constants: bool,
+    /// `--step`: the step of an Orbax CheckpointManager root (default: the latest).
+    pub step: Option<u64>,
 }
 
 /// What a reader sees of one input before opening it.

@@ -54,8 +54,8 @@ impl ArrayReader<'_> {
             piece,
             sink,
         };
-        let full_rows = m.shape.len() <= 1
-            || (m.chunks[1..].iter().zip(&m.shape[1..])).all(|(c, s)| c >= s);
+        let full_rows =
+            m.shape.len() <= 1 || (m.chunks[1..].iter().zip(&m.shape[1..])).all(|(c, s)| c >= s);
         let c_order = m.layout.perm.as_ref().is_none_or(|p| is_identity(p));
         if m.sharding.is_none() && c_order && full_rows && !m.shape.is_empty() {
             self.stream_rows(&mut out)?;
@@ -191,12 +191,7 @@ impl ArrayReader<'_> {
 
     /// Decoded unit chunk `idx` (a chunk, or an inner chunk of a shard) in C order; `None`
     /// when it is absent (the fill value).
-    fn unit(
-        &self,
-        idx: &[u64],
-        unit: &[u64],
-        cache: &mut Cache,
-    ) -> Result<Option<Arc<Vec<u8>>>> {
+    fn unit(&self, idx: &[u64], unit: &[u64], cache: &mut Cache) -> Result<Option<Arc<Vec<u8>>>> {
         if let Some(c) = cache.map.get(idx) {
             return Ok(c.clone());
         }
@@ -343,9 +338,9 @@ fn to_c_order(raw: Vec<u8>, layout: &Layout, unit: &[u64], item: usize) -> Vec<u
 fn decoder(c: &Codec, range: FileRange) -> Result<Box<dyn Read>> {
     let src = std::io::BufReader::new(RangeReader::new(range));
     Ok(match c {
-        Codec::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(src).context("cannot start zstd")?,
-        ),
+        Codec::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(src).context("cannot start zstd")?)
+        }
         Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(src)),
         Codec::Zlib => Box::new(flate2::bufread::ZlibDecoder::new(src)),
         _ => bail!("{c:?} is not a streaming codec"),

@@ -186,7 +186,10 @@ pub fn parse_v3(text: &[u8]) -> Result<ArrayMeta> {
         bail!("chunk_grid {} is not a regular grid", grid["name"]);
     }
     let chunks = dims(&grid["configuration"]["chunk_shape"], "chunk_shape")?;
-    if let Some(t) = v["storage_transformers"].as_array().filter(|t| !t.is_empty()) {
+    if let Some(t) = v["storage_transformers"]
+        .as_array()
+        .filter(|t| !t.is_empty())
+    {
         bail!("storage_transformers {t:?} are not supported");
     }
     let name = v["data_type"]
@@ -343,7 +346,9 @@ fn codec_v2(c: &Value) -> Result<Codec> {
         "gzip" => Codec::Gzip,
         "zlib" => Codec::Zlib,
         "blosc" => Codec::Blosc,
-        _ => bail!("unknown codec: compressor '{id}' is not decoded (raw, zstd, gzip, zlib and blosc are)"),
+        _ => bail!(
+            "unknown codec: compressor '{id}' is not decoded (raw, zstd, gzip, zlib and blosc are)"
+        ),
     })
 }
 

@@ -47,7 +47,11 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    Ok(Box::new(ZarrSource::open(&input.path, &input.display, &input.stem)?))
+    Ok(Box::new(ZarrSource::open(
+        &input.path,
+        &input.display,
+        &input.stem,
+    )?))
 }
 
 /// `dir/name`, keeping a URL's `//` intact.
@@ -161,11 +165,21 @@ impl ZarrSource {
 }
 
 /// Every array under the group folder `dir` (key prefix `prefix`), depth first, sorted by name.
-fn walk(store: &DirStore, dir: &Path, prefix: &str, depth: usize, out: &mut Vec<Array>) -> Result<()> {
+fn walk(
+    store: &DirStore,
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<Array>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
-        bail!("{}: groups nest deeper than {MAX_DEPTH} levels", dir.display());
+        bail!(
+            "{}: groups nest deeper than {MAX_DEPTH} levels",
+            dir.display()
+        );
     }
-    let mut names = input::list_dirs(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut names =
+        input::list_dirs(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     names.sort();
     for name in names {
         let key = format!("{prefix}{name}/");
