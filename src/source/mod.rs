@@ -259,7 +259,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file), no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders) and no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
             input.display
         );
     }
