@@ -398,9 +398,7 @@ pub fn decode(range: &FileRange, codecs: &[Codec], expect: u64) -> Result<Vec<u8
                 bytes.truncate(body);
                 bytes
             }
-            Codec::Blosc => bail!(
-                "unknown codec: blosc-compressed chunks are not decoded (no blosc decoder that builds without C sources is available; re-save with zstd, gzip or zlib)"
-            ),
+            Codec::Blosc => super::blosc::decode(&bytes, limit)?,
             c => {
                 let mut r = decoder(c, FileRange::from_vec(bytes))?;
                 let mut v = Vec::new();

@@ -8,6 +8,7 @@
 //! Orbax reader (`source/orbax`) reuses all three with its OCDBT store. `list` reads only
 //! metadata documents.
 
+mod blosc;
 pub mod chunks;
 pub mod meta;
 
