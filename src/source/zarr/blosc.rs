@@ -11,9 +11,8 @@ pub fn decode(src: &[u8], limit: u64) -> Result<Vec<u8>> {
     let mut nbytes: usize = 0;
     // SAFETY: `src` is a live slice of `src.len()` bytes; `nbytes` is a live local. The call
     // reads at most the 16-byte header, after checking that `src.len()` covers it.
-    let ok = unsafe {
-        blosc_src::blosc_cbuffer_validate(src.as_ptr().cast(), src.len(), &mut nbytes)
-    };
+    let ok =
+        unsafe { blosc_src::blosc_cbuffer_validate(src.as_ptr().cast(), src.len(), &mut nbytes) };
     if ok != 0 {
         bail!(
             "not a valid blosc buffer ({} bytes; its header disagrees)",

@@ -6,8 +6,10 @@
 //! chunk per array, as Orbax writes; or row blocks) and is stored in C order, chunk `i` is rows
 //! `i*c0..` of the output as they stand: its bytes are streamed through the decoder (zstd,
 //! gzip, zlib) or straight from the store, so memory stays at one piece whatever the chunk
-//! size. Otherwise output rows are copied run by run from decoded chunks held in a small cache
-//! (each decoded chunk once, as long as one row of chunks fits in the cache). A chunk absent
+//! size. Otherwise output rows are copied run by run from the decoded chunks of the current row
+//! of chunks (those sharing the first axis' chunk index), each decoded once: held in memory up
+//! to 64 MiB, beyond that (and any chunk of 8 MiB or more whose codec streams) decoded into an
+//! anonymous temporary file, or read in place when raw. A chunk absent
 //! from the store reads as the fill value, as zarr reads it. Every decoded size is checked
 //! against the chunk shape, so a truncated or padded chunk is an error naming its key.
 
@@ -31,7 +33,8 @@ pub trait Store: Send + Sync {
 
 /// The most bytes one chunk may decode to when it has to be held whole.
 const MAX_CHUNK: u64 = 2 << 30;
-/// Decoded chunks kept for the general assembly path.
+/// Memory for the decoded chunks of one row of chunks in the general assembly path (beyond it,
+/// chunks wait in temporary files).
 const CACHE_BYTES: u64 = 64 << 20;
 
 /// One array of a store: its metadata and the key prefix of its chunks (`""` or `sub/w/`).
@@ -136,10 +139,10 @@ impl ArrayReader<'_> {
             bytes: 0,
             shard_index: None,
         };
+        let mut scratch = Vec::new();
         if m.shape.is_empty() {
-            let c = self.unit(&[], &unit, &mut cache)?;
-            return match c {
-                Some(b) => out.push(&b[..m.item]),
+            return match self.unit(&[], &unit, &mut cache)? {
+                Some(d) => d.copy(0, m.item, &mut scratch, out),
                 None => out.fill(&m.fill, 1),
             };
         }
@@ -152,8 +155,15 @@ impl ArrayReader<'_> {
         }
         let mut row = vec![0u64; last];
         let per_last = m.shape[last].div_ceil(unit[last]);
+        let mut slab = u64::MAX;
         loop {
             crate::error::check_interrupted()?;
+            // A new row of chunks along the first axis: the previous one's chunks are done.
+            let this_slab = row.first().map_or(0, |r| r / unit[0]);
+            if this_slab != slab {
+                cache.clear();
+                slab = this_slab;
+            }
             let mut idx: Vec<u64> = row.iter().zip(&unit).map(|(i, u)| i / u).collect();
             idx.push(0);
             let base: u64 = row
@@ -166,9 +176,9 @@ impl ArrayReader<'_> {
                 idx[last] = j;
                 let run = unit[last].min(m.shape[last] - j * unit[last]);
                 match self.unit(&idx, &unit, &mut cache)? {
-                    Some(b) => {
+                    Some(d) => {
                         let from = (base * m.item as u64) as usize;
-                        out.push(&b[from..from + (run as usize) * m.item])?;
+                        d.copy(from, run as usize * m.item, &mut scratch, out)?;
                     }
                     None => out.fill(&m.fill, run)?,
                 }
@@ -191,7 +201,7 @@ impl ArrayReader<'_> {
 
     /// Decoded unit chunk `idx` (a chunk, or an inner chunk of a shard) in C order; `None`
     /// when it is absent (the fill value).
-    fn unit(&self, idx: &[u64], unit: &[u64], cache: &mut Cache) -> Result<Option<Arc<Vec<u8>>>> {
+    fn unit(&self, idx: &[u64], unit: &[u64], cache: &mut Cache) -> Result<Option<Decoded>> {
         if let Some(c) = cache.map.get(idx) {
             return Ok(c.clone());
         }
@@ -207,8 +217,7 @@ impl ArrayReader<'_> {
                 match self.store.get(&key).with_context(at)? {
                     None => None,
                     Some(range) => {
-                        let raw = decode(&range, &m.layout.codecs, unit_bytes).with_context(at)?;
-                        Some(to_c_order(raw, &m.layout, unit, m.item))
+                        Some(decode_unit(&range, &m.layout, unit, m.item, cache).with_context(at)?)
                     }
                 }
             }
@@ -247,34 +256,145 @@ impl ArrayReader<'_> {
                             let part = range.slice(off, len).with_context(|| {
                                 format!("{}: inner chunk {k} of the shard", at())
                             })?;
-                            let raw = decode(&part, &s.layout.codecs, unit_bytes)
+                            let d = decode_unit(&part, &s.layout, unit, m.item, cache)
                                 .with_context(|| format!("{}: inner chunk {k}", at()))?;
-                            Some(to_c_order(raw, &s.layout, unit, m.item))
+                            Some(d)
                         }
                     }
                 }
             }
         };
-        let got = got.map(Arc::new);
-        let size = got.as_ref().map_or(0, |b| b.len() as u64);
-        if cache.bytes + size > CACHE_BYTES {
-            cache.map.clear();
-            cache.bytes = 0;
-        }
-        cache.bytes += size;
         cache.map.insert(idx.to_vec(), got.clone());
         Ok(got)
     }
 }
 
+/// A decoded unit chunk in C order: in memory, or (when large, or when the memory budget is
+/// spent) in a file: the stored chunk itself when it is raw, else an anonymous temporary file.
+#[derive(Clone)]
+enum Decoded {
+    Mem(Arc<Vec<u8>>),
+    File(FileRange),
+}
+
+impl Decoded {
+    /// Sends bytes `[from, from + len)` of the chunk to `out`.
+    fn copy(
+        &self,
+        from: usize,
+        len: usize,
+        scratch: &mut Vec<u8>,
+        out: &mut Emitter,
+    ) -> Result<()> {
+        match self {
+            Decoded::Mem(b) => out.push(&b[from..from + len]),
+            Decoded::File(r) => {
+                let mut pos = from as u64;
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(1 << 20);
+                    scratch.resize(n, 0);
+                    r.read_at(pos, scratch)?;
+                    out.push(scratch)?;
+                    pos += n as u64;
+                    left -= n;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Chunks at least this large are decoded into a temporary file rather than memory, when their
+/// codec streams.
+const SPILL_AT: u64 = 8 << 20;
+
+/// Decodes one stored unit chunk into C order, in memory or in a file (see [`Decoded`]).
+fn decode_unit(
+    range: &FileRange,
+    layout: &Layout,
+    unit: &[u64],
+    item: usize,
+    cache: &mut Cache,
+) -> Result<Decoded> {
+    let bytes = unit.iter().product::<u64>() * item as u64;
+    let c_order = layout.perm.as_ref().is_none_or(|p| is_identity(p));
+    if c_order && bytes >= SPILL_AT {
+        match layout.codecs.as_slice() {
+            [] => {
+                if range.len() != bytes {
+                    bail!(
+                        "the chunk holds {} bytes, its shape needs {bytes}",
+                        range.len()
+                    );
+                }
+                return Ok(Decoded::File(range.clone()));
+            }
+            [c @ (Codec::Zstd | Codec::Gzip | Codec::Zlib)] => {
+                let mut r = decoder(c, range.clone())?;
+                let file = spill(&mut r, bytes).with_context(|| format!("corrupt {c:?} chunk"))?;
+                return Ok(Decoded::File(file));
+            }
+            _ => {}
+        }
+    }
+    let raw = decode(range, &layout.codecs, bytes)?;
+    let chunk = to_c_order(raw, layout, unit, item);
+    if cache.bytes + chunk.len() as u64 > CACHE_BYTES {
+        // The budget is spent: keep it on disk, so that no chunk of this row is decoded twice.
+        let file = spill(&mut chunk.as_slice(), bytes)?;
+        return Ok(Decoded::File(file));
+    }
+    cache.bytes += chunk.len() as u64;
+    Ok(Decoded::Mem(Arc::new(chunk)))
+}
+
+/// Copies a decoded stream into an anonymous temporary file, checking it is `total` bytes.
+fn spill(r: &mut dyn Read, total: u64) -> Result<FileRange> {
+    use std::io::Write;
+    let tmp = tempfile::tempfile().context("cannot create a temporary file for a zarr chunk")?;
+    let mut w = std::io::BufWriter::new(tmp);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        crate::error::check_interrupted()?;
+        seen += n as u64;
+        if seen > total {
+            bail!("it decodes to more than the {total} bytes of its chunk shape");
+        }
+        w.write_all(&buf[..n])
+            .context("cannot write a decoded zarr chunk to a temporary file")?;
+    }
+    if seen != total {
+        bail!("it decodes to {seen} bytes, its chunk shape needs {total}");
+    }
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    FileRange::whole(file)
+}
+
 /// A shard's key, and its index and bytes (`None` when the shard is absent).
 type ShardSlot = (String, Option<(Vec<u8>, FileRange)>);
 
+/// The decoded chunks of the current row of chunks.
 struct Cache {
-    map: HashMap<Vec<u64>, Option<Arc<Vec<u8>>>>,
+    map: HashMap<Vec<u64>, Option<Decoded>>,
+    /// Bytes held in memory.
     bytes: u64,
     /// The index of the last shard read (its key, its index and bytes; `None` when absent).
     shard_index: Option<ShardSlot>,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+    }
 }
 
 /// A shard's index of `n` (offset, length) pairs, its crc32c checked.
