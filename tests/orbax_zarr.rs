@@ -299,3 +299,29 @@ fn zarr_and_orbax_from_a_bucket_convert_like_local_copies() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn an_orbax_key_that_leaves_the_checkpoint_folder_is_refused() {
+    let work = tempdir();
+    let item = work.path().join("ckpt/item");
+    std::fs::create_dir_all(&item).unwrap();
+    // an array the key would reach, one level above the checkpoint
+    let outside = work.path().join("ckpt/secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join(".zarray"),
+        br#"{"chunks":[1],"compressor":null,"dtype":"<i4","fill_value":0,"filters":null,"order":"C","shape":[1],"zarr_format":2}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        item.join("_METADATA"),
+        br#"{"tree_metadata": {"x": {"key_metadata": [{"key": "../secret", "key_type": 2}], "value_metadata": {"value_type": "jax.Array", "skip_deserialize": false}}}}"#,
+    )
+    .unwrap();
+    let out = work.path().join("o.npz");
+    let o = convert(&item, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("leaves the folder"), "{err}");
+    assert!(!out.exists());
+}

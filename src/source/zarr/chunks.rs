@@ -57,8 +57,10 @@ impl ArrayReader<'_> {
             piece,
             sink,
         };
+        // Chunks exactly as wide as the array on every axis but the first (a wider chunk pads
+        // its rows, so they are not output rows).
         let full_rows =
-            m.shape.len() <= 1 || (m.chunks[1..].iter().zip(&m.shape[1..])).all(|(c, s)| c >= s);
+            m.shape.len() <= 1 || (m.chunks[1..].iter().zip(&m.shape[1..])).all(|(c, s)| c == s);
         let c_order = m.layout.perm.as_ref().is_none_or(|p| is_identity(p));
         if m.sharding.is_none() && c_order && full_rows && !m.shape.is_empty() {
             self.stream_rows(&mut out)?;
@@ -79,19 +81,12 @@ impl ArrayReader<'_> {
             idx[0] = i;
             let key = format!("{}{}", self.prefix, m.chunk_key(&idx));
             let rows = m.chunks[0].min(m.shape[0] - i * m.chunks[0]);
-            // Rows of the chunk are full rows of the output only when the other axes are
-            // exactly one chunk wide; `full_rows` allows a chunk wider than the array (edge
-            // padding), which the general path handles.
             let need = rows * row;
             let at = || self.store.describe(&key);
             let Some(range) = self.store.get(&key).with_context(at)? else {
                 out.fill(&m.fill, need / m.item as u64)?;
                 continue;
             };
-            let wide = m.chunks[1..].iter().zip(&m.shape[1..]).any(|(c, s)| c > s);
-            if wide {
-                return self.assemble(out);
-            }
             match m.layout.codecs.as_slice() {
                 [] => {
                     if range.len() != chunk_bytes {

@@ -72,6 +72,11 @@ pub struct DirStore {
 
 impl Store for DirStore {
     fn get(&self, key: &str) -> Result<Option<FileRange>> {
+        // Keys come from metadata (an Orbax `_METADATA` names them): never outside the folder.
+        let bad = |c: &str| c == ".." || c == "." || c.contains('\0');
+        if key.starts_with('/') || key.split('/').any(bad) {
+            bail!("{}: the key '{key}' leaves the folder", self.root.display());
+        }
         input::open_optional(&join(&self.root, key))
     }
 
