@@ -46,12 +46,15 @@ keras-folder\t'Keras 3 sharded weights (*.weights.json and its .weights.h5 shard
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
 tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
+orbax\t'Orbax checkpoints: item, step or CheckpointManager directories (OCDBT or zarr)'
+zarr\t'zarr v2 and v3 arrays and groups (folders with .zarray/.zgroup or zarr.json)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
@@ -112,12 +115,15 @@ keras-folder\t'Keras 3 sharded weights (*.weights.json and its .weights.h5 shard
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
 tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
+orbax\t'Orbax checkpoints: item, step or CheckpointManager directories (OCDBT or zarr)'
+zarr\t'zarr v2 and v3 arrays and groups (folders with .zarray/.zgroup or zarr.json)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
@@ -155,6 +161,8 @@ keras-folder\t'Keras 3 sharded weights (*.weights.json and its .weights.h5 shard
 flax\t'Flax msgpack checkpoints (flax.serialization.to_bytes, flax_model.msgpack)'
 tflite\t'TFLite / LiteRT models (.tflite flatbuffers)'
 tfevents\t'TensorBoard event files (events.out.tfevents.*) of tf.summary values'
+orbax\t'Orbax checkpoints: item, step or CheckpointManager directories (OCDBT or zarr)'
+zarr\t'zarr v2 and v3 arrays and groups (folders with .zarray/.zgroup or zarr.json)'
 tfrecord\t'TFRecord files (plain, GZIP or ZLIB) of serialized tensors'
 onnx\t'an ONNX model (its graph initializers; external data read beside it)'
 graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (its graphs\' constants)'

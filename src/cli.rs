@@ -305,6 +305,10 @@ pub struct InputArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Orbax CheckpointManager root: read this step instead of the latest
+    #[arg(long, value_name = "N")]
+    pub step: Option<u64>,
+
     /// Treat skipped entries (variants such as tf.data iterator state) as errors
     #[arg(long)]
     pub strict: bool,

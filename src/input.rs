@@ -227,6 +227,40 @@ pub fn url_of(path: &Path) -> Option<&str> {
     (known.contains(&scheme) && !rest.is_empty()).then_some(s)
 }
 
+/// Opens a file or remote object that may be absent: `None` when there is nothing by that name
+/// (a zarr chunk never written), an error for anything else.
+pub fn open_optional(path: &Path) -> Result<Option<FileRange>> {
+    if url_of(path).is_some() {
+        return match is_file(path) {
+            true => open_range(path).map(Some),
+            false => Ok(None),
+        };
+    }
+    match File::open(path) {
+        Ok(f) => FileRange::whole(f).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+    }
+}
+
+/// The names of the sub-directories of a folder (prefixes under a bucket "directory").
+pub fn list_dirs(path: &Path) -> Result<Vec<String>> {
+    if let Some(url) = url_of(path) {
+        #[cfg(feature = "remote")]
+        return crate::remote::list_dirs(url.trim_end_matches('/'));
+        #[cfg(not(feature = "remote"))]
+        bail!("{url}: this build of tensor2npy reads no remote inputs");
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(path)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// `Path::is_file`, also for remote objects (a `HEAD` request).
 pub fn is_file(path: &Path) -> bool {
     match url_of(path) {

@@ -74,6 +74,7 @@ fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
             Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
         },
         constants: args.constants,
+        step: args.step,
     }
 }
 

@@ -25,6 +25,7 @@ pub mod hf;
 pub mod keras;
 pub mod keras_sharded;
 pub mod onnx;
+pub mod orbax;
 pub mod pbwalk;
 pub mod pickle;
 pub mod proto;
@@ -36,6 +37,7 @@ pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
 pub mod wire;
+pub mod zarr;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +61,8 @@ pub static READERS: &[&Reader] = &[
     &flax::READER,
     &tflite::READER,
     &tfevents::READER,
+    &orbax::READER,
+    &zarr::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,
@@ -107,6 +111,8 @@ pub struct OpenOptions {
     pub tflite_quant: tflite::QuantOutput,
     /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
     pub constants: bool,
+    /// `--step`: the step of an Orbax CheckpointManager root (default: the latest).
+    pub step: Option<u64>,
 }
 
 /// What a reader sees of one input before opening it.
@@ -262,7 +268,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
             input.display
         );
     }
