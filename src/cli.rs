@@ -159,7 +159,7 @@ pub enum Command {
     Convert(ConvertArgs),
     /// List tensors (name, dtype, shape, bytes in the input, kind) without converting them
     List(ListArgs),
-    /// Check every checksum the inputs carry without writing anything (like gzip -t)
+    /// Read every input whole and check the checksums it carries, saying what was checked (like gzip -t)
     #[command(after_help = VERIFY_AFTER_HELP)]
     Verify(VerifyArgs),
     /// List the GPU adapters the device stage can use (name, backend, type, limits)
@@ -208,9 +208,13 @@ file keeps its mode. Every checksum the input carries is verified (--no-verify s
 
 const VERIFY_AFTER_HELP: &str = "\
 Every tensor of every input is read: a checkpoint's CRC32C of each entry (the object graph and
-entries convert skips included), a TFRecord's length and data CRCs. Formats that carry no
-checksum (safetensors, a bare TensorProto) are parsed whole. Exit status: 0 every check passed,
-1 the first damage found (the message names the input and the tensor or record).";
+entries convert skips included), a TFRecord's length and data CRCs, the CRC-32 of each member of
+a PyTorch archive. Each input gets one line saying what was checked: `ok: N checksums verified,
+M tensors read`, or, for formats that carry no checksums (safetensors, ONNX, GGUF, HDF5, Flax, a
+bare TensorProto), `ok: this input carries no checksums: structure checked, M tensors read` --
+damaged data there goes unnoticed (--require-checksums fails such an input). Every input is
+checked, like gzip -t; damage is reported on stderr naming the input and the tensor or record.
+Exit status: 0 every input passed, 1 any input failed.";
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -222,9 +226,18 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FORMAT", value_parser = formats())]
     pub from: Option<String>,
 
-    /// Print nothing on success
+    /// Print nothing for inputs that pass (failures are still reported on stderr)
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Fail an input that carries no checksums (only its structure could be checked)
+    #[arg(long)]
+    pub require_checksums: bool,
+
+    /// Print one JSON document: an array of {input, ok, tensors, checksums, checked} or
+    /// {input, ok: false, error}, one object per input
+    #[arg(long)]
+    pub json: bool,
 
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
@@ -453,6 +466,12 @@ pub struct ConvertArgs {
     /// rerun of a killed batch does only what is left
     #[arg(long)]
     pub update: bool,
+
+    /// Go on after an input or output fails: write every output that can be written, report
+    /// each failure as it happens and again in the count at the end, and exit with status 1
+    /// (without it, the first failure stops the run)
+    #[arg(long)]
+    pub keep_going: bool,
 
     /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
     /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)

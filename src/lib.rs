@@ -19,7 +19,8 @@
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
 //!               temporaries, names.rs member and file names)
-//!   batch.rs (--update, --manifest) is called by cmd/convert.rs; checksum.rs (TensorFlow's
+//!   batch.rs (--update, --manifest) and summary.rs (what was written, left alone or failed,
+//!   --keep-going) are called by cmd/convert.rs; checksum.rs (TensorFlow's
 //!   masked CRC32C) serves input.rs and the readers.
 //! ```
 //!
@@ -43,5 +44,6 @@ pub mod select;
 pub mod sink;
 pub mod source;
 pub mod structure;
+pub mod summary;
 pub mod tensor;
 pub mod transform;

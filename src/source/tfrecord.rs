@@ -158,6 +158,7 @@ impl TfRecordSource {
             if mask_crc(crc) != u32::from_le_bytes(trailer[..].try_into().unwrap()) {
                 bail!("{}: data checksum mismatch (corrupt file)", at());
             }
+            crate::checksum::verified(2);
             if len == 0 {
                 bail!(
                     "{}: the record is empty, not a serialized TensorProto",
