@@ -249,14 +249,23 @@ pub struct VerifyArgs {
 }
 
 /// A byte count: a number with an optional suffix K, M, G, T (powers of 1024; `KiB`, `KB`,
-/// `k` and the like mean the same), e.g. `4M`, `64 GiB`, `1048576`.
+/// `k` and the like mean the same), e.g. `4M`, `64 GiB`, `1048576`; a decimal with a suffix
+/// (`1.5G`) is rounded down to a whole byte.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
-    let n: u64 = num
+    let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+    let n: u64 = whole
         .parse()
-        .map_err(|_| format!("'{s}' is not a byte count (e.g. 4096, 64K, 4M, 2G)"))?;
+        .map_err(|_| format!("'{s}' is not a byte count (e.g. 4096, 64K, 1.5M, 2G)"))?;
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{s}' is not a byte count (at most 9 decimals, e.g. 1.5G)"
+        ));
+    }
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -265,7 +274,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(format!("'{s}': unknown size suffix (use K, M, G or T)")),
     };
+    // The decimals, in units of 2^shift / 10^len, rounded down to a whole byte.
+    let part = match fraction {
+        "" => 0,
+        f => {
+            let digits: u128 = f.parse().unwrap_or(0);
+            (digits << shift) / 10u128.pow(f.len() as u32)
+        }
+    };
     n.checked_mul(1u64 << shift)
+        .and_then(|b| b.checked_add(u64::try_from(part).ok()?))
         .ok_or_else(|| format!("'{s}' is more than 2^64 bytes"))
 }
 
@@ -429,7 +447,9 @@ pub struct ConvertArgs {
     #[arg(long, value_enum, default_value_t = RaggedMode::Components, value_name = "MODE")]
     pub ragged: RaggedMode,
 
-    /// The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)
+    /// The value written where a densified sparse or padded ragged tensor has none (default 0,
+    /// or b"" for strings). A number fills numeric tensors only (strings still pad with b""); a
+    /// bytes literal such as "b'N/A'" fills string tensors only
     #[arg(long, value_name = "V", allow_hyphen_values = true)]
     pub fill: Option<String>,
 
@@ -522,7 +542,12 @@ mod tests {
         assert_eq!(parse_bytes("1M"), Ok(1 << 20));
         assert_eq!(parse_bytes("64 GiB"), Ok(64 << 30));
         assert_eq!(parse_bytes("2k"), Ok(2048));
-        assert!(parse_bytes("1.5G").is_err());
+        // Decimals (issue 31): 1.5 GiB, rounded down to a byte.
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("0.5 KiB"), Ok(512));
+        assert_eq!(parse_bytes("1.0001k"), Ok(1024));
+        assert!(parse_bytes("1.5.5G").is_err());
+        assert!(parse_bytes(".").is_err());
         assert!(parse_bytes("99999999999T").is_err());
         assert_eq!(
             parse_bytes(DEFAULT_MAX_FILL),

@@ -299,3 +299,41 @@ fn messages_name_what_the_user_needs_once() {
         err(&o)
     );
 }
+
+#[test]
+fn messages_say_what_is_wrong_and_what_to_type() {
+    let work = tempdir();
+    let st = fixture("safetensors/single.safetensors");
+    let o = t2n(&[
+        &"convert",
+        &"--chunk-size",
+        &"1.5G",
+        &st,
+        &"-o",
+        &work.path().join("a.npz"),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = t2n(&[&"convert", &"--chunk-size", &"1.5.5G", &st]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!err(&o).contains("unknown size suffix"), "{}", err(&o));
+    let o = t2n(&[
+        &"convert",
+        &"--from",
+        &"tfrecord",
+        &fixture("torch/checkpoint.pt"),
+        &"-o",
+        &work.path().join("b.npz"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not a TFRecord"), "{}", err(&o));
+    let o = t2n(&[&"convert", &"--cast", &"f99=f32", &st]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("valid names: f16 bf16 f32"), "{}", err(&o));
+    let o = t2n(&[&st]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains(&format!("tensor2npy convert {}", st.display())),
+        "{}",
+        err(&o)
+    );
+}
