@@ -197,14 +197,20 @@ Output (-o):
 With several inputs and -o DIR --to npz, each input becomes DIR/<stem>.npz.
 With several inputs into one .npz or directory, names are prefixed by '<stem>/'.
 Missing parent directories are created. An output that is an input (by device and inode, so
-also through a link or bind mount), or an input checkpoint's prefix, is refused.
+also through a link or bind mount), or an input checkpoint's prefix, is refused, naming the
+input; so is -o X.npz (or X.npy) where X.npz is a directory. A name like x.npy.gz or w.zip is a
+directory too (a note says so). A FIFO or device takes a stream, as -: a FIFO is waited on until
+a reader opens it (Ctrl-C ends the wait) and is never read.
+With --keep-going, a failed input or output is reported and every other output is written;
+the exit status is then 1.
 
 Data types: f16 f32 f64 ints bool complex are kept (little-endian); bfloat16 and float8 widen to
 <f4 (or keep their bits with --bf16 bits / --f8 bits); quantized types become their integer type;
 int4/uint4/int2/uint2 become int8/uint8; strings become |S<maxlen>.
 Output is written atomically, file by file: on failure or interrupt nothing is left at the output
 path and an existing output is untouched. New files get mode 0666 minus the umask; a replaced
-file keeps its mode. Every checksum the input carries is verified (--no-verify skips them).";
+file keeps its mode. Every checksum the input carries is verified (--no-verify skips those of
+checkpoints and SavedModels).";
 
 const VERIFY_AFTER_HELP: &str = "\
 Every tensor of every input is read: a checkpoint's CRC32C of each entry (the object graph and
@@ -214,7 +220,8 @@ M tensors read`, or, for formats that carry no checksums (safetensors, ONNX, GGU
 bare TensorProto), `ok: this input carries no checksums: structure checked, M tensors read` --
 damaged data there goes unnoticed (--require-checksums fails such an input). Every input is
 checked, like gzip -t; damage is reported on stderr naming the input and the tensor or record.
-Exit status: 0 every input passed, 1 any input failed.";
+
+Exit status: 0 every input passed, 1 any input failed (or was refused by --require-checksums).";
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -295,15 +302,27 @@ fn parse_chunk(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}': the chunk size must be at least 1 byte"))
 }
 
+/// The INPUT help of `convert` and `list`: every format of the registry, so that it never
+/// lags behind the readers.
+fn input_help() -> String {
+    let names: Vec<&str> = crate::source::READERS.iter().map(|r| r.name).collect();
+    format!(
+        "Input files or folders, recognised by content ({} formats: {}), or - for standard input",
+        names.len(),
+        names.join(", ")
+    )
+}
+
 /// Default of --max-fill-bytes, as help shows it (= tensorproto::DEFAULT_MAX_FILL_BYTES).
 const DEFAULT_MAX_FILL: &str = "1 GiB";
 
 /// Options shared by `convert` and `list`: what to read, and which tensors.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
-    /// TensorProto, frozen GraphDef, ONNX model, or - for standard input
-    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
+    /// Input files or folders, recognised by content (the formats of `--from`), or - for
+    /// standard input
+    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath,
+          help = input_help(), long_help = input_help())]
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
@@ -330,7 +349,9 @@ pub struct InputArgs {
     #[arg(long)]
     pub constants: bool,
 
-    /// Checkpoints: do not verify the CRC32C of each entry
+    /// Checkpoints and SavedModels: do not verify the CRC32C of each entry, the object graph
+    /// included (faster on large checkpoints); the CRCs of TFRecords and of PyTorch archives are
+    /// always checked
     #[arg(long)]
     pub no_verify: bool,
 

@@ -337,3 +337,105 @@ fn messages_say_what_is_wrong_and_what_to_type() {
         err(&o)
     );
 }
+
+// 11 -----------------------------------------------------------------------------------------
+
+#[test]
+fn help_lists_every_registered_format_and_man_pages_have_proper_sections() {
+    for sub in ["convert", "list"] {
+        let o = t2n(&[&sub, &"--help"]);
+        let help = out(&o);
+        let input = &help[help.find("<INPUT>").unwrap()..help.find("Options:").unwrap()];
+        let names = tensor2npy::source::names();
+        assert!(
+            input.contains(&format!("{} formats", names.len())),
+            "{input}"
+        );
+        for name in names {
+            assert!(
+                input.contains(name),
+                "{name} missing from {sub}'s INPUT: {input}"
+            );
+        }
+    }
+    let o = t2n(&[&"convert", &"--help"]);
+    assert!(
+        out(&o).contains("--no-verify")
+            && out(&o).contains("Checkpoints and SavedModels: do not verify")
+    );
+    for (page, sections) in [
+        ("", &["EXIT STATUS", "EXAMPLES", "INPUT FORMATS"][..]),
+        ("convert", &["OUTPUT", "DATA TYPES"][..]),
+        ("verify", &["EXIT STATUS"][..]),
+    ] {
+        let o = if page.is_empty() {
+            t2n(&[&"man"])
+        } else {
+            t2n(&[&"man", &page])
+        };
+        let roff = out(&o);
+        assert!(!roff.contains(".SH EXTRA"), "{page}");
+        for s in sections {
+            assert!(roff.contains(&format!(".SH {s}\n")), "{page}: {s}");
+        }
+    }
+    let roff = out(&t2n(&[&"man", &"convert"]));
+    let synopsis = roff
+        .split(".SH SYNOPSIS\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert!(
+        synopsis.contains("[\\fB\\-\\-select\\fR \\fIGLOB\\fR]"),
+        "{synopsis}"
+    );
+    assert!(
+        synopsis.contains("[\\fB\\-o\\fR|\\fB\\-\\-output\\fR \\fIPATH\\fR]"),
+        "{synopsis}"
+    );
+    assert!(
+        synopsis.contains("[\\fB\\-\\-stats\\fR[=\\fIFORMAT\\fR]]"),
+        "{synopsis}"
+    );
+}
+
+#[test]
+fn the_readme_first_command_writes_under_target_and_names_every_ci_step() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let first = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- convert"))
+        .unwrap();
+    assert!(first.contains("-o target/"), "{first}");
+    let ci = fs::read_to_string(root().join(".ci/run")).unwrap();
+    // Every command .ci/run runs is described.
+    for step in [
+        "cargo fmt --check",
+        "cargo clippy",
+        "--no-default-features",
+        "--release --test fixtures",
+        "packaging/check-wheel.sh",
+        "moto",
+    ] {
+        assert!(ci.contains(step), "{step} is not in .ci/run any more");
+        assert!(readme.contains(step), "the README does not describe {step}");
+    }
+}
+
+#[test]
+fn every_readme_heading_has_a_blank_line_before_it() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let mut in_code = false;
+    let mut prev = "";
+    for (i, line) in readme.lines().enumerate() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        if !in_code && line.starts_with('#') && i > 0 {
+            assert!(prev.is_empty(), "README.md line {}: '{line}' follows '{prev}'", i + 1);
+        }
+        prev = line;
+    }
+}
