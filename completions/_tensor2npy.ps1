@@ -100,7 +100,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (variants such as tf.data iterator state) as errors')
             [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document (an array of objects) instead of a table')
-            [CompletionResult]::new('--metadata', '--metadata', [CompletionResultType]::ParameterName, 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)')
+            [CompletionResult]::new('--metadata', '--metadata', [CompletionResultType]::ParameterName, 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer, a .keras archive''s config.json and metadata.json; null where the format has none)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes (the listing itself is still printed)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

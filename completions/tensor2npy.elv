@@ -95,7 +95,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --strict 'Treat skipped entries (variants such as tf.data iterator state) as errors'
             cand --concat 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
             cand --json 'Print one JSON document (an array of objects) instead of a table'
-            cand --metadata 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values)'
+            cand --metadata 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input''s own metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer, a .keras archive''s config.json and metadata.json; null where the format has none)'
             cand -q 'Silence notes (the listing itself is still printed)'
             cand --quiet 'Silence notes (the listing itself is still printed)'
             cand -h 'Print help (see more with ''--help'')'

@@ -131,7 +131,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values)'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer, a .keras archive\'s config.json and metadata.json; null where the format has none)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s q -l quiet -d 'Silence notes (the listing itself is still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l version -d 'Print version'

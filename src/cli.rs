@@ -540,7 +540,8 @@ pub struct ListArgs {
     pub json: bool,
 
     /// With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input's own
-    /// metadata (GGUF key/values)
+    /// metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer,
+    /// a .keras archive's config.json and metadata.json; null where the format has none)
     #[arg(long, requires = "json")]
     pub metadata: bool,
 

@@ -434,8 +434,44 @@ fn every_readme_heading_has_a_blank_line_before_it() {
             in_code = !in_code;
         }
         if !in_code && line.starts_with('#') && i > 0 {
-            assert!(prev.is_empty(), "README.md line {}: '{line}' follows '{prev}'", i + 1);
+            assert!(
+                prev.is_empty(),
+                "README.md line {}: '{line}' follows '{prev}'",
+                i + 1
+            );
         }
         prev = line;
+    }
+}
+
+// 9 ------------------------------------------------------------------------------------------
+
+#[test]
+fn list_metadata_shows_each_formats_own_metadata() {
+    let onnx = fixture("metadata/props.onnx");
+    let st = fixture("safetensors/numeric.safetensors");
+    let keras = fixture("hdf5/k3.keras");
+    let o = t2n(&[&"list", &"--json", &"--metadata", &onnx, &st, &keras]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &v["metadata"];
+    // ONNX: what onnx.load gives (written by gen_metadata.py).
+    let want: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixture("metadata/props.expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(m[onnx.to_str().unwrap()], want);
+    // safetensors: the header's __metadata__, as the safetensors package wrote it.
+    let bytes = fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert!(header["__metadata__"].is_object());
+    assert_eq!(m[st.to_str().unwrap()], header["__metadata__"]);
+    // Keras: the archive's config.json and metadata.json, as Keras wrote them.
+    let mut zip = zip::ZipArchive::new(fs::File::open(&keras).unwrap()).unwrap();
+    for (key, member) in [("config", "config.json"), ("metadata", "metadata.json")] {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name(member).unwrap(), &mut text).unwrap();
+        let want: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(m[keras.to_str().unwrap()][key], want, "{member}");
     }
 }
