@@ -494,8 +494,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N")]
     pub adapter: Option<usize>,
 
-    /// Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor
-    /// and in total, to stderr (--stats for text, --stats=json for JSON)
+    /// Print, per tensor and in total, to stderr: the time the host spent reading, converting
+    /// and writing, the bytes read and written and the throughput; with a GPU also the bytes
+    /// moved host-to-device and device-to-host and the kernel and readback times (--stats for
+    /// text, --stats=json for JSON, which always has every field)
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub stats: Option<StatsFormat>,
 

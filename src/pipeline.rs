@@ -5,6 +5,9 @@
 
 use anyhow::{anyhow, bail, Result};
 
+use std::time::{Duration, Instant};
+
+use crate::device::HostTimes;
 use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
 use crate::input::FileRange;
 use crate::sink::{npy, Member, MemberSpec, Sink};
@@ -140,6 +143,12 @@ pub fn fill(
     opts: &WriteOptions,
 ) -> Result<()> {
     let WriteOptions { chunk, report, .. } = *opts;
+    // Host times only under --stats: reading the clock per string element costs.
+    let timed = opts.device.borrow().keep_per_tensor;
+    let now = || timed.then(Instant::now);
+    let since = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.elapsed());
+    let mut host = HostTimes::default();
+    let started = now();
     let Some(converter) = &prepared.converter else {
         let width = prepared.out_type.size();
         let mut trailing_nul = false;
@@ -153,15 +162,24 @@ pub fn fill(
             }
             trailing_nul |= s.last() == Some(&0);
             check_interrupted()?;
+            let t = now();
             member.write(s)?;
             member.write(&zeros[..width - s.len()])?;
+            host.write += since(t);
+            host.bytes_read += s.len() as u64;
+            host.bytes_written += width as u64;
             report.advance(width as u64);
             Ok(())
         })?;
+        let t = now();
         member.commit()?;
-        opts.device
-            .borrow_mut()
-            .record_host_only(out_name, "strings have no device operation");
+        host.write += since(t);
+        host.read = since(started).saturating_sub(host.write);
+        opts.device.borrow_mut().record_host_only(
+            out_name,
+            "strings have no device operation",
+            host,
+        );
         if trailing_nul {
             report.warn(&format!(
                 "'{out_name}': some strings end in NUL bytes, which NumPy's |S dtype drops when read back"
@@ -175,17 +193,31 @@ pub fn fill(
     let mut device = opts.device.borrow_mut();
     let host_decode = src.host_decode(index);
     let mut run = device.start(out_name, converter, chunk)?;
-    let write = |member: &mut Member, out: &[u8]| -> Result<()> {
+    let write = |member: &mut Member, out: &[u8], host: &mut HostTimes| -> Result<()> {
         check_interrupted()?;
+        let t = now();
         member.write(out)?;
+        host.write += since(t);
+        host.bytes_written += out.len() as u64;
         report.advance(out.len() as u64);
         Ok(())
     };
     src.read_dense(index, chunk, &mut |c: &[u8]| {
-        write(&mut member, run.push(c)?)
+        let t = now();
+        let out = run.push(c)?;
+        host.convert += since(t);
+        host.bytes_read += c.len() as u64;
+        write(&mut member, out, &mut host)
     })?;
-    write(&mut member, run.finish()?)?;
+    let t = now();
+    let rest = run.finish()?;
+    host.convert += since(t);
+    write(&mut member, rest, &mut host)?;
+    let t = now();
     member.commit()?;
+    host.write += since(t);
+    host.read = since(started).saturating_sub(host.convert + host.write);
+    device.add_host_times(host);
     // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
     if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
         if last.path != "gpu" {
@@ -203,11 +235,19 @@ pub fn copy_member(
     opts: &WriteOptions,
 ) -> Result<()> {
     check_interrupted()?;
+    let started = Instant::now();
     member.copy(range)?;
     member.commit()?;
     opts.report.advance(range.len());
+    // The copy reads and writes at once: its time is the write's.
+    let host = HostTimes {
+        write: started.elapsed(),
+        bytes_read: range.len(),
+        bytes_written: range.len(),
+        ..Default::default()
+    };
     opts.device
         .borrow_mut()
-        .record_host_only(out_name, "no device operation (a plain copy)");
+        .record_host_only(out_name, "no device operation (a plain copy)", host);
     Ok(())
 }

@@ -475,3 +475,48 @@ fn list_metadata_shows_each_formats_own_metadata() {
         assert_eq!(m[keras.to_str().unwrap()][key], want, "{member}");
     }
 }
+
+// 7 ------------------------------------------------------------------------------------------
+
+#[test]
+fn stats_on_the_cpu_report_read_convert_and_write_without_device_zeros() {
+    let work = tempdir();
+    let input = fixture("safetensors/numeric.safetensors");
+    let want = read_npz(&fixture("safetensors/numeric.expected.npz"));
+    let data: u64 = want.values().map(|a| a.data.len() as u64).sum();
+    let o = t2n(&[
+        &"convert",
+        &"--stats",
+        &"-j",
+        &"1",
+        &input,
+        &"-o",
+        &work.path().join("a.npz"),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let e = err(&o);
+    assert!(!e.contains("host-to-device"), "{e}");
+    let total = e.lines().find(|l| l.starts_with("total: ")).unwrap();
+    assert!(
+        total.contains(&format!("write {data} B in")),
+        "{total} (want {data} B)"
+    );
+    assert!(total.contains("MB/s") && total.contains("read ") && total.contains("convert "));
+    for name in want.keys() {
+        assert!(
+            e.lines().any(|l| l.starts_with(&format!("{name}: "))),
+            "{name}: {e}"
+        );
+    }
+    let o = t2n(&[
+        &"convert",
+        &"--stats=json",
+        &input,
+        &"-o",
+        &work.path().join("b.npz"),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(v["total"]["written_bytes"], data);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), want.len());
+}
