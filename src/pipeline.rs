@@ -227,6 +227,30 @@ pub fn fill(
     Ok(())
 }
 
+/// Bytes an unconverted copy moves between progress updates (a multiple of the page size, so
+/// that the kernel copies of an `.npz` stay aligned).
+const COPY_PIECE: u64 = 64 << 20;
+
+/// Copies `range` into `member` a `piece` at a time, calling `done` after each, so that the
+/// progress bar moves inside a large unconverted tensor (the sinks check for interrupts between
+/// their own smaller pieces).
+fn copy_in_pieces(
+    range: &FileRange,
+    member: &mut Member,
+    piece: u64,
+    done: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut at = 0;
+    while at < range.len() {
+        check_interrupted()?;
+        let n = piece.min(range.len() - at);
+        member.copy(&range.slice(at, n)?)?;
+        done(n);
+        at += n;
+    }
+    Ok(())
+}
+
 /// Copies the unconverted input `range` into `member` and commits it (see [`fill`]).
 pub fn copy_member(
     range: &FileRange,
@@ -236,9 +260,10 @@ pub fn copy_member(
 ) -> Result<()> {
     check_interrupted()?;
     let started = Instant::now();
-    member.copy(range)?;
+    copy_in_pieces(range, &mut member, COPY_PIECE, &mut |n| {
+        opts.report.advance(n)
+    })?;
     member.commit()?;
-    opts.report.advance(range.len());
     // The copy reads and writes at once: its time is the write's.
     let host = HostTimes {
         write: started.elapsed(),
@@ -250,4 +275,39 @@ pub fn copy_member(
         .borrow_mut()
         .record_host_only(out_name, "no device operation (a plain copy)", host);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemberWriter;
+
+    /// Counts what a member receives.
+    struct Counting(std::rc::Rc<std::cell::RefCell<Vec<u64>>>);
+
+    impl MemberWriter for Counting {
+        fn write(&mut self, data: &[u8]) -> Result<()> {
+            self.0.borrow_mut().push(data.len() as u64);
+            Ok(())
+        }
+        fn copy(&mut self, range: &FileRange) -> Result<()> {
+            self.0.borrow_mut().push(range.len());
+            Ok(())
+        }
+        fn commit(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_large_copy_goes_in_pieces_and_reports_each() {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let range = FileRange::from_vec(vec![7u8; 10_000]);
+        let mut member = Member::reserved_local(Box::new(Counting(seen.clone())), 10_000);
+        let mut progress = Vec::new();
+        copy_in_pieces(&range, &mut member, 4096, &mut |n| progress.push(n)).unwrap();
+        member.commit().unwrap();
+        assert_eq!(progress, vec![4096, 4096, 1808]);
+        assert_eq!(*seen.borrow(), vec![4096, 4096, 1808]);
+    }
 }

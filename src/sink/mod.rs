@@ -116,6 +116,16 @@ pub struct Member<'a> {
 }
 
 impl<'a> Member<'a> {
+    /// A member over any writer, for tests.
+    #[cfg(test)]
+    pub fn reserved_local(inner: Box<dyn MemberWriter + 'a>, data_len: u64) -> Member<'a> {
+        Member {
+            inner,
+            written: 0,
+            data_len,
+        }
+    }
+
     /// The member of a writer handed out by [`Sink::reserve`].
     pub fn reserved(inner: Box<dyn MemberWriter + Send + 'a>, data_len: u64) -> Member<'a> {
         Member {
