@@ -78,7 +78,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l device
 gpu\t'Convert on a GPU through wgpu; fail if there is none'
 auto\t'Use a GPU when one is found, else the host (and say so)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l adapter -d 'The GPU adapter to use, by its index in `tensor2npy devices`' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)' -r -f -a "text\t''
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stats -d 'Print, per tensor and in total, to stderr: the time the host spent reading, converting and writing, the bytes read and written and the throughput; with a GPU also the bytes moved host-to-device and device-to-host and the kernel and readback times (--stats for text, --stats=json for JSON, which always has every field)' -r -f -a "text\t''
 json\t''"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l manifest -d 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory\'s files, in path order)' -r -F
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l chunk-size -d 'Bytes read and converted at a time; bounds memory use' -r
