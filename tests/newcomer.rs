@@ -520,3 +520,57 @@ fn stats_on_the_cpu_report_read_convert_and_write_without_device_zeros() {
     assert_eq!(v["total"]["written_bytes"], data);
     assert_eq!(v["tensors"].as_array().unwrap().len(), want.len());
 }
+
+// 4 ------------------------------------------------------------------------------------------
+
+/// Runs a shell command line under a pseudo-terminal (`script`), returning what it printed.
+fn on_a_terminal(cmdline: &str) -> Option<String> {
+    let o = Command::new("script")
+        .args(["-qec", cmdline, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn the_summary_after_update_counts_what_was_written_and_what_was_up_to_date() {
+    let work = tempdir();
+    let mut inputs = Vec::new();
+    for name in ["numeric", "single", "slash"] {
+        let p = work.path().join(format!("{name}.safetensors"));
+        fs::copy(fixture(&format!("safetensors/{name}.safetensors")), &p).unwrap();
+        inputs.push(p.display().to_string());
+    }
+    let out_dir = work.path().join("npz");
+    let cmd = format!(
+        "{} convert {} -o {} --to npz --update -j 1",
+        bin().display(),
+        inputs.join(" "),
+        out_dir.display()
+    );
+    let Some(first) = on_a_terminal(&cmd) else {
+        eprintln!("skipped: no script(1)");
+        return;
+    };
+    assert!(first.contains("wrote "), "{first}");
+    // One output goes away: the rerun writes it alone and says the other two were up to date.
+    fs::remove_file(out_dir.join("single.npz")).unwrap();
+    let text = on_a_terminal(&cmd).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("tensor2npy: wrote"))
+        .unwrap();
+    let single = read_npz(&fixture("safetensors/single.expected.npz")).len();
+    let want = format!(
+        "wrote {single} tensor{} (",
+        if single == 1 { "" } else { "s" }
+    );
+    assert!(line.contains(&want), "{line}");
+    assert!(line.contains("single.npz;"), "{line}");
+    assert!(
+        !line.contains("numeric.npz") && !line.contains("slash.npz"),
+        "{line}"
+    );
+    assert!(line.contains("2 outputs up to date (--update)"), "{line}");
+}
