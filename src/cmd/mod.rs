@@ -32,6 +32,9 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
         .collect()
 }
 
+/// The sources opened, and the paths they were opened from.
+pub type Opened = (Vec<Box<dyn Source>>, Vec<std::path::PathBuf>);
+
 /// Opens every input on its own (`--keep-going`): an input that cannot be opened goes to
 /// `failed` (which may stop the run by returning its error) and is left out. Returns the
 /// sources and the paths they were opened from, in order.
@@ -39,7 +42,7 @@ pub fn open_each(
     args: &InputArgs,
     structure: &StructureOptions,
     failed: &mut dyn FnMut(anyhow::Error) -> Result<()>,
-) -> Result<(Vec<Box<dyn Source>>, Vec<std::path::PathBuf>)> {
+) -> Result<Opened> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(crate::error::usage(
             "standard input (-) can be given only once",
