@@ -19,9 +19,10 @@
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
 //!               temporaries, names.rs member and file names)
-//!   batch.rs (--update, --manifest) and summary.rs (what was written, left alone or failed,
-//!   --keep-going) are called by cmd/convert.rs; checksum.rs (TensorFlow's
-//!   masked CRC32C) serves input.rs and the readers.
+//!   batch.rs (--update, --manifest), cmd/survey.rs (the first pass over the metadata) and
+//!   summary.rs (what was written, left alone or failed, --keep-going) are called by
+//!   cmd/convert.rs; checksum.rs (TensorFlow's masked CRC32C, and the count of checksums
+//!   verified) serves input.rs and the readers.
 //! ```
 //!
 //! Readers know nothing of sinks and sinks nothing of readers; only `cli.rs` and `cmd/` use clap.

@@ -14,12 +14,14 @@ use crate::device::DeviceStage;
 use crate::error::{usage, Interrupted};
 use crate::input::absolute;
 use crate::jobs;
-use crate::pipeline::{npy_type, output_bytes, prepare, write_tensor, WriteOptions};
+use crate::pipeline::{npy_type, prepare, write_tensor, WriteOptions};
 use crate::report::Reporter;
 use crate::select::Selector;
 use crate::sink::atomic::file_id;
 use crate::sink::names::{self, shown};
-use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
+use crate::sink::{
+    is_special, is_terminal, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink,
+};
 use crate::source::stem;
 use crate::structure::{StructureOptions, View};
 use crate::summary::Outcomes;
@@ -91,7 +93,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
     let mut s = 0;
     while s < sources.len() {
-        match survey(sources[s].as_ref(), &mut selector, &args) {
+        match super::survey::survey(sources[s].as_ref(), &mut selector, &args) {
             Ok((n, bytes, skip)) => {
                 selected.push(n);
                 in_bytes.push(bytes);
@@ -288,45 +290,6 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
 /// What a written output adds to the manifest and the summary: its inputs, its path, and the
 /// tensors and bytes written.
 type Done = (Vec<String>, Option<PathBuf>, u64, u64);
-
-/// The first pass over one input's metadata: how many tensors it contributes, their bytes as
-/// written, and how many `--skip-unsupported` leaves out; every reason to refuse comes here,
-/// before anything is written.
-fn survey(
-    src: &dyn Source,
-    selector: &mut Selector,
-    args: &ConvertArgs,
-) -> Result<(usize, u64, usize)> {
-    let policy = args.dtypes.policy();
-    let (mut n, mut bytes, mut skipped) = (0, 0u64, 0);
-    for i in 0..src.len() {
-        let meta = src
-            .meta(i)
-            .with_context(|| format!("{}: tensor {i}", src.display_path()))?;
-        if !selector.record(&meta.name) {
-            continue;
-        }
-        let context = || format!("{}: tensor '{}'", src.display_path(), meta.name);
-        match npy_type(&meta, &policy) {
-            Some(t) => bytes += output_bytes(&meta, t).with_context(context)?,
-            None if args.skip_unsupported => {
-                skipped += 1;
-                continue;
-            }
-            None => {
-                let dtype = src
-                    .source_dtype(i)
-                    .unwrap_or_else(|| meta.dtype.to_string());
-                return Err(anyhow!(
-                    "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
-                )
-                .context(context()));
-            }
-        }
-        n += 1;
-    }
-    Ok((n, bytes, skipped))
-}
 
 fn target_name(t: &Target) -> String {
     match t {
@@ -539,7 +502,7 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
                 "standard output as .npy (without --to npz)",
             )?],
         },
-        Some(p) if is_special(p) && is_terminal_device(p) =>
+        Some(p) if is_special(p) && is_terminal(p) =>
         {
             return Err(usage(format!(
                 "refusing to write binary .npy/.npz data to the terminal {}; name a file with -o",
@@ -583,18 +546,6 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
         }
         Some(dir) => vec![shared(Target::Dir(dir.to_path_buf()))],
     })
-}
-
-/// Whether `p` is a terminal (`-o /dev/tty`). Only a character device is opened to find out,
-/// and for writing, without blocking: opening a FIFO for reading would wait for a writer forever.
-fn is_terminal_device(p: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
-        && std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(p)
-            .is_ok_and(|f| f.is_terminal())
 }
 
 fn default_parent(input: &Path) -> PathBuf {

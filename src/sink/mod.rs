@@ -243,6 +243,18 @@ pub fn is_special(path: &Path) -> bool {
     })
 }
 
+/// Whether `p` is a terminal (`-o /dev/tty`). Only a character device is opened to find out,
+/// and for writing, without blocking: opening a FIFO for reading would wait for a writer forever.
+pub fn is_terminal(p: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)
+            .is_ok_and(|f| std::io::IsTerminal::is_terminal(&f))
+}
+
 /// Opens a device, FIFO or socket for writing. A FIFO is opened without blocking and retried
 /// until a reader opens it, so that the wait ends with Ctrl-C (a blocking `open` of a FIFO
 /// without a reader never returns, and is restarted after a signal); it is then written as a
