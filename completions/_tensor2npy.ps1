@@ -69,7 +69,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Treat skipped entries (variants such as tf.data iterator state) as errors')
             [CompletionResult]::new('--concat', '--concat', [CompletionResultType]::ParameterName, 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order')
             [CompletionResult]::new('--compress', '--compress', [CompletionResultType]::ParameterName, 'Deflate .npz members, like np.savez_compressed')
-            [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing')
+            [CompletionResult]::new('--skip-unsupported', '--skip-unsupported', [CompletionResultType]::ParameterName, 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when that leaves nothing to write, it is an error (exit 1)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)')
             [CompletionResult]::new('--update', '--update', [CompletionResultType]::ParameterName, 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left')

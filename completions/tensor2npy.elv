@@ -65,7 +65,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --strict 'Treat skipped entries (variants such as tf.data iterator state) as errors'
             cand --concat 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
             cand --compress 'Deflate .npz members, like np.savez_compressed'
-            cand --skip-unsupported 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
+            cand --skip-unsupported 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when that leaves nothing to write, it is an error (exit 1)'
             cand -q 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
             cand --quiet 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
             cand --update 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'

@@ -90,7 +90,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-ver
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when that leaves nothing to write, it is an error (exit 1)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s q -l quiet -d 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l update -d 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l keep-going -d 'Go on after an input or output fails: write every output that can be written, report each failure as it happens and again in the count at the end, and exit with status 1 (without it, the first failure stops the run)'

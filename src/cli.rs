@@ -482,7 +482,8 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes)]
     pub max_dense_bytes: u64,
 
-    /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
+    /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when
+    /// that leaves nothing to write, it is an error (exit 1)
     #[arg(long)]
     pub skip_unsupported: bool,
 
