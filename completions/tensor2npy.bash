@@ -93,7 +93,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --jobs --help --version"
+            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,7 +443,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__verify)
-            opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
+            opts="-q -h -V --from --quiet --require-checksums --json --max-fill-bytes --max-decompressed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

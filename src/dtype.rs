@@ -377,12 +377,21 @@ impl DtypePolicy {
 }
 
 /// Parses one `--cast FROM=TO`.
+/// The short dtype names `--cast` takes (besides the full names), for its error message.
+const CAST_NAMES: &str =
+    "f16 bf16 f32 f64 i8 i16 i32 i64 u8 u16 u32 u64 c64 c128 f8e4m3 f8e5m2 bool";
+
 pub fn parse_cast(s: &str) -> Result<(DType, DType), std::string::String> {
     let (from, to) = s
         .split_once('=')
         .ok_or_else(|| format!("expected FROM=TO (e.g. f64=f32), got '{s}'"))?;
-    let from = DType::parse_user(from.trim()).ok_or_else(|| format!("unknown dtype '{from}'"))?;
-    let to = DType::parse_user(to.trim()).ok_or_else(|| format!("unknown dtype '{to}'"))?;
+    let unknown = |d: &str| {
+        format!(
+            "unknown dtype '{d}'; valid names: {CAST_NAMES}, or a full name such as float32, int64, bfloat16, float8_e4m3fn"
+        )
+    };
+    let from = DType::parse_user(from.trim()).ok_or_else(|| unknown(from))?;
+    let to = DType::parse_user(to.trim()).ok_or_else(|| unknown(to))?;
     if matches!(from, String | Resource | Variant) || from.item_size().is_none() {
         return Err(format!(
             "cannot cast from {from}: only numeric dtypes can be cast"

@@ -44,7 +44,33 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let weights = weights_member(data, opts.max_decompressed)?;
     let src = Hdf5Source::open(&input.display, input.files.clone(), weights)
         .with_context(|| format!("{WEIGHTS} inside the .keras archive"))?;
-    Ok(Box::new(src))
+    // A config that cannot be read only spoils the listing of metadata, not the weights.
+    let json = archive_json(data)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("unreadable: {e:#}")));
+    Ok(Box::new(src.with_metadata(Some(json))))
+}
+
+/// The archive's `config.json` (the model's architecture) and `metadata.json` (Keras version,
+/// date saved) as `{"config": ..., "metadata": ...}`, each `null` when absent; each at most
+/// 16 MiB.
+fn archive_json(data: &FileRange) -> Result<serde_json::Value> {
+    let reader = std::io::BufReader::new(crate::input::RangeReader::new(data.clone()));
+    let mut zip = zip::ZipArchive::new(reader).context("not a readable ZIP archive")?;
+    let mut out = serde_json::Map::new();
+    for (key, member) in [("config", "config.json"), ("metadata", "metadata.json")] {
+        let value = match zip.by_name(member) {
+            Ok(m) => {
+                let mut text = Vec::new();
+                m.take(16 << 20)
+                    .read_to_end(&mut text)
+                    .with_context(|| format!("cannot read {member}"))?;
+                serde_json::from_slice(&text).with_context(|| format!("{member} is not JSON"))?
+            }
+            Err(_) => serde_json::Value::Null,
+        };
+        out.insert(key.into(), value);
+    }
+    Ok(out.into())
 }
 
 /// The bytes of `model.weights.h5`: a slice of the archive when stored, an inflated temporary

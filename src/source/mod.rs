@@ -330,16 +330,13 @@ pub fn looks_like_text(head: &[u8]) -> bool {
 /// The name of an input without the extensions any reader recognises, as the contract defines
 /// `stem`: `dir/data.tfrecord.gz` → `data`.
 pub fn stem(path: &Path) -> String {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| {
-            // `dir/` or `.`: take the last real component.
-            path.canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "stdin".into())
-        });
+    let mut name = path.file_name().map(escaped_name).unwrap_or_else(|| {
+        // `dir/` or `.`: take the last real component.
+        path.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(escaped_name))
+            .unwrap_or_else(|| "stdin".into())
+    });
     let exts = || READERS.iter().flat_map(|r| r.extensions.iter());
     while let Some(e) = exts()
         .find(|e| name.len() > e.len() && name.to_lowercase().ends_with(&e.to_lowercase()[..]))
@@ -349,9 +346,41 @@ pub fn stem(path: &Path) -> String {
     name
 }
 
+/// A file name as text: itself when it is UTF-8; otherwise each byte that is not part of valid
+/// UTF-8 becomes `%XX`, and `%` itself `%25`, so that the original bytes can be recovered by
+/// percent-decoding (instead of U+FFFD, which loses them and makes names collide).
+pub fn escaped_name(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = name.to_str() {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_escaped_reversibly() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"w\xe9ights%1.safetensors");
+        assert_eq!(escaped_name(raw), "w%E9ights%251.safetensors");
+        assert_eq!(stem(Path::new(raw)), "w%E9ights%251");
+        assert_eq!(escaped_name(std::ffi::OsStr::new("50%.pt")), "50%.pt");
+    }
 
     #[test]
     fn stem_strips_every_recognised_extension_but_keeps_others() {

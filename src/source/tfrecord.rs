@@ -141,6 +141,9 @@ impl TfRecordSource {
             let len = u64::from_le_bytes(header[..8].try_into().unwrap());
             let stored = u32::from_le_bytes(header[8..].try_into().unwrap());
             if mask_crc(crc32c::crc32c(&header[..8])) != stored {
+                if index == 0 {
+                    bail!("not a TFRecord file: its first 12 bytes are not a record header (the length checksum does not match)");
+                }
                 bail!("{}: length checksum mismatch (corrupt file)", at());
             }
             let body_start = pos + 12;
@@ -161,6 +164,7 @@ impl TfRecordSource {
             if mask_crc(crc) != u32::from_le_bytes(trailer[..].try_into().unwrap()) {
                 bail!("{}: data checksum mismatch (corrupt file)", at());
             }
+            crate::checksum::verified(2);
             if len == 0 {
                 bail!(
                     "{}: the record is empty, not a serialized TensorProto",

@@ -237,6 +237,9 @@ pub struct Hdf5Source {
     path: String,
     files: Vec<PathBuf>,
     entries: Vec<Entry>,
+    /// What the container around the file says (a `.keras` archive's config), for `list
+    /// --metadata`.
+    metadata: Option<serde_json::Value>,
 }
 
 impl Hdf5Source {
@@ -260,7 +263,14 @@ impl Hdf5Source {
             path: path.to_string(),
             files,
             entries,
+            metadata: None,
         })
+    }
+
+    /// The input's own metadata, which `list --metadata` shows.
+    pub fn with_metadata(mut self, metadata: Option<serde_json::Value>) -> Hdf5Source {
+        self.metadata = metadata;
+        self
     }
 }
 
@@ -446,6 +456,10 @@ fn contiguous_range(
 impl Source for Hdf5Source {
     fn display_path(&self) -> &str {
         &self.path
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(self.metadata.clone())
     }
 
     fn len(&self) -> usize {

@@ -37,6 +37,8 @@ pub struct OnnxSource {
     tensors: Vec<OnnxTensor>,
     notes: Vec<String>,
     format: String,
+    /// `metadata_props` and the producer, for `list --metadata`.
+    metadata: serde_json::Value,
 }
 
 struct Walk {
@@ -59,9 +61,34 @@ impl OnnxSource {
         };
         let mut graphs = 0;
         let mut ir_version = 0;
+        let mut metadata = serde_json::Map::new();
+        let mut props = serde_json::Map::new();
         for_each_field(&data, |field, v| {
             if let (1, Value::Varint(x)) = (field, &v) {
                 ir_version = *x;
+            }
+            match (field, &v) {
+                (2, Value::Len(r)) => {
+                    metadata.insert("producer_name".into(), short_text(r)?.into());
+                }
+                (3, Value::Len(r)) => {
+                    metadata.insert("producer_version".into(), short_text(r)?.into());
+                }
+                (14, Value::Len(r)) => {
+                    // StringStringEntryProto: key = 1, value = 2.
+                    let (mut key, mut value) = (String::new(), String::new());
+                    for_each_field(r, |f, v| {
+                        match (f, v) {
+                            (1, Value::Len(r)) => key = short_text(&r)?,
+                            (2, Value::Len(r)) => value = short_text(&r)?,
+                            _ => {}
+                        }
+                        Ok(())
+                    })
+                    .context("ModelProto.metadata_props")?;
+                    props.insert(key, value.into());
+                }
+                _ => {}
             }
             if field == 7 {
                 graphs += 1;
@@ -116,14 +143,25 @@ impl OnnxSource {
                 .with_context(|| format!("external data in {}", file.display()))?;
         }
         let format = format!("onnx (ir_version {ir_version})");
+        metadata.insert("ir_version".into(), ir_version.into());
+        metadata.insert("metadata_props".into(), props.into());
         Ok(OnnxSource {
             path: path.to_string(),
             files,
             tensors: walk.tensors,
             notes: walk.notes,
             format,
+            metadata: metadata.into(),
         })
     }
+}
+
+/// A string field of the model's metadata, at most 1 MiB (lossy UTF-8).
+fn short_text(r: &FileRange) -> Result<String> {
+    if r.len() > 1 << 20 {
+        bail!("a metadata string of {} bytes (more than 1 MiB)", r.len());
+    }
+    Ok(String::from_utf8_lossy(&r.read_vec(0, r.len() as usize)?).into_owned())
 }
 
 /// The side file of external data, refusing locations that could leave the model's folder.
@@ -386,6 +424,9 @@ impl Source for OnnxSource {
     }
     fn format(&self) -> Option<&str> {
         Some(&self.format)
+    }
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(Some(self.metadata.clone()))
     }
     fn len(&self) -> usize {
         self.tensors.len()

@@ -74,6 +74,7 @@ impl<R: Read> Read for CrcReader<R> {
                         "CRC-32 mismatch: the data gives {got:08x}, the archive records {want:08x}"
                     )));
                 }
+                crate::checksum::verified(1);
             }
         }
         Ok(n)

@@ -379,6 +379,7 @@ fn verify(s: &StorageData) -> Result<()> {
         );
     }
     s.checked.store(1, Ordering::Relaxed);
+    crate::checksum::verified(1);
     Ok(())
 }
 
