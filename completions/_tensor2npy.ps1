@@ -55,6 +55,7 @@ Register-ArgumentCompleter -Native -CommandName 'tensor2npy' -ScriptBlock {
             [CompletionResult]::new('--fill', '--fill', [CompletionResultType]::ParameterName, 'The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)')
             [CompletionResult]::new('--sparse-duplicates', '--sparse-duplicates', [CompletionResultType]::ParameterName, 'Sparse indices given more than once: an error, or their values summed, or the last one kept')
             [CompletionResult]::new('--max-dense-bytes', '--max-dense-bytes', [CompletionResultType]::ParameterName, 'Refuse to densify or pad a tensor into more than BYTES')
+            [CompletionResult]::new('--max-output', '--max-output', [CompletionResultType]::ParameterName, 'Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written')
             [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one')
             [CompletionResult]::new('--adapter', '--adapter', [CompletionResultType]::ParameterName, 'The GPU adapter to use, by its index in `tensor2npy devices`')
             [CompletionResult]::new('--stats', '--stats', [CompletionResultType]::ParameterName, 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)')

@@ -51,6 +51,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --fill 'The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)'
             cand --sparse-duplicates 'Sparse indices given more than once: an error, or their values summed, or the last one kept'
             cand --max-dense-bytes 'Refuse to densify or pad a tensor into more than BYTES'
+            cand --max-output 'Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written'
             cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
             cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
             cand --stats 'Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor and in total, to stderr (--stats for text, --stats=json for JSON)'

@@ -129,3 +129,152 @@ fn a_pipe_named_on_the_command_line_is_still_read() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A length-delimited protobuf field.
+fn field(no: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = varint(no << 3 | 2);
+    out.extend(varint(payload.len() as u64));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A frozen GraphDef of `n` float `Const` nodes of `elems` elements each, every one a single
+/// `float_val` that TensorFlow's fill rule repeats (`tf.make_ndarray` does the same).
+fn fill_graphdef(n: usize, elems: u64) -> Vec<u8> {
+    let mut graph = Vec::new();
+    for i in 0..n {
+        let mut tensor = vec![0x08, 0x01]; // dtype: DT_FLOAT
+        tensor.extend(field(2, &field(2, &[&[0x08][..], &varint(elems)].concat())));
+        tensor.extend(field(5, &1.5f32.to_le_bytes()));
+        let attr = [field(1, b"value"), field(2, &field(8, &tensor))].concat();
+        let node = [
+            field(1, format!("c{i:02}").as_bytes()),
+            field(2, b"Const"),
+            field(5, &attr),
+        ]
+        .concat();
+        graph.extend(field(1, &node));
+    }
+    graph
+}
+
+#[test]
+fn max_output_refuses_a_run_whose_outputs_together_pass_the_budget() {
+    let dir = tempdir();
+    let pb = dir.path().join("consts.pb");
+    // 16 constants of 1 MiB each, every one within --max-fill-bytes 1M.
+    fs::write(&pb, fill_graphdef(16, 1 << 18)).unwrap();
+    let out = dir.path().join("made/here/consts.npz");
+    let o = Command::new(bin())
+        .args(["convert", "--max-fill-bytes", "1M", "--max-output", "8M", "-o"])
+        .arg(&out)
+        .arg(&pb)
+        .output()
+        .unwrap();
+    assert_refused(&o, &["consts.pb", "--max-output", "c07"]);
+    assert!(!dir.path().join("made").exists(), "{:?}", files_in(dir.path()));
+    // The same budget for a directory output, and for two tensors it admits.
+    let outdir = dir.path().join("npys");
+    let o = Command::new(bin())
+        .args(["convert", "--max-fill-bytes", "1M", "--max-output", "8M", "-o"])
+        .arg(&outdir)
+        .arg(&pb)
+        .output()
+        .unwrap();
+    assert_refused(&o, &["--max-output"]);
+    assert!(!outdir.exists());
+    let o = Command::new(bin())
+        .args(["convert", "--max-fill-bytes", "1M", "--max-output", "3M"])
+        .args(["--select", "c00", "--select", "c15", "-o"])
+        .arg(&out)
+        .arg(&pb)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = read_npz(&out);
+    assert_eq!(got.len(), 2);
+    for a in got.values() {
+        assert_eq!(a.shape, vec![1 << 18]);
+        assert!(a.data.chunks(4).all(|c| c == 1.5f32.to_le_bytes()));
+    }
+}
+
+#[test]
+fn max_output_refuses_a_tiny_pt_whose_stride_0_view_is_4_gib() {
+    let case: serde_json::Value = serde_json::from_slice(
+        &fs::read(root().join("fixtures/hostile/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let case = &case[0];
+    let input = root().join(case["input"].as_str().unwrap());
+    // What torch says the view holds, against what the file weighs.
+    let bytes = case["elements"].as_u64().unwrap() * case["itemsize"].as_u64().unwrap();
+    assert_eq!(bytes, 4 << 30);
+    assert!(fs::metadata(&input).unwrap().len() < 1024);
+    let dir = tempdir();
+    for out in ["w.npz", "w.npy", "wdir"] {
+        let out = dir.path().join(out);
+        let o = Command::new(bin())
+            .args(["convert", "--max-output", "1G", "-o"])
+            .arg(&out)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert_refused(&o, &["stride0_4gib.pt", "'w'", "--max-output", "4294967296"]);
+        assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
+    }
+}
+
+#[test]
+fn max_output_counts_every_output_of_a_batch_and_admits_exactly_its_size() {
+    let dir = tempdir();
+    let inputs = [
+        root().join("fixtures/torch/views.pt"),
+        root().join("fixtures/torch/state_dict.pt"),
+    ];
+    let out = dir.path().join("all");
+    let o = Command::new(bin())
+        .args(["convert", "--to", "npy", "-o"])
+        .arg(&out)
+        .args(&inputs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every byte the run wrote: the .npy files of both inputs.
+    let written: u64 = files_in(&out)
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    fs::remove_dir_all(&out).unwrap();
+    for (budget, ok) in [(written, true), (written - 1, false)] {
+        let o = Command::new(bin())
+            .args(["convert", "--to", "npy", "-j2", "--max-output"])
+            .arg(budget.to_string())
+            .arg("-o")
+            .arg(&out)
+            .args(&inputs)
+            .output()
+            .unwrap();
+        if ok {
+            assert!(o.status.success(), "{}", stderr(&o));
+            fs::remove_dir_all(&out).unwrap();
+        } else {
+            assert_refused(&o, &["--max-output"]);
+            assert!(!out.exists());
+        }
+    }
+}

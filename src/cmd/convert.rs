@@ -79,7 +79,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
     let mut selected = vec![0usize; sources.len()];
-    let mut total = 0u64;
+    let mut budget = crate::budget::OutputBudget::new(args.max_output);
     for (s, src) in sources.iter().enumerate() {
         for i in 0..src.len() {
             let meta = src
@@ -90,7 +90,16 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             }
             let context = || format!("{}: tensor '{}'", src.display_path(), meta.name);
             match npy_type(&meta, &policy) {
-                Some(t) => total += output_bytes(&meta, t).with_context(context)?,
+                Some(t) => {
+                    let data = output_bytes(&meta, t).with_context(context)?;
+                    let header = crate::sink::npy::header(&t.descr(), &meta.shape).len() as u64;
+                    budget
+                        .charge(
+                            data.saturating_add(header),
+                            &format!("its .npy ({data} bytes of data, a {header}-byte header)"),
+                        )
+                        .with_context(context)?;
+                }
                 None if args.skip_unsupported => continue,
                 None => {
                     let dtype = src
@@ -114,6 +123,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     };
     selector.check_matched().with_context(all_inputs)?;
     let count: usize = selected.iter().sum();
+    let total = budget.used();
     if count == 0 && (!args.input.select.is_empty() || !args.input.exclude.is_empty()) {
         return Err(anyhow!(
             "--select / --exclude leave no tensor to convert (nothing was written)"
