@@ -215,7 +215,7 @@ fn max_output_refuses_a_run_whose_outputs_together_pass_the_budget() {
 #[test]
 fn max_output_refuses_a_tiny_pt_whose_stride_0_view_is_4_gib() {
     let case: serde_json::Value = serde_json::from_slice(
-        &fs::read(root().join("fixtures/hostile/manifest.json")).unwrap(),
+        &fs::read(root().join("fixtures/hostile/sizes.json")).unwrap(),
     )
     .unwrap();
     let case = &case[0];
@@ -277,4 +277,60 @@ fn max_output_counts_every_output_of_a_batch_and_admits_exactly_its_size() {
             assert!(!out.exists());
         }
     }
+}
+
+/// `state_dict.pt` with one byte of a stored tensor flipped: it opens, and fails its CRC-32
+/// while that tensor is written.
+fn crc_broken_pt(dir: &Path) -> std::path::PathBuf {
+    let src = root().join("fixtures/torch/state_dict.pt");
+    let mut bytes = fs::read(&src).unwrap();
+    let at = {
+        let mut z = zip::ZipArchive::new(fs::File::open(&src).unwrap()).unwrap();
+        let m = z.by_name("state_dict/data/0").unwrap();
+        m.data_start().unwrap() as usize
+    };
+    bytes[at + 1] ^= 0x40;
+    let input = dir.join("bad.pt");
+    fs::write(&input, &bytes).unwrap();
+    input
+}
+
+#[test]
+fn a_failing_input_of_a_parallel_batch_lets_the_outputs_in_progress_complete() {
+    let dir = tempdir();
+    // 8M bfloat16 values (16 MiB), widened to float32 chunk by chunk: still being written
+    // when the second worker meets the broken input.
+    let n: usize = 8 << 20;
+    let bits = |i: usize| (i % 0x7f00) as u16;
+    let data: Vec<u8> = (0..n).flat_map(|i| bits(i).to_le_bytes()).collect();
+    let big = dir.path().join("big.safetensors");
+    fs::write(
+        &big,
+        safetensors_bytes(&[("w", "BF16", vec![n as u64], data)]),
+    )
+    .unwrap();
+    let bad = crc_broken_pt(dir.path());
+    let small = root().join("fixtures/torch/views.pt");
+    let out = dir.path().join("out");
+    let o = Command::new(bin())
+        .args(["convert", "-j2", "--to", "npz", "-o"])
+        .arg(&out)
+        .args([&big, &bad, &small])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.pt: tensor '") && err.contains("CRC"), "{err}");
+    // The output in progress is complete and right; the failed one and the one not started
+    // are absent.
+    let got = read_npz(&out.join("big.npz"));
+    let w = &got["w"];
+    assert_eq!((w.descr.as_str(), w.shape.clone()), ("<f4", vec![n as u64]));
+    for (i, c) in w.data.chunks_exact(4).enumerate() {
+        let v = u32::from_le_bytes(c.try_into().unwrap());
+        assert_eq!(v, u32::from(bits(i)) << 16, "element {i}");
+    }
+    assert!(!out.join("bad.npz").exists());
+    assert!(!out.join("views.npz").exists());
+    assert_eq!(files_in(&out).len(), 1, "{:?}", files_in(&out));
 }
