@@ -334,3 +334,77 @@ fn a_failing_input_of_a_parallel_batch_lets_the_outputs_in_progress_complete() {
     assert!(!out.join("views.npz").exists());
     assert_eq!(files_in(&out).len(), 1, "{:?}", files_in(&out));
 }
+
+#[test]
+fn hdf5_external_storage_is_read_beside_the_file_and_refused_outside_it_or_from_a_fifo() {
+    let dir = tempdir();
+    let sub = dir.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    let fx = root().join("fixtures/hdf5");
+    fs::copy(fx.join("external.bin"), dir.path().join("external.bin")).unwrap();
+    // `../external.bin` exists, but outside the HDF5 file's folder.
+    fs::copy(fx.join("external_outside.h5"), sub.join("outside.h5")).unwrap();
+    // `external.bin` beside the file: a link out of the folder, then a FIFO.
+    fs::copy(fx.join("external.h5"), sub.join("beside.h5")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("external.bin"), sub.join("external.bin"))
+        .unwrap();
+    let out = dir.path().join("o.npz");
+    let convert = |input: &Path| {
+        run_with_deadline(
+            &[
+                OsStr::new("convert"),
+                input.as_os_str(),
+                OsStr::new("-o"),
+                out.as_os_str(),
+            ],
+            Duration::from_secs(20),
+        )
+    };
+    let o = convert(&sub.join("outside.h5"));
+    assert_refused(&o, &["outside.h5", "'e'", "../external.bin", "outside the folder"]);
+    assert!(!out.exists());
+    let o = convert(&sub.join("beside.h5"));
+    assert_refused(&o, &["beside.h5", "external.bin", "outside the folder"]);
+    fs::remove_file(sub.join("external.bin")).unwrap();
+    mkfifo(&sub.join("external.bin"));
+    let o = convert(&sub.join("beside.h5"));
+    assert_refused(&o, &["beside.h5", "external.bin", "named pipe"]);
+    assert!(!out.exists());
+    // A regular file beside it is read as h5py reads it (the oracle).
+    fs::remove_file(sub.join("external.bin")).unwrap();
+    fs::copy(fx.join("external.bin"), sub.join("external.bin")).unwrap();
+    let o = convert(&sub.join("beside.h5"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_arrays(
+        &read_npz(&out),
+        &read_npz(&fx.join("external.h5.expected.npz")),
+        "external.h5 copied",
+    );
+}
+
+#[test]
+fn hdf5_soft_links_name_nothing_and_a_virtual_dataset_is_skipped_with_a_note() {
+    let fx = root().join("fixtures/hdf5");
+    for f in ["links.h5", "links_latest.h5", "links_dense.h5"] {
+        let o = Command::new(bin())
+            .args(["list", "--json"])
+            .arg(fx.join(f))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let text = v.to_string();
+        // h5py's visititems gives g/b and w, nothing through a soft or external link.
+        for name in ["alias", "a_first", "galias", "broken", "ext", "s00"] {
+            assert!(!text.contains(&format!("\"{name}")), "{f}: {name} in {text}");
+        }
+        assert!(text.contains("\"g/b\"") && text.contains("\"w\""), "{f}: {text}");
+    }
+    let o = Command::new(bin())
+        .arg("list")
+        .arg(fx.join("virtual.h5"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped 'v': a virtual dataset"), "{}", stderr(&o));
+}

@@ -40,6 +40,8 @@ use blocks::{for_each_element, stream_fixed, RangeStorage};
 use super::{Input, OpenOptions, Reader, Sniff};
 
 mod blocks;
+mod external;
+mod links;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -69,10 +71,16 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    Ok(Box::new(Hdf5Source::open(
+    // External raw storage resolves beside a local file only.
+    let beside = match input.files.as_slice() {
+        [one] if crate::input::url_of(one).is_none() => external::Beside::of(one),
+        _ => None,
+    };
+    Ok(Box::new(Hdf5Source::open_with(
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
+        beside,
     )?))
 }
 
@@ -237,21 +245,36 @@ pub struct Hdf5Source {
     path: String,
     files: Vec<PathBuf>,
     entries: Vec<Entry>,
+    /// Datasets left out (virtual ones).
+    notes: Vec<String>,
 }
 
 impl Hdf5Source {
-    /// Opens the HDF5 file held by `data` and lists every dataset.
+    /// Opens the HDF5 file held by `data` and lists every dataset (external raw storage is not
+    /// resolved: the file is no plain local file).
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange) -> Result<Hdf5Source> {
-        let file = Hdf5File::from_storage_with_options(
-            Arc::new(RangeStorage(data.clone())),
-            hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(1 << 20),
-        )
-        .context("not a readable HDF5 file")?;
+        Hdf5Source::open_with(path, files, data, None)
+    }
+
+    /// [`Hdf5Source::open`], with external raw data files resolved by `external`.
+    fn open_with(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        external: Option<Arc<dyn hdf5_reader::ExternalFileResolver>>,
+    ) -> Result<Hdf5Source> {
+        let mut options = hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(1 << 20);
+        if let Some(r) = external {
+            options = options.with_external_file_resolver(r);
+        }
+        let file = Hdf5File::from_storage_with_options(Arc::new(RangeStorage(data.clone())), options)
+            .context("not a readable HDF5 file")?;
         let base = file.superblock().base_address;
         let root = file.root_group().context("cannot read the root group")?;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
-        walk(&root, "", 0, &mut seen, &mut found)?;
+        let mut notes = Vec::new();
+        walk(&file, &root, "", 0, &mut seen, &mut found, &mut notes)?;
         let mut entries = Vec::new();
         for (name, ds) in found {
             entries.push(describe(&file, &data, base, name, ds)?);
@@ -260,25 +283,34 @@ impl Hdf5Source {
             path: path.to_string(),
             files,
             entries,
+            notes,
         })
     }
 }
 
-/// Collects every dataset below `group` in name order, each object once (as h5py's
-/// `visititems` does), refusing group graphs deeper than [`MAX_DEPTH`].
+/// Collects every dataset below `group` in name order, each object once and through hard links
+/// only (as h5py's `visititems` does: soft and external links are not followed), refusing group
+/// graphs deeper than [`MAX_DEPTH`].
 fn walk(
+    file: &Hdf5File,
     group: &Group,
     prefix: &str,
     depth: usize,
     seen: &mut HashSet<u64>,
     out: &mut Vec<(String, Dataset)>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("groups nest deeper than {MAX_DEPTH} levels at '{prefix}'");
     }
-    let (mut groups, mut datasets) = group
-        .members()
-        .with_context(|| format!("cannot list group '/{prefix}'"))?;
+    let links = links::read(file, group).with_context(|| format!("group '/{prefix}'"))?;
+    let (mut groups, mut datasets) = match group.members() {
+        Ok(members) => members,
+        Err(e) if links::is_virtual(&e) => one_by_one(group, prefix, &links.hard, notes)?,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot list group '/{prefix}'")))
+        }
+    };
     groups.sort_by(|a, b| a.name().cmp(b.name()));
     datasets.sort_by(|a, b| a.name().cmp(b.name()));
     // h5py visits a group's members in name order, groups and datasets interleaved.
@@ -291,6 +323,9 @@ fn walk(
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, g, d) in items {
+        if links.soft.contains(&name) {
+            continue;
+        }
         let full = if prefix.is_empty() {
             name
         } else {
@@ -298,7 +333,7 @@ fn walk(
         };
         if let Some(g) = g {
             if seen.insert(g.address()) {
-                walk(&g, &full, depth + 1, seen, out)?;
+                walk(file, &g, &full, depth + 1, seen, out, notes)?;
             }
         } else if let Some(d) = d {
             if seen.insert(d.address()) {
@@ -307,6 +342,40 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// A group's members opened one at a time by their hard links, for a group the crate cannot
+/// list at once: a virtual dataset (which h5py assembles from other datasets, and tensor2npy
+/// does not) is left out with a note; named datatypes are no tensors.
+fn one_by_one(
+    group: &Group,
+    prefix: &str,
+    hard: &[String],
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Group>, Vec<Dataset>)> {
+    let (mut groups, mut datasets) = (Vec::new(), Vec::new());
+    for name in hard {
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if let Ok(g) = group.group(name) {
+            groups.push(g);
+            continue;
+        }
+        match group.dataset(name) {
+            Ok(d) => datasets.push(d),
+            Err(e) if links::is_virtual(&e) => notes.push(format!(
+                "skipped '{full}': a virtual dataset (its values live in other datasets; tensor2npy does not assemble them)"
+            )),
+            Err(hdf5_reader::error::Error::DatasetNotFound(_)) => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot open '/{full}'")));
+            }
+        }
+    }
+    Ok((groups, datasets))
 }
 
 fn describe(
@@ -450,6 +519,10 @@ impl Source for Hdf5Source {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
