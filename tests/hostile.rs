@@ -408,3 +408,157 @@ fn hdf5_soft_links_name_nothing_and_a_virtual_dataset_is_skipped_with_a_note() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("skipped 'v': a virtual dataset"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Memory that a small file could make grow with what it declares: each case runs under a
+// 256 MiB address-space limit (the tool itself starts in under 64 MiB).
+
+const LIMIT: &str = "--as=268435456";
+
+/// Runs the binary under the 256 MiB address-space limit, with a deadline.
+fn within_256_mib(args: &[&OsStr]) -> Output {
+    assert!(
+        Command::new("prlimit").arg("--version").output().is_ok(),
+        "prlimit (util-linux) is needed for the memory tests"
+    );
+    let mut child = Command::new("prlimit")
+        .arg(LIMIT)
+        .arg(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let o = child.wait_with_output().unwrap();
+            let err = stderr(&o);
+            assert!(
+                !err.contains("memory allocation") && !err.contains("panicked"),
+                "{args:?}: {err}"
+            );
+            return o;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("tensor2npy {args:?} ran past 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn varint_field(no: u64, v: u64) -> Vec<u8> {
+    [varint(no << 3), varint(v)].concat()
+}
+
+/// An ONNX model (ir_version 8) whose graph holds the given initializers.
+fn onnx_model(initializers: &[Vec<u8>]) -> Vec<u8> {
+    let mut graph = field(2, b"g");
+    for t in initializers {
+        graph.extend(field(5, t));
+    }
+    [varint_field(1, 8), field(7, &graph)].concat()
+}
+
+#[test]
+fn onnx_unpacked_int32_data_and_empty_string_data_stay_within_256_mib() {
+    let dir = tempdir();
+    let n: u64 = 2 << 20;
+    // 2M int32_data fields of two bytes each (tag, value): int16 elements.
+    let mut ints = [varint_field(1, n), varint_field(2, 5), field(8, b"ints")].concat();
+    for i in 0..n {
+        ints.extend(varint_field(5, i % 100));
+    }
+    // 2M empty string_data fields.
+    let mut strs = [varint_field(1, n), varint_field(2, 8), field(8, b"strs")].concat();
+    for _ in 0..n {
+        strs.extend(field(6, b""));
+    }
+    let model = dir.path().join("m.onnx");
+    fs::write(&model, onnx_model(&[ints, strs])).unwrap();
+    assert!(fs::metadata(&model).unwrap().len() < 9 << 20);
+    let out = dir.path().join("m.npz");
+    let o = within_256_mib(&[
+        OsStr::new("convert"),
+        model.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = read_npz(&out);
+    let ints = &got["ints"];
+    assert_eq!((ints.descr.as_str(), ints.shape.clone()), ("<i2", vec![n]));
+    for (i, c) in ints.data.chunks_exact(2).enumerate() {
+        assert_eq!(i16::from_le_bytes([c[0], c[1]]), (i % 100) as i16);
+    }
+    // onnx.numpy_helper.to_array gives an object array of b"": NumPy's |S1 of empty strings.
+    let strs = &got["strs"];
+    assert_eq!((strs.descr.as_str(), strs.shape.clone()), ("|S1", vec![n]));
+    assert!(strs.data.iter().all(|&b| b == 0));
+    let o = within_256_mib(&[OsStr::new("list"), model.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn onnx_sparse_linear_indices_unravel_within_256_mib() {
+    let dir = tempdir();
+    // 256K linear indices (packed int64_data, about 1 MB) into a rank-32 shape of 2s: 8M
+    // coordinates (64 MiB as int64) that used to be unravelled in memory, more than once.
+    let (nnz, rank) = (256u64 << 10, 32usize);
+    let mut packed = Vec::new();
+    for i in 0..nnz {
+        packed.extend(varint(i * 3));
+    }
+    let indices = [varint_field(1, nnz), varint_field(2, 7), field(7, &packed)].concat();
+    let values = [
+        varint_field(1, nnz),
+        varint_field(2, 1),
+        field(8, b"sp"),
+        field(9, &vec![0u8; nnz as usize * 4]),
+    ]
+    .concat();
+    let mut sparse = [field(1, &values), field(2, &indices)].concat();
+    for _ in 0..rank {
+        sparse.extend(varint_field(3, 2));
+    }
+    let graph = [field(2, b"g"), field(15, &sparse)].concat();
+    let model = dir.path().join("sp.onnx");
+    fs::write(&model, [varint_field(1, 8), field(7, &graph)].concat()).unwrap();
+    let out = dir.path().join("sp");
+    let o = within_256_mib(&[
+        OsStr::new("convert"),
+        model.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // np.unravel_index(i * 3, (2,) * 32) for each position: the bits of i * 3, high first.
+    let idx = read_npy(&out.join("sp/indices.npy"));
+    assert_eq!(idx.shape, vec![nnz, rank as u64]);
+    for (row, c) in idx.data.chunks_exact(8 * rank).enumerate() {
+        let p = row as u64 * 3;
+        for k in 0..rank {
+            let got = i64::from_le_bytes(c[8 * k..8 * k + 8].try_into().unwrap());
+            assert_eq!(got as u64, (p >> (rank - 1 - k)) & 1, "row {row} dim {k}");
+        }
+    }
+}
+
+#[test]
+fn an_hdf5_gzip_chunk_bomb_is_refused_within_256_mib() {
+    let input = root().join("fixtures/hdf5/bad_chunk_bomb.h5");
+    assert!(fs::metadata(&input).unwrap().len() < 300 << 10);
+    let dir = tempdir();
+    let out = dir.path().join("b.npz");
+    let o = within_256_mib(&[
+        OsStr::new("convert"),
+        input.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert_refused(&o, &["bad_chunk_bomb.h5", "'bomb'", "chunk"]);
+    assert!(files_in(dir.path()).is_empty());
+}
