@@ -84,6 +84,11 @@ fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
     )?))
 }
 
+/// The largest HDF5 chunk decoded (a chunk is inflated whole): h5py's automatic chunks are at
+/// most 1 MiB, so this refuses only chunk bombs (a 260 KB file declaring a 256 MiB gzip chunk)
+/// and files chunked far beyond what h5py and Keras write.
+const MAX_CHUNK_BYTES: usize = 64 << 20;
+
 /// How deep groups may nest before the walk gives up (the crate guards cycles in its own
 /// structures; this guards the group graph, which hard links can make cyclic).
 const MAX_DEPTH: usize = 64;
@@ -263,7 +268,9 @@ impl Hdf5Source {
         data: FileRange,
         external: Option<Arc<dyn hdf5_reader::ExternalFileResolver>>,
     ) -> Result<Hdf5Source> {
-        let mut options = hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(1 << 20);
+        let mut options = hdf5_reader::OpenOptions::default()
+            .with_chunk_cache_bytes(1 << 20)
+            .with_max_chunk_bytes(MAX_CHUNK_BYTES);
         if let Some(r) = external {
             options = options.with_external_file_resolver(r);
         }
