@@ -504,10 +504,11 @@ fn onnx_unpacked_int32_data_and_empty_string_data_stay_within_256_mib() {
 
 #[test]
 fn onnx_sparse_linear_indices_unravel_within_256_mib() {
+    use std::io::Read;
     let dir = tempdir();
-    // 256K linear indices (packed int64_data, about 1 MB) into a rank-32 shape of 2s: 8M
-    // coordinates (64 MiB as int64) that used to be unravelled in memory, more than once.
-    let (nnz, rank) = (256u64 << 10, 32usize);
+    // 384K linear indices (packed int64_data, about 1.2 MB) into a rank-48 shape of 2s: 18M
+    // coordinates (151 MiB as int64), which used to be unravelled in memory, twice.
+    let (nnz, rank) = (384u64 << 10, 48usize);
     let mut packed = Vec::new();
     for i in 0..nnz {
         packed.extend(varint(i * 3));
@@ -527,6 +528,8 @@ fn onnx_sparse_linear_indices_unravel_within_256_mib() {
     let graph = [field(2, b"g"), field(15, &sparse)].concat();
     let model = dir.path().join("sp.onnx");
     fs::write(&model, [varint_field(1, 8), field(7, &graph)].concat()).unwrap();
+    let o = within_256_mib(&[OsStr::new("list"), model.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("sp");
     let o = within_256_mib(&[
         OsStr::new("convert"),
@@ -535,16 +538,40 @@ fn onnx_sparse_linear_indices_unravel_within_256_mib() {
         out.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // np.unravel_index(i * 3, (2,) * 32) for each position: the bits of i * 3, high first.
-    let idx = read_npy(&out.join("sp/indices.npy"));
-    assert_eq!(idx.shape, vec![nnz, rank as u64]);
-    for (row, c) in idx.data.chunks_exact(8 * rank).enumerate() {
-        let p = row as u64 * 3;
-        for k in 0..rank {
-            let got = i64::from_le_bytes(c[8 * k..8 * k + 8].try_into().unwrap());
-            assert_eq!(got as u64, (p >> (rank - 1 - k)) & 1, "row {row} dim {k}");
+    // np.unravel_index(i * 3, (2,) * 48) for each position: the bits of i * 3, high first.
+    let mut f = std::io::BufReader::new(fs::File::open(out.join("sp/indices.npy")).unwrap());
+    let mut head = [0u8; 10];
+    f.read_exact(&mut head).unwrap();
+    let mut header = vec![0u8; u16::from_le_bytes([head[8], head[9]]) as usize];
+    f.read_exact(&mut header).unwrap();
+    let header = String::from_utf8(header).unwrap();
+    assert!(header.contains("'<i8'") && header.contains(&format!("({nnz}, {rank})")), "{header}");
+    let mut row = vec![0u8; 8 * rank];
+    for i in 0..nnz {
+        f.read_exact(&mut row).unwrap();
+        let p = i * 3;
+        for (k, c) in row.chunks_exact(8).enumerate() {
+            let got = u64::from_le_bytes(c.try_into().unwrap());
+            assert_eq!(got, (p >> (rank - 1 - k)) & 1, "row {i} dim {k}");
         }
     }
+    assert_eq!(f.read(&mut row).unwrap(), 0, "trailing bytes");
+    // A position outside the shape is refused before anything is written.
+    let mut sparse = [field(1, &values), field(2, &indices)].concat();
+    for _ in 0..rank - 30 {
+        sparse.extend(varint_field(3, 2));
+    }
+    let graph = [field(2, b"g"), field(15, &sparse)].concat();
+    fs::write(&model, [varint_field(1, 8), field(7, &graph)].concat()).unwrap();
+    let out = dir.path().join("bad.npz");
+    let o = within_256_mib(&[
+        OsStr::new("convert"),
+        model.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert_refused(&o, &["sp.onnx", "linear index", "outside the shape"]);
+    assert!(!out.exists());
 }
 
 #[test]

@@ -36,8 +36,10 @@ pub enum Data {
     Typed { msg: FileRange, field: u32 },
     /// The `count` `string_data` entries of the `TensorProto` at `msg`, walked the same way.
     Strings { msg: FileRange, count: u64 },
-    /// Bytes computed by the reader (sparse index conversion, dense shapes).
+    /// Bytes computed by the reader (a sparse initializer's dense shape).
     Memory(Vec<u8>),
+    /// A sparse initializer's coordinates, streamed from its stored indices.
+    Indices(Box<super::sparse::Indices>),
     /// External data not resolved yet.
     External(ExternalRef),
 }
@@ -239,7 +241,7 @@ impl OnnxTensor {
         let pack = per_byte(self.dtype);
         match &self.data {
             Data::External(_) => Ok(()),
-            Data::Memory(_) => Ok(()),
+            Data::Memory(_) | Data::Indices(_) => Ok(()),
             Data::Raw(r) => {
                 let len = r.len();
                 if pack > 1 {
@@ -358,6 +360,7 @@ impl OnnxTensor {
                 }
                 Ok(())
             }
+            Data::Indices(ix) => ix.stream(chunk, sink),
             Data::Raw(r) if pack == 1 => r.stream(size, chunk, sink),
             Data::Raw(r) => {
                 let bytes = n.div_ceil(pack);
@@ -423,26 +426,6 @@ impl OnnxTensor {
                 sink(&r.read_vec(0, r.len() as usize)?)
             }
             _ => Ok(()),
-        })
-    }
-
-    /// The values of a small integer tensor (sparse indices), in memory.
-    pub fn integers(&self) -> Result<Vec<i64>> {
-        let mut bytes = Vec::new();
-        self.read_dense(1 << 16, &mut |c: &[u8]| {
-            bytes.extend_from_slice(c);
-            Ok(())
-        })?;
-        Ok(match self.dtype {
-            DType::I64 => bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DType::I32 => bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-            d => bail!("tensor {}: indices of type {d}, not int64", self.name),
         })
     }
 }
