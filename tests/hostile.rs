@@ -421,19 +421,27 @@ fn within_256_mib(args: &[&OsStr]) -> Output {
         Command::new("prlimit").arg("--version").output().is_ok(),
         "prlimit (util-linux) is needed for the memory tests"
     );
+    // Standard output and error go to files, so that a large output cannot fill a pipe
+    // nobody reads while the deadline is watched.
+    let logs = tempdir();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
     let mut child = Command::new("prlimit")
         .arg(LIMIT)
         .arg(bin())
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let start = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
-            let o = child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = Output {
+                status,
+                stdout: fs::read(&out_path).unwrap(),
+                stderr: fs::read(&err_path).unwrap(),
+            };
             let err = stderr(&o);
             assert!(
                 !err.contains("memory allocation") && !err.contains("panicked"),
@@ -588,4 +596,51 @@ fn an_hdf5_gzip_chunk_bomb_is_refused_within_256_mib() {
     ]);
     assert_refused(&o, &["bad_chunk_bomb.h5", "'bomb'", "chunk"]);
     assert!(files_in(dir.path()).is_empty());
+}
+
+#[test]
+fn gguf_list_metadata_of_long_arrays_streams_within_256_mib() {
+    let dir = tempdir();
+    // A GGUF v3 file with no tensors and two arrays: 4M uint8 and 1M empty strings (12 MB).
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes());
+    f.extend(0u64.to_le_bytes());
+    f.extend(2u64.to_le_bytes());
+    let key = |f: &mut Vec<u8>, k: &str| {
+        f.extend((k.len() as u64).to_le_bytes());
+        f.extend(k.as_bytes());
+    };
+    let n: u64 = 4 << 20;
+    key(&mut f, "bytes");
+    f.extend(9u32.to_le_bytes()); // array
+    f.extend(0u32.to_le_bytes()); // of uint8
+    f.extend(n.to_le_bytes());
+    f.extend((0..n).map(|i| (i % 251) as u8));
+    key(&mut f, "strings");
+    f.extend(9u32.to_le_bytes());
+    f.extend(8u32.to_le_bytes()); // of string
+    f.extend((n / 4).to_le_bytes());
+    for _ in 0..n / 4 {
+        f.extend(0u64.to_le_bytes());
+    }
+    let input = dir.path().join("meta.gguf");
+    fs::write(&input, &f).unwrap();
+    let o = within_256_mib(&[
+        OsStr::new("list"),
+        OsStr::new("--json"),
+        OsStr::new("--metadata"),
+        input.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &doc["metadata"][input.to_str().unwrap()]["metadata"];
+    let bytes = m["bytes"].as_array().unwrap();
+    assert_eq!(bytes.len() as u64, n);
+    assert!(bytes
+        .iter()
+        .enumerate()
+        .all(|(i, v)| v.as_u64() == Some(i as u64 % 251)));
+    let strings = m["strings"].as_array().unwrap();
+    assert_eq!(strings.len() as u64, n / 4);
+    assert!(strings.iter().all(|v| v.as_str() == Some("")));
 }
