@@ -644,3 +644,45 @@ fn gguf_list_metadata_of_long_arrays_streams_within_256_mib() {
     assert_eq!(strings.len() as u64, n / 4);
     assert!(strings.iter().all(|v| v.as_str() == Some("")));
 }
+
+#[test]
+fn a_flax_file_of_a_million_scalar_leaves_opens_within_256_mib() {
+    let dir = tempdir();
+    // {"0": 0, "1": 1, ..., "mkpr": ...}: 2^20 keys (base 36) of positive fixints, 6 MB.
+    let n: u32 = 1 << 20;
+    let key = |mut i: u32| {
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut k = Vec::new();
+        loop {
+            k.insert(0, digits[(i % 36) as usize]);
+            i /= 36;
+            if i == 0 {
+                return k;
+            }
+        }
+    };
+    let mut f = vec![0xdf];
+    f.extend(n.to_be_bytes());
+    for i in 0..n {
+        let k = key(i);
+        f.push(0xa0 | k.len() as u8);
+        f.extend(&k);
+        f.push((i % 128) as u8);
+    }
+    let input = dir.path().join("leaves.msgpack");
+    fs::write(&input, &f).unwrap();
+    let out = dir.path().join("one.npy");
+    // The leaf "zz" is number 36 * 35 + 35 = 1295: msgpack_restore gives np.asarray(1295 % 128).
+    let o = within_256_mib(&[
+        OsStr::new("convert"),
+        input.as_os_str(),
+        OsStr::new("--select"),
+        OsStr::new("zz"),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = read_npy(&out);
+    assert_eq!((a.descr.as_str(), a.shape.clone()), ("<i8", vec![]));
+    assert_eq!(i64::from_le_bytes(a.data[..8].try_into().unwrap()), 1295 % 128);
+}
