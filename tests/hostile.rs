@@ -686,3 +686,129 @@ fn a_flax_file_of_a_million_scalar_leaves_opens_within_256_mib() {
     assert_eq!((a.descr.as_str(), a.shape.clone()), ("<i8", vec![]));
     assert_eq!(i64::from_le_bytes(a.data[..8].try_into().unwrap()), 1295 % 128);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The crafted inputs above, small, through a corruption sweep: every damaged copy converts or
+// fails with a message and leaves nothing, within the deadline and the 256 MiB limit.
+
+fn crafted_onnx_typed(n: u64) -> Vec<u8> {
+    let mut ints = [varint_field(1, n), varint_field(2, 5), field(8, b"ints")].concat();
+    let mut strs = [varint_field(1, n), varint_field(2, 8), field(8, b"strs")].concat();
+    for i in 0..n {
+        ints.extend(varint_field(5, i % 100));
+        strs.extend(field(6, if i % 3 == 0 { b"" } else { b"ab" }));
+    }
+    onnx_model(&[ints, strs])
+}
+
+fn crafted_onnx_sparse(nnz: u64, rank: usize) -> Vec<u8> {
+    let mut packed = Vec::new();
+    for i in 0..nnz {
+        packed.extend(varint(i * 3));
+    }
+    let indices = [varint_field(1, nnz), varint_field(2, 7), field(7, &packed)].concat();
+    let values = [
+        varint_field(1, nnz),
+        varint_field(2, 1),
+        field(8, b"sp"),
+        field(9, &vec![0x3fu8; nnz as usize * 4]),
+    ]
+    .concat();
+    let mut sparse = [field(1, &values), field(2, &indices)].concat();
+    for _ in 0..rank {
+        sparse.extend(varint_field(3, 2));
+    }
+    let graph = [field(2, b"g"), field(15, &sparse)].concat();
+    [varint_field(1, 8), field(7, &graph)].concat()
+}
+
+fn crafted_gguf_arrays(n: u64) -> Vec<u8> {
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes());
+    f.extend(0u64.to_le_bytes());
+    f.extend(2u64.to_le_bytes());
+    for (k, item) in [("bytes", 0u32), ("strings", 8)] {
+        f.extend((k.len() as u64).to_le_bytes());
+        f.extend(k.as_bytes());
+        f.extend(9u32.to_le_bytes());
+        f.extend(item.to_le_bytes());
+        f.extend(n.to_le_bytes());
+        for i in 0..n {
+            match item {
+                0 => f.push(i as u8),
+                _ => {
+                    f.extend(1u64.to_le_bytes());
+                    f.push(b'a' + (i % 26) as u8);
+                }
+            }
+        }
+    }
+    f
+}
+
+fn crafted_flax_leaves(n: u16) -> Vec<u8> {
+    let mut f = vec![0xde];
+    f.extend(n.to_be_bytes());
+    for i in 0..n {
+        let k = format!("k{i}");
+        f.push(0xa0 | k.len() as u8);
+        f.extend(k.as_bytes());
+        f.push((i % 128) as u8);
+    }
+    f
+}
+
+#[test]
+fn the_crafted_inputs_survive_a_corruption_sweep() {
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        ("typed.onnx", crafted_onnx_typed(300), &[]),
+        ("sparse.onnx", crafted_onnx_sparse(200, 12), &[]),
+        ("consts.pb", fill_graphdef(4, 1000), &["--max-output", "10K"]),
+        ("arrays.gguf", crafted_gguf_arrays(300), &[]),
+        ("leaves.msgpack", crafted_flax_leaves(300), &[]),
+    ];
+    let dir = tempdir();
+    for (name, clean, extra) in cases {
+        let n = clean.len();
+        let input = dir.path().join(name);
+        let out = dir.path().join("o.npz");
+        let mut damaged = Vec::new();
+        for k in 0..12 {
+            let at = k * n / 12 + 1;
+            let mut b = clean.clone();
+            b[at.min(n - 1)] ^= 0x5a;
+            damaged.push(b);
+            damaged.push(clean[..at.min(n)].to_vec());
+        }
+        damaged.push(clean.clone());
+        for bytes in damaged {
+            let undamaged = bytes == clean;
+            fs::write(&input, &bytes).unwrap();
+            for cmd in [&["list", "--json", "--metadata"][..], &["convert"][..]] {
+                let mut args: Vec<&OsStr> = cmd.iter().map(OsStr::new).collect();
+                args.push(input.as_os_str());
+                if cmd[0] == "convert" {
+                    args.extend([OsStr::new("-o"), out.as_os_str()]);
+                    args.extend(extra.iter().map(OsStr::new));
+                }
+                let o = within_256_mib(&args);
+                let err = stderr(&o);
+                // The undamaged input converts (the GraphDef only within --max-output).
+                let refused = name == "consts.pb" && cmd[0] == "convert";
+                if undamaged {
+                    assert_eq!(o.status.code(), Some(refused as i32), "{name}: {err}");
+                }
+                match o.status.code() {
+                    Some(0) => {}
+                    Some(1) => {
+                        assert!(err.starts_with("tensor2npy: error: "), "{name}: {err}");
+                        assert!(err.contains(name), "{name}: {err}");
+                        assert!(!out.exists(), "{name}: output left behind");
+                    }
+                    other => panic!("{name}: exit {other:?}: {err}"),
+                }
+                let _ = fs::remove_file(&out);
+            }
+        }
+    }
+}
