@@ -179,17 +179,35 @@ fn max_output_refuses_a_run_whose_outputs_together_pass_the_budget() {
     fs::write(&pb, fill_graphdef(16, 1 << 18)).unwrap();
     let out = dir.path().join("made/here/consts.npz");
     let o = Command::new(bin())
-        .args(["convert", "--max-fill-bytes", "1M", "--max-output", "8M", "-o"])
+        .args([
+            "convert",
+            "--max-fill-bytes",
+            "1M",
+            "--max-output",
+            "8M",
+            "-o",
+        ])
         .arg(&out)
         .arg(&pb)
         .output()
         .unwrap();
     assert_refused(&o, &["consts.pb", "--max-output", "c07"]);
-    assert!(!dir.path().join("made").exists(), "{:?}", files_in(dir.path()));
+    assert!(
+        !dir.path().join("made").exists(),
+        "{:?}",
+        files_in(dir.path())
+    );
     // The same budget for a directory output, and for two tensors it admits.
     let outdir = dir.path().join("npys");
     let o = Command::new(bin())
-        .args(["convert", "--max-fill-bytes", "1M", "--max-output", "8M", "-o"])
+        .args([
+            "convert",
+            "--max-fill-bytes",
+            "1M",
+            "--max-output",
+            "8M",
+            "-o",
+        ])
         .arg(&outdir)
         .arg(&pb)
         .output()
@@ -214,10 +232,9 @@ fn max_output_refuses_a_run_whose_outputs_together_pass_the_budget() {
 
 #[test]
 fn max_output_refuses_a_tiny_pt_whose_stride_0_view_is_4_gib() {
-    let case: serde_json::Value = serde_json::from_slice(
-        &fs::read(root().join("fixtures/hostile/sizes.json")).unwrap(),
-    )
-    .unwrap();
+    let case: serde_json::Value =
+        serde_json::from_slice(&fs::read(root().join("fixtures/hostile/sizes.json")).unwrap())
+            .unwrap();
     let case = &case[0];
     let input = root().join(case["input"].as_str().unwrap());
     // What torch says the view holds, against what the file weighs.
@@ -233,8 +250,15 @@ fn max_output_refuses_a_tiny_pt_whose_stride_0_view_is_4_gib() {
             .arg(&input)
             .output()
             .unwrap();
-        assert_refused(&o, &["stride0_4gib.pt", "'w'", "--max-output", "4294967296"]);
-        assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
+        assert_refused(
+            &o,
+            &["stride0_4gib.pt", "'w'", "--max-output", "4294967296"],
+        );
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{:?}",
+            files_in(dir.path())
+        );
     }
 }
 
@@ -320,7 +344,10 @@ fn a_failing_input_of_a_parallel_batch_lets_the_outputs_in_progress_complete() {
         .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("bad.pt: tensor '") && err.contains("CRC"), "{err}");
+    assert!(
+        err.contains("bad.pt: tensor '") && err.contains("CRC"),
+        "{err}"
+    );
     // The output in progress is complete and right; the failed one and the one not started
     // are absent.
     let got = read_npz(&out.join("big.npz"));
@@ -346,8 +373,7 @@ fn hdf5_external_storage_is_read_beside_the_file_and_refused_outside_it_or_from_
     fs::copy(fx.join("external_outside.h5"), sub.join("outside.h5")).unwrap();
     // `external.bin` beside the file: a link out of the folder, then a FIFO.
     fs::copy(fx.join("external.h5"), sub.join("beside.h5")).unwrap();
-    std::os::unix::fs::symlink(dir.path().join("external.bin"), sub.join("external.bin"))
-        .unwrap();
+    std::os::unix::fs::symlink(dir.path().join("external.bin"), sub.join("external.bin")).unwrap();
     let out = dir.path().join("o.npz");
     let convert = |input: &Path| {
         run_with_deadline(
@@ -361,7 +387,10 @@ fn hdf5_external_storage_is_read_beside_the_file_and_refused_outside_it_or_from_
         )
     };
     let o = convert(&sub.join("outside.h5"));
-    assert_refused(&o, &["outside.h5", "'e'", "../external.bin", "outside the folder"]);
+    assert_refused(
+        &o,
+        &["outside.h5", "'e'", "../external.bin", "outside the folder"],
+    );
     assert!(!out.exists());
     let o = convert(&sub.join("beside.h5"));
     assert_refused(&o, &["beside.h5", "external.bin", "outside the folder"]);
@@ -396,9 +425,15 @@ fn hdf5_soft_links_name_nothing_and_a_virtual_dataset_is_skipped_with_a_note() {
         let text = v.to_string();
         // h5py's visititems gives g/b and w, nothing through a soft or external link.
         for name in ["alias", "a_first", "galias", "broken", "ext", "s00"] {
-            assert!(!text.contains(&format!("\"{name}")), "{f}: {name} in {text}");
+            assert!(
+                !text.contains(&format!("\"{name}")),
+                "{f}: {name} in {text}"
+            );
         }
-        assert!(text.contains("\"g/b\"") && text.contains("\"w\""), "{f}: {text}");
+        assert!(
+            text.contains("\"g/b\"") && text.contains("\"w\""),
+            "{f}: {text}"
+        );
     }
     let o = Command::new(bin())
         .arg("list")
@@ -406,7 +441,11 @@ fn hdf5_soft_links_name_nothing_and_a_virtual_dataset_is_skipped_with_a_note() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("skipped 'v': a virtual dataset"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 'v': a virtual dataset"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,7 +592,10 @@ fn onnx_sparse_linear_indices_unravel_within_256_mib() {
     let mut header = vec![0u8; u16::from_le_bytes([head[8], head[9]]) as usize];
     f.read_exact(&mut header).unwrap();
     let header = String::from_utf8(header).unwrap();
-    assert!(header.contains("'<i8'") && header.contains(&format!("({nnz}, {rank})")), "{header}");
+    assert!(
+        header.contains("'<i8'") && header.contains(&format!("({nnz}, {rank})")),
+        "{header}"
+    );
     let mut row = vec![0u8; 8 * rank];
     for i in 0..nnz {
         f.read_exact(&mut row).unwrap();
@@ -684,7 +726,10 @@ fn a_flax_file_of_a_million_scalar_leaves_opens_within_256_mib() {
     assert!(o.status.success(), "{}", stderr(&o));
     let a = read_npy(&out);
     assert_eq!((a.descr.as_str(), a.shape.clone()), ("<i8", vec![]));
-    assert_eq!(i64::from_le_bytes(a.data[..8].try_into().unwrap()), 1295 % 128);
+    assert_eq!(
+        i64::from_le_bytes(a.data[..8].try_into().unwrap()),
+        1295 % 128
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -763,7 +808,11 @@ fn the_crafted_inputs_survive_a_corruption_sweep() {
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
         ("typed.onnx", crafted_onnx_typed(300), &[]),
         ("sparse.onnx", crafted_onnx_sparse(200, 12), &[]),
-        ("consts.pb", fill_graphdef(4, 1000), &["--max-output", "10K"]),
+        (
+            "consts.pb",
+            fill_graphdef(4, 1000),
+            &["--max-output", "10K"],
+        ),
         ("arrays.gguf", crafted_gguf_arrays(300), &[]),
         ("leaves.msgpack", crafted_flax_leaves(300), &[]),
     ];

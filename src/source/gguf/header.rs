@@ -442,8 +442,7 @@ mod tests {
             }
             let data = FileRange::from_vec(std::fs::read(&path).unwrap());
             let Ok(h) = parse(&data, true) else { continue };
-            let map: serde_json::Map<String, Value> =
-                h.metadata.unwrap().into_iter().collect();
+            let map: serde_json::Map<String, Value> = h.metadata.unwrap().into_iter().collect();
             let want = serde_json::json!({
                 "version": h.version,
                 "byte_order": if h.swapped { "big" } else { "little" },
@@ -453,7 +452,11 @@ mod tests {
             });
             let mut got = Vec::new();
             write_json(&data, &mut got).unwrap();
-            assert_eq!(String::from_utf8(got).unwrap(), want.to_string(), "{path:?}");
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                want.to_string(),
+                "{path:?}"
+            );
             checked += 1;
         }
         assert!(checked >= 3, "{checked} fixtures");

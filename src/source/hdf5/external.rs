@@ -30,7 +30,10 @@ impl Beside {
 }
 
 impl ExternalFileResolver for Beside {
-    fn resolve_external_file(&self, filename: &str) -> hdf5_reader::error::Result<Option<DynStorage>> {
+    fn resolve_external_file(
+        &self,
+        filename: &str,
+    ) -> hdf5_reader::error::Result<Option<DynStorage>> {
         let refuse = |why: &str| {
             Err(Error::Other(format!(
                 "external raw data file '{filename}' {why} (only regular files inside the HDF5 file's folder are read)"

@@ -62,8 +62,9 @@ pub fn read(file: &Hdf5File, group: &Group) -> Result<Links> {
                 if Cursor::is_undefined_offset(info.fractal_heap_address, os) {
                     continue;
                 }
-                let heap = FractalHeap::parse_at_storage(storage, info.fractal_heap_address, os, ls)
-                    .context("cannot read the group's link heap")?;
+                let heap =
+                    FractalHeap::parse_at_storage(storage, info.fractal_heap_address, os, ls)
+                        .context("cannot read the group's link heap")?;
                 let index =
                     BTreeV2Header::parse_at_storage(storage, info.btree_name_index_address, os, ls)
                         .context("cannot read the group's link index")?;
@@ -85,9 +86,16 @@ pub fn read(file: &Hdf5File, group: &Group) -> Result<Links> {
             HdfMessage::SymbolTable(st) => {
                 let heap = LocalHeap::parse_at_storage(storage, st.heap_address, os, ls)
                     .context("cannot read the group's local heap")?;
-                let leaves =
-                    collect_btree_v1_leaves_storage(storage, st.btree_address, os, ls, None, &[], None)
-                        .context("cannot read the group's symbol table")?;
+                let leaves = collect_btree_v1_leaves_storage(
+                    storage,
+                    st.btree_address,
+                    os,
+                    ls,
+                    None,
+                    &[],
+                    None,
+                )
+                .context("cannot read the group's symbol table")?;
                 for (_, node) in &leaves {
                     // `SNOD`, version, reserved, then the number of entries.
                     let prefix = storage.read_range(*node, 8)?;

@@ -274,8 +274,9 @@ impl Hdf5Source {
         if let Some(r) = external {
             options = options.with_external_file_resolver(r);
         }
-        let file = Hdf5File::from_storage_with_options(Arc::new(RangeStorage(data.clone())), options)
-            .context("not a readable HDF5 file")?;
+        let file =
+            Hdf5File::from_storage_with_options(Arc::new(RangeStorage(data.clone())), options)
+                .context("not a readable HDF5 file")?;
         let base = file.superblock().base_address;
         let root = file.root_group().context("cannot read the root group")?;
         let mut found = Vec::new();

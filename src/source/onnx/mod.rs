@@ -289,9 +289,9 @@ impl Walk {
                 indices.shape
             );
         };
-        let coords = nnz
-            .checked_mul(rank)
-            .ok_or_else(|| anyhow::anyhow!("sparse initializer {name}: {nnz} x {rank} coordinates overflow"))?;
+        let coords = nnz.checked_mul(rank).ok_or_else(|| {
+            anyhow::anyhow!("sparse initializer {name}: {nnz} x {rank} coordinates overflow")
+        })?;
         let indices = sparse::Indices {
             src: indices,
             unravel,
