@@ -71,9 +71,11 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    // External raw storage resolves beside a local file only.
+    // External raw storage resolves beside a local file or a remote object, not beside
+    // standard input.
     let beside = match input.files.as_slice() {
-        [one] if crate::input::url_of(one).is_none() => external::Beside::of(one),
+        [one] => external::Beside::of(one),
+        [] if crate::input::url_of(&input.path).is_some() => external::Beside::of(&input.path),
         _ => None,
     };
     Ok(Box::new(Hdf5Source::open_with(
