@@ -22,6 +22,7 @@ use hdf5_reader::local_heap::LocalHeap;
 use hdf5_reader::messages::link::{self, LinkTarget};
 use hdf5_reader::messages::HdfMessage;
 use hdf5_reader::symbol_table::SymbolTableNode;
+use hdf5_reader::Dataset;
 use hdf5_reader::Hdf5File;
 
 /// A group's link names: hard links (in storage order) and soft or external ones.
@@ -122,4 +123,38 @@ pub fn read(file: &Hdf5File, group: &Group) -> Result<Links> {
         }
     }
     Ok(links)
+}
+
+/// A group's members opened one at a time by their hard links, for a group the crate cannot
+/// list at once: a virtual dataset (which h5py assembles from other datasets, and tensor2npy
+/// does not) is left out with a note; named datatypes are no tensors.
+pub fn one_by_one(
+    group: &Group,
+    prefix: &str,
+    hard: &[String],
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Group>, Vec<Dataset>)> {
+    let (mut groups, mut datasets) = (Vec::new(), Vec::new());
+    for name in hard {
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if let Ok(g) = group.group(name) {
+            groups.push(g);
+            continue;
+        }
+        match group.dataset(name) {
+            Ok(d) => datasets.push(d),
+            Err(e) if is_virtual(&e) => notes.push(format!(
+                "skipped '{full}': a virtual dataset (its values live in other datasets; tensor2npy does not assemble them)"
+            )),
+            Err(hdf5_reader::error::Error::DatasetNotFound(_)) => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("cannot open '/{full}'")));
+            }
+        }
+    }
+    Ok((groups, datasets))
 }

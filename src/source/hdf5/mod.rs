@@ -316,7 +316,7 @@ fn walk(
     let links = links::read(file, group).with_context(|| format!("group '/{prefix}'"))?;
     let (mut groups, mut datasets) = match group.members() {
         Ok(members) => members,
-        Err(e) if links::is_virtual(&e) => one_by_one(group, prefix, &links.hard, notes)?,
+        Err(e) if links::is_virtual(&e) => links::one_by_one(group, prefix, &links.hard, notes)?,
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!("cannot list group '/{prefix}'")))
         }
@@ -352,40 +352,6 @@ fn walk(
         }
     }
     Ok(())
-}
-
-/// A group's members opened one at a time by their hard links, for a group the crate cannot
-/// list at once: a virtual dataset (which h5py assembles from other datasets, and tensor2npy
-/// does not) is left out with a note; named datatypes are no tensors.
-fn one_by_one(
-    group: &Group,
-    prefix: &str,
-    hard: &[String],
-    notes: &mut Vec<String>,
-) -> Result<(Vec<Group>, Vec<Dataset>)> {
-    let (mut groups, mut datasets) = (Vec::new(), Vec::new());
-    for name in hard {
-        let full = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if let Ok(g) = group.group(name) {
-            groups.push(g);
-            continue;
-        }
-        match group.dataset(name) {
-            Ok(d) => datasets.push(d),
-            Err(e) if links::is_virtual(&e) => notes.push(format!(
-                "skipped '{full}': a virtual dataset (its values live in other datasets; tensor2npy does not assemble them)"
-            )),
-            Err(hdf5_reader::error::Error::DatasetNotFound(_)) => {}
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot open '/{full}'")));
-            }
-        }
-    }
-    Ok((groups, datasets))
 }
 
 fn describe(
