@@ -52,6 +52,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --fill 'The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings). A number fills numeric tensors only (strings still pad with b""); a bytes literal such as "b''N/A''" fills string tensors only'
             cand --sparse-duplicates 'Sparse indices given more than once: an error, or their values summed, or the last one kept'
             cand --max-dense-bytes 'Refuse to densify or pad a tensor into more than BYTES'
+            cand --max-output 'Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written'
             cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
             cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
             cand --stats 'Print, per tensor and in total, to stderr: the time the host spent reading, converting and writing, the bytes read and written and the throughput; with a GPU also the bytes moved host-to-device and device-to-host and the kernel and readback times (--stats for text, --stats=json for JSON, which always has every field)'

@@ -81,6 +81,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l sparse
 sum\t'Values at repeated indices are added (like `np.add.at`)'
 last\t'The last value at a repeated index wins'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-dense-bytes -d 'Refuse to densify or pad a tensor into more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-output -d 'Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l device -d 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one' -r -f -a "cpu\t'Convert on the host'
 gpu\t'Convert on a GPU through wgpu; fail if there is none'
 auto\t'Use a GPU when one is found, else the host (and say so)'"

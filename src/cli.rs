@@ -496,6 +496,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes)]
     pub max_dense_bytes: u64,
 
+    /// Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_output: Option<u64>,
+
     /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when
     /// that leaves nothing to write, it is an error (exit 1)
     #[arg(long)]

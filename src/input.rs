@@ -321,8 +321,56 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
     r.read_vec(0, r.len() as usize)
 }
 
-/// Opens a path for reading, with the path in the error.
+/// Opens a path that must be a regular file, with the path in the error. Every path that
+/// comes from an input (external data, shards, checkpoint parts, a folder's members) is opened
+/// here: the file is opened with `O_NONBLOCK` and checked with `fstat` before anything is read,
+/// so a named pipe or a device planted in a model folder is refused at once instead of
+/// blocking `open()` forever; `O_NONBLOCK` is cleared again for the reads.
 pub fn open_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        bail!(
+            "{} is {what}: only regular files are read from an input",
+            path.display()
+        );
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with integer flags only.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0
+    };
+    if !cleared {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot open {}", path.display()));
+    }
+    Ok(file)
+}
+
+/// Opens a command-line argument that is a pipe or a device (`<(cmd)`, `/dev/stdin`), which
+/// the user named and which is read once, to be spooled. Never for a path found in an input.
+pub fn open_stream(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 

@@ -31,6 +31,7 @@
 //! The library exists for the binary, the tests and the fuzz targets; it is not a stable API.
 
 pub mod batch;
+pub mod budget;
 pub mod checksum;
 pub mod cli;
 pub mod cmd;

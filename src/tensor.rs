@@ -121,6 +121,20 @@ pub trait Source: Send {
         Ok(None)
     }
 
+    /// Writes [`Source::metadata`] as JSON to `out` (false, writing nothing, when there is
+    /// none); a reader whose metadata can be large (GGUF arrays) streams it instead of
+    /// materialising it.
+    fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {
+        match self.metadata()? {
+            Some(v) => {
+                let bytes = serde_json::to_vec(&v)?;
+                out.write_all(&bytes).map_err(anyhow::Error::new)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the
     /// readers of formats told apart by structure; `list` shows it.
     fn format(&self) -> Option<&str> {

@@ -91,9 +91,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
     let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let mut budget = crate::budget::OutputBudget::new(args.max_output);
     let mut s = 0;
     while s < sources.len() {
-        match super::survey::survey(sources[s].as_ref(), &mut selector, &args) {
+        match super::survey::survey(sources[s].as_ref(), &mut selector, &args, &mut budget) {
             Ok((n, bytes, skip)) => {
                 selected.push(n);
                 in_bytes.push(bytes);

@@ -81,17 +81,21 @@ pub fn run(args: ListArgs) -> Result<()> {
     if args.json {
         let mut first = true;
         if args.metadata {
-            let mut all = serde_json::Map::new();
-            for src in &sources {
-                let m = src.metadata()?.unwrap_or(serde_json::Value::Null);
-                all.insert(src.display_path().to_string(), m);
+            // {INPUT: metadata} in sorted order (the last of equal names wins), each input's
+            // metadata streamed by its reader rather than built in memory.
+            let by_path: std::collections::BTreeMap<&str, &dyn crate::tensor::Source> = sources
+                .iter()
+                .map(|s| (s.display_path(), s.as_ref() as &dyn crate::tensor::Source))
+                .collect();
+            write!(out, "{{\"metadata\": {{").map_err(io_error)?;
+            for (i, (path, src)) in by_path.into_iter().enumerate() {
+                let key = Value::from(path).to_string();
+                write!(out, "{}{key}:", if i == 0 { "" } else { "," }).map_err(io_error)?;
+                if !src.write_metadata(&mut out)? {
+                    write!(out, "null").map_err(io_error)?;
+                }
             }
-            write!(
-                out,
-                "{{\"metadata\": {},\n\"tensors\": ",
-                Value::Object(all)
-            )
-            .map_err(io_error)?;
+            write!(out, "}},\n\"tensors\": ").map_err(io_error)?;
         }
         writeln!(out, "[").map_err(io_error)?;
         for row in rows {

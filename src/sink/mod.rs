@@ -136,13 +136,28 @@ impl<'a> Member<'a> {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.written += data.len() as u64;
+        self.grow(data.len() as u64)?;
         self.inner.write(data)
     }
 
     pub fn copy(&mut self, range: &FileRange) -> Result<()> {
-        self.written += range.len();
+        self.grow(range.len())?;
         self.inner.copy(range)
+    }
+
+    /// Counts `n` more data bytes, refusing them before they are written when they would pass
+    /// the length the header promises (what `--max-output` charged).
+    fn grow(&mut self, n: u64) -> Result<()> {
+        match self.written.checked_add(n) {
+            Some(w) if w <= self.data_len => {
+                self.written = w;
+                Ok(())
+            }
+            _ => bail!(
+                "internal: {n} more data bytes would pass the {} the header promises",
+                self.data_len
+            ),
+        }
     }
 
     /// Ends the member, refusing a short or long one.

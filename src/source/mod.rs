@@ -221,7 +221,7 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
     } else if !is_dir && arg.exists() {
         // A pipe or device (`<(...)`, /dev/stdin): copied to a temporary file like stdin, so
         // that it can be sniffed and read at any offset.
-        let file = input::open_file(arg)?;
+        let file = input::open_stream(arg)?;
         (Some(FileRange::whole(input::spool(file)?)?), Vec::new())
     } else {
         (None, Vec::new())

@@ -374,6 +374,11 @@ impl Source for GgufSource {
         }
     }
 
+    fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {
+        header::write_json(&self.data, out)?;
+        Ok(true)
+    }
+
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         let h = header::parse(&self.data, true)?;
         let map: serde_json::Map<String, serde_json::Value> =

@@ -11,6 +11,7 @@
 //! file; a location that is absolute or climbs out of the folder is refused. Tensor decoding
 //! lives in `tensor.rs`.
 
+mod sparse;
 pub mod tensor;
 
 use std::collections::HashMap;
@@ -24,9 +25,6 @@ use crate::input::{self, FileRange};
 use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
-
-/// The most coordinates linear sparse indices are unravelled into (2 GiB of int64).
-const MAX_SPARSE_COORDS: u64 = 1 << 28;
 
 /// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
 const MAX_DEPTH: usize = 32;
@@ -299,41 +297,35 @@ impl Walk {
         }
         let nnz = values.elements;
         let rank = dims.len() as u64;
-        let flat = indices
-            .integers()
-            .with_context(|| format!("sparse initializer {name}"))?;
-        // Indices are [NNZ, rank] coordinates, or [NNZ] positions in the flattened shape.
-        let coords: Vec<i64> = if indices.shape == [nnz, rank] {
-            flat
+        // Indices are [NNZ, rank] coordinates, or [NNZ] positions in the flattened shape,
+        // unravelled as they stream (sparse.rs); every position is checked here, once.
+        let unravel = if indices.shape == [nnz, rank] {
+            None
         } else if indices.shape == [nnz] {
-            // Coordinates take `rank` times the memory of the positions: bound them.
-            if nnz.saturating_mul(rank) > MAX_SPARSE_COORDS {
-                bail!("sparse initializer {name}: {nnz} linear indices of rank {rank} are too many to unravel in memory");
-            }
-            let mut out = Vec::with_capacity(flat.len().saturating_mul(rank as usize));
-            for &p in &flat {
-                let start = out.len();
-                out.resize(start + rank as usize, 0);
-                let mut rest = p;
-                for (k, &d) in dims.iter().enumerate().rev() {
-                    if d == 0 {
-                        break;
-                    }
-                    out[start + k] = rest.rem_euclid(d);
-                    rest = rest.div_euclid(d);
-                }
-                if rest != 0 || p < 0 {
-                    bail!(
-                        "sparse initializer {name}: linear index {p} is outside the shape {dims:?}"
-                    );
-                }
-            }
-            out
+            Some(dims.clone())
         } else {
             bail!(
                 "sparse initializer {name}: indices of shape {:?} fit neither [{nnz}, {rank}] nor [{nnz}]",
                 indices.shape
             );
+        };
+        let coords = nnz.checked_mul(rank).ok_or_else(|| {
+            anyhow::anyhow!("sparse initializer {name}: {nnz} x {rank} coordinates overflow")
+        })?;
+        let indices = sparse::Indices {
+            src: indices,
+            unravel,
+            name: name.clone(),
+        };
+        indices.check()?;
+        let indices = OnnxTensor {
+            name: format!("{name}/indices"),
+            dtype: DType::I64,
+            elements: coords,
+            shape: vec![nnz, rank],
+            data: Data::Indices(Box::new(indices)),
+            max_string_len: 0,
+            stored_bytes: coords.saturating_mul(8),
         };
         let component = |suffix: &str, shape: Vec<u64>, v: &[i64]| OnnxTensor {
             name: format!("{name}/{suffix}"),
@@ -344,7 +336,6 @@ impl Walk {
             max_string_len: 0,
             stored_bytes: v.len() as u64 * 8,
         };
-        let indices = component("indices", vec![nnz, rank], &coords);
         let dense_shape = component("dense_shape", vec![rank], &dims);
         values.name = format!("{name}/values");
         self.tensors.push(indices);
