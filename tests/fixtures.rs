@@ -145,3 +145,8 @@ fn hdf5_and_keras_fixtures_match_h5py() {
 fn flax_fixtures_match_msgpack_restore() {
     check_good("fixtures/flax/");
 }
+
+#[test]
+fn pickle_fixtures_match_torch_jit_export_pickle_and_paddle_load() {
+    check_good("fixtures/pickle/");
+}

@@ -69,6 +69,7 @@ fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
         },
         quant_raw: args.quant == crate::cli::QuantMode::Raw,
         constants: args.constants,
+        weights_only: args.weights_only,
     }
 }
 

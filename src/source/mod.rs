@@ -46,6 +46,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &hf::READER,
     &torch::READER,
+    &torch::plain::READER,
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
@@ -98,6 +99,9 @@ pub struct OpenOptions {
     pub quant_raw: bool,
     /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
     pub constants: bool,
+    /// `--weights-only`: pickles may name only the globals `torch.load(weights_only=True)`
+    /// allows; classes are refused instead of read as records.
+    pub weights_only: bool,
 }
 
 /// What a reader sees of one input before opening it.
