@@ -9,8 +9,10 @@ use std::io::BufReader;
 
 use anyhow::{Context, Result};
 
-use super::{build, Naming, TorchOptions};
-use crate::input::RangeReader;
+use std::path::PathBuf;
+
+use super::{build, Naming, TorchOptions, TorchSource};
+use crate::input::{FileRange, RangeReader};
 use crate::source::{pickle, Input, OpenOptions, Reader, Sniff};
 use crate::tensor::Source;
 
@@ -32,8 +34,24 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let data = input.data()?.clone();
-    let opts = TorchOptions::from(opts);
+    let src = open_pickle(
+        &input.display,
+        input.files.clone(),
+        input.data()?.clone(),
+        &input.stem,
+        &TorchOptions::from(opts),
+    )?;
+    Ok(Box::new(src))
+}
+
+/// Opens a plain pickle of arrays; `stem` names a pickle of one bare array.
+pub fn open_pickle(
+    path: &str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &str,
+    opts: &TorchOptions,
+) -> Result<TorchSource> {
     let mut r = BufReader::new(RangeReader::new(data.clone()));
     let loaded = pickle::load_with(&mut r, &opts.pickle).context("the pickle")?;
     let naming = Naming {
@@ -43,14 +61,5 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         max_bytes: opts.max_bytes,
         ..Default::default()
     };
-    let src = build(
-        &input.display,
-        input.files.clone(),
-        loaded.value,
-        &input.stem,
-        Default::default(),
-        false,
-        naming,
-    )?;
-    Ok(Box::new(src))
+    build(path, files, loaded.value, stem, Default::default(), false, naming)
 }
