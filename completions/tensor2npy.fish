@@ -36,7 +36,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
@@ -50,7 +51,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a deflated data.pkl, or tensors adding up to, more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -88,6 +89,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack 
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l weights-only -d 'Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True) allows, refusing classes (whole modules, TorchScript) instead of reading them as data'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing'
@@ -98,7 +100,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l v
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
@@ -112,7 +115,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a deflated data.pkl, or tensors adding up to, more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -128,6 +131,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints: do not verify the CRC32C of each entry'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l weights-only -d 'Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True) allows, refusing classes (whole modules, TorchScript) instead of reading them as data'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'tf.train.Example datasets: read all inputs as one dataset (shards), records in input order'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values)'
@@ -137,7 +141,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l vers
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'

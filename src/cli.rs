@@ -316,7 +316,8 @@ pub struct InputArgs {
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
-    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    /// Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a
+    /// deflated data.pkl, or tensors adding up to, more than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 

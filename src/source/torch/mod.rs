@@ -40,7 +40,7 @@ use names::{ScriptClasses, Walk};
 
 pub static READER: Reader = Reader {
     name: "pytorch",
-    about: "a PyTorch checkpoint (torch.save, zip or legacy format; never executed)",
+    about: "a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed",
     extensions: &[".pt", ".pth", ".bin", ".pt2", ".ptl"],
     sniff: sniff_input,
     open: open_input,
