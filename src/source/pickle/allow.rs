@@ -286,7 +286,11 @@ pub(super) fn global_of(v: &Value) -> Result<&Global> {
 }
 
 /// What calling an allowed global (REDUCE) builds.
-pub(super) fn call(func: &Value, args: Vec<Value>, blobs: &mut Vec<(String, Blob)>) -> Result<Value> {
+pub(super) fn call(
+    func: &Value,
+    args: Vec<Value>,
+    blobs: &mut Vec<(String, Blob)>,
+) -> Result<Value> {
     let g = global_of(func)?;
     Ok(match g {
         Global::Numpy(n) => numpy::call(*n, args, blobs)?,

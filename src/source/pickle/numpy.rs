@@ -63,7 +63,11 @@ pub enum Blob {
 }
 
 /// What calling (`REDUCE`) a NumPy global builds.
-pub(super) fn call(g: NpGlobal, args: Vec<Value>, blobs: &mut Vec<(String, Blob)>) -> Result<Value> {
+pub(super) fn call(
+    g: NpGlobal,
+    args: Vec<Value>,
+    blobs: &mut Vec<(String, Blob)>,
+) -> Result<Value> {
     match g {
         NpGlobal::Reconstruct => Ok(Value::NdArray(Rc::new(RefCell::new(Value::None)))),
         NpGlobal::DType => {
@@ -93,7 +97,9 @@ pub(super) fn call(g: NpGlobal, args: Vec<Value>, blobs: &mut Vec<(String, Blob)
             let data = args.first().cloned().unwrap_or_default();
             array(&dt, shape, fortran, &data, blobs)
         }
-        NpGlobal::NdArray => bail!("calling numpy.ndarray directly is not how NumPy pickles arrays"),
+        NpGlobal::NdArray => {
+            bail!("calling numpy.ndarray directly is not how NumPy pickles arrays")
+        }
     }
 }
 
@@ -182,10 +188,13 @@ fn array(
     if dt.descr.starts_with('O') {
         bail!("a NumPy object array: object arrays cannot be loaded without executing pickled objects (as np.load(allow_pickle=False) refuses them)");
     }
-    let td = match torch_name(&dt.descr).and_then(dtype_named) {
-        Some(td) if !dt.structured.get() => td,
-        _ => return Ok(Value::Unsupported("a NumPy array of a dtype this tool does not write (string, datetime, structured)")),
-    };
+    let td =
+        match torch_name(&dt.descr).and_then(dtype_named) {
+            Some(td) if !dt.structured.get() => td,
+            _ => return Ok(Value::Unsupported(
+                "a NumPy array of a dtype this tool does not write (string, datetime, structured)",
+            )),
+        };
     let numel = crate::tensor::checked_elements(&shape)?;
     let want = numel
         .checked_mul(td.item_size)

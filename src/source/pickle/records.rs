@@ -177,7 +177,10 @@ pub fn is_attack(module: &str, name: &str) -> bool {
 /// The kind of a class, for notes: `nn.Module` records are named as their state dict.
 pub fn is_module(r: &Record) -> bool {
     let a = r.attributes();
-    let has = |n: &str| a.iter().any(|(k, _)| matches!(k, Value::Str(s) if &**s == n));
+    let has = |n: &str| {
+        a.iter()
+            .any(|(k, _)| matches!(k, Value::Str(s) if &**s == n))
+    };
     has("_parameters") && has("_buffers") && has("_modules")
 }
 

@@ -86,7 +86,10 @@ fn classes_become_records_unless_strict() {
     assert_eq!(&*r.class, "__main__.Net");
     assert!(matches!(r.attribute("a"), Some(Value::Int(1))));
     let e = format!("{:#}", load_with(&mut &p[..], &strict()).err().unwrap());
-    assert!(e.contains("__main__.Net") && e.contains("weights_only"), "{e}");
+    assert!(
+        e.contains("__main__.Net") && e.contains("weights_only"),
+        "{e}"
+    );
     // REDUCE keeps the call's arguments
     let p = b"\x80\x02cargparse\nNamespace\nK\x07\x85R.";
     let v = load_slice(p).unwrap();
@@ -99,7 +102,9 @@ fn classes_become_records_unless_strict() {
 #[test]
 fn numpy_arrays_are_built_and_object_arrays_refused() {
     // _reconstruct(ndarray, (0,), b'b') BUILD (1, (2,), dtype('i2') BUILD (3, '>', ...), False, b'\x00\x01\x00\x02')
-    let mut p = b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R".to_vec();
+    let mut p =
+        b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"
+            .to_vec();
     p.extend(b"(K\x01K\x02\x85cnumpy\ndtype\nX\x02\x00\x00\x00i2\x89\x88\x87R(K\x03X\x01\x00\x00\x00>NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
     p.extend(b"\x89C\x04\x00\x01\x00\x02tb.");
     let loaded = load(&mut &p[..]).unwrap();

@@ -29,7 +29,11 @@ pub(super) struct Member {
     pub crc: u32,
 }
 
-pub(super) fn member(zip: &mut zip::ZipArchive<RangeReader>, i: usize, data: &FileRange) -> Result<Member> {
+pub(super) fn member(
+    zip: &mut zip::ZipArchive<RangeReader>,
+    i: usize,
+    data: &FileRange,
+) -> Result<Member> {
     let f = zip.by_index_raw(i).context("corrupt zip directory")?;
     let name = f.name().context("a zip member name")?.to_string();
     if f.encrypted() {
@@ -272,7 +276,15 @@ pub(super) fn open_zip(
         pickle: Some(pkl_range),
         max_bytes: opts.max_bytes,
     };
-    let mut src = build(path, files, loaded.value, stem, storages, big_endian, naming)?;
+    let mut src = build(
+        path,
+        files,
+        loaded.value,
+        stem,
+        storages,
+        big_endian,
+        naming,
+    )?;
     if !check {
         src.notes.push(
             "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"

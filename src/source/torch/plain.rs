@@ -28,7 +28,7 @@ pub static READER: Reader = Reader {
 fn sniff(input: &Input) -> Sniff {
     match input.head.as_slice() {
         [0x80, 2..=5, ..] if input.has_extension(READER.extensions) => Sniff::Yes,
-        [0x80, 2..=5, next, ..] if matches!(next, b'}' | b']' | 0x95 | b'c' | b'(') => Sniff::Maybe,
+        [0x80, 2..=5, b'}' | b']' | 0x95 | b'c' | b'(', ..] => Sniff::Maybe,
         _ => Sniff::No,
     }
 }
@@ -61,5 +61,13 @@ pub fn open_pickle(
         max_bytes: opts.max_bytes,
         ..Default::default()
     };
-    build(path, files, loaded.value, stem, Default::default(), false, naming)
+    build(
+        path,
+        files,
+        loaded.value,
+        stem,
+        Default::default(),
+        false,
+        naming,
+    )
 }

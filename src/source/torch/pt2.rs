@@ -89,7 +89,10 @@ pub(super) fn open(
     if let Some(&i) = members.get("byteorder") {
         let b = read_member(&member(zip, i, data)?, check, 16)?;
         if b.trim_ascii() != b"little" {
-            bail!("a .pt2 archive in byte order '{}' is not supported", String::from_utf8_lossy(&b));
+            bail!(
+                "a .pt2 archive in byte order '{}' is not supported",
+                String::from_utf8_lossy(&b)
+            );
         }
     }
     let mut configs: Vec<(&str, &String)> = members
@@ -103,7 +106,10 @@ pub(super) fn open(
         .collect();
     configs.sort();
     if configs.is_empty() {
-        if members.keys().any(|k| k.starts_with("data/weights/") && k.ends_with(".pt")) {
+        if members
+            .keys()
+            .any(|k| k.starts_with("data/weights/") && k.ends_with(".pt"))
+        {
             bail!("a legacy .pt2 archive (weights in one torch.save file under data/weights/) is not supported");
         }
         bail!("the .pt2 archive has no data/weights/<model>_weights_config.json");
@@ -154,22 +160,33 @@ fn tensor(
         .and_then(Json::as_str)
         .context("no path_name")?;
     if meta.get("use_pickle").and_then(Json::as_bool) == Some(true) {
-        return Ok(Value::Unsupported("a tensor subclass pickled inside the .pt2 archive"));
+        return Ok(Value::Unsupported(
+            "a tensor subclass pickled inside the .pt2 archive",
+        ));
     }
     let tm = meta.get("tensor_meta").context("no tensor_meta")?;
     let code = tm.get("dtype").and_then(Json::as_i64).context("no dtype")?;
     let dtype = scalar_type(code)
         .and_then(pickle::resolve_dtype)
         .with_context(|| format!("dtype code {code} is not known"))?;
-    if tm.get("layout").and_then(Json::as_i64).is_some_and(|l| l != 7) {
-        return Ok(Value::Unsupported("a tensor that is not strided (sparse or mkldnn layout)"));
+    if tm
+        .get("layout")
+        .and_then(Json::as_i64)
+        .is_some_and(|l| l != 7)
+    {
+        return Ok(Value::Unsupported(
+            "a tensor that is not strided (sparse or mkldnn layout)",
+        ));
     }
     let size = ints(tm.get("sizes"), "sizes")?;
     let stride = ints(tm.get("strides"), "strides")?;
     if size.len() != stride.len() {
         bail!("{} sizes but {} strides", size.len(), stride.len());
     }
-    let offset = as_int(tm.get("storage_offset").context("no storage_offset")?, "storage_offset")?;
+    let offset = as_int(
+        tm.get("storage_offset").context("no storage_offset")?,
+        "storage_offset",
+    )?;
     let member_name = format!("data/weights/{file}");
     if !storages.contains_key(file) {
         let &i = members
@@ -199,7 +216,9 @@ fn tensor(
         let bytes = elements
             .checked_mul(dtype.item_size)
             .filter(|&b| b <= 64 << 20)
-            .with_context(|| format!("'{fqn}' is an empty file standing for more than 64 MiB of zeros"))?;
+            .with_context(|| {
+                format!("'{fqn}' is an empty file standing for more than 64 MiB of zeros")
+            })?;
         if bytes > 0 && !is_contiguous_from_zero(&size, &stride, offset) {
             bail!("'{fqn}': an empty storage for a strided view");
         }
