@@ -5,6 +5,7 @@
 #   bench.py          safetensors, checkpoints, TFRecords of tensors, .npy, list, device stage
 #   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
 #   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
+#   bench_pickle.py   TorchScript, .pt2, whole modules, pickles of NumPy arrays
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON and
@@ -48,6 +49,7 @@ step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py
 step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
+step pickle "$TORCH" benches/bench_pickle.py
 step gguf "$GGUF" benches/gguf_bench.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
