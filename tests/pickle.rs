@@ -34,21 +34,37 @@ fn a_hostile_payload_never_runs_here_though_pickle_load_runs_it() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{name}: {err}");
-        assert!(err.contains(global) && err.contains("nothing was executed"), "{name}: {err}");
-        assert!(!dir.path().join("t2n_pwned").exists(), "{name}: the payload ran");
-        assert!(files_in(dir.path()).is_empty(), "{name}: left {:?}", files_in(dir.path()));
+        assert!(
+            err.contains(global) && err.contains("nothing was executed"),
+            "{name}: {err}"
+        );
+        assert!(
+            !dir.path().join("t2n_pwned").exists(),
+            "{name}: the payload ran"
+        );
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{name}: left {:?}",
+            files_in(dir.path())
+        );
     }
     // The payload is real: Python's pickle.load runs it (skipped without NumPy).
     if std::env::var_os("T2N_SKIP_NUMPY").is_none() {
         let dir = tempdir();
         let st = Command::new(python())
             .current_dir(dir.path())
-            .args(["-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"])
+            .args([
+                "-c",
+                "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))",
+            ])
             .arg(fixture("evil_system.pkl"))
             .status()
             .unwrap();
         assert!(st.success());
-        assert!(dir.path().join("t2n_pwned").exists(), "the fixture's payload is not live");
+        assert!(
+            dir.path().join("t2n_pwned").exists(),
+            "the fixture's payload is not live"
+        );
     }
 }
 
@@ -78,7 +94,10 @@ fn classes_are_named_in_a_note_and_refused_with_weights_only() {
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{name}: {err}");
-        assert!(err.contains("weights_only=True) does not allow"), "{name}: {err}");
+        assert!(
+            err.contains("weights_only=True) does not allow"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -102,7 +121,11 @@ fn measured(input: &Path, extra: &[&str]) -> (Option<i32>, String, u64) {
         .last()
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(u64::MAX);
-    assert!(files_in(dir.path()).is_empty(), "{}: left output", input.display());
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{}: left output",
+        input.display()
+    );
     (o.status.code(), err, kib)
 }
 
@@ -130,7 +153,11 @@ fn every_bomb_ends_with_a_clear_error_within_256_mib() {
         // 2**40 tensor names through the memo, 1.4 KB
         (fixture("bomb_shared.pt"), "exponentially", vec![]),
         // a deflated data.pkl of 2 MiB, over the limit asked for
-        (fixture("bomb_deflated.pt"), "--max-decompressed", vec!["--max-decompressed", "1M"]),
+        (
+            fixture("bomb_deflated.pt"),
+            "--max-decompressed",
+            vec!["--max-decompressed", "1M"],
+        ),
     ];
     // set(L) of a 4000-item list, 20,000 times: 1.9 GB of copies from 140 KB
     let mut p = b"\x80\x02]q\x00(".to_vec();
@@ -168,10 +195,61 @@ fn every_bomb_ends_with_a_clear_error_within_256_mib() {
         eprintln!("{}: exit {code:?}, {kib} KiB peak", input.display());
         assert_eq!(code, Some(1), "{}: {err}", input.display());
         assert!(err.contains(want), "{}: {err}", input.display());
-        assert!(
-            kib < 256 << 10,
-            "{}: peaked at {kib} KiB",
-            input.display()
-        );
+        assert!(kib < 256 << 10, "{}: peaked at {kib} KiB", input.display());
+    }
+}
+
+/// Opens a file and reads every tensor to the end.
+fn read_all(path: &Path) -> anyhow::Result<usize> {
+    use tensor2npy::source::{open, OpenOptions};
+    let mut src = open(path, &OpenOptions::default())?;
+    let mut bytes = 0;
+    for i in 0..src.len() {
+        src.read_dense(i, 64, &mut |c: &[u8]| {
+            bytes += c.len();
+            Ok(())
+        })?;
+    }
+    Ok(bytes)
+}
+
+#[test]
+fn flipped_bytes_of_torchscript_and_pt2_members_are_caught() {
+    for name in ["scripted.pt", "exported.pt2"] {
+        let path = fixture(name);
+        let original = fs::read(&path).unwrap();
+        assert!(read_all(&path).unwrap() > 0);
+        let mut zip = zip::ZipArchive::new(fs::File::open(&path).unwrap()).or_else(|_| {
+            let known = zip::read::Config {
+                archive_offset: zip::read::ArchiveOffset::Known(0),
+            };
+            zip::ZipArchive::with_config(known, fs::File::open(&path).unwrap())
+        });
+        let zip = zip.as_mut().unwrap();
+        let dir = tempdir();
+        let bad = dir.path().join(name);
+        let mut flips = 0;
+        for i in 0..zip.len() {
+            let m = zip.by_index_raw(i).unwrap();
+            // Stored members only: a flip in the tail of a deflated stream (after its last
+            // output byte) may leave the inflated bytes, and so their CRC-32, unchanged.
+            if m.compression() != zip::CompressionMethod::Stored {
+                continue;
+            }
+            let start = m.data_start().unwrap() as usize;
+            // every 5th byte of every member (the whole sweep is slow in a debug build)
+            for pos in (start..start + m.compressed_size() as usize).step_by(5) {
+                let mut data = original.clone();
+                data[pos] ^= 0x04;
+                fs::write(&bad, &data).unwrap();
+                assert!(
+                    read_all(&bad).is_err(),
+                    "{name}: a flipped byte at {pos} in {} went unnoticed",
+                    m.name().unwrap()
+                );
+                flips += 1;
+            }
+        }
+        assert!(flips > 100, "{name}");
     }
 }

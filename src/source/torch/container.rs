@@ -88,7 +88,7 @@ impl<R: Read> Read for CrcReader<R> {
 }
 
 /// A reader of a member's uncompressed bytes, checking its CRC-32 unless `check` is off.
-fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
+pub(super) fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
     let raw = RangeReader::new(m.raw.clone());
     let inner: Box<dyn Read> = if m.stored {
         Box::new(raw)

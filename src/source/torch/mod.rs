@@ -46,7 +46,7 @@ use tree::check_view;
 pub static READER: Reader = Reader {
     name: "pytorch",
     about: "a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed",
-    extensions: &[".pt", ".pth", ".bin", ".pt2", ".ptl"],
+    extensions: &[".pt", ".pth", ".bin", ".pt2"],
     sniff: sniff_input,
     open: open_input,
 };

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::Value as Json;
 
-use super::container::{member, read_member, spool_member};
+use super::container::{member, member_reader, read_member, spool_member};
 use super::pickle::{self, StorageRef, TensorRef, Value};
 use super::{build, Naming, StorageData, TorchOptions, TorchSource};
 use crate::input::{FileRange, RangeReader};
@@ -135,6 +135,21 @@ pub(super) fn open(
             let v = tensor(fqn, meta, zip, members, data, check, &mut storages)
                 .with_context(|| what.clone())?;
             tree.push((Value::Str(name.into()), v));
+        }
+    }
+    // Every other member (the program, constants, sample inputs, version records): its CRC-32
+    // is checked now, so that no corrupt byte of the archive goes unnoticed.
+    if check {
+        let used: std::collections::HashSet<String> = storages
+            .keys()
+            .map(|k| format!("data/weights/{k}"))
+            .collect();
+        for (name, &i) in members {
+            if !used.contains(name) {
+                let m = member(zip, i, data)?;
+                std::io::copy(&mut member_reader(&m, true), &mut std::io::sink())
+                    .with_context(|| format!("{} is corrupt", m.name))?;
+            }
         }
     }
     let root_value = Value::Dict(std::rc::Rc::new(std::cell::RefCell::new(tree)));

@@ -120,6 +120,19 @@ pub(super) fn build(
         src.entries.push(entry);
         src.storage_of.push(storage);
     }
+    // Storages no named tensor reads (a TorchScript module's plain tensor attributes, buffers
+    // left out of the state dict): their CRC-32 is checked now, as every member's is.
+    let named: std::collections::HashSet<*const StorageData> = src
+        .storage_of
+        .iter()
+        .flatten()
+        .map(|(s, _)| Arc::as_ptr(s))
+        .collect();
+    for s in storages.values() {
+        if !named.contains(&Arc::as_ptr(s)) {
+            super::verify(s)?;
+        }
+    }
     if !naming.classes.is_empty() {
         let modules: Vec<&String> = naming
             .classes
