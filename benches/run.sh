@@ -5,6 +5,7 @@
 #   bench.py          safetensors, checkpoints, TFRecords of tensors, .npy, list, device stage
 #   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
 #   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
+#   bench_pickle.py   TorchScript, .pt2, whole modules, pickles of NumPy arrays
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 #   tflite_events.py  TFLite models, TensorBoard event files
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
@@ -49,6 +50,7 @@ step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py
 step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
+step pickle "$TORCH" benches/bench_pickle.py
 step gguf "$GGUF" benches/gguf_bench.py
 step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py

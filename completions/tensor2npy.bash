@@ -93,14 +93,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --max-output --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
+            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --max-output --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -360,14 +360,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__list)
-            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -454,7 +454,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

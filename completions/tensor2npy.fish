@@ -36,7 +36,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
@@ -56,7 +57,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a deflated data.pkl, or tensors adding up to, more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -96,6 +97,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l stack 
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l no-verify -d 'Checkpoints and SavedModels: do not verify the CRC32C of each entry, the object graph included (faster on large checkpoints); the CRCs of TFRecords and of PyTorch archives are always checked'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l weights-only -d 'Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True) allows, refusing classes (whole modules, TorchScript) instead of reading them as data'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l concat -d 'Read all inputs as one: tf.train.Example shards as one dataset (records in input order); other inputs\' tensors merged under their own names, a name in two inputs an error'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l compress -d 'Deflate .npz members, like np.savez_compressed'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l skip-unsupported -d 'Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when that leaves nothing to write, it is an error (exit 1)'
@@ -107,7 +109,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l v
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'
@@ -127,7 +130,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a deflated data.pkl, or tensors adding up to, more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l ragged-features -d 'tf.train.Example datasets: write these features ragged even when every record has the same length' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l dense-features -d 'tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary' -r
@@ -144,6 +147,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l stack -d 
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l constants -d 'SavedModel directories: add the Const nodes of saved_model.pb\'s graphs to the variables'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l no-verify -d 'Checkpoints and SavedModels: do not verify the CRC32C of each entry, the object graph included (faster on large checkpoints); the CRCs of TFRecords and of PyTorch archives are always checked'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l strict -d 'Treat skipped entries (variants such as tf.data iterator state) as errors'
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l weights-only -d 'Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True) allows, refusing classes (whole modules, TorchScript) instead of reading them as data'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l concat -d 'Read all inputs as one: tf.train.Example shards as one dataset (records in input order); other inputs\' tensors merged under their own names, a name in two inputs an error'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l json -d 'Print one JSON document (an array of objects) instead of a table'
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l metadata -d 'With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input\'s own metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer, a .keras archive\'s config.json and metadata.json; null where the format has none)'
@@ -153,7 +157,8 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l vers
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
-pytorch\t'a PyTorch checkpoint (torch.save, zip or legacy format; never executed)'
+pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
+pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
 example\t'TFRecord datasets of tf.train.Example / SequenceExample records: one array per feature'
 gguf\t'GGUF files (llama.cpp), quantized types dequantized like gguf-py'

@@ -365,11 +365,17 @@ pub struct InputArgs {
     #[arg(long)]
     pub strict: bool,
 
+    /// Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True)
+    /// allows, refusing classes (whole modules, TorchScript) instead of reading them as data
+    #[arg(long)]
+    pub weights_only: bool,
+
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
-    /// Compressed TFRecord: refuse streams that decompress to more than BYTES
+    /// Compressed TFRecord: refuse streams that decompress to more than BYTES; pickles: refuse a
+    /// deflated data.pkl, or tensors adding up to, more than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 

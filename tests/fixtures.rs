@@ -155,3 +155,8 @@ fn keras_sharded_and_unzipped_fixtures_match_h5py() {
 fn diffusers_variant_folder_matches_safetensors_numpy() {
     check_good("fixtures/folders/");
 }
+
+#[test]
+fn pickle_fixtures_match_torch_jit_export_pickle_and_paddle_load() {
+    check_good("fixtures/pickle/");
+}

@@ -106,6 +106,7 @@ fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
         },
         constants: args.constants,
         step: args.step,
+        weights_only: args.weights_only,
     }
 }
 

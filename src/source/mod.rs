@@ -52,6 +52,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &hf::READER,
     &torch::READER,
+    &torch::plain::READER,
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
@@ -113,6 +114,9 @@ pub struct OpenOptions {
     pub constants: bool,
     /// `--step`: the step of an Orbax CheckpointManager root (default: the latest).
     pub step: Option<u64>,
+    /// `--weights-only`: pickles may name only the globals `torch.load(weights_only=True)`
+    /// allows; classes are refused instead of read as records.
+    pub weights_only: bool,
 }
 
 /// What a reader sees of one input before opening it.

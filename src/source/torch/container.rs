@@ -2,7 +2,10 @@
 //! `<root>/byteorder`; the root folder is named after the first member, as torch's own reader
 //! does) and the legacy pickle stream (magic number, protocol version, sys_info, the data
 //! pickle, the storage keys, then each storage as an 8-byte element count and its bytes). Both
-//! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes.
+//! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes. A zip
+//! holding `archive_format` goes to `pt2.rs`; one holding `code/` is TorchScript, whose classes
+//! `jit.rs` reads. `data.pkl` is read as a stream (a deflated one inflated to a temporary file,
+//! within `--max-decompressed`), never whole into memory.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
@@ -12,21 +15,25 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{build, StorageData, TorchSource, MAX_PICKLE};
+use super::{build, Naming, StorageData, TorchOptions, TorchSource, MAX_PICKLE};
 use crate::input::{FileRange, RangeReader};
 use crate::source::pickle::{self, Value};
 
 /// One zip member, located through the central directory and its local header.
-struct Member {
-    name: String,
+pub(super) struct Member {
+    pub name: String,
     /// The member's bytes as stored (compressed or not).
-    raw: FileRange,
-    stored: bool,
-    size: u64,
-    crc: u32,
+    pub raw: FileRange,
+    pub stored: bool,
+    pub size: u64,
+    pub crc: u32,
 }
 
-fn member(zip: &mut zip::ZipArchive<RangeReader>, i: usize, data: &FileRange) -> Result<Member> {
+pub(super) fn member(
+    zip: &mut zip::ZipArchive<RangeReader>,
+    i: usize,
+    data: &FileRange,
+) -> Result<Member> {
     let f = zip.by_index_raw(i).context("corrupt zip directory")?;
     let name = f.name().context("a zip member name")?.to_string();
     if f.encrypted() {
@@ -82,7 +89,7 @@ impl<R: Read> Read for CrcReader<R> {
 }
 
 /// A reader of a member's uncompressed bytes, checking its CRC-32 unless `check` is off.
-fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
+pub(super) fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
     let raw = RangeReader::new(m.raw.clone());
     let inner: Box<dyn Read> = if m.stored {
         Box::new(raw)
@@ -96,7 +103,7 @@ fn member_reader(m: &Member, check: bool) -> Box<dyn Read> {
     })
 }
 
-fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
+pub(super) fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
     if m.size > limit {
         bail!("{} is larger than {limit} bytes", m.name);
     }
@@ -116,16 +123,62 @@ fn read_member(m: &Member, check: bool, limit: u64) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// A member holding a pickle, as a range to stream it from: a stored one where it lies (its
+/// CRC-32 checked first), a deflated one inflated to a temporary file; either at most `limit`
+/// bytes.
+fn pickle_range(m: &Member, check: bool, limit: u64) -> Result<FileRange> {
+    if m.size > limit {
+        bail!(
+            "{} is {} bytes, more than the {limit} allowed (--max-decompressed)",
+            m.name,
+            m.size
+        );
+    }
+    if !m.stored {
+        return spool_member(m, check);
+    }
+    io::copy(&mut member_reader(m, check), &mut io::sink())
+        .with_context(|| format!("{} is corrupt", m.name))?;
+    Ok(m.raw.clone())
+}
+
+/// Unpickles a range.
+fn unpickle(range: &FileRange, opts: &TorchOptions) -> Result<pickle::Loaded> {
+    let mut r = BufReader::new(RangeReader::new(range.clone()));
+    pickle::load_with(&mut r, &opts.pickle)
+}
+
 pub(super) fn open_zip(
     path: &str,
     files: Vec<PathBuf>,
     data: FileRange,
     stem: &str,
+    opts: &TorchOptions,
 ) -> Result<TorchSource> {
     // input::RangeReader: positioned reads with Seek, for a local file or a remote object.
     let reader = RangeReader::new(data.clone());
-    let mut zip = zip::ZipArchive::new(reader)
+    // An archive holding another zip (a .pt2's sample inputs) can mislead the crate's search
+    // for the central directory; an archive that starts at byte 0 and ends with its
+    // end-of-central-directory record (no comment, as torch writes it) is then tried as such.
+    let mut tail = [0u8; 4];
+    let ends_whole = data.len() >= 22 && data.read_at(data.len() - 22, &mut tail).is_ok();
+    let ends_whole = ends_whole && &tail == b"PK\x05\x06";
+    let mut zip = zip::ZipArchive::new(RangeReader::new(data.clone()))
+        .or_else(|e| {
+            if !ends_whole {
+                return Err(e);
+            }
+            let known = zip::read::Config {
+                archive_offset: zip::read::ArchiveOffset::Known(0),
+            };
+            zip::ZipArchive::with_config(known, reader)
+        })
         .context("not a readable zip archive (truncated or corrupt)")?;
+    // torch writes its archives from byte 0: a directory found further in is a zip stored
+    // inside a truncated archive (a .pt2's sample inputs), not this one.
+    if zip.offset() != 0 {
+        bail!("not a readable zip archive (truncated or corrupt): the only central directory found belongs to a zip stored inside it, at byte {}", zip.offset());
+    }
     if zip.is_empty() {
         bail!("the zip archive is empty: not a PyTorch checkpoint");
     }
@@ -147,6 +200,9 @@ pub(super) fn open_zip(
         }
     }
     let check = !all_zero;
+    if members.contains_key("archive_format") {
+        return super::pt2::open(path, files, &data, &mut zip, &members, &root, check, opts);
+    }
     let Some(&pkl_index) = members.get("data.pkl") else {
         bail!("not a PyTorch archive: no {root}/data.pkl");
     };
@@ -161,8 +217,17 @@ pub(super) fn open_zip(
         },
         None => false,
     };
-    let pkl = read_member(&member(&mut zip, pkl_index, &data)?, check, MAX_PICKLE)?;
-    let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
+    let pkl_range = pickle_range(
+        &member(&mut zip, pkl_index, &data)?,
+        check,
+        MAX_PICKLE.min(opts.max_bytes),
+    )?;
+    let loaded = unpickle(&pkl_range, opts).with_context(|| format!("{root}/data.pkl"))?;
+    let script = if members.keys().any(|k| k.starts_with("code/")) {
+        Some(super::jit::classes(&mut zip, &members, &data, check)?)
+    } else {
+        None
+    };
 
     let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
     for s in &loaded.storages {
@@ -205,7 +270,22 @@ pub(super) fn open_zip(
             }
         }
     }
-    let mut src = build(path, files, loaded.value, stem, storages, big_endian)?;
+    let naming = Naming {
+        script,
+        classes: loaded.classes,
+        blobs: loaded.blobs,
+        pickle: Some(pkl_range),
+        max_bytes: opts.max_bytes,
+    };
+    let mut src = build(
+        path,
+        files,
+        loaded.value,
+        stem,
+        storages,
+        big_endian,
+        naming,
+    )?;
     if !check {
         src.notes.push(
             "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"
@@ -216,7 +296,7 @@ pub(super) fn open_zip(
 }
 
 /// Inflates a compressed member into an unlinked temporary file, checking its CRC-32.
-fn spool_member(m: &Member, check: bool) -> Result<FileRange> {
+pub(super) fn spool_member(m: &Member, check: bool) -> Result<FileRange> {
     let mut tmp = tempfile::tempfile().context("cannot create a temporary file")?;
     let copied = io::copy(
         &mut member_reader(m, check).take(m.size.saturating_add(1)),
@@ -238,11 +318,17 @@ pub(super) fn open_legacy(
     files: Vec<PathBuf>,
     data: FileRange,
     stem: &str,
+    opts: &TorchOptions,
 ) -> Result<TorchSource> {
     let mut r = BufReader::new(RangeReader::new(data.clone()));
     let mut pos = 0u64;
+    let mut main_at = 0u64;
     let mut next = |what: &str| -> Result<pickle::Loaded> {
-        let l = pickle::load(&mut r).with_context(|| format!("the legacy file's {what}"))?;
+        if what == "data pickle" {
+            main_at = pos;
+        }
+        let l = pickle::load_with(&mut r, &opts.pickle)
+            .with_context(|| format!("the legacy file's {what}"))?;
         pos += l.consumed;
         Ok(l)
     };
@@ -310,5 +396,12 @@ pub(super) fn open_legacy(
             }),
         );
     }
-    build(path, files, main.value, stem, storages, big_endian)
+    let naming = Naming {
+        classes: main.classes,
+        blobs: main.blobs,
+        pickle: Some(data.slice(main_at, main.consumed)?),
+        max_bytes: opts.max_bytes,
+        ..Default::default()
+    };
+    build(path, files, main.value, stem, storages, big_endian, naming)
 }
