@@ -5,7 +5,9 @@
 #   bench.py          safetensors, checkpoints, TFRecords of tensors, .npy, list, device stage
 #   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
 #   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
+#   bench_pickle.py   TorchScript, .pt2, whole modules, pickles of NumPy arrays
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
+#   tflite_events.py  TFLite models, TensorBoard event files
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON and
 # BENCH_GGUF_PYTHON; a script whose Python is missing is reported as not run.
@@ -48,8 +50,12 @@ step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py
 step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
+step pickle "$TORCH" benches/bench_pickle.py
 step gguf "$GGUF" benches/gguf_bench.py
+step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
+# The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
+step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
 "$TF" benches/report.py "$BENCH_OUT" > BENCHMARKS.md
 echo "wrote BENCHMARKS.md in $(( $(date +%s) - started )) s" >&2

@@ -93,14 +93,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --skip-unsupported --device --adapter --stats --quiet --update --manifest --chunk-size --jobs --help --version"
+            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --max-output --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras numpy flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -108,6 +108,10 @@ _tensor2npy() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --step)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -132,7 +136,7 @@ _tensor2npy() {
                     return 0
                     ;;
                 --quant)
-                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "dequant raw params" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -176,6 +180,10 @@ _tensor2npy() {
                     return 0
                     ;;
                 --max-dense-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -352,14 +360,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__list)
-            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --strict --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras numpy flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -367,6 +375,10 @@ _tensor2npy() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --step)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -391,7 +403,7 @@ _tensor2npy() {
                     return 0
                     ;;
                 --quant)
-                    COMPREPLY=($(compgen -W "dequant raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "dequant raw params" -- "${cur}"))
                     return 0
                     ;;
                 --bf16)
@@ -435,14 +447,14 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__verify)
-            opts="-q -h -V --from --quiet --max-fill-bytes --max-decompressed --help --version"
+            opts="-q -h -V --from --quiet --require-checksums --json --max-fill-bytes --max-decompressed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch safetensors example gguf hdf5 keras numpy flax tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

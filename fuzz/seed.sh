@@ -3,7 +3,7 @@
 set -e
 cd "$(dirname "$0")/.."
 c=fuzz/corpus
-mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/graphdef $c/onnx $c/torch_pickle $c/hdf5 $c/flax_msgpack $c/npy_header
+mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/graphdef $c/onnx $c/torch_pickle $c/hdf5 $c/flax_msgpack $c/tflite $c/tfevents $c/npy_header
 cp fixtures/safetensors/*.safetensors fixtures/bad/st_*.safetensors $c/safetensors_header/
 cp fixtures/tensorproto/*.pb fixtures/bad/tp_*.pb $c/tensorproto/
 cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
@@ -12,6 +12,8 @@ cp fixtures/gguf/*.gguf $c/gguf_header/
 cp fixtures/hdf5/*.h5 $c/hdf5/
 cp fixtures/flax/*.msgpack $c/flax_msgpack/
 cp fixtures/numpy/*.npy fixtures/numpy/*.npz $c/npy_header/
+cp fixtures/tflite/*.tflite fixtures/tflite/bad/*.tflite $c/tflite/
+for e in fixtures/tensorboard/*/events.out.tfevents.*; do cp "$e" "$c/tfevents/$(echo "$e" | tr / _)"; done
 cp fixtures/sparse_ragged/*.pb fixtures/bad/sparse_*.pb fixtures/bad/ragged_*.pb $c/sparse_ragged/
 cp fixtures/example/*.tfrecord $c/example/
 cp fixtures/graph/*.pb fixtures/graph/saved_model/saved_model.pb fixtures/graph/bad/*.pb $c/graphdef/

@@ -159,7 +159,7 @@ pub enum Command {
     Convert(ConvertArgs),
     /// List tensors (name, dtype, shape, bytes in the input, kind) without converting them
     List(ListArgs),
-    /// Check every checksum the inputs carry without writing anything (like gzip -t)
+    /// Read every input whole and check the checksums it carries, saying what was checked (like gzip -t)
     #[command(after_help = VERIFY_AFTER_HELP)]
     Verify(VerifyArgs),
     /// List the GPU adapters the device stage can use (name, backend, type, limits)
@@ -197,20 +197,31 @@ Output (-o):
 With several inputs and -o DIR --to npz, each input becomes DIR/<stem>.npz.
 With several inputs into one .npz or directory, names are prefixed by '<stem>/'.
 Missing parent directories are created. An output that is an input (by device and inode, so
-also through a link or bind mount), or an input checkpoint's prefix, is refused.
+also through a link or bind mount), or an input checkpoint's prefix, is refused, naming the
+input; so is -o X.npz (or X.npy) where X.npz is a directory. A name like x.npy.gz or w.zip is a
+directory too (a note says so). A FIFO or device takes a stream, as -: a FIFO is waited on until
+a reader opens it (Ctrl-C ends the wait) and is never read.
+With --keep-going, a failed input or output is reported and every other output is written;
+the exit status is then 1.
 
 Data types: f16 f32 f64 ints bool complex are kept (little-endian); bfloat16 and float8 widen to
 <f4 (or keep their bits with --bf16 bits / --f8 bits); quantized types become their integer type;
 int4/uint4/int2/uint2 become int8/uint8; strings become |S<maxlen>.
 Output is written atomically, file by file: on failure or interrupt nothing is left at the output
 path and an existing output is untouched. New files get mode 0666 minus the umask; a replaced
-file keeps its mode. Every checksum the input carries is verified (--no-verify skips them).";
+file keeps its mode. Every checksum the input carries is verified (--no-verify skips those of
+checkpoints and SavedModels).";
 
 const VERIFY_AFTER_HELP: &str = "\
 Every tensor of every input is read: a checkpoint's CRC32C of each entry (the object graph and
-entries convert skips included), a TFRecord's length and data CRCs. Formats that carry no
-checksum (safetensors, a bare TensorProto) are parsed whole. Exit status: 0 every check passed,
-1 the first damage found (the message names the input and the tensor or record).";
+entries convert skips included), a TFRecord's length and data CRCs, the CRC-32 of each member of
+a PyTorch archive. Each input gets one line saying what was checked: `ok: N checksums verified,
+M tensors read`, or, for formats that carry no checksums (safetensors, ONNX, GGUF, HDF5, Flax, a
+bare TensorProto), `ok: this input carries no checksums: structure checked, M tensors read` --
+damaged data there goes unnoticed (--require-checksums fails such an input). Every input is
+checked, like gzip -t; damage is reported on stderr naming the input and the tensor or record.
+
+Exit status: 0 every input passed, 1 any input failed (or was refused by --require-checksums).";
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -222,9 +233,18 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FORMAT", value_parser = formats())]
     pub from: Option<String>,
 
-    /// Print nothing on success
+    /// Print nothing for inputs that pass (failures are still reported on stderr)
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Fail an input that carries no checksums (only its structure could be checked)
+    #[arg(long)]
+    pub require_checksums: bool,
+
+    /// Print one JSON document: an array of {input, ok, tensors, checksums, checked} or
+    /// {input, ok: false, error}, one object per input
+    #[arg(long)]
+    pub json: bool,
 
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
@@ -236,14 +256,23 @@ pub struct VerifyArgs {
 }
 
 /// A byte count: a number with an optional suffix K, M, G, T (powers of 1024; `KiB`, `KB`,
-/// `k` and the like mean the same), e.g. `4M`, `64 GiB`, `1048576`.
+/// `k` and the like mean the same), e.g. `4M`, `64 GiB`, `1048576`; a decimal with a suffix
+/// (`1.5G`) is rounded down to a whole byte.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, suffix) = t.split_at(split);
-    let n: u64 = num
+    let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+    let n: u64 = whole
         .parse()
-        .map_err(|_| format!("'{s}' is not a byte count (e.g. 4096, 64K, 4M, 2G)"))?;
+        .map_err(|_| format!("'{s}' is not a byte count (e.g. 4096, 64K, 1.5M, 2G)"))?;
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{s}' is not a byte count (at most 9 decimals, e.g. 1.5G)"
+        ));
+    }
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -252,7 +281,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(format!("'{s}': unknown size suffix (use K, M, G or T)")),
     };
+    // The decimals, in units of 2^shift / 10^len, rounded down to a whole byte.
+    let part = match fraction {
+        "" => 0,
+        f => {
+            let digits: u128 = f.parse().unwrap_or(0);
+            (digits << shift) / 10u128.pow(f.len() as u32)
+        }
+    };
     n.checked_mul(1u64 << shift)
+        .and_then(|b| b.checked_add(u64::try_from(part).ok()?))
         .ok_or_else(|| format!("'{s}' is more than 2^64 bytes"))
 }
 
@@ -264,15 +302,27 @@ fn parse_chunk(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{s}': the chunk size must be at least 1 byte"))
 }
 
+/// The INPUT help of `convert` and `list`: every format of the registry, so that it never
+/// lags behind the readers.
+fn input_help() -> String {
+    let names: Vec<&str> = crate::source::READERS.iter().map(|r| r.name).collect();
+    format!(
+        "Input files or folders, recognised by content ({} formats: {}), or - for standard input",
+        names.len(),
+        names.join(", ")
+    )
+}
+
 /// Default of --max-fill-bytes, as help shows it (= tensorproto::DEFAULT_MAX_FILL_BYTES).
 const DEFAULT_MAX_FILL: &str = "1 GiB";
 
 /// Options shared by `convert` and `list`: what to read, and which tensors.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// Input files: safetensors, checkpoint prefix or .index, SavedModel directory, TFRecord,
-    /// TensorProto, frozen GraphDef, ONNX model, or - for standard input
-    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath)]
+    /// Input files or folders, recognised by content (the formats of `--from`), or - for
+    /// standard input
+    #[arg(required = true, value_name = "INPUT", value_hint = clap::ValueHint::AnyPath,
+          help = input_help(), long_help = input_help())]
     pub inputs: Vec<PathBuf>,
 
     /// Read the inputs as this format instead of sniffing their content
@@ -291,7 +341,9 @@ pub struct InputArgs {
     #[arg(long)]
     pub include_internal: bool,
 
-    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>
+    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
+    /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
+    /// <tag>/step and <tag>/wall_time
     #[arg(long)]
     pub stack: bool,
 
@@ -299,23 +351,37 @@ pub struct InputArgs {
     #[arg(long)]
     pub constants: bool,
 
-    /// Checkpoints: do not verify the CRC32C of each entry
+    /// Checkpoints and SavedModels: do not verify the CRC32C of each entry, the object graph
+    /// included (faster on large checkpoints); the CRCs of TFRecords and of PyTorch archives are
+    /// always checked
     #[arg(long)]
     pub no_verify: bool,
+
+    /// Orbax CheckpointManager root: read this step instead of the latest
+    #[arg(long, value_name = "N")]
+    pub step: Option<u64>,
 
     /// Treat skipped entries (variants such as tf.data iterator state) as errors
     #[arg(long)]
     pub strict: bool,
 
+    /// Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True)
+    /// allows, refusing classes (whole modules, TorchScript) instead of reading them as data
+    #[arg(long)]
+    pub weights_only: bool,
+
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
     #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
     pub max_fill_bytes: u64,
 
-    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES
+    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz,
+    /// data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more
+    /// than BYTES
     #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
     pub max_decompressed: u64,
 
-    /// tf.train.Example datasets: read all inputs as one dataset (shards), records in input order
+    /// Read all inputs as one: tf.train.Example shards as one dataset (records in input order);
+    /// other inputs' tensors merged under their own names, a name in two inputs an error
     #[arg(long)]
     pub concat: bool,
 
@@ -331,19 +397,26 @@ pub struct InputArgs {
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     pub dense_features: Vec<String>,
 
-    /// GGUF: dequantize block-quantized tensors to float32 like gguf-py, or keep their blocks
-    /// as |u1 bytes
-    #[arg(long, value_enum, default_value_t = QuantMode::Dequant, value_name = "MODE")]
-    pub quant: QuantMode,
+    /// Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32
+    /// like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as
+    /// stored like the interpreter's get_tensor, add <name>/scale and <name>/zero_point arrays
+    /// (params), or dequantize them to float32 (dequant)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub quant: Option<QuantMode>,
 }
 
-/// What happens to GGUF's block-quantized tensors.
+/// What happens to quantized tensors; without `--quant`, each format's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantMode {
-    /// Dequantize to <f4, bit for bit what gguf.quants.dequantize returns
+    /// Dequantize to <f4: GGUF bit for bit what gguf.quants.dequantize returns; TFLite
+    /// (q - zero_point) * scale in float64, rounded to float32, per axis
     Dequant,
-    /// Keep the blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row]
+    /// As stored: GGUF blocks as |u1 arrays of GGUFReader's byte shape [..., bytes_per_row];
+    /// TFLite the stored integers
     Raw,
+    /// TFLite: as stored, plus <name>/scale (float32) and <name>/zero_point (int32) arrays as
+    /// the interpreter's quantization_parameters give them
+    Params,
 }
 
 /// The dtype policy options, shared by `convert` and `list` (whose npy_dtype column shows
@@ -416,7 +489,9 @@ pub struct ConvertArgs {
     #[arg(long, value_enum, default_value_t = RaggedMode::Components, value_name = "MODE")]
     pub ragged: RaggedMode,
 
-    /// The value written where a densified sparse or padded ragged tensor has none (default 0, or b"" for strings)
+    /// The value written where a densified sparse or padded ragged tensor has none (default 0,
+    /// or b"" for strings). A number fills numeric tensors only (strings still pad with b""); a
+    /// bytes literal such as "b'N/A'" fills string tensors only
     #[arg(long, value_name = "V", allow_hyphen_values = true)]
     pub fill: Option<String>,
 
@@ -428,7 +503,12 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes)]
     pub max_dense_bytes: u64,
 
-    /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing
+    /// Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_output: Option<u64>,
+
+    /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when
+    /// that leaves nothing to write, it is an error (exit 1)
     #[arg(long)]
     pub skip_unsupported: bool,
 
@@ -440,8 +520,10 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "N")]
     pub adapter: Option<usize>,
 
-    /// Print bytes moved host-to-device and device-to-host, kernel and readback time per tensor
-    /// and in total, to stderr (--stats for text, --stats=json for JSON)
+    /// Print, per tensor and in total, to stderr: the time the host spent reading, converting
+    /// and writing, the bytes read and written and the throughput; with a GPU also the bytes
+    /// moved host-to-device and device-to-host and the kernel and readback times (--stats for
+    /// text, --stats=json for JSON, which always has every field)
     #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
     pub stats: Option<StatsFormat>,
 
@@ -453,6 +535,12 @@ pub struct ConvertArgs {
     /// rerun of a killed batch does only what is left
     #[arg(long)]
     pub update: bool,
+
+    /// Go on after an input or output fails: write every output that can be written, report
+    /// each failure as it happens and again in the count at the end, and exit with status 1
+    /// (without it, the first failure stops the run)
+    #[arg(long)]
+    pub keep_going: bool,
 
     /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
     /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)
@@ -480,7 +568,8 @@ pub struct ListArgs {
     pub json: bool,
 
     /// With --json: print {"metadata": {INPUT: ...}, "tensors": [...]}, with each input's own
-    /// metadata (GGUF key/values)
+    /// metadata (GGUF key/values, safetensors __metadata__, ONNX metadata_props and producer,
+    /// a .keras archive's config.json and metadata.json; null where the format has none)
     #[arg(long, requires = "json")]
     pub metadata: bool,
 
@@ -503,7 +592,12 @@ mod tests {
         assert_eq!(parse_bytes("1M"), Ok(1 << 20));
         assert_eq!(parse_bytes("64 GiB"), Ok(64 << 30));
         assert_eq!(parse_bytes("2k"), Ok(2048));
-        assert!(parse_bytes("1.5G").is_err());
+        // Decimals (issue 31): 1.5 GiB, rounded down to a byte.
+        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("0.5 KiB"), Ok(512));
+        assert_eq!(parse_bytes("1.0001k"), Ok(1024));
+        assert!(parse_bytes("1.5.5G").is_err());
+        assert!(parse_bytes(".").is_err());
         assert!(parse_bytes("99999999999T").is_err());
         assert_eq!(
             parse_bytes(DEFAULT_MAX_FILL),

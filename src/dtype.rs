@@ -3,9 +3,23 @@
 
 use std::fmt;
 
-/// A source element type, named as TensorFlow / ml_dtypes name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DType {
+/// Declares [`DType`] and [`DType::ALL`] from one list, so that the two cannot fall out of step.
+macro_rules! dtypes {
+    ($($variant:ident),* $(,)?) => {
+        /// A source element type, named as TensorFlow / ml_dtypes name it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum DType {
+            $($variant),*
+        }
+
+        impl DType {
+            /// Every dtype, in declaration order.
+            pub const ALL: [DType; [$(stringify!($variant)),*].len()] = [$(DType::$variant),*];
+        }
+    };
+}
+
+dtypes![
     Bool,
     I8,
     U8,
@@ -40,48 +54,11 @@ pub enum DType {
     String,
     Resource,
     Variant,
-}
+];
 
 use DType::*;
 
 impl DType {
-    pub const ALL: [DType; 34] = [
-        Bool,
-        I8,
-        U8,
-        I16,
-        U16,
-        I32,
-        U32,
-        I64,
-        U64,
-        F16,
-        BF16,
-        F32,
-        F64,
-        C64,
-        C128,
-        F8E4M3FN,
-        F8E5M2,
-        F8E4M3FNUZ,
-        F8E5M2FNUZ,
-        F8E4M3B11FNUZ,
-        F8E8M0FNU,
-        F4E2M1FN,
-        I4,
-        U4,
-        I2,
-        U2,
-        QInt8,
-        QUInt8,
-        QInt16,
-        QUInt16,
-        QInt32,
-        String,
-        Resource,
-        Variant,
-    ];
-
     /// The name `list` prints: TensorFlow's / ml_dtypes' spelling.
     pub fn name(self) -> &'static str {
         match self {
@@ -400,12 +377,21 @@ impl DtypePolicy {
 }
 
 /// Parses one `--cast FROM=TO`.
+/// The short dtype names `--cast` takes (besides the full names), for its error message.
+const CAST_NAMES: &str =
+    "f16 bf16 f32 f64 i8 i16 i32 i64 u8 u16 u32 u64 c64 c128 f8e4m3 f8e5m2 bool";
+
 pub fn parse_cast(s: &str) -> Result<(DType, DType), std::string::String> {
     let (from, to) = s
         .split_once('=')
         .ok_or_else(|| format!("expected FROM=TO (e.g. f64=f32), got '{s}'"))?;
-    let from = DType::parse_user(from.trim()).ok_or_else(|| format!("unknown dtype '{from}'"))?;
-    let to = DType::parse_user(to.trim()).ok_or_else(|| format!("unknown dtype '{to}'"))?;
+    let unknown = |d: &str| {
+        format!(
+            "unknown dtype '{d}'; valid names: {CAST_NAMES}, or a full name such as float32, int64, bfloat16, float8_e4m3fn"
+        )
+    };
+    let from = DType::parse_user(from.trim()).ok_or_else(|| unknown(from))?;
+    let to = DType::parse_user(to.trim()).ok_or_else(|| unknown(to))?;
     if matches!(from, String | Resource | Variant) || from.item_size().is_none() {
         return Err(format!(
             "cannot cast from {from}: only numeric dtypes can be cast"

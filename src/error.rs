@@ -20,6 +20,12 @@ pub fn watch_interrupts() {
     }
 }
 
+/// The flag SIGINT and SIGTERM set, for a host that watches signals itself and installs no
+/// handler here (the Python module sets it on Ctrl-C, and clears it once the call is over).
+pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    INTERRUPT.get_or_init(Default::default).clone()
+}
+
 /// The error a conversion stops with after SIGINT or SIGTERM.
 #[derive(Debug)]
 pub struct Interrupted;

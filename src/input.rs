@@ -227,6 +227,40 @@ pub fn url_of(path: &Path) -> Option<&str> {
     (known.contains(&scheme) && !rest.is_empty()).then_some(s)
 }
 
+/// Opens a file or remote object that may be absent: `None` when there is nothing by that name
+/// (a zarr chunk never written), an error for anything else.
+pub fn open_optional(path: &Path) -> Result<Option<FileRange>> {
+    if url_of(path).is_some() {
+        return match is_file(path) {
+            true => open_range(path).map(Some),
+            false => Ok(None),
+        };
+    }
+    match File::open(path) {
+        Ok(f) => FileRange::whole(f).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+    }
+}
+
+/// The names of the sub-directories of a folder (prefixes under a bucket "directory").
+pub fn list_dirs(path: &Path) -> Result<Vec<String>> {
+    if let Some(url) = url_of(path) {
+        #[cfg(feature = "remote")]
+        return crate::remote::list_dirs(url.trim_end_matches('/'));
+        #[cfg(not(feature = "remote"))]
+        bail!("{url}: this build of tensor2npy reads no remote inputs");
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(path)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// `Path::is_file`, also for remote objects (a `HEAD` request).
 pub fn is_file(path: &Path) -> bool {
     match url_of(path) {
@@ -287,8 +321,56 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
     r.read_vec(0, r.len() as usize)
 }
 
-/// Opens a path for reading, with the path in the error.
+/// Opens a path that must be a regular file, with the path in the error. Every path that
+/// comes from an input (external data, shards, checkpoint parts, a folder's members) is opened
+/// here: the file is opened with `O_NONBLOCK` and checked with `fstat` before anything is read,
+/// so a named pipe or a device planted in a model folder is refused at once instead of
+/// blocking `open()` forever; `O_NONBLOCK` is cleared again for the reads.
 pub fn open_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a named pipe (FIFO)"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        bail!(
+            "{} is {what}: only regular files are read from an input",
+            path.display()
+        );
+    }
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with integer flags only.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0
+    };
+    if !cleared {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot open {}", path.display()));
+    }
+    Ok(file)
+}
+
+/// Opens a command-line argument that is a pipe or a device (`<(cmd)`, `/dev/stdin`), which
+/// the user named and which is read once, to be spooled. Never for a path found in an input.
+pub fn open_stream(path: &Path) -> Result<File> {
     File::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 

@@ -262,7 +262,8 @@ fn one(
 
 /// Runs `f` on every item with `workers` threads, each converting on the host with a device
 /// stage of its own: the outputs of a batch. Items start in order, and none starts after a
-/// failure. Returns whether each item was done (in item order), and the first error in item
+/// failure; the items other workers are converting when one fails are completed (they are not
+/// called off: each output is whole and correct, as the README promises). Returns whether each item was done (in item order), and the first error in item
 /// order; the statistics go into `opts.device` in item order.
 pub fn run_each<T: Send>(
     workers: usize,
@@ -282,7 +283,7 @@ pub fn run_each<T: Send>(
             .map(|_| {
                 let (queue, shared, done, f) = (&queue, &shared, &done, &f);
                 scope.spawn(move || {
-                    crate::error::cancel_on(Some(shared.failed.clone()));
+                    // No `cancel_on`: a failure stops new items, not the ones in progress.
                     let device = host_stage(keep_stats);
                     let opts = WriteOptions {
                         policy,

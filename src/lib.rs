@@ -21,14 +21,19 @@
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
 //!               temporaries, names.rs member and file names)
-//!   batch.rs (--update, --manifest) is called by cmd/convert.rs; checksum.rs (TensorFlow's
-//!   masked CRC32C) serves input.rs and the readers.
+//!   batch.rs (--update, --manifest), cmd/survey.rs (the first pass over the metadata) and
+//!   summary.rs (what was written, left alone or failed, --keep-going) are called by
+//!   cmd/convert.rs; checksum.rs (TensorFlow's masked CRC32C, and the count of checksums
+//!   verified) serves input.rs and the readers.
+//!   python/ (feature `python`, the wheel's extension module) enters beside main.rs: its
+//!   keyword arguments go through cli.rs, then cmd/, source/ and pipeline.rs as above.
 //! ```
 //!
 //! Readers know nothing of sinks and sinks nothing of readers; only `cli.rs` and `cmd/` use clap.
 //! The library exists for the binary, the tests and the fuzz targets; it is not a stable API.
 
 pub mod batch;
+pub mod budget;
 pub mod checksum;
 pub mod cli;
 pub mod cmd;
@@ -39,6 +44,8 @@ pub mod error;
 pub mod input;
 pub mod jobs;
 pub mod pipeline;
+#[cfg(feature = "python")]
+pub mod python;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod report;
@@ -46,5 +53,6 @@ pub mod select;
 pub mod sink;
 pub mod source;
 pub mod structure;
+pub mod summary;
 pub mod tensor;
 pub mod transform;

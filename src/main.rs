@@ -11,7 +11,14 @@ use tensor2npy::cli::{Cli, Command};
 use tensor2npy::{cmd, error, sink};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Vulkan's loader probes Wayland and complains on stderr when this is unset; any existing
+    // directory quiets it. Set here, first, because changing the environment is only sound
+    // while no other thread exists.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first statement of `main`: no other thread has been started yet.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+    let cli = Cli::try_parse().unwrap_or_else(|e| suggest_convert(e).exit());
     error::watch_interrupts();
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
@@ -42,6 +49,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `tensor2npy model.safetensors` (a path where the subcommand goes): clap's error, with a tip
+/// to run `tensor2npy convert model.safetensors`.
+fn suggest_convert(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidSubcommand {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidSubcommand).cloned() else {
+        return e;
+    };
+    let path = std::path::Path::new(&arg);
+    if path.exists() || arg.contains('.') || arg.contains('/') || arg.contains("://") {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![format!(
+                "to convert it, run 'tensor2npy convert {arg}' (or 'tensor2npy list {arg}' to see what it holds)"
+            )
+            .into()]),
+        );
+    }
+    e
 }
 
 /// Whether the failure was writing to a pipe whose reader has gone.

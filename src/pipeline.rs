@@ -5,6 +5,9 @@
 
 use anyhow::{anyhow, bail, Result};
 
+use std::time::{Duration, Instant};
+
+use crate::device::HostTimes;
 use crate::dtype::{DType, DtypePolicy, NpyType, Plan};
 use crate::input::FileRange;
 use crate::sink::{npy, Member, MemberSpec, Sink};
@@ -140,6 +143,12 @@ pub fn fill(
     opts: &WriteOptions,
 ) -> Result<()> {
     let WriteOptions { chunk, report, .. } = *opts;
+    // Host times only under --stats: reading the clock per string element costs.
+    let timed = opts.device.borrow().keep_per_tensor;
+    let now = || timed.then(Instant::now);
+    let since = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.elapsed());
+    let mut host = HostTimes::default();
+    let started = now();
     let Some(converter) = &prepared.converter else {
         let width = prepared.out_type.size();
         let mut trailing_nul = false;
@@ -153,15 +162,24 @@ pub fn fill(
             }
             trailing_nul |= s.last() == Some(&0);
             check_interrupted()?;
+            let t = now();
             member.write(s)?;
             member.write(&zeros[..width - s.len()])?;
+            host.write += since(t);
+            host.bytes_read += s.len() as u64;
+            host.bytes_written += width as u64;
             report.advance(width as u64);
             Ok(())
         })?;
+        let t = now();
         member.commit()?;
-        opts.device
-            .borrow_mut()
-            .record_host_only(out_name, "strings have no device operation");
+        host.write += since(t);
+        host.read = since(started).saturating_sub(host.write);
+        opts.device.borrow_mut().record_host_only(
+            out_name,
+            "strings have no device operation",
+            host,
+        );
         if trailing_nul {
             report.warn(&format!(
                 "'{out_name}': some strings end in NUL bytes, which NumPy's |S dtype drops when read back"
@@ -175,22 +193,60 @@ pub fn fill(
     let mut device = opts.device.borrow_mut();
     let host_decode = src.host_decode(index);
     let mut run = device.start(out_name, converter, chunk)?;
-    let write = |member: &mut Member, out: &[u8]| -> Result<()> {
+    let write = |member: &mut Member, out: &[u8], host: &mut HostTimes| -> Result<()> {
         check_interrupted()?;
+        let t = now();
         member.write(out)?;
+        host.write += since(t);
+        host.bytes_written += out.len() as u64;
         report.advance(out.len() as u64);
         Ok(())
     };
     src.read_dense(index, chunk, &mut |c: &[u8]| {
-        write(&mut member, run.push(c)?)
+        let t = now();
+        let out = run.push(c)?;
+        host.convert += since(t);
+        host.bytes_read += c.len() as u64;
+        write(&mut member, out, &mut host)
     })?;
-    write(&mut member, run.finish()?)?;
+    let t = now();
+    let rest = run.finish()?;
+    host.convert += since(t);
+    write(&mut member, rest, &mut host)?;
+    let t = now();
     member.commit()?;
+    host.write += since(t);
+    host.read = since(started).saturating_sub(host.convert + host.write);
+    device.add_host_times(host);
     // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
     if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
         if last.path != "gpu" {
             last.path = format!("cpu: {why}");
         }
+    }
+    Ok(())
+}
+
+/// Bytes an unconverted copy moves between progress updates (a multiple of the page size, so
+/// that the kernel copies of an `.npz` stay aligned).
+const COPY_PIECE: u64 = 64 << 20;
+
+/// Copies `range` into `member` a `piece` at a time, calling `done` after each, so that the
+/// progress bar moves inside a large unconverted tensor (the sinks check for interrupts between
+/// their own smaller pieces).
+fn copy_in_pieces(
+    range: &FileRange,
+    member: &mut Member,
+    piece: u64,
+    done: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut at = 0;
+    while at < range.len() {
+        check_interrupted()?;
+        let n = piece.min(range.len() - at);
+        member.copy(&range.slice(at, n)?)?;
+        done(n);
+        at += n;
     }
     Ok(())
 }
@@ -203,11 +259,55 @@ pub fn copy_member(
     opts: &WriteOptions,
 ) -> Result<()> {
     check_interrupted()?;
-    member.copy(range)?;
+    let started = Instant::now();
+    copy_in_pieces(range, &mut member, COPY_PIECE, &mut |n| {
+        opts.report.advance(n)
+    })?;
     member.commit()?;
-    opts.report.advance(range.len());
+    // The copy reads and writes at once: its time is the write's.
+    let host = HostTimes {
+        write: started.elapsed(),
+        bytes_read: range.len(),
+        bytes_written: range.len(),
+        ..Default::default()
+    };
     opts.device
         .borrow_mut()
-        .record_host_only(out_name, "no device operation (a plain copy)");
+        .record_host_only(out_name, "no device operation (a plain copy)", host);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::MemberWriter;
+
+    /// Counts what a member receives.
+    struct Counting(std::rc::Rc<std::cell::RefCell<Vec<u64>>>);
+
+    impl MemberWriter for Counting {
+        fn write(&mut self, data: &[u8]) -> Result<()> {
+            self.0.borrow_mut().push(data.len() as u64);
+            Ok(())
+        }
+        fn copy(&mut self, range: &FileRange) -> Result<()> {
+            self.0.borrow_mut().push(range.len());
+            Ok(())
+        }
+        fn commit(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_large_copy_goes_in_pieces_and_reports_each() {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let range = FileRange::from_vec(vec![7u8; 10_000]);
+        let mut member = Member::reserved_local(Box::new(Counting(seen.clone())), 10_000);
+        let mut progress = Vec::new();
+        copy_in_pieces(&range, &mut member, 4096, &mut |n| progress.push(n)).unwrap();
+        member.commit().unwrap();
+        assert_eq!(progress, vec![4096, 4096, 1808]);
+        assert_eq!(*seen.borrow(), vec![4096, 4096, 1808]);
+    }
 }

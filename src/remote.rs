@@ -379,6 +379,35 @@ pub fn is_dir(url: &str) -> bool {
         .is_ok_and(|l| !l.objects.is_empty() || !l.common_prefixes.is_empty())
 }
 
+/// The names of the objects directly under `url/` (one level, like a directory listing), sorted;
+/// for the members of a model folder in a bucket.
+pub fn list(url: &str) -> Result<Vec<String>> {
+    let (store, path) = store_for(url)?;
+    let listing = runtime()?
+        .block_on(store.list_with_delimiter(Some(&path)))
+        .with_context(|| format!("cannot list {}", redact(url)))?;
+    let mut names: Vec<String> = listing
+        .objects
+        .iter()
+        .filter_map(|o| o.location.filename().map(String::from))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The names of the "sub-directories" (common prefixes) under `url/`.
+pub fn list_dirs(url: &str) -> Result<Vec<String>> {
+    let (store, path) = store_for(url)?;
+    let listed = runtime()?
+        .block_on(store.list_with_delimiter(Some(&path)))
+        .with_context(|| format!("cannot list {}", redact(url)))?;
+    Ok(listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect())
+}
+
 /// The whole of a small object (a `checkpoint` state file), at most `limit` bytes.
 pub fn read_small(url: &str, limit: u64) -> Result<Vec<u8>> {
     let f = RemoteFile::open(url)?;

@@ -5,6 +5,11 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The progress bar: the percentage, the bytes written of the total, the rate, and an estimate
+/// of the time left.
+const BAR: &str =
+    "{spinner} {percent:>3}% [{bar:24}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left {wide_msg}";
+
 /// Notes, warnings and the progress bar, all on stderr.
 pub struct Reporter {
     quiet: bool,
@@ -19,10 +24,9 @@ impl Reporter {
         let bar = if !quiet && std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(BAR)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             );
             bar
         } else {
@@ -67,5 +71,14 @@ impl Reporter {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bar_shows_a_percentage_and_the_time_left() {
+        assert!(indicatif::ProgressStyle::with_template(super::BAR).is_ok());
+        assert!(super::BAR.contains("{percent") && super::BAR.contains("{eta}"));
     }
 }

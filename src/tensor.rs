@@ -110,9 +110,29 @@ pub trait Source: Send {
         None
     }
 
+    /// The quantization parameters of tensor `index` as stored (a TFLite tensor's scale, zero
+    /// point and quantized dimension), for `list --json`.
+    fn quantization(&self, _index: usize) -> Option<serde_json::Value> {
+        None
+    }
+
     /// The input's own metadata (GGUF key/values), for `list --json --metadata`.
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         Ok(None)
+    }
+
+    /// Writes [`Source::metadata`] as JSON to `out` (false, writing nothing, when there is
+    /// none); a reader whose metadata can be large (GGUF arrays) streams it instead of
+    /// materialising it.
+    fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {
+        match self.metadata()? {
+            Some(v) => {
+                let bytes = serde_json::to_vec(&v)?;
+                out.write_all(&bytes).map_err(anyhow::Error::new)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the

@@ -417,11 +417,27 @@ fn encode_in_source(d: DType, v: Value) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Parses `--fill` text as one element of dtype `d`, in the dtype's own layout.
+/// Parses `--fill` text as one element of dtype `d`, in the dtype's own layout. A fill applies
+/// to the kind of tensor it is written for: a number (or `true`/`false`) fills numeric tensors,
+/// and strings pad with `b""` (`--fill -1` must not write `b"-1"`, which looks like data); a
+/// Python bytes literal (`b'N/A'`) or any other text fills strings, and numeric tensors pad
+/// with zeros.
 pub fn parse_fill(d: DType, text: &str) -> Result<Vec<u8>> {
     let t = text.trim();
     let bad = || anyhow::anyhow!("--fill '{text}' is not a valid {d} value");
+    let bytes_literal = ["'", "\""]
+        .iter()
+        .find_map(|q| t.strip_prefix('b')?.strip_prefix(q)?.strip_suffix(q));
+    let numeric =
+        t.parse::<f64>().is_ok() || matches!(t.to_ascii_lowercase().as_str(), "true" | "false");
+    if let Some(b) = bytes_literal {
+        return Ok(match d {
+            DType::String => b.as_bytes().to_vec(),
+            d => vec![0u8; d.item_size().unwrap_or(0)],
+        });
+    }
     let v = match d {
+        DType::String if numeric => return Ok(Vec::new()),
         DType::String => return Ok(text.as_bytes().to_vec()),
         DType::Bool => match t.to_ascii_lowercase().as_str() {
             "true" | "1" => Value::Int(1),

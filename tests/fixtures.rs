@@ -150,3 +150,18 @@ fn numpy_fixtures_match_np_load() {
 fn flax_fixtures_match_msgpack_restore() {
     check_good("fixtures/flax/");
 }
+
+#[test]
+fn keras_sharded_and_unzipped_fixtures_match_h5py() {
+    check_good("fixtures/keras/");
+}
+
+#[test]
+fn diffusers_variant_folder_matches_safetensors_numpy() {
+    check_good("fixtures/folders/");
+}
+
+#[test]
+fn pickle_fixtures_match_torch_jit_export_pickle_and_paddle_load() {
+    check_good("fixtures/pickle/");
+}

@@ -152,7 +152,7 @@ fn numpy_loads_tensors_copied_unchanged_at_any_size_and_offset() {
     if std::env::var_os("T2N_SKIP_NUMPY").is_some() {
         return;
     }
-    let python = std::env::var("T2N_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let dir = tempdir();
     let input = dir.path().join("big.safetensors");
     // 3 tensors: 3 MiB + 5 bytes of u8, 4 KiB of f32, 2 MiB of f32; their offsets in the file

@@ -136,10 +136,9 @@ fn http_inputs_of_every_single_file_format_and_a_checkpoint_convert_like_local_c
             .unwrap()
             .display()
             .to_string();
-        // Hugging Face folders and index files read their shards by local path: they are
-        // converted from local folders only (ONNX external data is read remotely too).
-        let siblings = rel.ends_with(".index.json");
-        if !case.input.is_file() || rel.starts_with("ckpt/") || siblings {
+        // Index files (Hugging Face, Keras) read their shards from the server too; folders
+        // cannot be listed over HTTP.
+        if !case.input.is_file() || rel.starts_with("ckpt/") {
             continue;
         }
         check_same(&s.url(&rel), &oracle.display().to_string(), &[]);
@@ -277,6 +276,20 @@ fn s3_inputs_convert_like_local_copies_and_never_print_credentials() {
         let rel = entry.strip_prefix(&sm).unwrap().display().to_string();
         uploads.push(format!("sm/{rel}={}", entry.display()));
     }
+    // Composite folders: Hugging Face shards (safetensors, .bin) and Keras sharded weights.
+    let folders = [
+        ("hf", "torch/hf_sharded_st"),
+        ("hfbin", "torch/hf_sharded_bin"),
+        ("diffusers", "folders/diffusers_fp16"),
+        ("ks", "keras/sharded"),
+        ("kz", "keras/unzipped"),
+    ];
+    for (key, local) in folders {
+        for entry in walk(&f(local)) {
+            let rel = entry.strip_prefix(f(local)).unwrap().display().to_string();
+            uploads.push(format!("{key}/{rel}={}", entry.display()));
+        }
+    }
     let s = Server::start(&py, "s3_server.py", &uploads).expect("moto starts");
     let env = s3_env(s.port, "test");
     check_same(
@@ -296,6 +309,36 @@ fn s3_inputs_convert_like_local_copies_and_never_print_credentials() {
         "fixtures/ckpt/saved_model.expected.npz",
         &env,
     );
+
+    // Each folder, and its index file, converts byte-identical to the local folder.
+    let index_of = |key: &str| match key {
+        "hf" => Some("model.safetensors.index.json"),
+        "hfbin" => Some("pytorch_model.bin.index.json"),
+        "ks" => Some("model.weights.json"),
+        _ => None,
+    };
+    for (key, local) in folders {
+        let dir = tempdir();
+        let want = dir.path().join("local.npz");
+        let o = convert_to(f(local).to_str().unwrap(), &want, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut remotes = vec![format!("s3://t2n/{key}")];
+        remotes.extend(index_of(key).map(|i| format!("s3://t2n/{key}/{i}")));
+        for remote in remotes {
+            let got = dir.path().join("remote.npz");
+            let o = convert_to(&remote, &got, &env);
+            assert!(
+                o.status.success(),
+                "{remote}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap(),
+                "{remote} differs from {local}"
+            );
+            std::fs::remove_file(&got).unwrap();
+        }
+    }
 
     // A missing object: exit 1 naming it; the secret never appears.
     let dir = tempdir();

@@ -2,7 +2,7 @@
 //! contract), refuses to write over an input, and drives the pipeline into the sinks.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,17 +11,20 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ConvertArgs, OutputKind};
 use crate::device::DeviceStage;
-use crate::error::usage;
+use crate::error::{usage, Interrupted};
 use crate::input::absolute;
 use crate::jobs;
-use crate::pipeline::{npy_type, output_bytes, prepare, write_tensor, WriteOptions};
+use crate::pipeline::{npy_type, prepare, write_tensor, WriteOptions};
 use crate::report::Reporter;
 use crate::select::Selector;
 use crate::sink::atomic::file_id;
 use crate::sink::names::{self, shown};
-use crate::sink::{is_special, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
+use crate::sink::{
+    is_special, is_terminal, npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink,
+};
 use crate::source::stem;
 use crate::structure::{StructureOptions, View};
+use crate::summary::Outcomes;
 use crate::tensor::Source;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +68,16 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
         ));
     }
-    let mut sources = super::open_inputs(&args.input, &structure)?;
+    let mut outcomes = Outcomes::new(args.keep_going);
+    let mut sources = if args.keep_going && !args.input.concat {
+        // Each input on its own: one that cannot be opened is reported, the others go on.
+        let (sources, kept) =
+            super::open_each(&args.input, &structure, &mut |e| outcomes.failed(e))?;
+        args.input.inputs = kept;
+        sources
+    } else {
+        super::open_inputs(&args.input, &structure)?
+    };
     if args.input.concat {
         // One dataset: named and placed as its first input.
         args.input.inputs.truncate(1);
@@ -78,33 +90,29 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
 
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
-    let mut selected = vec![0usize; sources.len()];
-    let mut total = 0u64;
-    for (s, src) in sources.iter().enumerate() {
-        for i in 0..src.len() {
-            let meta = src
-                .meta(i)
-                .with_context(|| format!("{}: tensor {i}", src.display_path()))?;
-            if !selector.record(&meta.name) {
-                continue;
+    let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let mut budget = crate::budget::OutputBudget::new(args.max_output);
+    let mut s = 0;
+    while s < sources.len() {
+        match super::survey::survey(sources[s].as_ref(), &mut selector, &args, &mut budget) {
+            Ok((n, bytes, skip)) => {
+                selected.push(n);
+                in_bytes.push(bytes);
+                skipped += skip;
+                s += 1;
             }
-            let context = || format!("{}: tensor '{}'", src.display_path(), meta.name);
-            match npy_type(&meta, &policy) {
-                Some(t) => total += output_bytes(&meta, t).with_context(context)?,
-                None if args.skip_unsupported => continue,
-                None => {
-                    let dtype = src
-                        .source_dtype(i)
-                        .unwrap_or_else(|| meta.dtype.to_string());
-                    return Err(anyhow!(
-                        "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
-                    )
-                    .context(context()));
-                }
+            Err(e) => {
+                // With --keep-going the input is left out; its outputs are not written.
+                outcomes.failed(e)?;
+                sources.remove(s);
+                args.input.inputs.remove(s);
             }
-            selected[s] += 1;
         }
     }
+    if sources.is_empty() {
+        return outcomes.finish();
+    }
+    let total: u64 = in_bytes.iter().sum();
     let all_inputs = || {
         sources
             .iter()
@@ -120,10 +128,23 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         )
         .context(all_inputs()));
     }
+    if count == 0 && skipped > 0 {
+        return Err(anyhow!(
+            "--skip-unsupported skipped every tensor ({skipped}): nothing to write (nothing was written)"
+        )
+        .context(all_inputs()));
+    }
 
     let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
     let jobs = plan_jobs(&args, &stems, &selected).with_context(all_inputs)?;
     refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
+    for job in &jobs {
+        if let Target::Dir(dir) = &job.target {
+            if let Some(note) = crate::sink::names::looks_like_a_file(dir) {
+                report.note(&note);
+            }
+        }
+    }
     let mut device = DeviceStage::open(args.device.into(), args.adapter)?;
     device.keep_per_tensor = args.stats.is_some();
     if let Some(why) = &device.fallback {
@@ -137,7 +158,6 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
-    let outputs: Vec<String> = jobs.iter().map(|j| target_name(&j.target)).collect();
     let workers = workers(&args);
     let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
     let mut manifest = match &args.manifest {
@@ -157,6 +177,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             Target::StdoutNpy | Target::StdoutNpz => None,
         };
         let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
+        let bytes: u64 = job.inputs.iter().map(|&s| in_bytes[s]).sum();
         if args.update {
             if let Some(t) = &target {
                 let files: Vec<PathBuf> = job
@@ -169,6 +190,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                     .collect();
                 if crate::batch::up_to_date(t, &files) {
                     report.note(&format!("{}: up to date (--update)", t.display()));
+                    outcomes.up_to_date();
                     if let Some(m) = &mut manifest {
                         m.record(&crate::batch::Record {
                             inputs: &inputs,
@@ -181,10 +203,11 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 }
             }
         }
-        todo.push((job, (inputs, target, tensors)));
+        todo.push((job, (inputs, target, tensors, bytes)));
     }
-    let mut written =
-        |(inputs, target, tensors): &(Vec<String>, Option<PathBuf>, u64)| match &mut manifest {
+    let mut written = |(inputs, target, tensors, bytes): &Done, name: String| {
+        outcomes.written(name, *tensors, *bytes);
+        match &mut manifest {
             Some(m) => m.record(&crate::batch::Record {
                 inputs,
                 output: target.as_deref(),
@@ -192,29 +215,48 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 status: "written",
             }),
             None => Ok(()),
-        };
+        }
+    };
+    let mut failures = Vec::new();
     let one_input_each = todo.iter().all(|(job, _)| job.inputs.len() == 1);
     if workers > 1 && todo.len() > 1 && one_input_each && device.borrow().is_host() {
         // A batch: its outputs convert in parallel, each in turn inside.
         let mut slots: Vec<Option<&mut Box<dyn Source>>> = sources.iter_mut().map(Some).collect();
         let mut records = Vec::new();
         let mut items = Vec::new();
-        for (job, record) in todo {
+        for (k, (job, record)) in todo.into_iter().enumerate() {
             let s = job.inputs[0];
             let src = slots[s]
                 .take()
                 .context("internal: two outputs of one input")?;
-            items.push((job, vec![(s, src)]));
-            records.push(record);
+            records.push((record, target_name(&job.target)));
+            items.push((k, job, vec![(s, src)]));
         }
-        let (done, result) = jobs::run_each(workers, items, &opts, |(job, inputs), opts| {
-            run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0)
-        });
-        for (record, done) in records.iter().zip(done) {
-            if done {
-                written(record)?;
+        // With --keep-going a failed output is kept aside, so that the other workers go on.
+        let kept = std::sync::Mutex::new(Vec::new());
+        let (done, result) =
+            jobs::run_each(
+                workers,
+                items,
+                &opts,
+                |(k, job, inputs), opts| match run_job(
+                    job, inputs, &stems, &selector, &args, opts, &reopen, 0,
+                ) {
+                    Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
+                        kept.lock().unwrap_or_else(|e| e.into_inner()).push((k, e));
+                        Ok(())
+                    }
+                    r => r,
+                },
+            );
+        let mut kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
+        kept.sort_by_key(|(k, _)| *k);
+        for (k, ((record, name), done)) in records.into_iter().zip(done).enumerate() {
+            if done && !kept.iter().any(|(f, _)| *f == k) {
+                written(&record, name)?;
             }
         }
+        failures.extend(kept.into_iter().map(|(_, e)| e));
         result?;
     } else {
         for (job, record) in todo {
@@ -223,43 +265,32 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 .enumerate()
                 .filter(|(s, _)| job.inputs.contains(s))
                 .collect();
-            run_job(
+            let name = target_name(&job.target);
+            match run_job(
                 job, inputs, &stems, &selector, &args, &opts, &reopen, workers,
-            )?;
-            written(&record)?;
+            ) {
+                Ok(()) => written(&record, name)?,
+                Err(e) if args.keep_going => failures.push(e),
+                Err(e) => return Err(e),
+            }
         }
+    }
+    for e in failures {
+        outcomes.failed(e)?;
     }
     report.finish();
     if let Some(format) = args.stats.map(crate::device::StatsFormat::from) {
         eprint!("{}", device.borrow().report(format));
     }
     if !args.quiet && std::io::stderr().is_terminal() {
-        eprintln!(
-            "tensor2npy: wrote {count} tensor{} ({}) to {} in {:.1} s",
-            if count == 1 { "" } else { "s" },
-            human_bytes(total),
-            shown(&outputs.join(", ")),
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("tensor2npy: {}", shown(&outcomes.line(started.elapsed())));
     }
-    Ok(())
+    outcomes.finish()
 }
 
-/// A byte count for people: `512 B`, `3.2 MiB`.
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
+/// What a written output adds to the manifest and the summary: its inputs, its path, and the
+/// tensors and bytes written.
+type Done = (Vec<String>, Option<PathBuf>, u64, u64);
 
 fn target_name(t: &Target) -> String {
     match t {
@@ -472,9 +503,7 @@ fn plan_jobs(args: &ConvertArgs, stems: &[String], selected: &[usize]) -> Result
                 "standard output as .npy (without --to npz)",
             )?],
         },
-        Some(p)
-            if is_special(p)
-                && std::fs::File::open(p).is_ok_and(|f| f.is_terminal()) =>
+        Some(p) if is_special(p) && is_terminal(p) =>
         {
             return Err(usage(format!(
                 "refusing to write binary .npy/.npz data to the terminal {}; name a file with -o",
@@ -539,23 +568,46 @@ fn refuse_overwriting_inputs(
     stems: &[String],
     selector: &Selector,
 ) -> Result<()> {
-    let inputs: HashSet<(u64, u64)> = sources
+    // Every input file by device and inode, with the path it was read by.
+    let inputs: HashMap<(u64, u64), PathBuf> = sources
         .iter()
         .flat_map(|s| s.input_files())
-        .filter_map(|p| file_id(&p))
+        .filter_map(|p| file_id(&p).map(|id| (id, p)))
         .collect();
-    let is_input = |p: &Path| file_id(p).is_some_and(|id| inputs.contains(&id));
-    let mut seen: Vec<PathBuf> = Vec::new();
+    let input_at = |p: &Path| file_id(p).and_then(|id| inputs.get(&id));
+    let is_input = |p: &Path| input_at(p).is_some();
+    let mut seen: Vec<(PathBuf, &Job)> = Vec::new();
     for job in jobs {
         let path = match &job.target {
             Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => p,
             _ => continue,
         };
-        if is_input(path) && !matches!(job.target, Target::Dir(_)) && !is_special(path) {
+        if !matches!(job.target, Target::Dir(_)) && path.is_dir() {
             return Err(usage(format!(
-                "refusing to write over the input {}",
+                "{} is a directory, but -o names a file there (.npz/.npy); remove the directory, or name another output",
                 path.display()
             )));
+        }
+        if let Some(input) = input_at(path) {
+            if !matches!(job.target, Target::Dir(_)) && !is_special(path) {
+                let alias = if absolute(input) == absolute(path) {
+                    String::new()
+                } else {
+                    format!(
+                        " {} (the same file as {}, through a hard link, symbolic link or mount)",
+                        input.display(),
+                        path.display()
+                    )
+                };
+                return Err(usage(format!(
+                    "refusing to write over the input{}",
+                    if alias.is_empty() {
+                        format!(" {}", path.display())
+                    } else {
+                        alias
+                    }
+                )));
+            }
         }
         let index = crate::input::with_suffix(path, ".index");
         if is_input(&index) {
@@ -571,13 +623,22 @@ fn refuse_overwriting_inputs(
             }
         }
         let abs = absolute(path);
-        if seen.contains(&abs) {
+        if let Some((_, other)) = seen.iter().find(|(p, _)| *p == abs) {
+            let name = |j: &Job| {
+                j.inputs
+                    .iter()
+                    .map(|&s| sources[s].display_path())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             return Err(usage(format!(
-                "two inputs would both be written to {} (same stem); name the outputs apart",
+                "the inputs {} and {} would both be written to {} (same stem); convert them in separate runs, or into one .npz or directory",
+                name(other),
+                name(job),
                 path.display()
             )));
         }
-        seen.push(abs);
+        seen.push((abs, job));
     }
     Ok(())
 }

@@ -64,7 +64,8 @@ pub fn run(args: ListArgs) -> Result<()> {
             eprintln!("{path}: read as {f}");
         }
     }
-    // Each row carries the format's own name for the element type where it has one (q4_K).
+    // Each row carries the format's own name for the element type where it has one (q4_K), and
+    // the quantization parameters where the format stores them (TFLite).
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
             check_interrupted()?;
@@ -72,7 +73,7 @@ pub fn run(args: ListArgs) -> Result<()> {
                 let dtype = src
                     .source_dtype(i)
                     .unwrap_or_else(|| m.dtype.name().to_string());
-                (src.display_path(), m, dtype)
+                (src.display_path(), m, dtype, src.quantization(i))
             })
         })
     });
@@ -80,21 +81,25 @@ pub fn run(args: ListArgs) -> Result<()> {
     if args.json {
         let mut first = true;
         if args.metadata {
-            let mut all = serde_json::Map::new();
-            for src in &sources {
-                let m = src.metadata()?.unwrap_or(serde_json::Value::Null);
-                all.insert(src.display_path().to_string(), m);
+            // {INPUT: metadata} in sorted order (the last of equal names wins), each input's
+            // metadata streamed by its reader rather than built in memory.
+            let by_path: std::collections::BTreeMap<&str, &dyn crate::tensor::Source> = sources
+                .iter()
+                .map(|s| (s.display_path(), s.as_ref() as &dyn crate::tensor::Source))
+                .collect();
+            write!(out, "{{\"metadata\": {{").map_err(io_error)?;
+            for (i, (path, src)) in by_path.into_iter().enumerate() {
+                let key = Value::from(path).to_string();
+                write!(out, "{}{key}:", if i == 0 { "" } else { "," }).map_err(io_error)?;
+                if !src.write_metadata(&mut out)? {
+                    write!(out, "null").map_err(io_error)?;
+                }
             }
-            write!(
-                out,
-                "{{\"metadata\": {},\n\"tensors\": ",
-                Value::Object(all)
-            )
-            .map_err(io_error)?;
+            write!(out, "}},\n\"tensors\": ").map_err(io_error)?;
         }
         writeln!(out, "[").map_err(io_error)?;
         for row in rows {
-            let (source, m, dtype) = row?;
+            let (source, m, dtype, quantization) = row?;
             if !selector.keep(&m.name) {
                 continue;
             }
@@ -108,6 +113,9 @@ pub fn run(args: ListArgs) -> Result<()> {
                 "source": source,
             });
             let mut obj = obj;
+            if let Some(q) = quantization {
+                obj["quantization"] = q;
+            }
             if let Some((_, f)) = format_of.iter().find(|(p, _)| *p == source) {
                 obj["format"] = json!(f);
             }
@@ -153,7 +161,7 @@ pub fn run(args: ListArgs) -> Result<()> {
     let header = ["NAME", "DTYPE", "NPY", "SHAPE", "BYTES", "KIND"].map(String::from);
     let mut widths = header.clone().map(|h| h.width());
     for row in rows.clone() {
-        let (source, m, dtype) = row?;
+        let (source, m, dtype, _) = row?;
         if selector.keep(&m.name) {
             for (w, c) in widths.iter_mut().zip(cells(source, &m, &dtype)) {
                 *w = (*w).max(c.width());
@@ -179,7 +187,7 @@ pub fn run(args: ListArgs) -> Result<()> {
     };
     print(&mut out, &header)?;
     for row in rows {
-        let (source, m, dtype) = row?;
+        let (source, m, dtype, _) = row?;
         if selector.keep(&m.name) {
             print(&mut out, &cells(source, &m, &dtype))?;
         }

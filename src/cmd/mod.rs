@@ -5,11 +5,12 @@ pub mod convert;
 pub mod devices;
 pub mod list;
 pub mod man;
+pub mod survey;
 pub mod verify;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::cli::InputArgs;
+use crate::cli::{InputArgs, QuantMode};
 use crate::source::{self, bundle::BundleOptions, OpenOptions};
 use crate::structure::{self, StructureOptions};
 use crate::tensor::Source;
@@ -23,13 +24,43 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
     }
     let opts = open_options(args, structure);
     if args.concat {
-        let src = source::example::open_concat(&args.inputs, &opts)?;
+        let src = source::chain::open_concat(&args.inputs, &opts)?;
         return Ok(vec![structure::wrap(src, structure)?]);
     }
     args.inputs
         .iter()
         .map(|p| open_one(p, &opts, structure))
         .collect()
+}
+
+/// The sources opened, and the paths they were opened from.
+pub type Opened = (Vec<Box<dyn Source>>, Vec<std::path::PathBuf>);
+
+/// Opens every input on its own (`--keep-going`): an input that cannot be opened goes to
+/// `failed` (which may stop the run by returning its error) and is left out. Returns the
+/// sources and the paths they were opened from, in order.
+pub fn open_each(
+    args: &InputArgs,
+    structure: &StructureOptions,
+    failed: &mut dyn FnMut(anyhow::Error) -> Result<()>,
+) -> Result<Opened> {
+    if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        return Err(crate::error::usage(
+            "standard input (-) can be given only once",
+        ));
+    }
+    let opts = open_options(args, structure);
+    let (mut sources, mut kept) = (Vec::new(), Vec::new());
+    for p in &args.inputs {
+        match open_one(p, &opts, structure) {
+            Ok(src) => {
+                sources.push(src);
+                kept.push(p.clone());
+            }
+            Err(e) => failed(e)?,
+        }
+    }
+    Ok((sources, kept))
 }
 
 /// Opens input `s` of the command line once more (for a `--jobs` worker), as
@@ -67,8 +98,15 @@ fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
                 list: structure.view == structure::View::List,
             },
         },
-        quant_raw: args.quant == crate::cli::QuantMode::Raw,
+        quant_raw: args.quant == Some(QuantMode::Raw),
+        tflite_quant: match args.quant {
+            None | Some(QuantMode::Raw) => source::tflite::QuantOutput::Stored,
+            Some(QuantMode::Params) => source::tflite::QuantOutput::Params,
+            Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
+        },
         constants: args.constants,
+        step: args.step,
+        weights_only: args.weights_only,
     }
 }
 
@@ -77,14 +115,18 @@ fn open_one(
     opts: &OpenOptions,
     structure: &StructureOptions,
 ) -> Result<Box<dyn Source>> {
-    let src = source::open(p, opts).with_context(|| p.display().to_string())?;
+    let src = source::open(p, opts).map_err(|e| name_input(e, &p.display().to_string()))?;
     let display = src.display_path().to_string();
     // Errors in sparse/ragged component groups (a checksum inside one) name the input.
-    structure::wrap(src, structure).map_err(|e| {
-        if format!("{e:#}").contains(&display) {
-            e
-        } else {
-            e.context(display)
-        }
-    })
+    structure::wrap(src, structure).map_err(|e| name_input(e, &display))
+}
+
+/// `e` with the input's path in front, unless its message already names it (`cannot open
+/// PATH: ...` must not print the path twice).
+pub fn name_input(e: anyhow::Error, display: &str) -> anyhow::Error {
+    if format!("{e:#}").contains(display) {
+        e
+    } else {
+        e.context(display.to_string())
+    }
 }

@@ -49,7 +49,25 @@ pub struct Archive {
 impl Archive {
     /// Reads the central directory. `max_decompressed` bounds what any one member may inflate to.
     pub fn open(data: &FileRange, max_decompressed: u64) -> Result<Archive> {
+        // An archive holding another zip (a .pt2's sample inputs) can mislead the crate's
+        // search for the central directory; an archive that ends with its
+        // end-of-central-directory record (no comment, as torch and NumPy write it) is then
+        // tried as one starting at byte 0. (A reader whose archives always start there refuses
+        // a directory found further in: see [`Archive::offset`].)
+        let mut tail = [0u8; 4];
+        let ends_whole = data.len() >= 22
+            && data.read_at(data.len() - 22, &mut tail).is_ok()
+            && &tail == b"PK\x05\x06";
         let zip = zip::ZipArchive::new(RangeReader::new(data.clone()))
+            .or_else(|e| {
+                if !ends_whole {
+                    return Err(e);
+                }
+                let known = zip::read::Config {
+                    archive_offset: zip::read::ArchiveOffset::Known(0),
+                };
+                zip::ZipArchive::with_config(known, RangeReader::new(data.clone()))
+            })
             .context("not a readable ZIP archive (truncated, or no central directory)")?;
         if zip.has_duplicate_names() {
             bail!(
@@ -84,6 +102,12 @@ impl Archive {
             by_name,
             max_decompressed,
         })
+    }
+
+    /// Where the archive starts in the file: 0 unless data precedes it (or the only central
+    /// directory found belongs to a zip stored inside a truncated one).
+    pub fn offset(&self) -> u64 {
+        self.zip.offset()
     }
 
     /// The central directory, in its order.
@@ -336,6 +360,8 @@ impl Read for Checked {
                         "Bad CRC-32: the data gives {got:08x}, the archive records {want:08x}"
                     )));
                 }
+                // `verify` counts it.
+                crate::checksum::verified(1);
             }
         }
         Ok(n)
@@ -389,6 +415,21 @@ impl MemberData {
 
     pub fn member(&self) -> &Member {
         &self.member
+    }
+
+    /// Checks the bytes without keeping them: a stored member as [`MemberData::range`] does
+    /// (remembered), a deflated one inflated and dropped (for a member no tensor reads).
+    pub fn verify(&self) -> Result<()> {
+        if self.member.deflated
+            && self
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            return self.member.check();
+        }
+        self.range().map(drop)
     }
 
     /// The checked bytes; the first call reads (or inflates) the whole member. A failure is not

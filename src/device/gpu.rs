@@ -32,13 +32,11 @@ pub struct GpuContext {
     slots: Vec<Slot>,
 }
 
+/// The wgpu instance. The binary's `main` sets `XDG_RUNTIME_DIR` first (Vulkan's loader
+/// probes Wayland and complains on stderr when it is unset), while it is still the only thread:
+/// changing the environment here, with `--jobs` workers and the signal thread running, would be
+/// a data race.
 fn instance() -> wgpu::Instance {
-    // Vulkan's loader probes Wayland and complains on stderr when this is unset; any existing
-    // directory quiets it. Set once, before wgpu starts threads of its own.
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        // SAFETY: called before any other thread of this process reads the environment.
-        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
-    }
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
 

@@ -88,6 +88,51 @@ pub struct TensorStats {
     pub upload: Duration,
     pub kernel: Duration,
     pub readback: Duration,
+    /// What the host did: time reading the input, converting and writing the output, and the
+    /// bytes read and written (measured only under `--stats`).
+    pub host: HostTimes,
+}
+
+/// The host's side of one tensor (or of all of them): read, convert and write.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostTimes {
+    pub read: Duration,
+    pub convert: Duration,
+    pub write: Duration,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+impl HostTimes {
+    fn add(&mut self, o: &HostTimes) {
+        self.read += o.read;
+        self.convert += o.convert;
+        self.write += o.write;
+        self.bytes_read += o.bytes_read;
+        self.bytes_written += o.bytes_written;
+    }
+
+    /// Bytes written per second of the whole (read + convert + write), in MB/s.
+    pub fn throughput(&self) -> f64 {
+        let t = (self.read + self.convert + self.write).as_secs_f64();
+        if t == 0.0 {
+            0.0
+        } else {
+            self.bytes_written as f64 / t / 1e6
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "read {} B in {:.3} ms, convert {:.3} ms, write {} B in {:.3} ms ({:.1} MB/s)",
+            self.bytes_read,
+            self.read.as_secs_f64() * 1e3,
+            self.convert.as_secs_f64() * 1e3,
+            self.bytes_written,
+            self.write.as_secs_f64() * 1e3,
+            self.throughput()
+        )
+    }
 }
 
 impl TensorStats {
@@ -98,6 +143,7 @@ impl TensorStats {
         self.upload += o.upload;
         self.kernel += o.kernel;
         self.readback += o.readback;
+        self.host.add(&o.host);
     }
 
     fn rate(bytes: u64, t: Duration) -> f64 {
@@ -118,6 +164,12 @@ impl TensorStats {
             "kernel_s": self.kernel.as_secs_f64(),
             "readback_s": self.readback.as_secs_f64(),
             "readback_gb_per_s": Self::rate(self.d2h_bytes, self.readback),
+            "read_bytes": self.host.bytes_read,
+            "read_s": self.host.read.as_secs_f64(),
+            "convert_s": self.host.convert.as_secs_f64(),
+            "written_bytes": self.host.bytes_written,
+            "write_s": self.host.write.as_secs_f64(),
+            "mb_per_s": self.host.throughput(),
         })
     }
 }
@@ -260,16 +312,34 @@ impl DeviceStage {
         }
     }
 
-    /// Records a tensor that never reaches the device stage (strings).
-    pub fn record_host_only(&mut self, name: &str, why: &str) {
+    /// Records a tensor that never reaches the device stage (strings, plain copies).
+    pub fn record_host_only(&mut self, name: &str, why: &str, host: HostTimes) {
+        self.total.host.add(&host);
         if !self.keep_per_tensor {
             return;
         }
         self.stats.push(TensorStats {
             name: name.into(),
             path: format!("cpu: {why}"),
+            host,
             ..Default::default()
         });
+    }
+
+    /// Adds the host's times of the tensor the device stage just finished (its record is the
+    /// last one kept).
+    pub fn add_host_times(&mut self, host: HostTimes) {
+        self.total.host.add(&host);
+        if self.keep_per_tensor {
+            if let Some(last) = self.stats.last_mut() {
+                last.host.add(&host);
+            }
+        }
+    }
+
+    /// Whether a GPU was opened (the device columns of `--stats` mean something).
+    fn uses_device(&self) -> bool {
+        self.adapter_name().is_some() || self.on_gpu > 0
     }
 
     /// `--stats` output: per tensor and in total.
@@ -291,7 +361,14 @@ impl DeviceStage {
                     "device: {}\n",
                     self.adapter_name().unwrap_or_else(|| "cpu".into())
                 );
+                let device = self.uses_device();
                 for s in self.stats.iter().chain(std::iter::once(&total)) {
+                    if !device {
+                        // On the CPU: what the host did, without device columns of zeros.
+                        let path = if s.name == "total" { "cpu" } else { &s.path };
+                        out.push_str(&format!("{}: {path}; {}\n", s.name, s.host.text()));
+                        continue;
+                    }
                     out.push_str(&format!(
                         "{}: {}; host-to-device {} B in {:.3} ms, kernel {:.3} ms, device-to-host {} B in {:.3} ms ({:.2} GB/s)\n",
                         s.name,
@@ -303,6 +380,7 @@ impl DeviceStage {
                         s.readback.as_secs_f64() * 1e3,
                         TensorStats::rate(s.d2h_bytes, s.readback)
                     ));
+                    out.push_str(&format!("  host: {}\n", s.host.text()));
                 }
                 out
             }

@@ -4,7 +4,8 @@
 //! target (`DIR/.tensor2npy-<pid>-*.tmp/`, so that the final renames stay on one file system);
 //! once all are written, and no interrupt has arrived, each is renamed to its place. A failure
 //! before that leaves the target as it was (directories this run created are removed again), and
-//! two runs writing the same files both succeed, the last rename of each file winning.
+//! two runs writing the same files both succeed, the last rename of each file winning. A
+//! symbolic link already in the directory is never written through when it leads out of it.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -70,6 +71,34 @@ impl DirSink {
         Ok(BufWriter::with_capacity(BUFFER, file))
     }
 
+    /// Refuses a destination whose folders pass through a symbolic link that leads out of the
+    /// target directory (a link already in it): nothing is ever written outside `-o DIR`. A
+    /// link that stays inside is followed; the file itself replaces a link of its own name.
+    fn check_inside(&self, root: &Path, rel: &Path) -> Result<()> {
+        let mut at = self.target.clone();
+        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(c);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let real = at.canonicalize().ok();
+                    if real.as_ref().is_none_or(|r| !r.starts_with(root)) {
+                        bail!(
+                            "cannot write {}: {} is a symbolic link that leads out of the output directory{}",
+                            self.target.join(rel).display(),
+                            at.display(),
+                            real.map(|r| format!(" (to {})", r.display()))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(_) => {}
+                // Not there yet: this run creates it, and nothing below it.
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
     /// Moves staged file `i` to its place, creating the directories its name asks for.
     fn commit_one(&self, stage: &Path, i: usize, rel: &Path) -> Result<()> {
         let from = stage.join(i.to_string());
@@ -108,6 +137,13 @@ impl Sink for DirSink {
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         crate::error::check_interrupted()?;
+        let root = self
+            .target
+            .canonicalize()
+            .map_err(|e| path_error("cannot resolve", &self.target, e))?;
+        for rel in &self.files {
+            self.check_inside(&root, rel)?;
+        }
         let (stage, lock) = self.stage.take().expect("finished twice");
         for (i, rel) in self.files.iter().enumerate() {
             self.commit_one(stage.path(), i, rel)?;

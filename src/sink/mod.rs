@@ -116,6 +116,16 @@ pub struct Member<'a> {
 }
 
 impl<'a> Member<'a> {
+    /// A member over any writer, for tests.
+    #[cfg(test)]
+    pub fn reserved_local(inner: Box<dyn MemberWriter + 'a>, data_len: u64) -> Member<'a> {
+        Member {
+            inner,
+            written: 0,
+            data_len,
+        }
+    }
+
     /// The member of a writer handed out by [`Sink::reserve`].
     pub fn reserved(inner: Box<dyn MemberWriter + Send + 'a>, data_len: u64) -> Member<'a> {
         Member {
@@ -126,13 +136,28 @@ impl<'a> Member<'a> {
     }
 
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.written += data.len() as u64;
+        self.grow(data.len() as u64)?;
         self.inner.write(data)
     }
 
     pub fn copy(&mut self, range: &FileRange) -> Result<()> {
-        self.written += range.len();
+        self.grow(range.len())?;
         self.inner.copy(range)
+    }
+
+    /// Counts `n` more data bytes, refusing them before they are written when they would pass
+    /// the length the header promises (what `--max-output` charged).
+    fn grow(&mut self, n: u64) -> Result<()> {
+        match self.written.checked_add(n) {
+            Some(w) if w <= self.data_len => {
+                self.written = w;
+                Ok(())
+            }
+            _ => bail!(
+                "internal: {n} more data bytes would pass the {} the header promises",
+                self.data_len
+            ),
+        }
     }
 
     /// Ends the member, refusing a short or long one.
@@ -233,11 +258,56 @@ pub fn is_special(path: &Path) -> bool {
     })
 }
 
+/// Whether `p` is a terminal (`-o /dev/tty`). Only a character device is opened to find out,
+/// and for writing, without blocking: opening a FIFO for reading would wait for a writer forever.
+pub fn is_terminal(p: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    std::fs::metadata(p).is_ok_and(|m| m.file_type().is_char_device())
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(p)
+            .is_ok_and(|f| std::io::IsTerminal::is_terminal(&f))
+}
+
+/// Opens a device, FIFO or socket for writing. A FIFO is opened without blocking and retried
+/// until a reader opens it, so that the wait ends with Ctrl-C (a blocking `open` of a FIFO
+/// without a reader never returns, and is restarted after a signal); it is then written as a
+/// stream, like standard output. Nothing here ever opens the output for reading.
 fn open_special(path: &Path) -> Result<File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open {} for writing", path.display()))
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let context = || format!("cannot open {} for writing", path.display());
+    let fifo = fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    if !fifo {
+        return fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(context);
+    }
+    let file = loop {
+        match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => break f,
+            // ENXIO: no process has the FIFO open for reading yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                crate::error::check_interrupted()?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(context),
+        }
+    };
+    // Writes block again (the reader sets the pace), as they do to a pipe on standard output.
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(context);
+    }
+    Ok(file)
 }
 
 /// A single `.npy` file (exactly one tensor).

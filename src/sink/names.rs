@@ -11,6 +11,46 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
+/// Endings of file formats that an output path is unlikely to mean as a directory: `-o x.npy.gz`
+/// or `-o weights.zip` writes a directory of `.npy` files (only `.npz` and `.npy` name a
+/// file), which [`looks_like_a_file`] says in a note.
+const FILE_ENDINGS: &[&str] = &[
+    ".npy.gz",
+    ".npz.gz",
+    ".gz",
+    ".bz2",
+    ".xz",
+    ".zst",
+    ".zip",
+    ".tar",
+    ".tgz",
+    ".7z",
+    ".h5",
+    ".hdf5",
+    ".pt",
+    ".pth",
+    ".bin",
+    ".safetensors",
+    ".pkl",
+    ".json",
+    ".txt",
+    ".csv",
+];
+
+/// A note for a directory output whose name looks like a file (`x.npy.gz`, `weights.zip`),
+/// unless that directory exists already.
+pub fn looks_like_a_file(dir: &std::path::Path) -> Option<String> {
+    let name = dir.file_name()?.to_string_lossy().to_lowercase();
+    let ending = FILE_ENDINGS.iter().find(|e| name.ends_with(*e))?;
+    if dir.is_dir() {
+        return None;
+    }
+    Some(format!(
+        "{} will be a directory of .npy files, not a {ending} file: only -o X.npz and -o X.npy name a file",
+        dir.display()
+    ))
+}
+
 /// The longest file name component most filesystems accept.
 const MAX_COMPONENT: usize = 255;
 

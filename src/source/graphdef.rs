@@ -298,10 +298,9 @@ pub fn with_saved_model_constants(
         opts.max_fill_bytes,
     )
     .with_context(|| pb.display().to_string())?;
-    Ok(Box::new(crate::source::chain::Chain::new(
-        variables,
-        Box::new(constants),
-    )?))
+    Ok(Box::new(
+        crate::source::chain::Chain::pair(variables, Box::new(constants))?.finish(),
+    ))
 }
 
 /// The constants of a frozen graph (or of the graphs of a `saved_model.pb`) as tensors.

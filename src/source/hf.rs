@@ -2,24 +2,28 @@
 //! `model.safetensors.index.json` / `pytorch_model.bin.index.json` (or a variant such as
 //! `model.safetensors.index.fp16.json`), whose `weight_map` names the shard of every tensor, or
 //! a directory with a single `model.safetensors` / `pytorch_model.bin` (diffusers'
-//! `diffusion_pytorch_model.*` names too); the same for Flax (`flax_model.msgpack.index.json`,
-//! `flax_model.msgpack`). The shards are opened with the safetensors, PyTorch and Flax readers
-//! and merged into one source; names are kept as the
-//! shards store them (no stem prefix). Every shard the index names must exist and every
-//! `weight_map` entry must be in its shard, so an interrupted download is an error naming the
-//! missing file.
+//! `diffusion_pytorch_model.*` names too, and any of them with a variant such as
+//! `diffusion_pytorch_model.fp16.safetensors`); the same for Flax (`flax_model.msgpack.index.json`,
+//! `flax_model.msgpack`). The folder may be local or a prefix in a bucket.
+//!
+//! The shards are parts of one [`Chain`] (`chain.rs`), opened through the registry with the
+//! safetensors, PyTorch and Flax readers and the open options of the command line; names are
+//! kept as the shards store them (no stem prefix). Every shard the index names must exist and
+//! every `weight_map` entry must be in its shard, so an interrupted download is an error naming
+//! the missing file. Other weights files in the folder that the layout does not read (an
+//! `a.safetensors` beside `model.safetensors`, as `from_pretrained` reads `model.safetensors`
+//! alone) are named in a note. Symbolic links follow the rule of `folder.rs`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::flax::FlaxSource;
-use super::safetensors::SafetensorsSource;
-use super::torch::TorchSource;
-use crate::input::{self, FileRange};
+use super::chain::Chain;
+use super::folder;
+use crate::input;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::Source;
 
 pub static READER: Reader = Reader {
     name: "huggingface",
@@ -42,6 +46,9 @@ const SINGLES: [&str; 5] = [
     "flax_model.msgpack",
 ];
 
+/// The largest index file read.
+const MAX_INDEX: u64 = 256 << 20;
+
 /// `<name>.safetensors.index.json` or `<name>.bin.index.json`, with an optional variant before
 /// `.json` (`model.safetensors.index.fp16.json`).
 fn is_index_name(name: &str) -> bool {
@@ -58,43 +65,41 @@ fn is_index_name(name: &str) -> bool {
         })
 }
 
-/// The index files in a folder, sorted.
-fn index_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| is_index_name(&e.file_name().to_string_lossy()) && e.path().is_file())
-        .map(|e| e.path())
-        .collect();
-    found.sort();
-    found
+/// A single weights file saved with a variant (`model.fp16.safetensors`,
+/// `pytorch_model.fp16.bin`, `diffusion_pytorch_model.fp16.safetensors`), not a shard (`-of-`).
+fn is_variant_single(name: &str) -> bool {
+    [
+        ("model.", ".safetensors"),
+        ("pytorch_model.", ".bin"),
+        ("diffusion_pytorch_model.", ".safetensors"),
+        ("diffusion_pytorch_model.", ".bin"),
+        ("flax_model.", ".msgpack"),
+    ]
+    .iter()
+    .any(|(p, e)| {
+        name.len() > p.len() + e.len()
+            && name.starts_with(p)
+            && name.ends_with(e)
+            && !name.contains("-of-")
+    })
 }
 
-/// `model.<variant>.safetensors` / `pytorch_model.<variant>.bin`, not a shard (`-of-`).
-fn is_variant_single(name: &str) -> bool {
-    [("model.", ".safetensors"), ("pytorch_model.", ".bin")]
+/// A file that holds weights in a format a Hugging Face folder may carry.
+fn is_weights_name(name: &str) -> bool {
+    [".safetensors", ".bin", ".msgpack", ".pt", ".pth", ".h5"]
         .iter()
-        .any(|(p, e)| {
-            name.len() > p.len() + e.len()
-                && name.starts_with(p)
-                && name.ends_with(e)
-                && !name.contains("-of-")
-        })
+        .any(|e| name.len() > e.len() && name.ends_with(e))
 }
 
 fn sniff(input: &Input) -> Sniff {
     if input.is_dir {
-        let has_single = SINGLES.iter().any(|n| input.path.join(n).is_file())
-            || std::fs::read_dir(&input.path)
-                .into_iter()
-                .flatten()
-                .any(|e| e.is_ok_and(|e| is_variant_single(&e.file_name().to_string_lossy())));
-        return if has_single || !index_files(&input.path).is_empty() {
-            Sniff::Yes
-        } else {
-            Sniff::No
+        let Ok(names) = folder::files(&input.path) else {
+            return Sniff::No;
         };
+        let found = names
+            .iter()
+            .any(|n| SINGLES.contains(&n.as_str()) || is_variant_single(n) || is_index_name(n));
+        return if found { Sniff::Yes } else { Sniff::No };
     }
     let name = input
         .path
@@ -114,244 +119,177 @@ enum Layout {
     Single(PathBuf),
 }
 
-fn locate(dir: &Path) -> Result<Layout> {
-    for name in INDEXES {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Ok(Layout::Index(p));
-        }
-    }
-    let mut variants = index_files(dir);
-    match variants.len() {
-        0 => {}
-        1 => return Ok(Layout::Index(variants.remove(0))),
+/// The one of `found` to read, or an error when there are several.
+fn one_of(dir: &Path, mut found: Vec<&String>, what: &str) -> Result<Option<PathBuf>> {
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(dir.join(found.remove(0)))),
         _ => bail!(
-            "{} holds several index files ({}): pass the one to read",
+            "{} holds several {what} ({}): pass the one to read",
             dir.display(),
-            variants
+            found
                 .iter()
-                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
-    for name in SINGLES {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Ok(Layout::Single(p));
-        }
+}
+
+fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
+    let has = |n: &str| names.iter().any(|m| m == n);
+    if let Some(n) = INDEXES.iter().find(|n| has(n)) {
+        return Ok(Layout::Index(dir.join(n)));
     }
-    // `save_pretrained(variant="fp16")` of an unsharded model: `model.fp16.safetensors` or
-    // `pytorch_model.fp16.bin`.
-    let mut singles: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| is_variant_single(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    singles.sort();
-    match singles.len() {
-        0 => {}
-        1 => return Ok(Layout::Single(singles.remove(0))),
-        _ => bail!(
-            "{} holds several weights files ({}): pass the one to read",
-            dir.display(),
-            singles
-                .iter()
-                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let variants = names.iter().filter(|n| is_index_name(n)).collect();
+    if let Some(p) = one_of(dir, variants, "index files")? {
+        return Ok(Layout::Index(p));
+    }
+    if let Some(n) = SINGLES.iter().find(|n| has(n)) {
+        return Ok(Layout::Single(dir.join(n)));
+    }
+    // `save_pretrained(variant="fp16")` of an unsharded model: `model.fp16.safetensors`,
+    // `pytorch_model.fp16.bin`, `diffusion_pytorch_model.fp16.safetensors`.
+    let singles = names.iter().filter(|n| is_variant_single(n)).collect();
+    if let Some(p) = one_of(dir, singles, "weights files")? {
+        return Ok(Layout::Single(p));
     }
     bail!(
-        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors or pytorch_model[.VARIANT].bin)",
+        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors, pytorch_model[.VARIANT].bin or diffusion_pytorch_model[.VARIANT].safetensors)",
         dir.display()
     )
 }
 
-fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let layout = if input.is_dir {
-        locate(&input.path)?
+/// The reader of one weights file, by its extension.
+fn reader_for(p: &Path) -> &'static Reader {
+    match p.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => &super::safetensors::READER,
+        Some("msgpack") => &super::flax::READER,
+        _ => &super::torch::READER,
+    }
+}
+
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let (dir, layout, names) = if input.is_dir {
+        let names = folder::files(&input.path)?;
+        let layout = locate(&input.path, &names)?;
+        (input.path.clone(), layout, Some(names))
     } else {
-        Layout::Index(input.path.clone())
+        let dir = input.path.parent().unwrap_or(Path::new("")).to_path_buf();
+        (dir, Layout::Index(input.path.clone()), None)
     };
-    Ok(Box::new(match layout {
-        Layout::Index(p) => HfSource::from_index(&input.display, &p)?,
+    let (mut chain, read) = match layout {
+        Layout::Index(p) => from_index(&input.display, &p, opts)?,
         Layout::Single(p) => {
-            let mut src = HfSource::new(&input.display);
-            src.add_shard(&p)?;
-            src
+            let mut chain = Chain::new(&input.display);
+            folder::check_inside(&dir, &p)?;
+            chain.push_path(&p, reader_for(&p), opts)?;
+            (chain, vec![p])
         }
-    }))
-}
-
-pub struct HfSource {
-    path: String,
-    parts: Vec<Box<dyn Source>>,
-    /// Tensor `i` is tensor `.1` of part `.0`.
-    index: Vec<(usize, usize)>,
-    metas: Vec<TensorMeta>,
-    names: HashSet<String>,
-    notes: Vec<String>,
-    /// The index file, besides the shards.
-    files: Vec<PathBuf>,
-}
-
-impl HfSource {
-    fn new(display: &str) -> HfSource {
-        HfSource {
-            path: display.to_string(),
-            parts: Vec::new(),
-            index: Vec::new(),
-            metas: Vec::new(),
-            names: HashSet::new(),
-            notes: Vec::new(),
-            files: Vec::new(),
-        }
-    }
-
-    /// Opens every shard an index file names and checks its `weight_map`.
-    pub fn from_index(display: &str, index_path: &Path) -> Result<HfSource> {
-        let index = FileRange::whole(input::open_file(index_path)?)?;
-        if index.len() > 256 << 20 {
-            bail!("{} is larger than 256 MiB", index_path.display());
-        }
-        let text = index
-            .read_vec(0, index.len() as usize)
-            .with_context(|| format!("cannot read {}", index_path.display()))?;
-        let json: serde_json::Value = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
-        let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-            bail!("{} has no \"weight_map\" object", index_path.display());
-        };
-        let dir = index_path.parent().unwrap_or(Path::new("."));
-        let mut wanted: HashMap<&str, &str> = HashMap::new();
-        let mut shards = BTreeSet::new();
-        for (tensor, shard) in map {
-            let Some(shard) = shard.as_str() else {
-                bail!(
-                    "{}: the shard of '{tensor}' is not a string",
-                    index_path.display()
-                );
+    };
+    if let Some(names) = names {
+        let read: Vec<&std::ffi::OsStr> = read.iter().filter_map(|p| p.file_name()).collect();
+        let left: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                is_weights_name(n) && !read.iter().any(|r| *r == std::ffi::OsStr::new(n.as_str()))
+            })
+            .collect();
+        if !left.is_empty() {
+            let shown: Vec<&str> = left.iter().take(5).map(|s| s.as_str()).collect();
+            let more = match left.len() {
+                n if n > 5 => format!(" and {} more", n - 5),
+                _ => String::new(),
             };
-            let rel = Path::new(shard);
-            if shard.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-                bail!(
-                    "{}: the shard '{shard}' of '{tensor}' is not a file name inside the folder",
-                    index_path.display()
-                );
-            }
-            wanted.insert(tensor, shard);
-            shards.insert(shard);
+            chain.add_note(format!(
+                "left out {} other weights file{} of the folder ({}{more}), as from_pretrained leaves {} out: pass {} as inputs to convert {}",
+                left.len(),
+                if left.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if left.len() == 1 { "it" } else { "them" },
+                if left.len() == 1 { "it" } else { "them" },
+                if left.len() == 1 { "it" } else { "them" },
+            ));
         }
-        let mut src = HfSource::new(display);
-        src.files.push(index_path.to_path_buf());
-        let mut shard_of_tensor: HashMap<String, String> = HashMap::new();
-        for shard in &shards {
-            let p = dir.join(shard);
-            if !p.is_file() {
-                bail!(
-                    "shard {} is missing (the index {} names it; an interrupted download?)",
-                    p.display(),
-                    index_path.display()
-                );
-            }
-            let first = src.metas.len();
-            src.add_shard(&p)?;
-            for m in &src.metas[first..] {
-                shard_of_tensor.insert(m.name.clone(), shard.to_string());
-            }
-        }
-        for (tensor, shard) in &wanted {
-            if shard_of_tensor.get(*tensor).map(String::as_str) != Some(shard) {
-                bail!(
-                    "tensor '{tensor}' is not in {} although {} says so",
-                    dir.join(shard).display(),
-                    index_path.display()
-                );
-            }
-        }
-        Ok(src)
     }
-
-    /// Adds every tensor of one weights file.
-    fn add_shard(&mut self, p: &Path) -> Result<()> {
-        let display = p.display().to_string();
-        let data = FileRange::whole(input::open_file(p)?)?;
-        let files = vec![p.to_path_buf()];
-        let part: Box<dyn Source> = if p.extension().is_some_and(|e| e == "safetensors") {
-            Box::new(SafetensorsSource::open(&display, files, data).context(display.clone())?)
-        } else if p.extension().is_some_and(|e| e == "msgpack") {
-            let stem = super::stem(p);
-            Box::new(FlaxSource::open(&display, files, data, &stem).context(display.clone())?)
-        } else {
-            let stem = super::stem(p);
-            Box::new(TorchSource::open(&display, files, data, &stem).context(display.clone())?)
-        };
-        let k = self.parts.len();
-        for note in part.notes() {
-            self.notes.push(format!("{display}: {note}"));
-        }
-        for i in 0..part.len() {
-            let meta = part.meta(i).with_context(|| display.clone())?;
-            if !self.names.insert(meta.name.clone()) {
-                bail!(
-                    "tensor '{}' appears in more than one shard ({display})",
-                    meta.name
-                );
-            }
-            self.metas.push(meta);
-            self.index.push((k, i));
-        }
-        self.parts.push(part);
-        Ok(())
-    }
+    Ok(Box::new(chain.finish()))
 }
 
-impl Source for HfSource {
-    fn display_path(&self) -> &str {
-        &self.path
+/// Opens every shard an index file names and checks its `weight_map`; also returns the shards.
+fn from_index(
+    display: &str,
+    index_path: &Path,
+    opts: &OpenOptions,
+) -> Result<(Chain, Vec<PathBuf>)> {
+    let text = input::read_small(index_path, MAX_INDEX)
+        .with_context(|| format!("cannot read {}", index_path.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
+    let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+        bail!("{} has no \"weight_map\" object", index_path.display());
+    };
+    let dir = index_path.parent().unwrap_or(Path::new(""));
+    let mut wanted: HashMap<&str, &str> = HashMap::new();
+    let mut shards = BTreeSet::new();
+    for (tensor, shard) in map {
+        let Some(shard) = shard.as_str() else {
+            bail!(
+                "{}: the shard of '{tensor}' is not a string",
+                index_path.display()
+            );
+        };
+        if !is_file_name(shard) {
+            bail!(
+                "{}: the shard '{shard}' of '{tensor}' is not a file name inside the folder",
+                index_path.display()
+            );
+        }
+        wanted.insert(tensor, shard);
+        shards.insert(shard);
     }
+    let mut chain = Chain::new(display);
+    if input::url_of(index_path).is_none() {
+        chain.add_file(index_path.to_path_buf());
+    }
+    let mut shard_of_tensor: HashMap<String, &str> = HashMap::new();
+    let mut paths = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        let p = dir.join(shard);
+        if !input::is_file(&p) {
+            bail!(
+                "shard {} is missing (the index {} names it; an interrupted download?)",
+                p.display(),
+                index_path.display()
+            );
+        }
+        folder::check_inside(dir, &p)?;
+        let first = chain.metas().len();
+        chain.push_path(&p, reader_for(&p), opts)?;
+        for m in &chain.metas()[first..] {
+            shard_of_tensor.insert(m.name.clone(), shard);
+        }
+        paths.push(p);
+    }
+    for (tensor, shard) in &wanted {
+        if shard_of_tensor.get(*tensor) != Some(shard) {
+            bail!(
+                "tensor '{tensor}' is not in {} although {} says so",
+                dir.join(shard).display(),
+                index_path.display()
+            );
+        }
+    }
+    paths.push(index_path.to_path_buf());
+    Ok((chain, paths))
+}
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
-    }
-
-    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let (p, i) = self.index[index];
-        let part = &mut self.parts[p];
-        let display = part.display_path().to_string();
-        part.read_dense(i, chunk, sink).context(display)
-    }
-
-    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
-        let (p, i) = self.index[index];
-        self.parts[p].read_strings(i, sink)
-    }
-
-    fn raw_range(&self, index: usize) -> Option<FileRange> {
-        let (p, i) = self.index[index];
-        self.parts[p].raw_range(i)
-    }
-
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        let (p, i) = self.index[index];
-        self.parts[p].source_dtype(i)
-    }
-
-    fn input_files(&self) -> Vec<PathBuf> {
-        let mut files = self.files.clone();
-        files.extend(self.parts.iter().flat_map(|p| p.input_files()));
-        files
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
+/// A relative path inside the folder: not empty, no root, no `..`.
+pub(crate) fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('\0')
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let weights = weights_member(input.data()?, opts.max_decompressed)?;
+    let data = input.data()?;
+    let weights = weights_member(data, opts.max_decompressed)?;
     // A stored member is parsed in place and checked before its first tensor goes out; a
     // deflated one was checked as it inflated.
     let bytes = match weights.member().stored_range() {
@@ -58,7 +59,35 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
             return Err(e.context(format!("{WEIGHTS} inside the .keras archive")));
         }
     };
-    Ok(Box::new(KerasSource { inner, weights }))
+    // A config that cannot be read only spoils the listing of metadata, not the weights.
+    let json = archive_json(data, opts.max_decompressed)
+        .unwrap_or_else(|e| serde_json::Value::String(format!("unreadable: {e:#}")));
+    Ok(Box::new(KerasSource {
+        inner: inner.with_metadata(Some(json)),
+        weights,
+    }))
+}
+
+/// The archive's `config.json` (the model's architecture) and `metadata.json` (Keras version,
+/// date saved) as `{"config": ..., "metadata": ...}`, each `null` when absent; each at most
+/// 16 MiB, read through `container/zip.rs` (headers and CRC-32 checked).
+fn archive_json(data: &FileRange, max_decompressed: u64) -> Result<serde_json::Value> {
+    let mut zip = Archive::open(data, max_decompressed)?;
+    let mut out = serde_json::Map::new();
+    for (key, member) in [("config", "config.json"), ("metadata", "metadata.json")] {
+        let value = match zip.index_of(member) {
+            Some(i) => {
+                let text = zip
+                    .member(i)?
+                    .read_vec(16 << 20)
+                    .with_context(|| format!("cannot read {member}"))?;
+                serde_json::from_slice(&text).with_context(|| format!("{member} is not JSON"))?
+            }
+            None => serde_json::Value::Null,
+        };
+        out.insert(key.into(), value);
+    }
+    Ok(out.into())
 }
 
 /// `model.weights.h5` of the archive, opened with its headers checked; its bytes are checked
@@ -129,8 +158,16 @@ impl Source for KerasSource {
         self.inner.host_decode(index)
     }
 
+    fn quantization(&self, index: usize) -> Option<serde_json::Value> {
+        self.inner.quantization(index)
+    }
+
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         self.inner.metadata()
+    }
+
+    fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {
+        self.inner.write_metadata(out)
     }
 
     fn format(&self) -> Option<&str> {

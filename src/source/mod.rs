@@ -17,22 +17,28 @@ pub mod bundle;
 pub mod chain;
 pub mod example;
 pub mod flax;
+pub mod folder;
 pub mod gguf;
 pub mod graphdef;
 pub mod hdf5;
 pub mod hf;
 pub mod keras;
+pub mod keras_sharded;
 pub mod numpy;
 pub mod onnx;
+pub mod orbax;
 pub mod pbwalk;
 pub mod pickle;
 pub mod proto;
 pub mod safetensors;
 pub mod tensorproto;
+pub mod tfevents;
+pub mod tflite;
 pub mod tfrecord;
 mod tfrecord_io;
 pub mod torch;
 pub mod wire;
+pub mod zarr;
 
 use std::path::{Path, PathBuf};
 
@@ -47,13 +53,19 @@ pub static READERS: &[&Reader] = &[
     &bundle::SAVEDMODEL,
     &hf::READER,
     &torch::READER,
+    &torch::plain::READER,
     &safetensors::READER,
     &example::READER,
     &gguf::READER,
     &hdf5::READER,
     &keras::READER,
     &numpy::READER,
+    &keras_sharded::READER,
     &flax::READER,
+    &tflite::READER,
+    &tfevents::READER,
+    &orbax::READER,
+    &zarr::READER,
     &tfrecord::READER,
     &onnx::READER,
     &graphdef::READER,
@@ -98,8 +110,15 @@ pub struct OpenOptions {
     pub example: example::ExampleOptions,
     /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
     pub quant_raw: bool,
+    /// TFLite: quantized tensors as stored, with their parameters, or dequantized (`--quant`).
+    pub tflite_quant: tflite::QuantOutput,
     /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
     pub constants: bool,
+    /// `--step`: the step of an Orbax CheckpointManager root (default: the latest).
+    pub step: Option<u64>,
+    /// `--weights-only`: pickles may name only the globals `torch.load(weights_only=True)`
+    /// allows; classes are refused instead of read as records.
+    pub weights_only: bool,
 }
 
 /// What a reader sees of one input before opening it.
@@ -208,7 +227,7 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
     } else if !is_dir && arg.exists() {
         // A pipe or device (`<(...)`, /dev/stdin): copied to a temporary file like stdin, so
         // that it can be sniffed and read at any offset.
-        let file = input::open_file(arg)?;
+        let file = input::open_stream(arg)?;
         (Some(FileRange::whole(input::spool(file)?)?), Vec::new())
     } else {
         (None, Vec::new())
@@ -230,7 +249,7 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
 }
 
 /// The reader the registry picks for `input`.
-fn choose(input: &Input) -> Result<&'static Reader> {
+pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
     let verdicts: Vec<Sniff> = READERS.iter().map(|r| (r.sniff)(input)).collect();
     for level in [Sniff::Yes, Sniff::Maybe] {
         let candidates = || {
@@ -255,7 +274,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
             input.display
         );
     }
@@ -315,16 +334,13 @@ pub fn looks_like_text(head: &[u8]) -> bool {
 /// The name of an input without the extensions any reader recognises, as the contract defines
 /// `stem`: `dir/data.tfrecord.gz` → `data`.
 pub fn stem(path: &Path) -> String {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| {
-            // `dir/` or `.`: take the last real component.
-            path.canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "stdin".into())
-        });
+    let mut name = path.file_name().map(escaped_name).unwrap_or_else(|| {
+        // `dir/` or `.`: take the last real component.
+        path.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(escaped_name))
+            .unwrap_or_else(|| "stdin".into())
+    });
     let exts = || READERS.iter().flat_map(|r| r.extensions.iter());
     while let Some(e) = exts()
         .find(|e| name.len() > e.len() && name.to_lowercase().ends_with(&e.to_lowercase()[..]))
@@ -334,9 +350,41 @@ pub fn stem(path: &Path) -> String {
     name
 }
 
+/// A file name as text: itself when it is UTF-8; otherwise each byte that is not part of valid
+/// UTF-8 becomes `%XX`, and `%` itself `%25`, so that the original bytes can be recovered by
+/// percent-decoding (instead of U+FFFD, which loses them and makes names collide).
+pub fn escaped_name(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = name.to_str() {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_escaped_reversibly() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"w\xe9ights%1.safetensors");
+        assert_eq!(escaped_name(raw), "w%E9ights%251.safetensors");
+        assert_eq!(stem(Path::new(raw)), "w%E9ights%251");
+        assert_eq!(escaped_name(std::ffi::OsStr::new("50%.pt")), "50%.pt");
+    }
 
     #[test]
     fn stem_strips_every_recognised_extension_but_keeps_others() {

@@ -51,6 +51,8 @@ pub struct SafetensorsSource {
     /// The tensors whose safetensors dtype has no NumPy form (`F4`, `F6_E2M3`, ...), listed as
     /// dtype `resource`: an error when converted, left out with `--skip-unsupported`.
     unsupported: Vec<(usize, String)>,
+    /// The header's `__metadata__` (string keys and values), for `list --metadata`.
+    metadata: Option<serde_json::Value>,
     notes: Vec<String>,
 }
 
@@ -73,6 +75,7 @@ impl SafetensorsSource {
         let (header_len, parsed) = parse_header(&data)?;
         let data_start = 8 + header_len as u64;
         let Parsed {
+            metadata,
             names,
             dims,
             tensors,
@@ -86,6 +89,7 @@ impl SafetensorsSource {
             dims: Vec::with_capacity(dims.len()),
             unsupported: Vec::new(),
             notes: Vec::new(),
+            metadata: metadata.map(|m| serde_json::json!(m)),
         };
         // In offset order, as the crate orders them.
         let mut order: Vec<usize> = (0..tensors.len()).collect();
@@ -160,6 +164,8 @@ impl SafetensorsSource {
 /// its dtype name and offsets (in file order of the JSON, not yet sorted).
 #[derive(Default)]
 struct Parsed {
+    /// The `__metadata__` object (string to string), in key order.
+    metadata: Option<std::collections::BTreeMap<String, String>>,
     names: String,
     dims: Vec<u64>,
     tensors: Vec<Parsed1>,
@@ -214,7 +220,7 @@ impl<'de> serde::de::Visitor<'de> for HeaderVisitor {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == "__metadata__" {
-                map.next_value::<std::collections::HashMap<String, String>>()?;
+                p.metadata = Some(map.next_value()?);
                 continue;
             }
             let info = map.next_value::<Info>()?;
@@ -282,6 +288,10 @@ impl<'de> serde::Deserialize<'de> for Info {
 impl Source for SafetensorsSource {
     fn display_path(&self) -> &str {
         &self.path
+    }
+
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(self.metadata.clone())
     }
 
     fn len(&self) -> usize {

@@ -27,11 +27,14 @@ pub static READER: Reader = Reader {
 /// A record header whose length CRC checks out; or a GZIP / ZLIB stream, which only
 /// TFRecords are compressed as. Only `Maybe` when the first record is a `tf.train.Example`, so
 /// that the Example reader wins even for names that end in `.gz` / `.zz` only (TFDS shards
-/// `train.tfrecord-00000-of-00004.gz`).
+/// `train.tfrecord-00000-of-00004.gz`); the same for TensorBoard event files, whichever their
+/// name.
 fn sniff_input(input: &Input) -> Sniff {
     if !(sniff(&input.head) || Compression::sniff(&input.head).is_some()) {
         Sniff::No
-    } else if (super::example::READER.sniff)(input) == Sniff::Yes {
+    } else if (super::example::READER.sniff)(input) == Sniff::Yes
+        || (super::tfevents::READER.sniff)(input) == Sniff::Yes
+    {
         Sniff::Maybe
     } else {
         Sniff::Yes
@@ -138,6 +141,9 @@ impl TfRecordSource {
             let len = u64::from_le_bytes(header[..8].try_into().unwrap());
             let stored = u32::from_le_bytes(header[8..].try_into().unwrap());
             if mask_crc(crc32c::crc32c(&header[..8])) != stored {
+                if index == 0 {
+                    bail!("not a TFRecord file: its first 12 bytes are not a record header (the length checksum does not match)");
+                }
                 bail!("{}: length checksum mismatch (corrupt file)", at());
             }
             let body_start = pos + 12;
@@ -158,6 +164,7 @@ impl TfRecordSource {
             if mask_crc(crc) != u32::from_le_bytes(trailer[..].try_into().unwrap()) {
                 bail!("{}: data checksum mismatch (corrupt file)", at());
             }
+            crate::checksum::verified(2);
             if len == 0 {
                 bail!(
                     "{}: the record is empty, not a serialized TensorProto",

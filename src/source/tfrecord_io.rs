@@ -99,6 +99,7 @@ impl Records {
             if mask_crc(crc32c::crc32c(payload)) != stored {
                 bail!("{}: data checksum mismatch (corrupt file)", at());
             }
+            crate::checksum::verified(2);
         }
         Ok(Some((pos, payload)))
     }

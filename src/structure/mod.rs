@@ -261,7 +261,8 @@ impl Structured {
         }
 
         let mut items = Vec::new();
-        let mut notes = Vec::new();
+        // The reader's own notes (a checkpoint written without CRC-32s) come first.
+        let mut notes = inner.notes().to_vec();
         let mut skipped_variants: Vec<String> = Vec::new();
         for (i, m) in metas.iter().enumerate() {
             if let Some(&first) = grouped.get(&i) {

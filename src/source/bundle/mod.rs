@@ -344,6 +344,9 @@ impl BundleSource {
                 e.crc32c
             );
         }
+        if verify {
+            crate::checksum::verified(1);
+        }
         Ok(())
     }
 
@@ -373,10 +376,16 @@ impl BundleSource {
             if verify && mask_crc(crc) != u32::from_le_bytes(stored[..].try_into().unwrap()) {
                 return Err(corrupt("element checksum"));
             }
+            if verify {
+                crate::checksum::verified(1);
+            }
             crc = crc32c::crc32c_append(crc, &stored);
         }
         if verify && (mask_crc(crc) != e.crc32c || !c.at_end()) {
             bail!("checksum mismatch: the variant entry is corrupt");
+        }
+        if verify {
+            crate::checksum::verified(1);
         }
         Ok(())
     }
@@ -619,6 +628,9 @@ impl Source for BundleSource {
         }
         if verify && mask_crc(crc) != e.crc32c {
             bail!("checksum mismatch: the string data is corrupt");
+        }
+        if verify {
+            crate::checksum::verified(2);
         }
         Ok(())
     }

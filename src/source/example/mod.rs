@@ -226,19 +226,19 @@ fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     )?))
 }
 
-/// `--concat`: several TFRecord files (shards) read as one dataset, records in input order.
-pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Source>> {
+/// `--concat` of TFRecord files (shards) of `tf.train.Example`s, already probed: one dataset,
+/// records in input order (`chain.rs` decides that the inputs are such shards).
+pub fn open_concat(inputs: &[Input], opts: &OpenOptions) -> Result<Box<dyn Source>> {
     refuse_stack(opts)?;
     let mut parts = Vec::new();
     let mut files = Vec::new();
-    for p in paths {
-        let input = super::probe(p).with_context(|| p.display().to_string())?;
-        parts.push(part(&input, opts).with_context(|| input.display.clone())?);
-        files.extend(input.files);
+    for input in inputs {
+        parts.push(part(input, opts).with_context(|| input.display.clone())?);
+        files.extend(input.files.iter().cloned());
     }
-    let display = match paths {
-        [one] => one.display().to_string(),
-        [first, rest @ ..] => format!("{} (+{} more)", first.display(), rest.len()),
+    let display = match inputs {
+        [one] => one.display.clone(),
+        [first, rest @ ..] => format!("{} (+{} more)", first.display, rest.len()),
         [] => bail!("--concat needs at least one input"),
     };
     Ok(Box::new(

@@ -76,8 +76,9 @@ const MAX_DEPTH: usize = 512;
 enum Node {
     Map(Vec<(String, Node)>),
     List(Vec<Node>),
-    /// A dense array: dtype, shape, and its bytes (several ranges for a chunked array).
-    Array(DType, Vec<u64>, Vec<FileRange>),
+    /// A dense array: dtype, shape, and its bytes (several ranges for a chunked array); boxed,
+    /// so that the scalars of a tree of a million leaves stay small.
+    Array(Box<(DType, Vec<u64>, Vec<FileRange>)>),
     /// A str or bin scalar.
     Bytes(FileRange),
     Int(i128),
@@ -348,7 +349,7 @@ fn ndarray(c: &mut Cursor) -> Result<Node> {
     if want != len {
         bail!("an ndarray of shape {shape:?} and dtype {name} needs {want} bytes, but holds {len}");
     }
-    Ok(Node::Array(dtype, shape, vec![data]))
+    Ok(Node::Array(Box::new((dtype, shape, vec![data]))))
 }
 
 /// NumPy's `dtype.name` of the fixed-size types (with ml_dtypes' bfloat16, float8 and int4).
@@ -380,35 +381,75 @@ fn complex(c: &mut Cursor) -> Result<Node> {
     Ok(Node::Complex(re, im))
 }
 
-/// One output tensor.
+/// One output tensor, kept compact: a file of a million scalar leaves holds a million of
+/// these (its TensorMeta is built when asked for).
 struct Leaf {
-    meta: TensorMeta,
-    parts: Vec<FileRange>,
+    name: Box<str>,
+    shape: Box<[u64]>,
+    dtype: DType,
+    /// A str or bin scalar (`|S`), whose bytes are its one range.
+    string: bool,
+    data: LeafData,
     /// What the value was, when it has no NumPy form.
     unsupported: Option<&'static str>,
 }
 
+enum LeafData {
+    /// Byte ranges of the file (several for a chunked array).
+    Ranges(Box<[FileRange]>),
+    /// A plain msgpack scalar's little-endian bytes.
+    Inline { bytes: [u8; 16], len: u8 },
+}
+
+impl Leaf {
+    fn stored_bytes(&self) -> u64 {
+        match &self.data {
+            LeafData::Ranges(r) => r.iter().map(|p| p.len()).sum(),
+            LeafData::Inline { len, .. } => u64::from(*len),
+        }
+    }
+
+    fn meta(&self) -> TensorMeta {
+        let stored_bytes = self.stored_bytes();
+        TensorMeta {
+            name: self.name.to_string(),
+            dtype: self.dtype,
+            shape: self.shape.to_vec(),
+            kind: if self.string {
+                Kind::String
+            } else {
+                Kind::Dense
+            },
+            stored_bytes,
+            max_string_len: self.string.then_some(stored_bytes),
+            big_endian: false,
+            ragged_rank: 0,
+        }
+    }
+}
+
 /// Flattens `node` under `name` into leaves, joining chunked arrays.
 fn flatten(node: Node, name: String, out: &mut Vec<Leaf>) -> Result<()> {
-    let dense = |dtype: DType, shape: Vec<u64>, parts: Vec<FileRange>| -> Result<Leaf> {
-        let stored_bytes = parts.iter().map(|p| p.len()).sum();
-        Ok(Leaf {
-            meta: TensorMeta {
-                name: name.clone(),
-                dtype,
-                shape,
-                kind: Kind::Dense,
-                stored_bytes,
-                max_string_len: None,
-                big_endian: false,
-                ragged_rank: 0,
-            },
-            parts,
-            unsupported: None,
-        })
+    let leaf = |dtype: DType, shape: Vec<u64>, data: LeafData| Leaf {
+        name: name.clone().into_boxed_str(),
+        shape: shape.into_boxed_slice(),
+        dtype,
+        string: false,
+        data,
+        unsupported: None,
     };
-    let inline =
-        |dtype: DType, bytes: Vec<u8>| dense(dtype, vec![], vec![FileRange::from_vec(bytes)]);
+    let inline = |dtype: DType, b: &[u8]| {
+        let mut bytes = [0u8; 16];
+        bytes[..b.len()].copy_from_slice(b);
+        leaf(
+            dtype,
+            vec![],
+            LeafData::Inline {
+                bytes,
+                len: b.len() as u8,
+            },
+        )
+    };
     let leaf = match node {
         Node::Map(entries) => {
             if entries
@@ -438,35 +479,29 @@ fn flatten(node: Node, name: String, out: &mut Vec<Leaf>) -> Result<()> {
             }
             return Ok(());
         }
-        Node::Array(dtype, shape, parts) => dense(dtype, shape, parts)?,
+        Node::Array(a) => {
+            let (dtype, shape, parts) = *a;
+            leaf(dtype, shape, LeafData::Ranges(parts.into_boxed_slice()))
+        }
         Node::Int(n) => match i64::try_from(n) {
-            Ok(v) => inline(DType::I64, v.to_le_bytes().to_vec())?,
-            Err(_) => inline(DType::U64, (n as u64).to_le_bytes().to_vec())?,
+            Ok(v) => inline(DType::I64, &v.to_le_bytes()),
+            Err(_) => inline(DType::U64, &(n as u64).to_le_bytes()),
         },
-        Node::Float(f) => inline(DType::F64, f.to_le_bytes().to_vec())?,
-        Node::Bool(b) => inline(DType::Bool, vec![u8::from(b)])?,
+        Node::Float(f) => inline(DType::F64, &f.to_le_bytes()),
+        Node::Bool(b) => inline(DType::Bool, &[u8::from(b)]),
         Node::Complex(re, im) => {
-            let mut v = re.to_le_bytes().to_vec();
-            v.extend_from_slice(&im.to_le_bytes());
-            inline(DType::C128, v)?
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&re.to_le_bytes());
+            v[8..].copy_from_slice(&im.to_le_bytes());
+            inline(DType::C128, &v)
         }
         Node::Bytes(range) => Leaf {
-            meta: TensorMeta {
-                name: name.clone(),
-                dtype: DType::String,
-                shape: vec![],
-                kind: Kind::String,
-                stored_bytes: range.len(),
-                max_string_len: Some(range.len()),
-                big_endian: false,
-                ragged_rank: 0,
-            },
-            parts: vec![range],
-            unsupported: None,
+            string: true,
+            ..leaf(DType::String, vec![], LeafData::Ranges(Box::new([range])))
         },
         Node::Unsupported(what) => Leaf {
             unsupported: Some(what),
-            ..dense(DType::Resource, vec![], vec![])?
+            ..leaf(DType::Resource, vec![], LeafData::Ranges(Box::new([])))
         },
     };
     out.push(leaf);
@@ -501,9 +536,10 @@ fn chunked(entries: Vec<(String, Node)>, name: String, out: &mut Vec<Leaf>) -> R
     let mut parts = Vec::new();
     let mut total = 0u64;
     for c in in_order(chunks).with_context(context)? {
-        let Node::Array(d, s, p) = c else {
+        let Node::Array(a) = c else {
             bail!("{}: a chunk that is not an array", context());
         };
+        let (d, s, p) = *a;
         if dtype.is_some_and(|t| t != d) || s.len() != 1 {
             bail!("{}: chunks of different dtypes or ranks", context());
         }
@@ -518,7 +554,7 @@ fn chunked(entries: Vec<(String, Node)>, name: String, out: &mut Vec<Leaf>) -> R
             context()
         );
     }
-    flatten(Node::Array(dtype, dims, parts), name, out)
+    flatten(Node::Array(Box::new((dtype, dims, parts))), name, out)
 }
 
 /// The values of a map keyed '0', '1', ... in key order.
@@ -583,7 +619,7 @@ impl Source for FlaxSource {
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.leaves[index].meta.clone())
+        Ok(self.leaves[index].meta())
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -591,20 +627,24 @@ impl Source for FlaxSource {
         if let Some(what) = leaf.unsupported {
             bail!("the value is {what}, which has no NumPy form");
         }
-        let unit = leaf.meta.dtype.item_size().unwrap_or(1);
-        for p in &leaf.parts {
-            p.stream(unit, chunk, sink)?;
+        match &leaf.data {
+            LeafData::Inline { bytes, len } => sink(&bytes[..usize::from(*len)]),
+            LeafData::Ranges(parts) => {
+                let unit = leaf.dtype.item_size().unwrap_or(1);
+                for p in parts {
+                    p.stream(unit, chunk, sink)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
         let leaf = &self.leaves[index];
-        let Some(range) = leaf
-            .parts
-            .first()
-            .filter(|_| leaf.meta.kind == Kind::String)
-        else {
+        let (true, LeafData::Ranges(parts)) = (leaf.string, &leaf.data) else {
+            bail!("not a string");
+        };
+        let Some(range) = parts.first() else {
             bail!("not a string");
         };
         if range.len() > 64 << 20 {
@@ -614,9 +654,12 @@ impl Source for FlaxSource {
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
-        match self.leaves[index].parts.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
+        match &self.leaves[index].data {
+            LeafData::Ranges(parts) => match &parts[..] {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
+            LeafData::Inline { .. } => None,
         }
     }
 

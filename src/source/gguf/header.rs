@@ -248,6 +248,78 @@ fn value(c: &mut Cursor, t: u32, key: &str, keep: bool, depth: u32) -> Result<Op
     }
 }
 
+/// Writes the header's metadata as `list --json --metadata` prints it: the object
+/// `{"alignment", "byte_order", "data_offset", "metadata": {key: value}, "version"}` with the keys
+/// in serde_json's sorted order and the values as [`parse`] gives them, each value streamed from
+/// the file as it is written. Memory holds the key names and one scalar or string at a time,
+/// never a whole array, so a 1 MB array of bytes costs nothing per element.
+pub fn write_json(data: &FileRange, out: &mut dyn std::io::Write) -> Result<()> {
+    let h = parse(data, false)?; // validates every count and length first
+    let mut c = Cursor {
+        data,
+        pos: 16, // magic, version, tensor count
+        swapped: h.swapped,
+        window: Vec::new(),
+        window_at: 0,
+    };
+    let kv_count = c.u64("key/value count")?;
+    let mut keys = Vec::new();
+    for _ in 0..kv_count {
+        let key = c.string("metadata key")?;
+        let at = c.pos;
+        let t = c.u32(&key)?;
+        value(&mut c, t, &key, false, 0)?;
+        keys.push((key, at));
+    }
+    keys.sort();
+    let mut put = |b: &[u8]| out.write_all(b).map_err(anyhow::Error::new);
+    let json = |v: &Value| serde_json::to_vec(v).map_err(anyhow::Error::new);
+    put(format!(
+        "{{\"alignment\":{},\"byte_order\":\"{}\",\"data_offset\":{},\"metadata\":{{",
+        h.alignment,
+        if h.swapped { "big" } else { "little" },
+        h.data_start
+    )
+    .as_bytes())?;
+    for (i, (key, at)) in keys.iter().enumerate() {
+        put(if i == 0 { b"" } else { b"," })?;
+        put(&json(&Value::from(key.as_str()))?)?;
+        put(b":")?;
+        c.pos = *at;
+        let t = c.u32(key)?;
+        write_value(&mut c, t, key, 0, &mut put)?;
+    }
+    put(format!("}},\"version\":{}}}", h.version).as_bytes())
+}
+
+/// Writes one value (validated by [`parse`] already) as JSON, arrays element by element.
+fn write_value(
+    c: &mut Cursor,
+    t: u32,
+    key: &str,
+    depth: u32,
+    put: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    if t != ARRAY {
+        let v = value(c, t, key, true, depth)?.unwrap_or(Value::Null);
+        return put(&serde_json::to_vec(&v)?);
+    }
+    if depth >= MAX_DEPTH {
+        bail!("metadata '{key}': arrays nested deeper than {MAX_DEPTH} levels");
+    }
+    let item = c.u32(key)?;
+    let len = c.u64(key)?;
+    put(b"[")?;
+    for i in 0..len {
+        if i % (1 << 16) == 0 {
+            crate::error::check_interrupted()?;
+        }
+        put(if i == 0 { b"" } else { b"," })?;
+        write_value(c, item, key, depth + 1, put)?;
+    }
+    put(b"]")
+}
+
 /// Parses the header of `data`. With `keep_metadata`, the key/values are returned as JSON
 /// values (strings decoded lossily); otherwise they are only validated and skipped.
 pub fn parse(data: &FileRange, keep_metadata: bool) -> Result<Header> {
@@ -357,6 +429,38 @@ pub fn parse(data: &FileRange, keep_metadata: bool) -> Result<Header> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streamed JSON is the JSON of the values `parse` materialises, for every fixture.
+    #[test]
+    fn streamed_metadata_is_the_parsed_metadata_as_json() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/gguf");
+        let mut checked = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "gguf") {
+                continue;
+            }
+            let data = FileRange::from_vec(std::fs::read(&path).unwrap());
+            let Ok(h) = parse(&data, true) else { continue };
+            let map: serde_json::Map<String, Value> = h.metadata.unwrap().into_iter().collect();
+            let want = serde_json::json!({
+                "version": h.version,
+                "byte_order": if h.swapped { "big" } else { "little" },
+                "alignment": h.alignment,
+                "data_offset": h.data_start,
+                "metadata": map,
+            });
+            let mut got = Vec::new();
+            write_json(&data, &mut got).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                want.to_string(),
+                "{path:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 3, "{checked} fixtures");
+    }
 
     fn gguf(version: u32, kvs: &[u8], n_kv: u64, tensors: &[u8], n_t: u64) -> Vec<u8> {
         let mut v = b"GGUF".to_vec();

@@ -47,6 +47,12 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    if opts.tflite_quant == crate::source::tflite::QuantOutput::Params {
+        anyhow::bail!(
+            "{}: --quant params is for TFLite models; GGUF blocks have no scale and zero-point arrays (use --quant raw or dequant)",
+            input.display
+        );
+    }
     Ok(Box::new(GgufSource::open(
         &input.display,
         input.files.clone(),
@@ -366,6 +372,11 @@ impl Source for GgufSource {
             )),
             _ => None,
         }
+    }
+
+    fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {
+        header::write_json(&self.data, out)?;
+        Ok(true)
     }
 
     fn metadata(&self) -> Result<Option<serde_json::Value>> {

@@ -40,6 +40,8 @@ use blocks::{for_each_element, stream_fixed, RangeStorage};
 use super::{Input, OpenOptions, Reader, Sniff};
 
 mod blocks;
+mod external;
+mod links;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -69,12 +71,25 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    Ok(Box::new(Hdf5Source::open(
+    // External raw storage resolves beside a local file or a remote object, not beside
+    // standard input.
+    let beside = match input.files.as_slice() {
+        [one] => external::Beside::of(one),
+        [] if crate::input::url_of(&input.path).is_some() => external::Beside::of(&input.path),
+        _ => None,
+    };
+    Ok(Box::new(Hdf5Source::open_with(
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
+        beside,
     )?))
 }
+
+/// The largest HDF5 chunk decoded (a chunk is inflated whole): h5py's automatic chunks are at
+/// most 1 MiB, so this refuses only chunk bombs (a 260 KB file declaring a 256 MiB gzip chunk)
+/// and files chunked far beyond what h5py and Keras write.
+const MAX_CHUNK_BYTES: usize = 64 << 20;
 
 /// How deep groups may nest before the walk gives up (the crate guards cycles in its own
 /// structures; this guards the group graph, which hard links can make cyclic).
@@ -237,21 +252,42 @@ pub struct Hdf5Source {
     path: String,
     files: Vec<PathBuf>,
     entries: Vec<Entry>,
+    /// What the container around the file says (a `.keras` archive's config), for `list
+    /// --metadata`.
+    metadata: Option<serde_json::Value>,
+    /// Datasets left out (virtual ones).
+    notes: Vec<String>,
 }
 
 impl Hdf5Source {
-    /// Opens the HDF5 file held by `data` and lists every dataset.
+    /// Opens the HDF5 file held by `data` and lists every dataset (external raw storage is not
+    /// resolved: the file is no plain local file).
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange) -> Result<Hdf5Source> {
-        let file = Hdf5File::from_storage_with_options(
-            Arc::new(RangeStorage(data.clone())),
-            hdf5_reader::OpenOptions::default().with_chunk_cache_bytes(1 << 20),
-        )
-        .context("not a readable HDF5 file")?;
+        Hdf5Source::open_with(path, files, data, None)
+    }
+
+    /// [`Hdf5Source::open`], with external raw data files resolved by `external`.
+    fn open_with(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        external: Option<Arc<dyn hdf5_reader::ExternalFileResolver>>,
+    ) -> Result<Hdf5Source> {
+        let mut options = hdf5_reader::OpenOptions::default()
+            .with_chunk_cache_bytes(1 << 20)
+            .with_max_chunk_bytes(MAX_CHUNK_BYTES);
+        if let Some(r) = external {
+            options = options.with_external_file_resolver(r);
+        }
+        let file =
+            Hdf5File::from_storage_with_options(Arc::new(RangeStorage(data.clone())), options)
+                .context("not a readable HDF5 file")?;
         let base = file.superblock().base_address;
         let root = file.root_group().context("cannot read the root group")?;
         let mut found = Vec::new();
         let mut seen = HashSet::new();
-        walk(&root, "", 0, &mut seen, &mut found)?;
+        let mut notes = Vec::new();
+        walk(&file, &root, "", 0, &mut seen, &mut found, &mut notes)?;
         let mut entries = Vec::new();
         for (name, ds) in found {
             entries.push(describe(&file, &data, base, name, ds)?);
@@ -260,25 +296,41 @@ impl Hdf5Source {
             path: path.to_string(),
             files,
             entries,
+            metadata: None,
+            notes,
         })
+    }
+
+    /// The input's own metadata, which `list --metadata` shows.
+    pub fn with_metadata(mut self, metadata: Option<serde_json::Value>) -> Hdf5Source {
+        self.metadata = metadata;
+        self
     }
 }
 
-/// Collects every dataset below `group` in name order, each object once (as h5py's
-/// `visititems` does), refusing group graphs deeper than [`MAX_DEPTH`].
+/// Collects every dataset below `group` in name order, each object once and through hard links
+/// only (as h5py's `visititems` does: soft and external links are not followed), refusing group
+/// graphs deeper than [`MAX_DEPTH`].
 fn walk(
+    file: &Hdf5File,
     group: &Group,
     prefix: &str,
     depth: usize,
     seen: &mut HashSet<u64>,
     out: &mut Vec<(String, Dataset)>,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("groups nest deeper than {MAX_DEPTH} levels at '{prefix}'");
     }
-    let (mut groups, mut datasets) = group
-        .members()
-        .with_context(|| format!("cannot list group '/{prefix}'"))?;
+    let links = links::read(file, group).with_context(|| format!("group '/{prefix}'"))?;
+    let (mut groups, mut datasets) = match group.members() {
+        Ok(members) => members,
+        Err(e) if links::is_virtual(&e) => links::one_by_one(group, prefix, &links.hard, notes)?,
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot list group '/{prefix}'")))
+        }
+    };
     groups.sort_by(|a, b| a.name().cmp(b.name()));
     datasets.sort_by(|a, b| a.name().cmp(b.name()));
     // h5py visits a group's members in name order, groups and datasets interleaved.
@@ -291,6 +343,9 @@ fn walk(
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, g, d) in items {
+        if links.soft.contains(&name) {
+            continue;
+        }
         let full = if prefix.is_empty() {
             name
         } else {
@@ -298,7 +353,7 @@ fn walk(
         };
         if let Some(g) = g {
             if seen.insert(g.address()) {
-                walk(&g, &full, depth + 1, seen, out)?;
+                walk(file, &g, &full, depth + 1, seen, out, notes)?;
             }
         } else if let Some(d) = d {
             if seen.insert(d.address()) {
@@ -448,8 +503,16 @@ impl Source for Hdf5Source {
         &self.path
     }
 
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(self.metadata.clone())
+    }
+
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {

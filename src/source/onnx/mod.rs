@@ -11,6 +11,7 @@
 //! file; a location that is absolute or climbs out of the folder is refused. Tensor decoding
 //! lives in `tensor.rs`.
 
+mod sparse;
 pub mod tensor;
 
 use std::collections::HashMap;
@@ -25,9 +26,6 @@ use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
-/// The most coordinates linear sparse indices are unravelled into (2 GiB of int64).
-const MAX_SPARSE_COORDS: u64 = 1 << 28;
-
 /// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
 const MAX_DEPTH: usize = 32;
 
@@ -37,6 +35,8 @@ pub struct OnnxSource {
     tensors: Vec<OnnxTensor>,
     notes: Vec<String>,
     format: String,
+    /// `metadata_props` and the producer, for `list --metadata`.
+    metadata: serde_json::Value,
 }
 
 struct Walk {
@@ -59,9 +59,34 @@ impl OnnxSource {
         };
         let mut graphs = 0;
         let mut ir_version = 0;
+        let mut metadata = serde_json::Map::new();
+        let mut props = serde_json::Map::new();
         for_each_field(&data, |field, v| {
             if let (1, Value::Varint(x)) = (field, &v) {
                 ir_version = *x;
+            }
+            match (field, &v) {
+                (2, Value::Len(r)) => {
+                    metadata.insert("producer_name".into(), short_text(r)?.into());
+                }
+                (3, Value::Len(r)) => {
+                    metadata.insert("producer_version".into(), short_text(r)?.into());
+                }
+                (14, Value::Len(r)) => {
+                    // StringStringEntryProto: key = 1, value = 2.
+                    let (mut key, mut value) = (String::new(), String::new());
+                    for_each_field(r, |f, v| {
+                        match (f, v) {
+                            (1, Value::Len(r)) => key = short_text(&r)?,
+                            (2, Value::Len(r)) => value = short_text(&r)?,
+                            _ => {}
+                        }
+                        Ok(())
+                    })
+                    .context("ModelProto.metadata_props")?;
+                    props.insert(key, value.into());
+                }
+                _ => {}
             }
             if field == 7 {
                 graphs += 1;
@@ -116,14 +141,25 @@ impl OnnxSource {
                 .with_context(|| format!("external data in {}", file.display()))?;
         }
         let format = format!("onnx (ir_version {ir_version})");
+        metadata.insert("ir_version".into(), ir_version.into());
+        metadata.insert("metadata_props".into(), props.into());
         Ok(OnnxSource {
             path: path.to_string(),
             files,
             tensors: walk.tensors,
             notes: walk.notes,
             format,
+            metadata: metadata.into(),
         })
     }
+}
+
+/// A string field of the model's metadata, at most 1 MiB (lossy UTF-8).
+fn short_text(r: &FileRange) -> Result<String> {
+    if r.len() > 1 << 20 {
+        bail!("a metadata string of {} bytes (more than 1 MiB)", r.len());
+    }
+    Ok(String::from_utf8_lossy(&r.read_vec(0, r.len() as usize)?).into_owned())
 }
 
 /// The side file of external data, refusing locations that could leave the model's folder.
@@ -138,28 +174,10 @@ fn external_path(base: &Path, location: &str) -> Result<PathBuf> {
         bail!("external data location {location:?} is refused: it must be a relative path inside the model's folder");
     }
     let file = base.join(p);
-    if input::url_of(&file).is_none() {
-        // As onnx does, a symbolic link is refused; so is a folder link leading out.
-        if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!(
-                "external data location {location:?} is refused: {} is a symbolic link",
-                file.display()
-            );
-        }
-        let base_dir = if base.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            base
-        };
-        if let (Ok(f), Ok(b)) = (file.canonicalize(), base_dir.canonicalize()) {
-            if !f.starts_with(&b) {
-                bail!(
-                    "external data location {location:?} is refused: {} resolves outside the model's folder",
-                    file.display()
-                );
-            }
-        }
-    }
+    // The links rule of every reader (`folder.rs`): a link that stays inside the model's
+    // folder is followed, one that leads out is refused.
+    crate::source::folder::check_inside(base, &file)
+        .with_context(|| format!("external data location {location:?} is refused"))?;
     Ok(file)
 }
 
@@ -279,41 +297,35 @@ impl Walk {
         }
         let nnz = values.elements;
         let rank = dims.len() as u64;
-        let flat = indices
-            .integers()
-            .with_context(|| format!("sparse initializer {name}"))?;
-        // Indices are [NNZ, rank] coordinates, or [NNZ] positions in the flattened shape.
-        let coords: Vec<i64> = if indices.shape == [nnz, rank] {
-            flat
+        // Indices are [NNZ, rank] coordinates, or [NNZ] positions in the flattened shape,
+        // unravelled as they stream (sparse.rs); every position is checked here, once.
+        let unravel = if indices.shape == [nnz, rank] {
+            None
         } else if indices.shape == [nnz] {
-            // Coordinates take `rank` times the memory of the positions: bound them.
-            if nnz.saturating_mul(rank) > MAX_SPARSE_COORDS {
-                bail!("sparse initializer {name}: {nnz} linear indices of rank {rank} are too many to unravel in memory");
-            }
-            let mut out = Vec::with_capacity(flat.len().saturating_mul(rank as usize));
-            for &p in &flat {
-                let start = out.len();
-                out.resize(start + rank as usize, 0);
-                let mut rest = p;
-                for (k, &d) in dims.iter().enumerate().rev() {
-                    if d == 0 {
-                        break;
-                    }
-                    out[start + k] = rest.rem_euclid(d);
-                    rest = rest.div_euclid(d);
-                }
-                if rest != 0 || p < 0 {
-                    bail!(
-                        "sparse initializer {name}: linear index {p} is outside the shape {dims:?}"
-                    );
-                }
-            }
-            out
+            Some(dims.clone())
         } else {
             bail!(
                 "sparse initializer {name}: indices of shape {:?} fit neither [{nnz}, {rank}] nor [{nnz}]",
                 indices.shape
             );
+        };
+        let coords = nnz.checked_mul(rank).ok_or_else(|| {
+            anyhow::anyhow!("sparse initializer {name}: {nnz} x {rank} coordinates overflow")
+        })?;
+        let indices = sparse::Indices {
+            src: indices,
+            unravel,
+            name: name.clone(),
+        };
+        indices.check()?;
+        let indices = OnnxTensor {
+            name: format!("{name}/indices"),
+            dtype: DType::I64,
+            elements: coords,
+            shape: vec![nnz, rank],
+            data: Data::Indices(Box::new(indices)),
+            max_string_len: 0,
+            stored_bytes: coords.saturating_mul(8),
         };
         let component = |suffix: &str, shape: Vec<u64>, v: &[i64]| OnnxTensor {
             name: format!("{name}/{suffix}"),
@@ -324,7 +336,6 @@ impl Walk {
             max_string_len: 0,
             stored_bytes: v.len() as u64 * 8,
         };
-        let indices = component("indices", vec![nnz, rank], &coords);
         let dense_shape = component("dense_shape", vec![rank], &dims);
         values.name = format!("{name}/values");
         self.tensors.push(indices);
@@ -405,6 +416,9 @@ impl Source for OnnxSource {
     fn format(&self) -> Option<&str> {
         Some(&self.format)
     }
+    fn metadata(&self) -> Result<Option<serde_json::Value>> {
+        Ok(Some(self.metadata.clone()))
+    }
     fn len(&self) -> usize {
         self.tensors.len()
     }
@@ -460,7 +474,8 @@ mod tests {
         for bad in ["../w.bin", "sub/../../w.bin", "/etc/passwd", "a\\..\\b"] {
             assert!(external_path(base, bad).is_err(), "{bad}");
         }
-        // Symbolic links, to a file or through a folder, are refused like onnx refuses them.
+        // Symbolic links that lead out of the folder, to a file or through a folder, are refused;
+        // one that stays inside is followed (the rule of every reader, folder.rs).
         let dir = tempfile::tempdir().unwrap();
         let (m, out) = (dir.path().join("m"), dir.path().join("out"));
         std::fs::create_dir_all(&m).unwrap();
@@ -469,7 +484,9 @@ mod tests {
         std::fs::write(m.join("real.bin"), [0u8; 4]).unwrap();
         std::os::unix::fs::symlink(out.join("w.bin"), m.join("link.bin")).unwrap();
         std::os::unix::fs::symlink(&out, m.join("sub")).unwrap();
+        std::os::unix::fs::symlink("real.bin", m.join("inside.bin")).unwrap();
         assert!(external_path(&m, "real.bin").is_ok());
+        assert!(external_path(&m, "inside.bin").is_ok());
         for bad in ["link.bin", "sub/w.bin"] {
             let e = external_path(&m, bad).unwrap_err();
             assert!(format!("{e}").contains("refused"), "{bad}: {e}");

@@ -30,12 +30,16 @@ pub struct ExternalRef {
 pub enum Data {
     /// Little-endian element bytes (`raw_data` or external data).
     Raw(FileRange),
-    /// Occurrences of the dtype's typed field, in order.
-    Typed(Vec<Value>),
-    /// One range per `string_data` entry.
-    Strings(Vec<FileRange>),
-    /// Bytes computed by the reader (sparse index conversion, dense shapes).
+    /// The occurrences of typed field `field` in the `TensorProto` at `msg`, found by walking
+    /// it again whenever they are read: nothing is kept per field, so a million unpacked
+    /// `int32_data` fields cost nothing.
+    Typed { msg: FileRange, field: u32 },
+    /// The `count` `string_data` entries of the `TensorProto` at `msg`, walked the same way.
+    Strings { msg: FileRange, count: u64 },
+    /// Bytes computed by the reader (a sparse initializer's dense shape).
     Memory(Vec<u8>),
+    /// A sparse initializer's coordinates, streamed from its stored indices.
+    Indices(Box<super::sparse::Indices>),
     /// External data not resolved yet.
     External(ExternalRef),
 }
@@ -134,7 +138,6 @@ impl OnnxTensor {
         let mut code: Option<u64> = None;
         let mut name = String::new();
         let mut raw: Option<FileRange> = None;
-        let mut fields: Vec<(u32, Value)> = Vec::new();
         let mut external = ExternalRef::default();
         let mut location = 0u64;
         for_each_field(range, |field, v| {
@@ -182,7 +185,6 @@ impl OnnxTensor {
                     Value::Varint(c) => location = c,
                     _ => bail!("data_location is not a varint"),
                 },
-                4..=7 | 10 | 11 => fields.push((field, v)),
                 _ => {}
             }
             Ok(())
@@ -206,23 +208,17 @@ impl OnnxTensor {
             }
             Data::External(external)
         } else if dtype == DType::String {
-            let mut strings = Vec::new();
-            for (f, v) in fields {
-                if f == 6 {
-                    strings.push(pbwalk::len(6, "string_data", v)?);
-                }
+            Data::Strings {
+                msg: range.clone(),
+                count: 0,
             }
-            Data::Strings(strings)
         } else if let Some(raw) = raw {
             Data::Raw(raw)
         } else {
-            Data::Typed(
-                fields
-                    .into_iter()
-                    .filter(|(f, _)| *f == want)
-                    .map(|(_, v)| v)
-                    .collect(),
-            )
+            Data::Typed {
+                msg: range.clone(),
+                field: want,
+            }
         };
         let mut t = OnnxTensor {
             name,
@@ -245,7 +241,7 @@ impl OnnxTensor {
         let pack = per_byte(self.dtype);
         match &self.data {
             Data::External(_) => Ok(()),
-            Data::Memory(_) => Ok(()),
+            Data::Memory(_) | Data::Indices(_) => Ok(()),
             Data::Raw(r) => {
                 let len = r.len();
                 if pack > 1 {
@@ -264,21 +260,31 @@ impl OnnxTensor {
                 self.stored_bytes = len;
                 Ok(())
             }
-            Data::Strings(s) => {
-                if s.len() as u64 != n {
-                    bail!(
-                        "tensor {name}: {} strings for shape {:?}",
-                        s.len(),
-                        self.shape
-                    );
+            Data::Strings { msg, .. } => {
+                let (mut count, mut longest) = (0u64, 0u64);
+                for_each_field(msg, |f, v| {
+                    if f == 6 {
+                        longest = longest.max(pbwalk::len(6, "string_data", v)?.len());
+                        count += 1;
+                    }
+                    Ok(())
+                })?;
+                if count != n {
+                    bail!("tensor {name}: {count} strings for shape {:?}", self.shape);
                 }
-                self.max_string_len = s.iter().map(|r| r.len()).max().unwrap_or(0);
+                self.max_string_len = longest;
+                let msg = msg.clone();
+                self.data = Data::Strings { msg, count };
                 Ok(())
             }
-            Data::Typed(runs) => {
+            Data::Typed { msg, field } => {
                 let mut count = 0u64;
-                for v in runs {
-                    count += match (typed_field(self.dtype), v) {
+                let mut bad = None;
+                for_each_field(msg, |f, v| {
+                    if f != *field {
+                        return Ok(());
+                    }
+                    count += match (f, &v) {
                         (4, Value::Fixed32(_)) | (10, Value::Fixed64(_)) => 1,
                         (4, Value::Len(r)) if r.len() % 4 == 0 => r.len() / 4,
                         (10, Value::Len(r)) if r.len() % 8 == 0 => r.len() / 8,
@@ -286,11 +292,15 @@ impl OnnxTensor {
                         (5 | 7 | 11, Value::Len(r)) => {
                             crate::source::wire::count_packed_varints(r)?
                         }
-                        (f, v) => bail!(
-                            "tensor {name}: field {f} has wire type {} or a partial value",
-                            v.wire()
-                        ),
+                        (f, v) => {
+                            bad.get_or_insert((f, v.wire()));
+                            0
+                        }
                     };
+                    Ok(())
+                })?;
+                if let Some((f, wire)) = bad {
+                    bail!("tensor {name}: field {f} has wire type {wire} or a partial value");
                 }
                 let per_element = if self.dtype.is_complex() { 2 } else { 1 };
                 let ok = if pack > 1 {
@@ -343,13 +353,14 @@ impl OnnxTensor {
         let pack = per_byte(self.dtype);
         match &self.data {
             Data::External(_) => bail!("tensor {}: external data not resolved", self.name),
-            Data::Strings(_) => bail!("a string tensor has no fixed-size elements"),
+            Data::Strings { .. } => bail!("a string tensor has no fixed-size elements"),
             Data::Memory(m) => {
                 for c in m.chunks((chunk / size).max(1) * size) {
                     sink(c)?;
                 }
                 Ok(())
             }
+            Data::Indices(ix) => ix.stream(chunk, sink),
             Data::Raw(r) if pack == 1 => r.stream(size, chunk, sink),
             Data::Raw(r) => {
                 let bytes = n.div_ceil(pack);
@@ -366,25 +377,28 @@ impl OnnxTensor {
                 )?;
                 out.finish(sink)
             }
-            Data::Typed(runs) => {
+            Data::Typed { msg, field } => {
                 let mut out = Out::new(n.saturating_mul(size as u64), size, chunk);
-                let field = typed_field(self.dtype);
-                for v in runs {
-                    match (field, v) {
+                for_each_field(msg, |f, v| {
+                    if f != *field {
+                        return Ok(());
+                    }
+                    match (f, &v) {
                         (4 | 10, Value::Fixed32(r) | Value::Fixed64(r) | Value::Len(r)) => {
-                            r.stream(1, chunk.max(8), &mut |c: &[u8]| out.push(c, sink))?;
+                            r.stream(1, chunk.max(8), &mut |c: &[u8]| out.push(c, sink))
                         }
-                        (_, Value::Varint(x)) => self.put_varint(*x, pack, &mut out, sink)?,
+                        (_, Value::Varint(x)) => self.put_varint(*x, pack, &mut out, sink),
                         (_, Value::Len(r)) => {
                             let mut c = Cursor::new(r.clone());
                             while !c.at_end() && !out.full() {
                                 let x = c.varint()?;
                                 self.put_varint(x, pack, &mut out, sink)?;
                             }
+                            Ok(())
                         }
                         _ => bail!("tensor {}: unexpected wire type", self.name),
                     }
-                }
+                })?;
                 out.finish(sink)
             }
         }
@@ -403,32 +417,15 @@ impl OnnxTensor {
 
     /// Streams the elements of a string tensor, one call each.
     pub fn read_strings(&self, sink: &mut ChunkSink) -> Result<()> {
-        let Data::Strings(s) = &self.data else {
+        let Data::Strings { msg, .. } = &self.data else {
             bail!("tensor {} holds no strings", self.name);
         };
-        for r in s {
-            sink(&r.read_vec(0, r.len() as usize)?)?;
-        }
-        Ok(())
-    }
-
-    /// The values of a small integer tensor (sparse indices), in memory.
-    pub fn integers(&self) -> Result<Vec<i64>> {
-        let mut bytes = Vec::new();
-        self.read_dense(1 << 16, &mut |c: &[u8]| {
-            bytes.extend_from_slice(c);
-            Ok(())
-        })?;
-        Ok(match self.dtype {
-            DType::I64 => bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            DType::I32 => bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
-                .collect(),
-            d => bail!("tensor {}: indices of type {d}, not int64", self.name),
+        for_each_field(msg, |f, v| match f {
+            6 => {
+                let r = pbwalk::len(6, "string_data", v)?;
+                sink(&r.read_vec(0, r.len() as usize)?)
+            }
+            _ => Ok(()),
         })
     }
 }

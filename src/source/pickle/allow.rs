@@ -2,8 +2,11 @@
 //! accepts (`torch/_weights_only_unpickler.py`, `_get_allowed_globals`), each resolved to a
 //! [`Global`], and what calling one builds: dicts for `OrderedDict`, bytes for
 //! `_codecs.encode`, tensor references for `torch._utils._rebuild_tensor_v2` and its
-//! relatives, storages for the `('storage', ...)` persistent ids. Nothing here runs code from
-//! the file; every other global is refused by name.
+//! relatives, storages for the `('storage', ...)` persistent ids, plus the NumPy globals of
+//! `numpy.rs` and TorchScript's typed-list helpers (`torch.jit._pickle.build_intlist`, ...).
+//! Nothing here runs code from the file; every other global is refused by name in strict mode,
+//! refused by name when only an attack would name it (`records::is_attack`), and otherwise
+//! becomes a [`Global::Class`] whose calls build inert records.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use super::numpy::{self, Blob, NpGlobal};
+use super::records::{is_attack, Record};
 use super::{set_items, tuple, Value};
 use crate::dtype::DType;
 
@@ -119,7 +124,7 @@ const TENSOR_CLASSES: &[&str] = &[
     "ComplexDoubleTensor",
 ];
 
-fn dtype_named(name: &str) -> Option<TorchDType> {
+pub(super) fn dtype_named(name: &str) -> Option<TorchDType> {
     DTYPES.iter().copied().find(|d| d.name == name)
 }
 
@@ -156,13 +161,40 @@ pub enum Global {
     TensorClass,
     QScheme,
     Rebuild(Rebuild),
+    /// A NumPy global plain arrays need (`numpy.rs`).
+    Numpy(NpGlobal),
+    /// `torch.jit._pickle.build_intlist` and its relatives, and `restore_type_tag`: TorchScript's
+    /// typed containers, which are their first argument.
+    JitIdentity,
+    /// A global off the allow-list, by its qualified name: calling it builds a [`Record`].
+    Class(Rc<str>),
 }
 
-/// Resolves `module.name` against the allow-list; anything else is refused by name.
-pub fn resolve_global(module: &str, name: &str) -> Result<Global> {
+/// Resolves `module.name` against the allow-list. Anything else is refused by name when
+/// `strict`, or when only an attack would name it; otherwise it is a [`Global::Class`].
+pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> {
     let module = match module {
         "__builtin__" => "builtins",
         m => m,
+    };
+    if let Some(n) = numpy::resolve(module, name) {
+        return Ok(Global::Numpy(n));
+    }
+    if module == "torch.jit._pickle"
+        && (name == "restore_type_tag" || (name.starts_with("build_") && name.ends_with("list")))
+    {
+        return Ok(Global::JitIdentity);
+    }
+    let refuse = |module: &str, name: &str| -> Result<Global> {
+        if strict {
+            refuse(module, name)
+        } else if is_attack(module, name) {
+            bail!(
+                "the pickle calls the global {module}.{name}, which only a hostile file would call (it runs code or reaches the system); the file is refused and nothing was executed"
+            )
+        } else {
+            Ok(Global::Class(format!("{module}.{name}").into()))
+        }
     };
     let g = match (module, name) {
         ("collections", "OrderedDict") => Global::OrderedDict,
@@ -172,7 +204,7 @@ pub fn resolve_global(module: &str, name: &str) -> Result<Global> {
         ("torch", "Size") => Global::Size,
         ("torch", "device") => Global::Device,
         ("_codecs", "encode") => Global::CodecsEncode,
-        ("builtins", "bytearray") => Global::Bytearray,
+        ("builtins", "bytearray") | ("builtins", "bytes") => Global::Bytearray,
         ("builtins", "set") => Global::Set,
         ("builtins", "complex") => Global::Complex,
         ("torch", "per_tensor_affine")
@@ -227,6 +259,9 @@ pub struct StorageRef {
     pub numel: u64,
     /// Legacy storage views: element offset and length within the root storage.
     pub view: Option<(u64, u64)>,
+    /// The bytes are big-endian whatever the file's byte order says (a NumPy array of dtype
+    /// `>f4`).
+    pub big_endian: bool,
 }
 
 /// A dense tensor: a view of a storage.
@@ -251,9 +286,24 @@ pub(super) fn global_of(v: &Value) -> Result<&Global> {
 }
 
 /// What calling an allowed global (REDUCE) builds.
-pub(super) fn call(func: &Value, args: Vec<Value>) -> Result<Value> {
+pub(super) fn call(
+    func: &Value,
+    args: Vec<Value>,
+    blobs: &mut Vec<(String, Blob)>,
+) -> Result<Value> {
     let g = global_of(func)?;
     Ok(match g {
+        Global::Numpy(n) => numpy::call(*n, args, blobs)?,
+        Global::JitIdentity => args.into_iter().next().unwrap_or_default(),
+        Global::Class(c) if &**c == "copyreg._reconstructor" => match args.first() {
+            // _reconstructor(cls, base, state): an instance of cls, its state set by BUILD.
+            Some(Value::Global(g)) => match &**g {
+                Global::Class(cls) => Value::Record(Rc::new(Record::new(cls.clone(), Vec::new()))),
+                _ => bail!("copyreg._reconstructor of an allowed global"),
+            },
+            _ => bail!("copyreg._reconstructor of something that is not a class"),
+        },
+        Global::Class(c) => Value::Record(Rc::new(Record::new(c.clone(), args))),
         Global::OrderedDict | Global::Counter => {
             let d = Value::Dict(Default::default());
             if let Some(init) = args.first() {
@@ -321,6 +371,7 @@ pub(super) fn new_object(cls: &Value, args: Vec<Value>) -> Result<Value> {
         },
         Global::OrderedDict | Global::Counter => Ok(Value::Dict(Default::default())),
         Global::Set => Ok(Value::List(Default::default())),
+        Global::Class(c) => Ok(Value::Record(Rc::new(Record::new(c.clone(), args)))),
         _ => Ok(Value::Object("object")),
     }
 }
@@ -336,6 +387,13 @@ fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
         Rebuild::TensorV1 | Rebuild::TensorV2 | Rebuild::TensorV3 => {
             let storage = match arg(&args, 0, what)? {
                 Value::Storage(s) => s.clone(),
+                // pickle.dump of a tensor: the storage is `torch.storage._load_from_bytes` of a
+                // whole torch.save inside the pickle.
+                Value::Record(_) => {
+                    return Ok(Value::Unsupported(
+                        "a tensor whose storage is pickled by value (pickle.dump of a tensor, not torch.save)",
+                    ))
+                }
                 v => bail!("{what}: the storage is a {}", v.type_name()),
             };
             let dtype = if r == Rebuild::TensorV3 {
@@ -416,13 +474,22 @@ fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
 
 /// `persistent_load`: only `('storage', storage_type, key, location, numel)` (and the legacy
 /// form with a sixth `view_metadata` item) is accepted.
-pub(super) fn persistent_load(pid: &Value) -> Result<Value> {
+pub(super) fn persistent_load(pid: &Value, strict: bool) -> Result<Value> {
     let Value::Tuple(items) = pid else {
         bail!(
             "a persistent id must be a storage tuple, not a {}",
             pid.type_name()
         );
     };
+    // The legacy torch.save of a whole module names each module class with its source:
+    // `('module', cls, source_file, source)`; the class is what it stands for (the source is
+    // never looked at).
+    if !strict && items.first().and_then(Value::as_str).as_deref() == Some("module") {
+        return match items.get(1) {
+            Some(g @ Value::Global(_)) => Ok(g.clone()),
+            _ => bail!("a module persistent id without a class"),
+        };
+    }
     if items.first().and_then(Value::as_str).as_deref() != Some("storage") {
         bail!("only persistent ids of storages are allowed");
     }
@@ -459,5 +526,6 @@ pub(super) fn persistent_load(pid: &Value) -> Result<Value> {
         key,
         numel,
         view,
+        big_endian: false,
     })))
 }

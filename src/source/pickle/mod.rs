@@ -13,9 +13,18 @@
 //! like the data, neither of which fits. Opcodes of protocols 2 to 5 are read (the out-of-band
 //! buffers of protocol 5 and the extension registry are refused).
 //!
+//! Globals off the allow-list: in strict mode ([`Options::strict`], `--weights-only`) they are
+//! refused as torch refuses them; otherwise a global that only an attack would name
+//! (`records::is_attack`: `os.system`, `builtins.eval`, ...) is refused by name and any other
+//! becomes an inert [`Record`] (`records.rs`), never imported, never called. Pickled NumPy
+//! arrays are read by `numpy.rs`.
+//!
 //! Bounds: every length is checked against the bytes actually present (reads grow with the
-//! data, never with a declared size), and values are dropped iteratively, so a deeply nested
-//! stream cannot overflow the stack.
+//! data, never with a declared size); bytes objects over [`LAZY_BYTES`] are not read but kept
+//! as the span of the stream they lie in; every value, memo entry and byte held is charged to a
+//! budget ([`Options::budget`]) that ends the read with an error before memory grows past it;
+//! values are shared, never copied, through the memo, and dropped iteratively, so a deeply
+//! nested stream cannot overflow the stack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,124 +35,43 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 mod allow;
+pub mod numpy;
+pub mod records;
+mod value;
 
 use allow::{call, new_object, persistent_load};
 pub use allow::{resolve_global, Global, Rebuild, StorageRef, TensorRef, TorchDType};
+pub use numpy::Blob;
+pub use records::Record;
 
-pub type Shared<T> = Rc<RefCell<T>>;
+/// Byte strings longer than this are not read: the unpickler keeps their span.
+pub const LAZY_BYTES: u64 = 64 << 10;
 
-/// A value built by the unpickler.
-#[derive(Clone, Debug, Default)]
-pub enum Value {
-    #[default]
-    None,
-    Bool(bool),
-    Int(i64),
-    /// An integer beyond 64 bits (kept only as a non-tensor leaf).
-    BigInt,
-    Float(f64),
-    Str(Rc<str>),
-    Bytes(Rc<[u8]>),
-    List(Shared<Vec<Value>>),
-    Tuple(Rc<Vec<Value>>),
-    Dict(Shared<Vec<(Value, Value)>>),
-    Global(Rc<Global>),
-    Storage(Arc<StorageRef>),
-    Tensor(Arc<TensorRef>),
-    /// A tensor that cannot be converted, and why.
-    Unsupported(&'static str),
-    /// An allowed object that is not data (a device, a layout, a complex number...).
-    Object(&'static str),
+/// The default budget: about this many bytes of values, memo entries and strings held.
+pub const DEFAULT_BUDGET: u64 = 64 << 20;
+
+/// How the unpickler treats globals, and how much it may hold.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Refuse every global off torch's weights-only allow-list (`--weights-only`), instead of
+    /// reading classes as records.
+    pub strict: bool,
+    /// The most bytes of values, memo entries and strings held at once (an estimate: 48 bytes
+    /// per value, 64 per memo entry, plus string lengths).
+    pub budget: u64,
 }
 
-impl Drop for Value {
-    fn drop(&mut self) {
-        // Move the children of uniquely held containers onto a work list, so that dropping a
-        // deeply nested value never recurses.
-        let mut work: Vec<Value> = Vec::new();
-        take_children(self, &mut work);
-        while let Some(mut v) = work.pop() {
-            take_children(&mut v, &mut work);
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strict: false,
+            budget: DEFAULT_BUDGET,
         }
     }
 }
 
-fn take_children(v: &mut Value, work: &mut Vec<Value>) {
-    match v {
-        Value::List(l) => {
-            if let Some(cell) = Rc::get_mut(l) {
-                work.append(cell.get_mut());
-            }
-        }
-        Value::Tuple(t) => {
-            if let Some(items) = Rc::get_mut(t) {
-                work.append(items);
-            }
-        }
-        Value::Dict(d) => {
-            if let Some(cell) = Rc::get_mut(d) {
-                for (k, v) in cell.get_mut().drain(..) {
-                    work.push(k);
-                    work.push(v);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-impl Value {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::None => "None",
-            Value::Bool(_) => "bool",
-            Value::Int(_) | Value::BigInt => "int",
-            Value::Float(_) => "float",
-            Value::Str(_) => "str",
-            Value::Bytes(_) => "bytes",
-            Value::List(_) => "list",
-            Value::Tuple(_) => "tuple",
-            Value::Dict(_) => "dict",
-            Value::Global(_) => "global",
-            Value::Storage(_) => "storage",
-            Value::Tensor(_) | Value::Unsupported(_) => "tensor",
-            Value::Object(o) => o,
-        }
-    }
-
-    fn as_str(&self) -> Option<String> {
-        match self {
-            Value::Str(s) => Some(s.to_string()),
-            Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-
-    fn as_u64(&self, what: &str) -> Result<u64> {
-        match self {
-            Value::Int(i) if *i >= 0 => Ok(*i as u64),
-            Value::Bool(b) => Ok(*b as u64),
-            v => bail!(
-                "{what} must be a non-negative integer, not {}",
-                v.type_name()
-            ),
-        }
-    }
-
-    /// The items of a tuple or list (a clone of the handles, not of the data).
-    fn items(&self, what: &str) -> Result<Vec<Value>> {
-        match self {
-            Value::Tuple(t) => Ok(t.to_vec()),
-            Value::List(l) => Ok(l.borrow().clone()),
-            v => bail!("{what} must be a tuple, not {}", v.type_name()),
-        }
-    }
-}
-
-/// Tuple of values.
-pub(super) fn tuple(items: Vec<Value>) -> Value {
-    Value::Tuple(Rc::new(items))
-}
+use value::tuple;
+pub use value::{Shared, Value};
 
 // Opcodes (Python's pickle.py).
 mod op {
@@ -215,23 +143,43 @@ pub struct Loaded {
     pub consumed: u64,
     /// Every storage its persistent ids named, in order.
     pub storages: Vec<Arc<StorageRef>>,
+    /// The bytes of NumPy arrays, by the storage key their tensors name.
+    pub blobs: Vec<(String, Blob)>,
+    /// How many values the stream built (a walk of the tree that visits many more has met
+    /// shared subtrees).
+    pub values: u64,
+    /// The classes read as records, in order of first use.
+    pub classes: Vec<String>,
+}
+
+/// Reads one pickle from `input` with the default options.
+pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
+    load_with(input, &Options::default())
 }
 
 /// Reads one pickle from `input`.
-pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
+pub fn load_with(input: &mut dyn BufRead, opts: &Options) -> Result<Loaded> {
     let mut u = Unpickler {
         input,
+        opts: opts.clone(),
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
         storages: Vec::new(),
+        blobs: Vec::new(),
+        charged: 0,
+        values: 0,
+        classes: Vec::new(),
     };
     let value = u.run()?;
     Ok(Loaded {
         value,
         consumed: u.pos,
         storages: std::mem::take(&mut u.storages),
+        blobs: std::mem::take(&mut u.blobs),
+        values: u.values,
+        classes: std::mem::take(&mut u.classes),
     })
 }
 
@@ -242,11 +190,17 @@ pub fn load_slice(mut bytes: &[u8]) -> Result<Value> {
 
 struct Unpickler<'a> {
     input: &'a mut dyn BufRead,
+    opts: Options,
     pos: u64,
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
     storages: Vec<Arc<StorageRef>>,
+    blobs: Vec<(String, Blob)>,
+    /// Bytes charged to the budget so far (never given back: a bound, not a measure).
+    charged: u64,
+    values: u64,
+    classes: Vec<String>,
 }
 
 impl Unpickler<'_> {
@@ -256,6 +210,12 @@ impl Unpickler<'_> {
             let code = self.byte()?;
             self.step(code)
                 .with_context(|| format!("pickle opcode 0x{code:02x} at byte {at}"))?;
+            if self.charged > self.opts.budget {
+                bail!(
+                    "the pickle builds more than {} MiB of values (at byte {at}): refused as a memory bomb; nothing was executed",
+                    self.opts.budget >> 20
+                );
+            }
             if code == op::STOP {
                 return self.pop();
             }
@@ -269,6 +229,13 @@ impl Unpickler<'_> {
     fn bytes(&mut self, n: u64) -> Result<Vec<u8>> {
         if n > MAX_ITEM {
             bail!("a pickled string or bytes object of {n} bytes is larger than the {MAX_ITEM} allowed");
+        }
+        self.charged += n;
+        if self.charged > self.opts.budget {
+            bail!(
+                "the pickle holds more than {} MiB of strings and values: refused as a memory bomb",
+                self.opts.budget >> 20
+            );
         }
         let mut v = Vec::new();
         (&mut self.input)
@@ -301,7 +268,39 @@ impl Unpickler<'_> {
     }
 
     fn push(&mut self, v: Value) {
+        self.charged += 48;
+        self.values += 1;
         self.stack.push(v);
+    }
+
+    /// A bytes object of `n` bytes: read when small, else skipped and kept as its span.
+    fn bytes_value(&mut self, n: u64) -> Result<Value> {
+        if n <= LAZY_BYTES {
+            return Ok(Value::Bytes(self.bytes(n)?.into()));
+        }
+        let start = self.pos;
+        let mut left = n;
+        while left > 0 {
+            let buf = self.input.fill_buf().context("read error in the pickle")?;
+            if buf.is_empty() {
+                bail!("the pickle ends early (truncated input)");
+            }
+            let k = (buf.len() as u64).min(left) as usize;
+            self.input.consume(k);
+            left -= k as u64;
+            self.pos += k as u64;
+        }
+        Ok(Value::Span(start, n))
+    }
+
+    fn global(&mut self, module: &str, name: &str) -> Result<Value> {
+        let g = resolve_global(module, name, self.opts.strict)?;
+        if let Global::Class(c) = &g {
+            if !self.classes.iter().any(|k| **k == **c) && self.classes.len() < 1000 {
+                self.classes.push(c.to_string());
+            }
+        }
+        Ok(Value::Global(Rc::new(g)))
     }
 
     fn pop(&mut self) -> Result<Value> {
@@ -353,6 +352,7 @@ impl Unpickler<'_> {
     }
 
     fn memo_put(&mut self, key: u64) -> Result<()> {
+        self.charged += 64;
         let v = self.top()?.clone();
         self.memo.insert(key, v);
         Ok(())
@@ -370,7 +370,10 @@ impl Unpickler<'_> {
                 self.fixed::<8>()?;
             }
             op::STOP => {}
-            op::MARK => self.marks.push(self.stack.len()),
+            op::MARK => {
+                self.charged += 16;
+                self.marks.push(self.stack.len());
+            }
             op::POP => {
                 if self.marks.last() == Some(&self.stack.len()) {
                     self.pop_mark()?;
@@ -442,23 +445,23 @@ impl Unpickler<'_> {
                 if n < 0 {
                     bail!("negative BINSTRING length");
                 }
-                let b = self.bytes(n as u64)?;
-                self.push(Value::Bytes(b.into()));
+                let b = self.bytes_value(n as u64)?;
+                self.push(b);
             }
             op::SHORT_BINBYTES => {
                 let n = self.byte()? as u64;
-                let b = self.bytes(n)?;
-                self.push(Value::Bytes(b.into()));
+                let b = self.bytes_value(n)?;
+                self.push(b);
             }
             op::BINBYTES => {
                 let n = self.u32_len()?;
-                let b = self.bytes(n)?;
-                self.push(Value::Bytes(b.into()));
+                let b = self.bytes_value(n)?;
+                self.push(b);
             }
             op::BINBYTES8 | op::BYTEARRAY8 => {
                 let n = self.u64_len()?;
-                let b = self.bytes(n)?;
-                self.push(Value::Bytes(b.into()));
+                let b = self.bytes_value(n)?;
+                self.push(b);
             }
             op::EMPTY_LIST => self.push(Value::List(Default::default())),
             op::EMPTY_DICT => self.push(Value::Dict(Default::default())),
@@ -537,8 +540,8 @@ impl Unpickler<'_> {
             op::GLOBAL => {
                 let module = self.line()?;
                 let name = self.line()?;
-                let g = resolve_global(&module, &name)?;
-                self.push(Value::Global(Rc::new(g)));
+                let g = self.global(&module, &name)?;
+                self.push(g);
             }
             op::STACK_GLOBAL => {
                 let name = self.pop()?;
@@ -546,23 +549,29 @@ impl Unpickler<'_> {
                 let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
                     bail!("STACK_GLOBAL needs two strings");
                 };
-                let g = resolve_global(module, name)?;
-                self.push(Value::Global(Rc::new(g)));
+                let (module, name) = (module.clone(), name.clone());
+                let g = self.global(&module, &name)?;
+                self.push(g);
             }
             op::REDUCE => {
                 let args = self.pop()?;
                 let func = self.pop()?;
                 let args = args.items("REDUCE arguments")?;
-                let v = call(&func, args)?;
+                // A call may copy its arguments' items (OrderedDict, set, torch.Size).
+                self.charged += 48 * shallow(&args);
+                let v = call(&func, args, &mut self.blobs)?;
                 self.push(v);
             }
             op::NEWOBJ => {
                 let args = self.pop()?;
                 let cls = self.pop()?;
-                let v = new_object(&cls, args.items("NEWOBJ arguments")?)?;
+                let args = args.items("NEWOBJ arguments")?;
+                self.charged += 48 * shallow(&args);
+                let v = new_object(&cls, args)?;
                 self.push(v);
             }
             op::NEWOBJ_EX => {
+                // The keyword arguments of a record's `__new__` are dropped.
                 let _kwargs = self.pop()?;
                 let args = self.pop()?;
                 let cls = self.pop()?;
@@ -570,18 +579,23 @@ impl Unpickler<'_> {
                 self.push(v);
             }
             op::BUILD => {
-                let _state = self.pop()?;
-                match self.top()? {
+                let state = self.pop()?;
+                let blobs = &mut self.blobs;
+                match self.stack.last() {
+                    None => bail!("stack underflow (corrupt pickle)"),
+                    Some(Value::Record(r)) => *r.state.borrow_mut() = state,
+                    Some(Value::NdArray(a)) => numpy::build_array(a, &state, blobs)?,
+                    Some(Value::NpDType(d)) => numpy::build_dtype(d, &state)?,
                     // OrderedDict attributes (`_metadata`) and the state of opaque objects
                     // carry no tensor data.
-                    Value::Dict(_) | Value::Object(_) | Value::Unsupported(_) => {}
-                    Value::Tensor(_) => bail!("BUILD on a tensor (the legacy set_ form) is not supported"),
-                    v => bail!("BUILD on a {} is not allowed", v.type_name()),
+                    Some(Value::Dict(_) | Value::Object(_) | Value::Unsupported(_)) => {}
+                    Some(Value::Tensor(_)) => bail!("BUILD on a tensor (the legacy set_ form) is not supported"),
+                    Some(v) => bail!("BUILD on a {} is not allowed", v.type_name()),
                 }
             }
             op::BINPERSID => {
                 let pid = self.pop()?;
-                let v = persistent_load(&pid)?;
+                let v = persistent_load(&pid, self.opts.strict)?;
                 if let Value::Storage(s) = &v {
                     self.storages.push(s.clone());
                 }
@@ -593,6 +607,20 @@ impl Unpickler<'_> {
         }
         Ok(())
     }
+}
+
+/// How many values a call's arguments hold, one level down (what a call may copy).
+fn shallow(args: &[Value]) -> u64 {
+    let mut n = args.len() as u64;
+    for a in args {
+        n += match a {
+            Value::List(l) => l.borrow().len() as u64,
+            Value::Tuple(t) => t.len() as u64,
+            Value::Dict(d) => 2 * d.borrow().len() as u64,
+            _ => 0,
+        };
+    }
+    n
 }
 
 /// A little-endian two's-complement integer (LONG1 / LONG4).
@@ -619,11 +647,26 @@ fn append(target: &mut Value, items: Vec<Value>) -> Result<()> {
             l.borrow_mut().extend(items);
             Ok(())
         }
+        Value::Record(r) => {
+            r.items.borrow_mut().extend(items);
+            Ok(())
+        }
         v => bail!("can only append to lists, not to a {}", v.type_name()),
     }
 }
 
 pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
+    if let Value::Record(r) = target {
+        if !items.len().is_multiple_of(2) {
+            bail!("an odd number of items for a dict");
+        }
+        let mut e = r.entries.borrow_mut();
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            e.push((k, v));
+        }
+        return Ok(());
+    }
     let Value::Dict(d) = target else {
         bail!(
             "can only set items of a dict, not of a {}",
@@ -645,3 +688,8 @@ pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The torch dtype named `name` (`float32`), as the allow-list knows it.
+pub fn resolve_dtype(name: &str) -> Option<TorchDType> {
+    allow::dtype_named(name)
+}

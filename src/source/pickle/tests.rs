@@ -67,3 +67,85 @@ fn rebuilds_a_tensor_from_a_storage() {
         (1, &[2, 2][..], &[3, 1][..])
     );
 }
+
+fn strict() -> Options {
+    Options {
+        strict: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn classes_become_records_unless_strict() {
+    // __main__.Net.__new__(Net), BUILD {'a': 1}, then APPEND on a list subclass record
+    let p = b"\x80\x02c__main__\nNet\n)\x81}X\x01\x00\x00\x00aK\x01sb.";
+    let v = load_slice(p).unwrap();
+    let Value::Record(r) = &v else {
+        panic!("not a record")
+    };
+    assert_eq!(&*r.class, "__main__.Net");
+    assert!(matches!(r.attribute("a"), Some(Value::Int(1))));
+    let e = format!("{:#}", load_with(&mut &p[..], &strict()).err().unwrap());
+    assert!(
+        e.contains("__main__.Net") && e.contains("weights_only"),
+        "{e}"
+    );
+    // REDUCE keeps the call's arguments
+    let p = b"\x80\x02cargparse\nNamespace\nK\x07\x85R.";
+    let v = load_slice(p).unwrap();
+    let Value::Record(r) = &v else {
+        panic!("not a record")
+    };
+    assert!(matches!(r.args[..], [Value::Int(7)]));
+}
+
+#[test]
+fn numpy_arrays_are_built_and_object_arrays_refused() {
+    // _reconstruct(ndarray, (0,), b'b') BUILD (1, (2,), dtype('i2') BUILD (3, '>', ...), False, b'\x00\x01\x00\x02')
+    let mut p =
+        b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85C\x01b\x87R"
+            .to_vec();
+    p.extend(b"(K\x01K\x02\x85cnumpy\ndtype\nX\x02\x00\x00\x00i2\x89\x88\x87R(K\x03X\x01\x00\x00\x00>NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb");
+    p.extend(b"\x89C\x04\x00\x01\x00\x02tb.");
+    let loaded = load(&mut &p[..]).unwrap();
+    let Value::NdArray(a) = &loaded.value else {
+        panic!("not an array")
+    };
+    let Value::Tensor(t) = &*a.borrow() else {
+        panic!("not built")
+    };
+    assert_eq!((&t.size[..], t.dtype.dtype), (&[2][..], Some(DType::I16)));
+    assert!(t.storage.big_endian);
+    assert!(matches!(&loaded.blobs[..], [(_, Blob::Bytes(b))] if &b[..] == b"\x00\x01\x00\x02"));
+    // four bytes for three int16s
+    let at = p.windows(3).position(|w| w == b"K\x02\x85").unwrap();
+    let mut bad = p.clone();
+    bad[at + 1] = 3;
+    assert!(load_slice(&bad).is_err());
+    // numpy.core.multiarray.scalar(dtype('O8'), None)
+    let p = b"\x80\x02cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87RN\x86R.";
+    let e = format!("{:#}", load_slice(p).unwrap_err());
+    assert!(e.contains("object arrays"), "{e}");
+}
+
+#[test]
+fn large_bytes_are_spans_and_the_budget_holds() {
+    let n = LAZY_BYTES as u32 + 1;
+    let mut p = b"\x80\x03B".to_vec();
+    p.extend(n.to_le_bytes());
+    p.extend(std::iter::repeat_n(7u8, n as usize));
+    p.push(b'.');
+    assert!(matches!(load_slice(&p).unwrap(), Value::Span(7, l) if l == n as u64));
+    p.truncate(p.len() - 2);
+    assert!(load_slice(&p).is_err());
+    // one value too many for a tiny budget
+    let tiny = Options {
+        budget: 48 * 100,
+        ..Default::default()
+    };
+    let mut p = b"\x80\x02N".to_vec();
+    p.extend(std::iter::repeat_n(b'2', 200));
+    p.push(b'.');
+    let e = format!("{:#}", load_with(&mut &p[..], &tiny).err().unwrap());
+    assert!(e.contains("memory bomb"), "{e}");
+}

@@ -1,9 +1,15 @@
 //! The two containers `torch.save` writes: the zip archive (`<root>/data.pkl`, `<root>/data/<key>`,
 //! `<root>/byteorder`; the root folder is named after the first member, as torch's own reader
 //! does; read through `container/zip.rs`, which checks every member's headers, sizes and
-//! CRC-32, so a member outside the root folder or a renamed `byteorder` is refused) and the legacy pickle stream (magic number, protocol version, sys_info, the data
-//! pickle, the storage keys, then each storage as an 8-byte element count and its bytes). Both
-//! end in `build` of `mod.rs` with the unpickled tree and a map from storage key to bytes.
+//! CRC-32, so a member outside the root folder or a renamed `byteorder` is refused) and the
+//! legacy pickle stream (magic number, protocol version, sys_info, the data pickle, the storage
+//! keys, then each storage as an 8-byte element count and its bytes). Both end in `build` of
+//! `tree.rs` with the unpickled tree and a map from storage key to bytes. A zip holding
+//! `archive_format` goes to `pt2.rs`; one holding `code/` is TorchScript, whose classes
+//! `jit.rs` reads; both read their members through [`TorchArchive`]. `data.pkl` is read as a
+//! stream (a deflated one inflated to a temporary file, within `--max-decompressed`), never
+//! whole into memory; storages are checked (CRC-32) or inflated only when a tensor is read, so
+//! `list` inflates nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
@@ -12,13 +18,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{build, StorageData, TorchSource, MAX_PICKLE};
-use crate::container::zip::{Archive, Member, MemberData, DEFAULT_MAX_DECOMPRESSED};
+use super::{build, Naming, StorageData, TorchOptions, TorchSource, MAX_PICKLE};
+use crate::container::zip::{Archive, Member, MemberData};
 use crate::input::{FileRange, RangeReader};
 use crate::source::pickle::{self, Value};
 
-/// A PyTorch zip archive: `<root>/...` members, every one inside the root folder, through the
-/// one ZIP reader of `container/zip.rs` (limits, header and CRC-32 checks).
+/// A PyTorch zip archive (torch.save, TorchScript, torch.export): `<root>/...` members, every
+/// one inside the root folder, through the one ZIP reader of `container/zip.rs` (limits,
+/// header and CRC-32 checks).
 pub(crate) struct TorchArchive {
     pub zip: Archive,
     /// The root folder, named after the first member (the file's stem when saved).
@@ -30,9 +37,15 @@ pub(crate) struct TorchArchive {
 }
 
 impl TorchArchive {
-    /// Reads the central directory; refuses members outside the root folder.
+    /// Reads the central directory; refuses members outside the root folder, and an archive
+    /// whose only central directory belongs to a zip stored inside it.
     pub fn open(data: &FileRange, max_decompressed: u64) -> Result<TorchArchive> {
         let zip = Archive::open(data, max_decompressed)?;
+        // torch writes its archives from byte 0: a directory found further in is a zip stored
+        // inside a truncated archive (a .pt2's sample inputs), not this one.
+        if zip.offset() != 0 {
+            bail!("not a readable zip archive (truncated or corrupt): the only central directory found belongs to a zip stored inside it, at byte {}", zip.offset());
+        }
         let Some(first) = zip.entries().first() else {
             bail!("the zip archive is empty: not a PyTorch checkpoint");
         };
@@ -93,36 +106,71 @@ impl TorchArchive {
             ),
         })
     }
+
+    /// Checks the CRC-32 of every member `skip` does not name (version records, ids, the
+    /// program, storages no tensor uses: small or unused), so that no corrupt byte of the
+    /// archive goes unnoticed. Nothing when the archive has no CRC-32s.
+    pub fn check_rest(&mut self, skip: &dyn Fn(&str) -> bool) -> Result<()> {
+        if !self.check_crc {
+            return Ok(());
+        }
+        let mut rest: Vec<String> = self.members.keys().filter(|k| !skip(k)).cloned().collect();
+        rest.sort();
+        for name in rest {
+            if let Some(m) = self.member(&name)? {
+                m.check()?;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Opens a zip checkpoint with the default `--max-decompressed` (the signature other torch
-/// archive readers have called; the registry uses [`open_zip_limited`]).
-#[allow(dead_code)]
+/// A member holding a pickle, as a range to stream it from: a stored one where it lies (its
+/// CRC-32 checked first), a deflated one inflated to a temporary file; either at most `limit`
+/// bytes.
+fn pickle_range(m: Member, limit: u64) -> Result<FileRange> {
+    if m.size > limit {
+        bail!(
+            "{} is {} bytes, more than the {limit} allowed (--max-decompressed)",
+            m.name,
+            m.size
+        );
+    }
+    MemberData::new(m).range()
+}
+
+/// Unpickles a range.
+fn unpickle(range: &FileRange, opts: &TorchOptions) -> Result<pickle::Loaded> {
+    let mut r = BufReader::new(RangeReader::new(range.clone()));
+    pickle::load_with(&mut r, &opts.pickle)
+}
+
+/// Opens a zip checkpoint: its pickle is read now, its storages only when a tensor is read (a
+/// deflated one is inflated then, at most `--max-decompressed` bytes), so `list` inflates
+/// nothing.
 pub(super) fn open_zip(
     path: &str,
     files: Vec<PathBuf>,
     data: FileRange,
     stem: &str,
+    opts: &TorchOptions,
 ) -> Result<TorchSource> {
-    open_zip_limited(path, files, data, stem, DEFAULT_MAX_DECOMPRESSED)
-}
-
-/// Opens a zip checkpoint: its pickle is read now, its storages only when a tensor is read (a
-/// deflated one is inflated then, at most `max_decompressed` bytes), so `list` inflates nothing.
-pub(super) fn open_zip_limited(
-    path: &str,
-    files: Vec<PathBuf>,
-    data: FileRange,
-    stem: &str,
-    max_decompressed: u64,
-) -> Result<TorchSource> {
-    let mut arch = TorchArchive::open(&data, max_decompressed)?;
+    let mut arch = TorchArchive::open(&data, opts.max_bytes)?;
     let root = arch.root.clone();
+    if arch.members.contains_key("archive_format") {
+        return super::pt2::open(path, files, &mut arch, opts);
+    }
     let big_endian = arch.big_endian()?;
-    let Some(pkl) = arch.read("data.pkl", MAX_PICKLE)? else {
+    let Some(pkl) = arch.member("data.pkl")? else {
         bail!("not a PyTorch archive: no {root}/data.pkl");
     };
-    let loaded = pickle::load(&mut &pkl[..]).with_context(|| format!("{root}/data.pkl"))?;
+    let pkl_range = pickle_range(pkl, MAX_PICKLE.min(opts.max_bytes))?;
+    let loaded = unpickle(&pkl_range, opts).with_context(|| format!("{root}/data.pkl"))?;
+    let script = if arch.members.keys().any(|k| k.starts_with("code/")) {
+        Some(super::jit::classes(&mut arch)?)
+    } else {
+        None
+    };
 
     let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
     for s in &loaded.storages {
@@ -138,22 +186,28 @@ pub(super) fn open_zip_limited(
         };
         storages.insert(s.key.clone(), Arc::new(MemberData::new(m)));
     }
-    // Every other member (version records, ids, storages no tensor uses) is small or unused:
-    // check its CRC-32 now, so that no corrupt byte of the archive goes unnoticed.
-    if arch.check_crc {
-        let used: HashSet<String> = storages.keys().map(|k| format!("data/{k}")).collect();
-        let mut rest: Vec<String> = arch.members.keys().cloned().collect();
-        rest.sort();
-        for name in rest {
-            if name != "data.pkl" && name != "byteorder" && !used.contains(&name) {
-                if let Some(m) = arch.member(&name)? {
-                    m.check()?;
-                }
-            }
-        }
-    }
-    let mut src = build(path, files, loaded.value, stem, storages, big_endian)?;
-    if !arch.check_crc {
+    // Every other member (version records, ids, the TorchScript sources, storages no pickle
+    // names): its CRC-32 is checked now.
+    let used: HashSet<String> = storages.keys().map(|k| format!("data/{k}")).collect();
+    arch.check_rest(&|name| name == "data.pkl" || name == "byteorder" || used.contains(name))?;
+    let check = arch.check_crc;
+    let naming = Naming {
+        script,
+        classes: loaded.classes,
+        blobs: loaded.blobs,
+        pickle: Some(pkl_range),
+        max_bytes: opts.max_bytes,
+    };
+    let mut src = build(
+        path,
+        files,
+        loaded.value,
+        stem,
+        storages,
+        big_endian,
+        naming,
+    )?;
+    if !check {
         src.notes.push(
             "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"
                 .to_string(),
@@ -167,11 +221,17 @@ pub(super) fn open_legacy(
     files: Vec<PathBuf>,
     data: FileRange,
     stem: &str,
+    opts: &TorchOptions,
 ) -> Result<TorchSource> {
     let mut r = BufReader::new(RangeReader::new(data.clone()));
     let mut pos = 0u64;
+    let mut main_at = 0u64;
     let mut next = |what: &str| -> Result<pickle::Loaded> {
-        let l = pickle::load(&mut r).with_context(|| format!("the legacy file's {what}"))?;
+        if what == "data pickle" {
+            main_at = pos;
+        }
+        let l = pickle::load_with(&mut r, &opts.pickle)
+            .with_context(|| format!("the legacy file's {what}"))?;
         pos += l.consumed;
         Ok(l)
     };
@@ -231,8 +291,15 @@ pub(super) fn open_legacy(
         pos += 8 + len;
         storages.insert(
             key.clone(),
-            Arc::new(MemberData::checked(format!("storage '{key}'"), range)),
+            Arc::new(StorageData::checked(format!("storage '{key}'"), range)),
         );
     }
-    build(path, files, main.value, stem, storages, big_endian)
+    let naming = Naming {
+        classes: main.classes,
+        blobs: main.blobs,
+        pickle: Some(data.slice(main_at, main.consumed)?),
+        max_bytes: opts.max_bytes,
+        ..Default::default()
+    };
+    build(path, files, main.value, stem, storages, big_endian, naming)
 }

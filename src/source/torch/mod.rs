@@ -8,29 +8,44 @@
 //! tensor in C order: contiguous ones straight from the file (`raw_range`, so the sink can
 //! copy them in the kernel), strided ones gathered chunk by chunk from a bounded window.
 //!
+//! Also read here, as data: whole pickled modules and other classes (records, named by
+//! `names.rs`), TorchScript archives (`jit.rs`), torch.export `.pt2` archives (`pt2.rs`) and
+//! plain pickles of NumPy arrays (`.pkl`, Paddle's `.pdparams`/`.pdopt`: `plain.rs`).
+//!
 //! Zip members are read through `container/zip.rs`. Stored members (what torch writes) are read
 //! by range, and their CRC-32 is computed once per storage before its first tensor goes out;
 //! deflated members are inflated into an unlinked temporary file (CRC-32 checked, at most
 //! `--max-decompressed` bytes) when their first tensor is read, never by `list`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::pickle::{StorageRef, TensorRef, Value};
+use super::pickle::{self, TensorRef};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 mod container;
+mod jit;
+mod names;
+pub mod plain;
+mod pt2;
+mod tree;
+
+use names::ScriptClasses;
+#[cfg(test)]
+use names::Walk;
+use tree::build;
+#[cfg(test)]
+use tree::check_view;
 
 pub static READER: Reader = Reader {
     name: "pytorch",
-    about: "a PyTorch checkpoint (torch.save, zip or legacy format; never executed)",
-    extensions: &[".pt", ".pth", ".bin"],
+    about: "a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed",
+    extensions: &[".pt", ".pth", ".bin", ".pt2"],
     sniff: sniff_input,
     open: open_input,
 };
@@ -47,8 +62,24 @@ fn sniff_input(input: &Input) -> Sniff {
         return Sniff::No;
     }
     let name_len = u16::from_le_bytes([head[26], head[27]]) as usize;
+    // torch.save writes `<root>/data.pkl` first; torch.jit.save and torch.export.save start
+    // with their storages (`<root>/data/0`, `<root>/data/weights/...`).
+    let torch_member = |rest: &[u8]| {
+        rest == b"data.pkl"
+            || rest.starts_with(b"data/weights/")
+            || rest.starts_with(b"data/constants/")
+            || rest == b"archive_format"
+            || rest
+                .strip_prefix(b"data/")
+                .is_some_and(|k| !k.is_empty() && k.iter().all(u8::is_ascii_digit))
+    };
     match head.get(30..30 + name_len) {
-        Some(name) if name.ends_with(b"/data.pkl") && !name[..name.len() - 9].contains(&b'/') => {
+        Some(name)
+            if name
+                .iter()
+                .position(|&c| c == b'/')
+                .is_some_and(|i| i > 0 && torch_member(&name[i + 1..])) =>
+        {
             Sniff::Yes
         }
         _ if input.has_extension(READER.extensions) => Sniff::Maybe,
@@ -57,13 +88,60 @@ fn sniff_input(input: &Input) -> Sniff {
 }
 
 fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    Ok(Box::new(TorchSource::open_limited(
+    Ok(Box::new(TorchSource::open_with(
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
         &input.stem,
-        opts.max_decompressed,
+        &TorchOptions::from(opts),
     )?))
+}
+
+/// What the command line sets for pickled formats.
+#[derive(Clone, Debug)]
+pub struct TorchOptions {
+    pub pickle: pickle::Options,
+    /// The most bytes the tensors of one input may add up to, and the most a compressed
+    /// pickle may inflate to (`--max-decompressed`).
+    pub max_bytes: u64,
+}
+
+impl Default for TorchOptions {
+    fn default() -> Self {
+        TorchOptions {
+            pickle: pickle::Options::default(),
+            max_bytes: 64 << 30,
+        }
+    }
+}
+
+impl From<&OpenOptions> for TorchOptions {
+    fn from(o: &OpenOptions) -> Self {
+        TorchOptions {
+            pickle: pickle::Options {
+                strict: o.weights_only,
+                ..Default::default()
+            },
+            max_bytes: if o.max_decompressed == 0 {
+                64 << 30
+            } else {
+                o.max_decompressed
+            },
+        }
+    }
+}
+
+/// How a tree is named, beyond its containers.
+#[derive(Default)]
+pub(super) struct Naming {
+    /// TorchScript: the classes `code/` declares.
+    pub script: Option<ScriptClasses>,
+    /// The classes the pickle read as records, for a note.
+    pub classes: Vec<String>,
+    /// The blobs of NumPy arrays, and the pickle they lie in.
+    pub blobs: Vec<(String, pickle::Blob)>,
+    pub pickle: Option<FileRange>,
+    pub max_bytes: u64,
 }
 
 /// The pickled magic number that opens a legacy file (`0x1950a86a20f9469cfc6c` as LONG1).
@@ -90,8 +168,8 @@ fn sniff_legacy(head: &[u8]) -> bool {
     head.get(at..at + LEGACY_MAGIC.len()) == Some(&LEGACY_MAGIC[..])
 }
 
-/// One storage's bytes: a zip member checked (CRC-32) or inflated on first use, or a range of
-/// a legacy file.
+/// One storage's bytes: a zip member checked (CRC-32) or inflated on first use, or bytes
+/// already present (a range of a legacy file, a NumPy array's bytes).
 type StorageData = crate::container::zip::MemberData;
 
 enum Entry {
@@ -111,19 +189,14 @@ pub struct TorchSource {
 }
 
 impl TorchSource {
-    /// Opens a torch file. `stem` names a file that holds one bare tensor. A deflated zip
-    /// member may inflate to the default `--max-decompressed`.
+    /// Opens a torch file with the default options. `stem` names a file that holds one bare
+    /// tensor.
     pub fn open(path: &str, files: Vec<PathBuf>, data: FileRange, stem: &str) -> Result<Self> {
-        Self::open_limited(
-            path,
-            files,
-            data,
-            stem,
-            crate::container::zip::DEFAULT_MAX_DECOMPRESSED,
-        )
+        Self::open_with(path, files, data, stem, &TorchOptions::default())
     }
 
-    /// [`TorchSource::open`], with deflated zip members bounded by `max_decompressed`.
+    /// [`TorchSource::open`], with deflated zip members (and the tensors' total) bounded by
+    /// `max_decompressed`.
     pub fn open_limited(
         path: &str,
         files: Vec<PathBuf>,
@@ -131,226 +204,31 @@ impl TorchSource {
         stem: &str,
         max_decompressed: u64,
     ) -> Result<Self> {
+        let opts = TorchOptions {
+            max_bytes: max_decompressed,
+            ..Default::default()
+        };
+        Self::open_with(path, files, data, stem, &opts)
+    }
+
+    /// Opens a torch file (torch.save, TorchScript or torch.export archive).
+    pub fn open_with(
+        path: &str,
+        files: Vec<PathBuf>,
+        data: FileRange,
+        stem: &str,
+        opts: &TorchOptions,
+    ) -> Result<Self> {
         let mut head = [0u8; 32];
         let n = (data.len() as usize).min(32);
         data.read_at(0, &mut head[..n])?;
         if sniff_legacy(&head[..n]) {
-            container::open_legacy(path, files, data, stem)
+            container::open_legacy(path, files, data, stem, opts)
         } else if head.starts_with(b"PK") {
-            container::open_zip_limited(path, files, data, stem, max_decompressed)
+            container::open_zip(path, files, data, stem, opts)
         } else {
             bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
         }
-    }
-}
-
-/// Names the tensors of the unpickled tree and checks each against its storage.
-fn build(
-    path: &str,
-    files: Vec<PathBuf>,
-    root: Value,
-    stem: &str,
-    storages: HashMap<String, Arc<StorageData>>,
-    big_endian: bool,
-) -> Result<TorchSource> {
-    let mut walk = Walk::default();
-    match &root {
-        Value::Tensor(_) | Value::Unsupported(_) => walk.leaf(stem.to_string(), &root),
-        _ => walk.visit(String::new(), &root, 0)?,
-    }
-    let mut src = TorchSource {
-        path: path.to_string(),
-        files,
-        metas: Vec::new(),
-        entries: Vec::new(),
-        storage_of: Vec::new(),
-        notes: Vec::new(),
-    };
-    let mut seen = std::collections::HashSet::new();
-    for (name, v) in walk.found {
-        if !seen.insert(name.clone()) {
-            bail!("two tensors are named '{name}'");
-        }
-        let (entry, dtype, shape, storage) = match &v {
-            Value::Tensor(t) => match t.dtype.dtype {
-                Some(d) => {
-                    let s = check_view(&name, t, &storages)?;
-                    (Entry::Tensor(t.clone()), d, t.size.clone(), Some(s))
-                }
-                None => {
-                    src.notes.push(format!(
-                        "tensor '{name}' has dtype torch.{}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)",
-                        t.dtype.name
-                    ));
-                    (Entry::Unsupported, DType::Resource, t.size.clone(), None)
-                }
-            },
-            Value::Unsupported(kind) => {
-                src.notes
-                    .push(format!("tensor '{name}' is {kind}, which has no NumPy form (listed as dtype resource; --skip-unsupported leaves it out)"));
-                (Entry::Unsupported, DType::Resource, Vec::new(), None)
-            }
-            _ => unreachable!("only tensors are collected"),
-        };
-        let item = dtype.item_size().unwrap_or(1) as u64;
-        let elements =
-            crate::tensor::checked_elements(&shape).with_context(|| format!("tensor '{name}'"))?;
-        src.metas.push(TensorMeta {
-            name,
-            dtype,
-            stored_bytes: elements.saturating_mul(item),
-            shape,
-            kind: Kind::Dense,
-            max_string_len: None,
-            big_endian: big_endian && item > 1,
-            ragged_rank: 0,
-        });
-        src.entries.push(entry);
-        src.storage_of.push(storage);
-    }
-    if walk.skipped > 0 {
-        src.notes.push(format!(
-            "left out {} value(s) that are not tensors (numbers, strings, ...), e.g. '{}'",
-            walk.skipped,
-            walk.first_skipped.unwrap_or_default()
-        ));
-    }
-    Ok(src)
-}
-
-/// Checks that every element of a view lies inside its storage; returns the storage and the
-/// byte offset where the tensor's storage window starts.
-fn check_view(
-    name: &str,
-    t: &TensorRef,
-    storages: &HashMap<String, Arc<StorageData>>,
-) -> Result<(Arc<StorageData>, u64)> {
-    let s: &StorageRef = &t.storage;
-    let data = storages
-        .get(&s.key)
-        .with_context(|| format!("tensor '{name}': storage '{}' is missing", s.key))?;
-    let (base, window) = match s.view {
-        Some((off, len)) => (off, len),
-        None => (0, s.numel),
-    };
-    let bytes = |n: u64| n.checked_mul(s.dtype.item_size);
-    let (Some(base_b), Some(window_b)) = (bytes(base), bytes(window)) else {
-        bail!("tensor '{name}': its storage size overflows");
-    };
-    if base_b.checked_add(window_b).is_none_or(|e| e > data.len()) {
-        bail!(
-            "tensor '{name}': storage '{}' should hold {} bytes from byte {base_b}, but {} has only {}",
-            s.key,
-            window_b,
-            data.name(),
-            data.len()
-        );
-    }
-    if t.size.contains(&0) {
-        return Ok((data.clone(), base_b));
-    }
-    let mut last = t.offset;
-    for (&n, &st) in t.size.iter().zip(&t.stride) {
-        last = (n - 1)
-            .checked_mul(st)
-            .and_then(|x| x.checked_add(last))
-            .with_context(|| format!("tensor '{name}': its strides overflow"))?;
-    }
-    let end = last
-        .checked_add(1)
-        .and_then(|e| e.checked_mul(t.dtype.item_size));
-    if end.is_none_or(|e| e > window_b) {
-        bail!(
-            "tensor '{name}': offset {} with size {:?} and stride {:?} reaches past the end of its storage '{}' ({} bytes)",
-            t.offset,
-            t.size,
-            t.stride,
-            s.key,
-            window_b
-        );
-    }
-    Ok((data.clone(), base_b))
-}
-
-/// Collects the tensors of a tree with their names.
-#[derive(Default)]
-struct Walk {
-    found: Vec<(String, Value)>,
-    skipped: usize,
-    first_skipped: Option<String>,
-    visited: u64,
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}/{key}")
-    }
-}
-
-fn key_text(k: &Value) -> Result<String> {
-    Ok(match k {
-        Value::Str(s) => s.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        Value::None => "None".to_string(),
-        Value::Float(f) => f.to_string(),
-        v => bail!(
-            "a dict key is a {}, which cannot name a tensor",
-            v.type_name()
-        ),
-    })
-}
-
-impl Walk {
-    fn leaf(&mut self, name: String, v: &Value) {
-        self.found.push((name, v.clone()));
-    }
-
-    fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
-        self.visited += 1;
-        if depth > 200 || self.visited > 50_000_000 {
-            bail!("the pickled containers nest too deeply or hold too many items (a cycle?)");
-        }
-        match v {
-            Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v),
-            Value::Dict(d) => {
-                // A key set twice keeps its first place and its last value, as in Python.
-                let d = d.borrow();
-                let mut order: Vec<(String, &Value)> = Vec::with_capacity(d.len());
-                let mut place: HashMap<String, usize> = HashMap::with_capacity(d.len());
-                for (k, v) in d.iter() {
-                    let key = key_text(k)?;
-                    match place.get(&key) {
-                        Some(&i) => order[i].1 = v,
-                        None => {
-                            place.insert(key.clone(), order.len());
-                            order.push((key, v));
-                        }
-                    }
-                }
-                for (key, v) in order {
-                    self.visit(join(&prefix, &key), v, depth + 1)?;
-                }
-            }
-            Value::List(l) => {
-                for (i, v) in l.borrow().iter().enumerate() {
-                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
-                }
-            }
-            Value::Tuple(t) => {
-                for (i, v) in t.iter().enumerate() {
-                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
-                }
-            }
-            _ => {
-                self.skipped += 1;
-                self.first_skipped.get_or_insert(prefix);
-            }
-        }
-        Ok(())
     }
 }
 
@@ -364,6 +242,12 @@ impl TorchSource {
             ),
         }
     }
+}
+
+/// Checks a storage no named tensor reads (its CRC-32; a deflated one inflated and dropped),
+/// counted by `verify` through `container/zip.rs`.
+fn verify(s: &StorageData) -> Result<()> {
+    s.verify()
 }
 
 /// The bytes to XOR into every element of a view whose conjugate or negative bit is set, as
@@ -590,8 +474,10 @@ impl BlockCache<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
-    use crate::source::pickle;
+    use crate::source::pickle::{self, StorageRef, Value};
 
     fn tensor(offset: u64, size: &[u64], stride: &[u64]) -> TensorRef {
         TensorRef {
@@ -604,6 +490,7 @@ mod tests {
                 key: "0".into(),
                 numel: 24,
                 view: None,
+                big_endian: false,
             }),
             dtype: pickle::TorchDType {
                 name: "int16",

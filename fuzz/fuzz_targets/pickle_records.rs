@@ -1,0 +1,26 @@
+#![no_main]
+//! The unpickler in both modes (strict, and classes read as records, NumPy arrays built) on any
+//! byte string, then the same bytes as a plain pickle of arrays (`.pkl`, `.pdparams`) and as a
+//! torch file (TorchScript and `.pt2` archives included), every tensor drained.
+use libfuzzer_sys::fuzz_target;
+use tensor2npy::input::FileRange;
+use tensor2npy::source::pickle;
+use tensor2npy::source::torch::{plain, TorchOptions, TorchSource};
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    for strict in [false, true] {
+        let opts = pickle::Options { strict, budget: 8 << 20 };
+        let _ = pickle::load_with(&mut &data[..], &opts);
+    }
+    let opts = TorchOptions { pickle: pickle::Options { strict: false, budget: 8 << 20 }, max_bytes: 1 << 30 };
+    let range = FileRange::from_vec(data.to_vec());
+    if let Ok(mut src) = plain::open_pickle("fuzz", vec![], range.clone(), "fuzz", &opts) {
+        common::drain(&mut src);
+    }
+    if let Ok(mut src) = TorchSource::open_with("fuzz", vec![], range, "fuzz", &opts) {
+        common::drain(&mut src);
+    }
+});

@@ -1,0 +1,116 @@
+//! Folders as inputs: listing the files of a local directory or of a prefix in a bucket alike,
+//! and the one rule for symbolic links that every reader applies to the files an input names
+//! or a folder holds (Hugging Face shards, Keras shards, ONNX external data).
+//!
+//! The rule: such a file is read only when its real path (every symbolic link resolved) lies
+//! inside the input's folder, or, when that folder is a snapshot of the Hugging Face cache
+//! (`<repo>/snapshots/<revision>/`, beside `<repo>/blobs/`), inside the cache's repository
+//! folder `<repo>`, where the cache keeps the files its snapshots link to
+//! (`snapshots/<rev>/x -> ../../blobs/<hash>`). A link that leads anywhere else is refused,
+//! naming the file and where it leads. Remote folders have no links.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::input;
+
+/// The names of the files directly inside `dir` (a local directory, or a prefix of a bucket),
+/// sorted. Local entries that are not files (directories, sockets) are left out.
+pub fn files(dir: &Path) -> Result<Vec<String>> {
+    if let Some(url) = input::url_of(dir) {
+        #[cfg(feature = "remote")]
+        return crate::remote::list(url.trim_end_matches('/'));
+        #[cfg(not(feature = "remote"))]
+        bail!("{url}: this build of tensor2npy reads no remote inputs");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The folder whose files an input in `dir` may read: `dir` itself, or the cache's repository
+/// folder for a Hugging Face cache snapshot (both resolved).
+fn allowed_root(dir: &Path) -> Result<PathBuf> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let real = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    if let Some(repo) = real.parent().and_then(|snapshots| {
+        (snapshots.file_name()? == "snapshots")
+            .then(|| snapshots.parent())
+            .flatten()
+    }) {
+        if repo.join("blobs").is_dir() {
+            return Ok(repo.to_path_buf());
+        }
+    }
+    Ok(real)
+}
+
+/// Applies the rule of this module to `file`, which an input in folder `dir` names: an error
+/// when a symbolic link takes it out of the folder. A file that does not exist passes (opening
+/// it reports that); so does every remote path.
+pub fn check_inside(dir: &Path, file: &Path) -> Result<()> {
+    if input::url_of(file).is_some() {
+        return Ok(());
+    }
+    let Ok(real) = file.canonicalize() else {
+        return Ok(());
+    };
+    let root = allowed_root(dir)?;
+    if !real.starts_with(&root) {
+        bail!(
+            "{} is refused: it is a symbolic link (or lies under one) that leads out of {} to {}",
+            file.display(),
+            root.display(),
+            real.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_inside_the_folder_or_the_cache_repository_pass_and_others_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("models--org--m");
+        let snap = repo.join("snapshots/abc");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("blobs")).unwrap();
+        std::fs::write(repo.join("blobs/h1"), b"x").unwrap();
+        std::fs::write(t.path().join("outside"), b"x").unwrap();
+        std::fs::write(snap.join("plain"), b"x").unwrap();
+        symlink("../../blobs/h1", snap.join("cached")).unwrap();
+        symlink("plain", snap.join("inside")).unwrap();
+        symlink(t.path().join("outside"), snap.join("out")).unwrap();
+        check_inside(&snap, &snap.join("plain")).unwrap();
+        check_inside(&snap, &snap.join("inside")).unwrap();
+        check_inside(&snap, &snap.join("cached")).unwrap();
+        let e = check_inside(&snap, &snap.join("out"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out") && e.contains("symbolic link"), "{e}");
+
+        // Without blobs/ beside snapshots/, the folder itself is the limit.
+        let plain = t.path().join("plain/snapshots/r");
+        std::fs::create_dir_all(&plain).unwrap();
+        std::fs::write(t.path().join("plain/w"), b"x").unwrap();
+        symlink("../../w", plain.join("w")).unwrap();
+        assert!(check_inside(&plain, &plain.join("w")).is_err());
+        assert_eq!(files(&snap).unwrap(), ["cached", "inside", "out", "plain"]);
+    }
+}

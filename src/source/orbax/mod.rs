@@ -1,0 +1,318 @@
+//! Orbax (`orbax.checkpoint`) reader: an item directory (`_METADATA`), a step directory
+//! (`_CHECKPOINT_METADATA` with one or more items: `default`, `params`, ...) or a
+//! `CheckpointManager` root (integer step directories; the latest, or `--step N`), named by the
+//! PyTree path joined with `/` as `restore()` returns it (`params/enc/kernel`,
+//! `opt_state/0/mu/enc/bias`, `step`); a step with several items prefixes each item's name.
+//!
+//! `_METADATA` lists the leaves with their key paths; each array leaf is a zarr array (v2 or
+//! v3) whose keys start with the dotted path (`params.enc.kernel/.zarray`), stored either in
+//! the item's OCDBT database (`manifest.ocdbt`, the default; `ocdbt.rs`) or, in the older
+//! layout, as a folder of that name. The zarr reader's `meta.rs`/`chunks.rs` decode the
+//! arrays; a sharded array is one zarr array whose chunks are the shards, so it comes out
+//! whole. Leaves without data (`None`, empty optax states) have no tensor.
+
+pub mod ocdbt;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value as Json;
+
+use super::zarr::chunks::{ArrayReader, Store};
+use super::zarr::meta::ArrayMeta;
+use super::zarr::{array_at, join, Array, DirStore};
+use super::{Input, OpenOptions, Reader, Sniff};
+use crate::input::{self, FileRange};
+use crate::tensor::{ChunkSink, Source, TensorMeta};
+
+pub static READER: Reader = Reader {
+    name: "orbax",
+    about: "Orbax checkpoints: item, step or CheckpointManager directories (OCDBT or zarr)",
+    extensions: &[],
+    sniff,
+    open,
+};
+
+const MAX_METADATA: u64 = 256 << 20;
+
+fn sniff(input: &Input) -> Sniff {
+    if !input.is_dir {
+        return Sniff::No;
+    }
+    let p = &input.path;
+    let has = |n: &str| input::is_file(&join(p, n));
+    if has("_METADATA") || has("_CHECKPOINT_METADATA") {
+        return Sniff::Yes;
+    }
+    match steps(p) {
+        Ok(s) if !s.is_empty() => Sniff::Yes,
+        _ => Sniff::No,
+    }
+}
+
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    Ok(Box::new(OrbaxSource::open(
+        &input.path,
+        &input.display,
+        opts.step,
+    )?))
+}
+
+/// The finished steps of a CheckpointManager root, sorted: integer directories holding
+/// `_CHECKPOINT_METADATA` (unfinished saves are named `*.orbax-checkpoint-tmp*`).
+pub fn steps(root: &Path) -> Result<Vec<u64>> {
+    let mut out: Vec<u64> = input::list_dirs(root)?
+        .into_iter()
+        .filter_map(|n| n.parse::<u64>().ok().map(|s| (s, n)))
+        .filter(|(_, n)| input::is_file(&join(&join(root, n), "_CHECKPOINT_METADATA")))
+        .map(|(s, _)| s)
+        .collect();
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// One item of a step: its folder and the prefix its tensor names get.
+struct Item {
+    dir: PathBuf,
+    prefix: String,
+}
+
+/// The items an input path stands for, and what was chosen (for `list`).
+fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)> {
+    let is = |p: &Path, n: &str| input::is_file(&join(p, n));
+    if is(path, "_METADATA") {
+        if step.is_some() {
+            bail!(
+                "--step needs a CheckpointManager root, {} is an item directory",
+                path.display()
+            );
+        }
+        return Ok((
+            vec![Item {
+                dir: path.to_path_buf(),
+                prefix: String::new(),
+            }],
+            None,
+        ));
+    }
+    let (step_dir, chosen) = if is(path, "_CHECKPOINT_METADATA") {
+        if step.is_some() {
+            bail!(
+                "--step needs a CheckpointManager root, {} is a step directory",
+                path.display()
+            );
+        }
+        (path.to_path_buf(), None)
+    } else {
+        let all = steps(path)?;
+        let Some(&latest) = all.last() else {
+            bail!(
+                "{}: no Orbax step directory (an integer name with _CHECKPOINT_METADATA) here",
+                path.display()
+            );
+        };
+        let s = step.unwrap_or(latest);
+        if !all.contains(&s) {
+            bail!("{}: no step {s} (steps: {})", path.display(), list(&all));
+        }
+        let note = format!("Orbax CheckpointManager, step {s} (steps: {})", list(&all));
+        (join(path, &s.to_string()), Some(note))
+    };
+    let mut names: Vec<String> = input::list_dirs(&step_dir)?
+        .into_iter()
+        .filter(|n| is(&join(&step_dir, n), "_METADATA"))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!(
+            "{}: an Orbax step with no item (no <item>/_METADATA)",
+            step_dir.display()
+        );
+    }
+    let single = names.len() == 1;
+    let items = names
+        .into_iter()
+        .map(|n| Item {
+            dir: join(&step_dir, &n),
+            prefix: if single {
+                String::new()
+            } else {
+                format!("{n}/")
+            },
+        })
+        .collect();
+    Ok((items, chosen))
+}
+
+fn list(s: &[u64]) -> String {
+    s.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Where an item's arrays are: its OCDBT database, or one folder per array.
+enum ItemStore {
+    Ocdbt(ocdbt::Database),
+    Dir(DirStore),
+}
+
+impl Store for ItemStore {
+    fn get(&self, key: &str) -> Result<Option<FileRange>> {
+        match self {
+            ItemStore::Ocdbt(db) => db.get(key),
+            ItemStore::Dir(d) => d.get(key),
+        }
+    }
+
+    fn describe(&self, key: &str) -> String {
+        match self {
+            ItemStore::Ocdbt(db) => db.describe(key),
+            ItemStore::Dir(d) => d.describe(key),
+        }
+    }
+}
+
+/// One leaf of `_METADATA` that holds an array: its name and its storage key.
+struct Leaf {
+    name: String,
+    key: String,
+}
+
+/// The array leaves of an item's `_METADATA`, and the leaves skipped with why.
+fn leaves(text: &[u8]) -> Result<(Vec<Leaf>, Vec<String>)> {
+    let v: Json = serde_json::from_slice(text).context("not valid JSON")?;
+    let tree = v["tree_metadata"]
+        .as_object()
+        .ok_or_else(|| anyhow!("no tree_metadata object"))?;
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (k, leaf) in tree {
+        let keys = leaf["key_metadata"]
+            .as_array()
+            .ok_or_else(|| anyhow!("leaf {k} has no key_metadata"))?;
+        let parts = keys
+            .iter()
+            .map(|p| match &p["key"] {
+                Json::String(s) => Ok(s.clone()),
+                Json::Number(n) => Ok(n.to_string()),
+                other => Err(anyhow!("leaf {k}: key {other} is not a string")),
+            })
+            .collect::<Result<Vec<String>>>()?;
+        let name = parts.join("/");
+        let vm = &leaf["value_metadata"];
+        let ty = vm["value_type"].as_str().unwrap_or("");
+        if vm["skip_deserialize"].as_bool() == Some(true) || ty == "None" {
+            continue; // an empty node: no data, no tensor
+        }
+        match ty {
+            "jax.Array" | "np.ndarray" | "scalar" => out.push(Leaf {
+                name,
+                key: parts.join("."),
+            }),
+            other => skipped.push(format!("{name}: a {other} value, not an array")),
+        }
+    }
+    Ok((out, skipped))
+}
+
+struct Entry {
+    array: Array,
+    store: usize,
+}
+
+pub struct OrbaxSource {
+    path: String,
+    stores: Vec<ItemStore>,
+    entries: Vec<Entry>,
+    format: Option<String>,
+    notes: Vec<String>,
+}
+
+impl OrbaxSource {
+    pub fn open(path: &Path, display: &str, step: Option<u64>) -> Result<OrbaxSource> {
+        let (items, format) = resolve(path, step)?;
+        let mut stores = Vec::new();
+        let mut entries = Vec::new();
+        let mut notes = Vec::new();
+        for item in items {
+            let meta_path = join(&item.dir, "_METADATA");
+            let text = input::read_small(&meta_path, MAX_METADATA)?;
+            let (found, skipped) =
+                leaves(&text).with_context(|| meta_path.display().to_string())?;
+            notes.extend(
+                skipped
+                    .into_iter()
+                    .map(|s| format!("{}: skipped {s}", item.dir.display())),
+            );
+            let store = if input::is_file(&join(&item.dir, "manifest.ocdbt")) {
+                ItemStore::Ocdbt(ocdbt::Database::open(&item.dir)?)
+            } else {
+                ItemStore::Dir(DirStore {
+                    root: item.dir.clone(),
+                })
+            };
+            for leaf in found {
+                let prefix = format!("{}/", leaf.key);
+                let name = format!("{}{}", item.prefix, leaf.name);
+                let meta: ArrayMeta = array_at(&store, &prefix)
+                    .with_context(|| format!("the array '{name}'"))?
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the array '{name}': no zarr metadata ({})",
+                            store.describe(&format!("{prefix}.zarray"))
+                        )
+                    })?;
+                entries.push(Entry {
+                    array: Array { name, prefix, meta },
+                    store: stores.len(),
+                });
+            }
+            stores.push(store);
+        }
+        Ok(OrbaxSource {
+            path: display.to_string(),
+            stores,
+            entries,
+            format,
+            notes,
+        })
+    }
+}
+
+impl Source for OrbaxSource {
+    fn display_path(&self) -> &str {
+        &self.path
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        Ok(self.entries[index].array.tensor_meta())
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let e = &self.entries[index];
+        ArrayReader {
+            store: &self.stores[e.store],
+            prefix: &e.array.prefix,
+            meta: &e.array.meta,
+        }
+        .stream(chunk, sink)
+    }
+
+    fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {
+        bail!("Orbax arrays hold no strings here")
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}

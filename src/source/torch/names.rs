@@ -1,0 +1,274 @@
+//! Names the tensors of an unpickled tree (`pickle.rs` values), as the framework names them:
+//! containers join keys and indices with `/` (a key set twice keeps its first place and its last
+//! value, as in Python); an `nn.Module` record (state with `_parameters`, `_buffers`,
+//! `_modules`) is named as `state_dict()` names it (dot-joined: its parameters, its persistent
+//! buffers, then each child module); a TorchScript module record by the `__parameters__` and
+//! `__buffers__` its class declares (the [`ScriptClasses`] that `jit.rs` reads from `code/`);
+//! another record by its attributes (its `BUILD` state), its items and entries, or, with no
+//! state, its arguments; a NumPy array is a tensor.
+//!
+//! Bounded: the walk may visit at most [`VISITS_PER_NODE`] times as many values as there are
+//! distinct containers (memo-shared subtrees, `L(k+1) = [L(k), L(k)]`, would otherwise expand
+//! exponentially), nest [`MAX_DEPTH`] deep, and make [`MAX_NAME_BYTES`] of names.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Result};
+
+use crate::source::pickle::{records, Record, Value};
+
+/// TorchScript classes by qualified name (`__torch__.torch.nn.modules.conv.Conv2d`): their
+/// parameter and buffer attribute names, in declaration order.
+pub type ScriptClasses = HashMap<String, (Vec<String>, Vec<String>)>;
+
+const MAX_DEPTH: usize = 200;
+const VISITS_PER_NODE: u64 = 4;
+const FREE_VISITS: u64 = 100_000;
+const MAX_NAME_BYTES: u64 = 64 << 20;
+
+/// Collects the tensors of a tree with their names.
+#[derive(Default)]
+pub(super) struct Walk<'a> {
+    pub found: Vec<(String, Value)>,
+    pub skipped: usize,
+    pub first_skipped: Option<String>,
+    pub script: Option<&'a ScriptClasses>,
+    /// Classes named as modules (`nn.Module` records and TorchScript modules).
+    pub modules: HashSet<String>,
+    pub(super) visited: u64,
+    pub(super) distinct: HashSet<usize>,
+    pub(super) name_bytes: u64,
+}
+
+pub(super) fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
+    }
+}
+
+fn dot(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn key_text(k: &Value) -> Result<String> {
+    Ok(match k {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Value::None => "None".to_string(),
+        Value::Float(f) => f.to_string(),
+        v => bail!(
+            "a dict key is a {}, which cannot name a tensor",
+            v.type_name()
+        ),
+    })
+}
+
+/// The entries of a dict in Python's order: a key set twice keeps its first place and its last
+/// value.
+fn ordered(d: &[(Value, Value)]) -> Result<Vec<(String, Value)>> {
+    let mut order: Vec<(String, Value)> = Vec::with_capacity(d.len());
+    let mut place: HashMap<String, usize> = HashMap::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let key = key_text(k)?;
+        match place.get(&key) {
+            Some(&i) => order[i].1 = v.clone(),
+            None => {
+                place.insert(key.clone(), order.len());
+                order.push((key, v.clone()));
+            }
+        }
+    }
+    Ok(order)
+}
+
+/// The entries of a dict-valued attribute of a record (`_parameters`), in order.
+fn dict_attr(r: &Record, name: &str) -> Result<Vec<(String, Value)>> {
+    match &r.attribute(name) {
+        Some(Value::Dict(d)) => ordered(&d.borrow()),
+        Some(Value::Record(inner)) => ordered(&inner.entries.borrow()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn is_tensor(v: &Value) -> bool {
+    match v {
+        Value::Tensor(_) | Value::Unsupported(_) => true,
+        Value::NdArray(a) => is_tensor(&a.borrow()),
+        _ => false,
+    }
+}
+
+impl Walk<'_> {
+    pub fn leaf(&mut self, name: String, v: &Value) -> Result<()> {
+        self.name_bytes += name.len() as u64;
+        if self.name_bytes > MAX_NAME_BYTES {
+            bail!(
+                "the tensor names add up to more than {} MiB (shared subtrees repeated?): refused as a memory bomb",
+                MAX_NAME_BYTES >> 20
+            );
+        }
+        let v = match v {
+            Value::NdArray(a) => a.borrow().clone(),
+            v => v.clone(),
+        };
+        self.found.push((name, v));
+        Ok(())
+    }
+
+    fn skip(&mut self, name: String) {
+        self.skipped += 1;
+        self.first_skipped.get_or_insert(name);
+    }
+
+    /// Counts a visit; refuses walks that nest too deeply or revisit shared subtrees too often.
+    fn enter(&mut self, v: &Value, depth: usize) -> Result<()> {
+        self.visited += 1;
+        let ptr = match v {
+            Value::List(l) => Some(l.as_ptr() as usize),
+            Value::Dict(d) => Some(d.as_ptr() as usize),
+            Value::Tuple(t) => Some(t.as_ptr() as usize),
+            Value::Record(r) => Some(std::rc::Rc::as_ptr(r) as usize),
+            _ => None,
+        };
+        if let Some(p) = ptr {
+            self.distinct.insert(p);
+        }
+        if depth > MAX_DEPTH {
+            bail!("the pickled containers nest more than {MAX_DEPTH} deep (a cycle?)");
+        }
+        if self.visited > FREE_VISITS + VISITS_PER_NODE * self.distinct.len() as u64 {
+            bail!(
+                "the pickle shares subtrees so often that naming its tensors would expand it exponentially ({} containers reached {} times): refused as a memory bomb; nothing was written",
+                self.distinct.len(),
+                self.visited
+            );
+        }
+        Ok(())
+    }
+
+    pub fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
+        self.enter(v, depth)?;
+        match v {
+            Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v)?,
+            Value::NdArray(a) => {
+                if is_tensor(&a.borrow()) {
+                    self.leaf(prefix, v)?;
+                } else {
+                    self.skip(prefix);
+                }
+            }
+            Value::Dict(d) => {
+                let order = ordered(&d.borrow())?;
+                for (key, v) in order {
+                    self.visit(join(&prefix, &key), &v, depth + 1)?;
+                }
+            }
+            Value::List(l) => {
+                let items = l.borrow().clone();
+                for (i, v) in items.iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            Value::Tuple(t) => {
+                for (i, v) in t.iter().enumerate() {
+                    self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+                }
+            }
+            Value::Record(r) => self.record(prefix, r, depth)?,
+            _ => self.skip(prefix),
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, prefix: String, r: &Record, depth: usize) -> Result<()> {
+        if let Some(script) = self.script {
+            if script.contains_key(&*r.class) {
+                return self.script_module(&prefix, "", r, depth);
+            }
+        }
+        if records::is_module(r) {
+            return self.module(&prefix, "", r, depth);
+        }
+        let attrs = r.attributes();
+        let (items, entries) = (r.items.borrow().clone(), r.entries.borrow().clone());
+        if attrs.is_empty() && items.is_empty() && entries.is_empty() {
+            for (i, v) in r.args.iter().enumerate() {
+                self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+            }
+            return Ok(());
+        }
+        for (key, v) in ordered(&attrs)?.into_iter().chain(ordered(&entries)?) {
+            self.visit(join(&prefix, &key), &v, depth + 1)?;
+        }
+        for (i, v) in items.iter().enumerate() {
+            self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// An `nn.Module`: `state_dict()` order and names (`module._save_to_state_dict`, then the
+    /// children): parameters that are set, buffers not in `_non_persistent_buffers_set`, then
+    /// each child module, keys joined with `.` below `prefix`.
+    fn module(&mut self, prefix: &str, at: &str, r: &Record, depth: usize) -> Result<()> {
+        self.enter(&Value::None, depth)?;
+        self.modules.insert(r.class.to_string());
+        for (name, v) in dict_attr(r, "_parameters")? {
+            if is_tensor(&v) {
+                self.leaf(join(prefix, &dot(at, &name)), &v)?;
+            }
+        }
+        let transient: HashSet<String> = match &r.attribute("_non_persistent_buffers_set") {
+            Some(Value::List(l)) => l.borrow().iter().filter_map(|k| key_text(k).ok()).collect(),
+            _ => HashSet::new(),
+        };
+        for (name, v) in dict_attr(r, "_buffers")? {
+            if is_tensor(&v) && !transient.contains(&name) {
+                self.leaf(join(prefix, &dot(at, &name)), &v)?;
+            }
+        }
+        for (name, v) in dict_attr(r, "_modules")? {
+            match &v {
+                Value::Record(child) if records::is_module(child) => {
+                    self.module(prefix, &dot(at, &name), child, depth + 1)?
+                }
+                Value::None => {}
+                // A child that is not a module record (an allowed container?): named as data.
+                other => self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A TorchScript module: `torch.jit.load(f).state_dict()` order and names: its parameters,
+    /// its buffers (TorchScript keeps non-persistent ones), then each attribute that is a
+    /// module, depth first.
+    fn script_module(&mut self, prefix: &str, at: &str, r: &Record, depth: usize) -> Result<()> {
+        self.enter(&Value::None, depth)?;
+        let script = self.script.expect("checked by the caller");
+        let (params, buffers) = &script[&*r.class];
+        self.modules.insert(r.class.to_string());
+        let attrs = ordered(&r.attributes())?;
+        let get = |n: &str| attrs.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v);
+        for name in params.iter().chain(buffers) {
+            if let Some(v) = get(name).filter(|v| is_tensor(v)) {
+                self.leaf(join(prefix, &dot(at, name)), v)?;
+            }
+        }
+        for (name, v) in &attrs {
+            if let Value::Record(child) = v {
+                if script.contains_key(&*child.class) {
+                    self.script_module(prefix, &dot(at, name), child, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! zarr and Orbax inputs: every case of fixtures/zarr/manifest.json and
+//! fixtures/orbax/manifest.json converted by the binary and compared bit for bit with what
+//! zarr-python / Orbax returned (written by fixtures/gen_orbax.py), with the default chunk size
+//! and with 64-byte chunks; every broken case exits 1 naming the file, leaving nothing behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn cases(dir: &str) -> Vec<Case> {
+    let v: Vec<Case> = manifest()
+        .into_iter()
+        .filter(|c| {
+            c.input
+                .to_string_lossy()
+                .contains(&format!("/fixtures/{dir}/"))
+        })
+        .collect();
+    assert!(v.len() >= 3, "too few {dir} fixtures");
+    v
+}
+
+fn run(case: &Case, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("convert")
+        .arg(&case.input)
+        .arg("-o")
+        .arg(out)
+        .args(&case.args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn check(dir: &str) {
+    let mut good = 0;
+    let mut bad = 0;
+    for case in cases(dir) {
+        let what = format!("{} {:?}", case.input.display(), case.args);
+        let tmp = tempdir();
+        let out = tmp.path().join("out.npz");
+        if let Some(oracle) = &case.oracle {
+            let want = read_npz(oracle);
+            for extra in [&[][..], &["--chunk-size", "64"][..]] {
+                let o = run(&case, &out, extra);
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "{what} {extra:?}: {err}");
+                assert_same_arrays(&read_npz(&out), &want, &what);
+                std::fs::remove_file(&out).unwrap();
+            }
+            good += 1;
+        } else {
+            let o = run(&case, &out, &[]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+            let expected = case.error.as_deref().unwrap();
+            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert!(
+                files_in(tmp.path()).is_empty(),
+                "{what}: output left behind"
+            );
+            bad += 1;
+        }
+    }
+    assert!(
+        good > 0 && bad > 0,
+        "{dir}: {good} good and {bad} bad cases"
+    );
+}
+
+#[test]
+fn zarr_fixtures_match_zarr_python() {
+    check("zarr");
+}
+
+#[test]
+fn zarr_list_reads_metadata_only() {
+    // A group whose chunks are all gone still lists: `list` touches only metadata.
+    let work = tempdir();
+    let src = root().join("fixtures/zarr/group_v2.zarr");
+    let dst = work.path().join("g.zarr");
+    copy_tree(&src, &dst, &|name| name.starts_with('.'));
+    let o = Command::new(bin())
+        .args(["list", "--json"])
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for name in ["sub/w", "dtypes/complex128", "scalar", "empty"] {
+        assert!(
+            text.contains(&format!("\"{name}\"")),
+            "{name} not in {text}"
+        );
+    }
+    // converting it reads the (now absent) chunks as the fill value, as zarr does
+    let out = work.path().join("o.npz");
+    let o = convert(&dst, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read_npz(&out);
+    assert!(got["sub/w"].data.iter().all(|b| *b == 0));
+}
+
+/// Copies a folder tree, keeping only the files `keep` accepts.
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path, keep: &dyn Fn(&str) -> bool) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dst.join(&name), keep);
+        } else if keep(&name) {
+            std::fs::copy(e.path(), dst.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn orbax_fixtures_match_orbax_restore() {
+    check("orbax");
+}
+
+#[test]
+fn orbax_manager_root_lists_its_steps_and_step_picks_one() {
+    let root = root().join("fixtures/orbax/manager");
+    let o = Command::new(bin()).arg("list").arg(&root).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("step 3 (steps: 1, 2, 3)"), "{err}");
+    let o = Command::new(bin())
+        .args(["list", "--step", "9"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no step 9 (steps: 1, 2, 3)"));
+}
+
+/// A varint (LEB128).
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An OCDBT object: magic, length, version 0, no compression, body, crc32c.
+fn envelope(magic: u32, body: &[u8]) -> Vec<u8> {
+    let len = 4 + 8 + 2 + body.len() + 4;
+    let mut v = magic.to_be_bytes().to_vec();
+    v.extend_from_slice(&(len as u64).to_le_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(body);
+    let crc = crc32c::crc32c(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// A one-file data table naming `d/x`.
+fn table(out: &mut Vec<u8>) {
+    varint(out, 1); // one file
+    varint(out, 3); // suffix length
+    varint(out, 0); // base path length
+    out.extend_from_slice(b"d/x");
+}
+
+/// An interior node (height 1) whose only child is itself: at offset 0 of `d/x`, `len` bytes.
+fn self_node(len: u64) -> Vec<u8> {
+    let mut b = vec![1u8];
+    table(&mut b);
+    varint(&mut b, 1); // one entry
+    varint(&mut b, 1); // key suffix length
+    varint(&mut b, 0); // subtree common prefix
+    b.push(b'a');
+    for v in [0, 0, len, 1, len, 0] {
+        varint(&mut b, v); // file, offset, length, keys, tree bytes, indirect bytes
+    }
+    envelope(0x0CDB_20DE, &b)
+}
+
+#[test]
+fn an_ocdbt_node_that_points_at_itself_is_an_error() {
+    let work = tempdir();
+    let dir = work.path().join("item");
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    let len = self_node(0).len() as u64;
+    let node = self_node(len);
+    assert_eq!(node.len() as u64, len);
+    std::fs::write(dir.join("d/x"), &node).unwrap();
+    let mut m = vec![7u8; 16]; // uuid
+    for v in [0, 1024, 100_000_000] {
+        varint(&mut m, v);
+    }
+    m.push(4); // version tree arity
+    varint(&mut m, 0); // no compression
+    table(&mut m);
+    varint(&mut m, 1); // one version
+    varint(&mut m, 1); // generation
+    m.push(1); // root height
+    for v in [0, 0, len, 1, len, 0] {
+        varint(&mut m, v);
+    }
+    m.extend_from_slice(&0u64.to_le_bytes()); // commit time
+    varint(&mut m, 0); // no version nodes
+    std::fs::write(dir.join("manifest.ocdbt"), envelope(0x0CDB_3A2A, &m)).unwrap();
+    std::fs::write(dir.join("_METADATA"), br#"{"tree_metadata": {}}"#).unwrap();
+    let out = work.path().join("o.npz");
+    let o = convert(&dir, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("points at itself") && err.contains("d/x"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// Every file under `dir`, as `prefix/relative=path` upload arguments for s3_server.py.
+fn uploads(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
+    for f in files_in(dir).into_iter().filter(|p| p.is_file()) {
+        let rel = f.strip_prefix(dir).unwrap().display().to_string();
+        out.push(format!("{prefix}/{rel}={}", f.display()));
+    }
+}
+
+/// A zarr group and an Orbax CheckpointManager root read from an S3 bucket (moto's server on
+/// loopback, as tests/remote.rs runs it; skipped without moto unless T2N_REQUIRE_REMOTE=1).
+#[cfg(feature = "remote")]
+#[test]
+fn zarr_and_orbax_from_a_bucket_convert_like_local_copies() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let py = python();
+    let moto = Command::new(&py)
+        .args(["-c", "import moto.server, boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !moto {
+        assert!(std::env::var_os("T2N_REQUIRE_REMOTE").is_none(), "no moto");
+        eprintln!("skipped: {py} has no moto[server]");
+        return;
+    }
+    let f = |p: &str| root().join("fixtures").join(p);
+    let mut args = Vec::new();
+    uploads(&f("zarr/group_v3.zarr"), "z", &mut args);
+    uploads(&f("orbax/manager"), "m", &mut args);
+    let mut child = Command::new(&py)
+        .arg(root().join("tests/support/s3_server.py"))
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("s3_server.py prints its port");
+    let cases = [
+        ("s3://t2n/z", "zarr/group_v3.zarr.expected.npz", vec![]),
+        ("s3://t2n/m", "orbax/manager.expected.npz", vec![]),
+        (
+            "s3://t2n/m",
+            "orbax/manager/1.expected.npz",
+            vec!["--step", "1"],
+        ),
+    ];
+    for (url, oracle, extra) in cases {
+        let dir = tempdir();
+        let out = dir.path().join("o.npz");
+        let o = Command::new(bin())
+            .args(["convert", url, "-o"])
+            .arg(&out)
+            .args(&extra)
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{url} {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert_same_arrays(&read_npz(&out), &read_npz(&f(oracle)), url);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_orbax_key_that_leaves_the_checkpoint_folder_is_refused() {
+    let work = tempdir();
+    let item = work.path().join("ckpt/item");
+    std::fs::create_dir_all(&item).unwrap();
+    // an array the key would reach, one level above the checkpoint
+    let outside = work.path().join("ckpt/secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join(".zarray"),
+        br#"{"chunks":[1],"compressor":null,"dtype":"<i4","fill_value":0,"filters":null,"order":"C","shape":[1],"zarr_format":2}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        item.join("_METADATA"),
+        br#"{"tree_metadata": {"x": {"key_metadata": [{"key": "../secret", "key_type": 2}], "value_metadata": {"value_type": "jax.Array", "skip_deserialize": false}}}}"#,
+    )
+    .unwrap();
+    let out = work.path().join("o.npz");
+    let o = convert(&item, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("leaves the folder"), "{err}");
+    assert!(!out.exists());
+}
