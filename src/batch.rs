@@ -38,6 +38,8 @@ pub struct Record<'a> {
     pub inputs: &'a [String],
     /// The output path, or `None` for standard output.
     pub output: Option<&'a Path>,
+    /// Where the output went when it is an object (`-o s3://…`): named instead of the path.
+    pub url: Option<&'a str>,
     pub tensors: u64,
     /// `written`, or `up-to-date` for an output `--update` left alone.
     pub status: &'a str,
@@ -65,9 +67,18 @@ impl Manifest {
             Some(p) => digest(p)?,
             None => (None, None),
         };
+        let inputs: Vec<String> = r
+            .inputs
+            .iter()
+            .map(|i| crate::sink::names::scrub_urls(i))
+            .collect();
         let line = json!({
-            "input": if r.inputs.len() == 1 { json!(r.inputs[0]) } else { json!(r.inputs) },
-            "output": r.output.map(|p| p.display().to_string()).unwrap_or_else(|| "-".into()),
+            "input": if inputs.len() == 1 { json!(inputs[0]) } else { json!(inputs) },
+            "output": match (r.url, r.output) {
+                (Some(u), _) => shown_url(u),
+                (None, Some(p)) => p.display().to_string(),
+                (None, None) => "-".into(),
+            },
             "status": r.status,
             "tensors": r.tensors,
             "bytes": bytes,
@@ -79,6 +90,13 @@ impl Manifest {
             .write_all(text.as_bytes())
             .with_context(|| format!("cannot write to the manifest {}", self.path.display()))
     }
+}
+
+fn shown_url(u: &str) -> String {
+    #[cfg(feature = "remote")]
+    return crate::remote::redact(u);
+    #[cfg(not(feature = "remote"))]
+    u.to_string()
 }
 
 /// Size and SHA-256 of a file, or of every file under a directory (in sorted path order, each

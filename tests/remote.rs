@@ -324,3 +324,190 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The bytes of object `key` of bucket `t2n`, or `None` when there is no such object.
+fn s3_get(py: &str, port: u16, key: &str) -> Option<Vec<u8>> {
+    let script = format!(
+        "import boto3, sys\n\
+         s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
+         try:\n    sys.stdout.buffer.write(s3.get_object(Bucket='t2n', Key='{key}')['Body'].read())\n\
+         except s3.exceptions.NoSuchKey:\n    sys.exit(3)\n"
+    );
+    let o = Command::new(py).arg("-c").arg(script).output().unwrap();
+    match o.status.code() {
+        Some(0) => Some(o.stdout),
+        Some(3) => None,
+        _ => panic!("boto3 get {key}: {}", String::from_utf8_lossy(&o.stderr)),
+    }
+}
+
+/// Keys of bucket `t2n` under `prefix`, sorted.
+fn s3_keys(py: &str, port: u16, prefix: &str) -> Vec<String> {
+    let script = format!(
+        "import boto3\n\
+         s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n\
+         for o in s3.list_objects_v2(Bucket='t2n', Prefix='{prefix}').get('Contents', []): print(o['Key'])\n"
+    );
+    let o = Command::new(py).arg("-c").arg(script).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut keys: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// `tensor2npy ARGS` run in `cwd`.
+fn t2n_in(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn an_output_url_of_an_unknown_scheme_is_a_usage_error_and_never_a_local_path() {
+    let dir = tempdir();
+    let input = root().join("fixtures/safetensors/numeric.safetensors");
+    for url in ["foo://bucket/x.npz", "http://127.0.0.1:9/x.npz"] {
+        let o = t2n_in(
+            dir.path(),
+            &["convert", input.to_str().unwrap(), "-o", url],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("://"), "{stderr}");
+        assert!(
+            files_in(dir.path()).is_empty(),
+            "{url} left {:?}",
+            files_in(dir.path())
+        );
+    }
+}
+
+#[test]
+fn outputs_in_s3_are_the_bytes_of_local_outputs_for_archives_npy_directories_and_batches() {
+    let py = python();
+    if !moto_available(&py) {
+        eprintln!("skipped: {py} has no moto[server] (pip install 'moto[server]')");
+        return;
+    }
+    let s = Server::start(&py, "s3_server.py", &[]).expect("moto starts");
+    let env = s3_env(s.port, "test");
+    let dir = tempdir();
+    let fx = |p: &str| root().join("fixtures").join(p).display().to_string();
+    // 16 MiB of data: a multipart upload of several parts.
+    zero_safetensors(&dir.path().join("big.safetensors"), [2048, 2048]);
+    let big = dir.path().join("big.safetensors").display().to_string();
+    let numeric = fx("safetensors/numeric.safetensors");
+    let single = fx("safetensors/single.safetensors");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec![&numeric], "local.npz", "s3://t2n/out/x.npz"),
+        (vec![&big, "--jobs", "2"], "big.npz", "s3://t2n/out/big.npz"),
+        (vec![&single], "local.npy", "s3://t2n/out/one.npy"),
+    ];
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    for (args, local, url) in &cases {
+        let run = |o: &str| {
+            let mut a = vec!["convert", "--quiet", "-o", o];
+            a.extend(args.iter().copied());
+            let out = t2n_in(&work, &a, &env);
+            assert!(
+                out.status.success(),
+                "{o}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(local);
+        run(url);
+        let key = url.strip_prefix("s3://t2n/").unwrap();
+        let object = s3_get(&py, s.port, key).expect("the object exists");
+        assert!(
+            object == std::fs::read(work.join(local)).unwrap(),
+            "{url} differs from {local}"
+        );
+    }
+    // Nothing was written under a local `s3:` directory.
+    assert!(!work.join("s3:").exists());
+
+    // A directory output: one object per file under the prefix.
+    let local_dir = work.join("d");
+    for o in [local_dir.to_str().unwrap(), "s3://t2n/dir/"] {
+        let out = t2n_in(&work, &["convert", "--quiet", &numeric, "-o", o], &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut local_files: Vec<String> = walk(&local_dir)
+        .iter()
+        .map(|p| p.strip_prefix(&local_dir).unwrap().display().to_string())
+        .collect();
+    local_files.sort();
+    let keys = s3_keys(&py, s.port, "dir/");
+    assert_eq!(
+        keys,
+        local_files
+            .iter()
+            .map(|f| format!("dir/{f}"))
+            .collect::<Vec<_>>()
+    );
+    for f in &local_files {
+        let object = s3_get(&py, s.port, &format!("dir/{f}")).unwrap();
+        assert!(object == std::fs::read(local_dir.join(f)).unwrap(), "{f}");
+    }
+
+    // A batch: each input becomes PREFIX/<stem>.npz, with a manifest naming the objects.
+    let manifest = work.join("m.jsonl");
+    let out = t2n_in(
+        &work,
+        &[
+            "convert",
+            "--quiet",
+            &numeric,
+            &single,
+            "--to",
+            "npz",
+            "-o",
+            "s3://t2n/batch",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--jobs",
+            "2",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        s3_keys(&py, s.port, "batch/"),
+        ["batch/numeric.npz", "batch/single.npz"]
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"s3://t2n/batch/numeric.npz\""), "{text}");
+
+    // A failed upload (no such bucket) fails, and leaves nothing behind locally.
+    let before = files_in(&work).len();
+    let out = t2n_in(
+        &work,
+        &["convert", &numeric, "-o", "s3://nobucket/x.npz"],
+        &env,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_in(&work).len(), before);
+}

@@ -44,6 +44,11 @@ struct Job {
 pub fn run(mut args: ConvertArgs) -> Result<()> {
     let started = Instant::now();
     let report = Reporter::new(args.quiet);
+    // `-o s3://…`: the sinks write to a local staging path, uploaded as each output completes.
+    let remote_out = crate::sink::remote::plan(args.output.as_deref())?;
+    if let Some(r) = &remote_out {
+        args.output = Some(r.local().to_path_buf());
+    }
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
     let structure = StructureOptions {
@@ -137,7 +142,15 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
-    let outputs: Vec<String> = jobs.iter().map(|j| target_name(&j.target)).collect();
+    let outputs: Vec<String> = jobs
+        .iter()
+        .map(|j| match (&remote_out, &j.target) {
+            (Some(r), Target::Npz(p) | Target::Npy(p) | Target::Dir(p)) => {
+                r.url_of(p).unwrap_or_else(|| target_name(&j.target))
+            }
+            _ => target_name(&j.target),
+        })
+        .collect();
     let workers = workers(&args);
     let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
     let mut manifest = match &args.manifest {
@@ -173,6 +186,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                         m.record(&crate::batch::Record {
                             inputs: &inputs,
                             output: Some(t),
+                            url: None,
                             tensors,
                             status: "up-to-date",
                         })?;
@@ -183,16 +197,22 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         }
         todo.push((job, (inputs, target, tensors)));
     }
-    let mut written =
-        |(inputs, target, tensors): &(Vec<String>, Option<PathBuf>, u64)| match &mut manifest {
+    let mut written = |(inputs, target, tensors): &(Vec<String>, Option<PathBuf>, u64)| {
+        let url = match (&remote_out, target) {
+            (Some(r), Some(t)) => Some(r.upload(t)?),
+            _ => None,
+        };
+        match &mut manifest {
             Some(m) => m.record(&crate::batch::Record {
                 inputs,
                 output: target.as_deref(),
+                url: url.as_deref(),
                 tensors: *tensors,
                 status: "written",
             }),
             None => Ok(()),
-        };
+        }
+    };
     let one_input_each = todo.iter().all(|(job, _)| job.inputs.len() == 1);
     if workers > 1 && todo.len() > 1 && one_input_each && device.borrow().is_host() {
         // A batch: its outputs convert in parallel, each in turn inside.

@@ -15,7 +15,7 @@ use crate::error::check_interrupted;
 use crate::pipeline::npy_type;
 use crate::select::Selector;
 use crate::sink::io_error;
-use crate::sink::names::shown;
+use crate::sink::names::{scrub_urls, shown};
 use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 
@@ -37,7 +37,11 @@ pub fn run(args: ListArgs) -> Result<()> {
     for src in &sources {
         if !args.quiet {
             for note in src.notes() {
-                eprintln!("tensor2npy: note: {}: {}", src.display_path(), shown(note));
+                eprintln!(
+                    "tensor2npy: note: {}: {}",
+                    shown(src.display_path()),
+                    shown(note)
+                );
             }
         }
         for i in 0..src.len() {
@@ -61,7 +65,7 @@ pub fn run(args: ListArgs) -> Result<()> {
         .collect();
     if !args.json {
         for (path, f) in &format_of {
-            eprintln!("{path}: read as {f}");
+            eprintln!("{}: read as {f}", scrub_urls(path));
         }
     }
     // Each row carries the format's own name for the element type where it has one (q4_K).
@@ -83,7 +87,7 @@ pub fn run(args: ListArgs) -> Result<()> {
             let mut all = serde_json::Map::new();
             for src in &sources {
                 let m = src.metadata()?.unwrap_or(serde_json::Value::Null);
-                all.insert(src.display_path().to_string(), m);
+                all.insert(scrub_urls(src.display_path()), m);
             }
             write!(
                 out,
@@ -105,7 +109,7 @@ pub fn run(args: ListArgs) -> Result<()> {
                 "shape": shape_json(&m),
                 "bytes": m.stored_bytes,
                 "kind": m.kind.name(),
-                "source": source,
+                "source": scrub_urls(source),
             });
             let mut obj = obj;
             if let Some((_, f)) = format_of.iter().find(|(p, _)| *p == source) {
