@@ -511,3 +511,166 @@ fn outputs_in_s3_are_the_bytes_of_local_outputs_for_archives_npy_directories_and
     );
     assert_eq!(files_in(&work).len(), before);
 }
+
+#[test]
+fn presigned_urls_send_their_query_and_no_secret_is_ever_printed() {
+    let sig = "X-Amz-Signature=s3cr3tsig";
+    let s = http_server(&["--require-query", sig]);
+    let port = s.port;
+    let url = format!("http://127.0.0.1:{port}/safetensors/numeric.safetensors?{sig}");
+    check_same(&url, "fixtures/safetensors/numeric.expected.npz", &[]);
+    // With user-info too: list --json, a manifest, and an error keep both secrets out.
+    let with_user =
+        format!("http://alice:pa55word@127.0.0.1:{port}/safetensors/numeric.safetensors?{sig}");
+    let o = t2n(&["list", "--json", &with_user], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("?***"), "{stdout}");
+    let dir = tempdir();
+    let manifest = dir.path().join("m.jsonl");
+    let o = t2n(
+        &[
+            "convert",
+            "--quiet",
+            &with_user,
+            "-o",
+            dir.path().join("o.npz").to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let unsigned =
+        format!("http://alice:pa55word@127.0.0.1:{port}/safetensors/numeric.safetensors");
+    let failed = t2n(&["list", &unsigned], &[]);
+    let wrong = t2n(&["list", &format!("{unsigned}?X-Amz-Signature=wrong")], &[]);
+    for (what, out) in [
+        ("list --json", stdout.to_string()),
+        ("manifest", text),
+        (
+            "unsigned",
+            String::from_utf8_lossy(&failed.stderr).into_owned(),
+        ),
+        ("wrong", String::from_utf8_lossy(&wrong.stderr).into_owned()),
+    ] {
+        assert!(
+            !out.contains("s3cr3tsig") && !out.contains("pa55word"),
+            "{what}: {out}"
+        );
+        assert!(!out.contains("=wrong"), "{what}: {out}");
+        assert!(out.contains("***@127.0.0.1"), "{what}: {out}");
+    }
+    // Refused without the signature: access denied, a permanent failure.
+    assert_eq!(failed.status.code(), Some(1));
+}
+
+#[test]
+fn transient_failures_exit_75_and_permanent_ones_1() {
+    let dir = tempdir();
+    let out = dir.path().join("o.npz");
+    // Connection refused: a port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = convert_to(&format!("http://127.0.0.1:{port}/x.safetensors"), &out, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(75), "{stderr}");
+    // A server error on every request, after the retries.
+    let s = http_server(&["--status", "503"]);
+    let o = convert_to(&s.url("safetensors/numeric.safetensors"), &out, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A missing object and a corrupt input are permanent.
+    let s = http_server(&[]);
+    let o = convert_to(&s.url("safetensors/missing.safetensors"), &out, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = convert_to(&s.url("ckpt/tf2/checkpoint"), &out, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(files_in(dir.path()).is_empty());
+}
+
+#[test]
+fn a_stalled_server_times_out_with_75_and_sigterm_ends_a_blocked_read_within_two_seconds() {
+    let data = tempdir();
+    zero_safetensors(&data.path().join("big.safetensors"), [1024, 1024]);
+    // The HEAD and the first GET are answered; then the server stalls.
+    let s = Server::start(
+        "python3",
+        "range_server.py",
+        &[
+            data.path().display().to_string(),
+            "--stall-after".into(),
+            "2".into(),
+        ],
+    )
+    .unwrap();
+    let dir = tempdir();
+    let out = dir.path().join("o.npz");
+    let url = s.url("big.safetensors");
+    let started = std::time::Instant::now();
+    let o = t2n(
+        &[
+            "convert",
+            &url,
+            "-o",
+            out.to_str().unwrap(),
+            "--request-timeout",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    assert!(files_in(dir.path()).is_empty());
+
+    let mut child = Command::new(bin())
+        .args(["convert", &url, "-o", out.to_str().unwrap(), "--quiet"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the read should be blocked"
+    );
+    let sent = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            sent.elapsed().as_secs_f64() < 2.0,
+            "SIGTERM not honoured in 2 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(files_in(dir.path()).is_empty());
+}
