@@ -495,6 +495,17 @@ pub fn modified(url: &str) -> Option<std::time::SystemTime> {
     Some(meta.last_modified.into())
 }
 
+/// An object's identity for `--update` and the manifest: its size, ETag and `Last-Modified`.
+pub fn identity(url: &str) -> Option<serde_json::Value> {
+    let (store, path) = store_for(url).ok()?;
+    let meta = block_on(store.head(&path)).ok()?.ok()?;
+    Some(serde_json::json!({
+        "size": meta.size,
+        "etag": meta.e_tag,
+        "modified": meta.last_modified.to_rfc3339(),
+    }))
+}
+
 /// True when objects exist under `url/` (a "directory" of a bucket). HTTP servers cannot be
 /// listed: there, a directory is never recognised.
 pub fn is_dir(url: &str) -> bool {

@@ -49,6 +49,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     if let Some(r) = &remote_out {
         args.output = Some(r.local().to_path_buf());
     }
+    let fingerprint = crate::batch::fingerprint(&mut args);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
     let structure = StructureOptions {
@@ -153,7 +154,12 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         .collect();
     let workers = workers(&args);
     let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
-    let mut manifest = match &args.manifest {
+    let manifest = match &args.manifest {
+        Some(p) if p.as_os_str() == "-" && args.output.as_deref() == Some(Path::new("-")) => {
+            return Err(usage(
+                "--manifest - and -o - would both write to standard output; name a file for one",
+            ))
+        }
         Some(p) => Some(crate::batch::Manifest::open(p)?),
         None => None,
     };
@@ -170,71 +176,106 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             Target::StdoutNpy | Target::StdoutNpz => None,
         };
         let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
-        if args.update {
-            if let Some(t) = &target {
-                let files: Vec<PathBuf> = job
-                    .inputs
-                    .iter()
-                    .flat_map(|&s| match sources[s].input_files() {
-                        f if f.is_empty() => vec![args.input.inputs[s].clone()],
-                        f => f,
-                    })
-                    .collect();
-                if crate::batch::up_to_date(t, &files) {
-                    report.note(&format!("{}: up to date (--update)", t.display()));
-                    if let Some(m) = &mut manifest {
-                        m.record(&crate::batch::Record {
-                            inputs: &inputs,
-                            output: Some(t),
-                            url: None,
-                            tensors,
-                            status: "up-to-date",
-                        })?;
-                    }
-                    continue;
+        let files: Vec<PathBuf> = job
+            .inputs
+            .iter()
+            .flat_map(|&s| match sources[s].input_files() {
+                f if f.is_empty() => vec![args.input.inputs[s].clone()],
+                f => f,
+            })
+            .collect();
+        let identity = if args.update || manifest.is_some() {
+            crate::batch::identity(&files)
+        } else {
+            serde_json::Value::Null
+        };
+        if let (true, Some(t)) = (args.update, &target) {
+            // A remote output is judged by its URL, not by its staging path.
+            let shown = match remote_out.as_ref().and_then(|r| r.url_of(t)) {
+                Some(u) => PathBuf::from(u),
+                None => t.clone(),
+            };
+            let done = crate::batch::up_to_date(
+                &shown,
+                &files,
+                manifest.as_ref(),
+                &identity,
+                &fingerprint,
+            );
+            if let Some(previous) = done {
+                report.note(&format!("{}: up to date (--update)", shown.display()));
+                if let Some(m) = &manifest {
+                    m.record(&crate::batch::Record {
+                        inputs: &inputs,
+                        output: Some(&shown),
+                        url: None,
+                        tensors,
+                        status: "up-to-date",
+                        error: None,
+                        identity: &identity,
+                        fingerprint: &fingerprint,
+                        previous: Some(&previous),
+                    })?;
                 }
+                continue;
             }
         }
-        todo.push((job, (inputs, target, tensors)));
+        todo.push((job, (inputs, target, tensors, identity)));
     }
-    let mut written = |(inputs, target, tensors): &(Vec<String>, Option<PathBuf>, u64)| {
-        let url = match (&remote_out, target) {
-            (Some(r), Some(t)) => Some(r.upload(t)?),
-            _ => None,
+    // Once an output is complete (or has failed): upload it when it goes to object storage,
+    // then append its manifest line at once.
+    type Done = (Vec<String>, Option<PathBuf>, u64, serde_json::Value);
+    let finished = |(inputs, target, tensors, identity): &Done, result: Result<()>| {
+        let result = result.and_then(|()| match (&remote_out, target) {
+            (Some(r), Some(t)) => r.upload(t).map(Some),
+            _ => Ok(None),
+        });
+        let Some(m) = &manifest else {
+            return result.map(|_| ());
         };
-        match &mut manifest {
-            Some(m) => m.record(&crate::batch::Record {
-                inputs,
-                output: target.as_deref(),
-                url: url.as_deref(),
-                tensors: *tensors,
-                status: "written",
-            }),
-            None => Ok(()),
-        }
+        let (url, error) = match &result {
+            Ok(url) => (url.clone(), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let url = url.or_else(|| {
+            let r = remote_out.as_ref()?;
+            r.url_of(target.as_deref()?)
+        });
+        m.record(&crate::batch::Record {
+            inputs,
+            output: target.as_deref(),
+            url: url.as_deref(),
+            tensors: *tensors,
+            status: if error.is_some() { "failed" } else { "written" },
+            error,
+            identity,
+            fingerprint: &fingerprint,
+            previous: None,
+        })?;
+        result.map(|_| ())
     };
     let one_input_each = todo.iter().all(|(job, _)| job.inputs.len() == 1);
     if workers > 1 && todo.len() > 1 && one_input_each && device.borrow().is_host() {
         // A batch: its outputs convert in parallel, each in turn inside.
         let mut slots: Vec<Option<&mut Box<dyn Source>>> = sources.iter_mut().map(Some).collect();
-        let mut records = Vec::new();
         let mut items = Vec::new();
         for (job, record) in todo {
             let s = job.inputs[0];
             let src = slots[s]
                 .take()
                 .context("internal: two outputs of one input")?;
-            items.push((job, vec![(s, src)]));
-            records.push(record);
+            items.push((job, vec![(s, src)], record));
         }
-        let (done, result) = jobs::run_each(workers, items, &opts, |(job, inputs), opts| {
-            run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0)
-        });
-        for (record, done) in records.iter().zip(done) {
-            if done {
-                written(record)?;
+        let (_, result) = jobs::run_each(workers, items, &opts, |(job, inputs, record), opts| {
+            let done = run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0);
+            let called_off = done
+                .as_ref()
+                .is_err_and(|e| e.downcast_ref::<crate::error::Cancelled>().is_some());
+            if called_off {
+                return done;
             }
-        }
+            finished(&record, done)
+        });
         result?;
     } else {
         for (job, record) in todo {
@@ -243,10 +284,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 .enumerate()
                 .filter(|(s, _)| job.inputs.contains(s))
                 .collect();
-            run_job(
+            let done = run_job(
                 job, inputs, &stems, &selector, &args, &opts, &reopen, workers,
-            )?;
-            written(&record)?;
+            );
+            finished(&record, done)?;
         }
     }
     report.finish();
