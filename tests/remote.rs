@@ -495,6 +495,22 @@ fn outputs_in_s3_are_the_bytes_of_local_outputs_for_archives_npy_directories_and
     );
     let text = std::fs::read_to_string(&manifest).unwrap();
     assert!(text.contains("\"s3://t2n/batch/numeric.npz\""), "{text}");
+    // Again with --update: the manifest says both objects are up to date.
+    let out = t2n_in(
+        &work,
+        &[
+            "convert", "--quiet", &numeric, &single, "--to", "npz", "-o", "s3://t2n/batch",
+            "--manifest", manifest.to_str().unwrap(), "--update",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let statuses: Vec<&str> = text
+        .lines()
+        .map(|l| if l.contains("\"up-to-date\"") { "up-to-date" } else { "written" })
+        .collect();
+    assert_eq!(statuses, ["written", "written", "up-to-date", "up-to-date"], "{text}");
 
     // A failed upload (no such bucket) fails, and leaves nothing behind locally.
     let before = files_in(&work).len();
