@@ -10,7 +10,6 @@
 //! is removed when the command ends, whatever the outcome. Talks to `remote.rs` (stores,
 //! runtime, error wording).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -153,6 +152,7 @@ const IN_FLIGHT: usize = 4;
 #[cfg(feature = "remote")]
 fn upload_file(file: &Path, url: &str) -> Result<()> {
     use object_store::{ObjectStoreExt, WriteMultipart};
+    use std::io::Read;
     let shown = crate::remote::redact(url);
     let (store, path) = crate::remote::store_for(url)?;
     let mut f =
