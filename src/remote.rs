@@ -5,7 +5,8 @@
 //!
 //! Reads are bounded and fast: a cold read fetches a small range (64 KiB), sequential reads
 //! double the window up to 8 MiB and split it into several GETs in flight; at most 24 MiB of
-//! fetched segments are kept. So `list` of a large checkpoint fetches its index and headers,
+//! fetched segments are kept per object, and 48 MiB per run (the caches of objects not being
+//! read are emptied past that). So `list` of a large checkpoint fetches its index and headers,
 //! not its data. Every GET carries `If-Match` with the ETag of the first `HEAD`, so an object
 //! that changes between reads fails instead of mixing two versions. Transient failures are
 //! retried with backoff by object_store (a bounded number of times), then reported naming the
@@ -32,8 +33,46 @@ const MIN_WINDOW: u64 = 64 << 10;
 const MAX_WINDOW: u64 = 8 << 20;
 /// A window at least this large is split into parallel GETs of this size.
 const PART: u64 = 2 << 20;
-/// Fetched bytes kept for later reads.
+/// Fetched bytes kept for later reads, per object.
 const CACHE_BYTES: usize = 24 << 20;
+/// Fetched bytes kept by all the objects of a run together: past this, the caches of objects
+/// not being read at the moment are emptied (an input that is finished holds none), so memory
+/// is bounded per run, not per input.
+const RUN_CACHE_BYTES: usize = 48 << 20;
+
+/// Bytes held by every object's cache.
+static CACHED_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every open object's cache, for [`trim_others`].
+fn caches() -> &'static Mutex<Vec<std::sync::Weak<Mutex<State>>>> {
+    static CACHES: OnceLock<Mutex<Vec<std::sync::Weak<Mutex<State>>>>> = OnceLock::new();
+    CACHES.get_or_init(Default::default)
+}
+
+/// Empties the caches of objects other than `own` that nobody is reading right now, until the
+/// run's cached bytes are within [`RUN_CACHE_BYTES`].
+fn trim_others(own: &Arc<Mutex<State>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if CACHED_TOTAL.load(Relaxed) <= RUN_CACHE_BYTES {
+        return;
+    }
+    let mut all = caches().lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|w| w.strong_count() > 0);
+    for w in all.iter() {
+        if CACHED_TOTAL.load(Relaxed) <= RUN_CACHE_BYTES {
+            break;
+        }
+        let Some(other) = w.upgrade() else { continue };
+        if Arc::ptr_eq(&other, own) {
+            continue;
+        }
+        // Never wait for another reader: one that is busy keeps its cache for now.
+        let got = other.try_lock();
+        if let Ok(mut st) = got {
+            st.clear();
+        }
+    }
+}
 
 pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
@@ -338,12 +377,27 @@ pub struct RemoteFile {
     path: ObjPath,
     size: u64,
     e_tag: Option<String>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Drop for RemoteFile {
+    fn drop(&mut self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 impl std::fmt::Debug for RemoteFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RemoteFile({}, {} bytes)", redact(&self.url), self.size)
+    }
+}
+
+impl State {
+    /// Drops every cached segment.
+    fn clear(&mut self) {
+        CACHED_TOTAL.fetch_sub(self.cached, std::sync::atomic::Ordering::Relaxed);
+        self.cached = 0;
+        self.segments.clear();
     }
 }
 
@@ -362,13 +416,18 @@ impl RemoteFile {
     pub fn open(url: &str) -> Result<RemoteFile> {
         let (store, path) = store_for(url)?;
         let meta = block_on(store.head(&path))?.map_err(|e| describe(e, url))?;
+        let state = Arc::new(Mutex::default());
+        caches()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&state));
         Ok(RemoteFile {
             url: url.to_string(),
             store,
             path,
             size: meta.size,
             e_tag: meta.e_tag,
-            state: Mutex::default(),
+            state,
         })
     }
 
@@ -402,14 +461,17 @@ impl RemoteFile {
             for bytes in parts {
                 let n = bytes.len();
                 st.cached += n;
+                CACHED_TOTAL.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 st.segments.push_back((at, bytes));
                 at += n as u64;
             }
             while st.cached > CACHE_BYTES && st.segments.len() > 1 {
                 if let Some((_, old)) = st.segments.pop_front() {
                     st.cached -= old.len();
+                    CACHED_TOTAL.fetch_sub(old.len(), std::sync::atomic::Ordering::Relaxed);
                 }
             }
+            trim_others(&self.state);
         }
         Ok(())
     }

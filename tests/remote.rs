@@ -499,18 +499,41 @@ fn outputs_in_s3_are_the_bytes_of_local_outputs_for_archives_npy_directories_and
     let out = t2n_in(
         &work,
         &[
-            "convert", "--quiet", &numeric, &single, "--to", "npz", "-o", "s3://t2n/batch",
-            "--manifest", manifest.to_str().unwrap(), "--update",
+            "convert",
+            "--quiet",
+            &numeric,
+            &single,
+            "--to",
+            "npz",
+            "-o",
+            "s3://t2n/batch",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--update",
         ],
         &env,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&manifest).unwrap();
     let statuses: Vec<&str> = text
         .lines()
-        .map(|l| if l.contains("\"up-to-date\"") { "up-to-date" } else { "written" })
+        .map(|l| {
+            if l.contains("\"up-to-date\"") {
+                "up-to-date"
+            } else {
+                "written"
+            }
+        })
         .collect();
-    assert_eq!(statuses, ["written", "written", "up-to-date", "up-to-date"], "{text}");
+    assert_eq!(
+        statuses,
+        ["written", "written", "up-to-date", "up-to-date"],
+        "{text}"
+    );
 
     // A failed upload (no such bucket) fails, and leaves nothing behind locally.
     let before = files_in(&work).len();
@@ -689,4 +712,47 @@ fn a_stalled_server_times_out_with_75_and_sigterm_ends_a_blocked_read_within_two
     };
     assert_eq!(status.code(), Some(130));
     assert!(files_in(dir.path()).is_empty());
+}
+
+#[test]
+fn memory_is_bounded_per_run_not_per_remote_input() {
+    let data = tempdir();
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}.safetensors")).collect();
+    for n in &names {
+        zero_safetensors(&data.path().join(n), [2048, 2048]); // 16 MiB each
+    }
+    let s = Server::start(
+        "python3",
+        "range_server.py",
+        &[data.path().display().to_string()],
+    )
+    .unwrap();
+    let out = tempdir();
+    let peak = |n: usize| -> u64 {
+        let urls: Vec<String> = names[..n].iter().map(|f| s.url(f)).collect();
+        let o = Command::new("/usr/bin/time")
+            .args(["-f", "maxrss_kb=%M"])
+            .arg(bin())
+            .args(["convert", "--quiet", "--jobs", "1", "--to", "npz", "-o"])
+            .arg(out.path())
+            .args(&urls)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        stderr
+            .rsplit("maxrss_kb=")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (one, eight) = (peak(1), peak(8));
+    eprintln!("peak RSS: one remote input {one} KiB, eight {eight} KiB");
+    // Each input's 16 MiB of fetched segments used to stay until the end (+112 MiB here).
+    assert!(
+        eight < one + (64 << 10),
+        "8 remote inputs: {eight} KiB, one: {one} KiB"
+    );
 }
