@@ -406,9 +406,10 @@ struct State {
     /// Fetched segments, newest last: (start offset, bytes).
     segments: VecDeque<(u64, bytes::Bytes)>,
     cached: usize,
-    /// Where the last fetch ended, and the window it used.
-    last_end: u64,
-    window: u64,
+    /// Per reading thread (each `--jobs` worker keeps its own read window, so that workers
+    /// reading different tensors of one object do not reset each other's): where its last
+    /// fetch ended, and the window it used.
+    windows: HashMap<std::thread::ThreadId, (u64, u64)>,
 }
 
 impl RemoteFile {
@@ -441,22 +442,27 @@ impl RemoteFile {
 
     /// Fills `buf` from `pos`; the caller has checked that the range lies inside the object.
     pub fn read_at(&self, mut pos: u64, mut buf: &mut [u8]) -> Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let me = std::thread::current().id();
         while !buf.is_empty() {
+            let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = copy_cached(&st.segments, pos, buf) {
                 pos += n as u64;
                 buf = &mut buf[n..];
                 continue;
             }
-            let window = if pos == st.last_end && st.window > 0 {
-                (st.window * 2).min(MAX_WINDOW)
-            } else {
-                MIN_WINDOW
+            let window = match st.windows.get(&me) {
+                Some(&(last_end, w)) if pos == last_end && w > 0 => (w * 2).min(MAX_WINDOW),
+                _ => MIN_WINDOW,
             };
             let want = window.max(buf.len() as u64).min(self.size - pos);
+            // The lock is not held while the bytes travel: other workers read on meanwhile.
+            drop(st);
             let parts = self.fetch(pos..pos + want)?;
-            st.window = window;
-            st.last_end = pos + want;
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.windows.len() > 256 {
+                st.windows.clear();
+            }
+            st.windows.insert(me, (pos + want, window));
             let mut at = pos;
             for bytes in parts {
                 let n = bytes.len();
@@ -471,6 +477,11 @@ impl RemoteFile {
                     CACHED_TOTAL.fetch_sub(old.len(), std::sync::atomic::Ordering::Relaxed);
                 }
             }
+            // Copied from the segments just fetched, even if another thread evicted older ones.
+            let n = copy_cached(&st.segments, pos, buf).unwrap_or(0);
+            pos += n as u64;
+            buf = &mut buf[n..];
+            drop(st);
             trim_others(&self.state);
         }
         Ok(())

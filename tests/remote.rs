@@ -756,3 +756,57 @@ fn memory_is_bounded_per_run_not_per_remote_input() {
         "8 remote inputs: {eight} KiB, one: {one} KiB"
     );
 }
+
+#[test]
+fn two_workers_read_one_remote_input_at_least_as_fast_as_one() {
+    // Two 32 MiB tensors, served at 20 ms per request.
+    let data = tempdir();
+    let n = 2048u64 * 4096 * 4;
+    let header = format!(
+        r#"{{"a":{{"dtype":"F32","shape":[2048,4096],"data_offsets":[0,{n}]}},"b":{{"dtype":"F32","shape":[2048,4096],"data_offsets":[{n},{}]}}}}"#,
+        2 * n
+    );
+    let mut f = std::fs::File::create(data.path().join("big.safetensors")).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    f.set_len(8 + header.len() as u64 + 2 * n).unwrap();
+    let s = Server::start(
+        "python3",
+        "range_server.py",
+        &[
+            data.path().display().to_string(),
+            "--delay-ms".into(),
+            "20".into(),
+        ],
+    )
+    .unwrap();
+    let out = tempdir();
+    let time = |jobs: &str| {
+        let started = std::time::Instant::now();
+        let o = t2n(
+            &[
+                "convert",
+                "--quiet",
+                "--jobs",
+                jobs,
+                "-o",
+                out.path().join(format!("o{jobs}.npz")).to_str().unwrap(),
+                &s.url("big.safetensors"),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        started.elapsed().as_secs_f64()
+    };
+    let (one, two) = (time("1"), time("2"));
+    eprintln!("--jobs 1: {one:.2} s, --jobs 2: {two:.2} s");
+    // Workers used to take turns with small requests: --jobs 2 took over twice as long.
+    assert!(
+        two < one * 1.5,
+        "--jobs 1: {one:.2} s, --jobs 2: {two:.2} s"
+    );
+    assert!(
+        std::fs::read(out.path().join("o1.npz")).unwrap()
+            == std::fs::read(out.path().join("o2.npz")).unwrap()
+    );
+}
