@@ -93,7 +93,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__convert)
-            opts="-o -q -j -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --max-output --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
+            opts="-o -q -j -h -V --from --select --exclude --include-internal --request-timeout --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --output --to --compress --bf16 --f8 --cast --sparse --ragged --fill --sparse-duplicates --max-dense-bytes --max-output --skip-unsupported --device --adapter --stats --quiet --update --keep-going --manifest --chunk-size --jobs --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -108,6 +108,10 @@ _tensor2npy() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -360,7 +364,7 @@ _tensor2npy() {
             return 0
             ;;
         tensor2npy__subcmd__list)
-            opts="-q -h -V --from --select --exclude --include-internal --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
+            opts="-q -h -V --from --select --exclude --include-internal --request-timeout --stack --constants --no-verify --step --strict --weights-only --max-fill-bytes --max-decompressed --concat --features --ragged-features --dense-features --quant --json --metadata --quiet --bf16 --f8 --cast --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -375,6 +379,10 @@ _tensor2npy() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -56,6 +56,7 @@ graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (i
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l request-timeout -d 'Remote inputs and outputs: give up on one request (connecting included) after SECS seconds, then retry it; a failure that outlasts the retries exits 75' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz, data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more than BYTES' -r
@@ -130,6 +131,7 @@ graphdef\t'a frozen TensorFlow GraphDef (its Const nodes) or a saved_model.pb (i
 tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_proto)'"
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l request-timeout -d 'Remote inputs and outputs: give up on one request (connecting included) after SECS seconds, then retry it; a failure that outlasts the retries exits 75' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz, data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more than BYTES' -r

@@ -341,6 +341,11 @@ pub struct InputArgs {
     #[arg(long)]
     pub include_internal: bool,
 
+    /// Remote inputs and outputs: give up on one request (connecting included) after SECS
+    /// seconds, then retry it; a failure that outlasts the retries exits 75
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub request_timeout: Option<u32>,
+
     /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
     /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
     /// <tag>/step and <tag>/wall_time

@@ -1,5 +1,5 @@
 //! The errors `main` decides exit codes by, and the interrupt flag: a usage mistake (exit 2),
-//! an interrupt (SIGINT/SIGTERM, exit 130). Everything else is a failed conversion (exit 1),
+//! a transient remote failure (exit 75), an interrupt (SIGINT/SIGTERM, exit 130). Everything else is a failed conversion (exit 1),
 //! except a closed output pipe, which `main` finds in the error chain and ends quietly with 0.
 //! Long loops anywhere call [`check_interrupted`].
 
@@ -78,6 +78,41 @@ impl std::fmt::Display for Cancelled {
 }
 
 impl std::error::Error for Cancelled {}
+
+/// A failure that may pass when the command is run again (a refused, reset or timed-out
+/// connection, throttling, a server error after the retries): exit status 75 (`EX_TEMPFAIL`),
+/// so that a batch engine retries it and not a missing object or a corrupt input.
+#[derive(Debug)]
+pub struct Transient(pub String);
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Transient {}
+
+/// Whether `e` is a [`Transient`] failure (anywhere in its chain of contexts), or an I/O error
+/// of a kind that says the same (a timed-out, refused or reset connection). The Python
+/// module's `TransientError` is exactly this.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind as K;
+    e.downcast_ref::<Transient>().is_some()
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    K::TimedOut
+                        | K::ConnectionRefused
+                        | K::ConnectionReset
+                        | K::ConnectionAborted
+                        | K::NotConnected
+                        | K::WouldBlock
+                )
+            })
+        })
+}
 
 /// A command-line mistake: exit status 2.
 #[derive(Debug)]

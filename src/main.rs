@@ -1,5 +1,6 @@
 //! The `tensor2npy` binary: parses the command line, runs the command, and turns errors into
-//! one line on stderr and the contract's exit status (1 failure, 2 usage, 130 interrupted). A
+//! one line on stderr and the contract's exit status (1 failure, 2 usage, 75 a transient
+//! failure worth retrying, 130 interrupted). A
 //! closed output pipe (`tensor2npy list x | head -1`) is not a failure: like other Unix
 //! filters, the tool then stops quietly with status 0.
 
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             } else if e.downcast_ref::<error::Interrupted>().is_some() {
                 ExitCode::from(130)
+            } else if error::is_transient(&e) {
+                ExitCode::from(75)
             } else {
                 ExitCode::from(1)
             }

@@ -5,7 +5,8 @@
 //!
 //! Reads are bounded and fast: a cold read fetches a small range (64 KiB), sequential reads
 //! double the window up to 8 MiB and split it into several GETs in flight; at most 24 MiB of
-//! fetched segments are kept. So `list` of a large checkpoint fetches its index and headers,
+//! fetched segments are kept per object, and 48 MiB per run (the caches of objects not being
+//! read are emptied past that). So `list` of a large checkpoint fetches its index and headers,
 //! not its data. Every GET carries `If-Match` with the ETag of the first `HEAD`, so an object
 //! that changes between reads fails instead of mixing two versions. Transient failures are
 //! retried with backoff by object_store (a bounded number of times), then reported naming the
@@ -32,10 +33,48 @@ const MIN_WINDOW: u64 = 64 << 10;
 const MAX_WINDOW: u64 = 8 << 20;
 /// A window at least this large is split into parallel GETs of this size.
 const PART: u64 = 2 << 20;
-/// Fetched bytes kept for later reads.
+/// Fetched bytes kept for later reads, per object.
 const CACHE_BYTES: usize = 24 << 20;
+/// Fetched bytes kept by all the objects of a run together: past this, the caches of objects
+/// not being read at the moment are emptied (an input that is finished holds none), so memory
+/// is bounded per run, not per input.
+const RUN_CACHE_BYTES: usize = 48 << 20;
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+/// Bytes held by every object's cache.
+static CACHED_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Every open object's cache, for [`trim_others`].
+fn caches() -> &'static Mutex<Vec<std::sync::Weak<Mutex<State>>>> {
+    static CACHES: OnceLock<Mutex<Vec<std::sync::Weak<Mutex<State>>>>> = OnceLock::new();
+    CACHES.get_or_init(Default::default)
+}
+
+/// Empties the caches of objects other than `own` that nobody is reading right now, until the
+/// run's cached bytes are within [`RUN_CACHE_BYTES`].
+fn trim_others(own: &Arc<Mutex<State>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if CACHED_TOTAL.load(Relaxed) <= RUN_CACHE_BYTES {
+        return;
+    }
+    let mut all = caches().lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|w| w.strong_count() > 0);
+    for w in all.iter() {
+        if CACHED_TOTAL.load(Relaxed) <= RUN_CACHE_BYTES {
+            break;
+        }
+        let Some(other) = w.upgrade() else { continue };
+        if Arc::ptr_eq(&other, own) {
+            continue;
+        }
+        // Never wait for another reader: one that is busy keeps its cache for now.
+        let got = other.try_lock();
+        if let Ok(mut st) = got {
+            st.clear();
+        }
+    }
+}
+
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -47,18 +86,80 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     .map_err(|e| anyhow!("cannot start the I/O runtime for remote inputs: {e}"))
 }
 
-/// A URL for messages: no user-info (`https://user:secret@host/...`), no query string (which
-/// may hold a signature).
+/// A URL for messages, manifests and listings: its user-info (`https://user:secret@host/...`)
+/// and its query string (which may hold a presigned URL's signature) become `***`.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
             u.to_string()
         }
-        Err(_) => url.to_string(),
+        // Not a URL the parser takes: cut what could be user-info or a query.
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                match rest.split_once('?') {
+                    Some((r, _)) => format!("{scheme}://{r}?***"),
+                    None => format!("{scheme}://{rest}"),
+                }
+            }
+            None => url.to_string(),
+        },
     }
+}
+
+/// The per-request timeout of remote reads and uploads (`--request-timeout`), set once by the
+/// command before the first request; object_store's default (30 s) otherwise.
+static REQUEST_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
+/// Sets the per-request timeout (the first call wins).
+pub fn set_request_timeout(t: Duration) {
+    let _ = REQUEST_TIMEOUT.set(t);
+}
+
+/// The timeout as client settings (`timeout`, `connect_timeout`): set through each builder's
+/// configuration keys, so that the settings it takes from the environment stay.
+fn timeouts() -> Vec<(&'static str, String)> {
+    match REQUEST_TIMEOUT.get() {
+        Some(t) => {
+            let v = format!("{}ms", t.as_millis().max(1));
+            vec![("timeout", v.clone()), ("connect_timeout", v)]
+        }
+        None => Vec::new(),
+    }
+}
+
+fn client_options() -> ClientOptions {
+    let mut o = ClientOptions::new();
+    if let Some(t) = REQUEST_TIMEOUT.get() {
+        o = o.with_timeout(*t).with_connect_timeout(*t);
+    }
+    o
+}
+
+/// Runs `fut` on the I/O runtime, giving up within 100 ms of SIGINT / SIGTERM (or of this
+/// thread's work being called off), even while a request is blocked on a stalled server.
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> Result<F::Output> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        tokio::select! {
+            out = fut => Ok(out),
+            e = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Err(e) = crate::error::check_interrupted() {
+                        break e;
+                    }
+                }
+            } => Err(e),
+        }
+    })
 }
 
 fn retry() -> RetryConfig {
@@ -75,11 +176,19 @@ fn retry() -> RetryConfig {
 
 /// The store serving `url` (one per scheme and host, kept for sibling objects such as
 /// checkpoint shards) and the object's path in it.
-fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
+pub(crate) fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     let parsed = url::Url::parse(url).with_context(|| format!("invalid URL {}", redact(url)))?;
     let host = parsed.host_str().unwrap_or_default().to_string();
-    let key = format!("{}://{}:{:?}", parsed.scheme(), host, parsed.port());
+    // A query string (a presigned URL's signature) is sent with every request of the store.
+    let query = parsed.query().map(str::to_string);
+    let key = format!(
+        "{}://{}:{:?}?{}",
+        parsed.scheme(),
+        host,
+        parsed.port(),
+        query.as_deref().unwrap_or_default()
+    );
     let path = ObjPath::from_url_path(parsed.path())
         .with_context(|| format!("invalid object path in {}", redact(url)))?;
     let mut stores = STORES
@@ -94,6 +203,9 @@ fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(&host)
                 .with_retry(retry());
+            for (k, v) in timeouts() {
+                b = b.with_config(k.parse()?, v);
+            }
             for (k, v) in aws_profile() {
                 if std::env::var_os(k.to_ascii_uppercase()).is_none() {
                     if let Ok(key) = k.parse() {
@@ -103,26 +215,36 @@ fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
             }
             Arc::new(b.build().context("cannot set up S3 access")?)
         }
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        "gs" => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&host)
-                .with_retry(retry())
-                .build()
-                .context("cannot set up Google Cloud Storage access")?,
-        ),
-        "az" | "abfs" | "abfss" | "azure" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_retry(retry());
+            for (k, v) in timeouts() {
+                b = b.with_config(k.parse()?, v);
+            }
+            Arc::new(
+                b.build()
+                    .context("cannot set up Google Cloud Storage access")?,
+            )
+        }
+        "az" | "abfs" | "abfss" | "azure" => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url)
-                .with_retry(retry())
-                .build()
-                .context("cannot set up Azure access")?,
-        ),
+                .with_retry(retry());
+            for (k, v) in timeouts() {
+                b = b.with_config(k.parse()?, v);
+            }
+            Arc::new(b.build().context("cannot set up Azure access")?)
+        }
         "http" | "https" => {
-            let origin = parsed.origin().ascii_serialization();
+            let origin = match &query {
+                Some(q) => format!("{}/?{q}", parsed.origin().ascii_serialization()),
+                None => parsed.origin().ascii_serialization(),
+            };
             Arc::new(
                 object_store::http::HttpBuilder::new()
                     .with_url(origin)
-                    .with_client_options(ClientOptions::new().with_allow_http(true))
+                    .with_client_options(client_options().with_allow_http(true))
                     .with_retry(retry())
                     .build()
                     .context("cannot set up HTTP access")?,
@@ -184,7 +306,7 @@ fn aws_profile() -> Vec<(String, String)> {
     out
 }
 
-fn describe(e: object_store::Error, url: &str) -> anyhow::Error {
+pub(crate) fn describe(e: object_store::Error, url: &str) -> anyhow::Error {
     let url = redact(url);
     match e {
         object_store::Error::NotFound { .. } => anyhow!("{url}: no such object"),
@@ -194,8 +316,58 @@ fn describe(e: object_store::Error, url: &str) -> anyhow::Error {
         object_store::Error::Precondition { .. } => anyhow!(
             "{url}: the object changed while it was being read (its ETag no longer matches); nothing was written"
         ),
-        other => anyhow::Error::new(other).context(format!("{url}: remote read failed")),
+        other if transient(&other) => anyhow::Error::new(other).context(crate::error::Transient(
+            format!("{url}: remote request failed (a transient failure: retrying later may succeed)"),
+        )),
+        other => anyhow::Error::new(other).context(format!("{url}: remote request failed")),
     }
+}
+
+/// Whether a failure that outlasted object_store's retries may pass when the whole command is
+/// retried: a refused, reset or timed-out connection, throttling (429, SlowDown) or a server
+/// error (5xx). A missing object, denied access, a bad request are not.
+pub(crate) fn transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut text = String::new();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                K::TimedOut
+                    | K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        text.push_str(&c.to_string().to_lowercase());
+        text.push('\n');
+        cause = c.source();
+    }
+    [
+        "timed out",
+        "timeout",
+        "connection refused",
+        "connection reset",
+        "connection closed",
+        "error sending request",
+        "broken pipe",
+        "status code: 5",
+        "status code: 429",
+        "too many requests",
+        "slowdown",
+        "slow down",
+        "throttl",
+        "service unavailable",
+        "error decoding response body",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// One remote object, read at any offset.
@@ -205,7 +377,13 @@ pub struct RemoteFile {
     path: ObjPath,
     size: u64,
     e_tag: Option<String>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+}
+
+impl Drop for RemoteFile {
+    fn drop(&mut self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 impl std::fmt::Debug for RemoteFile {
@@ -214,30 +392,43 @@ impl std::fmt::Debug for RemoteFile {
     }
 }
 
+impl State {
+    /// Drops every cached segment.
+    fn clear(&mut self) {
+        CACHED_TOTAL.fetch_sub(self.cached, std::sync::atomic::Ordering::Relaxed);
+        self.cached = 0;
+        self.segments.clear();
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Fetched segments, newest last: (start offset, bytes).
     segments: VecDeque<(u64, bytes::Bytes)>,
     cached: usize,
-    /// Where the last fetch ended, and the window it used.
-    last_end: u64,
-    window: u64,
+    /// Per reading thread (each `--jobs` worker keeps its own read window, so that workers
+    /// reading different tensors of one object do not reset each other's): where its last
+    /// fetch ended, and the window it used.
+    windows: HashMap<std::thread::ThreadId, (u64, u64)>,
 }
 
 impl RemoteFile {
     /// Looks the object up (`HEAD`): its size and ETag.
     pub fn open(url: &str) -> Result<RemoteFile> {
         let (store, path) = store_for(url)?;
-        let meta = runtime()?
-            .block_on(store.head(&path))
-            .map_err(|e| describe(e, url))?;
+        let meta = block_on(store.head(&path))?.map_err(|e| describe(e, url))?;
+        let state = Arc::new(Mutex::default());
+        caches()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&state));
         Ok(RemoteFile {
             url: url.to_string(),
             store,
             path,
             size: meta.size,
             e_tag: meta.e_tag,
-            state: Mutex::default(),
+            state,
         })
     }
 
@@ -251,34 +442,47 @@ impl RemoteFile {
 
     /// Fills `buf` from `pos`; the caller has checked that the range lies inside the object.
     pub fn read_at(&self, mut pos: u64, mut buf: &mut [u8]) -> Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let me = std::thread::current().id();
         while !buf.is_empty() {
+            let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = copy_cached(&st.segments, pos, buf) {
                 pos += n as u64;
                 buf = &mut buf[n..];
                 continue;
             }
-            let window = if pos == st.last_end && st.window > 0 {
-                (st.window * 2).min(MAX_WINDOW)
-            } else {
-                MIN_WINDOW
+            let window = match st.windows.get(&me) {
+                Some(&(last_end, w)) if pos == last_end && w > 0 => (w * 2).min(MAX_WINDOW),
+                _ => MIN_WINDOW,
             };
             let want = window.max(buf.len() as u64).min(self.size - pos);
+            // The lock is not held while the bytes travel: other workers read on meanwhile.
+            drop(st);
             let parts = self.fetch(pos..pos + want)?;
-            st.window = window;
-            st.last_end = pos + want;
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.windows.len() > 256 {
+                st.windows.clear();
+            }
+            st.windows.insert(me, (pos + want, window));
             let mut at = pos;
             for bytes in parts {
                 let n = bytes.len();
                 st.cached += n;
+                CACHED_TOTAL.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 st.segments.push_back((at, bytes));
                 at += n as u64;
             }
             while st.cached > CACHE_BYTES && st.segments.len() > 1 {
                 if let Some((_, old)) = st.segments.pop_front() {
                     st.cached -= old.len();
+                    CACHED_TOTAL.fetch_sub(old.len(), std::sync::atomic::Ordering::Relaxed);
                 }
             }
+            // Copied from the segments just fetched, even if another thread evicted older ones.
+            let n = copy_cached(&st.segments, pos, buf).unwrap_or(0);
+            pos += n as u64;
+            buf = &mut buf[n..];
+            drop(st);
+            trim_others(&self.state);
         }
         Ok(())
     }
@@ -292,8 +496,7 @@ impl RemoteFile {
             ranges.push(at..end);
             at = end;
         }
-        let rt = runtime()?;
-        let parts = rt.block_on(async {
+        let parts = block_on(async {
             let mut set = tokio::task::JoinSet::new();
             for (i, r) in ranges.iter().cloned().enumerate() {
                 let (store, path, e_tag) =
@@ -316,7 +519,7 @@ impl RemoteFile {
                 parts[i] = b;
             }
             Ok::<_, anyhow::Error>(parts)
-        })?;
+        })??;
         for (r, p) in ranges.iter().zip(&parts) {
             if p.len() as u64 != r.end - r.start {
                 bail!(
@@ -355,14 +558,25 @@ pub fn exists(url: &str) -> bool {
     let Ok((store, path)) = store_for(url) else {
         return false;
     };
-    runtime().is_ok_and(|rt| rt.block_on(store.head(&path)).is_ok())
+    block_on(store.head(&path)).is_ok_and(|r| r.is_ok())
 }
 
 /// When the object was last modified (`Last-Modified` of a `HEAD`).
 pub fn modified(url: &str) -> Option<std::time::SystemTime> {
     let (store, path) = store_for(url).ok()?;
-    let meta = runtime().ok()?.block_on(store.head(&path)).ok()?;
+    let meta = block_on(store.head(&path)).ok()?.ok()?;
     Some(meta.last_modified.into())
+}
+
+/// An object's identity for `--update` and the manifest: its size, ETag and `Last-Modified`.
+pub fn identity(url: &str) -> Option<serde_json::Value> {
+    let (store, path) = store_for(url).ok()?;
+    let meta = block_on(store.head(&path)).ok()?.ok()?;
+    Some(serde_json::json!({
+        "size": meta.size,
+        "etag": meta.e_tag,
+        "modified": meta.last_modified.to_rfc3339(),
+    }))
 }
 
 /// True when objects exist under `url/` (a "directory" of a bucket). HTTP servers cannot be
@@ -374,9 +588,10 @@ pub fn is_dir(url: &str) -> bool {
     let Ok((store, path)) = store_for(url) else {
         return false;
     };
-    let Ok(rt) = runtime() else { return false };
-    rt.block_on(store.list_with_delimiter(Some(&path)))
-        .is_ok_and(|l| !l.objects.is_empty() || !l.common_prefixes.is_empty())
+    block_on(store.list_with_delimiter(Some(&path)))
+        .ok()
+        .and_then(|r| r.ok())
+        .is_some_and(|l| !l.objects.is_empty() || !l.common_prefixes.is_empty())
 }
 
 /// The names of the objects directly under `url/` (one level, like a directory listing), sorted;
@@ -434,7 +649,7 @@ mod tests {
         assert!(url_of(Path::new("file:///x")).is_none());
         assert_eq!(
             redact("https://user:secret@host/x?X-Amz-Signature=abc"),
-            "https://host/x"
+            "https://***@host/x?***"
         );
     }
 }

@@ -194,3 +194,123 @@ fn the_readme_recipes_for_xargs_make_and_a_slurm_array_work_as_written() {
     }
     check_outputs(dir.path());
 }
+
+fn manifest_lines(p: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn update_rebuilds_when_the_options_or_the_input_changed_not_by_times_alone() {
+    let (dir, inputs) = shards();
+    let out = dir.path().join("o.npz");
+    let manifest = dir.path().join("m.jsonl");
+    let run = |extra: &[&str]| {
+        let o = Command::new(bin())
+            .arg("convert")
+            .arg(&inputs[0])
+            .args(["-o", out.to_str().unwrap(), "--quiet"])
+            .args(["--manifest", manifest.to_str().unwrap(), "--update"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let all = read_npz(&root().join("fixtures/safetensors/numeric.expected.npz"));
+    let first = all.keys().next().unwrap().clone();
+    run(&[]);
+    run(&[]);
+    // Other options: the output is newer than its input, but it is rebuilt.
+    run(&["--select", &first]);
+    assert_eq!(read_npz(&out).len(), 1);
+    run(&["--select", &first]);
+    // The input replaced by another of the same time: rebuilt.
+    let t = mtime(&inputs[0]);
+    fs::copy(&inputs[1], &inputs[0]).unwrap();
+    set_mtime(&inputs[0], t);
+    set_mtime(&out, SystemTime::now());
+    run(&[]);
+    let statuses: Vec<String> = manifest_lines(&manifest)
+        .iter()
+        .map(|l| l["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["written", "up-to-date", "written", "up-to-date", "written"]
+    );
+    let lines = manifest_lines(&manifest);
+    assert_ne!(lines[0]["options"], lines[2]["options"]);
+    assert_ne!(lines[0]["identity"], lines[4]["identity"]);
+    assert_eq!(lines[0]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        lines[0]["identity"][0]["size"],
+        fs::metadata(root().join("fixtures/safetensors/numeric.safetensors"))
+            .unwrap()
+            .len()
+    );
+}
+
+#[test]
+fn the_manifest_records_each_output_as_it_completes_failures_included_and_dash_is_stdout() {
+    for jobs in ["1", "2"] {
+        let (dir, inputs) = shards();
+        // The output of the second input cannot be written: a directory is in its place.
+        fs::create_dir_all(dir.path().join("npz/slash.npz/x")).unwrap();
+        let manifest = dir.path().join("m.jsonl");
+        let o = Command::new(bin())
+            .arg("convert")
+            .arg(&inputs[0])
+            .arg(&inputs[1])
+            .args([
+                "-o",
+                dir.path().join("npz").to_str().unwrap(),
+                "--to",
+                "npz",
+            ])
+            .args([
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--jobs",
+                jobs,
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let lines = manifest_lines(&manifest);
+        let failed: Vec<_> = lines.iter().filter(|l| l["status"] == "failed").collect();
+        assert_eq!(failed.len(), 1, "--jobs {jobs}: {lines:?}");
+        assert!(failed[0]["input"]
+            .as_str()
+            .unwrap()
+            .ends_with("slash.safetensors"));
+        assert!(failed[0]["error"].as_str().unwrap().contains("slash.npz"));
+        if jobs == "1" {
+            // In turn: the first output was recorded as soon as it was complete.
+            assert_eq!(lines[0]["status"], "written", "{lines:?}");
+        }
+    }
+    // `--manifest -`: the lines go to standard output; no file named `-`.
+    let (dir, inputs) = shards();
+    let o = Command::new(bin())
+        .current_dir(dir.path())
+        .arg("convert")
+        .arg(&inputs[0])
+        .args(["-o", "x.npz", "--manifest", "-", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!dir.path().join("-").exists());
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["status"], "written");
+    assert_eq!(line["output"], "x.npz");
+}

@@ -262,6 +262,9 @@ fn a_batch_gives_the_same_outputs_and_manifest_with_one_job_or_three() {
                 v
             })
             .collect();
+        // Each line is appended as its output completes: in completion order with workers.
+        let mut lines = lines;
+        lines.sort_by_key(|v| v["output"].as_str().unwrap_or_default().to_string());
         runs.push((files, lines));
     }
     assert_eq!(runs[0].0.len(), 4);

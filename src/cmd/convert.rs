@@ -47,6 +47,12 @@ struct Job {
 pub fn run(mut args: ConvertArgs) -> Result<()> {
     let started = Instant::now();
     let report = Reporter::new(args.quiet);
+    // `-o s3://…`: the sinks write to a local staging path, uploaded as each output completes.
+    let remote_out = crate::sink::remote::plan(args.output.as_deref())?;
+    if let Some(r) = &remote_out {
+        args.output = Some(r.local().to_path_buf());
+    }
+    let fingerprint = crate::batch::fingerprint(&mut args);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
     let structure = StructureOptions {
@@ -158,9 +164,21 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
+    // How the summary names an output: its URL when it goes to object storage.
+    let output_name = |t: &Target| match (&remote_out, t) {
+        (Some(r), Target::Npz(p) | Target::Npy(p) | Target::Dir(p)) => {
+            r.url_of(p).unwrap_or_else(|| target_name(t))
+        }
+        _ => target_name(t),
+    };
     let workers = workers(&args);
     let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
-    let mut manifest = match &args.manifest {
+    let manifest = match &args.manifest {
+        Some(p) if p.as_os_str() == "-" && args.output.as_deref() == Some(Path::new("-")) => {
+            return Err(usage(
+                "--manifest - and -o - would both write to standard output; name a file for one",
+            ))
+        }
         Some(p) => Some(crate::batch::Manifest::open(p)?),
         None => None,
     };
@@ -178,82 +196,127 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         };
         let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
         let bytes: u64 = job.inputs.iter().map(|&s| in_bytes[s]).sum();
-        if args.update {
-            if let Some(t) = &target {
-                let files: Vec<PathBuf> = job
-                    .inputs
-                    .iter()
-                    .flat_map(|&s| match sources[s].input_files() {
-                        f if f.is_empty() => vec![args.input.inputs[s].clone()],
-                        f => f,
-                    })
-                    .collect();
-                if crate::batch::up_to_date(t, &files) {
-                    report.note(&format!("{}: up to date (--update)", t.display()));
-                    outcomes.up_to_date();
-                    if let Some(m) = &mut manifest {
-                        m.record(&crate::batch::Record {
-                            inputs: &inputs,
-                            output: Some(t),
-                            tensors,
-                            status: "up-to-date",
-                        })?;
-                    }
-                    continue;
+        let files: Vec<PathBuf> = job
+            .inputs
+            .iter()
+            .flat_map(|&s| match sources[s].input_files() {
+                f if f.is_empty() => vec![args.input.inputs[s].clone()],
+                f => f,
+            })
+            .collect();
+        let identity = if args.update || manifest.is_some() {
+            crate::batch::identity(&files)
+        } else {
+            serde_json::Value::Null
+        };
+        if let (true, Some(t)) = (args.update, &target) {
+            // A remote output is judged by its URL, not by its staging path.
+            let shown = match remote_out.as_ref().and_then(|r| r.url_of(t)) {
+                Some(u) => PathBuf::from(u),
+                None => t.clone(),
+            };
+            let done = crate::batch::up_to_date(
+                &shown,
+                &files,
+                manifest.as_ref(),
+                &identity,
+                &fingerprint,
+            );
+            if let Some(previous) = done {
+                report.note(&format!("{}: up to date (--update)", shown.display()));
+                outcomes.up_to_date();
+                if let Some(m) = &manifest {
+                    m.record(&crate::batch::Record {
+                        inputs: &inputs,
+                        output: Some(&shown),
+                        url: None,
+                        tensors,
+                        status: "up-to-date",
+                        error: None,
+                        identity: &identity,
+                        fingerprint: &fingerprint,
+                        previous: Some(&previous),
+                    })?;
                 }
+                continue;
             }
         }
-        todo.push((job, (inputs, target, tensors, bytes)));
+        let name = output_name(&job.target);
+        todo.push((job, (inputs, target, tensors, bytes, identity, name)));
     }
-    let mut written = |(inputs, target, tensors, bytes): &Done, name: String| {
-        outcomes.written(name, *tensors, *bytes);
-        match &mut manifest {
-            Some(m) => m.record(&crate::batch::Record {
-                inputs,
-                output: target.as_deref(),
-                tensors: *tensors,
-                status: "written",
-            }),
-            None => Ok(()),
-        }
+    // Once an output is complete (or has failed): upload it when it goes to object storage,
+    // then append its manifest line at once (from the worker that wrote it).
+    let finished = |(inputs, target, tensors, _, identity, _): &Done, result: Result<()>| {
+        let result = result.and_then(|()| match (&remote_out, target) {
+            (Some(r), Some(t)) => r.upload(t).map(Some),
+            _ => Ok(None),
+        });
+        let Some(m) = &manifest else {
+            return result.map(|_| ());
+        };
+        let (url, error) = match &result {
+            Ok(url) => (url.clone(), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let url = url.or_else(|| {
+            let r = remote_out.as_ref()?;
+            r.url_of(target.as_deref()?)
+        });
+        m.record(&crate::batch::Record {
+            inputs,
+            output: target.as_deref(),
+            url: url.as_deref(),
+            tensors: *tensors,
+            status: if error.is_some() { "failed" } else { "written" },
+            error,
+            identity,
+            fingerprint: &fingerprint,
+            previous: None,
+        })?;
+        result.map(|_| ())
     };
     let mut failures = Vec::new();
     let one_input_each = todo.iter().all(|(job, _)| job.inputs.len() == 1);
     if workers > 1 && todo.len() > 1 && one_input_each && device.borrow().is_host() {
         // A batch: its outputs convert in parallel, each in turn inside.
         let mut slots: Vec<Option<&mut Box<dyn Source>>> = sources.iter_mut().map(Some).collect();
-        let mut records = Vec::new();
-        let mut items = Vec::new();
+        let (mut items, mut records) = (Vec::new(), Vec::new());
         for (k, (job, record)) in todo.into_iter().enumerate() {
             let s = job.inputs[0];
             let src = slots[s]
                 .take()
                 .context("internal: two outputs of one input")?;
-            records.push((record, target_name(&job.target)));
-            items.push((k, job, vec![(s, src)]));
+            records.push(record.clone());
+            items.push((k, job, vec![(s, src)], record));
         }
         // With --keep-going a failed output is kept aside, so that the other workers go on.
         let kept = std::sync::Mutex::new(Vec::new());
-        let (done, result) =
-            jobs::run_each(
-                workers,
-                items,
-                &opts,
-                |(k, job, inputs), opts| match run_job(
-                    job, inputs, &stems, &selector, &args, opts, &reopen, 0,
-                ) {
+        let (done, result) = jobs::run_each(
+            workers,
+            items,
+            &opts,
+            |(k, job, inputs, record), opts| {
+                let done = run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0);
+                let called_off = done
+                    .as_ref()
+                    .is_err_and(|e| e.downcast_ref::<crate::error::Cancelled>().is_some());
+                if called_off {
+                    return done;
+                }
+                match finished(&record, done) {
                     Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
                         kept.lock().unwrap_or_else(|e| e.into_inner()).push((k, e));
                         Ok(())
                     }
                     r => r,
-                },
-            );
+                }
+            },
+        );
         let mut kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
         kept.sort_by_key(|(k, _)| *k);
-        for (k, ((record, name), done)) in records.into_iter().zip(done).enumerate() {
+        for (k, ((_, _, tensors, bytes, _, name), done)) in records.into_iter().zip(done).enumerate() {
             if done && !kept.iter().any(|(f, _)| *f == k) {
-                written(&record, name)?;
+                outcomes.written(name, tensors, bytes);
             }
         }
         failures.extend(kept.into_iter().map(|(_, e)| e));
@@ -265,12 +328,17 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 .enumerate()
                 .filter(|(s, _)| job.inputs.contains(s))
                 .collect();
-            let name = target_name(&job.target);
-            match run_job(
+            let done = run_job(
                 job, inputs, &stems, &selector, &args, &opts, &reopen, workers,
-            ) {
-                Ok(()) => written(&record, name)?,
-                Err(e) if args.keep_going => failures.push(e),
+            );
+            match finished(&record, done) {
+                Ok(()) => {
+                    let (_, _, tensors, bytes, _, name) = record;
+                    outcomes.written(name, tensors, bytes);
+                }
+                Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
+                    failures.push(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -288,9 +356,9 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     outcomes.finish()
 }
 
-/// What a written output adds to the manifest and the summary: its inputs, its path, and the
-/// tensors and bytes written.
-type Done = (Vec<String>, Option<PathBuf>, u64, u64);
+/// What an output adds to the manifest and the summary: its inputs, its path, the tensors and
+/// bytes written, the inputs' identity (`batch::identity`) and its name in the summary.
+type Done = (Vec<String>, Option<PathBuf>, u64, u64, serde_json::Value, String);
 
 fn target_name(t: &Target) -> String {
     match t {

@@ -15,7 +15,7 @@ use crate::error::check_interrupted;
 use crate::pipeline::npy_type;
 use crate::select::Selector;
 use crate::sink::io_error;
-use crate::sink::names::shown;
+use crate::sink::names::{scrub_urls, shown};
 use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 
@@ -37,7 +37,11 @@ pub fn run(args: ListArgs) -> Result<()> {
     for src in &sources {
         if !args.quiet {
             for note in src.notes() {
-                eprintln!("tensor2npy: note: {}: {}", src.display_path(), shown(note));
+                eprintln!(
+                    "tensor2npy: note: {}: {}",
+                    shown(src.display_path()),
+                    shown(note)
+                );
             }
         }
         for i in 0..src.len() {
@@ -61,7 +65,7 @@ pub fn run(args: ListArgs) -> Result<()> {
         .collect();
     if !args.json {
         for (path, f) in &format_of {
-            eprintln!("{path}: read as {f}");
+            eprintln!("{}: read as {f}", scrub_urls(path));
         }
     }
     // Each row carries the format's own name for the element type where it has one (q4_K), and
@@ -89,7 +93,7 @@ pub fn run(args: ListArgs) -> Result<()> {
                 .collect();
             write!(out, "{{\"metadata\": {{").map_err(io_error)?;
             for (i, (path, src)) in by_path.into_iter().enumerate() {
-                let key = Value::from(path).to_string();
+                let key = Value::from(scrub_urls(path)).to_string();
                 write!(out, "{}{key}:", if i == 0 { "" } else { "," }).map_err(io_error)?;
                 if !src.write_metadata(&mut out)? {
                     write!(out, "null").map_err(io_error)?;
@@ -110,7 +114,7 @@ pub fn run(args: ListArgs) -> Result<()> {
                 "shape": shape_json(&m),
                 "bytes": m.stored_bytes,
                 "kind": m.kind.name(),
-                "source": source,
+                "source": scrub_urls(source),
             });
             let mut obj = obj;
             if let Some(q) = quantization {

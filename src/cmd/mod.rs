@@ -22,6 +22,10 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
             "standard input (-) can be given only once",
         ));
     }
+    #[cfg(feature = "remote")]
+    if let Some(secs) = args.request_timeout {
+        crate::remote::set_request_timeout(std::time::Duration::from_secs(secs.into()));
+    }
     let opts = open_options(args, structure);
     if args.concat {
         let src = source::chain::open_concat(&args.inputs, &opts)?;

@@ -3,7 +3,7 @@
 //! a usage mistake is 2, anything else 1) and refined for Python: `UsageError` (exit 2),
 //! `UnsupportedInputError` (an input or a dtype tensor2npy does not read), `TransientError`
 //! (a remote read that may succeed when retried: timeouts, refused or reset connections,
-//! throttling; exit 75 once the command tells them apart), `CorruptInputError` (everything
+//! throttling: exactly the failures the command exits 75 for), `CorruptInputError` (everything
 //! else about the input), `InputNotFoundError` (also a `FileNotFoundError`), and the base
 //! `Tensor2NpyError` for other failures outside the input (access denied, a full disk). The message is the command's, without its `tensor2npy: error:`.
 //!
@@ -63,15 +63,13 @@ pub fn classify(e: &anyhow::Error) -> Class {
     if e.downcast_ref::<crate::error::UsageError>().is_some() {
         return Class::Usage;
     }
+    // Exactly what the command exits 75 for.
+    if crate::error::is_transient(e) {
+        return Class::Transient;
+    }
     for cause in e.chain() {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             match io.kind() {
-                K::TimedOut
-                | K::ConnectionRefused
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::NotConnected
-                | K::WouldBlock => return Class::Transient,
                 K::NotFound => return Class::NotFound,
                 K::PermissionDenied | K::StorageFull => return Class::Other,
                 _ => {}
@@ -83,19 +81,14 @@ pub fn classify(e: &anyhow::Error) -> Class {
         #[cfg(feature = "remote")]
         if let Some(os) = cause.downcast_ref::<object_store::Error>() {
             // NotFound and access errors are said plainly by remote.rs before they get here;
-            // what is left failed after object_store's own retries.
+            // transient ones were marked by it (above); what is left is permanent.
             return match os {
                 object_store::Error::NotFound { .. } => Class::NotFound,
-                object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. } => Class::Other,
-                _ => Class::Transient,
+                _ => Class::Other,
             };
         }
     }
     let text = format!("{e:#}").to_lowercase();
-    if text.contains("remote read failed") {
-        return Class::Transient;
-    }
     if text.contains("no such object")
         || text.contains("no such file or directory")
         || text.contains("does not exist")

@@ -18,6 +18,7 @@ mod dir;
 pub mod names;
 pub mod npy;
 mod npz;
+pub mod remote;
 mod slot;
 mod zip;
 

@@ -59,6 +59,12 @@ const MAX_COMPONENT: usize = 255;
 /// escapes them (`\u001b`, `\n`), as `list --json` prints them (in a name that needs escaping,
 /// a backslash is doubled too, so that the escaping can be undone).
 pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains("://") {
+        let scrubbed = scrub_urls(name);
+        if scrubbed != name {
+            return shown(&scrubbed).into_owned().into();
+        }
+    }
     if !name.chars().any(|c| c.is_control()) {
         return name.into();
     }
@@ -151,6 +157,48 @@ fn escape_component(p: &str) -> String {
     out
 }
 
+/// `text` with the secrets of every URL in it replaced by `***`: the user-info
+/// (`https://user:secret@host/…` → `https://***@host/…`) and the query string (a presigned
+/// URL's `?X-Amz-Signature=…` → `?***`). A URL ends at white space, a quote, or `: ` (the
+/// colon of a message).
+pub fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let end = after
+            .char_indices()
+            .find(|&(j, c)| {
+                c.is_whitespace()
+                    || matches!(c, '"' | '\'' | '<' | '>' | '`')
+                    || (c == ':' && after[j + 1..].starts_with(' '))
+                    || (c == ',' && after[j + 1..].starts_with(' '))
+            })
+            .map_or(after.len(), |(j, _)| j);
+        let (url, tail) = after.split_at(end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_end);
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        match path.find('?') {
+            Some(q) => {
+                out.push_str(&path[..q]);
+                out.push_str("?***");
+            }
+            None => out.push_str(path),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 /// Inverse of [`dir_path`]: the tensor name a relative `.npy` path stands for.
 pub fn name_from_dir_path(rel: &str) -> Option<String> {
@@ -174,6 +222,20 @@ pub fn name_from_dir_path(rel: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_user_info_and_query_strings() {
+        assert_eq!(
+            scrub_urls("https://u:pw@h:8/x.st?X-Amz-Signature=ab%2F: no such object"),
+            "https://***@h:8/x.st?***: no such object"
+        );
+        assert_eq!(
+            scrub_urls("s3://b/k and 'gs://b/x?s=1'"),
+            "s3://b/k and 'gs://b/x?***'"
+        );
+        assert_eq!(scrub_urls("no url: a?b"), "no url: a?b");
+        assert_eq!(shown("http://a:b@h/x\n"), "http://***@h/x\\n");
+    }
 
     fn round_trip(name: &str) -> PathBuf {
         let p = dir_path(name).unwrap();

@@ -3,11 +3,17 @@ Range GETs (206 with Content-Range), ETag and Last-Modified, and If-Match (412 o
 counts the bytes it sends. Started and stopped by tests/remote.rs; prints its port, then serves
 until standard input closes.
 
-    python range_server.py DIR [--etag-changes-after N]
+    python range_server.py DIR [--etag-changes-after N] [--stall-after N] [--status CODE]
+                               [--require-query QUERY] [--delay-ms MS]
 
 `--etag-changes-after N`: from the N-th request on, every object reports another ETag, as if it
-had been replaced between reads.
+had been replaced between reads. `--stall-after N`: from the N-th request on, the server never
+answers (a stalled connection). `--status CODE`: every request is answered with CODE and no
+body (503: an unavailable server). `--delay-ms MS`: every request waits MS milliseconds before it is answered (a distant
+server). `--require-query QUERY`: a request whose query string is
+not QUERY is refused with 403, as a presigned URL without its signature would be.
 """
+import time
 import http.server
 import os
 import sys
@@ -15,6 +21,10 @@ import threading
 
 ROOT = sys.argv[1]
 CHANGE_AFTER = int(sys.argv[sys.argv.index("--etag-changes-after") + 1]) if "--etag-changes-after" in sys.argv else None
+STALL_AFTER = int(sys.argv[sys.argv.index("--stall-after") + 1]) if "--stall-after" in sys.argv else None
+STATUS = int(sys.argv[sys.argv.index("--status") + 1]) if "--status" in sys.argv else None
+QUERY = sys.argv[sys.argv.index("--require-query") + 1] if "--require-query" in sys.argv else None
+DELAY = float(sys.argv[sys.argv.index("--delay-ms") + 1]) / 1000 if "--delay-ms" in sys.argv else 0
 STATE = {"requests": 0, "bytes": 0}
 LOCK = threading.Lock()
 
@@ -51,6 +61,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            return None
+        if DELAY:
+            time.sleep(DELAY)
+        if STALL_AFTER is not None and STATE["requests"] > STALL_AFTER:
+            time.sleep(3600)
+            return None
+        query = self.path.partition("?")[2]
+        status = STATUS if STATUS is not None else 403 if QUERY is not None and query != QUERY else None
+        if status is not None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return None
         path = self._target()
         if path is None:
