@@ -291,11 +291,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         }
         // With --keep-going a failed output is kept aside, so that the other workers go on.
         let kept = std::sync::Mutex::new(Vec::new());
-        let (done, result) = jobs::run_each(
-            workers,
-            items,
-            &opts,
-            |(k, job, inputs, record), opts| {
+        let (done, result) =
+            jobs::run_each(workers, items, &opts, |(k, job, inputs, record), opts| {
                 let done = run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0);
                 let called_off = done
                     .as_ref()
@@ -310,11 +307,12 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                     }
                     r => r,
                 }
-            },
-        );
+            });
         let mut kept = kept.into_inner().unwrap_or_else(|e| e.into_inner());
         kept.sort_by_key(|(k, _)| *k);
-        for (k, ((_, _, tensors, bytes, _, name), done)) in records.into_iter().zip(done).enumerate() {
+        for (k, ((_, _, tensors, bytes, _, name), done)) in
+            records.into_iter().zip(done).enumerate()
+        {
             if done && !kept.iter().any(|(f, _)| *f == k) {
                 outcomes.written(name, tensors, bytes);
             }
@@ -358,7 +356,14 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
 
 /// What an output adds to the manifest and the summary: its inputs, its path, the tensors and
 /// bytes written, the inputs' identity (`batch::identity`) and its name in the summary.
-type Done = (Vec<String>, Option<PathBuf>, u64, u64, serde_json::Value, String);
+type Done = (
+    Vec<String>,
+    Option<PathBuf>,
+    u64,
+    u64,
+    serde_json::Value,
+    String,
+);
 
 fn target_name(t: &Target) -> String {
     match t {
