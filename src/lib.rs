@@ -21,7 +21,8 @@
 //!          → device/ (optional GPU stage: kernel.rs maps each conversion to a WGSL kernel)
 //!      → sink/ (npy.rs headers, npz.rs + zip.rs archives, dir.rs directories, atomic.rs
 //!               temporaries, names.rs member and file names)
-//!   batch.rs (--update, --manifest), cmd/survey.rs (the first pass over the metadata) and
+//!   batch.rs (--update, --manifest), cmd/plan.rs (the output table and its refusals),
+//!   cmd/survey.rs (the first pass over the metadata) and
 //!   summary.rs (what was written, left alone or failed, --keep-going) are called by
 //!   cmd/convert.rs; checksum.rs (TensorFlow's masked CRC32C, and the count of checksums
 //!   verified) serves input.rs and the readers.

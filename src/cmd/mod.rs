@@ -5,6 +5,7 @@ pub mod convert;
 pub mod devices;
 pub mod list;
 pub mod man;
+pub mod plan;
 pub mod survey;
 pub mod verify;
 
