@@ -257,13 +257,22 @@ fn update_rebuilds_when_the_options_or_the_input_changed_not_by_times_alone() {
 fn the_manifest_records_each_output_as_it_completes_failures_included_and_dash_is_stdout() {
     for jobs in ["1", "2"] {
         let (dir, inputs) = shards();
-        // The output of the second input cannot be written: a directory is in its place.
-        fs::create_dir_all(dir.path().join("npz/slash.npz/x")).unwrap();
+        // The second input opens, then fails its CRC-32 while its output is being written.
+        let broken = dir.path().join("broken.pt");
+        let mut bytes = fs::read(root().join("fixtures/torch/state_dict.pt")).unwrap();
+        let at = {
+            let f = fs::File::open(root().join("fixtures/torch/state_dict.pt")).unwrap();
+            let mut z = zip::ZipArchive::new(f).unwrap();
+            let m = z.by_name("state_dict/data/0").unwrap();
+            m.data_start().unwrap() as usize
+        };
+        bytes[at + 1] ^= 0x40;
+        fs::write(&broken, &bytes).unwrap();
         let manifest = dir.path().join("m.jsonl");
         let o = Command::new(bin())
             .arg("convert")
             .arg(&inputs[0])
-            .arg(&inputs[1])
+            .arg(&broken)
             .args([
                 "-o",
                 dir.path().join("npz").to_str().unwrap(),
@@ -288,11 +297,8 @@ fn the_manifest_records_each_output_as_it_completes_failures_included_and_dash_i
         let lines = manifest_lines(&manifest);
         let failed: Vec<_> = lines.iter().filter(|l| l["status"] == "failed").collect();
         assert_eq!(failed.len(), 1, "--jobs {jobs}: {lines:?}");
-        assert!(failed[0]["input"]
-            .as_str()
-            .unwrap()
-            .ends_with("slash.safetensors"));
-        assert!(failed[0]["error"].as_str().unwrap().contains("slash.npz"));
+        assert!(failed[0]["input"].as_str().unwrap().ends_with("broken.pt"));
+        assert!(failed[0]["error"].as_str().unwrap().contains("CRC"));
         if jobs == "1" {
             // In turn: the first output was recorded as soon as it was complete.
             assert_eq!(lines[0]["status"], "written", "{lines:?}");
