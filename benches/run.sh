@@ -8,9 +8,11 @@
 #   bench_pickle.py   TorchScript, .pt2, whole modules, pickles of NumPy arrays
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 #   tflite_events.py  TFLite models, TensorBoard event files
+#   orbax_zarr.py     Orbax checkpoints (OCDBT), zarr v3   numpy_bench.py .npz and .npy inputs
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
-# .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON and
-# BENCH_GGUF_PYTHON; a script whose Python is missing is reported as not run.
+# .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
+# BENCH_GGUF_PYTHON and BENCH_ORBAX_PYTHON; NumPy's bench runs under the test venv .venv (or
+# BENCH_NUMPY_PYTHON); a script whose Python is missing is reported as not run.
 # BENCH_SCALE (default 1: ~1 GiB inputs; 0.1 for a quick run of a few minutes) and BENCH_REPS
 # (alternating rounds, default 5 for the core, 3 for the others) tune it.
 set -euo pipefail
@@ -29,6 +31,8 @@ TF="${BENCH_TF_PYTHON:-.venv-tf/bin/python}"
 TORCH="${BENCH_TORCH_PYTHON:-.venv-torch/bin/python}"
 JAX="${BENCH_JAX_PYTHON:-.venv-jax/bin/python}"
 GGUF="${BENCH_GGUF_PYTHON:-.venv-gguf/bin/python}"
+ORBAX="${BENCH_ORBAX_PYTHON:-.venv-orbax/bin/python}"
+NUMPY="${BENCH_NUMPY_PYTHON:-.venv/bin/python}"
 started=$(date +%s)
 
 # step NAME PYTHON ARGS...: runs one script, or files it as not run when its Python is missing.
@@ -54,6 +58,8 @@ step pickle "$TORCH" benches/bench_pickle.py
 step gguf "$GGUF" benches/gguf_bench.py
 step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
+step orbax-zarr "$ORBAX" benches/orbax_zarr.py
+step numpy "$NUMPY" benches/numpy_bench.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
