@@ -543,7 +543,8 @@ pub struct ConvertArgs {
 
     /// Go on after an input or output fails: write every output that can be written, report
     /// each failure as it happens and again in the count at the end, and exit with status 1
-    /// (without it, the first failure stops the run)
+    /// (without it, the first failure stops the run). An input that fails on its way into an
+    /// output it shares with other inputs still stops the run
     #[arg(long)]
     pub keep_going: bool,
 

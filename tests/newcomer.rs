@@ -574,3 +574,48 @@ fn the_summary_after_update_counts_what_was_written_and_what_was_up_to_date() {
     );
     assert!(line.contains("2 outputs up to date (--update)"), "{line}");
 }
+
+#[test]
+fn keep_going_never_writes_an_output_shared_with_an_input_that_failed() {
+    let dir = tempdir();
+    let bad = dir.path().join("b.safetensors");
+    fs::write(&bad, b"\x08\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let good = root().join("fixtures/safetensors/numeric.safetensors");
+    // One output for both inputs: written whole or not at all.
+    let out = dir.path().join("ab.npz");
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&good)
+        .arg(&bad)
+        .arg("-o")
+        .arg(&out)
+        .arg("--keep-going")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("b.safetensors"));
+    assert!(!out.exists());
+    // Each input with an output of its own: the good one is written.
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&good)
+        .arg(&bad)
+        .arg("-o")
+        .arg(dir.path().join("each"))
+        .args(["--to", "npz", "--keep-going"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(dir.path().join("each/numeric.npz").exists());
+    assert!(!dir.path().join("each/b.npz").exists());
+}

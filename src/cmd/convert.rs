@@ -55,7 +55,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         ));
     }
     let mut outcomes = Outcomes::new(args.keep_going);
-    let mut sources = if args.keep_going && !args.input.concat {
+    // --keep-going leaves out a failing input only where each input has an output of its own:
+    // an output shared by several inputs is never written without one of them.
+    let keep_inputs = args.keep_going && super::plan::outputs_per_input(&args);
+    let mut sources = if keep_inputs && !args.input.concat {
         // Each input on its own: one that cannot be opened is reported, the others go on.
         let (sources, kept) =
             super::open_each(&args.input, &structure, &mut |e| outcomes.failed(e))?;
@@ -87,6 +90,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 skipped += skip;
                 s += 1;
             }
+            Err(e) if !keep_inputs => return Err(e),
             Err(e) => {
                 // With --keep-going the input is left out; its outputs are not written.
                 outcomes.failed(e)?;
@@ -231,7 +235,13 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             (Some(r), Some(t)) => r.upload(t).map(Some),
             _ => Ok(None),
         });
+        let release = || {
+            if let (Some(r), Some(t)) = (&remote_out, target) {
+                r.release(t);
+            }
+        };
         let Some(m) = &manifest else {
+            release();
             return result.map(|_| ());
         };
         let (url, error) = match &result {
@@ -242,7 +252,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             let r = remote_out.as_ref()?;
             r.url_of(target.as_deref()?)
         });
-        m.record(&crate::batch::Record {
+        let recorded = m.record(&crate::batch::Record {
             inputs,
             output: target.as_deref(),
             url: url.as_deref(),
@@ -252,7 +262,9 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             identity,
             fingerprint: &fingerprint,
             previous: None,
-        })?;
+        });
+        release();
+        recorded?;
         result.map(|_| ())
     };
     let mut failures = Vec::new();

@@ -16,6 +16,16 @@ use crate::source::{self, bundle::BundleOptions, OpenOptions};
 use crate::structure::{self, StructureOptions};
 use crate::tensor::Source;
 
+/// `--request-timeout`: one setting for every remote request of the run (reads and uploads).
+fn apply_request_timeout(args: &InputArgs) {
+    #[cfg(feature = "remote")]
+    if let Some(secs) = args.request_timeout {
+        crate::remote::set_request_timeout(std::time::Duration::from_secs(secs.into()));
+    }
+    #[cfg(not(feature = "remote"))]
+    let _ = args;
+}
+
 /// Opens every input named on the command line, with sparse and ragged tensors recognised.
 pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec<Box<dyn Source>>> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
@@ -23,10 +33,7 @@ pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec
             "standard input (-) can be given only once",
         ));
     }
-    #[cfg(feature = "remote")]
-    if let Some(secs) = args.request_timeout {
-        crate::remote::set_request_timeout(std::time::Duration::from_secs(secs.into()));
-    }
+    apply_request_timeout(args);
     let opts = open_options(args, structure);
     if args.concat {
         let src = source::chain::open_concat(&args.inputs, &opts)?;
@@ -54,6 +61,7 @@ pub fn open_each(
             "standard input (-) can be given only once",
         ));
     }
+    apply_request_timeout(args);
     let opts = open_options(args, structure);
     let (mut sources, mut kept) = (Vec::new(), Vec::new());
     for p in &args.inputs {

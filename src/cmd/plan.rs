@@ -46,6 +46,21 @@ fn has_ext(p: &Path, ext: &str) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
+/// Whether every input gets an output of its own (no `-o`, or `-o DIR --to npz`), so that
+/// `--keep-going` can leave out an input that fails without changing another output.
+pub(super) fn outputs_per_input(args: &ConvertArgs) -> bool {
+    match args.output.as_deref() {
+        None => true,
+        Some(p) => {
+            args.to == Some(OutputKind::Npz)
+                && p.as_os_str() != "-"
+                && !is_special(p)
+                && !has_ext(p, "npz")
+                && !has_ext(p, "npy")
+        }
+    }
+}
+
 /// The output table of the contract. `selected` counts each input's selected tensors.
 pub(super) fn plan_jobs(
     args: &ConvertArgs,

@@ -110,6 +110,17 @@ impl RemoteOutput {
         }
         Ok(url)
     }
+
+    /// Removes the staged copy of an output once it is uploaded (or has failed) and recorded,
+    /// so that a batch needs local room for the outputs in progress, not for all of them.
+    pub fn release(&self, staged: &Path) {
+        if staged.starts_with(&self.local) {
+            let _ = match staged.is_dir() {
+                true => std::fs::remove_dir_all(staged),
+                false => std::fs::remove_file(staged),
+            };
+        }
+    }
 }
 
 fn shown(url: &str) -> String {
