@@ -54,11 +54,13 @@ impl Outcomes {
     }
 
     /// `Ok(())` when nothing failed, else one error that counts the failures (each was printed
-    /// when it happened): exit status 1.
+    /// when it happened): exit status 1, or 75 when every failure was transient (a retry may
+    /// succeed: `error::is_transient`).
     pub fn finish(&mut self) -> Result<()> {
-        match self.failed.len() {
-            0 => Ok(()),
-            n => Err(anyhow!(
+        let transient = self.failed.iter().all(crate::error::is_transient);
+        let counted = match self.failed.len() {
+            0 => return Ok(()),
+            n => anyhow!(
                 "{n} input{} or output{} failed (each is reported above); {} output{} written",
                 if n == 1 { "" } else { "s" },
                 if n == 1 { "" } else { "s" },
@@ -68,7 +70,13 @@ impl Outcomes {
                 } else {
                     "s were"
                 }
-            )),
+            ),
+        };
+        match transient {
+            true => Err(counted.context(crate::error::Transient(
+                "every failure was transient (exit 75: retrying may succeed)".into(),
+            ))),
+            false => Err(counted),
         }
     }
 
@@ -154,5 +162,18 @@ mod tests {
         let mut stop = Outcomes::new(false);
         assert!(stop.failed(anyhow!("x")).is_err());
         assert!(stop.finish().is_ok());
+    }
+
+    #[test]
+    fn kept_failures_exit_75_only_when_every_one_was_transient() {
+        let transient = || anyhow!(crate::error::Transient("503 after the retries".into()));
+        let mut o = Outcomes::new(true);
+        o.failed(transient()).unwrap();
+        o.failed(transient()).unwrap();
+        assert!(crate::error::is_transient(&o.finish().unwrap_err()));
+        let mut mixed = Outcomes::new(true);
+        mixed.failed(transient()).unwrap();
+        mixed.failed(anyhow!("data checksum mismatch")).unwrap();
+        assert!(!crate::error::is_transient(&mixed.finish().unwrap_err()));
     }
 }
