@@ -8,8 +8,9 @@
 //! `archive_format` goes to `pt2.rs`; one holding `code/` is TorchScript, whose classes
 //! `jit.rs` reads; both read their members through [`TorchArchive`]. `data.pkl` is read as a
 //! stream (a deflated one inflated to a temporary file, within `--max-decompressed`), never
-//! whole into memory; storages are checked (CRC-32) or inflated only when a tensor is read, so
-//! `list` inflates nothing.
+//! whole into memory; the storages tensors are read from are checked (CRC-32) or inflated only
+//! when a tensor is read, so `list` inflates none of them (the other members are checked when
+//! the archive is opened: `check_rest`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
