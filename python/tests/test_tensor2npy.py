@@ -27,7 +27,7 @@ COMMAND = Path(sysconfig.get_path("scripts")) / "tensor2npy"
 
 # The command line's flags that take no value, for turning a manifest's args into keywords.
 FLAGS = {"--skip-unsupported", "--quiet", "--stack", "--include-internal", "--constants",
-         "--concat", "--strict", "--no-verify"}
+         "--concat", "--strict", "--no-verify", "--weights-only"}
 REPEATED = {"--cast", "--features", "--ragged-features", "--dense-features", "--select",
             "--exclude"}
 
