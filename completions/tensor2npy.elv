@@ -73,7 +73,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand -q 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
             cand --quiet 'Silence notes, warnings, the progress bar and the summary line (errors are still printed)'
             cand --update 'Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a rerun of a killed batch does only what is left'
-            cand --keep-going 'Go on after an input or output fails: write every output that can be written, report each failure as it happens and again in the count at the end, and exit with status 1 (without it, the first failure stops the run)'
+            cand --keep-going 'Go on after an input or output fails: write every output that can be written, report each failure as it happens and again in the count at the end, and exit with status 1 (without it, the first failure stops the run). An input that fails on its way into an output it shares with other inputs still stops the run'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
