@@ -326,10 +326,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                     let (_, _, tensors, bytes, _, name) = record;
                     outcomes.written(name, tensors, bytes);
                 }
-                Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
-                    failures.push(e)
-                }
-                Err(e) => return Err(e),
+                // With --keep-going the failure is reported at once and counted at the end.
+                Err(e) => outcomes.failed(e)?,
             }
         }
     }
