@@ -532,6 +532,45 @@ impl Compression {
     }
 }
 
+/// The last block of a `FileRange` read, serving the small reads of a strided gather (a
+/// PyTorch view, a Fortran-order `.npy`) that fall inside it; a read larger than the block
+/// goes straight to the range.
+pub struct BlockCache<'a> {
+    range: &'a FileRange,
+    block: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> BlockCache<'a> {
+    pub fn new(range: &'a FileRange, block: u64) -> BlockCache<'a> {
+        BlockCache {
+            range,
+            block,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Fills `out` with the bytes at `pos`.
+    pub fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
+        let len = out.len() as u64;
+        if len > self.block {
+            return self.range.read_at(pos, out);
+        }
+        let end = self.start + self.buf.len() as u64;
+        if pos < self.start || pos + len > end {
+            let n = self.block.min(self.range.len() - pos);
+            self.buf.resize(n as usize, 0);
+            self.range.read_at(pos, &mut self.buf)?;
+            self.start = pos;
+        }
+        let at = (pos - self.start) as usize;
+        out.copy_from_slice(&self.buf[at..at + out.len()]);
+        Ok(())
+    }
+}
+
 /// A sequential reader over a `FileRange`.
 pub struct RangeReader {
     range: FileRange,

@@ -57,6 +57,21 @@ fn allowed_root(dir: &Path) -> Result<PathBuf> {
     Ok(real)
 }
 
+/// The shard `name` that the index file `index` (in `dir`) names: it must exist (a missing one
+/// is an interrupted download or copy, named in the error) and obey the links rule.
+pub fn shard(dir: &Path, name: &str, index: &Path) -> Result<PathBuf> {
+    let p = dir.join(name);
+    if !input::is_file(&p) {
+        bail!(
+            "shard {} is missing (the index {} names it; an interrupted download or copy?)",
+            p.display(),
+            index.display()
+        );
+    }
+    check_inside(dir, &p)?;
+    Ok(p)
+}
+
 /// Applies the rule of this module to `file`, which an input in folder `dir` names: an error
 /// when a symbolic link takes it out of the folder. A file that does not exist passes (opening
 /// it reports that); so does every remote path.

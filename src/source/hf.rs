@@ -254,15 +254,7 @@ fn from_index(
     let mut shard_of_tensor: HashMap<String, &str> = HashMap::new();
     let mut paths = Vec::with_capacity(shards.len());
     for shard in &shards {
-        let p = dir.join(shard);
-        if !input::is_file(&p) {
-            bail!(
-                "shard {} is missing (the index {} names it; an interrupted download?)",
-                p.display(),
-                index_path.display()
-            );
-        }
-        folder::check_inside(dir, &p)?;
+        let p = folder::shard(dir, shard, index_path)?;
         let first = chain.metas().len();
         chain.push_path(&p, reader_for(&p), opts)?;
         for m in &chain.metas()[first..] {

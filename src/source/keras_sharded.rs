@@ -152,15 +152,7 @@ fn add_shards(chain: &mut Chain, index_path: &Path, opts: &OpenOptions) -> Resul
     }
     let dir = index_path.parent().unwrap_or(Path::new(""));
     for shard in &shards {
-        let p = dir.join(shard);
-        if !input::is_file(&p) {
-            bail!(
-                "shard {} is missing (the index {} names it; an interrupted copy?)",
-                p.display(),
-                index_path.display()
-            );
-        }
-        folder::check_inside(dir, &p)?;
+        let p = folder::shard(dir, shard, index_path)?;
         let first = chain.metas().len();
         chain.push_path(&p, &super::hdf5::READER, opts)?;
         for m in &chain.metas()[first..] {

@@ -70,11 +70,7 @@ pub fn stream_c_order(
             a += w;
         }
     } else {
-        let mut cache = Cache {
-            range,
-            start: 0,
-            buf: Vec::new(),
-        };
+        let mut cache = crate::input::BlockCache::new(range, BLOCK);
         let mut el = vec![0u8; item as usize];
         for i in 0..first {
             crate::error::check_interrupted()?;
@@ -117,29 +113,6 @@ fn for_each_c_position(dims: &[u64], f: &mut dyn FnMut(u64) -> Result<()>) -> Re
             pos -= strides[k] * idx[k];
             idx[k] = 0;
         }
-    }
-}
-
-/// The last block read.
-struct Cache<'a> {
-    range: &'a FileRange,
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl Cache<'_> {
-    fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
-        let len = out.len() as u64;
-        let end = self.start + self.buf.len() as u64;
-        if pos < self.start || pos + len > end {
-            let n = BLOCK.max(len).min(self.range.len() - pos);
-            self.buf.resize(n as usize, 0);
-            self.range.read_at(pos, &mut self.buf)?;
-            self.start = pos;
-        }
-        let at = (pos - self.start) as usize;
-        out.copy_from_slice(&self.buf[at..at + out.len()]);
-        Ok(())
     }
 }
 

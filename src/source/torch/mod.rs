@@ -397,11 +397,7 @@ fn gather(
     } else {
         None
     };
-    let mut cache = BlockCache {
-        range,
-        start: 0,
-        buf: Vec::new(),
-    };
+    let mut cache = crate::input::BlockCache::new(range, GATHER_BLOCK);
     let run_bytes = run * item;
     let step = ((chunk as u64 / item).max(1) * item) as usize;
     let mut out: Vec<u8> = Vec::with_capacity(step);
@@ -443,32 +439,6 @@ fn gather(
             }
             idx[d] = 0;
         }
-    }
-}
-
-/// The last block of storage read, serving the small runs of a strided view that fall in it.
-struct BlockCache<'a> {
-    range: &'a FileRange,
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl BlockCache<'_> {
-    fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
-        let len = out.len() as u64;
-        if len > GATHER_BLOCK {
-            return self.range.read_at(pos, out);
-        }
-        let end = self.start + self.buf.len() as u64;
-        if pos < self.start || pos + len > end {
-            let n = GATHER_BLOCK.min(self.range.len() - pos);
-            self.buf.resize(n as usize, 0);
-            self.range.read_at(pos, &mut self.buf)?;
-            self.start = pos;
-        }
-        let at = (pos - self.start) as usize;
-        out.copy_from_slice(&self.buf[at..at + out.len()]);
-        Ok(())
     }
 }
 
