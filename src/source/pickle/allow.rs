@@ -166,6 +166,9 @@ pub enum Global {
     /// `torch.jit._pickle.build_intlist` and its relatives, and `restore_type_tag`: TorchScript's
     /// typed containers, which are their first argument.
     JitIdentity,
+    /// `torch.storage._load_from_bytes` (not in strict mode): a storage pickled by value, a
+    /// whole legacy torch.save read as data by `nested.rs`, never by calling torch.load.
+    LoadFromBytes,
     /// A global off the allow-list, by its qualified name: calling it builds a [`Record`].
     Class(Rc<str>),
 }
@@ -197,6 +200,7 @@ pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> 
         }
     };
     let g = match (module, name) {
+        ("torch.storage", "_load_from_bytes") if !strict => Global::LoadFromBytes,
         ("collections", "OrderedDict") => Global::OrderedDict,
         ("collections", "Counter") => Global::Counter,
         ("torch.nn.parameter", "Parameter") => Global::Parameter,
@@ -357,6 +361,9 @@ pub(super) fn call(
         Global::DType(_) | Global::Storage(_) | Global::TensorClass | Global::QScheme => {
             bail!("calling a torch type or dtype is not allowed in a weights-only pickle")
         }
+        Global::LoadFromBytes => {
+            bail!("internal: torch.storage._load_from_bytes is read by the unpickler itself")
+        }
     })
 }
 
@@ -387,11 +394,10 @@ fn rebuild(r: Rebuild, args: Vec<Value>) -> Result<Value> {
         Rebuild::TensorV1 | Rebuild::TensorV2 | Rebuild::TensorV3 => {
             let storage = match arg(&args, 0, what)? {
                 Value::Storage(s) => s.clone(),
-                // pickle.dump of a tensor: the storage is `torch.storage._load_from_bytes` of a
-                // whole torch.save inside the pickle.
+                // A storage rebuilt by another class's call (read as a record).
                 Value::Record(_) => {
                     return Ok(Value::Unsupported(
-                        "a tensor whose storage is pickled by value (pickle.dump of a tensor, not torch.save)",
+                        "a tensor whose storage is an object of a class read as a record",
                     ))
                 }
                 v => bail!("{what}: the storage is a {}", v.type_name()),

@@ -17,7 +17,8 @@
 //! refused as torch refuses them; otherwise a global that only an attack would name
 //! (`records::is_attack`: `os.system`, `builtins.eval`, ...) is refused by name and any other
 //! becomes an inert [`Record`] (`records.rs`), never imported, never called. Pickled NumPy
-//! arrays are read by `numpy.rs`.
+//! arrays are read by `numpy.rs`, and torch tensors pickled by value (`pickle.dump` of a
+//! tensor: `torch.storage._load_from_bytes`) by `nested.rs`.
 //!
 //! Bounds: every length is checked against the bytes actually present (reads grow with the
 //! data, never with a declared size); bytes objects over [`LAZY_BYTES`] are not read but kept
@@ -34,7 +35,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
+use crate::input::{FileRange, RangeReader};
+
 mod allow;
+mod nested;
 pub mod numpy;
 pub mod records;
 mod value;
@@ -159,8 +163,20 @@ pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
 
 /// Reads one pickle from `input`.
 pub fn load_with(input: &mut dyn BufRead, opts: &Options) -> Result<Loaded> {
+    load_from(input, None, opts)
+}
+
+/// Reads the pickle that `range` holds (from its first byte). Large bytes objects are spans of
+/// `range`, which a torch tensor pickled by value (`nested.rs`) is read from.
+pub fn load_range(range: &FileRange, opts: &Options) -> Result<Loaded> {
+    let mut r = std::io::BufReader::new(RangeReader::new(range.clone()));
+    load_from(&mut r, Some(range.clone()), opts)
+}
+
+fn load_from(input: &mut dyn BufRead, source: Option<FileRange>, opts: &Options) -> Result<Loaded> {
     let mut u = Unpickler {
         input,
+        source,
         opts: opts.clone(),
         pos: 0,
         stack: Vec::new(),
@@ -190,6 +206,8 @@ pub fn load_slice(mut bytes: &[u8]) -> Result<Value> {
 
 struct Unpickler<'a> {
     input: &'a mut dyn BufRead,
+    /// The pickle as a range, when read from one (what `Value::Span`s are offsets into).
+    source: Option<FileRange>,
     opts: Options,
     pos: u64,
     stack: Vec<Value>,
@@ -559,7 +577,11 @@ impl Unpickler<'_> {
                 let args = args.items("REDUCE arguments")?;
                 // A call may copy its arguments' items (OrderedDict, set, torch.Size).
                 self.charged += 48 * shallow(&args);
-                let v = call(&func, args, &mut self.blobs)?;
+                let v = if matches!(&func, Value::Global(g) if **g == Global::LoadFromBytes) {
+                    nested::load_from_bytes(&args, self.source.as_ref(), &mut self.blobs)?
+                } else {
+                    call(&func, args, &mut self.blobs)?
+                };
                 self.push(v);
             }
             op::NEWOBJ => {

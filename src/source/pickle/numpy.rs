@@ -60,6 +60,9 @@ pub struct NpDType {
 pub enum Blob {
     Bytes(Rc<[u8]>),
     Span(u64, u64),
+    /// A torch storage pickled by value that could not be read, and why (`nested.rs`): a
+    /// tensor on it is refused by name.
+    Broken(Rc<str>),
 }
 
 /// What calling (`REDUCE`) a NumPy global builds.
@@ -208,6 +211,7 @@ fn array(
     let got = match &blob {
         Blob::Bytes(b) => b.len() as u64,
         Blob::Span(_, l) => *l,
+        Blob::Broken(_) => 0,
     };
     if got != want {
         bail!("a numpy array of shape {shape:?} and dtype {} needs {want} bytes, but its data has {got}", dt.descr);

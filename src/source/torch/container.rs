@@ -142,8 +142,7 @@ fn pickle_range(m: Member, limit: u64) -> Result<FileRange> {
 
 /// Unpickles a range.
 fn unpickle(range: &FileRange, opts: &TorchOptions) -> Result<pickle::Loaded> {
-    let mut r = BufReader::new(RangeReader::new(range.clone()));
-    pickle::load_with(&mut r, &opts.pickle)
+    pickle::load_range(range, &opts.pickle)
 }
 
 /// Opens a zip checkpoint: its pickle is read now, its storages only when a tensor is read (a

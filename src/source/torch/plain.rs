@@ -1,18 +1,17 @@
-//! Plain pickles: `.pkl` / `.pickle` files (`pickle.dump` of dicts or lists of NumPy arrays,
-//! protocols 2 to 5) and PaddlePaddle's `.pdparams` / `.pdopt` (`paddle.save`: a pickled state
+//! Plain pickles: `.pkl` / `.pickle` files (`pickle.dump` of dicts or lists of NumPy arrays
+//! and torch tensors, protocols 2 to 5; a tensor's storage is a nested torch.save, read by
+//! `pickle/nested.rs`) and PaddlePaddle's `.pdparams` / `.pdopt` (`paddle.save`: a pickled state
 //! dict of NumPy arrays). Read by the same restricted unpickler as torch files, executing
 //! nothing; arrays are tensors (`pickle/numpy.rs`), named as in a torch checkpoint (state-dict
 //! keys, nested containers joined with `/`). Large array bytes are read from where they lie in
 //! the file, never held whole.
-
-use std::io::BufReader;
 
 use anyhow::{Context, Result};
 
 use std::path::PathBuf;
 
 use super::{build, Naming, TorchOptions, TorchSource};
-use crate::input::{FileRange, RangeReader};
+use crate::input::FileRange;
 use crate::source::{pickle, Input, OpenOptions, Reader, Sniff};
 use crate::tensor::Source;
 
@@ -52,8 +51,7 @@ pub fn open_pickle(
     stem: &str,
     opts: &TorchOptions,
 ) -> Result<TorchSource> {
-    let mut r = BufReader::new(RangeReader::new(data.clone()));
-    let loaded = pickle::load_with(&mut r, &opts.pickle).context("the pickle")?;
+    let loaded = pickle::load_range(&data, &opts.pickle).context("the pickle")?;
     let naming = Naming {
         classes: loaded.classes,
         blobs: loaded.blobs,

@@ -26,8 +26,14 @@ pub(super) fn build(
     big_endian: bool,
     naming: Naming,
 ) -> Result<TorchSource> {
+    // Torch storages pickled by value that could not be read: refused with the tensor's name.
+    let mut broken: HashMap<String, std::rc::Rc<str>> = HashMap::new();
     for (key, blob) in naming.blobs {
         let range = match (blob, &naming.pickle) {
+            (pickle::Blob::Broken(why), _) => {
+                broken.insert(key, why);
+                continue;
+            }
             (pickle::Blob::Bytes(b), _) => FileRange::from_vec(b.to_vec()),
             (pickle::Blob::Span(off, len), Some(p)) => p
                 .slice(off, len)
@@ -67,6 +73,11 @@ pub(super) fn build(
     for (name, v) in walk.found {
         if !seen.insert(name.clone()) {
             bail!("two tensors are named '{name}'");
+        }
+        if let Value::Tensor(t) = &v {
+            if let Some(why) = broken.remove(&t.storage.key) {
+                bail!("tensor '{name}': its storage, pickled by value (torch.storage._load_from_bytes of a nested torch.save), cannot be read: {why}");
+            }
         }
         let (entry, dtype, shape, storage) = match &v {
             Value::Tensor(t) => match t.dtype.dtype {
@@ -116,6 +127,9 @@ pub(super) fn build(
         });
         src.entries.push(entry);
         src.storage_of.push(storage);
+    }
+    if let Some(why) = broken.values().next() {
+        bail!("a storage pickled by value (torch.storage._load_from_bytes of a nested torch.save) cannot be read: {why}");
     }
     // Storages no named tensor reads (a TorchScript module's plain tensor attributes, buffers
     // left out of the state dict): their CRC-32 is checked now, as every member's is.
