@@ -19,6 +19,8 @@ cp fixtures/example/*.tfrecord $c/example/
 cp fixtures/graph/*.pb fixtures/graph/saved_model/saved_model.pb fixtures/graph/bad/*.pb $c/graphdef/
 for m in fixtures/graph/*.onnx fixtures/graph/*/*.onnx; do cp "$m" "$c/onnx/$(echo "$m" | tr / _)"; done
 cp fixtures/torch/*.pt fixtures/torch/*.pth $c/torch_pickle/
+mkdir -p $c/pickle_records
+cp fixtures/pickle/*.pkl fixtures/pickle/*.pickle fixtures/pickle_torch/*.pkl fixtures/pickle_torch/*.pickle $c/pickle_records/
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)
   cp "$index" "$c/bundle_index/$name"

@@ -165,3 +165,8 @@ fn diffusers_variant_folder_matches_safetensors_numpy() {
 fn pickle_fixtures_match_torch_jit_export_pickle_and_paddle_load() {
     check_good("fixtures/pickle/");
 }
+
+#[test]
+fn torch_tensors_in_plain_pickles_match_pickle_load() {
+    check_good("fixtures/pickle_torch/");
+}

@@ -253,3 +253,103 @@ fn flipped_bytes_of_torchscript_and_pt2_members_are_caught() {
         assert!(flips > 100, "{name}");
     }
 }
+
+/// A legacy torch.save of one FloatStorage of `n` elements, as torch pickles a tensor's storage
+/// by value (`TypedStorage.__reduce__`): magic number, protocol version, sys_info, the storage's
+/// persistent id, the key list, the element count and the bytes.
+fn nested_storage(n: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut b = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    b.extend(b"\x80\x02M\xe9\x03.");
+    b.extend(b"\x80\x02}(X\x0d\x00\x00\x00little_endian\x88u.");
+    b.extend(b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ");
+    b.extend(n.to_le_bytes());
+    b.extend(b"NtQ.");
+    b.extend(b"\x80\x02]X\x01\x00\x00\x000a.");
+    b.extend(u64::from(n).to_le_bytes());
+    b.extend(bytes);
+    b
+}
+
+/// `pickle.dump({'w': tensor}, f, protocol=4)` of a float32 tensor of `n` elements whose storage
+/// is `nested` (as torch writes it: `_rebuild_tensor_v2(_load_from_bytes(b), 0, (n,), (1,),
+/// False, OrderedDict())`).
+fn pickled_tensor(n: u32, nested: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x04}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n(ctorch.storage\n_load_from_bytes\n\x8e".to_vec();
+    p.extend((nested.len() as u64).to_le_bytes());
+    p.extend(nested);
+    p.extend(b"\x85RK\x00J");
+    p.extend(n.to_le_bytes());
+    p.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.");
+    p
+}
+
+#[test]
+fn a_large_tensor_pickled_by_value_is_copied_from_the_file_not_held() {
+    // 64 MiB of float32: held in memory it would take the run past 96 MiB.
+    let n: u32 = 16 << 20;
+    let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let dir = tempdir();
+    let input = dir.path().join("big.pkl");
+    fs::write(&input, pickled_tensor(n, &nested_storage(n, &data))).unwrap();
+    let out = dir.path().join("out.npz");
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(bin())
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(["--jobs", "1"])
+        .output()
+        .expect("/usr/bin/time (.ci/run installs it)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let kib: u64 = err.lines().last().unwrap().trim().parse().unwrap();
+    eprintln!("64 MiB tensor pickled by value: {kib} KiB peak");
+    assert!(kib < 80 << 10, "peaked at {kib} KiB: the storage was held");
+    let got = read_npz(&out);
+    assert_eq!(got.len(), 1);
+    let w = &got["w"];
+    assert_eq!((w.descr.as_str(), &w.shape[..]), ("<f4", &[u64::from(n)][..]));
+    assert!(w.data == data, "the values differ");
+}
+
+#[test]
+fn a_nested_storage_that_declares_more_than_it_holds_is_refused_naming_the_tensor() {
+    let data: Vec<u8> = (0..8u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let good = nested_storage(8, &data);
+    let dir = tempdir();
+    for (what, nested) in [
+        ("truncated", good[..good.len() - 3].to_vec()),
+        // past the unpickler's 64 KiB, so read from the file: its count says 2**40 elements
+        ("oversized", {
+            let big: Vec<u8> = vec![0; 70_000];
+            let mut b = nested_storage(17_500, &big);
+            let at = b.len() - big.len() - 8;
+            b[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+            b
+        }),
+    ] {
+        let n = if what == "truncated" { 8 } else { 17_500 };
+        let input = dir.path().join(format!("{what}.pkl"));
+        fs::write(&input, pickled_tensor(n, &nested)).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        let o = Command::new(bin())
+            .arg("convert")
+            .arg(&input)
+            .arg("-o")
+            .arg(out.join("x.npz"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains(&format!("{what}.pkl"))
+                && err.contains("tensor 'w'")
+                && err.contains("declares a storage of"),
+            "{what}: {err}"
+        );
+        assert!(files_in(&out).is_empty(), "{what}: left output");
+    }
+}

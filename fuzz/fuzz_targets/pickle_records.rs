@@ -1,7 +1,9 @@
 #![no_main]
 //! The unpickler in both modes (strict, and classes read as records, NumPy arrays built) on any
 //! byte string, then the same bytes as a plain pickle of arrays (`.pkl`, `.pdparams`) and as a
-//! torch file (TorchScript and `.pt2` archives included), every tensor drained.
+//! torch file (TorchScript and `.pt2` archives included), every tensor drained. Torch tensors
+//! pickled by value (`torch.storage._load_from_bytes` of a nested torch.save) are reached both
+//! ways: held bytes through `load_with`, spans of the input through `plain::open_pickle`.
 use libfuzzer_sys::fuzz_target;
 use tensor2npy::input::FileRange;
 use tensor2npy::source::pickle;
