@@ -163,7 +163,56 @@ pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
 
 /// Reads one pickle from `input`.
 pub fn load_with(input: &mut dyn BufRead, opts: &Options) -> Result<Loaded> {
-    load_from(input, None, opts)
+    load_from(&mut Plain(input), None, opts)
+}
+
+/// What the unpickler reads from: a buffered stream that can pass over the bytes of a large
+/// bytes object (kept as a span, never read) without reading them.
+trait Stream: BufRead {
+    /// Passes over `n` bytes (an `UnexpectedEof` error when fewer are left).
+    fn pass(&mut self, n: u64) -> std::io::Result<()>;
+}
+
+/// Any buffered reader: passing over bytes reads them.
+struct Plain<'a>(&'a mut dyn BufRead);
+
+impl Read for Plain<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl BufRead for Plain<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.0.consume(n)
+    }
+}
+
+impl Stream for Plain<'_> {
+    fn pass(&mut self, mut left: u64) -> std::io::Result<()> {
+        while left > 0 {
+            let buf = self.0.fill_buf()?;
+            if buf.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let k = (buf.len() as u64).min(left) as usize;
+            self.0.consume(k);
+            left -= k as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A range of a file: passing over bytes is a seek (the unpickler checks them against the
+/// range's length first), so the bytes of large arrays are not read twice.
+impl Stream for std::io::BufReader<RangeReader> {
+    fn pass(&mut self, n: u64) -> std::io::Result<()> {
+        self.seek_relative(i64::try_from(n).map_err(std::io::Error::other)?)
+    }
 }
 
 /// Reads the pickle that `range` holds (from its first byte). Large bytes objects are spans of
@@ -173,7 +222,7 @@ pub fn load_range(range: &FileRange, opts: &Options) -> Result<Loaded> {
     load_from(&mut r, Some(range.clone()), opts)
 }
 
-fn load_from(input: &mut dyn BufRead, source: Option<FileRange>, opts: &Options) -> Result<Loaded> {
+fn load_from(input: &mut dyn Stream, source: Option<FileRange>, opts: &Options) -> Result<Loaded> {
     let mut u = Unpickler {
         input,
         source,
@@ -205,7 +254,7 @@ pub fn load_slice(mut bytes: &[u8]) -> Result<Value> {
 }
 
 struct Unpickler<'a> {
-    input: &'a mut dyn BufRead,
+    input: &'a mut dyn Stream,
     /// The pickle as a range, when read from one (what `Value::Span`s are offsets into).
     source: Option<FileRange>,
     opts: Options,
@@ -297,17 +346,20 @@ impl Unpickler<'_> {
             return Ok(Value::Bytes(self.bytes(n)?.into()));
         }
         let start = self.pos;
-        let mut left = n;
-        while left > 0 {
-            let buf = self.input.fill_buf().context("read error in the pickle")?;
-            if buf.is_empty() {
+        let end = start.checked_add(n);
+        if let Some(src) = &self.source {
+            if end.is_none_or(|e| e > src.len()) {
                 bail!("the pickle ends early (truncated input)");
             }
-            let k = (buf.len() as u64).min(left) as usize;
-            self.input.consume(k);
-            left -= k as u64;
-            self.pos += k as u64;
         }
+        match self.input.pass(n) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                bail!("the pickle ends early (truncated input)")
+            }
+            Err(e) => return Err(e).context("read error in the pickle"),
+        }
+        self.pos = end.context("the pickle ends early (truncated input)")?;
         Ok(Value::Span(start, n))
     }
 
