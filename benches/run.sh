@@ -6,12 +6,13 @@
 #   example_bench.py  TFRecords of tf.train.Example        graph.py     frozen GraphDefs, ONNX
 #   bench_torch.py    PyTorch (zip and legacy)             gguf_bench.py GGUF dequantization
 #   bench_pickle.py   TorchScript, .pt2, whole modules, pickles of NumPy arrays
+#   bench_paddle.py   PaddlePaddle .pdparams (paddle.load + np.savez)
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 #   tflite_events.py  TFLite models, TensorBoard event files
 #   orbax_zarr.py     Orbax checkpoints (OCDBT), zarr v3   numpy_bench.py .npz and .npy inputs
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
-# BENCH_GGUF_PYTHON and BENCH_ORBAX_PYTHON; NumPy's bench runs under the test venv .venv (or
+# BENCH_GGUF_PYTHON, BENCH_ORBAX_PYTHON and BENCH_PADDLE_PYTHON (.venv-paddle); NumPy's bench runs under the test venv .venv (or
 # BENCH_NUMPY_PYTHON); a script whose Python is missing is reported as not run.
 # BENCH_SCALE (default 1: ~1 GiB inputs; 0.1 for a quick run of a few minutes) and BENCH_REPS
 # (alternating rounds, default 5 for the core, 3 for the others) tune it.
@@ -32,6 +33,7 @@ TORCH="${BENCH_TORCH_PYTHON:-.venv-torch/bin/python}"
 JAX="${BENCH_JAX_PYTHON:-.venv-jax/bin/python}"
 GGUF="${BENCH_GGUF_PYTHON:-.venv-gguf/bin/python}"
 ORBAX="${BENCH_ORBAX_PYTHON:-.venv-orbax/bin/python}"
+PADDLE="${BENCH_PADDLE_PYTHON:-.venv-paddle/bin/python}"
 NUMPY="${BENCH_NUMPY_PYTHON:-.venv/bin/python}"
 started=$(date +%s)
 
@@ -55,6 +57,7 @@ step example "$TF" benches/example_bench.py
 step graph "$TF" benches/graph.py
 step torch "$TORCH" benches/bench_torch.py
 step pickle "$TORCH" benches/bench_pickle.py
+step paddle "$PADDLE" benches/bench_paddle.py
 step gguf "$GGUF" benches/gguf_bench.py
 step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py

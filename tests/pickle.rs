@@ -310,7 +310,10 @@ fn a_large_tensor_pickled_by_value_is_copied_from_the_file_not_held() {
     let got = read_npz(&out);
     assert_eq!(got.len(), 1);
     let w = &got["w"];
-    assert_eq!((w.descr.as_str(), &w.shape[..]), ("<f4", &[u64::from(n)][..]));
+    assert_eq!(
+        (w.descr.as_str(), &w.shape[..]),
+        ("<f4", &[u64::from(n)][..])
+    );
     assert!(w.data == data, "the values differ");
 }
 
