@@ -22,7 +22,9 @@
 //!
 //! Bounds: every length is checked against the bytes actually present (reads grow with the
 //! data, never with a declared size); bytes objects over [`LAZY_BYTES`] are not read but kept
-//! as the span of the stream they lie in; every value, memo entry and byte held is charged to a
+//! as the span of the stream they lie in (passed over with a seek when the pickle is read from
+//! a file range), and so are such strings, which protocol 2 uses for bytes (`latin1.rs` decodes
+//! one to a temporary file when `_codecs.encode` is called on it); every value, memo entry and byte held is charged to a
 //! budget ([`Options::budget`]) that ends the read with an error before memory grows past it;
 //! values are shared, never copied, through the memo, and dropped iteratively, so a deeply
 //! nested stream cannot overflow the stack.
@@ -38,6 +40,7 @@ use anyhow::{bail, Context, Result};
 use crate::input::{FileRange, RangeReader};
 
 mod allow;
+mod latin1;
 mod nested;
 pub mod numpy;
 pub mod records;
@@ -345,6 +348,12 @@ impl Unpickler<'_> {
         if n <= LAZY_BYTES {
             return Ok(Value::Bytes(self.bytes(n)?.into()));
         }
+        let (start, n) = self.span(n)?;
+        Ok(Value::Span(start, n))
+    }
+
+    /// Passes over `n` bytes of the input, returning where they start.
+    fn span(&mut self, n: u64) -> Result<(u64, u64)> {
         let start = self.pos;
         let end = start.checked_add(n);
         if let Some(src) = &self.source {
@@ -360,7 +369,7 @@ impl Unpickler<'_> {
             Err(e) => return Err(e).context("read error in the pickle"),
         }
         self.pos = end.context("the pickle ends early (truncated input)")?;
-        Ok(Value::Span(start, n))
+        Ok((start, n))
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<Value> {
@@ -405,6 +414,12 @@ impl Unpickler<'_> {
     }
 
     fn string(&mut self, n: u64) -> Result<Value> {
+        // A long string read from a file is left there: protocol 2 pickles bytes as latin1
+        // strings (`latin1.rs`).
+        if n > LAZY_BYTES && self.source.is_some() {
+            let (start, n) = self.span(n)?;
+            return Ok(Value::StrSpan(start, n));
+        }
         let b = self.bytes(n)?;
         let s = String::from_utf8(b).context("a string is not valid UTF-8")?;
         Ok(Value::Str(s.into()))
@@ -629,10 +644,16 @@ impl Unpickler<'_> {
                 let args = args.items("REDUCE arguments")?;
                 // A call may copy its arguments' items (OrderedDict, set, torch.Size).
                 self.charged += 48 * shallow(&args);
-                let v = if matches!(&func, Value::Global(g) if **g == Global::LoadFromBytes) {
-                    nested::load_from_bytes(&args, self.source.as_ref(), &mut self.blobs)?
-                } else {
-                    call(&func, args, &mut self.blobs)?
+                let v = match (&func, args.first()) {
+                    (Value::Global(g), _) if **g == Global::LoadFromBytes => {
+                        nested::load_from_bytes(&args, self.source.as_ref(), &mut self.blobs)?
+                    }
+                    (Value::Global(g), Some(Value::StrSpan(..)))
+                        if **g == Global::CodecsEncode =>
+                    {
+                        latin1::encode(&args, self.source.as_ref())?
+                    }
+                    _ => call(&func, args, &mut self.blobs)?,
                 };
                 self.push(v);
             }

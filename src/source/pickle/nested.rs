@@ -8,7 +8,8 @@
 //! strict unpickler (only the storage classes are allowed, so a nested file cannot nest again)
 //! within a small budget; the storage's bytes are left where they lie and handed on as a
 //! [`Blob`] like a NumPy array's: a span of the outer pickle (never copied) when `b` was too
-//! large to be read, else the bytes already held. Called by the unpickler (`mod.rs`) on `REDUCE`
+//! large to be read, a range of the temporary file a large protocol-2 string was decoded into
+//! (`latin1.rs`), else the bytes already held. Called by the unpickler (`mod.rs`) on `REDUCE`
 //! of `torch.storage._load_from_bytes`; its storage goes to `_rebuild_tensor_v2`/`_v3`
 //! (`allow.rs`) like a persistent id's. A nested file that cannot be read becomes a
 //! [`Blob::Broken`] storage, so that the error is raised by `torch/tree.rs` naming the tensor
@@ -79,6 +80,7 @@ pub(super) fn load_from_bytes(
     let key = format!("pickle:{}", blobs.len());
     let (nested, span_at) = match args.first() {
         Some(Value::Bytes(b)) => (Nested::Mem(&b[..]), None),
+        Some(Value::Spooled(r)) => (Nested::File(r.clone()), None),
         Some(Value::Span(off, len)) => match source {
             Some(s) => (
                 Nested::File(
@@ -109,7 +111,7 @@ pub(super) fn load_from_bytes(
             let blob = match (&nested, span_at) {
                 (Nested::Mem(b), _) => Blob::Bytes(b[at as usize..(at + len) as usize].into()),
                 (Nested::File(_), Some(off)) => Blob::Span(off + at, len),
-                (Nested::File(_), None) => unreachable!("a file range comes from a span"),
+                (Nested::File(r), None) => Blob::Range(r.slice(at, len)?),
             };
             blobs.push((key.clone(), blob));
             s.key = key;

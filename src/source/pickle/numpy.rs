@@ -60,6 +60,8 @@ pub struct NpDType {
 pub enum Blob {
     Bytes(Rc<[u8]>),
     Span(u64, u64),
+    /// Bytes decoded into a temporary file (a large protocol-2 string, `latin1.rs`).
+    Range(crate::input::FileRange),
     /// A torch storage pickled by value that could not be read, and why (`nested.rs`): a
     /// tensor on it is refused by name.
     Broken(Rc<str>),
@@ -205,12 +207,14 @@ fn array(
     let blob = match data {
         Value::Bytes(b) => Blob::Bytes(b.clone()),
         Value::Span(off, len) => Blob::Span(*off, *len),
+        Value::Spooled(r) => Blob::Range(r.clone()),
         Value::Str(s) => Blob::Bytes(s.as_bytes().into()),
         v => bail!("a numpy array's data is a {}, not bytes", v.type_name()),
     };
     let got = match &blob {
         Blob::Bytes(b) => b.len() as u64,
         Blob::Span(_, l) => *l,
+        Blob::Range(r) => r.len(),
         Blob::Broken(_) => 0,
     };
     if got != want {

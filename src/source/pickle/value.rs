@@ -46,6 +46,11 @@ pub enum Value {
     NpDType(Rc<NpDType>),
     /// A bytes object not read: its offset from the pickle's first byte and its length.
     Span(u64, u64),
+    /// A string not read (longer than `LAZY_BYTES`): its UTF-8 bytes' offset from the pickle's
+    /// first byte and their length.
+    StrSpan(u64, u64),
+    /// Bytes decoded into a temporary file (`_codecs.encode` of a `StrSpan`, `latin1.rs`).
+    Spooled(crate::input::FileRange),
 }
 
 impl Drop for Value {
@@ -109,7 +114,8 @@ impl Value {
             Value::Record(_) => "object",
             Value::NdArray(_) => "numpy array",
             Value::NpDType(_) => "numpy dtype",
-            Value::Span(..) => "bytes",
+            Value::Span(..) | Value::Spooled(_) => "bytes",
+            Value::StrSpan(..) => "str",
         }
     }
 

@@ -35,6 +35,7 @@ pub(super) fn build(
                 continue;
             }
             (pickle::Blob::Bytes(b), _) => FileRange::from_vec(b.to_vec()),
+            (pickle::Blob::Range(r), _) => r,
             (pickle::Blob::Span(off, len), Some(p)) => p
                 .slice(off, len)
                 .context("a NumPy array's bytes lie past the end of the pickle")?,
