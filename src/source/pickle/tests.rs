@@ -149,3 +149,51 @@ fn large_bytes_are_spans_and_the_budget_holds() {
     let e = format!("{:#}", load_with(&mut &p[..], &tiny).err().unwrap());
     assert!(e.contains("memory bomb"), "{e}");
 }
+
+#[test]
+fn large_latin1_strings_are_decoded_to_a_file_and_other_characters_refused() {
+    // _codecs.encode(s, 'latin1') of a string longer than LAZY_BYTES, read from a range: bytes
+    // 0..=255 repeated, each above 0x7f written as two UTF-8 bytes
+    let want: Vec<u8> = (0..LAZY_BYTES as usize + 1000).map(|i| i as u8).collect();
+    let string = |bytes: &[u8]| {
+        let mut s = Vec::new();
+        for &b in bytes {
+            if b < 0x80 {
+                s.push(b);
+            } else {
+                s.extend([0xc0 | (b >> 6), 0x80 | (b & 0x3f)]);
+            }
+        }
+        s
+    };
+    let pickle = |utf8: &[u8], enc: &[u8]| {
+        let mut p = b"\x80\x02c_codecs\nencode\nX".to_vec();
+        p.extend((utf8.len() as u32).to_le_bytes());
+        p.extend(utf8);
+        p.push(b'X');
+        p.extend((enc.len() as u32).to_le_bytes());
+        p.extend(enc);
+        p.extend(b"\x86R.");
+        FileRange::from_vec(p)
+    };
+    let got = load_range(&pickle(&string(&want), b"latin1"), &Options::default()).unwrap();
+    let Value::Spooled(r) = &got.value else {
+        panic!("{:?}", got.value)
+    };
+    assert_eq!(r.read_vec(0, r.len() as usize).unwrap(), want);
+    // a character above 255 (U+20AC, three bytes), and another encoding
+    let mut utf8 = string(&want);
+    utf8.extend("\u{20ac}".as_bytes());
+    let e = load_range(&pickle(&utf8, b"latin1"), &Options::default())
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("above 255"), "{e:#}");
+    let e = load_range(&pickle(&string(&want), b"utf-8"), &Options::default())
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("only latin1"), "{e:#}");
+    // read from a stream (no range), the string is read as before
+    let p = pickle(&string(&want), b"latin1");
+    let bytes = p.read_vec(0, p.len() as usize).unwrap();
+    assert!(matches!(&load_slice(&bytes).unwrap(), Value::Bytes(b) if b[..] == want[..]));
+}
