@@ -159,8 +159,21 @@ pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
 
 /// Reads one pickle from `input`.
 pub fn load_with(input: &mut dyn BufRead, opts: &Options) -> Result<Loaded> {
+    load_inert(input, opts, &[])
+}
+
+/// [`load_with`], with the classes named in `inert` (`module.name`) read as records even where
+/// their module is one an attack names: a reader that knows its format stores such objects as
+/// plain data (DCP's `.metadata` holds a `pathlib.PosixPath`) lists them. They are never
+/// imported or called, like every record.
+pub fn load_inert(
+    input: &mut dyn BufRead,
+    opts: &Options,
+    inert: &'static [&'static str],
+) -> Result<Loaded> {
     let mut u = Unpickler {
         input,
+        inert,
         opts: opts.clone(),
         pos: 0,
         stack: Vec::new(),
@@ -190,6 +203,8 @@ pub fn load_slice(mut bytes: &[u8]) -> Result<Value> {
 
 struct Unpickler<'a> {
     input: &'a mut dyn BufRead,
+    /// Classes read as records whatever their module (see [`load_inert`]).
+    inert: &'static [&'static str],
     opts: Options,
     pos: u64,
     stack: Vec<Value>,
@@ -294,7 +309,18 @@ impl Unpickler<'_> {
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<Value> {
-        let g = resolve_global(module, name, self.opts.strict)?;
+        let inert = || {
+            self.inert.iter().any(|q| {
+                q.strip_prefix(module)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|n| n == name)
+            })
+        };
+        let g = if !self.opts.strict && inert() {
+            Global::Class(format!("{module}.{name}").into())
+        } else {
+            resolve_global(module, name, self.opts.strict)?
+        };
         if let Global::Class(c) = &g {
             if !self.classes.iter().any(|k| **k == **c) && self.classes.len() < 1000 {
                 self.classes.push(c.to_string());
