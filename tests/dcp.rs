@@ -50,7 +50,11 @@ fn dcp_fixtures_match_dcp_load() {
         if let Some(oracle) = &case.oracle {
             let want = read_npz(oracle);
             assert!(!want.is_empty(), "{what}: an empty oracle");
-            for extra in [&[][..], &["--chunk-size", "64"][..], &["--chunk-size", "4"][..]] {
+            for extra in [
+                &[][..],
+                &["--chunk-size", "64"][..],
+                &["--chunk-size", "4"][..],
+            ] {
                 let o = run(&case.input, &out, extra);
                 let err = String::from_utf8_lossy(&o.stderr);
                 assert!(o.status.success(), "{what} {extra:?}: {err}");
@@ -68,7 +72,10 @@ fn dcp_fixtures_match_dcp_load() {
                 assert!(err.contains(s), "{what}: '{s}' not in: {err}");
             }
             assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(files_in(tmp.path()).is_empty(), "{what}: output left behind");
+            assert!(
+                files_in(tmp.path()).is_empty(),
+                "{what}: output left behind"
+            );
             bad += 1;
         }
     }
@@ -125,9 +132,14 @@ fn the_metadata_file_itself_is_the_checkpoint() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     // the bytes items are named in a note, not converted
-    assert!(err.contains("non-tensor") && err.contains("optim/param_groups/0/lr"), "{err}");
+    assert!(
+        err.contains("non-tensor") && err.contains("optim/param_groups/0/lr"),
+        "{err}"
+    );
     let got = read_npz(&out);
-    assert!(!got.keys().any(|k| k == "step" || k.contains("param_groups")));
+    assert!(!got
+        .keys()
+        .any(|k| k == "step" || k.contains("param_groups")));
     assert_same_arrays(
         &got,
         &read_npz(&root().join("fixtures/dcp/nested.expected.npz")),
@@ -199,4 +211,50 @@ fn dcp_folders_from_a_bucket_convert_like_local_copies() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn dcp_list_reads_the_metadata_only() {
+    // Every .distcp byte zeroed (sizes kept): `list` still shows every tensor, since it reads
+    // only `.metadata` and the files' sizes; `convert` finds no torch.save archive and says where.
+    let work = tempdir();
+    let src = root().join("fixtures/dcp/sharded");
+    let dst = work.path().join("ckpt");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_owned();
+        if name.to_string_lossy().ends_with(".distcp") {
+            let n = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(dst.join(&name), vec![0u8; n]).unwrap();
+        } else {
+            std::fs::copy(&p, dst.join(&name)).unwrap();
+        }
+    }
+    let o = Command::new(bin())
+        .args(["list", "--json"])
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for name in [
+        "layers/rows",
+        "layers/cols",
+        "layers/half",
+        "layers/cube",
+        "layers/rep",
+        "plain",
+    ] {
+        assert!(find_tensor(&v, name).is_some(), "{name} not listed: {v}");
+    }
+    let out = work.path().join("o.npz");
+    let o = run(&dst, &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a torch.save archive") && err.contains(".distcp"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

@@ -42,7 +42,8 @@ impl Region {
 
     fn overlaps(&self, o: &Region) -> bool {
         (0..self.sizes.len()).all(|d| {
-            self.offsets[d] < o.offsets[d] + o.sizes[d] && o.offsets[d] < self.offsets[d] + self.sizes[d]
+            self.offsets[d] < o.offsets[d] + o.sizes[d]
+                && o.offsets[d] < self.offsets[d] + self.sizes[d]
         })
     }
 }
@@ -65,7 +66,10 @@ pub fn check_tiling(shape: &[u64], boxes: &[&Region]) -> Result<()> {
             );
         }
         for d in 0..shape.len() {
-            if b.offsets[d].checked_add(b.sizes[d]).is_none_or(|e| e > shape[d]) {
+            if b.offsets[d]
+                .checked_add(b.sizes[d])
+                .is_none_or(|e| e > shape[d])
+            {
                 bail!(
                     "chunk {i} (offsets {:?}, sizes {:?}) reaches past the tensor's shape {shape:?}",
                     b.offsets,
@@ -81,7 +85,10 @@ pub fn check_tiling(shape: &[u64], boxes: &[&Region]) -> Result<()> {
     let first = |i: usize| boxes[i].offsets.first().copied().unwrap_or(0);
     order.sort_by_key(|&i| first(i));
     for (k, &i) in order.iter().enumerate() {
-        let end = boxes[i].offsets.first().map_or(1, |o| o + boxes[i].sizes[0]);
+        let end = boxes[i]
+            .offsets
+            .first()
+            .map_or(1, |o| o + boxes[i].sizes[0]);
         for &j in &order[k + 1..] {
             if first(j) >= end && !shape.is_empty() {
                 break;
@@ -111,8 +118,8 @@ pub struct Piece {
     pub data: FileRange,
 }
 
-/// Streams the tensor of `shape` that `pieces` tile (checked by [`check_tiling`]) row-major, in
-/// pieces of at most `chunk` bytes of whole elements.
+/// Streams the tensor of `shape` that `pieces` tile (checked again by [`check_tiling`]) row-major,
+/// in pieces of at most `chunk` bytes of whole elements.
 pub fn stream(
     shape: &[u64],
     item: u64,
@@ -123,6 +130,11 @@ pub fn stream(
     let total = checked_elements(shape)?;
     if total == 0 {
         return Ok(());
+    }
+    let regions: Vec<&Region> = pieces.iter().map(|p| &p.region).collect();
+    check_tiling(shape, &regions)?;
+    if total.checked_mul(item).is_none() {
+        bail!("shape {shape:?} of {item}-byte elements has more bytes than fit in 64 bits");
     }
     for (i, p) in pieces.iter().enumerate() {
         let want = p.region.elements() * item;
@@ -165,7 +177,10 @@ pub fn stream(
         })
         .collect();
     let block = (CACHE_BYTES / live.len().max(1) as u64).clamp(64 << 10, 1 << 20);
-    let mut caches: Vec<BlockCache> = live.iter().map(|p| BlockCache::new(&p.data, block)).collect();
+    let mut caches: Vec<BlockCache> = live
+        .iter()
+        .map(|p| BlockCache::new(&p.data, block))
+        .collect();
     let step = ((chunk as u64 / item).max(1) * item) as usize;
     let mut out: Vec<u8> = Vec::with_capacity(step.min(1 << 24));
     let mut idx = vec![0u64; t];
@@ -178,7 +193,10 @@ pub fn stream(
             row0 = idx.first().copied().unwrap_or(0);
             candidates = (0..views.len())
                 .filter(|&k| {
-                    views[k].off.first().is_none_or(|&o| o <= row0 && row0 < o + views[k].size[0])
+                    views[k]
+                        .off
+                        .first()
+                        .is_none_or(|&o| o <= row0 && row0 < o + views[k].size[0])
                 })
                 .collect();
         }
@@ -186,7 +204,9 @@ pub fn stream(
             .iter()
             .copied()
             .filter(|&k| {
-                (1..t).all(|d| views[k].off[d] <= idx[d] && idx[d] < views[k].off[d] + views[k].size[d])
+                (1..t).all(|d| {
+                    views[k].off[d] <= idx[d] && idx[d] < views[k].off[d] + views[k].size[d]
+                })
             })
             .collect();
         runs.sort_by_key(|&k| views[k].first);
@@ -300,7 +320,10 @@ mod tests {
         let cases: Vec<(Vec<u64>, Vec<Region>)> = vec![
             (vec![5, 3], vec![b(&[0, 0], &[3, 3]), b(&[3, 0], &[2, 3])]),
             (vec![2, 12], vec![b(&[0, 6], &[2, 6]), b(&[0, 0], &[2, 6])]),
-            (vec![2, 3, 4], vec![b(&[0, 0, 0], &[2, 3, 2]), b(&[0, 0, 2], &[2, 3, 2])]),
+            (
+                vec![2, 3, 4],
+                vec![b(&[0, 0, 0], &[2, 3, 2]), b(&[0, 0, 2], &[2, 3, 2])],
+            ),
             (
                 vec![4, 5],
                 vec![

@@ -26,8 +26,7 @@ pub fn is_sharded_folder(dir: &Path) -> bool {
     let Ok(names) = folder::files(dir) else {
         return false;
     };
-    !names.iter().any(|n| n.ends_with(".index.json"))
-        && names.iter().any(|n| is_shard_name(n))
+    !names.iter().any(|n| n.ends_with(".index.json")) && names.iter().any(|n| is_shard_name(n))
 }
 
 fn is_shard_name(n: &str) -> bool {
@@ -71,10 +70,18 @@ pub fn open(dir: &Path, display: &str) -> Result<DcpSource> {
                 .and_then(|v| v.as_array())
                 .ok_or_else(|| anyhow!("{}: no saved_offsets in DCP_SHARDING_INFO", at()))?
                 .iter()
-                .map(|o| o.as_u64().ok_or_else(|| anyhow!("{}: an offset is not an integer", at())))
+                .map(|o| {
+                    o.as_u64()
+                        .ok_or_else(|| anyhow!("{}: an offset is not an integer", at()))
+                })
                 .collect::<Result<Vec<u64>>>()?;
             if offsets.len() != m.shape.len() {
-                bail!("{}: {} offsets for {} dimensions", at(), offsets.len(), m.shape.len());
+                bail!(
+                    "{}: {} offsets for {} dimensions",
+                    at(),
+                    offsets.len(),
+                    m.shape.len()
+                );
             }
             let range = st
                 .raw_range(i)
@@ -87,7 +94,12 @@ pub fn open(dir: &Path, display: &str) -> Result<DcpSource> {
                 stored: 0,
             });
             if f.dtype != m.dtype {
-                bail!("{}: dtype {} here, {} in another shard", at(), m.dtype.name(), f.dtype.name());
+                bail!(
+                    "{}: dtype {} here, {} in another shard",
+                    at(),
+                    m.dtype.name(),
+                    f.dtype.name()
+                );
             }
             f.stored = f.stored.saturating_add(range.len());
             f.chunks.push(Chunk {
@@ -113,13 +125,14 @@ pub fn open(dir: &Path, display: &str) -> Result<DcpSource> {
             for d in 0..rank {
                 let end = c.region.offsets[d]
                     .checked_add(c.region.sizes[d])
-                    .ok_or_else(|| anyhow!("{display}: the tensor '{name}': an offset overflows"))?;
+                    .ok_or_else(|| {
+                        anyhow!("{display}: the tensor '{name}': an offset overflows")
+                    })?;
                 size[d] = size[d].max(end);
             }
         }
         let regions: Vec<&Region> = f.chunks.iter().map(|c| &c.region).collect();
-        check_tiling(&size, &regions)
-            .with_context(|| format!("{display}: the tensor '{name}'"))?;
+        check_tiling(&size, &regions).with_context(|| format!("{display}: the tensor '{name}'"))?;
         entries.push(Entry {
             meta: tensor_meta(&name, f.dtype, &size, f.stored),
             item: f.item,

@@ -142,8 +142,11 @@ fn storage_data(v: &Value) -> Result<HashMap<(String, Option<Vec<u64>>), Stored>
             v => bail!("storage_data of '{fqn}' is a {}", v.type_name()),
         };
         let at = || format!("the storage entry of '{fqn}'");
-        let file = string(&attr(&info, "relative_path").with_context(at)?, "relative_path")
-            .with_context(at)?;
+        let file = string(
+            &attr(&info, "relative_path").with_context(at)?,
+            "relative_path",
+        )
+        .with_context(at)?;
         let offset_b = int(&attr(&info, "offset").with_context(at)?, "offset").with_context(at)?;
         let length = int(&attr(&info, "length").with_context(at)?, "length").with_context(at)?;
         let transforms = match &info.attribute("transform_descriptors") {
@@ -283,4 +286,39 @@ fn ints(v: &Value, what: &str) -> Result<Vec<u64>> {
         bail!("{what} has {} dimensions", items.len());
     }
     items.iter().map(|i| int(i, what)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_rank_metadata_reads_as_named_chunked_tensors() {
+        // Written by torch 2.15 (fixtures/gen_dcp.py); the values below are what torch's own
+        // unpickling of it shows.
+        let bytes = include_bytes!("../../../fixtures/dcp/sharded/.metadata");
+        let ck = parse(&mut &bytes[..]).unwrap();
+        assert_eq!(ck.version.as_deref(), Some("1.0.0"));
+        let rows = ck.tensors.iter().find(|t| t.fqn == "layers.rows").unwrap();
+        assert_eq!(rows.name, "layers/rows");
+        assert_eq!(rows.size, vec![5, 3]);
+        assert_eq!(rows.dtype.name, "float32");
+        let regions: Vec<(Vec<u64>, Vec<u64>)> = rows
+            .chunks
+            .iter()
+            .map(|c| (c.region.offsets.clone(), c.region.sizes.clone()))
+            .collect();
+        assert_eq!(
+            regions,
+            vec![(vec![0, 0], vec![3, 3]), (vec![3, 0], vec![2, 3])]
+        );
+        let files: Vec<&str> = rows.chunks.iter().map(|c| c.stored.file.as_str()).collect();
+        assert_eq!(files, vec!["__0_0.distcp", "__1_0.distcp"]);
+        let half = ck.tensors.iter().find(|t| t.name == "layers/half").unwrap();
+        assert_eq!(half.dtype.name, "bfloat16");
+        // the checkpoint_id is a pathlib.PosixPath: a record here, refused by a plain load
+        let plain = pickle::load_with(&mut &bytes[..], &pickle::Options::default());
+        let err = plain.err().expect("pathlib refused").to_string();
+        assert!(err.contains("pathlib"), "{err}");
+    }
 }

@@ -116,7 +116,11 @@ impl DcpSource {
         let meta_path = join(dir, ".metadata");
         let data = input::open_range(&meta_path)?;
         if data.len() > MAX_METADATA {
-            bail!("{}: {} bytes is larger than expected", meta_path.display(), data.len());
+            bail!(
+                "{}: {} bytes is larger than expected",
+                meta_path.display(),
+                data.len()
+            );
         }
         let ckpt = meta::parse(&mut BufReader::new(RangeReader::new(data)))
             .with_context(|| meta_path.display().to_string())?;
@@ -193,7 +197,11 @@ impl DcpSource {
                 "{} non-tensor value(s) left out (DCP bytes items, pickled Python objects): {}{}",
                 ckpt.bytes.len(),
                 shown.join(", "),
-                if ckpt.bytes.len() > shown.len() { ", ..." } else { "" }
+                if ckpt.bytes.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             ));
         }
         let format = match &ckpt.version {
@@ -256,7 +264,8 @@ impl DcpSource {
         let tmp = tempfile::tempfile().context("cannot create a temporary file for a chunk")?;
         let mut w = std::io::BufWriter::new(tmp);
         item.read_dense(0, 1 << 20, &mut |b: &[u8]| {
-            w.write_all(b).context("cannot write a chunk to a temporary file")
+            w.write_all(b)
+                .context("cannot write a chunk to a temporary file")
         })
         .with_context(|| what.clone())?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -266,7 +275,8 @@ impl DcpSource {
 
 /// A data file the metadata names: a plain name (or path) inside the checkpoint folder.
 fn data_file(dir: &Path, name: &str) -> Result<PathBuf> {
-    let bad = |c: &str| c.is_empty() || c == ".." || c == "." || c.contains('\0') || c.contains('\\');
+    let bad =
+        |c: &str| c.is_empty() || c == ".." || c == "." || c.contains('\0') || c.contains('\\');
     if name.starts_with('/') || name.split('/').any(bad) {
         bail!("the data file '{name}' leaves the checkpoint folder");
     }
