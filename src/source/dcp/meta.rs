@@ -318,7 +318,7 @@ mod tests {
         assert_eq!(half.dtype.name, "bfloat16");
         // the checkpoint_id is a pathlib.PosixPath: a record here, refused by a plain load
         let plain = pickle::load_with(&mut &bytes[..], &pickle::Options::default());
-        let err = plain.err().expect("pathlib refused").to_string();
+        let err = format!("{:#}", plain.err().expect("pathlib refused"));
         assert!(err.contains("pathlib"), "{err}");
     }
 }
