@@ -131,6 +131,9 @@ pub fn stream(
     if total == 0 {
         return Ok(());
     }
+    if item == 0 {
+        bail!("elements of 0 bytes");
+    }
     let regions: Vec<&Region> = pieces.iter().map(|p| &p.region).collect();
     check_tiling(shape, &regions)?;
     if total.checked_mul(item).is_none() {
@@ -217,10 +220,11 @@ pub fn stream(
                 bail!("the chunks leave a hole at element {at} of line {idx:?}");
             }
             // the line's position inside the chunk, in elements
-            let mut lin = 0u64;
-            for d in 0..t {
-                lin = lin * v.size[d] + (idx[d] - v.off[d]);
-            }
+            let lin = idx
+                .iter()
+                .zip(&v.off)
+                .zip(&v.size)
+                .fold(0u64, |lin, ((i, o), s)| lin * s + (i - o));
             let mut pos = lin * v.len * item;
             let mut left = v.len * item;
             while left > 0 {
@@ -305,7 +309,7 @@ mod tests {
         let pieces = cut(shape, boxes);
         let mut out = Vec::new();
         stream(shape, 4, &pieces, chunk, &mut |c: &[u8]| {
-            assert!(c.len() <= chunk.max(4) && c.len() % 4 == 0);
+            assert!(c.len() <= chunk.max(4) && c.len().is_multiple_of(4));
             out.extend_from_slice(c);
             Ok(())
         })

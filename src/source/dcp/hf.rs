@@ -122,13 +122,11 @@ pub fn open(dir: &Path, display: &str) -> Result<DcpSource> {
             if c.region.sizes.len() != rank {
                 bail!("{display}: the tensor '{name}': its chunks differ in rank");
             }
-            for d in 0..rank {
-                let end = c.region.offsets[d]
-                    .checked_add(c.region.sizes[d])
-                    .ok_or_else(|| {
-                        anyhow!("{display}: the tensor '{name}': an offset overflows")
-                    })?;
-                size[d] = size[d].max(end);
+            for ((s, o), n) in size.iter_mut().zip(&c.region.offsets).zip(&c.region.sizes) {
+                let end = o.checked_add(*n).ok_or_else(|| {
+                    anyhow!("{display}: the tensor '{name}': an offset overflows")
+                })?;
+                *s = (*s).max(end);
             }
         }
         let regions: Vec<&Region> = f.chunks.iter().map(|c| &c.region).collect();

@@ -30,6 +30,9 @@ const INERT: &[&str] = &[
 /// The pickled metadata may build at most this much (values, strings).
 const BUDGET: u64 = 1 << 30;
 
+/// The storage entries by `(fqn, chunk offsets)`, as `MetadataIndex` keys them.
+type StorageMap = HashMap<(String, Option<Vec<u64>>), Stored>;
+
 /// Where one chunk's bytes lie.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stored {
@@ -128,7 +131,7 @@ pub fn parse(input: &mut dyn BufRead) -> Result<Checkpoint> {
 }
 
 /// `storage_data`: `MetadataIndex(fqn, offset)` to `_StorageInfo`.
-fn storage_data(v: &Value) -> Result<HashMap<(String, Option<Vec<u64>>), Stored>> {
+fn storage_data(v: &Value) -> Result<StorageMap> {
     let mut out = HashMap::new();
     for (k, v) in dict(v, "storage_data")? {
         let idx = record(&k, "MetadataIndex")?;
@@ -175,12 +178,7 @@ fn storage_data(v: &Value) -> Result<HashMap<(String, Option<Vec<u64>>), Stored>
     Ok(out)
 }
 
-fn tensor(
-    fqn: &str,
-    name: String,
-    r: &Record,
-    storage: &HashMap<(String, Option<Vec<u64>>), Stored>,
-) -> Result<Tensor> {
+fn tensor(fqn: &str, name: String, r: &Record, storage: &StorageMap) -> Result<Tensor> {
     if !r.class.ends_with(".TensorStorageMetadata") {
         bail!("a {} entry, not tensor or bytes metadata", r.class);
     }
