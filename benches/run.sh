@@ -10,6 +10,7 @@
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 #   tflite_events.py  TFLite models, TensorBoard event files
 #   orbax_zarr.py     Orbax checkpoints (OCDBT), zarr v3   numpy_bench.py .npz and .npy inputs
+#   dcp_bench.py      PyTorch Distributed Checkpoints (two gloo ranks, sharded DTensors)
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
 # BENCH_GGUF_PYTHON, BENCH_ORBAX_PYTHON and BENCH_PADDLE_PYTHON (.venv-paddle); NumPy's bench runs under the test venv .venv (or
@@ -62,6 +63,7 @@ step gguf "$GGUF" benches/gguf_bench.py
 step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
 step orbax-zarr "$ORBAX" benches/orbax_zarr.py
+step dcp "$TORCH" benches/dcp_bench.py
 step numpy "$NUMPY" benches/numpy_bench.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py

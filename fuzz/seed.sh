@@ -3,7 +3,7 @@
 set -e
 cd "$(dirname "$0")/.."
 c=fuzz/corpus
-mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/graphdef $c/onnx $c/torch_pickle $c/hdf5 $c/flax_msgpack $c/tflite $c/tfevents $c/npy_header
+mkdir -p $c/safetensors_header $c/tensorproto $c/tfrecord $c/tfrecord_compressed $c/bundle_index $c/bundle_entries $c/sparse_ragged $c/example $c/gguf_header $c/graphdef $c/onnx $c/torch_pickle $c/hdf5 $c/flax_msgpack $c/tflite $c/tfevents $c/npy_header $c/dcp_metadata
 cp fixtures/safetensors/*.safetensors fixtures/bad/st_*.safetensors $c/safetensors_header/
 cp fixtures/tensorproto/*.pb fixtures/bad/tp_*.pb $c/tensorproto/
 cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
@@ -21,6 +21,12 @@ for m in fixtures/graph/*.onnx fixtures/graph/*/*.onnx; do cp "$m" "$c/onnx/$(ec
 cp fixtures/torch/*.pt fixtures/torch/*.pth $c/torch_pickle/
 mkdir -p $c/pickle_records
 cp fixtures/pickle/*.pkl fixtures/pickle/*.pickle fixtures/pickle_torch/*.pkl fixtures/pickle_torch/*.pickle $c/pickle_records/
+# a DCP checkpoint as the target reads it: a 2-byte length, .metadata, then __0_0.distcp
+for d in fixtures/dcp/single fixtures/dcp/nested; do
+  name=$(echo "$d" | tr / _)
+  python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<H", int(sys.argv[1])))' "$(stat -c %s "$d/.metadata")" > "$c/dcp_metadata/$name"
+  cat "$d/.metadata" "$d/__0_0.distcp" >> "$c/dcp_metadata/$name"
+done
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)
   cp "$index" "$c/bundle_index/$name"

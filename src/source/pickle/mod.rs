@@ -166,7 +166,19 @@ pub fn load(input: &mut dyn BufRead) -> Result<Loaded> {
 
 /// Reads one pickle from `input`.
 pub fn load_with(input: &mut dyn BufRead, opts: &Options) -> Result<Loaded> {
-    load_from(&mut Plain(input), None, opts)
+    load_from(&mut Plain(input), None, opts, &[])
+}
+
+/// [`load_with`], with the classes named in `inert` (`module.name`) read as records even where
+/// their module is one an attack names: a reader that knows its format stores such objects as
+/// plain data (DCP's `.metadata` holds a `pathlib.PosixPath`) lists them. They are never
+/// imported or called, like every record.
+pub fn load_inert(
+    input: &mut dyn BufRead,
+    opts: &Options,
+    inert: &'static [&'static str],
+) -> Result<Loaded> {
+    load_from(&mut Plain(input), None, opts, inert)
 }
 
 /// What the unpickler reads from: a buffered stream that can pass over the bytes of a large
@@ -222,13 +234,19 @@ impl Stream for std::io::BufReader<RangeReader> {
 /// `range`, which a torch tensor pickled by value (`nested.rs`) is read from.
 pub fn load_range(range: &FileRange, opts: &Options) -> Result<Loaded> {
     let mut r = std::io::BufReader::new(RangeReader::new(range.clone()));
-    load_from(&mut r, Some(range.clone()), opts)
+    load_from(&mut r, Some(range.clone()), opts, &[])
 }
 
-fn load_from(input: &mut dyn Stream, source: Option<FileRange>, opts: &Options) -> Result<Loaded> {
+fn load_from(
+    input: &mut dyn Stream,
+    source: Option<FileRange>,
+    opts: &Options,
+    inert: &'static [&'static str],
+) -> Result<Loaded> {
     let mut u = Unpickler {
         input,
         source,
+        inert,
         opts: opts.clone(),
         pos: 0,
         stack: Vec::new(),
@@ -260,6 +278,8 @@ struct Unpickler<'a> {
     input: &'a mut dyn Stream,
     /// The pickle as a range, when read from one (what `Value::Span`s are offsets into).
     source: Option<FileRange>,
+    /// Classes read as records whatever their module (see [`load_inert`]).
+    inert: &'static [&'static str],
     opts: Options,
     pos: u64,
     stack: Vec<Value>,
@@ -373,7 +393,18 @@ impl Unpickler<'_> {
     }
 
     fn global(&mut self, module: &str, name: &str) -> Result<Value> {
-        let g = resolve_global(module, name, self.opts.strict)?;
+        let inert = || {
+            self.inert.iter().any(|q| {
+                q.strip_prefix(module)
+                    .and_then(|r| r.strip_prefix('.'))
+                    .is_some_and(|n| n == name)
+            })
+        };
+        let g = if !self.opts.strict && inert() {
+            Global::Class(format!("{module}.{name}").into())
+        } else {
+            resolve_global(module, name, self.opts.strict)?
+        };
         if let Global::Class(c) = &g {
             if !self.classes.iter().any(|k| **k == **c) && self.classes.len() < 1000 {
                 self.classes.push(c.to_string());
