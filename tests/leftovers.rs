@@ -366,3 +366,77 @@ fn a_bad_crc_in_a_keras_config_fails_convert_and_verify() {
     assert!(o.status.success(), "{}", err_of(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Bad CRC-32"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Remote errors (issue 29): the URL once, each cause once, and where credentials come from.
+
+/// The binary with no cloud credentials in its environment (nor a profile to read).
+fn without_credentials(home: &std::path::Path) -> Command {
+    let mut c = Command::new(bin());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_") {
+            c.env_remove(&k);
+        }
+    }
+    c.env("HOME", home);
+    c
+}
+
+#[test]
+fn a_refused_connection_is_said_once_naming_the_url_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home = tempdir();
+    let o = without_credentials(home.path())
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .args([
+            "list",
+            "s3://bucket/x.safetensors",
+            "--request-timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = err_of(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert_eq!(err.matches("s3://bucket/x.safetensors").count(), 1, "{err}");
+    assert!(!err.contains("http://127.0.0.1"), "{err}");
+    assert_eq!(err.matches("error sending request").count(), 1, "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    // credentials were set: no hint about them
+    assert!(!err.contains("credentials were found"), "{err}");
+}
+
+#[test]
+fn missing_credentials_are_named_with_where_they_come_from() {
+    let home = tempdir();
+    let o = without_credentials(home.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .args([
+            "list",
+            "s3://bucket/x.safetensors",
+            "--request-timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let err = err_of(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("no S3 credentials were found")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("AWS_PROFILE"),
+        "{err}"
+    );
+    assert_eq!(err.matches("s3://bucket/x.safetensors").count(), 1, "{err}");
+}
