@@ -440,3 +440,137 @@ fn missing_credentials_are_named_with_where_they_come_from() {
     );
     assert_eq!(err.matches("s3://bucket/x.safetensors").count(), 1, "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Dask recipe (issue 29), run for real in local mode against moto's loopback S3 server,
+// writing to s3://. Skipped when no Python with Dask is found (T2N_DASK_PYTHON names one;
+// CI does not install Dask) or moto is missing (as tests/remote.rs skips).
+
+#[cfg(feature = "remote")]
+#[test]
+fn the_dask_recipe_converts_from_a_bucket_into_a_bucket() {
+    use std::io::{BufRead, BufReader};
+    let dask = std::env::var("T2N_DASK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = |py: &str, module: &str| {
+        Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has(&dask, "dask.bag") {
+        eprintln!("skipped: {dask} has no Dask (set T2N_DASK_PYTHON to a Python with dask)");
+        return;
+    }
+    let venv = root().join(".venv/bin/python");
+    let py = match venv.exists() {
+        true => venv.display().to_string(),
+        false => "python3".into(),
+    };
+    if !has(&py, "moto.server, boto3") {
+        eprintln!("skipped: {py} has no moto[server]");
+        return;
+    }
+    let dir = tempdir();
+    let shards = ["a", "b", "c"];
+    let mut uploads = Vec::new();
+    for (i, s) in shards.iter().enumerate() {
+        let p = dir.path().join(format!("{s}.safetensors"));
+        fs::write(&p, f32_safetensors("w", 10 + i)).unwrap();
+        uploads.push(format!("in/{s}.safetensors={}", p.display()));
+    }
+    let mut server = Command::new(&py)
+        .arg(root().join("tests/support/s3_server.py"))
+        .args(&uploads)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("moto prints its port");
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let urls: Vec<String> = shards
+        .iter()
+        .map(|s| format!("s3://t2n/in/{s}.safetensors"))
+        .collect();
+    let o = Command::new(&dask)
+        .arg(root().join("tests/support/dask_recipe.py"))
+        .arg(bin())
+        .arg("s3://t2n/out/")
+        .args(&urls)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{report}{}", err_of(&o));
+    for u in &urls {
+        assert!(report.contains(&format!("{u} 0")), "{report}");
+    }
+    // Each object is byte for byte the local conversion of its shard.
+    for s in shards {
+        let local = dir.path().join(format!("{s}.npz"));
+        let o = convert(dir.path().join(format!("{s}.safetensors")), &local);
+        assert!(o.status.success(), "{}", err_of(&o));
+        let fetched = dir.path().join(format!("{s}.fetched.npz"));
+        let o = Command::new(&py)
+            .args([
+                "-c",
+                "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').download_file('t2n', sys.argv[2], sys.argv[3])",
+            ])
+            .arg(&env[0].1)
+            .arg(format!("out/{s}.npz"))
+            .arg(&fetched)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err_of(&o));
+        assert_eq!(
+            fs::read(&fetched).unwrap(),
+            fs::read(&local).unwrap(),
+            "{s}"
+        );
+    }
+    drop(server.stdin.take());
+    server.kill().ok();
+    server.wait().ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// `list` BYTES for HDF5 (issue 31 item 9): a chunked dataset's chunks as stored, as h5py's
+// `ds.id.get_storage_size()` gives it (fixtures/gen_hdf5_storage.py), for every chunk index.
+
+#[test]
+fn list_bytes_of_chunked_hdf5_datasets_are_their_stored_size() {
+    let oracle: serde_json::Value =
+        serde_json::from_slice(&fs::read(root().join("fixtures/hdf5/storage_sizes.json")).unwrap())
+            .unwrap();
+    let mut compared = 0;
+    for (file, sizes) in oracle.as_object().unwrap() {
+        let o = Command::new(bin())
+            .args(["list", "--json"])
+            .arg(root().join("fixtures/hdf5").join(file))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", err_of(&o));
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for (name, want) in sizes.as_object().unwrap() {
+            let row = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == *name)
+                .unwrap_or_else(|| panic!("{file}: no row for {name}"));
+            assert_eq!(row["bytes"], *want, "{file}: {name}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 10, "{compared}");
+}

@@ -235,7 +235,14 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 &fingerprint,
             );
             if let Some(previous) = done {
-                report.note(&format!("{}: up to date (--update)", shown.display()));
+                report.note(&match previous.is_null() {
+                    // Without a manifest only times are compared: the options are not known.
+                    true => format!(
+                        "{}: up to date (--update: newer than its inputs; without --manifest a change of options is not noticed)",
+                        shown.display()
+                    ),
+                    false => format!("{}: up to date (--update)", shown.display()),
+                });
                 outcomes.up_to_date();
                 if let Some(m) = &manifest {
                     m.record(&crate::batch::Record {
