@@ -574,3 +574,30 @@ fn list_bytes_of_chunked_hdf5_datasets_are_their_stored_size() {
     }
     assert!(compared >= 10, "{compared}");
 }
+
+#[test]
+fn update_without_a_manifest_says_it_judges_by_time_only() {
+    let dir = tempdir();
+    let a = dir.path().join("a.safetensors");
+    fs::write(&a, f32_safetensors("w", 4)).unwrap();
+    let out = dir.path().join("a.npz");
+    let o = convert(&a, &out);
+    assert!(o.status.success(), "{}", err_of(&o));
+    std::thread::sleep(Duration::from_millis(20));
+    // Other options, no manifest: left alone by time, and the note says what was not compared.
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&a)
+        .arg("-o")
+        .arg(&out)
+        .args(["--update", "--select", "w", "--cast", "f32=f64"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err_of(&o));
+    let err = err_of(&o);
+    assert!(
+        err.contains("up to date")
+            && err.contains("without --manifest a change of options is not noticed"),
+        "{err}"
+    );
+}
