@@ -129,3 +129,84 @@ impl std::error::Error for UsageError {}
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow!(UsageError(msg.into()))
 }
+
+/// An error printed as one message: the text of its whole chain, each part once (see
+/// [`chain_text`]). The error is kept, typed, in `inner`; its chain is not printed again.
+#[derive(Debug)]
+pub struct Quoted<E> {
+    pub text: String,
+    pub inner: E,
+}
+
+impl<E> std::fmt::Display for Quoted<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<E: std::fmt::Debug> std::error::Error for Quoted<E> {}
+
+/// The messages of `e` and its causes, each part once, without URLs: object_store's errors
+/// repeat their source's text at every level (a refused connection read "HTTP error: error
+/// sending request" four times) and name the request URL, which the caller names already.
+/// Parts are the messages split at ": " and " - "; a part seen before is dropped.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        for part in c.to_string().split(": ").flat_map(|p| p.split(" - ")) {
+            let words: Vec<&str> = part
+                .split_whitespace()
+                .filter(|w| !w.starts_with("http://") && !w.starts_with("https://"))
+                .collect();
+            let part = words.join(" ");
+            if !part.is_empty() && !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::chain_text;
+
+    #[derive(Debug)]
+    struct Level(String, Option<Box<Level>>);
+    impl std::fmt::Display for Level {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    impl std::error::Error for Level {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_urls_are_left_to_the_caller() {
+        // The shape of object_store's message for a refused connection.
+        let root = Level(
+            "tcp connect error: Connection refused (os error 111)".into(),
+            None,
+        );
+        let http = Level(
+            format!("HTTP error: error sending request: {root}"),
+            Some(Box::new(root)),
+        );
+        let retry = Level(
+            format!(
+                "Error performing HEAD http://127.0.0.1:9/b/x in 5ms, after 4 retries - {http}"
+            ),
+            Some(Box::new(http)),
+        );
+        let top = Level(format!("Generic S3 error: {retry}"), Some(Box::new(retry)));
+        assert_eq!(
+            chain_text(&top),
+            "Generic S3 error: Error performing HEAD in 5ms, after 4 retries: HTTP error: error sending request: tcp connect error: Connection refused (os error 111)"
+        );
+    }
+}

@@ -306,20 +306,95 @@ fn aws_profile() -> Vec<(String, String)> {
     out
 }
 
+/// A remote failure as one message: the URL once, each cause once (`error::chain_text`), and,
+/// when no credentials were found, where they may come from.
 pub(crate) fn describe(e: object_store::Error, url: &str) -> anyhow::Error {
-    let url = redact(url);
+    let shown = redact(url);
+    let hint = match missing_credentials(url) {
+        Some(h) if credentials_matter(&e) => format!(" ({h})"),
+        _ => String::new(),
+    };
+    let cause = |e: object_store::Error| {
+        anyhow::Error::new(crate::error::Quoted {
+            text: crate::error::chain_text(&e),
+            inner: e,
+        })
+    };
     match e {
-        object_store::Error::NotFound { .. } => anyhow!("{url}: no such object"),
+        object_store::Error::NotFound { .. } => anyhow!("{shown}: no such object"),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            anyhow!("{url}: access denied (check the credentials in the environment)")
+            match hint.is_empty() {
+                true => anyhow!("{shown}: access denied (check the credentials in the environment)"),
+                false => anyhow!("{shown}: access denied{hint}"),
+            }
         }
         object_store::Error::Precondition { .. } => anyhow!(
-            "{url}: the object changed while it was being read (its ETag no longer matches); nothing was written"
+            "{shown}: the object changed while it was being read (its ETag no longer matches); nothing was written"
         ),
-        other if transient(&other) => anyhow::Error::new(other).context(crate::error::Transient(
-            format!("{url}: remote request failed (a transient failure: retrying later may succeed)"),
-        )),
-        other => anyhow::Error::new(other).context(format!("{url}: remote request failed")),
+        other if transient(&other) => cause(other).context(crate::error::Transient(format!(
+            "{shown}: remote request failed (a transient failure: retrying later may succeed){hint}"
+        ))),
+        other => cause(other).context(format!("{shown}: remote request failed{hint}")),
+    }
+}
+
+/// Whether a failure may come from credentials: access denied, or a request for them (the
+/// instance metadata endpoint object_store asks when none are set).
+fn credentials_matter(e: &object_store::Error) -> bool {
+    let mut text = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        text.push_str(&c.to_string().to_lowercase());
+        cause = c.source();
+    }
+    matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || text.contains("credential")
+        || text.contains("token")
+        || text.contains("169.254.169.254")
+}
+
+/// When no credentials are configured for `url`'s store: which variables or profile supply
+/// them. `None` when some are set (or the scheme takes none: http).
+pub(crate) fn missing_credentials(url: &str) -> Option<String> {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let any = |ks: &[&str]| ks.iter().any(|k| set(k));
+    let scheme = url.split_once("://")?.0;
+    match scheme {
+        "s3" | "s3a" => {
+            let found = any(&[
+                "AWS_ACCESS_KEY_ID",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ]) || std::env::var("AWS_SKIP_SIGNATURE").is_ok_and(|v| v == "true")
+                || aws_profile().iter().any(|(k, _)| k == "aws_access_key_id");
+            (!found).then(|| {
+                "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_PROFILE with a profile in ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE); AWS_WEB_IDENTITY_TOKEN_FILE or an instance role also serve, and AWS_SKIP_SIGNATURE=true reads a public bucket".to_string()
+            })
+        }
+        "gs" => (!any(&[
+            "GOOGLE_SERVICE_ACCOUNT",
+            "GOOGLE_SERVICE_ACCOUNT_PATH",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ]))
+        .then(|| {
+            "no Google Cloud credentials were found: set GOOGLE_APPLICATION_CREDENTIALS (or GOOGLE_SERVICE_ACCOUNT_PATH) to a service account key file, or GOOGLE_SERVICE_ACCOUNT_KEY to its JSON".to_string()
+        }),
+        "az" | "abfs" | "abfss" | "azure" => (!any(&[
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCESS_KEY",
+            "AZURE_STORAGE_SAS_TOKEN",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_STORAGE_USE_EMULATOR",
+        ]))
+        .then(|| {
+            "no Azure credentials were found: set AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET".to_string()
+        }),
+        _ => None,
     }
 }
 

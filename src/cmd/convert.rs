@@ -54,14 +54,32 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
         ));
     }
+    let manifest = match &args.manifest {
+        Some(p) if p.as_os_str() == "-" && args.output.as_deref() == Some(Path::new("-")) => {
+            return Err(usage(
+                "--manifest - and -o - would both write to standard output; name a file for one",
+            ))
+        }
+        Some(p) => Some(crate::batch::Manifest::open(p)?),
+        None => None,
+    };
     let mut outcomes = Outcomes::new(args.keep_going);
     // --keep-going leaves out a failing input only where each input has an output of its own:
     // an output shared by several inputs is never written without one of them.
     let keep_inputs = args.keep_going && super::plan::outputs_per_input(&args);
     let mut sources = if keep_inputs && !args.input.concat {
         // Each input on its own: one that cannot be opened is reported, the others go on.
-        let (sources, kept) =
-            super::open_each(&args.input, &structure, &mut |e| outcomes.failed(e))?;
+        let (sources, kept) = super::open_each(&args.input, &structure, &mut |p, e| {
+            record_dropped(
+                manifest.as_ref(),
+                &args,
+                remote_out.as_ref(),
+                p,
+                &fingerprint,
+                &e,
+            )?;
+            outcomes.failed(e)
+        })?;
         args.input.inputs = kept;
         sources
     } else {
@@ -80,19 +98,37 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
     let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
-    let mut budget = crate::budget::OutputBudget::new(args.max_output);
+    // With --update, --max-output is charged only for the outputs it then writes (below): the
+    // first pass measures each input's share without a limit.
+    let defer_budget = args.update && args.max_output.is_some();
+    let mut budget = crate::budget::OutputBudget::new(match defer_budget {
+        true => None,
+        false => args.max_output,
+    });
+    let mut charged = Vec::new();
     let mut s = 0;
     while s < sources.len() {
+        let before = budget.used();
         match super::survey::survey(sources[s].as_ref(), &mut selector, &args, &mut budget) {
             Ok((n, bytes, skip)) => {
                 selected.push(n);
                 in_bytes.push(bytes);
+                charged.push(budget.used() - before);
                 skipped += skip;
                 s += 1;
             }
             Err(e) if !keep_inputs => return Err(e),
             Err(e) => {
                 // With --keep-going the input is left out; its outputs are not written.
+                let p = args.input.inputs[s].clone();
+                record_dropped(
+                    manifest.as_ref(),
+                    &args,
+                    remote_out.as_ref(),
+                    &p,
+                    &fingerprint,
+                    &e,
+                )?;
                 outcomes.failed(e)?;
                 sources.remove(s);
                 args.input.inputs.remove(s);
@@ -157,17 +193,9 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     };
     let workers = workers(&args);
     let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
-    let manifest = match &args.manifest {
-        Some(p) if p.as_os_str() == "-" && args.output.as_deref() == Some(Path::new("-")) => {
-            return Err(usage(
-                "--manifest - and -o - would both write to standard output; name a file for one",
-            ))
-        }
-        Some(p) => Some(crate::batch::Manifest::open(p)?),
-        None => None,
-    };
     // In order: what --update leaves alone, then what is to be written.
     let mut todo = Vec::new();
+    let mut later_budget = crate::budget::OutputBudget::new(args.max_output);
     for job in jobs {
         let inputs: Vec<String> = job
             .inputs
@@ -207,7 +235,14 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 &fingerprint,
             );
             if let Some(previous) = done {
-                report.note(&format!("{}: up to date (--update)", shown.display()));
+                report.note(&match previous.is_null() {
+                    // Without a manifest only times are compared: the options are not known.
+                    true => format!(
+                        "{}: up to date (--update: newer than its inputs; without --manifest a change of options is not noticed)",
+                        shown.display()
+                    ),
+                    false => format!("{}: up to date (--update)", shown.display()),
+                });
                 outcomes.up_to_date();
                 if let Some(m) = &manifest {
                     m.record(&crate::batch::Record {
@@ -226,6 +261,21 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             }
         }
         let name = output_name(&job.target);
+        if defer_budget {
+            let need = job.inputs.iter().map(|&s| charged[s]).sum::<u64>();
+            if let Err(e) = later_budget.charge(need, &format!("{name} (not up to date)")) {
+                let e = e.context(all_inputs());
+                if !keep_inputs {
+                    return Err(e);
+                }
+                if let (Some(m), [s]) = (&manifest, job.inputs.as_slice()) {
+                    let p = args.input.inputs[*s].clone();
+                    record_dropped(Some(m), &args, remote_out.as_ref(), &p, &fingerprint, &e)?;
+                }
+                outcomes.failed(e)?;
+                continue;
+            }
+        }
         todo.push((job, (inputs, target, tensors, bytes, identity, name)));
     }
     // Once an output is complete (or has failed): upload it when it goes to object storage,
@@ -342,6 +392,40 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         eprintln!("tensor2npy: {}", shown(&outcomes.line(started.elapsed())));
     }
     outcomes.finish()
+}
+
+/// The manifest line of an input `--keep-going` leaves out when it cannot be opened or is
+/// refused by the first pass: status `failed` with the error, under the output it would have had.
+fn record_dropped(
+    manifest: Option<&crate::batch::Manifest>,
+    args: &ConvertArgs,
+    remote_out: Option<&crate::sink::remote::RemoteOutput>,
+    input: &Path,
+    fingerprint: &str,
+    e: &anyhow::Error,
+) -> Result<()> {
+    let Some(m) = manifest else {
+        return Ok(());
+    };
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return Ok(());
+    }
+    let output = super::plan::own_output(args, input);
+    let url = match (remote_out, &output) {
+        (Some(r), Some(p)) => r.url_of(p),
+        _ => None,
+    };
+    m.record(&crate::batch::Record {
+        inputs: &[input.display().to_string()],
+        output: output.as_deref(),
+        url: url.as_deref(),
+        tensors: 0,
+        status: "failed",
+        error: Some(format!("{e:#}")),
+        identity: &crate::batch::identity(&[input.to_path_buf()]),
+        fingerprint,
+        previous: None,
+    })
 }
 
 /// What an output adds to the manifest and the summary: its inputs, its path, the tensors and

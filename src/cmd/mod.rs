@@ -54,7 +54,7 @@ pub type Opened = (Vec<Box<dyn Source>>, Vec<std::path::PathBuf>);
 pub fn open_each(
     args: &InputArgs,
     structure: &StructureOptions,
-    failed: &mut dyn FnMut(anyhow::Error) -> Result<()>,
+    failed: &mut dyn FnMut(&std::path::Path, anyhow::Error) -> Result<()>,
 ) -> Result<Opened> {
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(crate::error::usage(
@@ -70,7 +70,7 @@ pub fn open_each(
                 sources.push(src);
                 kept.push(p.clone());
             }
-            Err(e) => failed(e)?,
+            Err(e) => failed(p, e)?,
         }
     }
     Ok((sources, kept))

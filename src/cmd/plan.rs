@@ -61,6 +61,20 @@ pub(super) fn outputs_per_input(args: &ConvertArgs) -> bool {
     }
 }
 
+/// The output of one input where each input has its own (see [`outputs_per_input`]): what
+/// [`plan_jobs`] would name it, for the manifest line of an input `--keep-going` leaves out.
+pub(super) fn own_output(args: &ConvertArgs, input: &Path) -> Option<PathBuf> {
+    let stem = crate::source::stem(input);
+    match args.output.as_deref() {
+        None if input.as_os_str() == "-" => None,
+        None => Some(match args.to {
+            Some(OutputKind::Npy) => default_parent(input).join(stem),
+            _ => default_parent(input).join(format!("{stem}.npz")),
+        }),
+        Some(dir) => Some(dir.join(format!("{stem}.npz"))),
+    }
+}
+
 /// The output table of the contract. `selected` counts each input's selected tensors.
 pub(super) fn plan_jobs(
     args: &ConvertArgs,

@@ -216,63 +216,159 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
 }
 
 /// Opens every shard an index file names and checks its `weight_map`; also returns the shards.
+///
+/// The index is read streaming, twice, and never held whole (a 120 MB index took 822 MiB as a
+/// `serde_json::Value`): the first pass keeps only the distinct shard names, the second checks
+/// every entry against the names the opened shards hold. Memory is the shards' own tables plus
+/// the shard names, whatever the index's size.
 fn from_index(
     display: &str,
     index_path: &Path,
     opts: &OpenOptions,
 ) -> Result<(Chain, Vec<PathBuf>)> {
-    let text = input::read_small(index_path, MAX_INDEX)
+    let range = input::open_range(index_path)
         .with_context(|| format!("cannot read {}", index_path.display()))?;
-    let json: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
-    let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-        bail!("{} has no \"weight_map\" object", index_path.display());
-    };
-    let dir = index_path.parent().unwrap_or(Path::new(""));
-    let mut wanted: HashMap<&str, &str> = HashMap::new();
+    if range.len() > MAX_INDEX {
+        bail!(
+            "{}: {} bytes is larger than an index file may be ({MAX_INDEX})",
+            index_path.display(),
+            range.len()
+        );
+    }
     let mut shards = BTreeSet::new();
-    for (tensor, shard) in map {
-        let Some(shard) = shard.as_str() else {
-            bail!(
-                "{}: the shard of '{tensor}' is not a string",
-                index_path.display()
-            );
-        };
+    walk_weight_map(&range, index_path, |tensor, shard| {
         if !is_file_name(shard) {
             bail!(
                 "{}: the shard '{shard}' of '{tensor}' is not a file name inside the folder",
                 index_path.display()
             );
         }
-        wanted.insert(tensor, shard);
-        shards.insert(shard);
-    }
+        if !shards.contains(shard) {
+            shards.insert(shard.to_string());
+        }
+        Ok(())
+    })?;
+    let dir = index_path.parent().unwrap_or(Path::new(""));
     let mut chain = Chain::new(display);
     if input::url_of(index_path).is_none() {
         chain.add_file(index_path.to_path_buf());
     }
-    let mut shard_of_tensor: HashMap<String, &str> = HashMap::new();
+    let mut spans = Vec::with_capacity(shards.len());
     let mut paths = Vec::with_capacity(shards.len());
     for shard in &shards {
         let p = folder::shard(dir, shard, index_path)?;
         let first = chain.metas().len();
         chain.push_path(&p, reader_for(&p), opts)?;
-        for m in &chain.metas()[first..] {
-            shard_of_tensor.insert(m.name.clone(), shard);
-        }
+        spans.push((first, chain.metas().len()));
         paths.push(p);
     }
-    for (tensor, shard) in &wanted {
-        if shard_of_tensor.get(*tensor) != Some(shard) {
+    // Every tensor the shards hold, with the index of its shard in `shards` (interned).
+    let names: Vec<&str> = shards.iter().map(|s| s.as_str()).collect();
+    let metas = chain.metas();
+    let mut shard_of_tensor: HashMap<&str, u32> = HashMap::with_capacity(metas.len());
+    for (i, (from, to)) in spans.iter().enumerate() {
+        for m in &metas[*from..*to] {
+            shard_of_tensor.insert(m.name.as_str(), i as u32);
+        }
+    }
+    walk_weight_map(&range, index_path, |tensor, shard| {
+        let held = shard_of_tensor.get(tensor).map(|&i| names[i as usize]);
+        if held != Some(shard) {
             bail!(
                 "tensor '{tensor}' is not in {} although {} says so",
                 dir.join(shard).display(),
                 index_path.display()
             );
         }
-    }
+        Ok(())
+    })?;
     paths.push(index_path.to_path_buf());
     Ok((chain, paths))
+}
+
+/// Streams the `weight_map` object of an index file, calling `each(tensor, shard)` per entry
+/// in file order; other members of the index are skipped without being kept.
+fn walk_weight_map(
+    range: &input::FileRange,
+    index_path: &Path,
+    each: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<()> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    /// The error `each` returned, kept typed while serde unwinds with a plain message.
+    struct Walk<F> {
+        each: F,
+        failed: Option<anyhow::Error>,
+        found: bool,
+    }
+    struct Top<'a, F>(&'a mut Walk<F>);
+    struct Map<'a, F>(&'a mut Walk<F>);
+
+    impl<'de, F: FnMut(&str, &str) -> Result<()>> Visitor<'de> for Top<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object with a \"weight_map\" object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            while let Some(key) = a.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "weight_map" && !self.0.found {
+                    self.0.found = true;
+                    a.next_value_seed(Map(&mut *self.0))?;
+                } else {
+                    a.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de, F: FnMut(&str, &str) -> Result<()>> DeserializeSeed<'de> for Map<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de, F: FnMut(&str, &str) -> Result<()>> Visitor<'de> for Map<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of tensor names to shard file names")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            use serde::de::Error;
+            while let Some(tensor) = a.next_key::<String>()? {
+                let shard = match a.next_value::<String>() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Err(A::Error::custom(format_args!(
+                            "the shard of '{tensor}' is not a string ({e})"
+                        )))
+                    }
+                };
+                if let Err(e) = (self.0.each)(&tensor, &shard) {
+                    self.0.failed = Some(e);
+                    return Err(A::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    let mut walk = Walk {
+        each,
+        failed: None,
+        found: false,
+    };
+    let reader = std::io::BufReader::with_capacity(1 << 16, input::RangeReader::new(range.clone()));
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let parsed = de.deserialize_map(Top(&mut walk)).and_then(|()| de.end());
+    if let Some(e) = walk.failed {
+        return Err(e);
+    }
+    parsed.with_context(|| format!("{} is not a valid index file", index_path.display()))?;
+    if !walk.found {
+        bail!("{} has no \"weight_map\" object", index_path.display());
+    }
+    Ok(())
 }
 
 /// A relative path inside the folder: not empty, no root, no `..`.

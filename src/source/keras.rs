@@ -59,12 +59,20 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
             return Err(e.context(format!("{WEIGHTS} inside the .keras archive")));
         }
     };
-    // A config that cannot be read only spoils the listing of metadata, not the weights.
-    let json = archive_json(data, opts.max_decompressed)
-        .unwrap_or_else(|e| serde_json::Value::String(format!("unreadable: {e:#}")));
+    // A config that cannot be read (a bad CRC-32, not JSON) is shown by `list --metadata` and
+    // fails `convert` and `verify` before the first tensor goes out, as a damaged weights
+    // member does (Keras' own loader reads config.json first); `list` still lists.
+    let (json, damaged) = match archive_json(data, opts.max_decompressed) {
+        Ok(j) => (j, None),
+        Err(e) => (
+            serde_json::Value::String(format!("unreadable: {e:#}")),
+            Some(format!("{e:#}")),
+        ),
+    };
     Ok(Box::new(KerasSource {
         inner: inner.with_metadata(Some(json)),
         weights,
+        damaged,
     }))
 }
 
@@ -106,10 +114,15 @@ pub fn weights_member(data: &FileRange, max_decompressed: u64) -> Result<MemberD
 struct KerasSource {
     inner: Hdf5Source,
     weights: MemberData,
+    /// Why `config.json` or `metadata.json` could not be read, if it could not.
+    damaged: Option<String>,
 }
 
 impl KerasSource {
     fn checked(&self) -> Result<()> {
+        if let Some(why) = &self.damaged {
+            return Err(anyhow!("{why}").context("the .keras archive's config"));
+        }
         self.weights
             .range()
             .map(drop)

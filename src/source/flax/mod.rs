@@ -51,7 +51,11 @@ fn sniff(input: &Input) -> Sniff {
     let named = input.has_extension(READER.extensions);
     match &input.data {
         // A lone empty map (one byte) is valid msgpack but says nothing: only its name claims it.
-        Some(data) if (is_map || is_ext) && (named || data.len() > 1) && parse(data).is_ok() => {
+        Some(data)
+            if (is_map || is_ext)
+                && (named || data.len() > 1)
+                && walk_tree(data, "", &mut Leaves::default()).is_ok() =>
+        {
             Sniff::Yes
         }
         Some(d) if (is_map && str_key) || (named && !d.is_empty()) => Sniff::Maybe,
@@ -172,17 +176,80 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Parses the whole tree of `data`.
-fn parse(data: &FileRange) -> Result<Node> {
+/// Walks the whole tree of `data` into leaves, without building the tree: maps and lists are
+/// descended in place, so memory holds the leaves alone (a file of a million scalar leaves
+/// held its whole parsed tree beside them). A map holding `__msgpack_chunked_array__` (seen
+/// only once its keys are read) is read again from its start as a tree and joined. A root that
+/// is not a tree is named `stem`.
+fn walk_tree(data: &FileRange, stem: &str, out: &mut Leaves) -> Result<()> {
     let mut c = Cursor::new(data, 0, data.len());
-    let node = value(&mut c, 0)?;
+    walk(&mut c, 0, String::new(), stem, out)?;
     if c.pos != c.end {
         bail!(
             "{} bytes of trailing data after the msgpack value",
             c.end - c.pos
         );
     }
-    Ok(node)
+    Ok(())
+}
+
+fn walk(c: &mut Cursor, depth: usize, name: String, stem: &str, out: &mut Leaves) -> Result<()> {
+    if depth > MAX_DEPTH {
+        bail!("values nest deeper than {MAX_DEPTH} levels");
+    }
+    let start = c.pos;
+    let m = c.marker()?;
+    let join = |k: &str| match name.is_empty() {
+        true => k.to_string(),
+        false => format!("{name}/{k}"),
+    };
+    match m {
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+            let n = match m {
+                Marker::FixMap(n) => n.into(),
+                Marker::Map16 => c.u16()?,
+                _ => c.u32()?,
+            };
+            let first = out.len();
+            let mut chunked = false;
+            for _ in 0..n {
+                let k = key(c)?;
+                chunked |= k == "__msgpack_chunked_array__";
+                walk(c, depth + 1, join(&k), stem, out)
+                    .with_context(|| format!("under key '{k}'"))?;
+            }
+            if chunked {
+                out.truncate(first);
+                let end = c.pos;
+                c.pos = start;
+                let node = value(c, depth)?;
+                debug_assert_eq!(c.pos, end);
+                let name = match (name.is_empty(), depth) {
+                    (true, 0) => stem.to_string(),
+                    _ => name,
+                };
+                return flatten(node, name, out);
+            }
+            Ok(())
+        }
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+            let n = array_len(c, m)?;
+            for i in 0..n {
+                walk(c, depth + 1, join(&i.to_string()), stem, out)
+                    .with_context(|| format!("in item {i}"))?;
+            }
+            Ok(())
+        }
+        _ => {
+            c.pos = start;
+            let node = value(c, depth)?;
+            let name = match (name.is_empty(), depth) {
+                (true, 0) => stem.to_string(),
+                _ => name,
+            };
+            flatten(node, name, out)
+        }
+    }
 }
 
 fn str_len(c: &mut Cursor, m: Marker) -> Result<Option<u64>> {
@@ -381,17 +448,50 @@ fn complex(c: &mut Cursor) -> Result<Node> {
     Ok(Node::Complex(re, im))
 }
 
+/// The leaves of a file in order, with their names in one buffer (a file of a million scalar
+/// leaves held a million small name allocations beside them).
+#[derive(Default)]
+struct Leaves {
+    list: Vec<Leaf>,
+    /// Every name, one after another; leaf `i`'s ends at `ends[i]`.
+    names: String,
+    ends: Vec<usize>,
+}
+
+impl Leaves {
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn push(&mut self, name: &str, leaf: Leaf) {
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        self.list.push(leaf);
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.list.truncate(n);
+        self.ends.truncate(n);
+        self.names.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1],
+        };
+        &self.names[start..self.ends[i]]
+    }
+}
+
 /// One output tensor, kept compact: a file of a million scalar leaves holds a million of
 /// these (its TensorMeta is built when asked for).
 struct Leaf {
-    name: Box<str>,
     shape: Box<[u64]>,
     dtype: DType,
     /// A str or bin scalar (`|S`), whose bytes are its one range.
     string: bool,
     data: LeafData,
-    /// What the value was, when it has no NumPy form.
-    unsupported: Option<&'static str>,
 }
 
 enum LeafData {
@@ -399,6 +499,8 @@ enum LeafData {
     Ranges(Box<[FileRange]>),
     /// A plain msgpack scalar's little-endian bytes.
     Inline { bytes: [u8; 16], len: u8 },
+    /// What the value was, when it has no NumPy form.
+    Unsupported(&'static str),
 }
 
 impl Leaf {
@@ -406,13 +508,14 @@ impl Leaf {
         match &self.data {
             LeafData::Ranges(r) => r.iter().map(|p| p.len()).sum(),
             LeafData::Inline { len, .. } => u64::from(*len),
+            LeafData::Unsupported(_) => 0,
         }
     }
 
-    fn meta(&self) -> TensorMeta {
+    fn meta(&self, name: &str) -> TensorMeta {
         let stored_bytes = self.stored_bytes();
         TensorMeta {
-            name: self.name.to_string(),
+            name: name.to_string(),
             dtype: self.dtype,
             shape: self.shape.to_vec(),
             kind: if self.string {
@@ -429,14 +532,12 @@ impl Leaf {
 }
 
 /// Flattens `node` under `name` into leaves, joining chunked arrays.
-fn flatten(node: Node, name: String, out: &mut Vec<Leaf>) -> Result<()> {
+fn flatten(node: Node, name: String, out: &mut Leaves) -> Result<()> {
     let leaf = |dtype: DType, shape: Vec<u64>, data: LeafData| Leaf {
-        name: name.clone().into_boxed_str(),
         shape: shape.into_boxed_slice(),
         dtype,
         string: false,
         data,
-        unsupported: None,
     };
     let inline = |dtype: DType, b: &[u8]| {
         let mut bytes = [0u8; 16];
@@ -499,17 +600,14 @@ fn flatten(node: Node, name: String, out: &mut Vec<Leaf>) -> Result<()> {
             string: true,
             ..leaf(DType::String, vec![], LeafData::Ranges(Box::new([range])))
         },
-        Node::Unsupported(what) => Leaf {
-            unsupported: Some(what),
-            ..leaf(DType::Resource, vec![], LeafData::Ranges(Box::new([])))
-        },
+        Node::Unsupported(what) => leaf(DType::Resource, vec![], LeafData::Unsupported(what)),
     };
-    out.push(leaf);
+    out.push(&name, leaf);
     Ok(())
 }
 
 /// `{'__msgpack_chunked_array__': True, 'shape': {'0': d0, ...}, 'chunks': {'0': flat, ...}}`.
-fn chunked(entries: Vec<(String, Node)>, name: String, out: &mut Vec<Leaf>) -> Result<()> {
+fn chunked(entries: Vec<(String, Node)>, name: String, out: &mut Leaves) -> Result<()> {
     let context = || format!("the chunked array '{name}'");
     let mut shape = None;
     let mut chunks = None;
@@ -577,7 +675,7 @@ fn in_order(entries: Vec<(String, Node)>) -> Result<Vec<Node>> {
 pub struct FlaxSource {
     path: String,
     files: Vec<PathBuf>,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
 }
 
 impl FlaxSource {
@@ -587,20 +685,11 @@ impl FlaxSource {
         data: FileRange,
         stem: &str,
     ) -> Result<FlaxSource> {
-        let root = parse(&data).context("not a valid Flax msgpack file")?;
-        let mut leaves = Vec::new();
-        // A bare array (or a bare chunked array) is named by the input's stem.
-        let tree = match &root {
-            Node::Map(e) => !e.iter().any(|(k, _)| k == "__msgpack_chunked_array__"),
-            Node::List(_) => true,
-            _ => false,
-        };
-        let name = if tree {
-            String::new()
-        } else {
-            stem.to_string()
-        };
-        flatten(root, name, &mut leaves)?;
+        let mut leaves = Leaves::default();
+        walk_tree(&data, stem, &mut leaves).context("not a valid Flax msgpack file")?;
+        leaves.list.shrink_to_fit();
+        leaves.ends.shrink_to_fit();
+        leaves.names.shrink_to_fit();
         Ok(FlaxSource {
             path: path.to_string(),
             files,
@@ -615,19 +704,19 @@ impl Source for FlaxSource {
     }
 
     fn len(&self) -> usize {
-        self.leaves.len()
+        self.leaves.list.len()
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.leaves[index].meta())
+        Ok(self.leaves.list[index].meta(self.leaves.name(index)))
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let leaf = &self.leaves[index];
-        if let Some(what) = leaf.unsupported {
-            bail!("the value is {what}, which has no NumPy form");
-        }
+        let leaf = &self.leaves.list[index];
         match &leaf.data {
+            LeafData::Unsupported(what) => {
+                bail!("the value is {what}, which has no NumPy form")
+            }
             LeafData::Inline { bytes, len } => sink(&bytes[..usize::from(*len)]),
             LeafData::Ranges(parts) => {
                 let unit = leaf.dtype.item_size().unwrap_or(1);
@@ -640,7 +729,7 @@ impl Source for FlaxSource {
     }
 
     fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
-        let leaf = &self.leaves[index];
+        let leaf = &self.leaves.list[index];
         let (true, LeafData::Ranges(parts)) = (leaf.string, &leaf.data) else {
             bail!("not a string");
         };
@@ -654,12 +743,12 @@ impl Source for FlaxSource {
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
-        match &self.leaves[index].data {
+        match &self.leaves.list[index].data {
             LeafData::Ranges(parts) => match &parts[..] {
                 [one] => Some(one.clone()),
                 _ => None,
             },
-            LeafData::Inline { .. } => None,
+            LeafData::Inline { .. } | LeafData::Unsupported(_) => None,
         }
     }
 

@@ -1,5 +1,10 @@
 use super::*;
 
+/// Walks the whole tree, keeping nothing.
+fn parse(data: &FileRange) -> Result<()> {
+    walk_tree(data, "t", &mut Leaves::default())
+}
+
 fn fixstr(s: &str) -> Vec<u8> {
     let mut v = vec![0xa0 | s.len() as u8];
     v.extend_from_slice(s.as_bytes());
@@ -75,4 +80,15 @@ fn hostile_nesting_and_counts_fail_cleanly() {
     let mut cut = nested();
     cut.truncate(cut.len() - 3);
     assert!(parse(&FileRange::from_vec(cut)).is_err());
+}
+
+#[test]
+fn a_leaf_stays_compact() {
+    // A million scalar leaves hold a million of these: the tree is walked, not kept, so the
+    // leaves (and their names) are the whole of the memory per leaf.
+    assert!(
+        std::mem::size_of::<Leaf>() <= 64,
+        "{}",
+        std::mem::size_of::<Leaf>()
+    );
 }

@@ -42,6 +42,7 @@ use super::{Input, OpenOptions, Reader, Sniff};
 mod blocks;
 mod external;
 mod links;
+mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -438,6 +439,11 @@ fn describe(
             contiguous_range(file, data, base, &ds, stored_bytes).with_context(context)?
         }
         _ => None,
+    };
+    // BYTES is what the dataset occupies: for a chunked one, its chunks as stored.
+    let stored_bytes = match stored::chunked_bytes(file, &ds, elem_size as u64) {
+        Ok(Some(n)) => n,
+        Ok(None) | Err(_) => stored_bytes,
     };
     Ok(Entry {
         meta: TensorMeta {
