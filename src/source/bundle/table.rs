@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::input::FileRange;
 use crate::source::proto::mask_crc;
-use crate::source::wire::varint;
+use crate::container::protobuf::varint;
 
 const FOOTER_LEN: u64 = 48;
 const MAGIC: u64 = 0xdb47_7524_8b80_fb57;
