@@ -56,7 +56,7 @@ pub fn key(key: u64, at: u64) -> Result<(u32, u8)> {
 #[inline]
 fn fits(number: u32, at: u64, len: u64, left: u64) -> Result<()> {
     if len > left {
-        bail!("field {number} at offset {at} claims {len} bytes, {left} remain");
+        bail!("field {number} at offset {at} claims {len} bytes, which reach past the end of the message ({left} remain)");
     }
     Ok(())
 }
