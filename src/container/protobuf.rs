@@ -41,24 +41,38 @@ pub fn varint(b: &[u8]) -> Option<(u64, usize)> {
 /// The rule for a field key at offset `at`: its field number and wire type.
 #[inline]
 pub fn key(key: u64, at: u64) -> Result<(u32, u8)> {
-    let number = key >> 3;
-    let wire = (key & 7) as u8;
-    if number == 0 || number > MAX_FIELD {
-        bail!("invalid field number {number} at offset {at}");
-    }
-    if !matches!(wire, 0 | 1 | 2 | 5) {
-        bail!("unsupported wire type {wire} for field {number} at offset {at}");
+    let (number, wire) = (key >> 3, (key & 7) as u8);
+    // numbers 1 ..= MAX_FIELD in one comparison
+    if number.wrapping_sub(1) >= MAX_FIELD || !matches!(wire, 0 | 1 | 2 | 5) {
+        return Err(key_error(key, at));
     }
     Ok((number as u32, wire))
+}
+
+#[cold]
+#[inline(never)]
+fn key_error(key: u64, at: u64) -> anyhow::Error {
+    let (number, wire) = (key >> 3, key & 7);
+    if number == 0 || number > MAX_FIELD {
+        anyhow::anyhow!("invalid field number {number} at offset {at}")
+    } else {
+        anyhow::anyhow!("unsupported wire type {wire} for field {number} at offset {at}")
+    }
 }
 
 /// The rule for a value's length: it must fit in the `left` bytes of the message.
 #[inline]
 fn fits(number: u32, at: u64, len: u64, left: u64) -> Result<()> {
     if len > left {
-        bail!("field {number} at offset {at} claims {len} bytes, which reach past the end of the message ({left} remain)");
+        return Err(length_error(number, at, len, left));
     }
     Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn length_error(number: u32, at: u64, len: u64, left: u64) -> anyhow::Error {
+    anyhow::anyhow!("field {number} at offset {at} claims {len} bytes, which reach past the end of the message ({left} remain)")
 }
 
 /// One field value of a message in memory.
@@ -86,45 +100,71 @@ impl<'a> Fields<'a> {
         self.pos
     }
 
-    /// The next field's number and value; `None` at the end of the message.
+    /// The next field's number and value; `None` at the end of the message. Written for
+    /// speed (the Example reader walks every field of every record twice): the checks are
+    /// those of [`key`] and of the length rule, their errors built out of line.
     #[inline]
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<(u32, Field<'a>)>> {
         if self.pos >= self.b.len() {
             return Ok(None);
         }
-        let at = self.pos as u64;
-        let Some((k, n)) = varint(&self.b[self.pos..]) else {
-            bail!("malformed field key at offset {at}");
+        let at = self.pos;
+        let Some((k, n)) = varint(&self.b[at..]) else {
+            return Err(malformed("field key", None, at));
         };
-        let (number, wire) = key(k, at)?;
-        let rest = &self.b[self.pos + n..];
-        let (field, used) = match wire {
+        // `key`'s rule, spelled out for speed: numbers 1 ..= MAX_FIELD, wire types 0, 1, 2, 5
+        if (k >> 3).wrapping_sub(1) >= MAX_FIELD {
+            return Err(key_error(k, at as u64));
+        }
+        let number = (k >> 3) as u32;
+        self.pos += n;
+        let rest = &self.b[self.pos..];
+        let field = match k & 7 {
             0 => {
                 let Some((v, m)) = varint(rest) else {
-                    bail!("malformed varint in field {number} at offset {at}");
+                    return Err(malformed("varint", Some(number), at));
                 };
-                (Field::Varint(v), m)
+                self.pos += m;
+                Field::Varint(v)
             }
             1 => {
-                fits(number, at, 8, rest.len() as u64)?;
-                (Field::Fixed64(rest[..8].try_into().unwrap()), 8)
+                let Some(b) = rest.first_chunk::<8>() else {
+                    return Err(length_error(number, at as u64, 8, rest.len() as u64));
+                };
+                self.pos += 8;
+                Field::Fixed64(*b)
+            }
+            2 => {
+                let Some((len, m)) = varint(rest) else {
+                    return Err(malformed("length", Some(number), at));
+                };
+                if len > (rest.len() - m) as u64 {
+                    return Err(length_error(number, at as u64, len, (rest.len() - m) as u64));
+                }
+                let start = self.pos + m;
+                self.pos = start + len as usize;
+                Field::Len(&self.b[start..self.pos])
             }
             5 => {
-                fits(number, at, 4, rest.len() as u64)?;
-                (Field::Fixed32(rest[..4].try_into().unwrap()), 4)
-            }
-            _ => {
-                let Some((len, m)) = varint(rest) else {
-                    bail!("malformed length of field {number} at offset {at}");
+                let Some(b) = rest.first_chunk::<4>() else {
+                    return Err(length_error(number, at as u64, 4, rest.len() as u64));
                 };
-                fits(number, at, len, (rest.len() - m) as u64)?;
-                let body = &rest[m..m + len as usize];
-                (Field::Len(body), m + len as usize)
+                self.pos += 4;
+                Field::Fixed32(*b)
             }
+            _ => return Err(key_error(k, at as u64)),
         };
-        self.pos += n + used;
         Ok(Some((number, field)))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malformed(what: &str, field: Option<u32>, at: usize) -> anyhow::Error {
+    match field {
+        Some(n) => anyhow::anyhow!("malformed {what} of field {n} at offset {at}"),
+        None => anyhow::anyhow!("malformed {what} at offset {at}"),
     }
 }
 
