@@ -140,7 +140,12 @@ impl<'a> Fields<'a> {
                     return Err(malformed("length", Some(number), at));
                 };
                 if len > (rest.len() - m) as u64 {
-                    return Err(length_error(number, at as u64, len, (rest.len() - m) as u64));
+                    return Err(length_error(
+                        number,
+                        at as u64,
+                        len,
+                        (rest.len() - m) as u64,
+                    ));
                 }
                 let start = self.pos + m;
                 self.pos = start + len as usize;
@@ -502,7 +507,10 @@ mod tests {
             assert_eq!(range.is_ok(), ok, "{m:?}: {range:?}");
         }
         let e = walk_range([over, vec![1]].concat()).unwrap_err();
-        assert!(e.to_string().contains("invalid field number 536870912"), "{e}");
+        assert!(
+            e.to_string().contains("invalid field number 536870912"),
+            "{e}"
+        );
     }
 
     fn walk_slice_any(m: &[u8]) -> Result<usize> {

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::input::FileRange;
 use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
+use crate::input::FileRange;
 use crate::source::tensorproto::ScannedTensor;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};

@@ -10,13 +10,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
+use crate::container::protobuf::{count_packed_varints, varint, Cursor, RangeFields, Raw};
 use crate::dtype::DType;
 use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::TensorShapeProto;
-use crate::container::protobuf::{
-    count_packed_varints, varint, Cursor, RangeFields, Raw,
-};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 

@@ -20,9 +20,9 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use self::tensor::{Data, NoNumpyForm, OnnxTensor};
+use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::dtype::DType;
 use crate::input::{self, FileRange};
-use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
