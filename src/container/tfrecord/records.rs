@@ -82,6 +82,7 @@ impl Records {
     }
 
     /// The next record: its header's byte offset and its data, in memory; `None` at the end.
+    #[allow(clippy::should_implement_trait)] // a lending iterator: the data borrows the window
     pub fn next(&mut self) -> Result<Option<(u64, &[u8])>> {
         let Some((pos, len)) = self.header()? else {
             return Ok(None);
@@ -93,7 +94,7 @@ impl Records {
         })?;
         self.pos = body + len as u64 + FOOTER;
         self.index += 1;
-        Ok(Some((pos, &self.win.get(body, len)?[..])))
+        Ok(Some((pos, self.win.get(body, len)?)))
     }
 
     /// The next record: its header's byte offset and its data as a range (in memory when it is
