@@ -267,6 +267,22 @@ mod tests {
     }
 
     #[test]
+    fn field_numbers_past_protobufs_limit_are_refused_not_skipped() {
+        // field 2^29 (one past the limit), varint 1, before a valid empty Features
+        let mut rec = vec![0x80, 0x80, 0x80, 0x80, 0x10, 0x01];
+        rec.extend(len_field(1, &[]));
+        let e = walk_record(&rec, &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid field number 536870912"),
+            "{e}"
+        );
+        // field 2^29 - 1 is an unknown field, skipped
+        let mut rec = vec![0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        rec.extend(len_field(1, &[]));
+        walk_record(&rec, &mut |_, _, _| Ok(())).unwrap();
+    }
+
+    #[test]
     fn map_entries_are_visited_with_their_section() {
         let entry = [
             len_field(1, b"k"),
