@@ -197,3 +197,42 @@ impl Source for TfRecordSource {
         self.files.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(bytes: Vec<u8>) -> Input {
+        Input {
+            path: "x.gz".into(),
+            display: "x.gz".into(),
+            stem: "x".into(),
+            is_dir: false,
+            head: bytes.clone(),
+            data: Some(FileRange::from_vec(bytes)),
+            files: Vec::new(),
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_first_record_that_starts_like_a_tensorproto_is_sure_and_others_only_maybe() {
+        let tensor = tfrecord::frame(&[0x08, 0x01, 0x12, 0x00]); // dtype float, scalar shape
+        let example = tfrecord::frame(&[0x0a, 0x00]);
+        assert_eq!(sniff_input(&input(tensor.clone())), Sniff::Yes);
+        assert_eq!(sniff_input(&input(gzip(&tensor))), Sniff::Yes);
+        assert_eq!(sniff_input(&input(example.clone())), Sniff::Maybe);
+        assert_eq!(sniff_input(&input(gzip(&example))), Sniff::Maybe);
+        assert_eq!(sniff_input(&input(tfrecord::frame(&[]))), Sniff::Maybe);
+        assert_eq!(
+            sniff_input(&input(b"not a record at all".to_vec())),
+            Sniff::No
+        );
+    }
+}
