@@ -1,5 +1,7 @@
-//! Opening inputs: files read by positioned reads (so memory never grows with the file), standard
-//! input and compressed streams spooled to an anonymous temporary file, and content sniffing.
+//! Opening inputs: files read by positioned reads (so memory never grows with the file), and
+//! standard input and pipes spooled to an anonymous temporary file. Compressed TFRecord
+//! streams are spooled by `container::tfrecord`; buffered reads go through
+//! `container::cursor::Window`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -63,12 +65,12 @@ impl FileRange {
         }
     }
 
-    /// The open file behind the range, when there is one.
     /// Where the range starts in its backing (a file offset for a file range).
     pub fn file_offset(&self) -> u64 {
         self.offset
     }
 
+    /// The open file behind the range, when there is one.
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
             Backing::File(f) => Some(f),
@@ -390,187 +392,6 @@ pub fn spool(mut from: File) -> Result<File> {
     Ok(tmp)
 }
 
-/// Decompresses a whole GZIP (multi-member) or ZLIB stream of TFRecords into an unlinked
-/// temporary file. The bytes are checked while they inflate: each record header's length CRC
-/// as soon as its 12 bytes arrive (so a bomb of zeros stops after 12 bytes, not after spooling
-/// a GiB), record lengths against `limit`, and the whole decompressed size against `limit`.
-/// Bytes after the end of a ZLIB stream are refused, as they are after the last GZIP member.
-/// A write error names the temporary directory (a full disk is not a corrupt stream).
-pub fn spool_decompressed(src: &FileRange, compression: Compression, limit: u64) -> Result<File> {
-    use std::io::{BufRead, Write};
-    let mut input = io::BufReader::new(RangeReader::new(src.clone()));
-    let tmp = tempfile::tempfile().with_context(|| {
-        format!(
-            "cannot create a temporary file in {} for the decompressed stream",
-            std::env::temp_dir().display()
-        )
-    })?;
-    let mut out = io::BufWriter::with_capacity(1 << 20, tmp);
-    let name = compression.name();
-    let mut framing = Framing::default();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    {
-        let mut decoder: Box<dyn Read> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut input)),
-            Compression::Zlib => Box::new(flate2::bufread::ZlibDecoder::new(&mut input)),
-        };
-        loop {
-            let n = match decoder.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("corrupt {name} stream")))
-                }
-            };
-            crate::error::check_interrupted()?;
-            total += n as u64;
-            if total > limit {
-                bail!("{name} stream decompresses to more than {limit} bytes (--max-decompressed)");
-            }
-            framing.feed(&buf[..n], limit)?;
-            out.write_all(&buf[..n])
-                .map_err(|e| temp_write_error(e, name))?;
-        }
-    }
-    if compression == Compression::Zlib
-        && !input
-            .fill_buf()
-            .context("cannot read the input")?
-            .is_empty()
-    {
-        bail!("corrupt ZLIB stream: trailing bytes after the end of the compressed data");
-    }
-    out.into_inner()
-        .map_err(|e| temp_write_error(e.into_error(), name))
-}
-
-fn temp_write_error(e: io::Error, name: &str) -> anyhow::Error {
-    let full = e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull;
-    anyhow::Error::new(e).context(format!(
-        "cannot write the decompressed {name} stream to a temporary file in {}{} (set TMPDIR to a directory with room)",
-        std::env::temp_dir().display(),
-        if full { ": the disk is full" } else { "" }
-    ))
-}
-
-/// TFRecord framing checked as decompressed bytes arrive: `u64 length | masked crc32c(length)`
-/// headers, each followed by `length` bytes and a 4-byte data CRC (verified later, by the
-/// reader, along with everything else).
-#[derive(Default)]
-struct Framing {
-    header: Vec<u8>,
-    /// Bytes of the current record's body and data CRC still to come.
-    skip: u64,
-    records: u64,
-    /// Offset of the current record in the decompressed stream.
-    offset: u64,
-    seen: u64,
-}
-
-impl Framing {
-    fn feed(&mut self, mut b: &[u8], limit: u64) -> Result<()> {
-        while !b.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(b.len() as u64);
-                self.skip -= n;
-                self.seen += n;
-                b = &b[n as usize..];
-                continue;
-            }
-            if self.header.is_empty() {
-                self.offset = self.seen;
-            }
-            let n = (12 - self.header.len()).min(b.len());
-            self.header.extend_from_slice(&b[..n]);
-            self.seen += n as u64;
-            b = &b[n..];
-            if self.header.len() < 12 {
-                continue;
-            }
-            let len = u64::from_le_bytes(self.header[..8].try_into().unwrap());
-            let stored = u32::from_le_bytes(self.header[8..].try_into().unwrap());
-            let at = format!("record {} at byte offset {}", self.records, self.offset);
-            if crate::checksum::mask_crc(crc32c::crc32c(&self.header[..8])) != stored {
-                bail!("{at} of the decompressed stream: length checksum mismatch (not TFRecords, or corrupt)");
-            }
-            if len > limit {
-                bail!("{at} claims {len} bytes, more than --max-decompressed ({limit}) allows: the stream is truncated or a decompression bomb");
-            }
-            self.header.clear();
-            self.skip = len + 4;
-            self.records += 1;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zlib,
-}
-
-impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Gzip => "GZIP",
-            Compression::Zlib => "ZLIB",
-        }
-    }
-
-    /// Recognises a GZIP member header or a ZLIB header (deflate, valid header checksum).
-    pub fn sniff(head: &[u8]) -> Option<Compression> {
-        match head {
-            [0x1f, 0x8b, 0x08, ..] => Some(Compression::Gzip),
-            [cmf @ 0x78, flg, ..] if (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0 => {
-                Some(Compression::Zlib)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The last block of a `FileRange` read, serving the small reads of a strided gather (a
-/// PyTorch view, a Fortran-order `.npy`) that fall inside it; a read larger than the block
-/// goes straight to the range.
-pub struct BlockCache<'a> {
-    range: &'a FileRange,
-    block: u64,
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl<'a> BlockCache<'a> {
-    pub fn new(range: &'a FileRange, block: u64) -> BlockCache<'a> {
-        BlockCache {
-            range,
-            block,
-            start: 0,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Fills `out` with the bytes at `pos`.
-    pub fn read(&mut self, pos: u64, out: &mut [u8]) -> Result<()> {
-        let len = out.len() as u64;
-        if len > self.block {
-            return self.range.read_at(pos, out);
-        }
-        let end = self.start + self.buf.len() as u64;
-        if pos < self.start || pos + len > end {
-            let n = self.block.min(self.range.len() - pos);
-            self.buf.resize(n as usize, 0);
-            self.range.read_at(pos, &mut self.buf)?;
-            self.start = pos;
-        }
-        let at = (pos - self.start) as usize;
-        out.copy_from_slice(&self.buf[at..at + out.len()]);
-        Ok(())
-    }
-}
-
 /// A sequential reader over a `FileRange`.
 pub struct RangeReader {
     range: FileRange,
@@ -631,22 +452,5 @@ pub fn absolute(path: &Path) -> PathBuf {
     match (parent.canonicalize(), path.file_name()) {
         (Ok(p), Some(name)) => p.join(name),
         _ => path.to_path_buf(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compression_sniffing_needs_a_valid_zlib_header_checksum() {
-        assert_eq!(
-            Compression::sniff(&[0x1f, 0x8b, 0x08, 0]),
-            Some(Compression::Gzip)
-        );
-        assert_eq!(Compression::sniff(&[0x78, 0x9c]), Some(Compression::Zlib));
-        assert_eq!(Compression::sniff(&[0x78, 0x01]), Some(Compression::Zlib));
-        assert_eq!(Compression::sniff(&[0x78, 0x9d]), None);
-        assert_eq!(Compression::sniff(&[0x0a, 0x00]), None);
     }
 }

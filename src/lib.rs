@@ -12,7 +12,9 @@
 //!      ▼                                          ▼
 //!   input.rs (FileRange: file, memory or remote.rs)  →  source/mod.rs (registry, sniffing)
 //!      → container/ (framings beside the formats: zip.rs opens ZIP members with limits and
-//!        checks their CRC-32s, for the PyTorch, Keras and NumPy readers)
+//!        checks their CRC-32s, for the PyTorch, Keras and NumPy readers; tfrecord/ the
+//!        TFRecord framing, CRCs and GZIP/ZLIB spooling; protobuf.rs the one field walker;
+//!        cursor.rs the one buffered reader over a FileRange)
 //!      → source/<format> (one reader per format: the tensor stream of tensor.rs)
 //!      → structure/ (sparse and ragged: recognised, validated, streamed)
 //!      → pipeline.rs (one tensor: member, chunks, convert, write, commit); jobs.rs (--jobs:
@@ -25,7 +27,7 @@
 //!   cmd/survey.rs (the first pass over the metadata) and
 //!   summary.rs (what was written, left alone or failed, --keep-going) are called by
 //!   cmd/convert.rs; checksum.rs (TensorFlow's masked CRC32C, and the count of checksums
-//!   verified) serves input.rs and the readers.
+//!   verified) serves container/ and the readers.
 //!   python/ (feature `python`, the wheel's extension module) enters beside main.rs: its
 //!   keyword arguments go through cli.rs, then cmd/, source/ and pipeline.rs as above.
 //! ```

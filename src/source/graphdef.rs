@@ -4,7 +4,7 @@
 //! for the nodes of the function library, and decoded exactly as `tf.make_ndarray` decodes its
 //! `value` attribute.
 //!
-//! The graph is walked field by field with `pbwalk` on disk; for each constant only the byte
+//! The graph is walked field by field with `container::protobuf` on disk; for each constant only the byte
 //! range of its `TensorProto` is recorded, and `tensorproto::ScannedTensor` (the one TensorProto
 //! decoder of the project) scans and streams it from there, so the weights of a graph are never
 //! loaded whole. The registry entry (`READER`) claims GraphDefs and `saved_model.pb` files by
@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::input::FileRange;
-use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::tensorproto::ScannedTensor;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};

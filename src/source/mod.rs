@@ -28,7 +28,6 @@ pub mod keras_sharded;
 pub mod numpy;
 pub mod onnx;
 pub mod orbax;
-pub mod pbwalk;
 pub mod pickle;
 pub mod proto;
 pub mod safetensors;
@@ -36,9 +35,7 @@ pub mod tensorproto;
 pub mod tfevents;
 pub mod tflite;
 pub mod tfrecord;
-mod tfrecord_io;
 pub mod torch;
-pub mod wire;
 pub mod zarr;
 
 use std::path::{Path, PathBuf};

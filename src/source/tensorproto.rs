@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
+use crate::container::protobuf::{count_packed_varints, varint, Cursor, RangeFields, Raw};
 use crate::dtype::DType;
 use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::TensorShapeProto;
-use crate::source::wire::{varint, Cursor};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 
@@ -77,64 +77,6 @@ fn typed_field(d: DType) -> (u32, Encoding) {
     }
 }
 
-/// One top-level field's value, as the walk finds it.
-enum Value {
-    /// A varint (wire type 0), decoded.
-    Varint(u64),
-    /// A fixed-width value (wire types 1 and 5): its little-endian bytes and width.
-    Fixed([u8; 8], usize),
-    /// A length-delimited payload (wire type 2).
-    Bytes(FileRange),
-}
-
-/// Walks the top-level fields of a message, one at a time.
-struct Fields {
-    c: Cursor,
-}
-
-impl Fields {
-    fn new(range: &FileRange) -> Fields {
-        Fields {
-            c: Cursor::new(range.clone()),
-        }
-    }
-
-    /// The next field: its number, its wire type, its value, and its offset.
-    fn next(&mut self) -> Result<Option<(u32, u8, Value, u64)>> {
-        let c = &mut self.c;
-        if c.at_end() {
-            return Ok(None);
-        }
-        let at = c.pos();
-        let key = c.varint()?;
-        let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
-        if field == 0 {
-            bail!("not a TensorProto: field number 0 at offset {at}");
-        }
-        let value = match wire {
-            0 => Value::Varint(c.varint()?),
-            1 | 5 => {
-                let w = if wire == 1 { 8 } else { 4 };
-                let mut b = [0u8; 8];
-                b[..w].copy_from_slice(
-                    c.bytes(w)
-                        .with_context(|| format!("field {field} at offset {at}"))?,
-                );
-                Value::Fixed(b, w)
-            }
-            2 => {
-                let len = c.varint()?;
-                Value::Bytes(
-                    c.take_range(len)
-                        .with_context(|| format!("field {field} at offset {at}"))?,
-                )
-            }
-            _ => bail!("not a TensorProto: wire type {wire} at offset {at}"),
-        };
-        Ok(Some((field, wire, value, at)))
-    }
-}
-
 impl ScannedTensor {
     /// Walks the top-level fields of a serialized TensorProto: once for the dtype, shape and
     /// content, once more to count the values of the typed field that dtype reads.
@@ -142,11 +84,11 @@ impl ScannedTensor {
         let mut dtype_code: i64 = 0;
         let mut shape_bytes: Vec<u8> = Vec::new();
         let mut content: Option<FileRange> = None;
-        let mut fields = Fields::new(range);
+        let mut fields = RangeFields::new(range);
         while let Some((field, _, value, _)) = fields.next()? {
             match (field, value) {
-                (1, Value::Varint(v)) => dtype_code = v as i64,
-                (2, Value::Bytes(r)) => {
+                (1, Raw::Varint(v)) => dtype_code = v as i64,
+                (2, Raw::Len(r)) => {
                     if r.len() > 1 << 20 {
                         bail!(
                             "the tensor shape field is implausibly large ({} bytes)",
@@ -159,7 +101,7 @@ impl ScannedTensor {
                     // Repeated occurrences of a message field merge.
                     shape_bytes.extend_from_slice(&r.read_vec(0, r.len() as usize)?);
                 }
-                (4, Value::Bytes(r)) => content = if r.is_empty() { content } else { Some(r) },
+                (4, Raw::Len(r)) => content = if r.is_empty() { content } else { Some(r) },
                 _ => {}
             }
         }
@@ -200,9 +142,9 @@ impl ScannedTensor {
 
     /// Calls `f` with each occurrence of the typed field, in order, after checking that its
     /// wire type fits the dtype (a value in another field is ignored, as TensorFlow does).
-    fn each_value(&self, f: &mut dyn FnMut(Value) -> Result<bool>) -> Result<()> {
+    fn each_value(&self, f: &mut dyn FnMut(Raw) -> Result<bool>) -> Result<()> {
         let (want, enc) = typed_field(self.dtype);
-        let mut fields = Fields::new(&self.message);
+        let mut fields = RangeFields::new(&self.message);
         while let Some((field, wire, value, _)) = fields.next()? {
             if field != want {
                 continue;
@@ -275,8 +217,8 @@ impl ScannedTensor {
         let mut last_range = None;
         self.each_value(&mut |v| {
             match (enc, v) {
-                (Encoding::Fixed(size), Value::Fixed(_, w)) => values += (w / size) as u64,
-                (Encoding::Fixed(size), Value::Bytes(r)) => {
+                (Encoding::Fixed(size), Raw::Fixed(_, w)) => values += (w / size) as u64,
+                (Encoding::Fixed(size), Raw::Len(r)) => {
                     if !r.len().is_multiple_of(size as u64) {
                         bail!(
                             "a packed field of {} bytes is not a whole number of {size}-byte values",
@@ -285,11 +227,11 @@ impl ScannedTensor {
                     }
                     values += r.len() / size as u64;
                 }
-                (Encoding::Varint, Value::Varint(_)) => values += 1,
-                (Encoding::Varint, Value::Bytes(r)) => {
-                    values += crate::source::wire::count_packed_varints(&r)?;
+                (Encoding::Varint, Raw::Varint(_)) => values += 1,
+                (Encoding::Varint, Raw::Len(r)) => {
+                    values += count_packed_varints(&r)?;
                 }
-                (_, Value::Bytes(r)) => {
+                (_, Raw::Len(r)) => {
                     if occurrences < n {
                         max_len = max_len.max(r.len());
                     }
@@ -408,17 +350,17 @@ impl ScannedTensor {
             (Encoding::Bytes, None) => {}
             _ => self.each_value(&mut |v| {
                 match v {
-                    Value::Varint(x) => {
+                    Raw::Varint(x) => {
                         encode_varint_value(dtype, x, &mut pending);
                         push(&mut pending, &mut out, &mut emitted);
                     }
-                    Value::Fixed(b, w) => {
+                    Raw::Fixed(b, w) => {
                         pending.extend_from_slice(&b[..w]);
                         if pending.len() >= w * per_element {
                             push(&mut pending, &mut out, &mut emitted);
                         }
                     }
-                    Value::Bytes(r) => {
+                    Raw::Len(r) => {
                         let mut c = Cursor::new(r);
                         while !c.at_end() && emitted < n {
                             match enc {
@@ -479,7 +421,7 @@ impl ScannedTensor {
         // are default (empty) messages, as TensorFlow's C++ decoder makes them.
         let mut emitted = 0u64;
         self.each_value(&mut |v| {
-            if let Value::Bytes(r) = v {
+            if let Raw::Len(r) = v {
                 sink(&r.read_vec(0, r.len() as usize)?)?;
                 emitted += 1;
             }

@@ -1,6 +1,6 @@
 //! TensorBoard event file reader (`events.out.tfevents.*`): TFRecord-framed `Event` protos,
-//! read by the record reader of `tfrecord_io.rs` with every length and data CRC checked when the
-//! file is opened. Every summary value that carries a tensor becomes `<tag>/<step>`: TF2
+//! read in 1 MiB pieces by the record reader of `container::tfrecord` with every length and data
+//! CRC checked when the file is opened. Every summary value that carries a tensor becomes `<tag>/<step>`: TF2
 //! `tensor` values (their TensorProto, decoded by `tensorproto.rs`), TF1 `simple_value` as a
 //! float32 scalar, TF1 `histo` (HistogramProto) as the `[k, 3]` float64 tensor of (left edge,
 //! right edge, count) TF2's `tf.summary.histogram` writes, converted as TensorBoard's
@@ -11,9 +11,13 @@
 //! `<tag>/wall_time` (float64). A tag logged twice at one step keeps its last value (a note
 //! says so) unless stacked.
 //!
-//! Only positions are kept per value (the Event is walked with `pbwalk.rs` when the file is
-//! opened, and each tensor is re-scanned when read), so a long training log costs little memory.
+//! Only positions are kept per value, so a long training log costs little memory: when the file
+//! is opened, each Event and its tensors are walked (with `container::protobuf`) in the record's
+//! bytes, already in memory; when a value is read, its tensor is scanned again from a
+//! `cursor::Window` over the file, so that values stored close together cost one read, not
+//! one per protobuf field.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -21,14 +25,18 @@ use anyhow::{bail, Context, Result};
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 
+use crate::container::cursor::Window;
+use crate::container::protobuf::{self as pbwalk, Value};
+use crate::container::tfrecord::{self, Records, HEADER};
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::source::pbwalk::{self, Value};
 use crate::source::proto::{Dim, TensorShapeProto};
 use crate::source::tensorproto::ScannedTensor;
-use crate::source::tfrecord_io::Records;
-use crate::source::{tfrecord, Input, OpenOptions, Reader, Sniff};
+use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+
+/// Values are read through a window of this many bytes.
+const WINDOW: usize = 1 << 20;
 
 pub static READER: Reader = Reader {
     name: "tfevents",
@@ -41,7 +49,7 @@ pub static READER: Reader = Reader {
 /// A TFRecord whose file name says `tfevents`, or whose first record is an Event with a
 /// `file_version` of `brain.Event:...` (what every summary writer writes first).
 fn sniff_input(input: &Input) -> Sniff {
-    if !tfrecord::sniff(&input.head) {
+    if !tfrecord::is_header(&input.head) {
         return Sniff::No;
     }
     let named = input
@@ -56,10 +64,8 @@ fn sniff_input(input: &Input) -> Sniff {
 }
 
 fn first_is_file_version(head: &[u8]) -> bool {
-    let len = u64::from_le_bytes(head[..8].try_into().unwrap());
-    let Some(payload) = usize::try_from(len)
-        .ok()
-        .and_then(|n| head.get(12..12usize.checked_add(n)?))
+    let Some(payload) = tfrecord::first_payload(head)
+        .filter(|p| tfrecord::header_len(head) == Some(p.len() as u64))
     else {
         return false;
     };
@@ -105,7 +111,8 @@ enum Out {
 pub struct TfEventsSource {
     path: String,
     files: Vec<PathBuf>,
-    data: FileRange,
+    /// The file, read through one window: values are read in file order.
+    data: RefCell<Window>,
     max_fill: u64,
     tags: Vec<String>,
     events: Vec<Event>,
@@ -139,7 +146,7 @@ impl TfEventsSource {
         let mut src = TfEventsSource {
             path: path.to_string(),
             files,
-            data: data.clone(),
+            data: RefCell::new(Window::new(data.clone(), WINDOW)),
             max_fill,
             tags: Vec::new(),
             events: Vec::new(),
@@ -157,12 +164,12 @@ impl TfEventsSource {
             let at = format!("record {index} at byte offset {pos}");
             index += 1;
             let payload = FileRange::from_vec(payload.to_vec());
-            let body = pos + 12;
+            let body = pos + HEADER;
             let found = scan_event(&payload)
                 .and_then(|(step, wall_time, values)| {
                     for (tag, what) in values {
                         let what = match what {
-                            Ok(w) => w.at(body),
+                            Ok(w) => w,
                             Err(kind) => {
                                 *skipped.entry(kind).or_default() += 1;
                                 continue;
@@ -173,16 +180,15 @@ impl TfEventsSource {
                         if id == next {
                             src.tags.push(tag);
                         }
-                        let e = Event {
+                        src.scan_in(what, &payload).with_context(|| {
+                            format!("tag '{}' step {step}", src.tags[id as usize])
+                        })?;
+                        src.events.push(Event {
                             tag: id,
                             step,
                             wall_time,
-                            what,
-                        };
-                        src.scan(&e).with_context(|| {
-                            format!("tag '{}' step {step}", src.tags[id as usize])
-                        })?;
-                        src.events.push(e);
+                            what: what.at(body),
+                        });
                     }
                     Ok(())
                 })
@@ -261,13 +267,29 @@ impl TfEventsSource {
         Ok(())
     }
 
-    /// The value of event `e` as a validated TensorProto.
+    /// The value of event `e` as a validated TensorProto, read from the file.
     fn scan(&self, e: &Event) -> Result<ScannedTensor> {
-        let range = match e.what {
-            What::Tensor(o, n) => self.data.slice(o, n)?,
+        let (o, n, what) = match e.what {
+            What::Tensor(o, n) => (o, n, What::Tensor(0, n)),
+            What::Histo(o, n) => (o, n, What::Histo(0, n)),
+            w => (0, 0, w),
+        };
+        let bytes = if n <= WINDOW as u64 / 2 {
+            let mut w = self.data.borrow_mut();
+            FileRange::from_vec(w.get(o, n as usize)?.to_vec())
+        } else {
+            self.data.borrow().range().slice(o, n)?
+        };
+        self.scan_in(what, &bytes)
+    }
+
+    /// A value as a validated TensorProto, its bytes at `what`'s offsets in `from`.
+    fn scan_in(&self, what: What, from: &FileRange) -> Result<ScannedTensor> {
+        let range = match what {
+            What::Tensor(o, n) => from.slice(o, n)?,
             What::Simple(v) => FileRange::from_vec(tensor_proto(1, &[], &v.to_le_bytes())),
             What::Histo(o, n) => {
-                FileRange::from_vec(histogram(&self.data.slice(o, n)?).context("histogram")?)
+                FileRange::from_vec(histogram(&from.slice(o, n)?).context("histogram")?)
             }
         };
         ScannedTensor::scan(&range, self.max_fill)

@@ -1,17 +1,18 @@
-//! TFRecord reader: `u64 length | masked crc32c(length) | data | masked crc32c(data)`, repeated,
-//! each record a serialized TensorProto. Compressed files (GZIP or ZLIB wrap the whole stream)
-//! are decompressed once into an unlinked temporary file by `input`. Every CRC is verified when
-//! the file is opened, so a corrupt record fails before anything is written; afterwards only
-//! each record's position is kept (16 bytes a record), and its TensorProto is re-walked on
-//! demand, so a file of millions of small records is never held in memory.
+//! TFRecord reader: TFRecord files whose records are each a serialized TensorProto. The framing
+//! (headers, CRCs, GZIP / ZLIB streams decompressed once into an unlinked temporary file) is
+//! `container::tfrecord`'s; this reader interprets the payloads with `tensorproto.rs`. Every
+//! CRC is verified when the file is opened, so a corrupt record fails before anything is
+//! written; afterwards only each record's position is kept (16 bytes a record), and its
+//! TensorProto is re-walked on demand, so a file of millions of small records is never held in
+//! memory.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::input::{self, Compression, FileRange};
-use crate::source::proto::mask_crc;
+use crate::container::tfrecord::{self, Records, HEADER};
+use crate::input::FileRange;
 use crate::source::tensorproto::ScannedTensor;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
@@ -24,76 +25,41 @@ pub static READER: Reader = Reader {
     open,
 };
 
-/// A record header whose length CRC checks out; or a GZIP / ZLIB stream, which only
-/// TFRecords are compressed as. Only `Maybe` when the first record is a `tf.train.Example`, so
-/// that the Example reader wins even for names that end in `.gz` / `.zz` only (TFDS shards
-/// `train.tfrecord-00000-of-00004.gz`); the same for TensorBoard event files, whichever their
-/// name.
+/// A TFRecord (plain, or a GZIP / ZLIB stream, which only TFRecords are compressed as):
+/// `Yes` when its first record starts like a serialized TensorProto (its `dtype` field, key
+/// 0x08, which `tf.io.serialize_tensor` always writes first), `Maybe` for records of anything
+/// else, so that the readers of other payloads (Example datasets, TensorBoard events) win even
+/// for names that end in `.tfrecord`, `.gz` or `.zz`.
 fn sniff_input(input: &Input) -> Sniff {
-    if !(sniff(&input.head) || Compression::sniff(&input.head).is_some()) {
-        Sniff::No
-    } else if (super::example::READER.sniff)(input) == Sniff::Yes
-        || (super::tfevents::READER.sniff)(input) == Sniff::Yes
-    {
-        Sniff::Maybe
-    } else {
-        Sniff::Yes
+    if !(tfrecord::is_header(&input.head) || tfrecord::compression(&input.head).is_some()) {
+        return Sniff::No;
+    }
+    let head = tfrecord::records_head(&input.head);
+    match tfrecord::first_payload(&head) {
+        Some([0x08, ..]) => Sniff::Yes,
+        _ => Sniff::Maybe,
     }
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let data = input.data()?.clone();
-    let (data, spooled) = match Compression::sniff(&input.head) {
-        Some(c) if !sniff(&input.head) => (
-            FileRange::whole(input::spool_decompressed(&data, c, opts.max_decompressed)?)?,
-            true,
-        ),
-        _ => (data, false),
-    };
+    let opened = tfrecord::open(input.data()?, &input.head, opts.max_decompressed)?;
     let mut src = TfRecordSource::open(
         &input.display,
         input.files.clone(),
-        data,
+        opened.data,
         &input.stem,
         opts.stack,
         opts.max_fill_bytes,
     )?;
-    src.spooled = spooled;
+    src.spooled = opened.spooled;
     Ok(Box::new(src))
-}
-
-/// Small records are read through one in-memory window of this many bytes, a single `pread`
-/// per window instead of several per record.
-const WINDOW: u64 = 1 << 20;
-
-/// A read-ahead window over the file: ranges that fit are served from memory.
-struct Window {
-    data: FileRange,
-    cached: Option<(u64, FileRange)>,
-}
-
-impl Window {
-    fn range(&mut self, offset: u64, len: u64) -> Result<FileRange> {
-        if let Some((start, w)) = &self.cached {
-            if offset >= *start && offset + len <= start + w.len() {
-                return w.slice(offset - start, len);
-            }
-        }
-        if len > WINDOW / 2 {
-            return self.data.slice(offset, len);
-        }
-        let n = WINDOW.min(self.data.len().saturating_sub(offset));
-        let w = FileRange::from_vec(self.data.read_vec(offset, n as usize)?);
-        let r = w.slice(0, len)?;
-        self.cached = Some((offset, w));
-        Ok(r)
-    }
 }
 
 pub struct TfRecordSource {
     path: String,
     files: Vec<PathBuf>,
-    window: RefCell<Window>,
+    /// The records, read again by position.
+    reread: RefCell<Records>,
     /// The record scanned last, since `meta` and `read_*` ask for the same one in turn.
     last: RefCell<Option<(usize, ScannedTensor)>>,
     stem: String,
@@ -104,13 +70,6 @@ pub struct TfRecordSource {
     max_fill: u64,
     /// Inflated from a compressed file: a second copy would inflate it all again.
     spooled: bool,
-}
-
-/// True when the first 12 bytes are a record header whose length CRC checks out.
-pub fn sniff(head: &[u8]) -> bool {
-    head.len() >= 12
-        && mask_crc(crc32c::crc32c(&head[..8]))
-            == u32::from_le_bytes(head[8..12].try_into().unwrap())
 }
 
 impl TfRecordSource {
@@ -124,48 +83,16 @@ impl TfRecordSource {
     ) -> Result<Self> {
         let mut records = Vec::new();
         let mut stacked: Option<TensorMeta> = None;
-        let mut pos: u64 = 0;
         let total = data.len();
-        let mut window = Window {
-            data: data.clone(),
-            cached: None,
-        };
-        while pos < total {
+        if total >= HEADER && !tfrecord::is_header(&data.read_vec(0, HEADER as usize)?) {
+            bail!("not a TFRecord file: its first 12 bytes are not a record header (the length checksum does not match)");
+        }
+        let mut reader = Records::new(data.clone(), true);
+        while let Some((pos, body)) = reader.next_range()? {
             crate::error::check_interrupted()?;
             let index = records.len();
             let at = || format!("record {index} at byte offset {pos}");
-            if total - pos < 12 {
-                bail!("{}: truncated header ({} bytes left)", at(), total - pos);
-            }
-            let header = window.range(pos, 12)?.read_vec(0, 12)?;
-            let len = u64::from_le_bytes(header[..8].try_into().unwrap());
-            let stored = u32::from_le_bytes(header[8..].try_into().unwrap());
-            if mask_crc(crc32c::crc32c(&header[..8])) != stored {
-                if index == 0 {
-                    bail!("not a TFRecord file: its first 12 bytes are not a record header (the length checksum does not match)");
-                }
-                bail!("{}: length checksum mismatch (corrupt file)", at());
-            }
-            let body_start = pos + 12;
-            if len > total - body_start || total - body_start - len < 4 {
-                bail!(
-                    "{}: truncated (the record claims {len} bytes, {} remain)",
-                    at(),
-                    total - body_start
-                );
-            }
-            let body = window.range(body_start, len)?;
-            let mut crc = 0u32;
-            body.stream(1, 1 << 20, &mut |c: &[u8]| {
-                crc = crc32c::crc32c_append(crc, c);
-                Ok(())
-            })?;
-            let trailer = window.range(body_start + len, 4)?.read_vec(0, 4)?;
-            if mask_crc(crc) != u32::from_le_bytes(trailer[..].try_into().unwrap()) {
-                bail!("{}: data checksum mismatch (corrupt file)", at());
-            }
-            crate::checksum::verified(2);
-            if len == 0 {
+            if body.is_empty() {
                 bail!(
                     "{}: the record is empty, not a serialized TensorProto",
                     at()
@@ -187,8 +114,7 @@ impl TfRecordSource {
                     }
                 }
             }
-            records.push((body_start, len));
-            pos = body_start + len + 4;
+            records.push((pos + HEADER, body.len()));
         }
         if stack {
             let meta = stacked
@@ -200,7 +126,7 @@ impl TfRecordSource {
         Ok(TfRecordSource {
             path: path.to_string(),
             files,
-            window: RefCell::new(window),
+            reread: RefCell::new(Records::new(data, false)),
             last: RefCell::new(None),
             stem: stem.to_string(),
             records,
@@ -217,9 +143,9 @@ impl TfRecordSource {
             }
         }
         let (offset, len) = self.records[i];
-        let range = self.window.borrow_mut().range(offset, len)?;
+        let range = self.reread.borrow_mut().payload(offset, len)?;
         let t = ScannedTensor::scan(&range, self.max_fill)
-            .with_context(|| format!("record {i} at byte offset {}", offset - 12))?;
+            .with_context(|| format!("record {i} at byte offset {}", offset - HEADER))?;
         *self.last.borrow_mut() = Some((i, t.clone()));
         Ok(t)
     }
@@ -269,5 +195,44 @@ impl Source for TfRecordSource {
     }
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(bytes: Vec<u8>) -> Input {
+        Input {
+            path: "x.gz".into(),
+            display: "x.gz".into(),
+            stem: "x".into(),
+            is_dir: false,
+            head: bytes.clone(),
+            data: Some(FileRange::from_vec(bytes)),
+            files: Vec::new(),
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_first_record_that_starts_like_a_tensorproto_is_sure_and_others_only_maybe() {
+        let tensor = tfrecord::frame(&[0x08, 0x01, 0x12, 0x00]); // dtype float, scalar shape
+        let example = tfrecord::frame(&[0x0a, 0x00]);
+        assert_eq!(sniff_input(&input(tensor.clone())), Sniff::Yes);
+        assert_eq!(sniff_input(&input(gzip(&tensor))), Sniff::Yes);
+        assert_eq!(sniff_input(&input(example.clone())), Sniff::Maybe);
+        assert_eq!(sniff_input(&input(gzip(&example))), Sniff::Maybe);
+        assert_eq!(sniff_input(&input(tfrecord::frame(&[]))), Sniff::Maybe);
+        assert_eq!(
+            sniff_input(&input(b"not a record at all".to_vec())),
+            Sniff::No
+        );
     }
 }

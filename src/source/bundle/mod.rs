@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use prost::Message;
 
+use crate::container::protobuf::Cursor;
 use crate::dtype::DType;
 use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::{mask_crc, BundleEntryProto, BundleHeaderProto};
-use crate::source::wire::Cursor;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 
 /// The object-graph key TensorFlow 2 adds to every object-based checkpoint.

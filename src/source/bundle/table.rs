@@ -5,9 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 
+use crate::container::protobuf::varint;
 use crate::input::FileRange;
 use crate::source::proto::mask_crc;
-use crate::source::wire::varint;
 
 const FOOTER_LEN: u64 = 48;
 const MAGIC: u64 = 0xdb47_7524_8b80_fb57;

@@ -15,7 +15,8 @@
 
 use anyhow::{bail, Result};
 
-use crate::input::{BlockCache, FileRange};
+use crate::container::cursor::Window;
+use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink};
 
 /// A region (box) of a tensor: element offsets and extents, one per dimension.
@@ -180,9 +181,9 @@ pub fn stream(
         })
         .collect();
     let block = (CACHE_BYTES / live.len().max(1) as u64).clamp(64 << 10, 1 << 20);
-    let mut caches: Vec<BlockCache> = live
+    let mut caches: Vec<Window> = live
         .iter()
-        .map(|p| BlockCache::new(&p.data, block))
+        .map(|p| Window::new(p.data.clone(), block as usize))
         .collect();
     let step = ((chunk as u64 / item).max(1) * item) as usize;
     let mut out: Vec<u8> = Vec::with_capacity(step.min(1 << 24));

@@ -10,7 +10,7 @@
 //! `row_splits_0`, `row_splits_1`, so outputs are byte-identical whatever order TensorFlow
 //! serialized each map in.
 //!
-//! Talks to `input` (the decompressed file ranges), `tfrecord_io` (framing and CRCs),
+//! Talks to `container::tfrecord` (framing, CRCs and decompression),
 //! `wire` (the protobuf walk), `layout` (which arrays each feature becomes, and
 //! their elements) and `spool` (pass 2's temporary file). Two passes: `open` walks every
 //! record once, checking every CRC and every byte of protobuf, and keeps per-feature statistics
@@ -26,7 +26,6 @@ mod spool;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -36,10 +35,10 @@ pub use self::layout::RaggedChoice;
 use self::layout::{Element, Output, Piece, Stats};
 use self::spool::{Spool, SpoolWriter};
 use self::wire::{FType, Section, Value};
-use super::tfrecord_io::Records;
-use super::{tfrecord, Input, OpenOptions, Reader, Sniff};
+use super::{Input, OpenOptions, Reader, Sniff};
+use crate::container::tfrecord::{self, Records};
 use crate::dtype::DType;
-use crate::input::{self, Compression, FileRange};
+use crate::input::FileRange;
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 /// Command-line choices for Example datasets.
@@ -87,11 +86,11 @@ pub static READER: Reader = Reader {
 /// `dtype` varint (key 0x08). Both Example messages start with a length-delimited field 1 or 2
 /// (keys 0x0a, 0x12); an empty record is an Example with no features.
 pub fn first_record_is_example(head: &[u8]) -> bool {
-    if head.len() < 12 || !tfrecord::sniff(head) {
-        return false;
+    match (tfrecord::header_len(head), tfrecord::first_payload(head)) {
+        (Some(0), _) => true,
+        (_, Some(payload)) => matches!(payload.first(), Some(0x0a | 0x12)),
+        _ => false,
     }
-    let len = u64::from_le_bytes(head[..8].try_into().unwrap());
-    len == 0 || (head.len() > 12 && matches!(head[12], 0x0a | 0x12))
 }
 
 /// A TFRecord (plain, or the start of a GZIP / ZLIB stream) whose first record is an Example;
@@ -108,10 +107,7 @@ fn sniff_input(input: &Input) -> Sniff {
             Sniff::No
         };
     }
-    let head = match Compression::sniff(&input.head) {
-        Some(c) if !tfrecord::sniff(&input.head) => decompressed_prefix(&input.head, c),
-        _ => input.head.clone(),
-    };
+    let head = tfrecord::records_head(&input.head);
     if first_record_is_example(&head) {
         Sniff::Yes
     } else {
@@ -119,90 +115,13 @@ fn sniff_input(input: &Input) -> Sniff {
     }
 }
 
-/// The first bytes a compressed head decompresses to (as many as it yields, up to 16).
-fn decompressed_prefix(head: &[u8], c: Compression) -> Vec<u8> {
-    let mut reader: Box<dyn Read> = match c {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(head)),
-        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(head)),
-    };
-    let mut out = [0u8; 16];
-    let mut n = 0;
-    while n < out.len() {
-        match reader.read(&mut out[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    out[..n].to_vec()
-}
-
 /// The input's records, decompressed into a temporary file when the stream is compressed.
 fn part(input: &Input, opts: &OpenOptions) -> Result<Part> {
-    let data = input.data()?.clone();
-    let data = match Compression::sniff(&input.head) {
-        Some(c) if !tfrecord::sniff(&input.head) => {
-            match input::spool_decompressed(&data, c, opts.max_decompressed) {
-                Ok(file) => FileRange::whole(file)?,
-                Err(e) => return Err(e.context(damaged_record(&data, c, opts.max_decompressed))),
-            }
-        }
-        _ => data,
-    };
+    let opened = tfrecord::open(input.data()?, &input.head, opts.max_decompressed)?;
     Ok(Part {
         display: input.display.clone(),
-        data,
+        data: opened.data,
     })
-}
-
-/// For a compressed stream that failed to decompress: which record the damage is in, found by
-/// decompressing again as far as the stream goes and checking the records that came out.
-fn damaged_record(data: &FileRange, c: Compression, limit: u64) -> String {
-    let reader = std::io::BufReader::new(input::RangeReader::new(data.clone()));
-    let mut decoder: Box<dyn Read> = match c {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(reader)),
-    };
-    let Ok(mut tmp) = tempfile::tempfile() else {
-        return format!("corrupt {} stream", c.name());
-    };
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    // Where the next record header starts: inflating stops at the first header whose length
-    // CRC fails or whose length is past the limit, so a decompression bomb is not inflated
-    // again just to name the damaged record.
-    let mut next = 0u64;
-    'inflate: while total <= limit {
-        match decoder.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if std::io::Write::write_all(&mut tmp, &buf[..n]).is_err() {
-                    break;
-                }
-                total += n as u64;
-            }
-        }
-        while next + 12 <= total {
-            let mut head = [0u8; 12];
-            if std::os::unix::fs::FileExt::read_exact_at(&tmp, &mut head, next).is_err() {
-                break 'inflate;
-            }
-            let len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
-            let crc = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
-            if crate::source::proto::mask_crc(crc32c::crc32c(&head[..8])) != crc || len > limit {
-                break 'inflate;
-            }
-            next += 16 + len;
-        }
-    }
-    let Ok(range) = FileRange::whole(tmp) else {
-        return format!("corrupt {} stream", c.name());
-    };
-    let mut records = Records::new(range, true);
-    let mut k = 0u64;
-    while let Ok(Some(_)) = records.next() {
-        k += 1;
-    }
-    format!("record {k} is damaged (the records before it decompress intact)")
 }
 
 /// `--stack` joins records that are tensors; an Example dataset is one array per feature already.
@@ -695,7 +614,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&record).unwrap();
         let gz = gz.finish().unwrap();
-        let head = decompressed_prefix(&gz, Compression::Gzip);
+        let head = tfrecord::records_head(&gz);
         assert_eq!(&head[..], &record[..head.len()]);
         assert!(first_record_is_example(&head));
     }

@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 
+use crate::container::protobuf::Cursor;
 use crate::input::FileRange;
-use crate::source::wire::Cursor;
 use crate::tensor::ChunkSink;
 
 /// Buffers of all arrays together take about this much.

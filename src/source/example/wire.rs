@@ -14,13 +14,14 @@
 //! Int64List { repeated int64 value = 1 [packed]; }
 //! ```
 //!
-//! An Example is read as a SequenceExample without feature lists (same field 1). Protobuf
+//! An Example is read as a SequenceExample without feature lists (same field 1). Fields are
+//! walked in place by `container::protobuf::Fields` (its rules for keys and lengths); protobuf
 //! parsing rules are kept: unknown fields are skipped, repeated message fields merge, a later
 //! `oneof` member replaces an earlier one, packed and unpacked numbers are both accepted.
 
 use anyhow::{bail, Result};
 
-use crate::source::wire::varint;
+use crate::container::protobuf::{varint, Field, Fields};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Section {
@@ -52,80 +53,6 @@ pub enum Value<'a> {
     Bytes(&'a [u8]),
     Float(f32),
     Int64(i64),
-}
-
-enum Field<'a> {
-    Varint(u64),
-    Fixed64,
-    Len(&'a [u8]),
-    Fixed32([u8; 4]),
-}
-
-/// Walks the fields of one message.
-struct Fields<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Fields<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Fields { b, pos: 0 }
-    }
-
-    fn next(&mut self) -> Result<Option<(u64, Field<'a>)>> {
-        if self.pos >= self.b.len() {
-            return Ok(None);
-        }
-        let at = self.pos;
-        let Some((key, n)) = varint(&self.b[self.pos..]) else {
-            bail!("bad field key at byte {at}");
-        };
-        self.pos += n;
-        let number = key >> 3;
-        if number == 0 {
-            bail!("field number 0 at byte {at}");
-        }
-        let rest = &self.b[self.pos..];
-        let field = match key & 7 {
-            0 => {
-                let Some((v, n)) = varint(rest) else {
-                    bail!("bad varint in field {number} at byte {at}");
-                };
-                self.pos += n;
-                Field::Varint(v)
-            }
-            1 => {
-                if rest.len() < 8 {
-                    bail!("field {number} at byte {at} runs past the end of the message");
-                }
-                self.pos += 8;
-                Field::Fixed64
-            }
-            2 => {
-                let Some((len, n)) = varint(rest) else {
-                    bail!("bad length of field {number} at byte {at}");
-                };
-                if len > (rest.len() - n) as u64 {
-                    bail!(
-                        "field {number} at byte {at} claims {len} bytes, {} remain",
-                        rest.len() - n
-                    );
-                }
-                let start = self.pos + n;
-                self.pos = start + len as usize;
-                Field::Len(&self.b[start..self.pos])
-            }
-            5 => {
-                if rest.len() < 4 {
-                    bail!("field {number} at byte {at} runs past the end of the message");
-                }
-                self.pos += 4;
-                Field::Fixed32(rest[..4].try_into().unwrap())
-            }
-            w => bail!("field {number} at byte {at} has wire type {w}, which no Example uses"),
-        };
-        Ok(Some((number, field)))
-    }
 }
 
 fn message<'a>(f: Field<'a>, what: &str) -> Result<&'a [u8]> {
@@ -178,7 +105,7 @@ fn kind(feature: &[u8]) -> Result<(Option<FType>, usize)> {
     let mut current: Option<FType> = None;
     let mut start = 0;
     loop {
-        let at = fields.pos;
+        let at = fields.pos();
         let Some((number, f)) = fields.next()? else {
             break;
         };
@@ -203,7 +130,7 @@ pub fn values<'a>(feature: &'a [u8], emit: &mut dyn FnMut(Value<'a>) -> Result<(
         return Ok(());
     };
     let mut fields = Fields::new(&feature[start..]);
-    let number = t as u64 + 1;
+    let number = t as u32 + 1;
     while let Some((n, f)) = fields.next()? {
         if n != number {
             continue;
@@ -337,6 +264,22 @@ mod tests {
         assert!(e.to_string().contains("not an Example"), "{e}");
         // a packed float list of 3 bytes
         assert!(count(&len_field(2, &len_field(1, &[0, 0, 0]))).is_err());
+    }
+
+    #[test]
+    fn field_numbers_past_protobufs_limit_are_refused_not_skipped() {
+        // field 2^29 (one past the limit), varint 1, before a valid empty Features
+        let mut rec = vec![0x80, 0x80, 0x80, 0x80, 0x10, 0x01];
+        rec.extend(len_field(1, &[]));
+        let e = walk_record(&rec, &mut |_, _, _| Ok(())).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid field number 536870912"),
+            "{e}"
+        );
+        // field 2^29 - 1 is an unknown field, skipped
+        let mut rec = vec![0xf8, 0xff, 0xff, 0xff, 0x0f, 0x01];
+        rec.extend(len_field(1, &[]));
+        walk_record(&rec, &mut |_, _, _| Ok(())).unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rmp::Marker;
 
 use super::{Input, OpenOptions, Reader, Sniff};
+use crate::container::cursor::Window;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -93,24 +94,23 @@ enum Node {
     Unsupported(&'static str),
 }
 
-/// A window over a range, read with positioned reads.
+/// A bounded cursor over a range, read through a `container::cursor::Window`.
 struct Cursor<'a> {
     data: &'a FileRange,
     pos: u64,
     end: u64,
-    win: Vec<u8>,
-    win_start: u64,
+    win: Window,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(data: &'a FileRange, pos: u64, end: u64) -> Cursor<'a> {
-        Cursor {
+    /// A cursor over `data[pos..end]`; its window never reads past `end`.
+    fn new(data: &'a FileRange, pos: u64, end: u64) -> Result<Cursor<'a>> {
+        Ok(Cursor {
             data,
             pos,
             end,
-            win: Vec::new(),
-            win_start: 0,
-        }
+            win: Window::new(data.slice(0, end)?, 64 << 10),
+        })
     }
 
     fn take(&mut self, n: u64) -> Result<u64> {
@@ -130,16 +130,7 @@ impl<'a> Cursor<'a> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
         let at = self.take(N as u64)?;
         let mut out = [0u8; N];
-        let in_window =
-            at >= self.win_start && at + N as u64 <= self.win_start + self.win.len() as u64;
-        if !in_window {
-            let len = (self.end - at).min(64 << 10) as usize;
-            self.win.resize(len, 0);
-            self.data.read_at(at, &mut self.win)?;
-            self.win_start = at;
-        }
-        let off = (at - self.win_start) as usize;
-        out.copy_from_slice(&self.win[off..off + N]);
+        self.win.read(at, &mut out)?;
         Ok(out)
     }
 
@@ -182,7 +173,7 @@ impl<'a> Cursor<'a> {
 /// only once its keys are read) is read again from its start as a tree and joined. A root that
 /// is not a tree is named `stem`.
 fn walk_tree(data: &FileRange, stem: &str, out: &mut Leaves) -> Result<()> {
-    let mut c = Cursor::new(data, 0, data.len());
+    let mut c = Cursor::new(data, 0, data.len())?;
     walk(&mut c, 0, String::new(), stem, out)?;
     if c.pos != c.end {
         bail!(
@@ -328,7 +319,7 @@ fn value(c: &mut Cursor, depth: usize) -> Result<Node> {
             };
             let code = c.u8()? as i8;
             let start = c.take(len)?;
-            let mut inner = Cursor::new(c.data, start, start + len);
+            let mut inner = Cursor::new(c.data, start, start + len)?;
             let node = match code {
                 1 | 3 => ndarray(&mut inner)?,
                 2 => complex(&mut inner)?,

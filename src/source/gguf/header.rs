@@ -6,11 +6,12 @@
 //! that exist read the whole header into memory on trust, or tie parsing to an inference
 //! engine). Every count and length is checked against the bytes left in the file before
 //! anything is allocated or skipped: a tensor count or string length that cannot fit is an
-//! error, never an allocation. Reads go through a small window over the `FileRange`.
+//! error, never an allocation. Reads go through a `container::cursor::Window` over the `FileRange`.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::container::cursor::Window;
 use crate::input::FileRange;
 
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -42,18 +43,24 @@ pub struct Header {
     pub metadata: Option<Vec<(String, Value)>>,
 }
 
-/// A bounded cursor over the file with a read window.
-struct Cursor<'a> {
-    data: &'a FileRange,
+/// A bounded cursor over the file, read through a `container::cursor::Window`.
+struct Cursor {
+    win: Window,
     pos: u64,
     swapped: bool,
-    window: Vec<u8>,
-    window_at: u64,
 }
 
-impl Cursor<'_> {
+impl Cursor {
+    fn new(data: &FileRange, pos: u64, swapped: bool) -> Cursor {
+        Cursor {
+            win: Window::new(data.clone(), WINDOW),
+            pos,
+            swapped,
+        }
+    }
+
     fn left(&self) -> u64 {
-        self.data.len() - self.pos
+        self.win.len() - self.pos
     }
 
     fn need(&self, n: u64, what: &str) -> Result<()> {
@@ -70,21 +77,7 @@ impl Cursor<'_> {
     fn read(&mut self, out: &mut [u8], what: &str) -> Result<()> {
         let n = out.len();
         self.need(n as u64, what)?;
-        let in_window = self.pos >= self.window_at
-            && self.pos + n as u64 <= self.window_at + self.window.len() as u64;
-        if !in_window {
-            if n > WINDOW {
-                self.data.read_at(self.pos, out)?;
-                self.pos += n as u64;
-                return Ok(());
-            }
-            let len = (WINDOW as u64).min(self.left()) as usize;
-            self.window.resize(len, 0);
-            self.data.read_at(self.pos, &mut self.window)?;
-            self.window_at = self.pos;
-        }
-        let at = (self.pos - self.window_at) as usize;
-        out.copy_from_slice(&self.window[at..at + n]);
+        self.win.read(self.pos, out)?;
         self.pos += n as u64;
         Ok(())
     }
@@ -255,13 +248,7 @@ fn value(c: &mut Cursor, t: u32, key: &str, keep: bool, depth: u32) -> Result<Op
 /// never a whole array, so a 1 MB array of bytes costs nothing per element.
 pub fn write_json(data: &FileRange, out: &mut dyn std::io::Write) -> Result<()> {
     let h = parse(data, false)?; // validates every count and length first
-    let mut c = Cursor {
-        data,
-        pos: 16, // magic, version, tensor count
-        swapped: h.swapped,
-        window: Vec::new(),
-        window_at: 0,
-    };
+    let mut c = Cursor::new(data, 16, h.swapped); // past the magic, version, tensor count
     let kv_count = c.u64("key/value count")?;
     let mut keys = Vec::new();
     for _ in 0..kv_count {
@@ -323,13 +310,7 @@ fn write_value(
 /// Parses the header of `data`. With `keep_metadata`, the key/values are returned as JSON
 /// values (strings decoded lossily); otherwise they are only validated and skipped.
 pub fn parse(data: &FileRange, keep_metadata: bool) -> Result<Header> {
-    let mut c = Cursor {
-        data,
-        pos: 0,
-        swapped: false,
-        window: Vec::new(),
-        window_at: 0,
-    };
+    let mut c = Cursor::new(data, 0, false);
     let mut magic = [0u8; 4];
     if data.len() < 4 {
         bail!("not a GGUF file: {} bytes is too short", data.len());

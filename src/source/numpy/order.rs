@@ -70,7 +70,7 @@ pub fn stream_c_order(
             a += w;
         }
     } else {
-        let mut cache = crate::input::BlockCache::new(range, BLOCK);
+        let mut cache = crate::container::cursor::Window::new(range.clone(), BLOCK as usize);
         let mut el = vec![0u8; item as usize];
         for i in 0..first {
             crate::error::check_interrupted()?;

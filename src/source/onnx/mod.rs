@@ -5,7 +5,7 @@
 //! sparse initializers as the `X/indices` (int64 [N, rank], linear indices unravelled),
 //! `X/values`, `X/dense_shape` components the `structure` module recognises.
 //!
-//! The model is walked with `pbwalk`, written here rather than decoded with prost because
+//! The model is walked with `container::protobuf`, written here rather than decoded with prost because
 //! `raw_data` must stay on disk: only byte ranges are recorded. External data (`location`,
 //! `offset`, `length`) is resolved relative to the model's folder and streamed from the side
 //! file; a location that is absolute or climbs out of the folder is refused. Tensor decoding
@@ -20,9 +20,9 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use self::tensor::{Data, NoNumpyForm, OnnxTensor};
+use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::dtype::DType;
 use crate::input::{self, FileRange};
-use crate::source::pbwalk::{self, for_each_field, Value};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
@@ -363,7 +363,7 @@ fn sniff_input(input: &Input) -> Sniff {
         return Sniff::Yes;
     }
     let starts_with_version = input.head.first() == Some(&0x08)
-        && crate::source::wire::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
+        && crate::container::protobuf::varint(&input.head[1..]).is_some_and(|(v, _)| v <= 100);
     if starts_with_version && input.has_extension(READER.extensions) {
         Sniff::Maybe
     } else {

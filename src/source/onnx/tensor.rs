@@ -1,5 +1,5 @@
 //! One ONNX `TensorProto` (onnx.proto, not TensorFlow's message of the same name): located on
-//! disk by `pbwalk`, validated, and streamed exactly as `onnx.numpy_helper.to_array` reads it.
+//! disk by `container::protobuf`, validated, and streamed exactly as `onnx.numpy_helper.to_array` reads it.
 //! `raw_data` (or the external data range `onnx.rs` resolves) is little-endian element bytes;
 //! 4-bit types pack two elements per byte and 2-bit types four, low bits first, and are
 //! unpacked to one byte each (the form `dtype.rs` widens). Without `raw_data`, the typed field
@@ -11,10 +11,10 @@
 
 use anyhow::{bail, Context, Result};
 
+use crate::container::protobuf::Cursor;
+use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::source::pbwalk::{self, for_each_field, Value};
-use crate::source::wire::Cursor;
 use crate::tensor::{checked_elements, ChunkSink, Kind, TensorMeta};
 
 /// Where the bytes of an external tensor live, as its `external_data` entries say.
@@ -289,9 +289,7 @@ impl OnnxTensor {
                         (4, Value::Len(r)) if r.len() % 4 == 0 => r.len() / 4,
                         (10, Value::Len(r)) if r.len() % 8 == 0 => r.len() / 8,
                         (5 | 7 | 11, Value::Varint(_)) => 1,
-                        (5 | 7 | 11, Value::Len(r)) => {
-                            crate::source::wire::count_packed_varints(r)?
-                        }
+                        (5 | 7 | 11, Value::Len(r)) => pbwalk::count_packed_varints(r)?,
                         (f, v) => {
                             bad.get_or_insert((f, v.wire()));
                             0

@@ -397,7 +397,7 @@ fn gather(
     } else {
         None
     };
-    let mut cache = crate::input::BlockCache::new(range, GATHER_BLOCK);
+    let mut cache = crate::container::cursor::Window::new(range.clone(), GATHER_BLOCK as usize);
     let run_bytes = run * item;
     let step = ((chunk as u64 / item).max(1) * item) as usize;
     let mut out: Vec<u8> = Vec::with_capacity(step);
