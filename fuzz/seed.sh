@@ -19,6 +19,7 @@ cp fixtures/example/*.tfrecord $c/example/
 cp fixtures/graph/*.pb fixtures/graph/saved_model/saved_model.pb fixtures/graph/bad/*.pb $c/graphdef/
 for m in fixtures/graph/*.onnx fixtures/graph/*/*.onnx; do cp "$m" "$c/onnx/$(echo "$m" | tr / _)"; done
 cp fixtures/torch/*.pt fixtures/torch/*.pth $c/torch_pickle/
+for f in fixtures/deepspeed/*/global_step*/*.pt; do cp "$f" "$c/torch_pickle/$(echo "$f" | tr / _)"; done
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)
   cp "$index" "$c/bundle_index/$name"

@@ -8,7 +8,7 @@
 //! The per-rank `*_optim_states.pt` hold the fp32 masters as flat partitions; the
 //! `*_model_states.pt` hold names, shapes, buffers and frozen parameters. Each file is opened by
 //! `files.rs` (through the PyTorch reader's archive and the inert pickle records), the fields
-//! needed are taken out and its pickled tree dropped; `plan.rs` computes where each tensor's
+//! needed are taken out (`states.rs`) and its pickled tree dropped; `plan.rs` computes where each tensor's
 //! elements lie (padding left out), and `read_dense` streams them by ranged reads of the rank
 //! files, so memory holds one chunk, never a partition or the model. A rank's file that is
 //! missing is an error naming it. The optimizer moments (`exp_avg`...) are not part of the
@@ -17,15 +17,17 @@
 //! are refused, as the upstream script refuses them.
 
 mod files;
-mod plan;
+pub mod plan;
+mod states;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use self::files::{get, int, items, shape, str_entries, string, Flat, PtFile};
+use self::files::{Flat, PtFile};
 use self::plan::{Out, Piece, Span};
+use self::states::{model_states, optim_states};
 use super::{folder, Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
 use crate::input;
@@ -232,128 +234,6 @@ fn by_rank(
         );
     }
     Ok(out)
-}
-
-/// What a model-states file contributes.
-struct ModelStates {
-    /// Buffers in `module` order.
-    buffers: Vec<(String, Flat)>,
-    param_shapes: Vec<Vec<(String, Vec<u64>)>>,
-    frozen_shapes: Vec<(String, Vec<u64>)>,
-    frozen_fragments: HashMap<String, Flat>,
-    shared: Vec<(String, String)>,
-}
-
-fn model_states(f: &PtFile) -> Result<ModelStates> {
-    let Some(buffer_names) = get(&f.root, "buffer_names")? else {
-        bail!("not a model state checkpoint: no 'buffer_names'");
-    };
-    let buffer_names: Vec<String> = items(&buffer_names, "buffer_names")?
-        .iter()
-        .map(|v| string(v, "buffer_names"))
-        .collect::<Result<_>>()?;
-    let mut buffers = Vec::new();
-    for (name, v) in str_entries(&f.field("module")?, "module")? {
-        if buffer_names.contains(&name) {
-            let flat = f.flat(&v, &format!("buffer '{name}'"))?;
-            buffers.retain(|(n, _): &(String, Flat)| n != &name);
-            buffers.push((name, flat));
-        }
-    }
-    let named_shapes = |v: &Value, what: &str| -> Result<Vec<(String, Vec<u64>)>> {
-        str_entries(v, what)?
-            .into_iter()
-            .map(|(n, s)| Ok((n.clone(), shape(&s, &format!("{what}['{n}']"))?)))
-            .collect()
-    };
-    let param_shapes = items(&f.field("param_shapes")?, "param_shapes")?
-        .iter()
-        .map(|g| named_shapes(g, "param_shapes"))
-        .collect::<Result<_>>()?;
-    let frozen_shapes = match get(&f.root, "frozen_param_shapes")? {
-        Some(v) => named_shapes(&v, "frozen_param_shapes")?,
-        None => Vec::new(),
-    };
-    let mut frozen_fragments = HashMap::new();
-    if !frozen_shapes.is_empty() {
-        let frags = get(&f.root, "frozen_param_fragments")?.unwrap_or_default();
-        for (name, v) in str_entries(&frags, "frozen_param_fragments")? {
-            let flat = f.flat(&v, &format!("frozen_param_fragments['{name}']"))?;
-            frozen_fragments.insert(name, flat);
-        }
-    }
-    let shared = str_entries(&f.field("shared_params")?, "shared_params")?
-        .into_iter()
-        .map(|(a, s)| Ok((a.clone(), string(&s, &format!("shared_params['{a}']"))?)))
-        .collect::<Result<_>>()?;
-    Ok(ModelStates {
-        buffers,
-        param_shapes,
-        frozen_shapes,
-        frozen_fragments,
-        shared,
-    })
-}
-
-use crate::source::pickle::Value;
-
-/// What an optimizer-states file contributes.
-struct OptimStates {
-    stage: u64,
-    world: u64,
-    groups: Vec<Flat>,
-    paddings: Option<Vec<Vec<u64>>>,
-}
-
-fn optim_states(f: &PtFile) -> Result<OptimStates> {
-    let osd = f.field("optimizer_state_dict")?;
-    let Some(stage) = get(&osd, "zero_stage")? else {
-        bail!("not a ZeRO checkpoint: optimizer_state_dict has no 'zero_stage'");
-    };
-    let stage = int(&stage, "zero_stage")?;
-    let count = get(&osd, "partition_count")?
-        .ok_or_else(|| anyhow!("optimizer_state_dict has no 'partition_count'"))?;
-    let world = match &count {
-        Value::List(_) | Value::Tuple(_) => items(&count, "partition_count")?
-            .iter()
-            .map(|v| int(v, "partition_count"))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .max()
-            .unwrap_or(0),
-        v => int(v, "partition_count")?,
-    };
-    let key = match stage {
-        1 | 2 => "single_partition_of_fp32_groups",
-        3 => "fp32_flat_groups",
-        s => bail!("unknown zero stage {s}"),
-    };
-    let groups = get(&osd, key)?.ok_or_else(|| anyhow!("optimizer_state_dict has no '{key}'"))?;
-    let groups = items(&groups, key)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| f.flat(v, &format!("{key}[{i}]")))
-        .collect::<Result<_>>()?;
-    let paddings = match get(&osd, "param_alignment_paddings")? {
-        None | Some(Value::None) => None,
-        Some(p) => Some(
-            items(&p, "param_alignment_paddings")?
-                .iter()
-                .map(|g| {
-                    items(g, "param_alignment_paddings")?
-                        .iter()
-                        .map(|v| int(v, "param_alignment_paddings"))
-                        .collect::<Result<Vec<u64>>>()
-                })
-                .collect::<Result<_>>()?,
-        ),
-    };
-    Ok(OptimStates {
-        stage,
-        world,
-        groups,
-        paddings,
-    })
 }
 
 /// One output tensor: its name, shape, dtype and spans of the flat table.
@@ -683,7 +563,12 @@ impl Source for DeepSpeedSource {
     }
 
     fn input_files(&self) -> Vec<PathBuf> {
-        self.files.clone()
+        // local files only: an output is never written over an object in a bucket this way
+        self.files
+            .iter()
+            .filter(|p| input::url_of(p).is_none())
+            .cloned()
+            .collect()
     }
 
     fn format(&self) -> Option<&str> {
