@@ -34,7 +34,8 @@ BIN = tensor2npy()
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 MB = int(os.environ.get("BENCH_MB") or max(8, 512 * float(os.environ.get("BENCH_SCALE", "1"))))
 KEEP = bool(os.environ.get("BENCH_DIR"))
-WORK = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="t2n-ds-bench-")
+# Made in main(), not at import: the ranks (torch.multiprocessing spawn) import this module too.
+WORK = os.environ.get("BENCH_DIR")
 
 PEER_SCRIPT = """
 import sys, numpy as np, torch
@@ -129,6 +130,8 @@ def bench(title, src):
 
 
 def main():
+    global WORK
+    WORK = WORK or tempfile.mkdtemp(prefix="t2n-ds-bench-")
     try:
         lines, rows = [], []
         for stage in (2, 3):
