@@ -11,6 +11,8 @@
 #   tflite_events.py  TFLite models, TensorBoard event files
 #   orbax_zarr.py     Orbax checkpoints (OCDBT), zarr v3   numpy_bench.py .npz and .npy inputs
 #   dcp_bench.py      PyTorch Distributed Checkpoints (two gloo ranks, sharded DTensors)
+#   deepspeed_bench.py DeepSpeed ZeRO-2/3 checkpoints (zero_to_fp32 + np.savez; .venv-deepspeed
+#                     or BENCH_DS_PYTHON)
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
 # BENCH_GGUF_PYTHON, BENCH_ORBAX_PYTHON and BENCH_PADDLE_PYTHON (.venv-paddle); NumPy's bench runs under the test venv .venv (or
@@ -36,6 +38,7 @@ GGUF="${BENCH_GGUF_PYTHON:-.venv-gguf/bin/python}"
 ORBAX="${BENCH_ORBAX_PYTHON:-.venv-orbax/bin/python}"
 PADDLE="${BENCH_PADDLE_PYTHON:-.venv-paddle/bin/python}"
 NUMPY="${BENCH_NUMPY_PYTHON:-.venv/bin/python}"
+DS="${BENCH_DS_PYTHON:-.venv-deepspeed/bin/python}"
 started=$(date +%s)
 
 # step NAME PYTHON ARGS...: runs one script, or files it as not run when its Python is missing.
@@ -65,6 +68,7 @@ KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
 step orbax-zarr "$ORBAX" benches/orbax_zarr.py
 step dcp "$TORCH" benches/dcp_bench.py
 step numpy "$NUMPY" benches/numpy_bench.py
+step deepspeed "$DS" benches/deepspeed_bench.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null

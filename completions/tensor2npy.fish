@@ -36,6 +36,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_needs_command" -f -a "help" -d 'Pri
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+deepspeed\t'DeepSpeed ZeRO 1/2/3 checkpoint folders (latest tag or global_stepN): consolidated fp32 weights'
 pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
 pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
@@ -58,7 +59,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l request-timeout -d 'Remote inputs and outputs: give up on one request (connecting included) after SECS seconds, then retry it; a failure that outlasts the retries exits 75' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint folder: read tag global_stepN instead of the one `latest` names' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz, data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
@@ -112,6 +113,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand convert" -s V -l v
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+deepspeed\t'DeepSpeed ZeRO 1/2/3 checkpoint folders (latest tag or global_stepN): consolidated fp32 weights'
 pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
 pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'
@@ -134,7 +136,7 @@ tensorproto\t'a serialized TensorProto (tf.io.serialize_tensor, tf.make_tensor_p
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l select -d 'Keep only tensors whose name matches GLOB (repeatable; \'*\' also matches \'/\')' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l exclude -d 'Drop tensors whose name matches GLOB (repeatable)' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l request-timeout -d 'Remote inputs and outputs: give up on one request (connecting included) after SECS seconds, then retry it; a failure that outlasts the retries exits 75' -r
-complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest' -r
+complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l step -d 'Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint folder: read tag global_stepN instead of the one `latest` names' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-fill-bytes -d 'TensorProto: the most bytes TensorFlow\'s fill rule may expand a short typed field to' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l max-decompressed -d 'Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz, data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more than BYTES' -r
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -l features -d 'tf.train.Example datasets: only these feature keys (comma-separated, repeatable)' -r
@@ -163,6 +165,7 @@ complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand list" -s V -l vers
 complete -c tensor2npy -n "__fish_tensor2npy_using_subcommand verify" -l from -d 'Read the inputs as this format instead of sniffing their content' -r -f -a "checkpoint\t'a TensorFlow checkpoint: its prefix, its .index file, or a directory with a `checkpoint` file'
 savedmodel\t'a SavedModel directory (its variables)'
 huggingface\t'a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)'
+deepspeed\t'DeepSpeed ZeRO 1/2/3 checkpoint folders (latest tag or global_stepN): consolidated fp32 weights'
 pytorch\t'a PyTorch file: torch.save (zip or legacy, whole modules too), TorchScript, torch.export .pt2; never executed'
 pickle\t'a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)'
 safetensors\t'safetensors files (Hugging Face)'

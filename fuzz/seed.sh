@@ -27,6 +27,7 @@ for d in fixtures/dcp/single fixtures/dcp/nested; do
   python3 -c 'import struct,sys; sys.stdout.buffer.write(struct.pack("<H", int(sys.argv[1])))' "$(stat -c %s "$d/.metadata")" > "$c/dcp_metadata/$name"
   cat "$d/.metadata" "$d/__0_0.distcp" >> "$c/dcp_metadata/$name"
 done
+for f in fixtures/deepspeed/*/global_step*/*.pt; do cp "$f" "$c/torch_pickle/$(echo "$f" | tr / _)"; done
 for index in fixtures/ckpt/*/*.index fixtures/ckpt/saved_model/variables/variables.index; do
   name=$(echo "$index" | tr / _)
   cp "$index" "$c/bundle_index/$name"

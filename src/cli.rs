@@ -362,7 +362,8 @@ pub struct InputArgs {
     #[arg(long)]
     pub no_verify: bool,
 
-    /// Orbax CheckpointManager root: read this step instead of the latest
+    /// Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint
+    /// folder: read tag global_stepN instead of the one `latest` names
     #[arg(long, value_name = "N")]
     pub step: Option<u64>,
 

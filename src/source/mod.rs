@@ -16,6 +16,7 @@
 pub mod bundle;
 pub mod chain;
 pub mod dcp;
+pub mod deepspeed;
 pub mod example;
 pub mod flax;
 pub mod folder;
@@ -50,6 +51,7 @@ pub static READERS: &[&Reader] = &[
     &bundle::CHECKPOINT,
     &bundle::SAVEDMODEL,
     &hf::READER,
+    &deepspeed::READER,
     &torch::READER,
     &torch::plain::READER,
     &safetensors::READER,
@@ -273,7 +275,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no PyTorch Distributed Checkpoint (.metadata), no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no PyTorch Distributed Checkpoint (.metadata), no DeepSpeed checkpoint (`latest` and global_step* folders of *_optim_states.pt), no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
             input.display
         );
     }

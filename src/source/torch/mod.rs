@@ -28,7 +28,7 @@ use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, Source, TensorMeta};
 
-mod container;
+pub(crate) mod container;
 mod jit;
 mod names;
 pub mod plain;

@@ -1,0 +1,280 @@
+//! DeepSpeed ZeRO inputs: every case of fixtures/deepspeed/manifest.json (ZeRO 1, 2 and 3
+//! checkpoints written by DeepSpeed on two CPU ranks, fp16 and bf16) converted by the binary
+//! and compared bit for bit with `get_fp32_state_dict_from_zero_checkpoint` (written by
+//! fixtures/gen_deepspeed.py), with the default chunk size and with 64-byte chunks (so that
+//! parameters spanning two ranks' partitions are read piece by piece); each rank file on its own
+//! against torch.load; every broken case exits 1 naming the file, leaving nothing behind.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn cases() -> Vec<Case> {
+    let v: Vec<Case> = manifest()
+        .into_iter()
+        .filter(|c| c.input.to_string_lossy().contains("/fixtures/deepspeed/"))
+        .collect();
+    assert!(v.len() >= 15, "too few DeepSpeed fixtures");
+    v
+}
+
+fn run(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    args: &[String],
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(bin())
+        .arg("convert")
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn zero_checkpoints_match_zero_to_fp32_and_bad_ones_fail_cleanly() {
+    let (mut good, mut bad) = (0, 0);
+    for case in cases() {
+        let what = format!("{} {:?}", case.input.display(), case.args);
+        let tmp = tempdir();
+        let out = tmp.path().join("out.npz");
+        if let Some(oracle) = &case.oracle {
+            let want = read_npz(oracle);
+            for extra in [&[][..], &["--chunk-size", "64"][..]] {
+                let o = run(&case.input, &out, &case.args, extra);
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "{what} {extra:?}: {err}");
+                assert_same_arrays(&read_npz(&out), &want, &what);
+                std::fs::remove_file(&out).unwrap();
+            }
+            good += 1;
+        } else {
+            let o = run(&case.input, &out, &case.args, &[]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+            let expected = case.error.as_deref().unwrap();
+            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert!(
+                files_in(tmp.path()).is_empty(),
+                "{what}: output left behind"
+            );
+            bad += 1;
+        }
+    }
+    assert!(good >= 14 && bad >= 6, "{good} good and {bad} bad cases");
+}
+
+#[test]
+fn the_order_of_the_names_is_zero_to_fp32s() {
+    // buffers, frozen parameters, trainable parameters (param group order), shared aliases
+    let o = Command::new(bin())
+        .args(["list", "--json"])
+        .arg(root().join("fixtures/deepspeed/zero2_bf16"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = v.to_string();
+    let names: Vec<&str> = [
+        "scale",
+        "seen",
+        "frozen.weight",
+        "frozen.bias",
+        "body.weight",
+        "proj.weight",
+        "embed.weight",
+        "body.bias",
+        "norm.weight",
+        "norm.bias",
+        "head.bias",
+        "head.weight",
+    ]
+    .to_vec();
+    let at: Vec<usize> = names
+        .iter()
+        .map(|n| {
+            text.find(&format!("\"{n}\""))
+                .unwrap_or_else(|| panic!("{n} not in {text}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "{names:?} out of order in {text}"
+    );
+    let want = read_npz(&root().join("fixtures/deepspeed/zero2_bf16.expected.npz"));
+    assert_eq!(want.len(), names.len());
+}
+
+#[test]
+fn list_names_the_stage_the_ranks_and_the_tag() {
+    let o = Command::new(bin())
+        .arg("list")
+        .arg(root().join("fixtures/deepspeed/zero2_bf16"))
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{all}");
+    assert!(
+        all.contains("ZeRO-2") && all.contains("2 ranks") && all.contains("global_step4"),
+        "{all}"
+    );
+}
+
+#[test]
+fn step_needs_the_checkpoint_folder_not_a_tag_folder() {
+    let tmp = tempdir();
+    let o = run(
+        &root().join("fixtures/deepspeed/zero2_bf16/global_step4"),
+        &tmp.path().join("o.npz"),
+        &["--step".into(), "2".into()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("tag folder"), "{err}");
+    assert!(files_in(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_rank_file_is_read_with_deepspeeds_classes_as_records() {
+    let f = root().join(
+        "fixtures/deepspeed/zero2_fp16/global_step3/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    );
+    let o = Command::new(bin()).arg("list").arg(&f).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler"),
+        "{err}"
+    );
+    // --weights-only refuses them, as torch.load(weights_only=True) does
+    let o = Command::new(bin())
+        .args(["list", "--weights-only"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// moto's S3 server (tests/support/s3_server.py) holding `uploads` (`key=path`); it prints its
+/// port and stops when the test drops it.
+struct S3(std::process::Child, u16);
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn s3(uploads: &[String]) -> Option<S3> {
+    use std::io::BufRead;
+    let py = python();
+    let has_moto = Command::new(&py)
+        .args(["-c", "import moto.server, boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_moto {
+        assert!(
+            std::env::var_os("T2N_REQUIRE_REMOTE").is_none(),
+            "T2N_REQUIRE_REMOTE is set but {py} cannot import moto[server]"
+        );
+        return None;
+    }
+    let mut child = Command::new(&py)
+        .arg(root().join("tests/support/s3_server.py"))
+        .args(uploads)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .ok()?;
+    let port = line.trim().parse().ok()?;
+    Some(S3(child, port))
+}
+
+#[cfg(feature = "remote")]
+#[test]
+fn a_checkpoint_folder_in_a_bucket_converts_like_the_local_one() {
+    let mut uploads = Vec::new();
+    for case in ["zero3_bf16", "zero2_bf16"] {
+        let local = root().join("fixtures/deepspeed").join(case);
+        let mut stack = vec![local.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(&local).unwrap().display().to_string();
+                    uploads.push(format!("{case}/{rel}={}", p.display()));
+                }
+            }
+        }
+    }
+    let Some(server) = s3(&uploads) else {
+        eprintln!("skipped: no moto[server]");
+        return;
+    };
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", server.1)),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("HOME", "/nonexistent".into()),
+    ];
+    let cases = [
+        ("s3://t2n/zero3_bf16", vec![], "zero3_bf16.expected.npz"),
+        (
+            "s3://t2n/zero2_bf16",
+            vec!["--step", "2"],
+            "zero2_bf16/global_step2.expected.npz",
+        ),
+        (
+            "s3://t2n/zero2_bf16/global_step4",
+            vec![],
+            "zero2_bf16/global_step4.expected.npz",
+        ),
+    ];
+    for (url, args, oracle) in cases {
+        let tmp = tempdir();
+        let out = tmp.path().join("o.npz");
+        let o = Command::new(bin())
+            .arg("convert")
+            .arg(url)
+            .arg("-o")
+            .arg(&out)
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let want = read_npz(&root().join("fixtures/deepspeed").join(oracle));
+        assert_same_arrays(&read_npz(&out), &want, url);
+    }
+}
