@@ -1,7 +1,7 @@
 //! The committed manual pages match what the binary renders, and `--version` / `--help` say
 //! what a user installing the tool needs to know.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! zarr-python / Orbax returned (written by fixtures/gen_orbax.py), with the default chunk size
 //! and with 64-byte chunks; every broken case exits 1 naming the file, leaving nothing behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

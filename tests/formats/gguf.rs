@@ -2,7 +2,7 @@
 //! the metadata as gguf-py's `GGUFReader` reads it), where `--stats` says dequantization ran,
 //! standard input, and what `--quant raw` lists.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -11,7 +11,7 @@ use tensor2npy::source::flax::FlaxSource;
 use tensor2npy::source::hdf5::Hdf5Source;
 use tensor2npy::tensor::Source;
 
-mod common;
+use crate::common;
 
 /// Reads every tensor, stopping each after 1 MiB: a damaged shape can legitimately describe
 /// a huge dataset of fill values, which the tool would write out but a sweep need not.

@@ -1,7 +1,7 @@
 //! The command-line contract: output kinds, naming, selection, exit codes, atomic writes,
 //! refusing to clobber inputs, determinism, and the .npz container details NumPy relies on.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

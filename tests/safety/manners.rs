@@ -2,7 +2,7 @@
 //! entries that are not written, `verify`, interrupts, locks on temporaries, concurrent runs,
 //! escaped names, closed pipes, parents of outputs, and the smaller command-line manners.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,7 @@
 //! string padding, `--stats` on the CPU, outputs refused before work, `list --metadata`, and
 //! the messages and docs. Numbered by the items.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! message: corruption sweeps over every fixture, hostile metadata, decompression bombs, names
 //! that try to leave the output directory, a full disk, and interrupted conversions.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
