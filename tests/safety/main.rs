@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod freeze;
+
 mod hardening;
 mod hostile;
 mod manners;
