@@ -415,7 +415,7 @@ fn the_readme_first_command_writes_under_target_and_names_every_ci_step() {
         "cargo fmt --check",
         "cargo clippy",
         "--no-default-features",
-        "--release --test fixtures",
+        "--release --test formats fixtures::",
         "packaging/check-wheel.sh",
         "moto",
     ] {
