@@ -63,12 +63,12 @@ impl FileRange {
         }
     }
 
-    /// The open file behind the range, when there is one.
     /// Where the range starts in its backing (a file offset for a file range).
     pub fn file_offset(&self) -> u64 {
         self.offset
     }
 
+    /// The open file behind the range, when there is one.
     pub fn file(&self) -> Option<&File> {
         match &self.backing {
             Backing::File(f) => Some(f),
