@@ -186,7 +186,7 @@ impl Converter {
                 }
             }
             // Exact or rounded as the generic cast code does them; the GPU has kernels of its
-            // own for these (checked against this code byte for byte in tests/gpu.rs).
+            // own for these (checked against this code byte for byte in tests/outputs/gpu.rs).
             Op::F16ToF32 | Op::F64ToF32 | Op::SmallIntCast { .. } | Op::Cast => {
                 for e in input.chunks_exact(size) {
                     encode(self.out, decode(self.src, e), out);

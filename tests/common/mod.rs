@@ -21,8 +21,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary under test: the one cargo built with the tests, or `$T2N_BIN` (CI runs the
+/// fixture tests again against the release binary the wheel ships).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tensor2npy"))
+    std::env::var_os("T2N_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tensor2npy")))
 }
 
 /// Parses a `.npy` byte string (versions 1, 2 and 3).

@@ -1,6 +1,6 @@
 """A loopback HTTP server for tensor2npy's remote-input tests: serves one directory with HEAD,
 Range GETs (206 with Content-Range), ETag and Last-Modified, and If-Match (412 on mismatch);
-counts the bytes it sends. Started and stopped by tests/remote.rs; prints its port, then serves
+counts the bytes it sends. Started and stopped by tests/outputs/remote.rs; prints its port, then serves
 until standard input closes.
 
     python range_server.py DIR [--etag-changes-after N] [--stall-after N] [--status CODE]

@@ -1,6 +1,6 @@
 """A loopback S3 server (moto's server mode) for tensor2npy's remote-input tests: starts on a
 free port, creates the bucket `t2n`, uploads each FILE under its KEY, prints the port, then
-serves until standard input closes. Started and stopped by tests/remote.rs.
+serves until standard input closes. Started and stopped by tests/outputs/remote.rs.
 
     python s3_server.py KEY=FILE ...
 """

@@ -3,9 +3,10 @@
 //! mode ([`plan`]), and the element sequence of each array in pass 2 ([`elements`]).
 //!
 //! Ragged features are declared by the reader rather than found by name by `structure`: their
-//! components carry `Kind::Ragged`, and `--ragged flat` / `--ragged pad` / `list` are answered
-//! here, streaming, because the structure layer decodes component groups into memory and a
-//! dataset's ragged features grow with its number of records.
+//! components carry `Kind::Ragged`, which `structure` leaves alone, and `--ragged flat` /
+//! `--ragged pad` / `list` are answered here, as each array's elements are laid out for pass 2
+//! ([`elements`]), so a padded feature is written in the same one walk over the records as
+//! every other array (the structure layer would read its components back to pad them).
 
 use std::collections::BTreeSet;
 

@@ -3,7 +3,7 @@
 //! temporary directory, and an unsorted sparse group. Each must end at once with exit 1 and a
 //! clear message, also under a 1 GiB address-space limit.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

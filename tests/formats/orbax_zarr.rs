@@ -3,7 +3,7 @@
 //! zarr-python / Orbax returned (written by fixtures/gen_orbax.py), with the default chunk size
 //! and with 64-byte chunks; every broken case exits 1 naming the file, leaving nothing behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -232,7 +232,7 @@ fn uploads(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
 }
 
 /// A zarr group and an Orbax CheckpointManager root read from an S3 bucket (moto's server on
-/// loopback, as tests/remote.rs runs it; skipped without moto unless T2N_REQUIRE_REMOTE=1).
+/// loopback, as tests/outputs/remote.rs runs it; skipped without moto unless T2N_REQUIRE_REMOTE=1).
 #[cfg(feature = "remote")]
 #[test]
 fn zarr_and_orbax_from_a_bucket_convert_like_local_copies() {

@@ -3,7 +3,7 @@
 //! for the same array. Runs `python3` (or $T2N_PYTHON) with numpy, which .ci/run installs; set
 //! T2N_SKIP_NUMPY=1 to skip on a machine without numpy.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Damaged HDF5 and Flax msgpack inputs, read in-process through the library: a dense sweep of
 //! flipped bytes and truncations over the fixtures, where every open and every read must
-//! return (an error or data) without panicking. The binary-level sweep in hardening.rs covers
-//! a few offsets per file; this one covers about eight hundred per file, which only an
+//! return (an error or data) without panicking. The binary-level sweep of safety/hardening.rs
+//! covers a few offsets per file; this one covers about eight hundred per file, which only an
 //! in-process loop makes affordable.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,7 +11,7 @@ use tensor2npy::source::flax::FlaxSource;
 use tensor2npy::source::hdf5::Hdf5Source;
 use tensor2npy::tensor::Source;
 
-mod common;
+use crate::common;
 
 /// Reads every tensor, stopping each after 1 MiB: a damaged shape can legitimately describe
 /// a huge dataset of fill values, which the tool would write out but a sweep need not.

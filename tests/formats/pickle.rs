@@ -5,7 +5,7 @@
 //! copies, stack growth, a deflated data.pkl) ends with exit 1 and a clear message within
 //! 256 MiB of resident memory.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! members offered for a kernel copy and no others, a flipped byte in a member caught by its
 //! CRC-32 (convert and verify), and deflated members bounded by --max-decompressed.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
-//! GGUF beyond the fixture comparisons of tests/fixtures.rs: what `list` shows (the GGML type,
-//! the metadata as gguf-py's `GGUFReader` reads it), where `--stats` says dequantization ran,
+//! GGUF beyond the fixture comparisons of `fixtures`: what `list` shows (the GGML type, the
+//! metadata as gguf-py's `GGUFReader` reads it), where `--stats` says dequantization ran,
 //! standard input, and what `--quant raw` lists.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 
@@ -147,7 +147,7 @@ fn standard_input_and_directories_work_like_files() {
 
 /// With a GPU, dequantized tensors still come out bit for bit as gguf-py's, take the CPU path
 /// and say why in `--stats`, while bfloat16 widening runs on the device. Skipped without an
-/// adapter, unless T2N_REQUIRE_GPU is set (as in tests/gpu.rs).
+/// adapter, unless T2N_REQUIRE_GPU is set (as in tests/outputs/gpu.rs).
 #[cfg(feature = "gpu")]
 #[test]
 fn under_device_gpu_dequantization_stays_on_the_host_and_says_so() {

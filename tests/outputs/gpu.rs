@@ -7,7 +7,7 @@
 //! sets, with Mesa's lavapipe installed), which makes a missing adapter a failure.
 #![cfg(feature = "gpu")]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

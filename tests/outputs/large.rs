@@ -1,7 +1,7 @@
 //! Slow, disk-hungry checks, run by `cargo test -- --ignored` (and by the benchmark script):
 //! an .npz member over 4 GiB needs zip64, and NumPy must load it.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::Command;

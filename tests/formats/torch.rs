@@ -2,7 +2,7 @@
 //! caught by its CRC-32, every truncation is an error and never a panic, contiguous tensors in
 //! stored members are offered for a straight copy and strided ones are not.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

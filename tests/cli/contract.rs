@@ -1,16 +1,42 @@
 //! The command-line contract: output kinds, naming, selection, exit codes, atomic writes,
 //! refusing to clobber inputs, determinism, and the .npz container details NumPy relies on.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use std::process::{Command, Output};
+
 use common::*;
 
 fn t2n() -> Command {
     Command::new(bin())
+}
+
+/// `t2n()....assert().success()` (or `.code(n)`): runs the command and checks how it ended,
+/// showing its standard error when that is not as expected.
+trait Assert {
+    fn assert(&mut self) -> Ran;
+}
+
+impl Assert for Command {
+    fn assert(&mut self) -> Ran {
+        Ran(self.output().unwrap())
+    }
+}
+
+struct Ran(Output);
+
+impl Ran {
+    fn success(self) -> Ran {
+        self.code(0)
+    }
+
+    fn code(self, want: i32) -> Ran {
+        assert_eq!(self.0.status.code(), Some(want), "{}", stderr_of(&self.0));
+        self
+    }
 }
 
 fn fixture(p: &str) -> PathBuf {
@@ -134,12 +160,17 @@ fn stdout_streams_one_npy_or_an_npz_with_to_npz() {
 
 #[test]
 fn standard_input_is_sniffed_like_a_file() {
-    let o = t2n()
+    // Standard input is a pipe, as from `cat FILE |`.
+    let mut child = t2n()
         .args(["convert", "-", "-o", "-"])
-        .pipe_stdin(fixture("tensorproto/st_float16_2x3.pb"))
-        .unwrap()
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let bytes = fs::read(fixture("tensorproto/st_float16_2x3.pb")).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+    let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     let want = read_npz(&fixture("tensorproto/st_float16_2x3.expected.npz"));
     assert_eq!(parse_npy(&o.stdout), want["st_float16_2x3"]);

@@ -3,7 +3,7 @@
 //! byte-identical outputs whatever order the feature map is serialized in, option errors, and
 //! bounded memory on a million records.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! stays in tensor order; memory stays bounded. `T2N_JOBS_MIN_BYTES=0` sends every tensor of
 //! the small fixtures to the workers (by default only tensors of 1 MiB and more go).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

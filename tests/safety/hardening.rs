@@ -2,7 +2,7 @@
 //! message: corruption sweeps over every fixture, hostile metadata, decompression bombs, names
 //! that try to leave the output directory, a full disk, and interrupted conversions.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+
+use crate::freeze;
 
 /// Runs the binary with a deadline, so a hang fails the test instead of stalling it.
 fn run_with_deadline(args: &[&std::ffi::OsStr], deadline: Duration) -> Output {
@@ -448,9 +450,11 @@ fn big_input(dir: &Path) -> PathBuf {
     p
 }
 
+/// Starts converting `big_input` (512 MiB of bfloat16, widened and deflated) and freezes the
+/// run once it has read 32 MiB (`freeze`), with its temporary output under way.
 fn start_big(dir: &Path, out: &Path) -> Child {
     let input = big_input(dir);
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .arg("convert")
         .arg(&input)
         .args(["--compress", "-o"])
@@ -458,18 +462,18 @@ fn start_big(dir: &Path, out: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // wait until it has started writing its temporary output
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if files_in(dir)
+    let read = freeze::stop_after_reading(&mut child, 32 << 20);
+    assert!(
+        read < 512 << 20,
+        "the conversion had ended ({read} bytes read)"
+    );
+    assert!(
+        files_in(dir)
             .iter()
-            .any(|p| p.to_string_lossy().contains(".tensor2npy-"))
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+            .any(|p| p.to_string_lossy().contains(".tensor2npy-")),
+        "no temporary output: {:?}",
+        files_in(dir)
+    );
     child
 }
 
@@ -478,11 +482,7 @@ fn sigkill_mid_conversion_leaves_nothing_at_the_output_and_the_next_run_cleans_u
     let work = tempdir();
     let out = work.path().join("big.npz");
     let mut child = start_big(work.path(), &out);
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the conversion finished before it could be killed"
-    );
-    child.kill().unwrap(); // SIGKILL: no cleanup can run
+    child.kill().unwrap(); // SIGKILL (stopped or not): no cleanup can run
     child.wait().unwrap();
     assert!(!out.exists());
     let stray: Vec<_> = files_in(work.path())
@@ -511,9 +511,7 @@ fn sigint_mid_conversion_removes_the_partial_output_and_exits_130() {
     let work = tempdir();
     let out = work.path().join("big.npz");
     let child = start_big(work.path(), &out);
-    let pid = child.id() as i32;
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc_kill(pid, 2) };
+    freeze::signal_and_continue(&child, libc::SIGINT);
     let o = child.wait_with_output().unwrap();
     assert_eq!(
         o.status.code(),
@@ -528,11 +526,6 @@ fn sigint_mid_conversion_removes_the_partial_output_and_exits_130() {
         .filter(|p| p.to_string_lossy().contains(".tensor2npy-"))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Every input a fuzzer found a crash with (fixtures/fuzz_regressions/) now ends in exit 0 or

@@ -3,7 +3,7 @@
 //! string padding, `--stats` on the CPU, outputs refused before work, `list --metadata`, and
 //! the messages and docs. Numbered by the items.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -415,7 +415,8 @@ fn the_readme_first_command_writes_under_target_and_names_every_ci_step() {
         "cargo fmt --check",
         "cargo clippy",
         "--no-default-features",
-        "--release --test fixtures",
+        "T2N_BIN=",
+        "--test formats fixtures::",
         "packaging/check-wheel.sh",
         "moto",
     ] {

@@ -2,7 +2,7 @@
 //! file could make grow with what it declares, `--max-output`, and batches under `--jobs` whose
 //! one input fails.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

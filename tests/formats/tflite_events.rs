@@ -5,7 +5,7 @@
 //! quantization; event files winning the sniff over TFRecords whatever their name; and damage
 //! (every flipped byte of an event file, every truncation of a model) refused without a panic.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! standard input and copied away from their external data, and `--from` forcing a reader.
 //! Values are checked against the onnx / TensorFlow oracles of fixtures/gen_graph.py.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::process::{Command, Stdio};

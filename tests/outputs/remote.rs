@@ -4,7 +4,7 @@
 //! T2N_REQUIRE_REMOTE=1, as CI sets). No test reaches beyond 127.0.0.1.
 #![cfg(feature = "remote")]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

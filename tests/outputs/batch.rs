@@ -2,7 +2,7 @@
 //! what is left), `--manifest` records what was written, and the README's xargs, make and Slurm
 //! recipes work as written.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -2,15 +2,17 @@
 //! entries that are not written, `verify`, interrupts, locks on temporaries, concurrent runs,
 //! escaped names, closed pipes, parents of outputs, and the smaller command-line manners.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
+
+use crate::freeze;
 
 fn t2n() -> Command {
     Command::new(bin())
@@ -207,10 +209,10 @@ fn verify_names_the_first_bad_tfrecord_record_and_writes_nothing() {
 
 // 4, 9 ---------------------------------------------------------------------------------------
 
-/// Starts a conversion of a 1 GiB plain tensor (copied unchanged), signals it once its
-/// temporary holds `past` bytes (the copy is under way), and checks it stopped with 130
-/// leaving nothing.
-fn interrupt_a_plain_copy(out_name: &str, extra: &[&str], past: u64) {
+/// Starts a conversion of a 1 GiB plain tensor (copied unchanged), freezes it once it has read
+/// 32 MiB of it (`freeze`), checks that the copy is under way (a temporary exists, and less
+/// than the tensor has been read), then sends SIGTERM: it must stop with 130 leaving nothing.
+fn interrupt_a_plain_copy(out_name: &str, extra: &[&str]) {
     let work = tempdir();
     let input = work.path().join("big.safetensors");
     write_sparse_safetensors(&input, "w", "F32", 256 << 20, 1 << 30);
@@ -224,31 +226,14 @@ fn interrupt_a_plain_copy(out_name: &str, extra: &[&str], past: u64) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let written = || {
-        temporaries(work.path())
-            .iter()
-            .filter_map(|p| fs::metadata(p).ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .max()
-            .unwrap_or(0)
-    };
-    while (temporaries(work.path()).is_empty() || written() < past)
-        && start.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    if past == 0 {
-        // output is buffered: give the copy time to be well under way
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    if child.try_wait().unwrap().is_some() {
-        eprintln!("inconclusive: the copy finished before the signal");
-        return;
-    }
-    // SAFETY: signalling our own child.
-    unsafe { libc_kill(child.id() as i32, 15) };
+    let read = freeze::stop_after_reading(&mut child, 32 << 20);
+    assert!(read < 1 << 30, "the copy had ended ({read} bytes read)");
+    assert!(
+        !temporaries(work.path()).is_empty(),
+        "no temporary: {:?}",
+        files_in(work.path())
+    );
+    freeze::signal_and_continue(&child, libc::SIGTERM);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", err(&o));
     assert!(err(&o).contains("interrupted"));
@@ -262,22 +247,17 @@ fn interrupt_a_plain_copy(out_name: &str, extra: &[&str], past: u64) {
 
 #[test]
 fn sigterm_stops_an_in_kernel_copy_into_npy() {
-    interrupt_a_plain_copy("big.npy", &[], 32 << 20);
+    interrupt_a_plain_copy("big.npy", &[]);
 }
 
 #[test]
 fn sigterm_stops_a_plain_copy_being_deflated() {
-    interrupt_a_plain_copy("big.npz", &["--compress"], 0);
+    interrupt_a_plain_copy("big.npz", &["--compress"]);
 }
 
 #[test]
 fn sigterm_stops_a_directory_output() {
-    interrupt_a_plain_copy("bigdir", &[], 32 << 20);
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    interrupt_a_plain_copy("bigdir", &[]);
 }
 
 // 5 ------------------------------------------------------------------------------------------

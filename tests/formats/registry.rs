@@ -3,7 +3,7 @@
 //! Folders and composites: what a Hugging Face folder leaves out, names in two parts, a folder
 //! of 1,500 shards under a low descriptor limit, and the one rule for symbolic links.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -2,7 +2,7 @@
 //! with what TensorFlow / safetensors returned for it (the `.expected.npz` oracles written by
 //! fixtures/generate.py); every broken fixture must fail with exit 1 and leave nothing behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
