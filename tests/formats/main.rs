@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dcp;
+mod deepspeed;
 mod example;
 mod fixtures;
 mod gguf;

@@ -7,6 +7,7 @@
 mod common;
 
 mod batch;
+mod edges;
 mod gpu;
 mod jobs;
 mod large;

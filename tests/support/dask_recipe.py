@@ -1,4 +1,4 @@
-"""The README's Dask recipe, run for real by tests/leftovers.rs: each shard is converted by the
+"""The README's Dask recipe, run for real by tests/outputs/edges.rs: each shard is converted by the
 tensor2npy binary in a Dask worker process (local mode), from a bucket into a bucket; a shard
 whose conversion exits 75 (a transient failure) is retried, any other failure is raised.
 

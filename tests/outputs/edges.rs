@@ -1,9 +1,9 @@
-//! Leftovers of issues 29, 30 and 31: memory bounded by the input's metadata (a large Hugging
+//! Rough edges of batches and bounds: memory bounded by the input's metadata (a large Hugging
 //! Face index, many Flax leaves), the manifest and budget under `--keep-going` and `--update`,
 //! `.keras` member CRCs in convert and verify, remote error messages, and `list` BYTES as
 //! stored for HDF5.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::fs;

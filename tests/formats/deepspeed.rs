@@ -5,7 +5,7 @@
 //! parameters spanning two ranks' partitions are read piece by piece); each rank file on its own
 //! against torch.load; every broken case exits 1 naming the file, leaving nothing behind.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 //! leaving nothing behind. Also: `list` from the metadata, the `.metadata` file as the input,
 //! and the folders read from an S3 bucket.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
