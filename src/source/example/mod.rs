@@ -525,7 +525,12 @@ impl ExampleSource {
     }
 
     /// Group `g`'s part of the spool, and the last row split of each array in it.
-    fn spool_part(&self, g: usize, sizes: &[u64], splits: &[bool]) -> Result<(SpoolPart, Vec<i64>)> {
+    fn spool_part(
+        &self,
+        g: usize,
+        sizes: &[u64],
+        splits: &[bool],
+    ) -> Result<(SpoolPart, Vec<i64>)> {
         let mut spool = SpoolWriter::new(sizes, self.groups.len())?;
         let fills: Vec<Vec<u8>> = self
             .outputs

@@ -198,7 +198,11 @@ mod tests {
     use super::*;
 
     fn one(w: SpoolWriter, sizes: &[u64]) -> Result<Spool> {
-        Spool::join(vec![Ok((w.finish()?, vec![0; sizes.len()]))], &vec![false; sizes.len()], sizes)
+        Spool::join(
+            vec![Ok((w.finish()?, vec![0; sizes.len()]))],
+            &vec![false; sizes.len()],
+            sizes,
+        )
     }
 
     #[test]
@@ -244,7 +248,10 @@ mod tests {
             w.push(2, &f.to_le_bytes()).unwrap();
         }
         a.push(0, &2i64.to_le_bytes()).unwrap();
-        let each = vec![Ok((a.finish().unwrap(), vec![2, 0, 0])), Ok((b.finish().unwrap(), vec![3, 0, 0]))];
+        let each = vec![
+            Ok((a.finish().unwrap(), vec![2, 0, 0])),
+            Ok((b.finish().unwrap(), vec![3, 0, 0])),
+        ];
         let spool = Spool::join(each, &[true, false, false], &sizes).unwrap();
         let read = |array: usize| {
             let mut got = Vec::new();
