@@ -9,6 +9,8 @@
 #   hdf5_flax.py      HDF5, Flax msgpack                   memory.sh    peak memory by input shape
 #   tflite_events.py  TFLite models, TensorBoard event files
 #   orbax_zarr.py     Orbax checkpoints (OCDBT), zarr v3   numpy_bench.py .npz and .npy inputs
+#   bigmodel_remote.py an HF folder of bf16 shards and a Q4_K GGUF at real size (8 and 4 GiB at
+#                     scale 1; BENCH_BIG_SCALE overrides), a remote input at 20 ms a request
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
 # BENCH_GGUF_PYTHON and BENCH_ORBAX_PYTHON; NumPy's bench runs under the test venv .venv (or
@@ -60,6 +62,7 @@ step tflite-events "$TF" benches/tflite_events.py
 KERAS_BACKEND=jax step hdf5-flax "$JAX" benches/hdf5_flax.py
 step orbax-zarr "$ORBAX" benches/orbax_zarr.py
 step numpy "$NUMPY" benches/numpy_bench.py
+BENCH_GGUF_PYTHON="$GGUF" step bigmodel-remote "$TORCH" benches/bigmodel_remote.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
