@@ -130,8 +130,8 @@ impl Spool {
         let mut parts = Vec::with_capacity(each.len());
         for r in each {
             let (part, last) = r?;
-            for a in 0..sizes.len() {
-                filled[a] = filled[a].saturating_add(part.written[a]);
+            for (f, w) in filled.iter_mut().zip(&part.written) {
+                *f = f.saturating_add(*w);
             }
             parts.push((part, shift.clone()));
             for a in (0..sizes.len()).filter(|&a| splits[a]) {
