@@ -13,6 +13,8 @@
 #   dcp_bench.py      PyTorch Distributed Checkpoints (two gloo ranks, sharded DTensors)
 #   deepspeed_bench.py DeepSpeed ZeRO-2/3 checkpoints (zero_to_fp32 + np.savez; .venv-deepspeed
 #                     or BENCH_DS_PYTHON)
+#   bigmodel_remote.py an HF folder of bf16 shards and a Q4_K GGUF at real size (8 and 4 GiB at
+#                     scale 1; BENCH_BIG_SCALE overrides), a remote input at 20 ms a request
 # The Pythons are the fixture generators' venvs (fixtures/setup-venvs.sh makes them when
 # .venv-tf is missing), or BENCH_TF_PYTHON, BENCH_TORCH_PYTHON, BENCH_JAX_PYTHON,
 # BENCH_GGUF_PYTHON, BENCH_ORBAX_PYTHON and BENCH_PADDLE_PYTHON (.venv-paddle); NumPy's bench runs under the test venv .venv (or
@@ -69,6 +71,7 @@ step orbax-zarr "$ORBAX" benches/orbax_zarr.py
 step dcp "$TORCH" benches/dcp_bench.py
 step numpy "$NUMPY" benches/numpy_bench.py
 step deepspeed "$DS" benches/deepspeed_bench.py
+BENCH_GGUF_PYTHON="$GGUF" step bigmodel-remote "$TORCH" benches/bigmodel_remote.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
 BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null

@@ -33,6 +33,8 @@ pub struct Stats {
     /// whose length differs with that length.
     pub first_len: Option<u64>,
     pub differs_at: Option<(u64, u64)>,
+    /// The record of its first occurrence (for merging the statistics of record ranges).
+    pub first_at: u64,
     /// Values in all records, steps in all records (lists).
     pub values: u64,
     pub steps: u64,

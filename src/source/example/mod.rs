@@ -17,11 +17,14 @@
 //! only (type, counts, longest string); when the first array is read, one more walk writes every
 //! array into the spool (a dataset with a single array is streamed straight from the records),
 //! so memory is bounded by the chunk size and the largest record, never by the number of
-//! records. The protobuf walk is hand-written on `wire`'s varints rather than prost-decoded,
+//! records. Both passes walk the records in groups (`ranges`), side by side on rayon's global
+//! pool (sized to the `--jobs` workers), and pass 1 merges the groups' statistics in record
+//! order, so the result (and any error) is the one walk in order's. The protobuf walk is hand-written on `wire`'s varints rather than prost-decoded,
 //! because decoding a message allocates every key and value list of every record, and both
 //! passes only need slices of each record.
 
 mod layout;
+mod ranges;
 mod spool;
 pub mod wire;
 
@@ -33,7 +36,8 @@ use anyhow::{bail, Context, Result};
 
 pub use self::layout::RaggedChoice;
 use self::layout::{Element, Output, Piece, Stats};
-use self::spool::{Spool, SpoolWriter};
+use self::ranges::{Partial, Span};
+use self::spool::{Spool, SpoolPart, SpoolWriter};
 use self::wire::{FType, Section, Value};
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::container::tfrecord::{self, Records};
@@ -71,6 +75,8 @@ pub struct ExampleSource {
     ragged: RaggedChoice,
     /// Every array, written by one walk when the first is read (with more than one array).
     spool: Option<Spool>,
+    /// The records, in the groups that threads walk side by side.
+    groups: Vec<Vec<Span>>,
 }
 
 pub static READER: Reader = Reader {
@@ -166,13 +172,9 @@ pub fn open_concat(inputs: &[Input], opts: &OpenOptions) -> Result<Box<dyn Sourc
 }
 
 impl ExampleSource {
-    /// Pass 1: checks every record of every part and infers each feature's array layout.
-    pub fn open(
-        path: &str,
-        files: Vec<PathBuf>,
-        parts: Vec<Part>,
-        opts: &ExampleOptions,
-    ) -> Result<ExampleSource> {
+    /// Pass 1 over the records of `spans`, numbered from 0: checks every record and counts
+    /// what each feature holds.
+    fn scan(parts: &[Part], spans: &[Span], opts: &ExampleOptions) -> Result<Partial> {
         // Feature slots by key: context features, feature lists.
         let mut index: [HashMap<Vec<u8>, usize>; 2] = Default::default();
         let mut features: Vec<Stats> = Vec::new();
@@ -180,9 +182,10 @@ impl ExampleSource {
         // One record's map entries as (section, key range, value range), reused.
         let mut found: Vec<(Section, Range<usize>, Range<usize>)> = Vec::new();
         let multi = parts.len() > 1;
-        for part in &parts {
-            let mut records = Records::new(part.data.clone(), true);
-            let mut local = 0u64;
+        for span in spans {
+            let part = &parts[span.part];
+            let mut records = Records::new(span.data.clone(), true);
+            let mut local = span.first_local;
             while let Some((offset, rec)) = records.next().with_context(|| {
                 if multi {
                     part.display.clone()
@@ -190,6 +193,7 @@ impl ExampleSource {
                     "TFRecord framing".into()
                 }
             })? {
+                let offset = offset + span.start;
                 let at = || {
                     if multi {
                         format!(
@@ -288,7 +292,7 @@ impl ExampleSource {
                         st.contiguous += 1;
                     }
                     match st.first_len {
-                        None => st.first_len = Some(count),
+                        None => (st.first_len, st.first_at) = (Some(count), n),
                         Some(k) if k != count && st.differs_at.is_none() => {
                             st.differs_at = Some((n, count))
                         }
@@ -299,6 +303,32 @@ impl ExampleSource {
                 n += 1;
             }
         }
+        Ok(Partial { features, index, n })
+    }
+
+    /// Pass 1: checks every record of every part and infers each feature's array layout.
+    pub fn open(
+        path: &str,
+        files: Vec<PathBuf>,
+        parts: Vec<Part>,
+        opts: &ExampleOptions,
+    ) -> Result<ExampleSource> {
+        // Groups of records walked side by side; a failure is named by one walk in order.
+        let groups = match rayon::current_num_threads() {
+            1 => ranges::whole(&parts),
+            n => ranges::groups(&parts, n).unwrap_or_else(|_| ranges::whole(&parts)),
+        };
+        let Partial {
+            mut features, n, ..
+        } = if groups.len() == 1 {
+            Self::scan(&parts, &groups[0], opts)?
+        } else {
+            let each = ranges::each(groups.len(), |g| Self::scan(&parts, &groups[g], opts));
+            match ranges::merged(each) {
+                Some(all) => all,
+                None => Self::scan(&parts, &ranges::whole(&parts)[0], opts)?,
+            }
+        };
         for f in opts.force_ragged.iter().chain(&opts.force_dense) {
             if !features.iter().any(|s| &s.key == f) {
                 bail!("no feature '{f}' in the dataset");
@@ -332,17 +362,20 @@ impl ExampleSource {
             outputs,
             ragged: opts.ragged.clone(),
             spool: None,
+            groups,
         })
     }
 
-    /// Pass 2: walks every record and hands `visit` each feature's value in it (its `Feature`
-    /// or `FeatureList`; `None` where the record lacks it), indexed like `features`.
-    fn walk(&self, visit: &mut dyn FnMut(&Values) -> Result<()>) -> Result<()> {
+    /// Pass 2: walks the records of `spans` and hands `visit` each feature's value in each (its
+    /// `Feature` or `FeatureList`; `None` where the record lacks it), indexed like `features`.
+    fn walk(&self, spans: &[Span], visit: &mut dyn FnMut(&Values) -> Result<()>) -> Result<()> {
         let mut ranges: Vec<Option<Range<usize>>> = Vec::with_capacity(self.features.len());
-        for part in &self.parts {
-            let mut records = Records::new(part.data.clone(), false);
-            let mut local = 0u64;
+        for span in spans {
+            let part = &self.parts[span.part];
+            let mut records = Records::new(span.data.clone(), false);
+            let mut local = span.first_local;
             while let Some((offset, rec)) = records.next().with_context(|| part.display.clone())? {
+                let offset = offset + span.start;
                 ranges.clear();
                 ranges.resize(self.features.len(), None);
                 let base = rec.as_ptr() as usize;
@@ -398,21 +431,36 @@ impl ExampleSource {
         Ok(sizes)
     }
 
-    /// Writes every array into the spool with one walk over the records.
+    /// Writes every array into the spool with one walk over the records: each group of records
+    /// into a spool part of its own, side by side (row splits counted from 0 in each, shifted
+    /// when read).
     fn build_spool(&self) -> Result<Spool> {
-        let mut spool = SpoolWriter::new(&self.region_sizes()?)?;
+        let sizes = self.region_sizes()?;
+        let splits: Vec<bool> = (self.outputs.iter())
+            .map(|o| matches!(o.piece, Piece::Splits0 | Piece::Splits1))
+            .collect();
+        let each = ranges::each(self.groups.len(), |g| self.spool_part(g, &sizes, &splits));
+        Spool::join(each, &splits, &sizes)
+    }
+
+    /// Group `g`'s part of the spool, and the last row split of each array in it.
+    fn spool_part(
+        &self,
+        g: usize,
+        sizes: &[u64],
+        splits: &[bool],
+    ) -> Result<(SpoolPart, Vec<i64>)> {
+        let mut spool = SpoolWriter::new(sizes, self.groups.len())?;
         let fills: Vec<Vec<u8>> = self
             .outputs
             .iter()
             .map(|o| layout::fill_bytes(o.meta.dtype, &self.ragged))
             .collect::<Result<_>>()?;
         let mut totals = vec![0i64; self.outputs.len()];
-        for (o, out) in self.outputs.iter().enumerate() {
-            if matches!(out.piece, Piece::Splits0 | Piece::Splits1) {
-                spool.push(o, &0i64.to_le_bytes())?;
-            }
+        for o in (0..self.outputs.len()).filter(|&o| g == 0 && splits[o]) {
+            spool.push(o, &0i64.to_le_bytes())?;
         }
-        self.walk(&mut |values| {
+        self.walk(&self.groups[g], &mut |values| {
             for (o, out) in self.outputs.iter().enumerate() {
                 if out.piece == Piece::Listed {
                     continue;
@@ -441,7 +489,7 @@ impl ExampleSource {
             }
             Ok(())
         })?;
-        spool.finish()
+        Ok((spool.finish()?, totals))
     }
 
     /// The spool, written on first use; `None` when there is one array only (read directly).
@@ -513,7 +561,8 @@ impl ExampleSource {
             emit(Element::Split(0))?;
             written += 1;
         }
-        self.walk(&mut |values| {
+        let all: Vec<Span> = self.groups.concat();
+        self.walk(&all, &mut |values| {
             layout::elements(out, st, values.get(out.feature), &mut total, &mut |e| {
                 written += 1;
                 emit(e)

@@ -1,6 +1,8 @@
 //! How the HDF5 reader gets bytes out of the `hdf5-reader` crate: the `Storage` it reads the
 //! input through (positioned reads of a `FileRange`), element types that hand back raw stored
 //! bytes, and the row-major block walk that keeps memory bounded for chunked and filtered data.
+//! Each block is read with the crate's `read_slice_parallel`, which inflates the chunks it
+//! covers on rayon's global pool (sized to the `--jobs` workers by `jobs::size_reader_pool`).
 
 use anyhow::{anyhow, Result};
 use hdf5_reader::error::Error as H5Error;
@@ -101,9 +103,17 @@ pub fn for_each_element(
     })
 }
 
+/// The most bytes a block may take when it is widened to a whole row of HDF5 chunks (so that
+/// each chunk is inflated once): the largest chunk the reader decodes
+/// (`hdf5::MAX_CHUNK_BYTES`); a row of chunks larger than this is read a slice at a time,
+/// inflating its chunks once per slice, in bounded memory.
+const MAX_ROW_BYTES: u64 = 64 << 20;
+
 /// Reads `ds` in row-major blocks of about `target` bytes: the first axis `k` whose trailing
 /// extent fits is split into runs (aligned to the chunk shape), and every index of the axes
-/// before it is taken one at a time.
+/// before it is taken one at a time. When a chunk spans several indices of one of those axes,
+/// the walk splits that axis instead, a whole row of chunks at a time (at most
+/// [`MAX_ROW_BYTES`]), so that every chunk is read and inflated once, not once per index.
 fn for_each_block<T: H5Type>(
     ds: &Dataset,
     shape: &[u64],
@@ -125,12 +135,21 @@ fn for_each_block<T: H5Type>(
     for k in (0..shape.len() - 1).rev() {
         trailing[k] = trailing[k + 1].saturating_mul(shape[k + 1]);
     }
-    let k = (0..shape.len())
+    let mut k = (0..shape.len())
         .find(|&k| trailing[k] <= target)
         .unwrap_or(shape.len() - 1);
+    let chunk = ds.chunks();
+    if let Some(c) = &chunk {
+        if let Some(j) = c.iter().take(k).position(|&e| e > 1) {
+            let row = trailing[j].saturating_mul(u64::from(c[j]));
+            if row <= MAX_ROW_BYTES.max(target) {
+                k = j;
+            }
+        }
+    }
     let mut run = (target / trailing[k]).max(1);
-    if let Some(chunk) = ds.chunks() {
-        let c = u64::from(chunk.get(k).copied().unwrap_or(1)).max(1);
+    if let Some(c) = &chunk {
+        let c = u64::from(c.get(k).copied().unwrap_or(1)).max(1);
         run = if run >= c { run / c * c } else { c };
     }
     let mut outer = vec![0u64; k];
@@ -159,7 +178,7 @@ fn for_each_block<T: H5Type>(
                 });
             }
             let a = ds
-                .read_slice::<T>(&SliceInfo { selections: sel })
+                .read_slice_parallel::<T>(&SliceInfo { selections: sel })
                 .map_err(h5)?;
             match a.as_slice() {
                 Some(s) => f(s)?,

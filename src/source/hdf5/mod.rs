@@ -14,8 +14,11 @@
 //! Streaming: a contiguous, unfiltered dataset is a byte range of the input, streamed (or copied
 //! whole, `raw_range`) with positioned reads. Anything else (chunked, filtered, compact, never
 //! written) is read through the crate in row-major blocks: along the first axis whose trailing
-//! extent fits the chunk size, in runs aligned to the dataset's chunk shape, so that memory stays
-//! bounded by the chunk size or one row of HDF5 chunks, whichever is larger.
+//! extent fits the chunk size, in runs aligned to the dataset's chunk shape (or along an earlier
+//! axis, a row of chunks at a time, where a chunk spans several indices of it), so that every
+//! chunk is inflated once and memory stays bounded by the chunk size or one row of HDF5 chunks
+//! (at most 64 MiB; a wider row is read a slice at a time), whichever is larger. The chunks of a
+//! block are inflated side by side on rayon's pool, sized to the `--jobs` workers.
 //!
 //! Types: integers and floats of either byte order (`big_endian` set for the pipeline to swap),
 //! h5py's bool enum, other enums as their base integer, h5py's `(r, i)` compound as complex,
