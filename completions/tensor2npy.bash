@@ -100,7 +100,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface deepspeed pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -371,7 +371,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface deepspeed pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --select)
@@ -462,7 +462,7 @@ _tensor2npy() {
             fi
             case "${prev}" in
                 --from)
-                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "checkpoint savedmodel huggingface deepspeed pytorch pickle safetensors example gguf hdf5 keras numpy keras-folder flax tflite tfevents orbax dcp zarr tfrecord onnx graphdef tensorproto" -- "${cur}"))
                     return 0
                     ;;
                 --max-fill-bytes)

@@ -19,8 +19,8 @@ use rayon::prelude::*;
 
 use super::layout::Stats;
 use super::Part;
-use crate::input::FileRange;
 use crate::container::tfrecord::Records;
+use crate::input::FileRange;
 
 /// Below this many bytes per group, the records are walked by one thread. Each group holds its
 /// own record window and spool buffers: two groups measured 13 MB over a thousand-record run
