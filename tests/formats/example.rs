@@ -1,7 +1,8 @@
 //! TFRecord datasets of tf.train.Example beyond the single-input fixtures: sharded datasets
 //! (`--concat`, compared with TensorFlow's parse of all records in order), output order and
-//! byte-identical outputs whatever order the feature map is serialized in, option errors, and
-//! bounded memory on a million records.
+//! byte-identical outputs whatever order the feature map is serialized in, option errors,
+//! bounded memory on a million records, and `list`'s BYTES against the encoded size of each
+//! feature in the fixtures' records, walked here from the file's own bytes.
 
 use crate::common;
 
