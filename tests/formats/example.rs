@@ -1,7 +1,8 @@
 //! TFRecord datasets of tf.train.Example beyond the single-input fixtures: sharded datasets
 //! (`--concat`, compared with TensorFlow's parse of all records in order), output order and
-//! byte-identical outputs whatever order the feature map is serialized in, option errors, and
-//! bounded memory on a million records.
+//! byte-identical outputs whatever order the feature map is serialized in, option errors,
+//! bounded memory on a million records, and `list`'s BYTES against the encoded size of each
+//! feature in the fixtures' records, walked here from the file's own bytes.
 
 use crate::common;
 
@@ -415,4 +416,160 @@ fn mutated_records_fail_cleanly_in_every_mode() {
     }
     // Many flips land in values, which stay valid Examples.
     assert!(accepted > 100, "{accepted}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// `list`'s BYTES: what each feature occupies in the records, computed here from the file.
+
+/// One varint at the start of `m`, which moves past it.
+fn read_varint(m: &mut &[u8]) -> u64 {
+    let mut x = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = m[0];
+        *m = &m[1..];
+        x |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return x;
+        }
+    }
+    panic!("a varint longer than 10 bytes");
+}
+
+/// The length-delimited fields of a protobuf message as (field number, body), in order; fields
+/// of the other wire types are skipped.
+fn delimited_fields(mut msg: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    while !msg.is_empty() {
+        let tag = read_varint(&mut msg);
+        match tag & 7 {
+            0 => {
+                read_varint(&mut msg);
+            }
+            1 => msg = &msg[8..],
+            5 => msg = &msg[4..],
+            2 => {
+                let len = read_varint(&mut msg) as usize;
+                out.push((tag >> 3, &msg[..len]));
+                msg = &msg[len..];
+            }
+            w => panic!("wire type {w}"),
+        }
+    }
+    out
+}
+
+/// By feature key, the bytes its `Feature` (context) or `FeatureList` (feature list) messages
+/// take over all records of the plain TFRecord files `paths`: each record framed as an 8-byte
+/// length, a 4-byte CRC, the payload and a 4-byte CRC; the payload an Example (field 1:
+/// Features) or SequenceExample (1: context Features, 2: FeatureLists), each a map whose entries
+/// (field 1) hold the key (1) and the message (2); the last entry of a repeated key counts.
+fn encoded_feature_bytes(paths: &[std::path::PathBuf]) -> std::collections::BTreeMap<String, u64> {
+    let mut total = std::collections::BTreeMap::new();
+    for path in paths {
+        let raw = fs::read(path).unwrap();
+        let mut pos = 0;
+        while pos < raw.len() {
+            let len = u64::from_le_bytes(raw[pos..pos + 8].try_into().unwrap()) as usize;
+            let rec = &raw[pos + 12..pos + 12 + len];
+            pos += 16 + len;
+            let mut record = std::collections::BTreeMap::new();
+            for (section, map) in delimited_fields(rec) {
+                if section != 1 && section != 2 {
+                    continue;
+                }
+                for (_, entry) in delimited_fields(map).into_iter().filter(|f| f.0 == 1) {
+                    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+                    for (number, body) in delimited_fields(entry) {
+                        match number {
+                            1 => key = body,
+                            2 => value = body,
+                            _ => {}
+                        }
+                    }
+                    let key = String::from_utf8(key.to_vec()).unwrap();
+                    record.insert((section, key), value.len() as u64);
+                }
+            }
+            for ((_, key), bytes) in record {
+                *total.entry(key).or_insert(0) += bytes;
+            }
+        }
+        assert_eq!(pos, raw.len(), "{}", path.display());
+    }
+    total
+}
+
+#[test]
+fn list_bytes_are_what_each_feature_occupies_in_the_records() {
+    let ex = |name: &str| root().join("fixtures/example").join(name);
+    let cases: Vec<(Vec<std::path::PathBuf>, &[&str])> = vec![
+        (vec![ex("basic.tfrecord")], &[]),
+        (vec![ex("seq.tfrecord")], &[]),
+        (vec![ex("edge.tfrecord")], &[]),
+        (shards(), &["--concat"]),
+    ];
+    for (inputs, extra) in cases {
+        let want = encoded_feature_bytes(&inputs);
+        let o = Command::new(bin())
+            // the records walked in three groups, whose statistics are merged
+            .env("T2N_JOBS_MIN_BYTES", "0")
+            .env("RAYON_NUM_THREADS", "3")
+            .arg("list")
+            .arg("--json")
+            .args(&inputs)
+            .args(extra)
+            .output()
+            .unwrap();
+        let what = format!("{inputs:?}");
+        assert!(
+            o.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let got: std::collections::BTreeMap<String, u64> = (rows.as_array().unwrap().iter())
+            .map(|r| {
+                let name = r["name"].as_str().unwrap().to_string();
+                (name, r["bytes"].as_u64().unwrap())
+            })
+            .collect();
+        assert_eq!(got, want, "{what}");
+        assert!(want.values().all(|&b| b > 0), "{what}: {want:?}");
+    }
+}
+
+/// Converting ragged features as components: the values piece holds what the feature occupies
+/// in the records; its row splits are derived from the records' structure and occupy nothing.
+#[test]
+fn ragged_components_carry_the_feature_bytes_on_their_values_only() {
+    use tensor2npy::input::FileRange;
+    use tensor2npy::source::example::{ExampleOptions, ExampleSource, Part};
+    use tensor2npy::tensor::Source;
+
+    for name in ["basic.tfrecord", "seq.tfrecord"] {
+        let path = root().join("fixtures/example").join(name);
+        let want = encoded_feature_bytes(std::slice::from_ref(&path));
+        let parts = vec![Part {
+            display: name.into(),
+            data: FileRange::from_vec(fs::read(&path).unwrap()),
+        }];
+        let src = ExampleSource::open(name, vec![], parts, &ExampleOptions::default()).unwrap();
+        let (mut splits, mut values) = (0, 0);
+        for i in 0..src.len() {
+            let m = src.meta(i).unwrap();
+            if m.name.contains("/row_splits_") {
+                splits += 1;
+                assert_eq!(m.stored_bytes, 0, "{name}: {}", m.name);
+            } else {
+                let key = m.name.strip_suffix("/flat_values");
+                values += key.is_some() as usize;
+                let key = key.unwrap_or(&m.name);
+                assert_eq!(m.stored_bytes, want[key], "{name}: {}", m.name);
+            }
+        }
+        assert!(
+            splits > 0 && values > 0,
+            "{name}: {splits} splits, {values} values"
+        );
+    }
 }

@@ -44,6 +44,10 @@ pub struct Stats {
     /// The longest and the total bytes of all bytes values.
     pub max_len: u64,
     pub bytes: u64,
+    /// Bytes the feature's encoded `Feature` (context) or `FeatureList` (lists) messages take in
+    /// all records (each message's own bytes, without the key, the map entry or the field's tag
+    /// and length): what it occupies in the input, `list`'s BYTES.
+    pub encoded: u64,
 }
 
 impl Stats {
@@ -122,29 +126,24 @@ pub fn plan(
             };
             bail!("feature '{}' cannot be dense: {why}", st.key);
         }
-        let meta = |name: String, kind: Kind, shape: Vec<u64>| {
-            let elements = shape.iter().product::<u64>();
-            TensorMeta {
-                name,
-                dtype,
-                kind,
-                stored_bytes: if strings {
-                    st.bytes
-                } else {
-                    elements.saturating_mul(dtype.item_size().unwrap_or(1) as u64)
-                },
-                shape,
-                max_string_len: strings.then_some(st.max_len),
-                big_endian: false,
-                ragged_rank: 0,
-            }
+        // The piece holding the values is what the feature occupies in the records; row splits
+        // are derived from the records' structure and occupy nothing of their own.
+        let meta = |name: String, kind: Kind, shape: Vec<u64>| TensorMeta {
+            name,
+            dtype,
+            kind,
+            stored_bytes: st.encoded,
+            shape,
+            max_string_len: strings.then_some(st.max_len),
+            big_endian: false,
+            ragged_rank: 0,
         };
         let splits = |name: String, len: u64| TensorMeta {
             name,
             dtype: DType::I64,
             kind: Kind::Ragged,
             shape: vec![len.saturating_add(1)],
-            stored_bytes: len.saturating_add(1).saturating_mul(8),
+            stored_bytes: 0,
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
@@ -178,20 +177,9 @@ pub fn plan(
         } else {
             vec![n, st.max_row]
         };
-        // Bytes the values take in the source (strings: their total length).
-        let value_bytes = if strings {
-            st.bytes
-        } else {
-            st.values
-                .saturating_mul(dtype.item_size().unwrap_or(1) as u64)
-        };
         if ragged.list {
             let mut m = meta(key.clone(), Kind::Ragged, padded_shape);
             m.ragged_rank = if st.list { 2 } else { 1 };
-            let splits = n
-                .saturating_add(1)
-                .saturating_add(if st.list { st.steps + 1 } else { 0 });
-            m.stored_bytes = value_bytes.saturating_add(splits.saturating_mul(8));
             push(Piece::Listed, m)?;
             continue;
         }
@@ -218,7 +206,6 @@ pub fn plan(
                         bytes.map_or("more than 2^64".to_string(), |b| b.to_string()),
                     );
                 }
-                m.stored_bytes = value_bytes;
                 push(Piece::Padded, m)?;
             }
             RaggedMode::Components => {

@@ -287,6 +287,9 @@ impl ExampleSource {
                         c.values
                     };
                     st.max_row = st.max_row.max(count);
+                    // `value` is the `Feature` / `FeatureList` message itself (the map entry's
+                    // field 2, without its tag and length).
+                    st.encoded += value.len() as u64;
                     st.present += 1;
                     if st.contiguous == n {
                         st.contiguous += 1;

@@ -206,6 +206,7 @@ pub fn merge(a: &mut Partial, b: Partial) -> bool {
         s.values += st.values;
         s.steps += st.steps;
         s.bytes += st.bytes;
+        s.encoded += st.encoded;
         s.max_row = s.max_row.max(st.max_row);
         s.max_step = s.max_step.max(st.max_step);
         s.max_len = s.max_len.max(st.max_len);
