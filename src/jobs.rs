@@ -63,16 +63,6 @@ pub const MAX_REOPENED_TENSORS: usize = 10_000;
 /// At most this many workers, whatever `--jobs` says: beyond it the disk is the limit.
 pub const MAX_WORKERS: usize = 8;
 
-/// Sizes the pool on which readers split the work of one input or tensor (HDF5 chunks inflated
-/// side by side, Example record ranges walked side by side) to `workers` threads, so that
-/// `--jobs 1` keeps a conversion on one thread. The pool is global: the first call in a process
-/// sizes it, later ones change nothing (rayon's default is the number of cores).
-pub fn size_reader_pool(workers: usize) {
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers.max(1))
-        .build_global();
-}
-
 /// Opens a second copy of input `s` for a worker.
 pub type Reopen<'a> = dyn Fn(usize) -> Result<Box<dyn Source>> + Sync + 'a;
 

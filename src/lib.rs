@@ -47,6 +47,7 @@ pub mod error;
 pub mod input;
 pub mod jobs;
 pub mod pipeline;
+pub mod pool;
 #[cfg(feature = "python")]
 pub mod python;
 #[cfg(feature = "remote")]

@@ -35,7 +35,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     let fingerprint = crate::batch::fingerprint(&mut args);
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
-    jobs::size_reader_pool(workers(&args));
+    crate::pool::size(workers(&args));
     let structure = StructureOptions {
         sparse: args.sparse.into(),
         ragged: args.ragged.into(),

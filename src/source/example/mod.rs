@@ -317,6 +317,7 @@ impl ExampleSource {
         opts: &ExampleOptions,
     ) -> Result<ExampleSource> {
         // Groups of records walked side by side; a failure is named by one walk in order.
+        crate::pool::ready();
         let groups = match rayon::current_num_threads() {
             1 => ranges::whole(&parts),
             n => ranges::groups(&parts, n).unwrap_or_else(|_| ranges::whole(&parts)),

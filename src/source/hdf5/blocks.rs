@@ -2,7 +2,7 @@
 //! input through (positioned reads of a `FileRange`), element types that hand back raw stored
 //! bytes, and the row-major block walk that keeps memory bounded for chunked and filtered data.
 //! Each block is read with the crate's `read_slice_parallel`, which inflates the chunks it
-//! covers on rayon's global pool (sized to the `--jobs` workers by `jobs::size_reader_pool`).
+//! covers on rayon's global pool (sized to the `--jobs` workers through `crate::pool`).
 
 use anyhow::{anyhow, Result};
 use hdf5_reader::error::Error as H5Error;
@@ -121,6 +121,7 @@ fn for_each_block<T: H5Type>(
     target: usize,
     f: &mut dyn FnMut(&[T]) -> Result<()>,
 ) -> Result<()> {
+    crate::pool::ready();
     let h5 = |e: H5Error| anyhow!("{e}");
     if shape.is_empty() {
         let a = ds.read_array::<T>().map_err(h5)?;
