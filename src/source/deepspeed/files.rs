@@ -18,7 +18,7 @@ use crate::container::zip::MemberData;
 use crate::dtype::DType;
 use crate::input::{self, RangeReader};
 use crate::source::pickle::{self, TensorRef, Value};
-use crate::source::torch::container::TorchArchive;
+use crate::source::torch::container::{self, TorchArchive};
 
 /// The most a rank file's `data.pkl` may hold: the pickles are metadata (names, shapes, a
 /// DeepSpeed config), the tensors lie in the storage members.
@@ -70,21 +70,7 @@ impl PtFile {
         let mut r = BufReader::new(RangeReader::new(range));
         let loaded = pickle::load_with(&mut r, &pickle::Options::default())
             .with_context(|| format!("{}/data.pkl", arch.root))?;
-        let mut storages = HashMap::new();
-        for s in &loaded.storages {
-            if storages.contains_key(&s.key) {
-                continue;
-            }
-            let name = format!("data/{}", s.key);
-            let Some(m) = arch.member(&name)? else {
-                bail!(
-                    "storage '{}' is missing: the archive has no {}/{name}",
-                    s.key,
-                    arch.root
-                );
-            };
-            storages.insert(s.key.clone(), Arc::new(MemberData::new(m)));
-        }
+        let storages = container::storage_members(&mut arch, &loaded)?;
         Ok(PtFile {
             display: path.display().to_string().into(),
             root: loaded.value,

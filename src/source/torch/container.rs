@@ -140,6 +140,30 @@ fn pickle_range(m: Member, limit: u64) -> Result<FileRange> {
     MemberData::new(m).range()
 }
 
+/// The `data/<key>` member of every storage `loaded` names, once per key; a storage the
+/// archive does not hold is an error naming it. Nothing is read or inflated yet.
+pub(crate) fn storage_members(
+    arch: &mut TorchArchive,
+    loaded: &pickle::Loaded,
+) -> Result<HashMap<String, Arc<StorageData>>> {
+    let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
+    for s in &loaded.storages {
+        if storages.contains_key(&s.key) {
+            continue;
+        }
+        let name = format!("data/{}", s.key);
+        let Some(m) = arch.member(&name)? else {
+            bail!(
+                "storage '{}' is missing: the archive has no {}/{name}",
+                s.key,
+                arch.root
+            );
+        };
+        storages.insert(s.key.clone(), Arc::new(MemberData::new(m)));
+    }
+    Ok(storages)
+}
+
 /// Unpickles a range.
 fn unpickle(range: &FileRange, opts: &TorchOptions) -> Result<pickle::Loaded> {
     pickle::load_range(range, &opts.pickle)
@@ -172,20 +196,7 @@ pub(super) fn open_zip(
         None
     };
 
-    let mut storages: HashMap<String, Arc<StorageData>> = HashMap::new();
-    for s in &loaded.storages {
-        if storages.contains_key(&s.key) {
-            continue;
-        }
-        let name = format!("data/{}", s.key);
-        let Some(m) = arch.member(&name)? else {
-            bail!(
-                "storage '{}' is missing: the archive has no {root}/{name}",
-                s.key
-            );
-        };
-        storages.insert(s.key.clone(), Arc::new(MemberData::new(m)));
-    }
+    let storages = storage_members(&mut arch, &loaded)?;
     // Every other member (version records, ids, the TorchScript sources, storages no pickle
     // names): its CRC-32 is checked now.
     let used: HashSet<String> = storages.keys().map(|k| format!("data/{k}")).collect();
