@@ -50,6 +50,19 @@ impl TensorMeta {
     }
 }
 
+/// Advances `idx`, a row-major index into `shape` (last dimension fastest), to the next
+/// position; `false` (and `idx` back at zeros) once it has passed the last one.
+pub fn next_index(idx: &mut [u64], shape: &[u64]) -> bool {
+    for d in (0..idx.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < shape[d] {
+            return true;
+        }
+        idx[d] = 0;
+    }
+    false
+}
+
 /// The element count of a shape, refusing shapes whose product overflows.
 pub fn checked_elements(shape: &[u64]) -> Result<u64> {
     let mut n: u64 = 1;

@@ -245,21 +245,12 @@ pub fn stream(
         if at != line_len {
             bail!("the chunks leave a hole at element {at} of line {idx:?}");
         }
-        // next line, last index fastest
-        let mut d = t;
-        loop {
-            if d == 0 {
-                if !out.is_empty() {
-                    sink(&out)?;
-                }
-                return Ok(());
+        // Next line, last dimension fastest.
+        if !crate::tensor::next_index(&mut idx, &shape[..t]) {
+            if !out.is_empty() {
+                sink(&out)?;
             }
-            d -= 1;
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
+            return Ok(());
         }
     }
 }

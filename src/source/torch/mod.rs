@@ -423,21 +423,12 @@ fn gather(
                 out.clear();
             }
         }
-        // Next outer index, last dimension fastest.
-        let mut d = k;
-        loop {
-            if d == 0 {
-                if !out.is_empty() {
-                    sink(&out)?;
-                }
-                return Ok(());
+        // Next line, last dimension fastest.
+        if !crate::tensor::next_index(&mut idx, &t.size[..k]) {
+            if !out.is_empty() {
+                sink(&out)?;
             }
-            d -= 1;
-            idx[d] += 1;
-            if idx[d] < t.size[d] {
-                break;
-            }
-            idx[d] = 0;
+            return Ok(());
         }
     }
 }
