@@ -337,17 +337,13 @@ impl BundleSource {
             }
             sink(c)
         })?;
-        if verify && mask_crc(crc) != e.crc32c {
-            bail!(
+        check_crc(verify, mask_crc(crc) == e.crc32c, || {
+            anyhow!(
                 "checksum mismatch: the data is corrupt (CRC32C {:#010x}, expected {:#010x})",
                 mask_crc(crc),
                 e.crc32c
-            );
-        }
-        if verify {
-            crate::checksum::verified(1);
-        }
-        Ok(())
+            )
+        })
     }
 
     /// Variant elements: `varint64 length | VariantTensorDataProto | masked running CRC32C`.
@@ -373,21 +369,15 @@ impl BundleSource {
             crc = crc32c::crc32c_append(crc, payload);
             sink(payload)?;
             let stored = c.bytes(4).map_err(|e| corrupt(&e.to_string()))?.to_vec();
-            if verify && mask_crc(crc) != u32::from_le_bytes(stored[..].try_into().unwrap()) {
-                return Err(corrupt("element checksum"));
-            }
-            if verify {
-                crate::checksum::verified(1);
-            }
+            let want = u32::from_le_bytes(stored[..].try_into().unwrap());
+            check_crc(verify, mask_crc(crc) == want, || {
+                corrupt("element checksum")
+            })?;
             crc = crc32c::crc32c_append(crc, &stored);
         }
-        if verify && (mask_crc(crc) != e.crc32c || !c.at_end()) {
-            bail!("checksum mismatch: the variant entry is corrupt");
-        }
-        if verify {
-            crate::checksum::verified(1);
-        }
-        Ok(())
+        check_crc(verify, mask_crc(crc) == e.crc32c && c.at_end(), || {
+            anyhow!("checksum mismatch: the variant entry is corrupt")
+        })
     }
 
     fn assemble(
@@ -474,6 +464,19 @@ impl BundleSource {
         }
         Ok(())
     }
+}
+
+/// With `verify` on, refuses a checksum that did not match (`err`) and counts one that did;
+/// with it off, passes.
+fn check_crc(verify: bool, matched: bool, err: impl FnOnce() -> anyhow::Error) -> Result<()> {
+    if !verify {
+        return Ok(());
+    }
+    if !matched {
+        return Err(err());
+    }
+    crate::checksum::verified(1);
+    Ok(())
 }
 
 fn describe_extents(extents: &[(u64, u64)]) -> String {
