@@ -1,6 +1,7 @@
 //! Folders as inputs: listing the files of a local directory or of a prefix in a bucket alike,
-//! and the one rule for symbolic links that every reader applies to the files an input names
-//! or a folder holds (Hugging Face shards, Keras shards, ONNX external data).
+//! picking the one file of a kind a folder holds, recognizing a JSON index file, and the one
+//! rule for symbolic links that every reader applies to the files an input names or a folder
+//! holds (Hugging Face shards, Keras shards, ONNX external data).
 //!
 //! The rule: such a file is read only when its real path (every symbolic link resolved) lies
 //! inside the input's folder, or, when that folder is a snapshot of the Hugging Face cache
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::Input;
 use crate::input;
 
 /// The names of the files directly inside `dir` (a local directory, or a prefix of a bucket),
@@ -32,6 +34,35 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// The one of `found` (names of files in `dir`) to read, `None` when there is none, or an
+/// error naming them all when there are several (`what` says what they are).
+pub fn one_of(dir: &Path, mut found: Vec<&String>, what: &str) -> Result<Option<PathBuf>> {
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(dir.join(found.remove(0)))),
+        _ => bail!(
+            "{} holds several {what} ({}): pass the one to read",
+            dir.display(),
+            found
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Whether a file input looks like a JSON index: its name passes `is_index` and its first
+/// byte other than white space is `{`.
+pub fn is_json_index(input: &Input, is_index: impl Fn(&str) -> bool) -> bool {
+    let name = input
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    is_index(&name) && input.head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The folder whose files an input in `dir` may read: `dir` itself, or the cache's repository

@@ -101,13 +101,7 @@ fn sniff(input: &Input) -> Sniff {
             .any(|n| SINGLES.contains(&n.as_str()) || is_variant_single(n) || is_index_name(n));
         return if found { Sniff::Yes } else { Sniff::No };
     }
-    let name = input
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let json_start = input.head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if (name.ends_with(".index.json") || is_index_name(&name)) && json_start {
+    if folder::is_json_index(input, |n| n.ends_with(".index.json") || is_index_name(n)) {
         return Sniff::Yes;
     }
     Sniff::No
@@ -119,30 +113,13 @@ enum Layout {
     Single(PathBuf),
 }
 
-/// The one of `found` to read, or an error when there are several.
-fn one_of(dir: &Path, mut found: Vec<&String>, what: &str) -> Result<Option<PathBuf>> {
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(Some(dir.join(found.remove(0)))),
-        _ => bail!(
-            "{} holds several {what} ({}): pass the one to read",
-            dir.display(),
-            found
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
     let has = |n: &str| names.iter().any(|m| m == n);
     if let Some(n) = INDEXES.iter().find(|n| has(n)) {
         return Ok(Layout::Index(dir.join(n)));
     }
     let variants = names.iter().filter(|n| is_index_name(n)).collect();
-    if let Some(p) = one_of(dir, variants, "index files")? {
+    if let Some(p) = folder::one_of(dir, variants, "index files")? {
         return Ok(Layout::Index(p));
     }
     if let Some(n) = SINGLES.iter().find(|n| has(n)) {
@@ -151,7 +128,7 @@ fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
     // `save_pretrained(variant="fp16")` of an unsharded model: `model.fp16.safetensors`,
     // `pytorch_model.fp16.bin`, `diffusion_pytorch_model.fp16.safetensors`.
     let singles = names.iter().filter(|n| is_variant_single(n)).collect();
-    if let Some(p) = one_of(dir, singles, "weights files")? {
+    if let Some(p) = folder::one_of(dir, singles, "weights files")? {
         return Ok(Layout::Single(p));
     }
     bail!(

@@ -49,19 +49,9 @@ enum Layout {
 }
 
 fn locate(dir: &Path, names: &[String]) -> Result<Option<Layout>> {
-    let indexes: Vec<&String> = names.iter().filter(|n| is_index_name(n)).collect();
-    match indexes.as_slice() {
-        [] => {}
-        [one] => return Ok(Some(Layout::Index(dir.join(one)))),
-        several => bail!(
-            "{} holds several Keras weights indexes ({}): pass the one to read",
-            dir.display(),
-            several
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let indexes = names.iter().filter(|n| is_index_name(n)).collect();
+    if let Some(p) = folder::one_of(dir, indexes, "Keras weights indexes")? {
+        return Ok(Some(Layout::Index(p)));
     }
     let has = |n: &str| names.iter().any(|m| m == n);
     if has(WEIGHTS) && has("config.json") {
@@ -78,13 +68,7 @@ fn sniff(input: &Input) -> Sniff {
             Ok(_) => Sniff::Yes,
         };
     }
-    let name = input
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let json_start = input.head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if is_index_name(&name) && json_start {
+    if folder::is_json_index(input, is_index_name) {
         Sniff::Yes
     } else {
         Sniff::No
