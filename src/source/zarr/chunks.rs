@@ -349,26 +349,10 @@ fn spill(r: &mut dyn Read, total: u64) -> Result<FileRange> {
     use std::io::Write;
     let tmp = tempfile::tempfile().context("cannot create a temporary file for a zarr chunk")?;
     let mut w = std::io::BufWriter::new(tmp);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut seen = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        crate::error::check_interrupted()?;
-        seen += n as u64;
-        if seen > total {
-            bail!("it decodes to more than the {total} bytes of its chunk shape");
-        }
-        w.write_all(&buf[..n])
-            .context("cannot write a decoded zarr chunk to a temporary file")?;
-    }
-    if seen != total {
-        bail!("it decodes to {seen} bytes, its chunk shape needs {total}");
-    }
+    read_exactly(r, 1 << 20, total, &mut |_, block| {
+        w.write_all(block)
+            .context("cannot write a decoded zarr chunk to a temporary file")
+    })?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
     FileRange::whole(file)
 }
@@ -465,7 +449,26 @@ fn decoder(c: &Codec, range: FileRange) -> Result<Box<dyn Read>> {
 /// Streams the first `need` bytes of a decoded chunk, then checks that it decodes to exactly
 /// `total` bytes.
 fn stream_decoded(r: &mut dyn Read, need: u64, total: u64, out: &mut Emitter) -> Result<()> {
-    let mut buf = vec![0u8; out.room().clamp(4096, 1 << 20)];
+    let buf_len = out.room().clamp(4096, 1 << 20);
+    read_exactly(r, buf_len, total, &mut |seen, block| {
+        let keep = need.saturating_sub(seen).min(block.len() as u64) as usize;
+        if keep > 0 {
+            out.push(&block[..keep])?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads a decoded chunk to its end in blocks of at most `buf_len` bytes, handing each to
+/// `each` with the count of bytes before it, and checks that it decodes to exactly `total`
+/// bytes: a block that would pass `total` is refused before `each` sees it.
+fn read_exactly(
+    r: &mut dyn Read,
+    buf_len: usize,
+    total: u64,
+    each: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; buf_len];
     let mut seen = 0u64;
     loop {
         let n = match r.read(&mut buf) {
@@ -475,14 +478,12 @@ fn stream_decoded(r: &mut dyn Read, need: u64, total: u64, out: &mut Emitter) ->
             Err(e) => return Err(e.into()),
         };
         crate::error::check_interrupted()?;
-        let keep = need.saturating_sub(seen).min(n as u64) as usize;
-        if keep > 0 {
-            out.push(&buf[..keep])?;
-        }
+        let before = seen;
         seen += n as u64;
         if seen > total {
             bail!("it decodes to more than the {total} bytes of its chunk shape");
         }
+        each(before, &buf[..n])?;
     }
     if seen != total {
         bail!("it decodes to {seen} bytes, its chunk shape needs {total}");
