@@ -227,6 +227,10 @@ pub fn zero3_frozen(name: &str, shape: &[u64], frags: &[Piece]) -> Result<Out> {
 mod tests {
     use super::*;
 
+    fn span(flat: usize, start: u64, len: u64) -> Span {
+        Span { flat, start, len }
+    }
+
     fn named(v: &[(&str, &[u64])]) -> Vec<(String, Vec<u64>)> {
         v.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect()
     }
@@ -236,23 +240,7 @@ mod tests {
         let p = [(0, 4), (1, 3), (2, 5)];
         assert_eq!(
             take(&p, 2, 6).unwrap(),
-            vec![
-                Span {
-                    flat: 0,
-                    start: 2,
-                    len: 2
-                },
-                Span {
-                    flat: 1,
-                    start: 0,
-                    len: 3
-                },
-                Span {
-                    flat: 2,
-                    start: 0,
-                    len: 1
-                },
-            ]
+            vec![span(0, 2, 2), span(1, 0, 3), span(2, 0, 1)]
         );
         assert_eq!(take(&p, 12, 0).unwrap(), vec![]);
         assert!(take(&p, 10, 3).is_none());
@@ -265,42 +253,14 @@ mod tests {
         let shapes = vec![named(&[("a", &[2, 3]), ("b", &[3])])];
         let parts = vec![vec![(0, 5)], vec![(1, 4)]];
         let out = zero2(&shapes, &parts, None).unwrap();
-        assert_eq!(
-            out[0].spans,
-            vec![
-                Span {
-                    flat: 0,
-                    start: 0,
-                    len: 5
-                },
-                Span {
-                    flat: 1,
-                    start: 0,
-                    len: 1
-                }
-            ]
-        );
-        assert_eq!(
-            out[1].spans,
-            vec![Span {
-                flat: 1,
-                start: 1,
-                len: 3
-            }]
-        );
+        assert_eq!(out[0].spans, vec![span(0, 0, 5), span(1, 0, 1)]);
+        assert_eq!(out[1].spans, vec![span(1, 1, 3)]);
         // a padding of 1 after a: b starts at 7 (9 + 1 = 10 elements needed: too few)
         let pads = vec![vec![1, 0]];
         assert!(zero2(&shapes, &parts, Some(&pads)).is_err());
         let parts = vec![vec![(0, 5)], vec![(1, 5)]];
         let out = zero2(&shapes, &parts, Some(&pads)).unwrap();
-        assert_eq!(
-            out[1].spans,
-            vec![Span {
-                flat: 1,
-                start: 2,
-                len: 3
-            }]
-        );
+        assert_eq!(out[1].spans, vec![span(1, 2, 3)]);
         // shapes that leave a partition unused past the alignment are refused
         let parts = vec![vec![(0, 9)], vec![(1, 9)]];
         assert!(zero2(&shapes, &parts, None).is_err());
@@ -315,39 +275,9 @@ mod tests {
         let out = zero3(&shapes, &parts).unwrap();
         assert_eq!(
             out[0].spans,
-            vec![
-                Span {
-                    flat: 0,
-                    start: 0,
-                    len: 2
-                },
-                Span {
-                    flat: 1,
-                    start: 0,
-                    len: 1
-                },
-                Span {
-                    flat: 2,
-                    start: 0,
-                    len: 2
-                },
-            ]
+            vec![span(0, 0, 2), span(1, 0, 1), span(2, 0, 2)]
         );
-        assert_eq!(
-            out[1].spans,
-            vec![
-                Span {
-                    flat: 1,
-                    start: 1,
-                    len: 1
-                },
-                Span {
-                    flat: 3,
-                    start: 1,
-                    len: 1
-                }
-            ]
-        );
+        assert_eq!(out[1].spans, vec![span(1, 1, 1), span(3, 1, 1)]);
         // a rank with a shorter vector, or vectors longer than the shapes use, are refused
         assert!(zero3(&shapes, &[vec![(0, 4)], vec![(1, 3)]]).is_err());
         assert!(zero3(&shapes, &[vec![(0, 5)], vec![(1, 5)]]).is_err());
@@ -357,21 +287,7 @@ mod tests {
     #[test]
     fn zero3_frozen_cuts_the_padding() {
         let out = zero3_frozen("f", &[5], &[(0, 3), (1, 3)]).unwrap();
-        assert_eq!(
-            out.spans,
-            vec![
-                Span {
-                    flat: 0,
-                    start: 0,
-                    len: 3
-                },
-                Span {
-                    flat: 1,
-                    start: 0,
-                    len: 2
-                }
-            ]
-        );
+        assert_eq!(out.spans, vec![span(0, 0, 3), span(1, 0, 2)]);
         assert!(zero3_frozen("f", &[7], &[(0, 3), (1, 3)]).is_err());
     }
 }
