@@ -205,6 +205,30 @@ mod tests {
         )
     }
 
+    /// The chunks of `array` read in chunks of `chunk` bytes of `unit`-byte elements.
+    fn chunks(spool: &Spool, array: usize, unit: usize, chunk: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        spool
+            .read_dense(array, unit, chunk, &mut |c: &[u8]| {
+                got.push(c.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        got
+    }
+
+    /// The strings of `array`, one a call of the sink.
+    fn strings(spool: &Spool, array: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        spool
+            .read_strings(array, &mut |c: &[u8]| {
+                got.push(c.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        got
+    }
+
     #[test]
     fn arrays_come_back_from_their_regions() {
         let sizes = [12, 8 + 3 + 8];
@@ -214,25 +238,11 @@ mod tests {
         w.push(0, &[2, 0, 0, 0, 3, 0, 0, 0]).unwrap();
         w.push_string(1, b"").unwrap();
         let spool = one(w, &sizes).unwrap();
-        let mut got = Vec::new();
-        spool
-            .read_dense(0, 4, 4, &mut |c: &[u8]| {
-                got.push(c.to_vec());
-                Ok(())
-            })
-            .unwrap();
         assert_eq!(
-            got,
+            chunks(&spool, 0, 4, 4),
             vec![vec![1, 0, 0, 0], vec![2, 0, 0, 0], vec![3, 0, 0, 0]]
         );
-        let mut strings = Vec::new();
-        spool
-            .read_strings(1, &mut |c: &[u8]| {
-                strings.push(c.to_vec());
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(strings, vec![b"abc".to_vec(), vec![]]);
+        assert_eq!(strings(&spool, 1), vec![b"abc".to_vec(), vec![]]);
     }
 
     /// Two parts read back in order: values after values, strings after strings, the second
@@ -253,28 +263,12 @@ mod tests {
             Ok((b.finish().unwrap(), vec![3, 0, 0])),
         ];
         let spool = Spool::join(each, &[true, false, false], &sizes).unwrap();
-        let read = |array: usize| {
-            let mut got = Vec::new();
-            spool
-                .read_dense(array, 8, 8, &mut |c: &[u8]| {
-                    got.extend_from_slice(c);
-                    Ok(())
-                })
-                .unwrap();
-            got
-        };
+        let read = |array: usize| chunks(&spool, array, 8, 8).concat();
         let splits: Vec<u8> = [0i64, 2, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(read(0), splits);
         let values: Vec<u8> = [1.5f64, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(read(2), values);
-        let mut strings = Vec::new();
-        spool
-            .read_strings(1, &mut |c: &[u8]| {
-                strings.push(c.to_vec());
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(strings, vec![b"x".to_vec(), b"yz".to_vec()]);
+        assert_eq!(strings(&spool, 1), vec![b"x".to_vec(), b"yz".to_vec()]);
     }
 
     #[test]
