@@ -123,32 +123,27 @@ impl BundleSource {
             options,
         };
         for (name, entry) in plain {
-            if name == OBJECT_GRAPH_KEY && !source.options.include_internal {
-                // Not written, but its bytes are part of the checkpoint: verified all the same
-                // (it is small), so that damage anywhere in the shards is caught.
-                if source.options.verify {
-                    source
-                        .verify_hidden(&name, entry, &slice_keys, big_endian)
-                        .with_context(|| format!("tensor '{name}'"))?;
-                }
+            // The object graph is not written, but its bytes are part of the checkpoint:
+            // verified all the same (it is small), so that damage anywhere in the shards is caught.
+            let hidden = name == OBJECT_GRAPH_KEY && !source.options.include_internal;
+            if hidden && !source.options.verify {
                 continue;
             }
             source
                 .add(&name, entry, &slice_keys, big_endian)
                 .with_context(|| format!("tensor '{name}'"))?;
+            if hidden {
+                source
+                    .verify_hidden()
+                    .with_context(|| format!("tensor '{name}'"))?;
+            }
         }
         Ok(source)
     }
 
-    /// Reads an entry that is not listed (the object graph) into nothing, checking its CRC.
-    fn verify_hidden(
-        &mut self,
-        name: &str,
-        entry: BundleEntryProto,
-        slice_keys: &HashMap<Vec<u8>, Vec<u8>>,
-        big_endian: bool,
-    ) -> Result<()> {
-        self.add(name, entry, slice_keys, big_endian)?;
+    /// Reads the entry added last, which is not listed (the object graph), into nothing,
+    /// checking its CRC, and takes it out again.
+    fn verify_hidden(&mut self) -> Result<()> {
         let i = self.metas.len() - 1;
         let result = if self.metas[i].dtype.item_size().is_some() {
             self.read_dense(i, 1 << 20, &mut |_| Ok(()))
