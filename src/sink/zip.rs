@@ -255,16 +255,16 @@ impl ZipWriter {
         self.count += 1;
         self.reserved += 1;
         self.flushed = m.data_at + len;
-        Ok(Reserved::new(
-            self.out.clone(),
-            self.lock.clone(),
-            m.at,
+        Ok(Reserved::new(slot::Room {
+            out: self.out.clone(),
+            lock: self.lock.clone(),
+            at: m.at,
             header,
-            m.data_at,
+            data_at: m.data_at,
             len,
             crc_at,
-            self.crcs.clone(),
-        ))
+            crcs: self.crcs.clone(),
+        }))
     }
 
     /// Checks the name and lays out a member starting at the current position.
