@@ -57,7 +57,7 @@ set edit:completion:arg-completer[tensor2npy] = {|@words|
             cand --device 'Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one'
             cand --adapter 'The GPU adapter to use, by its index in `tensor2npy devices`'
             cand --stats 'Print, per tensor and in total, to stderr: the time the host spent reading, converting and writing, the bytes read and written and the throughput; with a GPU also the bytes moved host-to-device and device-to-host and the kernel and readback times (--stats for text, --stats=json for JSON, which always has every field)'
-            cand --manifest 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file (of a directory''s files, in path order)'
+            cand --manifest 'Append one JSON line per output to FILE: input, output, status (written or up-to-date), tensors, bytes and the sha256 of the output file, hashed as it is written (for a directory: of the files this run wrote, the sha256 of their `sha256sum` lines in path order)'
             cand --chunk-size 'Bytes read and converted at a time; bounds memory use'
             cand -j 'Threads converting at once (default: the number of cores, at most 8): the large tensors of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is byte for byte the same whatever N, and memory stays bounded'
             cand --jobs 'Threads converting at once (default: the number of cores, at most 8): the large tensors of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is byte for byte the same whatever N, and memory stays bounded'

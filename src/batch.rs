@@ -162,6 +162,9 @@ pub struct Record<'a> {
     pub fingerprint: &'a str,
     /// For `up-to-date`: the line that recorded the output, whose bytes and sha256 stand.
     pub previous: Option<&'a Value>,
+    /// For `written`: the size and SHA-256 the sink computed while writing; without it, an
+    /// output file is read back (an archive filled by `--jobs` workers).
+    pub digest: Option<&'a crate::sink::digest::Digest>,
 }
 
 impl Manifest {
@@ -199,11 +202,13 @@ impl Manifest {
     }
 
     pub fn record(&self, r: &Record) -> Result<()> {
-        let (bytes, sha256) = match (r.previous, r.output) {
-            (Some(p), _) if !p.is_null() => {
+        let (bytes, sha256) = match (r.previous, r.digest, r.output) {
+            (Some(p), _, _) if !p.is_null() => {
                 (p["bytes"].as_u64(), p["sha256"].as_str().map(String::from))
             }
-            (_, Some(p)) if r.status != "failed" => digest(p)?,
+            _ if r.status == "failed" => (None, None),
+            (_, Some(d), _) => (Some(d.bytes), Some(d.sha256.clone())),
+            (_, None, Some(p)) => digest(p)?,
             _ => (None, None),
         };
         let inputs: Vec<String> = r
@@ -238,57 +243,26 @@ impl Manifest {
     }
 }
 
-/// Size and SHA-256 of a file, or of every file under a directory (in sorted path order, each
-/// hashed as its relative path, a NUL, and its bytes), streamed in 1 MiB pieces.
+/// Size and SHA-256 of an output file the sink could not hash while writing (an archive whose
+/// members `--jobs` workers filled), read back in 1 MiB pieces; none for a device, a pipe or a
+/// directory (a directory's sink always hashes the files it writes).
 fn digest(path: &Path) -> Result<(Option<u64>, Option<String>)> {
+    if !path.is_file() {
+        return Ok((None, None));
+    }
     let mut hasher = Sha256::new();
     let mut total = 0u64;
-    let mut files = Vec::new();
-    if path.is_dir() {
-        collect(path, path, &mut files)?;
-        files.sort();
-    } else if path.is_file() {
-        files.push(PathBuf::new());
-    } else {
-        return Ok((None, None)); // a device or pipe
-    }
     let mut buf = vec![0u8; 1 << 20];
-    for rel in &files {
-        let full = if rel.as_os_str().is_empty() {
-            path.to_path_buf()
-        } else {
-            hasher.update(rel.to_string_lossy().as_bytes());
-            hasher.update([0]);
-            path.join(rel)
-        };
-        let mut f = File::open(&full).with_context(|| format!("cannot read {}", full.display()))?;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", full.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n as u64;
+    let mut f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
         }
+        hasher.update(&buf[..n]);
+        total += n as u64;
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((Some(total), Some(hex)))
-}
-
-fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(root, &p, out)?;
-        } else if let Ok(rel) = p.strip_prefix(root) {
-            out.push(rel.to_path_buf());
-        }
-    }
-    Ok(())
+    Ok((Some(total), Some(hex(&hasher.finalize()))))
 }

@@ -550,7 +550,9 @@ pub struct ConvertArgs {
     pub keep_going: bool,
 
     /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
-    /// tensors, bytes and the sha256 of the output file (of a directory's files, in path order)
+    /// tensors, bytes and the sha256 of the output file, hashed as it is written (for a
+    /// directory: of the files this run wrote, the sha256 of their `sha256sum` lines in path
+    /// order)
     #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub manifest: Option<PathBuf>,
 

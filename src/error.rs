@@ -97,21 +97,26 @@ impl std::error::Error for Transient {}
 /// of a kind that says the same (a timed-out, refused or reset connection). The Python
 /// module's `TransientError` is exactly this.
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    use std::io::ErrorKind as K;
     e.downcast_ref::<Transient>().is_some()
         || e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    K::TimedOut
-                        | K::ConnectionRefused
-                        | K::ConnectionReset
-                        | K::ConnectionAborted
-                        | K::NotConnected
-                        | K::WouldBlock
-                )
+                lost_connection(io.kind()) || io.kind() == std::io::ErrorKind::WouldBlock
             })
         })
+}
+
+/// Whether an I/O error of this kind says a connection was lost or never made (timed out,
+/// refused, reset, aborted, not connected).
+pub fn lost_connection(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::TimedOut
+            | K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+    )
 }
 
 /// A command-line mistake: exit status 2.

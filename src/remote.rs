@@ -407,16 +407,9 @@ pub(crate) fn transient(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut text = String::new();
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                K::TimedOut
-                    | K::ConnectionRefused
-                    | K::ConnectionReset
-                    | K::ConnectionAborted
-                    | K::NotConnected
-                    | K::BrokenPipe
-                    | K::UnexpectedEof
-            ) {
+            if crate::error::lost_connection(io.kind())
+                || matches!(io.kind(), K::BrokenPipe | K::UnexpectedEof)
+            {
                 return true;
             }
         }

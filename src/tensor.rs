@@ -78,6 +78,49 @@ pub fn checked_elements(shape: &[u64]) -> Result<u64> {
 /// Receives a tensor's bytes chunk by chunk.
 pub type ChunkSink<'a> = dyn FnMut(&[u8]) -> Result<()> + 'a;
 
+/// Bytes gathered into chunks of at least `cap` before they go to a [`ChunkSink`] (checking for
+/// an interrupt before each); `finish` hands on the rest.
+pub struct Gather<'s, 'a> {
+    /// The bytes gathered so far; append to it directly, then [`Gather::flush_full`].
+    pub buf: Vec<u8>,
+    cap: usize,
+    sink: &'s mut ChunkSink<'a>,
+}
+
+impl<'s, 'a> Gather<'s, 'a> {
+    pub fn new(cap: usize, sink: &'s mut ChunkSink<'a>) -> Self {
+        Gather {
+            buf: Vec::with_capacity(cap),
+            cap,
+            sink,
+        }
+    }
+
+    /// Appends `bytes`, handing the chunk on once it is full.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        self.flush_full()
+    }
+
+    /// Hands the gathered bytes on if they reach `cap`.
+    pub fn flush_full(&mut self) -> Result<()> {
+        if self.buf.len() >= self.cap {
+            crate::error::check_interrupted()?;
+            (self.sink)(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Hands on what is left.
+    pub fn finish(self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        (self.sink)(&self.buf)
+    }
+}
+
 /// A reader of one input: lists its tensors, then streams any of them.
 pub trait Source: Send {
     /// The input path as the user gave it, for messages.

@@ -256,6 +256,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                         identity: &identity,
                         fingerprint: &fingerprint,
                         previous: Some(&previous),
+                        digest: None,
                     })?;
                 }
                 continue;
@@ -281,10 +282,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
     }
     // Once an output is complete (or has failed): upload it when it goes to object storage,
     // then append its manifest line at once (from the worker that wrote it).
-    let finished = |(inputs, target, tensors, _, identity, _): &Done, result: Result<()>| {
-        let result = result.and_then(|()| match (&remote_out, target) {
-            (Some(r), Some(t)) => r.upload(t).map(Some),
-            _ => Ok(None),
+    let finished = |(inputs, target, tensors, _, identity, _): &Done, result: Result<Written>| {
+        let result = result.and_then(|digest| match (&remote_out, target) {
+            (Some(r), Some(t)) => r.upload(t).map(|url| (Some(url), digest)),
+            _ => Ok((None, digest)),
         });
         let release = || {
             if let (Some(r), Some(t)) = (&remote_out, target) {
@@ -295,9 +296,9 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             release();
             return result.map(|_| ());
         };
-        let (url, error) = match &result {
-            Ok(url) => (url.clone(), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
+        let (url, error, digest) = match &result {
+            Ok((url, digest)) => (url.clone(), None, digest.as_ref()),
+            Err(e) => (None, Some(format!("{e:#}")), None),
         };
         let url = url.or_else(|| {
             let r = remote_out.as_ref()?;
@@ -313,6 +314,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             identity,
             fingerprint: &fingerprint,
             previous: None,
+            digest,
         });
         release();
         recorded?;
@@ -341,7 +343,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                     .as_ref()
                     .is_err_and(|e| e.downcast_ref::<crate::error::Cancelled>().is_some());
                 if called_off {
-                    return done;
+                    return done.map(|_| ());
                 }
                 match finished(&record, done) {
                     Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
@@ -426,6 +428,7 @@ fn record_dropped(
         identity: &crate::batch::identity(&[input.to_path_buf()]),
         fingerprint,
         previous: None,
+        digest: None,
     })
 }
 
@@ -439,6 +442,10 @@ type Done = (
     serde_json::Value,
     String,
 );
+
+/// What `run_job` gives the manifest: the output's size and SHA-256 when its sink hashed it
+/// while writing (`--manifest`).
+type Written = Option<crate::sink::digest::Digest>;
 
 /// How many `--jobs` workers convert at once (none: one thread does everything in turn).
 fn workers(args: &ConvertArgs) -> usize {
@@ -462,7 +469,7 @@ fn run_job(
     opts: &WriteOptions,
     reopen: &jobs::Reopen,
     workers: usize,
-) -> Result<()> {
+) -> Result<Written> {
     let target_name = target_name(&job.target);
     let mut sink: Box<dyn Sink> = match &job.target {
         Target::Npz(p) => npz_file(p, args.compress).with_context(|| target_name.clone())?,
@@ -471,6 +478,7 @@ fn run_job(
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
         Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
     };
+    let hashed = args.manifest.as_ref().and_then(|_| sink.hash());
     let parallel = workers > 1 && sink.can_reserve() && opts.device.borrow().is_host();
     let sink_ref = sink.as_mut();
     let mut write = |pool: Option<&jobs::Pool>| {
@@ -491,7 +499,8 @@ fn run_job(
     } else {
         write(None)?;
     }
-    sink.finish().with_context(|| target_name)
+    sink.finish().with_context(|| target_name)?;
+    Ok(hashed.and_then(|h| h.get().cloned()))
 }
 
 /// Writes the selected tensors of a job's inputs into `sink`, in order. With a `pool`, large

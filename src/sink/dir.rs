@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 
 use super::atomic::{keep_mode, path_error, temp_dir_in, CreatedDirs};
+use super::digest::{self, Hashed, Hashing};
 use super::{FileMember, MemberSpec, MemberWriter, Sink, BUFFER};
 use crate::sink::names;
 
@@ -27,6 +28,9 @@ pub struct DirSink {
     /// The relative destination of staged file `i` (staged as `stage/i`).
     files: Vec<PathBuf>,
     seen: HashSet<PathBuf>,
+    /// `--manifest`: each staged file's bytes hashed as written, and where the directory's
+    /// digest (of these files only, [`digest::listing`]) goes.
+    hash: Option<(Vec<Hashing>, Hashed)>,
 }
 
 impl DirSink {
@@ -42,6 +46,7 @@ impl DirSink {
             stage: Some(stage),
             files: Vec::new(),
             seen: HashSet::new(),
+            hash: None,
         })
     }
 
@@ -132,7 +137,17 @@ impl DirSink {
 impl Sink for DirSink {
     fn begin_member(&mut self, spec: &MemberSpec) -> Result<Box<dyn MemberWriter + '_>> {
         let w = self.create_file(spec.name)?;
-        Ok(Box::new(FileMember::start(w, spec.header)?))
+        let hash = self.hash.as_mut().map(|(files, _)| {
+            files.push(Hashing::default());
+            files.last_mut().expect("just pushed")
+        });
+        Ok(Box::new(FileMember::start(w, spec.header, hash)?))
+    }
+
+    fn hash(&mut self) -> Option<Hashed> {
+        let cell = Hashed::default();
+        self.hash = Some((Vec::new(), cell.clone()));
+        Some(cell)
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
@@ -151,6 +166,15 @@ impl Sink for DirSink {
         self.created.keep();
         drop(stage);
         drop(lock);
+        if let Some((hashes, cell)) = self.hash.take() {
+            let mut files: Vec<(String, digest::Digest)> = self
+                .files
+                .iter()
+                .map(|rel| rel.to_string_lossy().into_owned())
+                .zip(hashes.into_iter().map(Hashing::finish))
+                .collect();
+            cell.set(digest::listing(&mut files)).ok();
+        }
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //! written directly, since they cannot be renamed over.
 
 pub mod atomic;
+pub mod digest;
 mod dir;
 pub mod names;
 pub mod npy;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::input::FileRange;
+use digest::{Hashed, Hashing};
 
 pub use atomic::{clean_stale_temporaries, TEMP_PREFIX};
 use atomic::{persist, temp_file_beside, Staged};
@@ -80,6 +82,14 @@ pub trait Sink {
 
     /// Makes the output visible. Dropping a sink without finishing discards everything.
     fn finish(self: Box<Self>) -> Result<()>;
+
+    /// `--manifest`: hashes the output from here on as it is written, and hands out the cell
+    /// where `finish` leaves its size and SHA-256 (left empty when it could not be hashed in
+    /// order after all). `None` where this sink does not hash (standard output, a device or a
+    /// pipe). Called before the first member.
+    fn hash(&mut self) -> Option<Hashed> {
+        None
+    }
 
     /// Whether [`Sink::reserve`] can set room aside here (a stored `.npz` in a file).
     fn can_reserve(&self) -> bool {
@@ -190,26 +200,36 @@ impl MemberWriter for StreamMember<'_> {
 }
 
 /// A member written into a file (a `.npy` file, or a device or pipe written in place), held
-/// (`BufWriter<File>`) or borrowed from the sink (`&mut BufWriter<File>`).
-struct FileMember<B> {
+/// (`BufWriter<File>`) or borrowed from the sink (`&mut BufWriter<File>`), its bytes hashed on
+/// their way when the sink hashes (`--manifest`).
+struct FileMember<'h, B> {
     out: B,
+    hash: Option<&'h mut Hashing>,
 }
 
-impl<B: BorrowMut<BufWriter<File>>> FileMember<B> {
+impl<'h, B: BorrowMut<BufWriter<File>>> FileMember<'h, B> {
     /// Writes the header into a file and hands out the member for the data.
-    fn start(mut out: B, header: &[u8]) -> Result<FileMember<B>> {
-        out.borrow_mut().write_all(header).map_err(io_error)?;
-        Ok(FileMember { out })
+    fn start(out: B, header: &[u8], hash: Option<&'h mut Hashing>) -> Result<FileMember<'h, B>> {
+        let mut m = FileMember { out, hash };
+        m.write(header)?;
+        Ok(m)
     }
 }
 
-impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<B> {
+impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<'_, B> {
     fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(h) = self.hash.as_deref_mut() {
+            h.update(data);
+        }
         self.out.borrow_mut().write_all(data).map_err(io_error)
     }
 
-    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`).
+    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`); streamed through
+    /// the hash instead when the file is hashed, so that its bytes are read once, from the input.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
+        if self.hash.is_some() {
+            return stream_copy(self, range);
+        }
         range.copy_into(self.out.borrow_mut()).map_err(io_error)?;
         Ok(())
     }
@@ -318,6 +338,8 @@ pub struct NpyFileSink {
     tmp: Option<Staged>,
     out: Option<BufWriter<File>>,
     written: bool,
+    /// `--manifest`: the bytes hashed so far, and where the digest goes.
+    hash: Option<(Hashing, Hashed)>,
 }
 
 impl NpyFileSink {
@@ -334,6 +356,7 @@ impl NpyFileSink {
             tmp,
             out: Some(BufWriter::with_capacity(BUFFER, file)),
             written: false,
+            hash: None,
         })
     }
 }
@@ -348,12 +371,23 @@ impl Sink for NpyFileSink {
         }
         self.written = true;
         let w = self.out.as_mut().expect("sink used after finish");
-        Ok(Box::new(FileMember::start(w, spec.header)?))
+        let hash = self.hash.as_mut().map(|(h, _)| h);
+        Ok(Box::new(FileMember::start(w, spec.header, hash)?))
+    }
+
+    fn hash(&mut self) -> Option<Hashed> {
+        self.tmp.as_ref()?;
+        let cell = Hashed::default();
+        self.hash = Some((Hashing::default(), cell.clone()));
+        Some(cell)
     }
 
     fn finish(mut self: Box<Self>) -> Result<()> {
         let w = self.out.take().expect("finished twice");
         w.into_inner().map_err(|e| io_error(e.into_error()))?;
+        if let Some((h, cell)) = self.hash.take() {
+            cell.set(h.finish()).ok();
+        }
         match self.tmp.take() {
             Some(tmp) => persist(tmp, &self.path),
             None => Ok(()),

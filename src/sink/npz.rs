@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::atomic::Staged;
+use super::digest::Hashed;
 use super::names;
 use super::zip::ZipWriter;
 use super::{
@@ -91,6 +92,14 @@ impl Sink for NpzSink {
         )?;
         zip.write(spec.header).map_err(io_error)?;
         Ok(Box::new(NpzMember(zip)))
+    }
+
+    /// Into a file only (a streamed archive is not hashed).
+    fn hash(&mut self) -> Option<Hashed> {
+        self.commit.as_ref()?;
+        let cell = Hashed::default();
+        self.zip.as_mut()?.hash(cell.clone());
+        Some(cell)
     }
 
     fn can_reserve(&self) -> bool {

@@ -138,20 +138,26 @@ fn copy_through_buffer(input: &File, from: u64, out: &File, to: u64, len: u64) -
     Ok(())
 }
 
+/// Where a reserved member goes in an archive file, as [`super::zip::ZipWriter::reserve`] lays
+/// it out.
+pub(super) struct Room {
+    pub out: Arc<File>,
+    pub lock: WriteLock,
+    /// Archive offsets of the local header and of the data, and the data's length.
+    pub at: u64,
+    pub header: Vec<u8>,
+    pub data_at: u64,
+    pub len: u64,
+    /// Where the CRC goes in the central directory, and where to report it.
+    pub crc_at: u64,
+    pub crcs: Arc<Mutex<Vec<(u64, u32)>>>,
+}
+
 /// A stored member whose room is reserved in an archive file: its data goes in with positioned
 /// writes, and `commit` writes the local header with the CRC-32 and reports the CRC to the
 /// archive's writer.
 pub struct Reserved {
-    out: Arc<File>,
-    lock: WriteLock,
-    /// Archive offsets of the local header and of the data, and the data's length.
-    at: u64,
-    header: Vec<u8>,
-    data_at: u64,
-    len: u64,
-    /// Where the CRC goes in the central directory, and where to report it.
-    crc_at: u64,
-    crcs: Arc<Mutex<Vec<(u64, u32)>>>,
+    room: Room,
     crc: Hasher,
     buf: Vec<u8>,
     /// Archive offset of `buf[0]`.
@@ -159,36 +165,19 @@ pub struct Reserved {
 }
 
 impl Reserved {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        out: Arc<File>,
-        lock: WriteLock,
-        at: u64,
-        header: Vec<u8>,
-        data_at: u64,
-        len: u64,
-        crc_at: u64,
-        crcs: Arc<Mutex<Vec<(u64, u32)>>>,
-    ) -> Reserved {
+    pub(super) fn new(room: Room) -> Reserved {
         Reserved {
-            out,
-            lock,
-            at,
-            header,
-            data_at,
-            len,
-            crc_at,
-            crcs,
             crc: Hasher::new(),
             buf: Vec::new(),
-            pos: data_at,
+            pos: room.data_at,
+            room,
         }
     }
 
     /// Writes `data` at archive offset `at`, taking the output's write lock.
     fn put_at(&self, data: &[u8], at: u64) -> io::Result<()> {
-        let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.out.write_all_at(data, at)
+        let _turn = self.room.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.room.out.write_all_at(data, at)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -202,7 +191,7 @@ impl Reserved {
 
     fn check_room(&self, more: u64) -> Result<()> {
         let end = self.pos + self.buf.len() as u64 + more;
-        if end > self.data_at + self.len {
+        if end > self.room.data_at + self.room.len {
             bail!("internal: more data than the reserved member holds");
         }
         Ok(())
@@ -237,7 +226,7 @@ impl MemberWriter for Reserved {
         }
         self.check_room(range.len())?;
         self.flush().map_err(io_error)?;
-        let crc = copy_with_crc(range, &self.out, self.pos, &self.lock)?;
+        let crc = copy_with_crc(range, &self.room.out, self.pos, &self.room.lock)?;
         self.crc.combine(&crc);
         self.pos += range.len();
         Ok(())
@@ -245,17 +234,19 @@ impl MemberWriter for Reserved {
 
     fn commit(mut self: Box<Self>) -> Result<()> {
         self.flush().map_err(io_error)?;
-        if self.pos != self.data_at + self.len {
+        if self.pos != self.room.data_at + self.room.len {
             bail!("internal: a reserved member was left short");
         }
         let crc = self.crc.clone().finalize();
         // The CRC-32 field of a local header is at byte 14.
-        self.header[14..18].copy_from_slice(&crc.to_le_bytes());
-        self.put_at(&self.header, self.at).map_err(io_error)?;
-        self.crcs
+        self.room.header[14..18].copy_from_slice(&crc.to_le_bytes());
+        self.put_at(&self.room.header, self.room.at)
+            .map_err(io_error)?;
+        self.room
+            .crcs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((self.crc_at, crc));
+            .push((self.room.crc_at, crc));
         Ok(())
     }
 }

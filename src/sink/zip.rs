@@ -41,6 +41,7 @@ use anyhow::{bail, Context, Result};
 use crc32fast::Hasher;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
+use super::digest::{Hashed, Hashing};
 use super::io_error;
 use super::slot::{self, Reserved, PAGE};
 use crate::input::FileRange;
@@ -101,6 +102,9 @@ pub struct ZipWriter {
     /// back: (offset of the CRC field in the central directory, CRC).
     reserved: u64,
     crcs: Arc<Mutex<Vec<(u64, u32)>>>,
+    /// `--manifest`: the archive's bytes hashed as they become final (see [`ZipWriter::hash`]),
+    /// and where `finish` leaves the digest.
+    hash: Option<(Hashing, Hashed)>,
 }
 
 /// The member being written.
@@ -156,7 +160,45 @@ impl ZipWriter {
             spilled: 0,
             reserved: 0,
             crcs: Arc::default(),
+            hash: None,
         }
+    }
+
+    /// Hashes the archive as it is written, for `--manifest`; `finish` leaves the size and
+    /// SHA-256 in `into`. Bytes are hashed as they go to the output once they are final: a
+    /// member's local header in a file is completed when the member ends, so the member's bytes
+    /// that left the buffer before that (a member over a buffer long) are read back from the file
+    /// then. A member reserved for a worker ends hashing: `into` stays empty.
+    pub fn hash(&mut self, into: Hashed) {
+        if self.position() == 0 {
+            self.hash = Some((Hashing::default(), into));
+        }
+    }
+
+    /// The archive offset below which every byte is final: the start of the member being
+    /// written into a file, whose local header is completed when it ends.
+    fn settled(&self) -> u64 {
+        match &self.member {
+            Some(m) if self.seekable => m.at,
+            _ => u64::MAX,
+        }
+    }
+
+    /// Hashes the final bytes already in the file that hashing has not reached (a member's,
+    /// once it has ended), reading them back.
+    fn catch_up(&mut self) -> io::Result<()> {
+        let end = self.flushed.min(self.settled());
+        let Some((h, _)) = &mut self.hash else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        while h.bytes() < end {
+            let n = (BUFFER as u64).min(end - h.bytes()) as usize;
+            buf.resize(n, 0);
+            self.out.read_exact_at(&mut buf, h.bytes())?;
+            h.update(&buf);
+        }
+        Ok(())
     }
 
     /// Whether [`ZipWriter::reserve`] works here: a stored archive in a file.
@@ -205,6 +247,7 @@ impl ZipWriter {
         }
         let mut m = self.new_member(name, align)?;
         self.flush_buf().map_err(io_error)?;
+        self.hash = None; // a worker fills it out of order: read back instead
         let header = self.local_header(&m, 0, (len, len));
         m.raw = len;
         let crc_at = self.spilled + self.central.len() as u64 + 16;
@@ -212,16 +255,16 @@ impl ZipWriter {
         self.count += 1;
         self.reserved += 1;
         self.flushed = m.data_at + len;
-        Ok(Reserved::new(
-            self.out.clone(),
-            self.lock.clone(),
-            m.at,
+        Ok(Reserved::new(slot::Room {
+            out: self.out.clone(),
+            lock: self.lock.clone(),
+            at: m.at,
             header,
-            m.data_at,
+            data_at: m.data_at,
             len,
             crc_at,
-            self.crcs.clone(),
-        ))
+            crcs: self.crcs.clone(),
+        }))
     }
 
     /// Checks the name and lays out a member starting at the current position.
@@ -335,7 +378,7 @@ impl ZipWriter {
         }
         self.central_record(&m, crc, stored)?;
         self.count += 1;
-        Ok(())
+        self.catch_up().map_err(io_error)
     }
 
     /// Writes the central directory and the end records, flushes, and gives the file back.
@@ -417,6 +460,12 @@ impl ZipWriter {
         put16(&mut e, 0);
         self.put(&e).map_err(io_error)?;
         self.flush_buf().map_err(io_error)?;
+        self.catch_up().map_err(io_error)?;
+        if let Some((h, into)) = self.hash.take() {
+            if h.bytes() == self.flushed {
+                into.set(h.finish()).ok();
+            }
+        }
         Arc::try_unwrap(self.out)
             .map_err(|_| anyhow::anyhow!("internal: a worker still holds the archive"))
     }
@@ -424,6 +473,14 @@ impl ZipWriter {
     /// Writes `data` at `position()` (the buffer is empty): positioned into a file, since
     /// reserved members leave the file offset behind; appended into a stream.
     fn emit_at(&mut self, data: &[u8]) -> io::Result<()> {
+        let settled = self.settled();
+        if let Some((h, _)) = &mut self.hash {
+            // in step: hash the final part now; the rest is read back once final
+            if h.bytes() == self.flushed {
+                let n = settled.saturating_sub(self.flushed).min(data.len() as u64);
+                h.update(&data[..n as usize]);
+            }
+        }
         if self.seekable {
             let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.out.write_all_at(data, self.flushed)?;

@@ -13,7 +13,7 @@ use crate::dtype::DType;
 use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::tensorproto::ScannedTensor;
-use crate::tensor::{checked_elements, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, Source, TensorMeta};
 
 /// Spools up to this many bytes in memory before moving to a temporary file.
 const SPOOL_IN_MEMORY: usize = 4 << 20;
@@ -72,19 +72,7 @@ impl Comp {
                     }
                 }
             }
-            None => {
-                let mut v = Vec::new();
-                let mut held = 0u64;
-                src.read_strings(index, &mut |s: &[u8]| {
-                    held += s.len() as u64 + 24;
-                    if held > budget {
-                        bail!("its strings take more than the {budget}-byte memory budget");
-                    }
-                    v.push(s.to_vec());
-                    Ok(())
-                })?;
-                CompData::Strings(v)
-            }
+            None => held_strings(budget, |sink| src.read_strings(index, sink))?,
         };
         Ok(Comp {
             dtype: meta.dtype,
@@ -115,17 +103,7 @@ impl Comp {
                 }
             }
         } else {
-            let mut v = Vec::new();
-            let mut held = 0u64;
-            t.read_strings(&mut |s: &[u8]| {
-                held += s.len() as u64 + 24;
-                if held > budget {
-                    bail!("its strings take more than the {budget}-byte memory budget");
-                }
-                v.push(s.to_vec());
-                Ok(())
-            })?;
-            CompData::Strings(v)
+            held_strings(budget, |sink| t.read_strings(sink))?
         };
         Comp {
             dtype: t.dtype,
@@ -195,6 +173,22 @@ impl Comp {
             CompData::Strings(v) => v.iter().try_for_each(|s| sink(s)),
         }
     }
+}
+
+/// The strings `read` hands out, held in memory: more than `budget` bytes (24 a string for its
+/// `Vec`) is refused.
+fn held_strings(budget: u64, read: impl FnOnce(&mut ChunkSink) -> Result<()>) -> Result<CompData> {
+    let mut v = Vec::new();
+    let mut held = 0u64;
+    read(&mut |s: &[u8]| {
+        held += s.len() as u64 + 24;
+        if held > budget {
+            bail!("its strings take more than the {budget}-byte memory budget");
+        }
+        v.push(s.to_vec());
+        Ok(())
+    })?;
+    Ok(CompData::Strings(v))
 }
 
 /// A forward reader of a byte range, one buffered window at a time.

@@ -90,28 +90,15 @@ pub struct StructureOptions {
     pub memory_budget: u64,
 }
 
-/// The metadata of a component decoded from a serialized form.
+/// The metadata of a component decoded from a serialized form: [`sparse::head`]'s, named, and
+/// a string tensor's kind.
 fn comp_meta(name: String, c: &Comp) -> TensorMeta {
-    TensorMeta {
-        name,
-        dtype: c.dtype,
-        shape: c.shape.clone(),
-        kind: if c.dtype == DType::String {
-            Kind::String
-        } else {
-            Kind::Dense
-        },
-        stored_bytes: match &c.data {
-            CompData::Fixed(r) => r.len(),
-            CompData::Strings(v) => v.iter().map(|s| s.len() as u64).sum(),
-        },
-        max_string_len: match &c.data {
-            CompData::Strings(v) => Some(v.iter().map(|s| s.len() as u64).max().unwrap_or(0)),
-            CompData::Fixed(_) => None,
-        },
-        big_endian: false,
-        ragged_rank: 0,
+    let mut m = sparse::head(c);
+    m.name = name;
+    if c.dtype == DType::String {
+        m.kind = Kind::String;
     }
+    m
 }
 
 /// One array of the structured view.

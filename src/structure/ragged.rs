@@ -15,7 +15,7 @@ use super::{check_dense_size, fill_bytes, RaggedMode, StructureOptions, View};
 use crate::dtype::{DType, NpyType};
 use crate::error::check_interrupted;
 use crate::source::tensorproto::ScannedTensor;
-use crate::tensor::{ChunkSink, Kind, TensorMeta};
+use crate::tensor::{ChunkSink, Gather, Kind, TensorMeta};
 
 /// `VariantTensorDataProto` (defined in tensor.proto); component tensors are kept serialized.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -243,7 +243,7 @@ impl Ragged {
         let size = values.dtype.item_size().unwrap_or(1);
         let row_bytes = size as u64 * values.shape[1..].iter().product::<u64>();
         let cap = (chunk / size).max(1) * size;
-        let mut buf: Vec<u8> = Vec::with_capacity(cap);
+        let mut out = Gather::new(cap, sink);
         let mut reader = Bytes::new(range.clone());
         let mut at = 0u64; // next values row the reader stands at
         let fill = &self.fill;
@@ -253,34 +253,21 @@ impl Ragged {
                     reader.skip((a - at) * row_bytes);
                     let mut left = (b - a) * row_bytes;
                     while left > 0 {
-                        let n = left.min((cap - buf.len().min(cap)).max(size) as u64) as usize;
-                        buf.extend_from_slice(reader.take(n)?);
+                        let n = left.min((cap - out.buf.len().min(cap)).max(size) as u64) as usize;
+                        out.push(reader.take(n)?)?;
                         left -= n as u64;
-                        if buf.len() >= cap {
-                            check_interrupted()?;
-                            sink(&buf)?;
-                            buf.clear();
-                        }
                     }
                     at = b;
                 }
                 Piece::Fill(n) => {
                     for _ in 0..n {
-                        buf.extend_from_slice(fill);
-                        if buf.len() >= cap {
-                            check_interrupted()?;
-                            sink(&buf)?;
-                            buf.clear();
-                        }
+                        out.push(fill)?;
                     }
                 }
             }
             Ok(())
         })?;
-        if !buf.is_empty() {
-            sink(&buf)?;
-        }
-        Ok(())
+        out.finish()
     }
 
     pub fn stream_padded_strings(&self, sink: &mut ChunkSink) -> Result<()> {

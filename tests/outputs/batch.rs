@@ -320,3 +320,197 @@ fn the_manifest_records_each_output_as_it_completes_failures_included_and_dash_i
     assert_eq!(line["status"], "written");
     assert_eq!(line["output"], "x.npz");
 }
+
+/// The sha256 of a file, by `sha256sum` (not by tensor2npy).
+fn sha256sum(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    text.split_whitespace().next().unwrap().to_string()
+}
+
+/// A safetensors input of little-endian f32 tensors `(name, count)`, counting up from `seed`.
+fn f32_input(path: &Path, tensors: &[(&str, usize)], seed: u32) {
+    let spec: Vec<(&str, &str, Vec<u64>, Vec<u8>)> = tensors
+        .iter()
+        .enumerate()
+        .map(|(t, (name, n))| {
+            let bytes = (0..*n as u32)
+                .flat_map(|i| (seed + i * 7 + t as u32).to_le_bytes())
+                .collect();
+            (*name, "F32", vec![*n as u64], bytes)
+        })
+        .collect();
+    fs::write(path, safetensors_bytes(&spec)).unwrap();
+}
+
+fn convert_with_manifest(args: &[&str], manifest: &Path, env: &[(&str, &str)]) {
+    let o = Command::new(bin())
+        .arg("convert")
+        .args(args)
+        .arg("--quiet")
+        .arg("--manifest")
+        .arg(manifest)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn the_recorded_sha256_is_the_outputs_own_for_npy_stored_and_deflated_npz_and_jobs() {
+    let dir = tempdir();
+    let d = dir.path();
+    // One member over the zip writer's 1 MiB buffer (its local header is completed after its
+    // data left the buffer), small ones around it.
+    let input = d.join("in.safetensors");
+    f32_input(&input, &[("a", 5), ("big", 700_000), ("z/c", 3)], 1);
+    let one = d.join("one.safetensors");
+    f32_input(&one, &[("w", 400_000)], 9);
+    let m = d.join("m.jsonl");
+    let stored = d.join("stored.npz");
+    let deflated = d.join("deflated.npz");
+    let npy = d.join("w.npy");
+    let workers = d.join("workers.npz");
+    let i = input.to_str().unwrap();
+    convert_with_manifest(&[i, "-o", stored.to_str().unwrap()], &m, &[]);
+    convert_with_manifest(
+        &[i, "-o", deflated.to_str().unwrap(), "--compress"],
+        &m,
+        &[],
+    );
+    convert_with_manifest(
+        &[one.to_str().unwrap(), "-o", npy.to_str().unwrap()],
+        &m,
+        &[],
+    );
+    // Members filled in place by two workers (read back for the manifest).
+    let w = workers.to_str().unwrap();
+    let small = [("T2N_JOBS_MIN_BYTES", "1000")];
+    convert_with_manifest(&[i, "-o", w, "--jobs", "2"], &m, &small);
+    // A batch: each output written in turn by one of two workers.
+    let batch = d.join("batch");
+    convert_with_manifest(
+        &[
+            i,
+            one.to_str().unwrap(),
+            "-o",
+            batch.to_str().unwrap(),
+            "--to",
+            "npz",
+            "--jobs",
+            "2",
+        ],
+        &m,
+        &[],
+    );
+    let lines = manifest_lines(&m);
+    let mut outputs = vec![stored, deflated, npy, workers];
+    outputs.extend([batch.join("in.npz"), batch.join("one.npz")]);
+    assert_eq!(lines.len(), outputs.len());
+    for out in &outputs {
+        let line = lines
+            .iter()
+            .find(|l| l["output"] == out.display().to_string())
+            .unwrap_or_else(|| panic!("no line for {}", out.display()));
+        assert_eq!(line["status"], "written");
+        assert_eq!(line["sha256"], sha256sum(out), "{}", out.display());
+        assert_eq!(line["bytes"], fs::metadata(out).unwrap().len());
+    }
+}
+
+#[test]
+fn a_directory_output_records_only_the_files_this_run_wrote_as_sha256sum_lists_them() {
+    let dir = tempdir();
+    let d = dir.path();
+    let input = d.join("in.safetensors");
+    f32_input(&input, &[("b", 300_000), ("a/x", 4), ("c", 2)], 3);
+    let out = d.join("out");
+    fs::create_dir_all(out.join("a")).unwrap();
+    // Files this run does not write: not hashed, not counted.
+    fs::write(out.join("unrelated.txt"), b"not ours").unwrap();
+    fs::write(out.join("a/old.npy"), b"an earlier run's").unwrap();
+    let m = d.join("m.jsonl");
+    convert_with_manifest(
+        &[input.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &m,
+        &[],
+    );
+    let lines = manifest_lines(&m);
+    assert_eq!(lines.len(), 1);
+    // `sha256sum` of the written files in byte order of their paths, hashed again.
+    let o = Command::new("bash")
+        .current_dir(&out)
+        .args([
+            "-c",
+            "printf '%s\\n' a/x.npy b.npy c.npy | LC_ALL=C sort | xargs sha256sum | sha256sum",
+        ])
+        .output()
+        .unwrap();
+    let want = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(lines[0]["sha256"], want.split_whitespace().next().unwrap());
+    let total: u64 = ["a/x.npy", "b.npy", "c.npy"]
+        .iter()
+        .map(|f| fs::metadata(out.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(lines[0]["bytes"], total);
+    assert_eq!(fs::read(out.join("unrelated.txt")).unwrap(), b"not ours");
+}
+
+/// Bytes this thread has read through `read`-like calls (`rchar` in /proc/thread-self/io).
+fn thread_rchar() -> u64 {
+    let io = fs::read_to_string("/proc/thread-self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn outputs_written_in_order_are_hashed_without_reading_them_back() {
+    use clap::Parser;
+    use tensor2npy::cli::{Cli, Command as Sub};
+    let dir = tempdir();
+    let d = dir.path();
+    let input = d.join("in.safetensors");
+    // 8 MiB in one tensor (.npy, and a directory) and in 2,048 small ones (.npz).
+    f32_input(&input, &[("w", 2 << 20)], 5);
+    let many = d.join("many.safetensors");
+    let names: Vec<String> = (0..2048).map(|k| format!("t{k}")).collect();
+    let spec: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1024)).collect();
+    f32_input(&many, &spec, 5);
+    for (from, out) in [(&input, "w.npy"), (&input, "dir"), (&many, "many.npz")] {
+        let out = d.join(out);
+        let m = d.join(format!("{}.jsonl", out.display()));
+        let cli = Cli::try_parse_from([
+            "tensor2npy".as_ref(),
+            "convert".as_ref(),
+            from.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--jobs".as_ref(),
+            "1".as_ref(),
+            "--quiet".as_ref(),
+            "--manifest".as_ref(),
+            m.as_os_str(),
+        ])
+        .unwrap();
+        let Sub::Convert(args) = cli.command else {
+            unreachable!()
+        };
+        let before = thread_rchar();
+        tensor2npy::cmd::convert::run(args).unwrap();
+        let read = thread_rchar() - before;
+        let (input_len, written) = (
+            fs::metadata(from).unwrap().len(),
+            manifest_lines(&m)[0]["bytes"].as_u64().unwrap(),
+        );
+        // The input is read once; reading the output back would add `written` again.
+        assert!(
+            read < input_len + written / 4,
+            "{}: read {read} bytes for an input of {input_len} and an output of {written}",
+            out.display()
+        );
+    }
+}

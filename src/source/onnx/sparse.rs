@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use super::tensor::OnnxTensor;
 use crate::dtype::DType;
-use crate::tensor::ChunkSink;
+use crate::tensor::{ChunkSink, Gather};
 
 /// The stored indices of a sparse initializer and, for linear positions, the dense shape they
 /// unravel into.
@@ -29,22 +29,14 @@ impl Indices {
 
     /// Streams the coordinates as little-endian int64, in chunks of about `chunk` bytes.
     pub fn stream(&self, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let cap = (chunk / 8).clamp(1, 1 << 20) * 8;
-        let mut buf: Vec<u8> = Vec::with_capacity(cap + 8 * 64);
+        let mut out = Gather::new((chunk / 8).clamp(1, 1 << 20) * 8, sink);
         self.each(chunk, &mut |row| {
             for v in row {
-                buf.extend_from_slice(&v.to_le_bytes());
+                out.buf.extend_from_slice(&v.to_le_bytes());
             }
-            if buf.len() >= cap {
-                sink(&buf)?;
-                buf.clear();
-            }
-            Ok(())
+            out.flush_full()
         })?;
-        if !buf.is_empty() {
-            sink(&buf)?;
-        }
-        Ok(())
+        out.finish()
     }
 
     /// Calls `f` with the int64 values in order: each stored index, or each position's row of
