@@ -79,7 +79,9 @@ pub fn copy_with_crc(range: &FileRange, out: &File, at: u64, lock: &WriteLock) -
             if copied.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
-            let crc = helper.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let crc = helper
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             Some(copied.and(crc))
         });
         if let Some(done) = overlapped {
@@ -125,7 +127,13 @@ fn copy_pieces(
 
 /// The CRC-32 of `len` bytes of `range` from `from`, read through `buf`; gives up (with an
 /// error never reported) when `stop` is set.
-fn crc_of(range: &FileRange, from: u64, len: u64, buf: &mut [u8], stop: &AtomicBool) -> Result<Hasher> {
+fn crc_of(
+    range: &FileRange,
+    from: u64,
+    len: u64,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Result<Hasher> {
     let mut crc = Hasher::new();
     let mut p = 0;
     while p < len {
