@@ -2,7 +2,8 @@
 """HDF5 / Keras and Flax msgpack: tensor2npy against the script a user writes today.
 
 Generates at run time (nothing big is committed), in BENCH_DIR or a temporary directory:
-  * weights.h5: a Keras-like weights file, contiguous float32 datasets (BENCH_MB MiB in all)
+  * weights.h5: a Keras-like weights file, contiguous float32 datasets (BENCH_MB MiB in all; default
+    1 GiB times BENCH_SCALE, so that the work, not the start-up, dominates)
   * chunked.h5: the same data chunked (64 KiB chunks) with shuffle + deflate level 1
   * params.msgpack: flax.serialization.to_bytes of the same arrays
 and times, alternating contenders, BENCH_REPS rounds (default 3):
@@ -29,7 +30,7 @@ from emit import emit, ratio_row, tensor2npy  # noqa: E402
 BIN = tensor2npy()
 PY = sys.executable
 REPS = int(os.environ.get("BENCH_REPS", "3"))
-MB = int(os.environ.get("BENCH_MB") or max(8, 256 * float(os.environ.get("BENCH_SCALE", "1"))))
+MB = int(os.environ.get("BENCH_MB") or max(8, 1024 * float(os.environ.get("BENCH_SCALE", "1"))))
 WORK = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="t2n-bench-h5-")
 
 H5PY_SCRIPT = """

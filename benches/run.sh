@@ -21,6 +21,12 @@
 # BENCH_NUMPY_PYTHON); a script whose Python is missing is reported as not run.
 # BENCH_SCALE (default 1: ~1 GiB inputs; 0.1 for a quick run of a few minutes) and BENCH_REPS
 # (alternating rounds, default 5 for the core, 3 for the others) tune it.
+# BENCH_ONLY (a comma list of step names or groups) runs only those steps and writes their rows
+# into the existing BENCHMARKS.md as one section, "## Partial run: BENCH_ONLY=...", leaving the
+# other sections as they are. Groups: npz (core: bench.py, whose float32 row is the stored .npz
+# against cp), hdf5 (hdf5-flax), example, bigmodel (bigmodel-remote), newreaders (pickle, paddle,
+# tflite-events, orbax-zarr, dcp, numpy, deepspeed), memory (memory.sh). Issue 32's full run:
+#   BENCH_ONLY=hdf5,example,npz,bigmodel,newreaders benches/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -43,10 +49,25 @@ NUMPY="${BENCH_NUMPY_PYTHON:-.venv/bin/python}"
 DS="${BENCH_DS_PYTHON:-.venv-deepspeed/bin/python}"
 started=$(date +%s)
 
+# wanted NAME: whether BENCH_ONLY (empty: everything) names the step or a group holding it.
+wanted() {
+  [ -z "${BENCH_ONLY:-}" ] && return 0
+  local group
+  case "$1" in
+    core) group=npz ;;
+    hdf5-flax) group=hdf5 ;;
+    bigmodel-remote) group=bigmodel ;;
+    pickle | paddle | tflite-events | orbax-zarr | dcp | numpy | deepspeed) group=newreaders ;;
+    *) group="$1" ;;
+  esac
+  [[ ",$BENCH_ONLY," == *",$1,"* || ",$BENCH_ONLY," == *",$group,"* ]]
+}
+
 # step NAME PYTHON ARGS...: runs one script, or files it as not run when its Python is missing.
 step() {
   local name="$1" py="$2"
   shift 2
+  wanted "$name" || return 0
   if [ ! -x "$py" ]; then
     printf '[{"target": "%s", "measured": "not run: no Python at %s", "met": false}]\n' "$name" "$py" \
       > "$BENCH_OUT/99-$name.json"
@@ -74,6 +95,10 @@ step deepspeed "$DS" benches/deepspeed_bench.py
 BENCH_GGUF_PYTHON="$GGUF" step bigmodel-remote "$TORCH" benches/bigmodel_remote.py
 # The Python module: a venv with the wheel (packaging/build-wheel.sh), safetensors and NumPy.
 step python "${BENCH_PY_PYTHON:-.venv-py/bin/python}" benches/python_bench.py
-BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null
-"$TF" benches/report.py "$BENCH_OUT" > BENCHMARKS.md
+if wanted memory; then BENCH_PYTHON="$TF" T2N="$BENCH_BIN" benches/memory.sh > /dev/null; fi
+if [ -n "${BENCH_ONLY:-}" ]; then
+  "$TF" benches/report.py --splice BENCHMARKS.md "$BENCH_OUT"
+else
+  "$TF" benches/report.py "$BENCH_OUT" > BENCHMARKS.md
+fi
 echo "wrote BENCHMARKS.md in $(( $(date +%s) - started )) s" >&2

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
@@ -30,6 +31,8 @@ pub const KERNEL_COPY_MIN: u64 = 1 << 20;
 const PIECE: u64 = 8 << 20;
 /// The checksum pass reads this much at a time (stays in the CPU cache).
 const CRC_READ: usize = 256 << 10;
+/// The checksum helper's stack: it only reads into a heap buffer and hashes.
+const HELPER_STACK: usize = 256 << 10;
 /// Bytes a reserved member buffers before a positioned write.
 const BUFFER: usize = 1 << 20;
 
@@ -42,19 +45,73 @@ pub fn kernel_copies(range: &FileRange) -> bool {
 }
 
 /// Copies `range` (of a local file) to `out` at offset `at` inside the kernel, a piece at a
-/// time, and returns the CRC-32 of the bytes, read back piece by piece right after each copy.
+/// time, and returns the CRC-32 of the bytes, read from the input.
 ///
 /// Each piece is copied holding `lock`, the output's write lock: two threads writing one file
 /// at once only queue on its inode lock, spinning in the kernel (30 % of the CPU in a profile),
-/// where taking turns lets one checksum its last piece while the other copies.
+/// where taking turns lets one checksum its last piece while the other copies. A range of more
+/// than one piece is checksummed on a helper thread while this one copies, so that the CRC of
+/// one piece overlaps the kernel copy of another; where no thread can be started (an
+/// address-space limit), the pieces are checksummed in turn after each copy.
 pub fn copy_with_crc(range: &FileRange, out: &File, at: u64, lock: &WriteLock) -> Result<Hasher> {
     let Some(input) = range.file() else {
         bail!("internal: a kernel copy of a range that is not in a file");
     };
-    let mut crc = Hasher::new();
+    // allocated here, not on the helper: a thread's first malloc takes it a glibc arena
     let mut buf = vec![0u8; CRC_READ.min(range.len() as usize)];
+    if range.len() > PIECE {
+        let stop = AtomicBool::new(false);
+        let overlapped = std::thread::scope(|s| {
+            let helper = std::thread::Builder::new()
+                .name("crc".into())
+                .stack_size(HELPER_STACK)
+                .spawn_scoped(s, || {
+                    let crc = crc_of(range, 0, range.len(), &mut buf, &stop);
+                    if crc.is_err() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    crc
+                });
+            let Ok(helper) = helper else {
+                return None;
+            };
+            let copied = copy_pieces(input, range, out, at, lock, &stop, |_, _| Ok(()));
+            if copied.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let crc = helper
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            Some(copied.and(crc))
+        });
+        if let Some(done) = overlapped {
+            return done;
+        }
+    }
+    // one piece, or no helper: each piece checksummed right after its copy, while in the cache
+    let mut crc = Hasher::new();
+    let never = AtomicBool::new(false);
+    copy_pieces(input, range, out, at, lock, &never, |done, piece| {
+        crc.combine(&crc_of(range, done, piece, &mut buf, &never)?);
+        Ok(())
+    })?;
+    Ok(crc)
+}
+
+/// Copies `range` of `input` to `out` at `at` a piece at a time, each holding `lock`, calling
+/// `after(offset, length)` after each piece; stops early, without error, when `stop` is set
+/// (the checksum beside it failed, and its error is the one reported).
+fn copy_pieces(
+    input: &File,
+    range: &FileRange,
+    out: &File,
+    at: u64,
+    lock: &WriteLock,
+    stop: &AtomicBool,
+    mut after: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
     let mut done = 0u64;
-    while done < range.len() {
+    while done < range.len() && !stop.load(Ordering::Relaxed) {
         crate::error::check_interrupted()?;
         let piece = PIECE.min(range.len() - done);
         {
@@ -62,14 +119,31 @@ pub fn copy_with_crc(range: &FileRange, out: &File, at: u64, lock: &WriteLock) -
             copy_range(input, range.file_offset() + done, out, at + done, piece)
                 .map_err(io_error)?;
         }
-        let mut p = 0;
-        while p < piece {
-            let n = (buf.len() as u64).min(piece - p) as usize;
-            range.read_at(done + p, &mut buf[..n])?;
-            crc.update(&buf[..n]);
-            p += n as u64;
-        }
+        after(done, piece)?;
         done += piece;
+    }
+    Ok(())
+}
+
+/// The CRC-32 of `len` bytes of `range` from `from`, read through `buf`; gives up (with an
+/// error never reported) when `stop` is set.
+fn crc_of(
+    range: &FileRange,
+    from: u64,
+    len: u64,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Result<Hasher> {
+    let mut crc = Hasher::new();
+    let mut p = 0;
+    while p < len {
+        if stop.load(Ordering::Relaxed) {
+            bail!("internal: the checksum was stopped");
+        }
+        let n = (buf.len() as u64).min(len - p) as usize;
+        range.read_at(from + p, &mut buf[..n])?;
+        crc.update(&buf[..n]);
+        p += n as u64;
     }
     Ok(crc)
 }

@@ -45,6 +45,7 @@ use super::{Input, OpenOptions, Reader, Sniff};
 mod blocks;
 mod external;
 mod links;
+mod shuffle;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
@@ -279,7 +280,8 @@ impl Hdf5Source {
     ) -> Result<Hdf5Source> {
         let mut options = hdf5_reader::OpenOptions::default()
             .with_chunk_cache_bytes(1 << 20)
-            .with_max_chunk_bytes(MAX_CHUNK_BYTES);
+            .with_max_chunk_bytes(MAX_CHUNK_BYTES)
+            .with_filter_registry(shuffle::registry());
         if let Some(r) = external {
             options = options.with_external_file_resolver(r);
         }
