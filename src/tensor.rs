@@ -42,6 +42,29 @@ pub struct TensorMeta {
     /// For a ragged tensor listed whole: how many dimensions after the first are ragged (their
     /// `shape` entries are the longest row).
     pub ragged_rank: usize,
+    /// What the reader says about the tensor beyond its type and shape. It travels with the
+    /// metadata, so every wrapper (`Chain`, `Structured`, `.keras`) passes it on by passing
+    /// the metadata on.
+    pub facts: Facts,
+}
+
+/// A reader's facts about one tensor, for `list`, `--stats` and the `--jobs` scheduler; all
+/// empty (the default) for most tensors of most formats.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The element type as the format names it, where the dtype alone does not say it (a GGUF
+    /// block type such as `q4_K`, dequantized to float32); `list` and errors show it.
+    pub source_dtype: Option<String>,
+    /// Why the tensor is decoded by the reader on the host (GGUF or TFLite dequantization),
+    /// for `--stats`; such tensors never reach a device kernel.
+    pub host_decode: Option<String>,
+    /// The quantization parameters as stored (a TFLite tensor's scale, zero point and
+    /// quantized dimension), for `list --json`.
+    pub quantization: Option<serde_json::Value>,
+    /// Not worth reading in a `--jobs` worker from a second copy of the source: one read does
+    /// the work of all the tensors (the Example reader spools every feature in one pass), or
+    /// the tensor is assembled from others.
+    pub serial: bool,
 }
 
 impl TensorMeta {
@@ -111,24 +134,6 @@ pub trait Source: Send {
         None
     }
 
-    /// The element type as the format names it, where the dtype alone does not say it (a GGUF
-    /// block type such as `q4_K`, dequantized to float32); `list` and errors show it.
-    fn source_dtype(&self, _index: usize) -> Option<String> {
-        None
-    }
-
-    /// Why tensor `index` is decoded by the reader on the host (GGUF dequantization), for
-    /// `--stats`; such tensors never reach a device kernel.
-    fn host_decode(&self, _index: usize) -> Option<String> {
-        None
-    }
-
-    /// The quantization parameters of tensor `index` as stored (a TFLite tensor's scale, zero
-    /// point and quantized dimension), for `list --json`.
-    fn quantization(&self, _index: usize) -> Option<serde_json::Value> {
-        None
-    }
-
     /// The input's own metadata (GGUF key/values), for `list --json --metadata`.
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         Ok(None)
@@ -152,13 +157,6 @@ pub trait Source: Send {
     /// readers of formats told apart by structure; `list` shows it.
     fn format(&self) -> Option<&str> {
         None
-    }
-
-    /// Whether tensor `index` is worth reading in a `--jobs` worker, from a second copy of this
-    /// source opened for the worker: not where one read does the work of all the tensors (the
-    /// Example reader spools every feature in one pass) or the tensor is assembled from others.
-    fn parallel_reads(&self, _index: usize) -> bool {
-        true
     }
 
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.

@@ -73,11 +73,14 @@ pub fn run(args: ListArgs) -> Result<()> {
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
             check_interrupted()?;
-            src.meta(i).map(|m| {
-                let dtype = src
-                    .source_dtype(i)
+            src.meta(i).map(|mut m| {
+                let dtype = m
+                    .facts
+                    .source_dtype
+                    .take()
                     .unwrap_or_else(|| m.dtype.name().to_string());
-                (src.display_path(), m, dtype, src.quantization(i))
+                let quantization = m.facts.quantization.take();
+                (src.display_path(), m, dtype, quantization)
             })
         })
     });

@@ -11,9 +11,9 @@
 //! at most one such part open at a time, so a folder of thousands of shards needs a handful of
 //! file descriptors. A reopened part must list the same tensors, or the read fails.
 //!
-//! Every optional hook of [`Source`] is forwarded (raw ranges, source dtypes, host decodes,
-//! parallel reads, metadata, format, notes). A tensor name present in two parts is an error
-//! naming both parts.
+//! The per-tensor facts (source dtypes, host decodes, parallel reads) travel in each part's
+//! metadata; raw ranges, metadata, format and notes are forwarded. A tensor name present in two
+//! parts is an error naming both parts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,8 @@ pub struct Chain {
     parts: Vec<Part>,
     /// Tensor `i` is tensor `.1` of part `.0`.
     index: Vec<(usize, usize)>,
+    /// Every part's metadata (with its facts), kept while the part was open.
     metas: Vec<TensorMeta>,
-    /// Per tensor, the facts of the hooks, kept while the part was open.
-    facts: Vec<Facts>,
     /// The part that gave each name, while parts are added.
     names: HashMap<String, usize>,
     notes: Vec<String>,
@@ -58,13 +57,6 @@ enum How {
     },
 }
 
-#[derive(Default)]
-struct Facts {
-    source_dtype: Option<String>,
-    host_decode: Option<String>,
-    parallel: bool,
-}
-
 impl Chain {
     /// An empty chain; `display` names it in messages.
     pub fn new(display: &str) -> Chain {
@@ -73,7 +65,6 @@ impl Chain {
             parts: Vec::new(),
             index: Vec::new(),
             metas: Vec::new(),
-            facts: Vec::new(),
             names: HashMap::new(),
             notes: Vec::new(),
             files: Vec::new(),
@@ -167,11 +158,6 @@ impl Chain {
                 );
             }
             self.names.insert(meta.name.clone(), k);
-            self.facts.push(Facts {
-                source_dtype: src.source_dtype(i),
-                host_decode: src.host_decode(i),
-                parallel: src.parallel_reads(i),
-            });
             self.metas.push(meta);
             self.index.push((k, i));
         }
@@ -346,18 +332,6 @@ impl Source for Chain {
         }
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.facts[index].source_dtype.clone()
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        self.facts[index].host_decode.clone()
-    }
-
-    fn parallel_reads(&self, index: usize) -> bool {
-        self.facts[index].parallel
-    }
-
     /// One part's metadata as it is; several parts' under their paths.
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         let mut all = serde_json::Map::new();
@@ -390,7 +364,7 @@ impl Source for Chain {
 mod tests {
     use super::*;
     use crate::dtype::DType;
-    use crate::tensor::Kind;
+    use crate::tensor::{Facts, Kind};
 
     /// One tensor `name` and an answer from every optional hook.
     struct Mock {
@@ -424,6 +398,12 @@ mod tests {
                 max_string_len: None,
                 big_endian: false,
                 ragged_rank: 0,
+                facts: Facts {
+                    source_dtype: Some(format!("dtype of {}", self.path)),
+                    host_decode: Some(format!("decode of {}", self.path)),
+                    quantization: Some(serde_json::json!(self.path)),
+                    serial: self.path != "a",
+                },
             })
         }
         fn read_dense(&mut self, _: usize, _: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -438,20 +418,11 @@ mod tests {
         fn raw_range(&self, _: usize) -> Option<FileRange> {
             Some(FileRange::from_vec(self.path.as_bytes().to_vec()))
         }
-        fn source_dtype(&self, _: usize) -> Option<String> {
-            Some(format!("dtype of {}", self.path))
-        }
-        fn host_decode(&self, _: usize) -> Option<String> {
-            Some(format!("decode of {}", self.path))
-        }
         fn metadata(&self) -> Result<Option<serde_json::Value>> {
             Ok(Some(serde_json::json!(self.path)))
         }
         fn format(&self) -> Option<&str> {
             Some("mock")
-        }
-        fn parallel_reads(&self, _: usize) -> bool {
-            self.path == "a"
         }
         fn notes(&self) -> &[String] {
             &self.notes
@@ -465,9 +436,11 @@ mod tests {
             .finish();
         assert_eq!(c.len(), 2);
         assert_eq!(c.meta(1).unwrap().name, "y");
-        assert_eq!(c.source_dtype(1).as_deref(), Some("dtype of b"));
-        assert_eq!(c.host_decode(0).as_deref(), Some("decode of a"));
-        assert!(c.parallel_reads(0) && !c.parallel_reads(1));
+        let (a, b) = (c.meta(0).unwrap().facts, c.meta(1).unwrap().facts);
+        assert_eq!(b.source_dtype.as_deref(), Some("dtype of b"));
+        assert_eq!(a.host_decode.as_deref(), Some("decode of a"));
+        assert_eq!(b.quantization, Some(serde_json::json!("b")));
+        assert!(!a.serial && b.serial);
         assert_eq!(c.raw_range(1).unwrap().memory(), Some(&b"b"[..]));
         assert_eq!(c.format(), Some("mock"));
         assert_eq!(c.notes(), ["note of a", "note of b"]);

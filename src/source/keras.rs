@@ -163,18 +163,6 @@ impl Source for KerasSource {
         self.inner.raw_range(index)
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.inner.source_dtype(index)
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        self.inner.host_decode(index)
-    }
-
-    fn quantization(&self, index: usize) -> Option<serde_json::Value> {
-        self.inner.quantization(index)
-    }
-
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         self.inner.metadata()
     }
@@ -185,10 +173,6 @@ impl Source for KerasSource {
 
     fn format(&self) -> Option<&str> {
         self.inner.format()
-    }
-
-    fn parallel_reads(&self, index: usize) -> bool {
-        self.inner.parallel_reads(index)
     }
 
     fn notes(&self) -> &[String] {

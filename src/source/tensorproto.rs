@@ -451,6 +451,7 @@ impl ScannedTensor {
             max_string_len: (self.dtype == DType::String).then_some(self.max_string_len),
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         }
     }
 }

@@ -349,6 +349,7 @@ impl Source for TfEventsSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         Ok(match self.outs[index] {
             Out::One(i) => {

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
 
 pub use comp::{Comp, CompData};
 pub use ragged::Ragged;
@@ -111,6 +111,7 @@ fn comp_meta(name: String, c: &Comp) -> TensorMeta {
         },
         big_endian: false,
         ragged_rank: 0,
+        facts: Default::default(),
     }
 }
 
@@ -429,8 +430,16 @@ impl Source for Structured {
     fn meta(&self, index: usize) -> Result<TensorMeta> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.meta(*i),
+            // Assembled from several tensors: none of the reader's facts about one of them
+            // holds, and a worker would assemble it all again.
             Item::Comp(m, _) | Item::Dense(m, _) | Item::Padded(m, _) | Item::Listed(m) => {
-                Ok(m.clone())
+                Ok(TensorMeta {
+                    facts: Facts {
+                        serial: true,
+                        ..Facts::default()
+                    },
+                    ..m.clone()
+                })
             }
         }
     }
@@ -459,13 +468,6 @@ impl Source for Structured {
         self.inner.input_files()
     }
 
-    fn parallel_reads(&self, index: usize) -> bool {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.parallel_reads(*i),
-            _ => false,
-        }
-    }
-
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.raw_range(*i),
@@ -473,20 +475,6 @@ impl Source for Structured {
                 CompData::Fixed(r) if r.file().is_some() => Some(r.clone()),
                 _ => None,
             },
-            _ => None,
-        }
-    }
-
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.source_dtype(*i),
-            _ => None,
-        }
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.host_decode(*i),
             _ => None,
         }
     }

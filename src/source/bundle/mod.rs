@@ -186,6 +186,7 @@ impl BundleSource {
             max_string_len: None,
             big_endian,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         if !entry.slices.is_empty() {
             let size = dtype

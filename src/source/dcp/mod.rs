@@ -298,6 +298,7 @@ fn tensor_meta(name: &str, dtype: DType, size: &[u64], stored_bytes: u64) -> Ten
         max_string_len: None,
         big_endian: false,
         ragged_rank: 0,
+        facts: Default::default(),
     }
 }
 

@@ -522,6 +522,7 @@ impl Source for DeepSpeedSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         })
     }
 

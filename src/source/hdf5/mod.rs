@@ -458,6 +458,7 @@ fn describe(
             max_string_len,
             big_endian,
             ragged_rank: 0,
+            facts: Default::default(),
         },
         dataset: ds,
         elem,

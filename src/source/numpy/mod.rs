@@ -229,6 +229,7 @@ impl NumpySource {
                 max_string_len,
                 big_endian,
                 ragged_rank: 0,
+                facts: Default::default(),
             },
             header: h,
             bytes,
