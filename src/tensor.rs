@@ -106,16 +106,31 @@ pub trait Source: Send {
     /// The input path as the user gave it, for messages.
     fn display_path(&self) -> &str;
 
-    /// How many tensors the input holds.
-    fn len(&self) -> usize;
+    /// How many tensors the input holds (by default, the length of [`Source::metas`]).
+    fn len(&self) -> usize {
+        self.metas().len()
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The metadata of tensor `index`. Readers of inputs with very many tensors (TFRecords)
-    /// recompute it on demand instead of holding it all.
-    fn meta(&self, index: usize) -> Result<TensorMeta>;
+    /// The metadata of tensor `index` (by default, entry `index` of [`Source::metas`]).
+    /// Readers of inputs with very many tensors (TFRecords) recompute it on demand instead of
+    /// holding it all, and readers that add facts to a stored entry build it here.
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        match self.metas().get(index) {
+            Some(m) => Ok(m.clone()),
+            None => bail!("{}: there is no tensor {index}", self.display_path()),
+        }
+    }
+
+    /// Every tensor's metadata, for a reader that holds it as one table: `len` and `meta`
+    /// follow from it. Empty for a reader that implements `len` and `meta` itself, as any
+    /// reader that does not hold the table must.
+    fn metas(&self) -> &[TensorMeta] {
+        &[]
+    }
 
     /// Streams the elements of fixed-size tensor `index`, row-major, in the source dtype's
     /// little-endian layout (or big-endian when `big_endian` is set), in chunks of at most

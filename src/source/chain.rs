@@ -99,11 +99,6 @@ impl Chain {
         self.notes.push(note);
     }
 
-    /// The tensors added so far, in order.
-    pub fn metas(&self) -> &[TensorMeta] {
-        &self.metas
-    }
-
     /// Adds a source that stays open.
     pub fn push_held(&mut self, src: Box<dyn Source>) -> Result<()> {
         let k = self.parts.len();
@@ -274,12 +269,8 @@ impl Source for Chain {
         &self.display
     }
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

@@ -559,12 +559,8 @@ impl Source for BundleSource {
         &self.path
     }
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
