@@ -168,14 +168,19 @@ pub trait Source: Send {
         }
     }
 
+    /// The reader's facts about the input as a whole (format, notes), in one value so that a
+    /// wrapper passes all of them on by passing it on.
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts::default()
+    }
+}
+
+/// A reader's facts about its input as a whole ([`Source::input_facts`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputFacts<'a> {
     /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the
     /// readers of formats told apart by structure; `list` shows it.
-    fn format(&self) -> Option<&str> {
-        None
-    }
-
+    pub format: Option<&'a str>,
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
-    fn notes(&self) -> &[String] {
-        &[]
-    }
+    pub notes: &'a [String],
 }

@@ -91,7 +91,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         args.input.inputs.truncate(1);
     }
     for src in &sources {
-        for note in src.notes() {
+        for note in src.input_facts().notes {
             report.note(&format!("{}: {note}", src.display_path()));
         }
     }

@@ -239,7 +239,7 @@ impl Plan {
     pub fn notes(&self) {
         let report = Reporter::new(self.quiet);
         for src in &self.sources {
-            for note in src.notes() {
+            for note in src.input_facts().notes {
                 report.note(&format!("{}: {note}", src.display_path()));
             }
         }

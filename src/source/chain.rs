@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{OpenOptions, Reader};
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub struct Chain {
     display: String,
@@ -76,10 +76,10 @@ impl Chain {
     /// Two sources read as one (a SavedModel's variables, then its constants).
     pub fn pair(first: Box<dyn Source>, second: Box<dyn Source>) -> Result<Chain> {
         let mut c = Chain::new(first.display_path());
-        c.format = first.format().map(String::from);
-        c.notes.extend(first.notes().iter().cloned());
+        c.format = first.input_facts().format.map(String::from);
+        c.notes.extend(first.input_facts().notes.iter().cloned());
         c.push_held(first)?;
-        c.notes.extend(second.notes().iter().cloned());
+        c.notes.extend(second.input_facts().notes.iter().cloned());
         c.push_held(second)?;
         Ok(c)
     }
@@ -120,7 +120,7 @@ impl Chain {
     ) -> Result<()> {
         let src = open_part(path, reader, opts)?;
         let display = src.display_path().to_string();
-        for note in src.notes() {
+        for note in src.input_facts().notes {
             self.notes.push(format!("{display}: {note}"));
         }
         let k = self.parts.len();
@@ -250,7 +250,7 @@ pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Sour
             chain.push_path(&input.path, reader, opts)?;
         } else {
             let src = (reader.open)(&input, opts).with_context(|| input.display.clone())?;
-            for note in src.notes() {
+            for note in src.input_facts().notes {
                 chain.add_note(format!("{}: {note}", input.display));
             }
             chain.push_held(src)?;
@@ -342,12 +342,11 @@ impl Source for Chain {
         })
     }
 
-    fn format(&self) -> Option<&str> {
-        self.format.as_deref()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: self.format.as_deref(),
+            notes: &self.notes,
+        }
     }
 }
 
@@ -412,11 +411,11 @@ mod tests {
         fn metadata(&self) -> Result<Option<serde_json::Value>> {
             Ok(Some(serde_json::json!(self.path)))
         }
-        fn format(&self) -> Option<&str> {
-            Some("mock")
-        }
-        fn notes(&self) -> &[String] {
-            &self.notes
+        fn input_facts(&self) -> InputFacts<'_> {
+            InputFacts {
+                format: Some("mock"),
+                notes: &self.notes,
+            }
         }
     }
 
@@ -433,8 +432,8 @@ mod tests {
         assert_eq!(b.quantization, Some(serde_json::json!("b")));
         assert!(!a.serial && b.serial);
         assert_eq!(c.raw_range(1).unwrap().memory(), Some(&b"b"[..]));
-        assert_eq!(c.format(), Some("mock"));
-        assert_eq!(c.notes(), ["note of a", "note of b"]);
+        assert_eq!(c.input_facts().format, Some("mock"));
+        assert_eq!(c.input_facts().notes, ["note of a", "note of b"]);
         assert_eq!(
             c.metadata().unwrap().unwrap(),
             serde_json::json!({"a": "a", "b": "b"})

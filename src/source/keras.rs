@@ -15,7 +15,7 @@ use super::hdf5::Hdf5Source;
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::container::zip::{Archive, MemberData};
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "keras",
@@ -171,12 +171,8 @@ impl Source for KerasSource {
         self.inner.write_metadata(out)
     }
 
-    fn format(&self) -> Option<&str> {
-        self.inner.format()
-    }
-
-    fn notes(&self) -> &[String] {
-        self.inner.notes()
+    fn input_facts(&self) -> InputFacts<'_> {
+        self.inner.input_facts()
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "safetensors",
@@ -338,8 +338,11 @@ impl Source for SafetensorsSource {
         self.files.clone()
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
 

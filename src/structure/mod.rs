@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub use comp::{Comp, CompData};
 pub use ragged::Ragged;
@@ -263,7 +263,7 @@ impl Structured {
 
         let mut items = Vec::new();
         // The reader's own notes (a checkpoint written without CRC-32s) come first.
-        let mut notes = inner.notes().to_vec();
+        let mut notes = inner.input_facts().notes.to_vec();
         let mut skipped_variants: Vec<String> = Vec::new();
         for (i, m) in metas.iter().enumerate() {
             if let Some(&first) = grouped.get(&i) {
@@ -419,8 +419,12 @@ impl Source for Structured {
     fn display_path(&self) -> &str {
         self.inner.display_path()
     }
-    fn format(&self) -> Option<&str> {
-        self.inner.format()
+    /// The reader's format, and its notes followed by this wrapper's own.
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: self.inner.input_facts().format,
+            notes: &self.notes,
+        }
     }
 
     fn len(&self) -> usize {
@@ -481,10 +485,6 @@ impl Source for Structured {
 
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         self.inner.metadata()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
     }
 }
 

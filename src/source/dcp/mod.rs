@@ -34,7 +34,7 @@ use super::zarr::join;
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
 use crate::input::{self, FileRange, RangeReader};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "dcp",
@@ -347,11 +347,10 @@ impl Source for DcpSource {
         self.input_files.clone()
     }
 
-    fn format(&self) -> Option<&str> {
-        Some(&self.format)
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some(&self.format),
+            notes: &self.notes,
+        }
     }
 }

@@ -48,7 +48,7 @@ mod links;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "hdf5",
@@ -521,8 +521,11 @@ impl Source for Hdf5Source {
         self.entries.len()
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {

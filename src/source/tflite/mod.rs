@@ -41,7 +41,7 @@ pub use model::{parse, sniff as sniff_head, Found, Quant};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "tflite",
@@ -312,7 +312,10 @@ impl Source for TfliteSource {
         self.files.clone()
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
