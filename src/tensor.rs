@@ -1,5 +1,13 @@
 //! The tensor stream every reader produces and every sink consumes: metadata first (listable
 //! without touching the data), then each tensor's bytes in bounded chunks.
+//!
+//! What a reader knows beyond the bytes travels in two values, not in optional hooks a wrapper
+//! could forget to forward: each tensor's [`TensorMeta`] carries its [`Facts`] (source dtype,
+//! host decode, quantization, whether a worker may read it), and [`Source::input_facts`] gives
+//! the input's format and notes. A reader that holds every tensor's metadata as one table
+//! gives it as [`Source::metas`] and inherits `len` and `meta`. Raw ranges and the input's
+//! metadata stay methods: they are computed on demand (a reopened part, streamed GGUF
+//! key/values).
 
 use anyhow::{bail, Result};
 

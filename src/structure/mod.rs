@@ -510,3 +510,101 @@ fn check_dense_size(name: &str, shape: &[u64], item: u64, opts: &StructureOption
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain tensor with facts of its reader, and the three components of a sparse tensor;
+    /// the reader has a format and a note.
+    struct Mock {
+        metas: Vec<TensorMeta>,
+        notes: Vec<String>,
+    }
+
+    fn meta(name: &str, dtype: DType, shape: &[u64], facts: Facts) -> TensorMeta {
+        TensorMeta {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            kind: Kind::Dense,
+            stored_bytes: 8,
+            max_string_len: None,
+            big_endian: false,
+            ragged_rank: 0,
+            facts,
+        }
+    }
+
+    impl Source for Mock {
+        fn display_path(&self) -> &str {
+            "mock"
+        }
+        fn metas(&self) -> &[TensorMeta] {
+            &self.metas
+        }
+        fn read_dense(&mut self, index: usize, _: usize, sink: &mut ChunkSink) -> Result<()> {
+            match self.metas[index].name.as_str() {
+                "sp/dense_shape" => sink(&[3i64.to_le_bytes(), 4i64.to_le_bytes()].concat()),
+                "sp/indices" => sink(&[0i64.to_le_bytes(), 1i64.to_le_bytes()].concat()),
+                _ => sink(&[0u8; 8][..self.metas[index].dtype.item_size().unwrap()]),
+            }
+        }
+        fn read_strings(&mut self, _: usize, _: &mut ChunkSink) -> Result<()> {
+            bail!("no strings")
+        }
+        fn input_files(&self) -> Vec<PathBuf> {
+            Vec::new()
+        }
+        fn input_facts(&self) -> InputFacts<'_> {
+            InputFacts {
+                format: Some("mock"),
+                notes: &self.notes,
+            }
+        }
+    }
+
+    #[test]
+    fn the_readers_facts_and_notes_survive_and_assembled_tensors_carry_none() {
+        let w = Facts {
+            source_dtype: Some("q4_K".into()),
+            host_decode: Some("dequantized".into()),
+            quantization: Some(serde_json::json!({"scale": [0.5]})),
+            serial: false,
+        };
+        let inner = Mock {
+            metas: vec![
+                meta("w", DType::F32, &[2], w.clone()),
+                meta("sp/indices", DType::I64, &[1, 2], w.clone()),
+                meta("sp/values", DType::F32, &[1], w.clone()),
+                meta("sp/dense_shape", DType::I64, &[2], w.clone()),
+            ],
+            notes: vec!["written without CRC-32s".into()],
+        };
+        let opts = StructureOptions {
+            sparse: Default::default(),
+            ragged: Default::default(),
+            fill: None,
+            duplicates: Duplicates::Sum,
+            max_dense_bytes: u64::MAX,
+            strict: false,
+            view: View::List,
+            max_fill_bytes: u64::MAX,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        };
+        let s = wrap(Box::new(inner), &opts).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.input_facts().format, Some("mock"));
+        assert_eq!(s.input_facts().notes[0], "written without CRC-32s");
+        let (plain, sparse) = (s.meta(0).unwrap(), s.meta(1).unwrap());
+        assert_eq!((plain.name.as_str(), plain.facts), ("w", w));
+        assert_eq!((sparse.name.as_str(), sparse.kind), ("sp", Kind::Sparse));
+        assert_eq!(
+            sparse.facts,
+            Facts {
+                serial: true,
+                ..Facts::default()
+            }
+        );
+    }
+}
