@@ -15,7 +15,9 @@
 //!        checks their CRC-32s, for the PyTorch, Keras and NumPy readers; tfrecord/ the
 //!        TFRecord framing, CRCs and GZIP/ZLIB spooling; protobuf.rs the one field walker;
 //!        cursor.rs the one buffered reader over a FileRange)
-//!      → source/<format> (one reader per format: the tensor stream of tensor.rs)
+//!      → source/<format> (one reader per format: the tensor stream of tensor.rs, whose
+//!        TensorMeta carries the reader's facts about each tensor and whose InputFacts carry
+//!        the format and notes of the input, so wrappers pass them on whole)
 //!      → structure/ (sparse and ragged: recognised, validated, streamed)
 //!      → pipeline.rs (one tensor: member, chunks, convert, write, commit); jobs.rs (--jobs:
 //!        workers fill members the sink reserved, or convert the outputs of a batch)

@@ -59,6 +59,8 @@ pub struct Prepared {
     pub data_len: u64,
     converter: Option<Converter>,
     pub copy: Option<FileRange>,
+    /// Why the reader decodes this tensor on the host (the tensor's `facts.host_decode`).
+    host_decode: Option<String>,
 }
 
 impl Prepared {
@@ -112,6 +114,7 @@ pub fn prepare(
         data_len,
         converter,
         copy,
+        host_decode: meta.facts.host_decode.clone(),
     })
 }
 
@@ -191,7 +194,6 @@ pub fn fill(
         return copy_member(range, out_name, member, opts);
     }
     let mut device = opts.device.borrow_mut();
-    let host_decode = src.host_decode(index);
     let mut run = device.start(out_name, converter, chunk)?;
     let write = |member: &mut Member, out: &[u8], host: &mut HostTimes| -> Result<()> {
         check_interrupted()?;
@@ -219,7 +221,7 @@ pub fn fill(
     host.read = since(started).saturating_sub(host.convert + host.write);
     device.add_host_times(host);
     // The reader decoded this tensor on the host (GGUF dequantization); say so in --stats.
-    if let (Some(why), Some(last)) = (host_decode, device.stats.last_mut()) {
+    if let (Some(why), Some(last)) = (&prepared.host_decode, device.stats.last_mut()) {
         if last.path != "gpu" {
             last.path = format!("cpu: {why}");
         }

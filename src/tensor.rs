@@ -1,5 +1,13 @@
 //! The tensor stream every reader produces and every sink consumes: metadata first (listable
 //! without touching the data), then each tensor's bytes in bounded chunks.
+//!
+//! What a reader knows beyond the bytes travels in two values, not in optional hooks a wrapper
+//! could forget to forward: each tensor's [`TensorMeta`] carries its [`Facts`] (source dtype,
+//! host decode, quantization, whether a worker may read it), and [`Source::input_facts`] gives
+//! the input's format and notes. A reader that holds every tensor's metadata as one table
+//! gives it as [`Source::metas`] and inherits `len` and `meta`. Raw ranges and the input's
+//! metadata stay methods: they are computed on demand (a reopened part, streamed GGUF
+//! key/values).
 
 use anyhow::{bail, Result};
 
@@ -42,6 +50,29 @@ pub struct TensorMeta {
     /// For a ragged tensor listed whole: how many dimensions after the first are ragged (their
     /// `shape` entries are the longest row).
     pub ragged_rank: usize,
+    /// What the reader says about the tensor beyond its type and shape. It travels with the
+    /// metadata, so every wrapper (`Chain`, `Structured`, `.keras`) passes it on by passing
+    /// the metadata on.
+    pub facts: Facts,
+}
+
+/// A reader's facts about one tensor, for `list`, `--stats` and the `--jobs` scheduler; all
+/// empty (the default) for most tensors of most formats.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Facts {
+    /// The element type as the format names it, where the dtype alone does not say it (a GGUF
+    /// block type such as `q4_K`, dequantized to float32); `list` and errors show it.
+    pub source_dtype: Option<String>,
+    /// Why the tensor is decoded by the reader on the host (GGUF or TFLite dequantization),
+    /// for `--stats`; such tensors never reach a device kernel.
+    pub host_decode: Option<String>,
+    /// The quantization parameters as stored (a TFLite tensor's scale, zero point and
+    /// quantized dimension), for `list --json`.
+    pub quantization: Option<serde_json::Value>,
+    /// Not worth reading in a `--jobs` worker from a second copy of the source: one read does
+    /// the work of all the tensors (the Example reader spools every feature in one pass), or
+    /// the tensor is assembled from others.
+    pub serial: bool,
 }
 
 impl TensorMeta {
@@ -126,16 +157,31 @@ pub trait Source: Send {
     /// The input path as the user gave it, for messages.
     fn display_path(&self) -> &str;
 
-    /// How many tensors the input holds.
-    fn len(&self) -> usize;
+    /// How many tensors the input holds (by default, the length of [`Source::metas`]).
+    fn len(&self) -> usize {
+        self.metas().len()
+    }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The metadata of tensor `index`. Readers of inputs with very many tensors (TFRecords)
-    /// recompute it on demand instead of holding it all.
-    fn meta(&self, index: usize) -> Result<TensorMeta>;
+    /// The metadata of tensor `index` (by default, entry `index` of [`Source::metas`]).
+    /// Readers of inputs with very many tensors (TFRecords) recompute it on demand instead of
+    /// holding it all, and readers that add facts to a stored entry build it here.
+    fn meta(&self, index: usize) -> Result<TensorMeta> {
+        match self.metas().get(index) {
+            Some(m) => Ok(m.clone()),
+            None => bail!("{}: there is no tensor {index}", self.display_path()),
+        }
+    }
+
+    /// Every tensor's metadata, for a reader that holds it as one table: `len` and `meta`
+    /// follow from it. Empty for a reader that implements `len` and `meta` itself, as any
+    /// reader that does not hold the table must.
+    fn metas(&self) -> &[TensorMeta] {
+        &[]
+    }
 
     /// Streams the elements of fixed-size tensor `index`, row-major, in the source dtype's
     /// little-endian layout (or big-endian when `big_endian` is set), in chunks of at most
@@ -151,24 +197,6 @@ pub trait Source: Send {
     /// The bytes of tensor `index` when they are stored contiguously, little-endian and need no
     /// checking on the way out, so that an unconverted tensor can be copied as it is.
     fn raw_range(&self, _index: usize) -> Option<crate::input::FileRange> {
-        None
-    }
-
-    /// The element type as the format names it, where the dtype alone does not say it (a GGUF
-    /// block type such as `q4_K`, dequantized to float32); `list` and errors show it.
-    fn source_dtype(&self, _index: usize) -> Option<String> {
-        None
-    }
-
-    /// Why tensor `index` is decoded by the reader on the host (GGUF dequantization), for
-    /// `--stats`; such tensors never reach a device kernel.
-    fn host_decode(&self, _index: usize) -> Option<String> {
-        None
-    }
-
-    /// The quantization parameters of tensor `index` as stored (a TFLite tensor's scale, zero
-    /// point and quantized dimension), for `list --json`.
-    fn quantization(&self, _index: usize) -> Option<serde_json::Value> {
         None
     }
 
@@ -191,21 +219,19 @@ pub trait Source: Send {
         }
     }
 
+    /// The reader's facts about the input as a whole (format, notes), in one value so that a
+    /// wrapper passes all of them on by passing it on.
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts::default()
+    }
+}
+
+/// A reader's facts about its input as a whole ([`Source::input_facts`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputFacts<'a> {
     /// What the input was read as (`graphdef`, `onnx (ir_version 9)`, `tensorproto`), for the
     /// readers of formats told apart by structure; `list` shows it.
-    fn format(&self) -> Option<&str> {
-        None
-    }
-
-    /// Whether tensor `index` is worth reading in a `--jobs` worker, from a second copy of this
-    /// source opened for the worker: not where one read does the work of all the tensors (the
-    /// Example reader spools every feature in one pass) or the tensor is assembled from others.
-    fn parallel_reads(&self, _index: usize) -> bool {
-        true
-    }
-
+    pub format: Option<&'a str>,
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
-    fn notes(&self) -> &[String] {
-        &[]
-    }
+    pub notes: &'a [String],
 }

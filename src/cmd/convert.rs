@@ -91,7 +91,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         args.input.inputs.truncate(1);
     }
     for src in &sources {
-        for note in src.notes() {
+        for note in src.input_facts().notes {
             report.note(&format!("{}: {note}", src.display_path()));
         }
     }
@@ -535,8 +535,10 @@ fn write_members(
             }
             let path = src.display_path().to_string();
             if npy_type(&meta, policy).is_none() {
-                let dtype = src
-                    .source_dtype(i)
+                let dtype = meta
+                    .facts
+                    .source_dtype
+                    .clone()
                     .unwrap_or_else(|| meta.dtype.to_string());
                 report.note(&format!(
                     "{path}: skipped '{}': dtype {dtype} has no NumPy form",
@@ -557,7 +559,7 @@ fn write_members(
             };
             let prepared = prepare(src.as_ref(), i, &meta, policy).with_context(context)?;
             let to_worker = prepared.data_len >= min
-                && (prepared.copy.is_some() || (reopens && src.parallel_reads(i)));
+                && (prepared.copy.is_some() || (reopens && !meta.facts.serial));
             if to_worker {
                 let member = sink.reserve(&prepared.spec(&name)).with_context(context)?;
                 pool.submit(jobs::Task {

@@ -36,7 +36,7 @@ pub fn run(args: ListArgs) -> Result<()> {
     let sources = super::open_inputs(&args.input, &structure)?;
     for src in &sources {
         if !args.quiet {
-            for note in src.notes() {
+            for note in src.input_facts().notes {
                 eprintln!(
                     "tensor2npy: note: {}: {}",
                     shown(src.display_path()),
@@ -61,7 +61,7 @@ pub fn run(args: ListArgs) -> Result<()> {
     // What each input was read as, where its reader says (GraphDef, ONNX, TensorProto).
     let format_of: Vec<(&str, &str)> = sources
         .iter()
-        .filter_map(|s| s.format().map(|f| (s.display_path(), f)))
+        .filter_map(|s| s.input_facts().format.map(|f| (s.display_path(), f)))
         .collect();
     if !args.json {
         for (path, f) in &format_of {
@@ -73,11 +73,14 @@ pub fn run(args: ListArgs) -> Result<()> {
     let rows = sources.iter().flat_map(|src| {
         (0..src.len()).map(move |i| {
             check_interrupted()?;
-            src.meta(i).map(|m| {
-                let dtype = src
-                    .source_dtype(i)
+            src.meta(i).map(|mut m| {
+                let dtype = m
+                    .facts
+                    .source_dtype
+                    .take()
                     .unwrap_or_else(|| m.dtype.name().to_string());
-                (src.display_path(), m, dtype, src.quantization(i))
+                let quantization = m.facts.quantization.take();
+                (src.display_path(), m, dtype, quantization)
             })
         })
     });

@@ -50,8 +50,10 @@ pub fn survey(
                 continue;
             }
             None => {
-                let dtype = src
-                    .source_dtype(i)
+                let dtype = meta
+                    .facts
+                    .source_dtype
+                    .clone()
                     .unwrap_or_else(|| meta.dtype.to_string());
                 return Err(anyhow!(
                     "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"

@@ -105,8 +105,10 @@ pub fn plan_entries(sources: &[Box<dyn Source>], o: &PlanOptions) -> Result<Vec<
                 continue;
             }
             let context = || format!("{path}: tensor '{}'", meta.name);
-            let dtype = src
-                .source_dtype(i)
+            let dtype = meta
+                .facts
+                .source_dtype
+                .clone()
                 .unwrap_or_else(|| meta.dtype.name().to_string());
             let (descr, out_bytes) = match npy_type(&meta, &o.policy) {
                 Some(t) => (t.descr(), output_bytes(&meta, t).with_context(context)?),
@@ -237,7 +239,7 @@ impl Plan {
     pub fn notes(&self) {
         let report = Reporter::new(self.quiet);
         for src in &self.sources {
-            for note in src.notes() {
+            for note in src.input_facts().notes {
                 report.note(&format!("{}: {note}", src.display_path()));
             }
         }

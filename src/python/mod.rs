@@ -334,7 +334,7 @@ fn verify_all(args: &crate::cli::VerifyArgs) -> Result<Vec<Checked>> {
             };
             result.with_context(|| format!("{display}: tensor '{}'", meta.name))?;
         }
-        let format = src.format().map(String::from);
+        let format = src.input_facts().format.map(String::from);
         results.push((display, src.len(), bytes, format));
     }
     Ok(results)
@@ -367,7 +367,7 @@ fn list_tensors<'py>(
         )?;
         let formats: Vec<Option<String>> = sources
             .iter()
-            .map(|s| s.format().map(String::from))
+            .map(|s| s.input_facts().format.map(String::from))
             .collect();
         Ok((entries, formats))
     })?;

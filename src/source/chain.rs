@@ -11,9 +11,9 @@
 //! at most one such part open at a time, so a folder of thousands of shards needs a handful of
 //! file descriptors. A reopened part must list the same tensors, or the read fails.
 //!
-//! Every optional hook of [`Source`] is forwarded (raw ranges, source dtypes, host decodes,
-//! parallel reads, metadata, format, notes). A tensor name present in two parts is an error
-//! naming both parts.
+//! The per-tensor facts (source dtypes, host decodes, parallel reads) travel in each part's
+//! metadata; raw ranges, metadata, format and notes are forwarded. A tensor name present in two
+//! parts is an error naming both parts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,16 +23,15 @@ use anyhow::{bail, Context, Result};
 
 use super::{OpenOptions, Reader};
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub struct Chain {
     display: String,
     parts: Vec<Part>,
     /// Tensor `i` is tensor `.1` of part `.0`.
     index: Vec<(usize, usize)>,
+    /// Every part's metadata (with its facts), kept while the part was open.
     metas: Vec<TensorMeta>,
-    /// Per tensor, the facts of the hooks, kept while the part was open.
-    facts: Vec<Facts>,
     /// The part that gave each name, while parts are added.
     names: HashMap<String, usize>,
     notes: Vec<String>,
@@ -58,13 +57,6 @@ enum How {
     },
 }
 
-#[derive(Default)]
-struct Facts {
-    source_dtype: Option<String>,
-    host_decode: Option<String>,
-    parallel: bool,
-}
-
 impl Chain {
     /// An empty chain; `display` names it in messages.
     pub fn new(display: &str) -> Chain {
@@ -73,7 +65,6 @@ impl Chain {
             parts: Vec::new(),
             index: Vec::new(),
             metas: Vec::new(),
-            facts: Vec::new(),
             names: HashMap::new(),
             notes: Vec::new(),
             files: Vec::new(),
@@ -85,10 +76,10 @@ impl Chain {
     /// Two sources read as one (a SavedModel's variables, then its constants).
     pub fn pair(first: Box<dyn Source>, second: Box<dyn Source>) -> Result<Chain> {
         let mut c = Chain::new(first.display_path());
-        c.format = first.format().map(String::from);
-        c.notes.extend(first.notes().iter().cloned());
+        c.format = first.input_facts().format.map(String::from);
+        c.notes.extend(first.input_facts().notes.iter().cloned());
         c.push_held(first)?;
-        c.notes.extend(second.notes().iter().cloned());
+        c.notes.extend(second.input_facts().notes.iter().cloned());
         c.push_held(second)?;
         Ok(c)
     }
@@ -106,11 +97,6 @@ impl Chain {
     /// A note of the composite itself (what a folder leaves out).
     pub fn add_note(&mut self, note: String) {
         self.notes.push(note);
-    }
-
-    /// The tensors added so far, in order.
-    pub fn metas(&self) -> &[TensorMeta] {
-        &self.metas
     }
 
     /// Adds a source that stays open.
@@ -134,7 +120,7 @@ impl Chain {
     ) -> Result<()> {
         let src = open_part(path, reader, opts)?;
         let display = src.display_path().to_string();
-        for note in src.notes() {
+        for note in src.input_facts().notes {
             self.notes.push(format!("{display}: {note}"));
         }
         let k = self.parts.len();
@@ -167,11 +153,6 @@ impl Chain {
                 );
             }
             self.names.insert(meta.name.clone(), k);
-            self.facts.push(Facts {
-                source_dtype: src.source_dtype(i),
-                host_decode: src.host_decode(i),
-                parallel: src.parallel_reads(i),
-            });
             self.metas.push(meta);
             self.index.push((k, i));
         }
@@ -269,7 +250,7 @@ pub fn open_concat(paths: &[PathBuf], opts: &OpenOptions) -> Result<Box<dyn Sour
             chain.push_path(&input.path, reader, opts)?;
         } else {
             let src = (reader.open)(&input, opts).with_context(|| input.display.clone())?;
-            for note in src.notes() {
+            for note in src.input_facts().notes {
                 chain.add_note(format!("{}: {note}", input.display));
             }
             chain.push_held(src)?;
@@ -288,12 +269,8 @@ impl Source for Chain {
         &self.display
     }
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -346,18 +323,6 @@ impl Source for Chain {
         }
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.facts[index].source_dtype.clone()
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        self.facts[index].host_decode.clone()
-    }
-
-    fn parallel_reads(&self, index: usize) -> bool {
-        self.facts[index].parallel
-    }
-
     /// One part's metadata as it is; several parts' under their paths.
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         let mut all = serde_json::Map::new();
@@ -377,12 +342,11 @@ impl Source for Chain {
         })
     }
 
-    fn format(&self) -> Option<&str> {
-        self.format.as_deref()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: self.format.as_deref(),
+            notes: &self.notes,
+        }
     }
 }
 
@@ -390,7 +354,7 @@ impl Source for Chain {
 mod tests {
     use super::*;
     use crate::dtype::DType;
-    use crate::tensor::Kind;
+    use crate::tensor::{Facts, Kind};
 
     /// One tensor `name` and an answer from every optional hook.
     struct Mock {
@@ -424,6 +388,12 @@ mod tests {
                 max_string_len: None,
                 big_endian: false,
                 ragged_rank: 0,
+                facts: Facts {
+                    source_dtype: Some(format!("dtype of {}", self.path)),
+                    host_decode: Some(format!("decode of {}", self.path)),
+                    quantization: Some(serde_json::json!(self.path)),
+                    serial: self.path != "a",
+                },
             })
         }
         fn read_dense(&mut self, _: usize, _: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -438,23 +408,14 @@ mod tests {
         fn raw_range(&self, _: usize) -> Option<FileRange> {
             Some(FileRange::from_vec(self.path.as_bytes().to_vec()))
         }
-        fn source_dtype(&self, _: usize) -> Option<String> {
-            Some(format!("dtype of {}", self.path))
-        }
-        fn host_decode(&self, _: usize) -> Option<String> {
-            Some(format!("decode of {}", self.path))
-        }
         fn metadata(&self) -> Result<Option<serde_json::Value>> {
             Ok(Some(serde_json::json!(self.path)))
         }
-        fn format(&self) -> Option<&str> {
-            Some("mock")
-        }
-        fn parallel_reads(&self, _: usize) -> bool {
-            self.path == "a"
-        }
-        fn notes(&self) -> &[String] {
-            &self.notes
+        fn input_facts(&self) -> InputFacts<'_> {
+            InputFacts {
+                format: Some("mock"),
+                notes: &self.notes,
+            }
         }
     }
 
@@ -465,12 +426,14 @@ mod tests {
             .finish();
         assert_eq!(c.len(), 2);
         assert_eq!(c.meta(1).unwrap().name, "y");
-        assert_eq!(c.source_dtype(1).as_deref(), Some("dtype of b"));
-        assert_eq!(c.host_decode(0).as_deref(), Some("decode of a"));
-        assert!(c.parallel_reads(0) && !c.parallel_reads(1));
+        let (a, b) = (c.meta(0).unwrap().facts, c.meta(1).unwrap().facts);
+        assert_eq!(b.source_dtype.as_deref(), Some("dtype of b"));
+        assert_eq!(a.host_decode.as_deref(), Some("decode of a"));
+        assert_eq!(b.quantization, Some(serde_json::json!("b")));
+        assert!(!a.serial && b.serial);
         assert_eq!(c.raw_range(1).unwrap().memory(), Some(&b"b"[..]));
-        assert_eq!(c.format(), Some("mock"));
-        assert_eq!(c.notes(), ["note of a", "note of b"]);
+        assert_eq!(c.input_facts().format, Some("mock"));
+        assert_eq!(c.input_facts().notes, ["note of a", "note of b"]);
         assert_eq!(
             c.metadata().unwrap().unwrap(),
             serde_json::json!({"a": "a", "b": "b"})

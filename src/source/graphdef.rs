@@ -19,7 +19,7 @@ use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::input::FileRange;
 use crate::source::tensorproto::ScannedTensor;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 /// A `Const` node located in a graph.
 #[derive(Clone, Debug)]
@@ -351,9 +351,13 @@ impl Source for GraphDefSource {
     fn display_path(&self) -> &str {
         &self.path
     }
-    fn format(&self) -> Option<&str> {
-        Some(&self.format)
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some(&self.format),
+            notes: &[],
+        }
     }
+
     fn len(&self) -> usize {
         self.consts.len()
     }

@@ -15,7 +15,7 @@ use super::hdf5::Hdf5Source;
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::container::zip::{Archive, MemberData};
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "keras",
@@ -163,18 +163,6 @@ impl Source for KerasSource {
         self.inner.raw_range(index)
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.inner.source_dtype(index)
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        self.inner.host_decode(index)
-    }
-
-    fn quantization(&self, index: usize) -> Option<serde_json::Value> {
-        self.inner.quantization(index)
-    }
-
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         self.inner.metadata()
     }
@@ -183,16 +171,8 @@ impl Source for KerasSource {
         self.inner.write_metadata(out)
     }
 
-    fn format(&self) -> Option<&str> {
-        self.inner.format()
-    }
-
-    fn parallel_reads(&self, index: usize) -> bool {
-        self.inner.parallel_reads(index)
-    }
-
-    fn notes(&self) -> &[String] {
-        self.inner.notes()
+    fn input_facts(&self) -> InputFacts<'_> {
+        self.inner.input_facts()
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "safetensors",
@@ -310,6 +310,14 @@ impl Source for SafetensorsSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Facts {
+                source_dtype: self
+                    .unsupported
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .map(|(_, name)| name.clone()),
+                ..Facts::default()
+            },
         })
     }
 
@@ -330,15 +338,11 @@ impl Source for SafetensorsSource {
         self.files.clone()
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.unsupported
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map(|(_, name)| name.clone())
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::check_interrupted;
 use crate::input::FileRange;
 use crate::source::proto::TensorShapeProto;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 /// The most bytes a typed field may expand to by TensorFlow's fill rule (a single `float_val`
 /// with a huge shape), so that a tiny hostile file cannot fill the disk.
@@ -451,6 +451,7 @@ impl ScannedTensor {
             max_string_len: (self.dtype == DType::String).then_some(self.max_string_len),
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         }
     }
 }
@@ -506,9 +507,13 @@ impl Source for TensorProtoSource {
     fn display_path(&self) -> &str {
         &self.path
     }
-    fn format(&self) -> Option<&str> {
-        Some("tensorproto")
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some("tensorproto"),
+            notes: &[],
+        }
     }
+
     fn len(&self) -> usize {
         1
     }

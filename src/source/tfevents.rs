@@ -33,7 +33,7 @@ use crate::input::FileRange;
 use crate::source::proto::{Dim, TensorShapeProto};
 use crate::source::tensorproto::ScannedTensor;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 /// Values are read through a window of this many bytes.
 const WINDOW: usize = 1 << 20;
@@ -349,6 +349,7 @@ impl Source for TfEventsSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         Ok(match self.outs[index] {
             Out::One(i) => {
@@ -383,8 +384,11 @@ impl Source for TfEventsSource {
         self.files.clone()
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
 

@@ -161,10 +161,6 @@ impl TfRecordSource {
 }
 
 impl Source for TfRecordSource {
-    fn parallel_reads(&self, _index: usize) -> bool {
-        !self.spooled
-    }
-
     fn display_path(&self) -> &str {
         &self.path
     }
@@ -176,10 +172,13 @@ impl Source for TfRecordSource {
         }
     }
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        match &self.stacked {
-            Some(m) => Ok(m.clone()),
-            None => Ok(self.record(index)?.meta(format!("{}/{index}", self.stem))),
-        }
+        let mut meta = match &self.stacked {
+            Some(m) => m.clone(),
+            None => self.record(index)?.meta(format!("{}/{index}", self.stem)),
+        };
+        // A spooled (compressed) file is decompressed in one pass by one reader.
+        meta.facts.serial = self.spooled;
+        Ok(meta)
     }
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         for i in self.parts(index) {

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub use comp::{Comp, CompData};
 pub use ragged::Ragged;
@@ -249,7 +249,7 @@ impl Structured {
 
         let mut items = Vec::new();
         // The reader's own notes (a checkpoint written without CRC-32s) come first.
-        let mut notes = inner.notes().to_vec();
+        let mut notes = inner.input_facts().notes.to_vec();
         let mut skipped_variants: Vec<String> = Vec::new();
         for (i, m) in metas.iter().enumerate() {
             if let Some(&first) = grouped.get(&i) {
@@ -405,8 +405,12 @@ impl Source for Structured {
     fn display_path(&self) -> &str {
         self.inner.display_path()
     }
-    fn format(&self) -> Option<&str> {
-        self.inner.format()
+    /// The reader's format, and its notes followed by this wrapper's own.
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: self.inner.input_facts().format,
+            notes: &self.notes,
+        }
     }
 
     fn len(&self) -> usize {
@@ -416,8 +420,16 @@ impl Source for Structured {
     fn meta(&self, index: usize) -> Result<TensorMeta> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.meta(*i),
+            // Assembled from several tensors: none of the reader's facts about one of them
+            // holds, and a worker would assemble it all again.
             Item::Comp(m, _) | Item::Dense(m, _) | Item::Padded(m, _) | Item::Listed(m) => {
-                Ok(m.clone())
+                Ok(TensorMeta {
+                    facts: Facts {
+                        serial: true,
+                        ..Facts::default()
+                    },
+                    ..m.clone()
+                })
             }
         }
     }
@@ -446,13 +458,6 @@ impl Source for Structured {
         self.inner.input_files()
     }
 
-    fn parallel_reads(&self, index: usize) -> bool {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.parallel_reads(*i),
-            _ => false,
-        }
-    }
-
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         match &self.items[index] {
             Item::Pass(i) => self.inner.raw_range(*i),
@@ -464,26 +469,8 @@ impl Source for Structured {
         }
     }
 
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.source_dtype(*i),
-            _ => None,
-        }
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        match &self.items[index] {
-            Item::Pass(i) => self.inner.host_decode(*i),
-            _ => None,
-        }
-    }
-
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         self.inner.metadata()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
     }
 }
 
@@ -507,5 +494,103 @@ fn check_dense_size(name: &str, shape: &[u64], item: u64, opts: &StructureOption
             bytes.map_or("more than 2^64".to_string(), |b| b.to_string()),
             opts.max_dense_bytes
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain tensor with facts of its reader, and the three components of a sparse tensor;
+    /// the reader has a format and a note.
+    struct Mock {
+        metas: Vec<TensorMeta>,
+        notes: Vec<String>,
+    }
+
+    fn meta(name: &str, dtype: DType, shape: &[u64], facts: Facts) -> TensorMeta {
+        TensorMeta {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            kind: Kind::Dense,
+            stored_bytes: 8,
+            max_string_len: None,
+            big_endian: false,
+            ragged_rank: 0,
+            facts,
+        }
+    }
+
+    impl Source for Mock {
+        fn display_path(&self) -> &str {
+            "mock"
+        }
+        fn metas(&self) -> &[TensorMeta] {
+            &self.metas
+        }
+        fn read_dense(&mut self, index: usize, _: usize, sink: &mut ChunkSink) -> Result<()> {
+            match self.metas[index].name.as_str() {
+                "sp/dense_shape" => sink(&[3i64.to_le_bytes(), 4i64.to_le_bytes()].concat()),
+                "sp/indices" => sink(&[0i64.to_le_bytes(), 1i64.to_le_bytes()].concat()),
+                _ => sink(&[0u8; 8][..self.metas[index].dtype.item_size().unwrap()]),
+            }
+        }
+        fn read_strings(&mut self, _: usize, _: &mut ChunkSink) -> Result<()> {
+            bail!("no strings")
+        }
+        fn input_files(&self) -> Vec<PathBuf> {
+            Vec::new()
+        }
+        fn input_facts(&self) -> InputFacts<'_> {
+            InputFacts {
+                format: Some("mock"),
+                notes: &self.notes,
+            }
+        }
+    }
+
+    #[test]
+    fn the_readers_facts_and_notes_survive_and_assembled_tensors_carry_none() {
+        let w = Facts {
+            source_dtype: Some("q4_K".into()),
+            host_decode: Some("dequantized".into()),
+            quantization: Some(serde_json::json!({"scale": [0.5]})),
+            serial: false,
+        };
+        let inner = Mock {
+            metas: vec![
+                meta("w", DType::F32, &[2], w.clone()),
+                meta("sp/indices", DType::I64, &[1, 2], w.clone()),
+                meta("sp/values", DType::F32, &[1], w.clone()),
+                meta("sp/dense_shape", DType::I64, &[2], w.clone()),
+            ],
+            notes: vec!["written without CRC-32s".into()],
+        };
+        let opts = StructureOptions {
+            sparse: Default::default(),
+            ragged: Default::default(),
+            fill: None,
+            duplicates: Duplicates::Sum,
+            max_dense_bytes: u64::MAX,
+            strict: false,
+            view: View::List,
+            max_fill_bytes: u64::MAX,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        };
+        let s = wrap(Box::new(inner), &opts).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.input_facts().format, Some("mock"));
+        assert_eq!(s.input_facts().notes[0], "written without CRC-32s");
+        let (plain, sparse) = (s.meta(0).unwrap(), s.meta(1).unwrap());
+        assert_eq!((plain.name.as_str(), plain.facts), ("w", w));
+        assert_eq!((sparse.name.as_str(), sparse.kind), ("sp", Kind::Sparse));
+        assert_eq!(
+            sparse.facts,
+            Facts {
+                serial: true,
+                ..Facts::default()
+            }
+        );
     }
 }

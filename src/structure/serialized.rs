@@ -146,6 +146,7 @@ pub fn from_serialized(
         max_string_len: None,
         big_endian: false,
         ragged_rank: 0,
+        facts: Default::default(),
     };
     let mut values_meta = rows[0][1].meta(String::new());
     values_meta.shape = vec![nnz];

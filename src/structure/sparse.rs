@@ -182,6 +182,7 @@ pub(super) fn head(c: &Comp) -> TensorMeta {
         },
         big_endian: false,
         ragged_rank: 0,
+        facts: Default::default(),
     }
 }
 

@@ -181,6 +181,7 @@ impl BundleSource {
             max_string_len: None,
             big_endian,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         if !entry.slices.is_empty() {
             let size = dtype
@@ -556,12 +557,8 @@ impl Source for BundleSource {
         &self.path
     }
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

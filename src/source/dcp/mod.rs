@@ -34,7 +34,7 @@ use super::zarr::join;
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
 use crate::input::{self, FileRange, RangeReader};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "dcp",
@@ -298,6 +298,7 @@ fn tensor_meta(name: &str, dtype: DType, size: &[u64], stored_bytes: u64) -> Ten
         max_string_len: None,
         big_endian: false,
         ragged_rank: 0,
+        facts: Default::default(),
     }
 }
 
@@ -346,11 +347,10 @@ impl Source for DcpSource {
         self.input_files.clone()
     }
 
-    fn format(&self) -> Option<&str> {
-        Some(&self.format)
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some(&self.format),
+            notes: &self.notes,
+        }
     }
 }

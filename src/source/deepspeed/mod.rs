@@ -31,7 +31,7 @@ use self::states::{model_states, optim_states};
 use super::{folder, Input, OpenOptions, Reader, Sniff};
 use crate::dtype::DType;
 use crate::input;
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "deepspeed",
@@ -522,6 +522,7 @@ impl Source for DeepSpeedSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         })
     }
 
@@ -571,8 +572,11 @@ impl Source for DeepSpeedSource {
             .collect()
     }
 
-    fn format(&self) -> Option<&str> {
-        Some(&self.format)
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some(&self.format),
+            notes: &[],
+        }
     }
 }
 

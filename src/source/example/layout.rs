@@ -137,6 +137,7 @@ pub fn plan(
             max_string_len: strings.then_some(st.max_len),
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         let splits = |name: String, len: u64| TensorMeta {
             name,
@@ -147,6 +148,7 @@ pub fn plan(
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         };
         let mut push = |piece: Piece, m: TensorMeta| -> Result<()> {
             if !names.insert(m.name.clone()) {

@@ -584,11 +584,6 @@ impl ExampleSource {
 }
 
 impl Source for ExampleSource {
-    /// One read spools every feature; a second copy would do it all again.
-    fn parallel_reads(&self, _index: usize) -> bool {
-        false
-    }
-
     fn display_path(&self) -> &str {
         &self.path
     }
@@ -596,7 +591,10 @@ impl Source for ExampleSource {
         self.outputs.len()
     }
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.outputs[index].meta.clone())
+        let mut meta = self.outputs[index].meta.clone();
+        // One read spools every feature; a second copy would do it all again.
+        meta.facts.serial = true;
+        Ok(meta)
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

@@ -518,6 +518,7 @@ impl Leaf {
             max_string_len: self.string.then_some(stored_bytes),
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         }
     }
 }

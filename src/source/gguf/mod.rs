@@ -260,6 +260,7 @@ fn meta(name: String, dtype: DType, shape: Vec<u64>, bytes: u64, big_endian: boo
         max_string_len: None,
         big_endian,
         ragged_rank: 0,
+        facts: Default::default(),
     }
 }
 
@@ -318,7 +319,16 @@ impl Source for GgufSource {
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.entries[index].meta.clone())
+        let e = &self.entries[index];
+        let mut meta = e.meta.clone();
+        meta.facts.source_dtype = e.type_name.clone();
+        if let Mode::Dequant(_) = e.mode {
+            meta.facts.host_decode = Some(format!(
+                "GGUF {} is dequantized on the host (no device kernel)",
+                e.type_name.as_deref().unwrap_or("block type")
+            ));
+        }
+        Ok(meta)
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -357,21 +367,6 @@ impl Source for GgufSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
-    }
-
-    fn source_dtype(&self, index: usize) -> Option<String> {
-        self.entries[index].type_name.clone()
-    }
-
-    fn host_decode(&self, index: usize) -> Option<String> {
-        let e = &self.entries[index];
-        match e.mode {
-            Mode::Dequant(_) => Some(format!(
-                "GGUF {} is dequantized on the host (no device kernel)",
-                e.type_name.as_deref().unwrap_or("block type")
-            )),
-            _ => None,
-        }
     }
 
     fn write_metadata(&self, out: &mut dyn std::io::Write) -> Result<bool> {

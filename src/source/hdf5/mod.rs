@@ -49,7 +49,7 @@ mod shuffle;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "hdf5",
@@ -242,7 +242,6 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
 }
 
 struct Entry {
-    meta: TensorMeta,
     dataset: Dataset,
     elem: Elem,
     /// The dataset's own shape (without array-type dims).
@@ -256,6 +255,8 @@ struct Entry {
 pub struct Hdf5Source {
     path: String,
     files: Vec<PathBuf>,
+    /// Every dataset's metadata, and how to read it.
+    metas: Vec<TensorMeta>,
     entries: Vec<Entry>,
     /// What the container around the file says (a `.keras` archive's config), for `list
     /// --metadata`.
@@ -294,13 +295,16 @@ impl Hdf5Source {
         let mut seen = HashSet::new();
         let mut notes = Vec::new();
         walk(&file, &root, "", 0, &mut seen, &mut found, &mut notes)?;
-        let mut entries = Vec::new();
+        let (mut metas, mut entries) = (Vec::new(), Vec::new());
         for (name, ds) in found {
-            entries.push(describe(&file, &data, base, name, ds)?);
+            let (meta, entry) = describe(&file, &data, base, name, ds)?;
+            metas.push(meta);
+            entries.push(entry);
         }
         Ok(Hdf5Source {
             path: path.to_string(),
             files,
+            metas,
             entries,
             metadata: None,
             notes,
@@ -376,7 +380,7 @@ fn describe(
     base: u64,
     name: String,
     ds: Dataset,
-) -> Result<Entry> {
+) -> Result<(TensorMeta, Entry)> {
     let context = || format!("dataset '{name}'");
     let bf16_attr = matches!(ds.dtype(), Datatype::Opaque { size: 2, .. })
         && ds
@@ -450,23 +454,25 @@ fn describe(
         Ok(Some(n)) => n,
         Ok(None) | Err(_) => stored_bytes,
     };
-    Ok(Entry {
-        meta: TensorMeta {
-            name,
-            dtype,
-            shape: full_shape,
-            kind,
-            stored_bytes,
-            max_string_len,
-            big_endian,
-            ragged_rank: 0,
-        },
+    let meta = TensorMeta {
+        name,
+        dtype,
+        shape: full_shape,
+        kind,
+        stored_bytes,
+        max_string_len,
+        big_endian,
+        ragged_rank: 0,
+        facts: Default::default(),
+    };
+    let entry = Entry {
         dataset: ds,
         elem,
         shape,
         elem_size,
         range,
-    })
+    };
+    Ok((meta, entry))
 }
 
 /// The stored bytes of a contiguous, unfiltered dataset whose data has been written, checked
@@ -518,16 +524,15 @@ impl Source for Hdf5Source {
         Ok(self.metadata.clone())
     }
 
-    fn len(&self) -> usize {
-        self.entries.len()
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.entries[index].meta.clone())
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

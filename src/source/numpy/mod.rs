@@ -30,7 +30,7 @@ use super::{Input, OpenOptions, Reader, Sniff};
 use crate::container::zip::{Archive, MemberData};
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "numpy",
@@ -229,6 +229,7 @@ impl NumpySource {
                 max_string_len,
                 big_endian,
                 ragged_rank: 0,
+                facts: Default::default(),
             },
             header: h,
             bytes,
@@ -340,8 +341,11 @@ impl Source for NumpySource {
         }
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use crate::container::protobuf::{self as pbwalk, for_each_field, Value};
 use crate::dtype::DType;
 use crate::input::{self, FileRange};
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 /// Subgraphs nested deeper than this are refused (a hostile model could recurse the walker).
 const MAX_DEPTH: usize = 32;
@@ -413,9 +413,13 @@ impl Source for OnnxSource {
     fn display_path(&self) -> &str {
         &self.path
     }
-    fn format(&self) -> Option<&str> {
-        Some(&self.format)
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: Some(&self.format),
+            notes: &self.notes,
+        }
     }
+
     fn metadata(&self) -> Result<Option<serde_json::Value>> {
         Ok(Some(self.metadata.clone()))
     }
@@ -436,9 +440,6 @@ impl Source for OnnxSource {
     }
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         self.tensors[index].raw_range()
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
     }
 }
 

@@ -329,6 +329,7 @@ impl OnnxTensor {
             max_string_len: string.then_some(self.max_string_len),
             big_endian: false,
             ragged_rank: 0,
+            facts: Default::default(),
         }
     }
 

@@ -23,7 +23,7 @@ use super::zarr::meta::ArrayMeta;
 use super::zarr::{array_at, join, Array, DirStore};
 use super::{Input, OpenOptions, Reader, Sniff};
 use crate::input::{self, FileRange};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "orbax",
@@ -308,11 +308,10 @@ impl Source for OrbaxSource {
         Vec::new()
     }
 
-    fn format(&self) -> Option<&str> {
-        self.format.as_deref()
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: self.format.as_deref(),
+            notes: &self.notes,
+        }
     }
 }

@@ -41,7 +41,7 @@ pub use model::{parse, sniff as sniff_head, Found, Quant};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "tflite",
@@ -265,6 +265,19 @@ impl Source for TfliteSource {
             max_string_len: None,
             big_endian: false,
             ragged_rank: 0,
+            facts: Facts {
+                host_decode: matches!(e.part, Part::Dequant).then(|| {
+                    format!(
+                        "TFLite {} is dequantized on the host (no device kernel)",
+                        self.found[e.found].dtype.name()
+                    )
+                }),
+                quantization: match e.part {
+                    Part::Stored => self.found[e.found].quant.as_ref().map(Quant::json),
+                    _ => None,
+                },
+                ..Facts::default()
+            },
         })
     }
 
@@ -299,25 +312,10 @@ impl Source for TfliteSource {
         self.files.clone()
     }
 
-    fn host_decode(&self, index: usize) -> Option<String> {
-        let e = &self.entries[index];
-        matches!(e.part, Part::Dequant).then(|| {
-            format!(
-                "TFLite {} is dequantized on the host (no device kernel)",
-                self.found[e.found].dtype.name()
-            )
-        })
-    }
-
-    fn quantization(&self, index: usize) -> Option<serde_json::Value> {
-        let e = &self.entries[index];
-        match e.part {
-            Part::Stored => self.found[e.found].quant.as_ref().map(Quant::json),
-            _ => None,
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
         }
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
     }
 }

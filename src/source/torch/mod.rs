@@ -26,7 +26,7 @@ use super::pickle::{self, TensorRef};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
 pub(crate) mod container;
 mod jit;
@@ -298,12 +298,8 @@ impl Source for TorchSource {
         &self.path
     }
 
-    fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.metas[index].clone())
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -362,8 +358,11 @@ impl Source for TorchSource {
         self.files.clone()
     }
 
-    fn notes(&self) -> &[String] {
-        &self.notes
+    fn input_facts(&self) -> InputFacts<'_> {
+        InputFacts {
+            format: None,
+            notes: &self.notes,
+        }
     }
 }
 

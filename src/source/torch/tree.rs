@@ -125,6 +125,7 @@ pub(super) fn build(
             max_string_len: None,
             big_endian: (big_endian || own_order) && item > 1,
             ragged_rank: 0,
+            facts: Default::default(),
         });
         src.entries.push(entry);
         src.storage_of.push(storage);

@@ -105,6 +105,7 @@ impl Array {
             max_string_len: None,
             big_endian: m.big_endian,
             ragged_rank: 0,
+            facts: Default::default(),
         }
     }
 }
