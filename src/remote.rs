@@ -198,6 +198,9 @@ pub(crate) fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
     if let Some(s) = stores.get(&key) {
         return Ok((s.clone(), path));
     }
+    // reqwest is built without a crypto provider of its own (Cargo.toml: ring, not aws-lc-rs);
+    // ring's is the process default before any client exists. Err: one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let store: Arc<dyn ObjectStore> = match parsed.scheme() {
         "s3" | "s3a" => {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
