@@ -1,5 +1,7 @@
-//! `tensor2npy convert`: decides where each selected tensor goes (the output table of the
-//! contract), refuses to write over an input, and drives the pipeline into the sinks.
+//! `tensor2npy convert`: resolves its command line once (`settings.rs`), opens the inputs, makes
+//! the first pass over their metadata (`survey.rs`), decides where each selected tensor goes (the
+//! output table of `plan.rs`), refuses to write over an input, lets the planner (`planner.rs`)
+//! decide each output (`--update`, `--max-output`), and drives the pipeline into the sinks.
 
 use std::cell::RefCell;
 use std::io::IsTerminal;
@@ -20,8 +22,9 @@ use crate::sink::{npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::source::stem;
 use crate::summary::Outcomes;
 
-use super::settings::Settings;
 use super::plan::{plan_jobs, refuse_overwriting_inputs, target_name, Job, Target};
+use super::planner::{self, Decision, Done, Planned, Survey};
+use super::settings::Settings;
 use crate::tensor::Source;
 
 pub fn run(args: ConvertArgs) -> Result<()> {
@@ -61,7 +64,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
-    let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let (mut survey, mut skipped) = (Survey::default(), 0);
     // With --update, --max-output is charged only for the outputs it then writes (below): the
     // first pass measures each input's share without a limit.
     let defer_budget = settings.update && settings.max_output.is_some();
@@ -69,15 +72,14 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         true => None,
         false => settings.max_output,
     });
-    let mut charged = Vec::new();
     let mut s = 0;
     while s < sources.len() {
         let before = budget.used();
         match super::survey::survey(sources[s].as_ref(), &mut selector, &settings, &mut budget) {
             Ok((n, bytes, skip)) => {
-                selected.push(n);
-                in_bytes.push(bytes);
-                charged.push(budget.used() - before);
+                survey.selected.push(n);
+                survey.bytes.push(bytes);
+                survey.charged.push(budget.used() - before);
                 skipped += skip;
                 s += 1;
             }
@@ -95,7 +97,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if sources.is_empty() {
         return outcomes.finish();
     }
-    let total: u64 = in_bytes.iter().sum();
+    let total: u64 = survey.bytes.iter().sum();
     let all_inputs = || {
         sources
             .iter()
@@ -103,14 +105,9 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    selector.check_matched().with_context(all_inputs)?;
-    let count: usize = selected.iter().sum();
-    if count == 0 && (!settings.select.is_empty() || !settings.exclude.is_empty()) {
-        return Err(anyhow!(
-            "--select / --exclude leave no tensor to convert (nothing was written)"
-        )
-        .context(all_inputs()));
-    }
+    let count: usize = survey.selected.iter().sum();
+    let patterns = !settings.select.is_empty() || !settings.exclude.is_empty();
+    super::check_selection(&sources, &selector, count, patterns)?;
     if count == 0 && skipped > 0 {
         return Err(anyhow!(
             "--skip-unsupported skipped every tensor ({skipped}): nothing to write (nothing was written)"
@@ -119,7 +116,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     }
 
     let stems: Vec<String> = settings.inputs.paths.iter().map(|p| stem(p)).collect();
-    let jobs = plan_jobs(&settings, &stems, &selected).with_context(all_inputs)?;
+    let jobs = plan_jobs(&settings, &stems, &survey.selected).with_context(all_inputs)?;
     refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
     for job in &jobs {
         if let Target::Dir(dir) = &job.target {
@@ -141,59 +138,35 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         report: &report,
         device: &device,
     };
-    // How the summary names an output: its URL when it goes to object storage.
     let remote_out = &settings.remote_out;
     let fingerprint = &settings.fingerprint;
-    let output_name = |t: &Target| match (remote_out, t) {
-        (Some(r), Target::Npz(p) | Target::Npy(p) | Target::Dir(p)) => {
-            r.url_of(p).unwrap_or_else(|| target_name(t))
-        }
-        _ => target_name(t),
-    };
     let workers = settings.workers;
     let reopen = |s: usize| super::reopen_input(&settings.inputs, s);
+    let oracle = Files {
+        sources: &sources,
+        paths: &settings.inputs.paths,
+        manifest: manifest.as_ref(),
+        fingerprint,
+    };
+    let planned = planner::decide(
+        jobs,
+        &survey,
+        &settings,
+        manifest.is_some(),
+        &oracle,
+        &all_inputs(),
+    );
     // In order: what --update leaves alone, then what is to be written.
     let mut todo = Vec::new();
-    let mut later_budget = crate::budget::OutputBudget::new(settings.max_output);
-    for job in jobs {
-        let inputs: Vec<String> = job
-            .inputs
-            .iter()
-            .map(|&s| settings.inputs.paths[s].display().to_string())
-            .collect();
-        let target = match &job.target {
-            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
-            Target::StdoutNpy | Target::StdoutNpz => None,
-        };
-        let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
-        let bytes: u64 = job.inputs.iter().map(|&s| in_bytes[s]).sum();
-        let files: Vec<PathBuf> = job
-            .inputs
-            .iter()
-            .flat_map(|&s| match sources[s].input_files() {
-                f if f.is_empty() => vec![settings.inputs.paths[s].clone()],
-                f => f,
-            })
-            .collect();
-        let identity = if settings.update || manifest.is_some() {
-            crate::batch::identity(&files)
-        } else {
-            serde_json::Value::Null
-        };
-        if let (true, Some(t)) = (settings.update, &target) {
-            // A remote output is judged by its URL, not by its staging path.
-            let shown = match remote_out.as_ref().and_then(|r| r.url_of(t)) {
-                Some(u) => PathBuf::from(u),
-                None => t.clone(),
-            };
-            let done = crate::batch::up_to_date(
-                &shown,
-                &files,
-                manifest.as_ref(),
-                &identity,
-                fingerprint,
-            );
-            if let Some(previous) = done {
+    for Planned {
+        job,
+        done,
+        decision,
+    } in planned
+    {
+        match decision {
+            Decision::Write => todo.push((job, done)),
+            Decision::UpToDate { shown, previous } => {
                 report.note(&match previous.is_null() {
                     // Without a manifest only times are compared: the options are not known.
                     true => format!(
@@ -204,26 +177,21 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                 });
                 outcomes.up_to_date();
                 if let Some(m) = &manifest {
+                    let (inputs, _, tensors, _, identity, _) = &done;
                     m.record(&crate::batch::Record {
-                        inputs: &inputs,
+                        inputs,
                         output: Some(&shown),
                         url: None,
-                        tensors,
+                        tensors: *tensors,
                         status: "up-to-date",
                         error: None,
-                        identity: &identity,
+                        identity,
                         fingerprint,
                         previous: Some(&previous),
                     })?;
                 }
-                continue;
             }
-        }
-        let name = output_name(&job.target);
-        if defer_budget {
-            let need = job.inputs.iter().map(|&s| charged[s]).sum::<u64>();
-            if let Err(e) = later_budget.charge(need, &format!("{name} (not up to date)")) {
-                let e = e.context(all_inputs());
+            Decision::OverBudget(e) => {
                 if !keep_inputs {
                     return Err(e);
                 }
@@ -232,10 +200,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                     record_dropped(Some(m), &settings, &p, &e)?;
                 }
                 outcomes.failed(e)?;
-                continue;
             }
         }
-        todo.push((job, (inputs, target, tensors, bytes, identity, name)));
     }
     // Once an output is complete (or has failed): upload it when it goes to object storage,
     // then append its manifest line at once (from the worker that wrote it).
@@ -385,16 +351,34 @@ fn record_dropped(
     })
 }
 
-/// What an output adds to the manifest and the summary: its inputs, its path, the tensors and
-/// bytes written, the inputs' identity (`batch::identity`) and its name in the summary.
-type Done = (
-    Vec<String>,
-    Option<PathBuf>,
-    u64,
-    u64,
-    serde_json::Value,
-    String,
-);
+/// What the planner asks of the world: the files of each input, their identity and the
+/// manifest (`batch.rs`).
+struct Files<'a> {
+    sources: &'a [Box<dyn Source>],
+    paths: &'a [PathBuf],
+    manifest: Option<&'a crate::batch::Manifest>,
+    fingerprint: &'a str,
+}
+
+impl planner::Oracle for Files<'_> {
+    fn files(&self, s: usize) -> Vec<PathBuf> {
+        match self.sources[s].input_files() {
+            f if f.is_empty() => vec![self.paths[s].clone()],
+            f => f,
+        }
+    }
+    fn identity(&self, files: &[PathBuf]) -> serde_json::Value {
+        crate::batch::identity(files)
+    }
+    fn up_to_date(
+        &self,
+        shown: &Path,
+        files: &[PathBuf],
+        identity: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        crate::batch::up_to_date(shown, files, self.manifest, identity, self.fingerprint)
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 fn run_job(

@@ -7,11 +7,12 @@ pub mod devices;
 pub mod list;
 pub mod man;
 pub mod plan;
+mod planner;
 pub mod settings;
 pub mod survey;
 pub mod verify;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::source;
 use crate::structure::{self, StructureOptions};
@@ -97,6 +98,32 @@ fn open_one(
     let display = src.display_path().to_string();
     // Errors in sparse/ragged component groups (a checksum inside one) name the input.
     structure::wrap(src, structure).map_err(|e| name_input(e, &display))
+}
+
+/// After the first pass: every `--select` / `--exclude` pattern matched a tensor, and, where
+/// there are patterns (`patterns`), they leave some tensor to convert (`selected` of them).
+/// The errors name every input.
+pub fn check_selection(
+    sources: &[Box<dyn Source>],
+    selector: &crate::select::Selector,
+    selected: usize,
+    patterns: bool,
+) -> Result<()> {
+    let all_inputs = || {
+        sources
+            .iter()
+            .map(|s| s.display_path())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    selector.check_matched().with_context(all_inputs)?;
+    if selected == 0 && patterns {
+        return Err(anyhow::anyhow!(
+            "--select / --exclude leave no tensor to convert (nothing was written)"
+        )
+        .context(all_inputs()));
+    }
+    Ok(())
 }
 
 /// `e` with the input's path in front, unless its message already names it (`cannot open

@@ -78,11 +78,7 @@ pub(super) fn own_output(args: &Settings, input: &Path) -> Option<PathBuf> {
 }
 
 /// The output table of the contract. `selected` counts each input's selected tensors.
-pub(super) fn plan_jobs(
-    args: &Settings,
-    stems: &[String],
-    selected: &[usize],
-) -> Result<Vec<Job>> {
+pub(super) fn plan_jobs(args: &Settings, stems: &[String], selected: &[usize]) -> Result<Vec<Job>> {
     let inputs = &args.inputs.paths;
     let all: Vec<usize> = (0..inputs.len()).collect();
     let multi = inputs.len() > 1;

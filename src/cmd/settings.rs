@@ -38,9 +38,7 @@ impl Inputs {
     /// `convert`'s (also the Python module's `load`, `open` and `convert`): sparse and ragged
     /// tensors as `--sparse`/`--ragged` ask, with the check of `--fill`.
     pub fn convert(args: &ConvertArgs) -> Result<Inputs> {
-        if args.fill.is_some()
-            && args.sparse != SparseMode::Dense
-            && args.ragged != RaggedMode::Pad
+        if args.fill.is_some() && args.sparse != SparseMode::Dense && args.ragged != RaggedMode::Pad
         {
             return Err(usage(
                 "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
