@@ -98,13 +98,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         return outcomes.finish();
     }
     let total: u64 = survey.bytes.iter().sum();
-    let all_inputs = || {
-        sources
-            .iter()
-            .map(|s| s.display_path())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let all_inputs = || super::all_inputs(&sources);
     let count: usize = survey.selected.iter().sum();
     let patterns = !settings.select.is_empty() || !settings.exclude.is_empty();
     super::check_selection(&sources, &selector, count, patterns)?;

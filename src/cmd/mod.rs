@@ -100,6 +100,15 @@ fn open_one(
     structure::wrap(src, structure).map_err(|e| name_input(e, &display))
 }
 
+/// Every input as shown in messages, for the context of an error about them all.
+pub fn all_inputs(sources: &[Box<dyn Source>]) -> String {
+    sources
+        .iter()
+        .map(|s| s.display_path())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// After the first pass: every `--select` / `--exclude` pattern matched a tensor, and, where
 /// there are patterns (`patterns`), they leave some tensor to convert (`selected` of them).
 /// The errors name every input.
@@ -109,13 +118,7 @@ pub fn check_selection(
     selected: usize,
     patterns: bool,
 ) -> Result<()> {
-    let all_inputs = || {
-        sources
-            .iter()
-            .map(|s| s.display_path())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let all_inputs = || all_inputs(sources);
     selector.check_matched().with_context(all_inputs)?;
     if selected == 0 && patterns {
         return Err(anyhow::anyhow!(
