@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Error, Result};
@@ -173,7 +173,34 @@ pub fn run(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (rx, shared) = (&rx, &shared);
-                scope.spawn(move || work(rx, shared, reopen, policy, report, chunk, keep_stats))
+                scope.spawn(move || {
+                    crate::error::cancel_on(Some(shared.failed.clone()));
+                    let mut source: Option<(usize, Box<dyn Source>)> = None;
+                    // After a failure anywhere the tasks are taken and dropped unfilled (the
+                    // output is discarded anyway), so that the feeding thread never waits.
+                    let next = || loop {
+                        let task = rx.lock().unwrap_or_else(|e| e.into_inner()).recv().ok()?;
+                        if !shared.failed.load(Ordering::Relaxed) {
+                            return Some((task.order, task));
+                        }
+                    };
+                    let fill = |task: Task, opts: &WriteOptions| {
+                        let (path, name) = (task.path.clone(), task.tensor.clone());
+                        let what = move || format!("{path}: tensor '{name}'");
+                        let done =
+                            catch_unwind(AssertUnwindSafe(|| one(task, &mut source, reopen, opts)))
+                                .unwrap_or_else(|p| Err(panicked(p)));
+                        done.with_context(what)
+                    };
+                    serve(
+                        shared,
+                        (policy, report, chunk, keep_stats),
+                        next,
+                        fill,
+                        |_| {},
+                        false,
+                    )
+                })
             })
             .collect();
         let pool = Pool {
@@ -194,15 +221,23 @@ pub fn run(
     finish(opts, totals, shared, stats_from)
 }
 
-/// One worker: takes tasks until the queue closes; after a failure anywhere it drops them.
-fn work(
-    rx: &Mutex<Receiver<Task>>,
+/// What each worker's own [`WriteOptions`] is made of: the dtype policy, the progress
+/// report, the chunk size, and whether per-tensor statistics are kept (`--stats`).
+type Base<'a> = (&'a DtypePolicy, &'a Reporter, usize, bool);
+
+/// The one worker loop of both pools ([`run`]: the tensors of one output; [`run_each`]: the
+/// outputs of a batch). Takes `(order, item)` from `next` until it gives none, and converts each
+/// with `f` on the worker's own host device stage; `done(order)` is told of each success, and a
+/// failure (a panic too) is recorded under its order, which then stops the others taking work.
+/// The statistics of each item are filed under its order (of a failed one, only when
+/// `stats_of_failures`).
+fn serve<T>(
     shared: &Shared,
-    reopen: &Reopen,
-    policy: &DtypePolicy,
-    report: &Reporter,
-    chunk: usize,
-    keep_stats: bool,
+    (policy, report, chunk, keep_stats): Base,
+    mut next: impl FnMut() -> Option<(usize, T)>,
+    mut f: impl FnMut(T, &WriteOptions) -> Result<()>,
+    done: impl Fn(usize),
+    stats_of_failures: bool,
 ) -> DeviceStage {
     let device = host_stage(keep_stats);
     let opts = WriteOptions {
@@ -211,23 +246,16 @@ fn work(
         report,
         device: &device,
     };
-    let mut source: Option<(usize, Box<dyn Source>)> = None;
-    crate::error::cancel_on(Some(shared.failed.clone()));
-    loop {
-        let task = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(task) => task,
-            Err(_) => break,
-        };
-        if shared.failed.load(Ordering::Relaxed) {
-            continue; // dropped unfilled: the output is discarded anyway
-        }
-        let (order, path, name) = (task.order, task.path.clone(), task.tensor.clone());
-        let done = catch_unwind(AssertUnwindSafe(|| one(task, &mut source, reopen, &opts)))
-            .unwrap_or_else(|p| Err(panicked(p)))
-            .with_context(|| format!("{path}: tensor '{name}'"));
-        match done {
-            Ok(()) => shared.file_stats(order, &mut device.borrow_mut(), 0),
+    while let Some((order, item)) = next() {
+        let result =
+            catch_unwind(AssertUnwindSafe(|| f(item, &opts))).unwrap_or_else(|p| Err(panicked(p)));
+        let failed = result.is_err();
+        match result {
+            Ok(()) => done(order),
             Err(e) => shared.fail(order, e),
+        }
+        if !failed || stats_of_failures {
+            shared.file_stats(order, &mut device.borrow_mut(), 0);
         }
     }
     device.into_inner()
@@ -284,28 +312,19 @@ pub fn run_each<T: Send>(
                 let (queue, shared, done, f) = (&queue, &shared, &done, &f);
                 scope.spawn(move || {
                     // No `cancel_on`: a failure stops new items, not the ones in progress.
-                    let device = host_stage(keep_stats);
-                    let opts = WriteOptions {
-                        policy,
-                        chunk,
-                        report,
-                        device: &device,
+                    let next = || match shared.failed.load(Ordering::Relaxed) {
+                        true => None,
+                        false => queue.lock().unwrap_or_else(|e| e.into_inner()).next(),
                     };
-                    loop {
-                        if shared.failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some((k, item)) = next else { break };
-                        let result = catch_unwind(AssertUnwindSafe(|| f(item, &opts)))
-                            .unwrap_or_else(|p| Err(panicked(p)));
-                        match result {
-                            Ok(()) => done.lock().unwrap_or_else(|e| e.into_inner())[k] = true,
-                            Err(e) => shared.fail(k, e),
-                        }
-                        shared.file_stats(k, &mut device.borrow_mut(), 0);
-                    }
-                    device.into_inner()
+                    let mark = |k: usize| done.lock().unwrap_or_else(|e| e.into_inner())[k] = true;
+                    serve(
+                        shared,
+                        (policy, report, chunk, keep_stats),
+                        next,
+                        f,
+                        mark,
+                        true,
+                    )
                 })
             })
             .collect();

@@ -1,5 +1,7 @@
-//! `tensor2npy convert`: decides where each selected tensor goes (the output table of the
-//! contract), refuses to write over an input, and drives the pipeline into the sinks.
+//! `tensor2npy convert`: resolves its command line once (`settings.rs`), opens the inputs, makes
+//! the first pass over their metadata (`survey.rs`), decides where each selected tensor goes (the
+//! output table of `plan.rs`), refuses to write over an input, lets the planner (`planner.rs`)
+//! decide each output (`--update`, `--max-output`), and drives the pipeline into the sinks.
 
 use std::cell::RefCell;
 use std::io::IsTerminal;
@@ -10,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::ConvertArgs;
 use crate::device::DeviceStage;
-use crate::error::{usage, Interrupted};
+use crate::error::Interrupted;
 use crate::jobs;
 use crate::pipeline::{npy_type, prepare, write_tensor, WriteOptions};
 use crate::report::Reporter;
@@ -18,77 +20,41 @@ use crate::select::Selector;
 use crate::sink::names::shown;
 use crate::sink::{npz_file, DirSink, NpyFileSink, NpzSink, Sink, StdoutNpySink};
 use crate::source::stem;
-use crate::structure::{StructureOptions, View};
 use crate::summary::Outcomes;
 
 use super::plan::{plan_jobs, refuse_overwriting_inputs, target_name, Job, Target};
+use super::planner::{self, Decision, Done, Planned, Survey};
+use super::settings::Settings;
 use crate::tensor::Source;
 
-pub fn run(mut args: ConvertArgs) -> Result<()> {
+pub fn run(args: ConvertArgs) -> Result<()> {
     let started = Instant::now();
     let report = Reporter::new(args.quiet);
-    // `-o s3://…`: the sinks write to a local staging path, uploaded as each output completes.
-    let remote_out = crate::sink::remote::plan(args.output.as_deref())?;
-    if let Some(r) = &remote_out {
-        args.output = Some(r.local().to_path_buf());
-    }
-    let fingerprint = crate::batch::fingerprint(&mut args);
-    let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
-    let policy = args.dtypes.policy();
-    crate::pool::size(workers(&args));
-    let structure = StructureOptions {
-        sparse: args.sparse.into(),
-        ragged: args.ragged.into(),
-        fill: args.fill.clone(),
-        duplicates: args.sparse_duplicates.into(),
-        max_dense_bytes: args.max_dense_bytes,
-        strict: args.input.strict,
-        view: View::Convert,
-        max_fill_bytes: args.input.max_fill_bytes,
-        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
-    };
-    if args.fill.is_some()
-        && args.sparse != crate::cli::SparseMode::Dense
-        && args.ragged != crate::cli::RaggedMode::Pad
-    {
-        return Err(usage(
-            "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
-        ));
-    }
-    let manifest = match &args.manifest {
-        Some(p) if p.as_os_str() == "-" && args.output.as_deref() == Some(Path::new("-")) => {
-            return Err(usage(
-                "--manifest - and -o - would both write to standard output; name a file for one",
-            ))
-        }
+    let mut settings = Settings::convert(args)?;
+    let mut selector = settings.selector()?;
+    crate::pool::size(settings.workers);
+    let manifest = match &settings.manifest {
         Some(p) => Some(crate::batch::Manifest::open(p)?),
         None => None,
     };
-    let mut outcomes = Outcomes::new(args.keep_going);
+    let mut outcomes = Outcomes::new(settings.keep_going);
     // --keep-going leaves out a failing input only where each input has an output of its own:
     // an output shared by several inputs is never written without one of them.
-    let keep_inputs = args.keep_going && super::plan::outputs_per_input(&args);
-    let mut sources = if keep_inputs && !args.input.concat {
+    let keep_inputs = settings.keep_going && super::plan::outputs_per_input(&settings);
+    let mut sources = if keep_inputs && !settings.inputs.concat {
         // Each input on its own: one that cannot be opened is reported, the others go on.
-        let (sources, kept) = super::open_each(&args.input, &structure, &mut |p, e| {
-            record_dropped(
-                manifest.as_ref(),
-                &args,
-                remote_out.as_ref(),
-                p,
-                &fingerprint,
-                &e,
-            )?;
+        let (sources, kept) = super::open_each(&settings.inputs, &mut |p, e| {
+            record_dropped(manifest.as_ref(), &settings, p, &e)?;
             outcomes.failed(e)
         })?;
-        args.input.inputs = kept;
+        settings.inputs.paths = kept;
         sources
     } else {
-        super::open_inputs(&args.input, &structure)?
+        super::open_inputs(&settings.inputs)?
     };
-    if args.input.concat {
+    if settings.inputs.concat {
         // One dataset: named and placed as its first input.
-        args.input.inputs.truncate(1);
+        settings.inputs.paths.truncate(1);
     }
     for src in &sources {
         for note in src.input_facts().notes {
@@ -98,63 +64,44 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
 
     // A first pass over the metadata: what each input contributes, and every reason to refuse,
     // before anything is written.
-    let (mut selected, mut in_bytes, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let (mut survey, mut skipped) = (Survey::default(), 0);
     // With --update, --max-output is charged only for the outputs it then writes (below): the
     // first pass measures each input's share without a limit.
-    let defer_budget = args.update && args.max_output.is_some();
+    let defer_budget = settings.update && settings.max_output.is_some();
     let mut budget = crate::budget::OutputBudget::new(match defer_budget {
         true => None,
-        false => args.max_output,
+        false => settings.max_output,
     });
-    let mut charged = Vec::new();
     let mut s = 0;
     while s < sources.len() {
         let before = budget.used();
-        match super::survey::survey(sources[s].as_ref(), &mut selector, &args, &mut budget) {
+        match super::survey::survey(sources[s].as_ref(), &mut selector, &settings, &mut budget) {
             Ok((n, bytes, skip)) => {
-                selected.push(n);
-                in_bytes.push(bytes);
-                charged.push(budget.used() - before);
+                survey.selected.push(n);
+                survey.bytes.push(bytes);
+                survey.charged.push(budget.used() - before);
                 skipped += skip;
                 s += 1;
             }
             Err(e) if !keep_inputs => return Err(e),
             Err(e) => {
                 // With --keep-going the input is left out; its outputs are not written.
-                let p = args.input.inputs[s].clone();
-                record_dropped(
-                    manifest.as_ref(),
-                    &args,
-                    remote_out.as_ref(),
-                    &p,
-                    &fingerprint,
-                    &e,
-                )?;
+                let p = settings.inputs.paths[s].clone();
+                record_dropped(manifest.as_ref(), &settings, &p, &e)?;
                 outcomes.failed(e)?;
                 sources.remove(s);
-                args.input.inputs.remove(s);
+                settings.inputs.paths.remove(s);
             }
         }
     }
     if sources.is_empty() {
         return outcomes.finish();
     }
-    let total: u64 = in_bytes.iter().sum();
-    let all_inputs = || {
-        sources
-            .iter()
-            .map(|s| s.display_path())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    selector.check_matched().with_context(all_inputs)?;
-    let count: usize = selected.iter().sum();
-    if count == 0 && (!args.input.select.is_empty() || !args.input.exclude.is_empty()) {
-        return Err(anyhow!(
-            "--select / --exclude leave no tensor to convert (nothing was written)"
-        )
-        .context(all_inputs()));
-    }
+    let total: u64 = survey.bytes.iter().sum();
+    let all_inputs = || super::all_inputs(&sources);
+    let count: usize = survey.selected.iter().sum();
+    let patterns = !settings.select.is_empty() || !settings.exclude.is_empty();
+    super::check_selection(&sources, &selector, count, patterns)?;
     if count == 0 && skipped > 0 {
         return Err(anyhow!(
             "--skip-unsupported skipped every tensor ({skipped}): nothing to write (nothing was written)"
@@ -162,8 +109,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         .context(all_inputs()));
     }
 
-    let stems: Vec<String> = args.input.inputs.iter().map(|p| stem(p)).collect();
-    let jobs = plan_jobs(&args, &stems, &selected).with_context(all_inputs)?;
+    let stems: Vec<String> = settings.inputs.paths.iter().map(|p| stem(p)).collect();
+    let jobs = plan_jobs(&settings, &stems, &survey.selected).with_context(all_inputs)?;
     refuse_overwriting_inputs(&jobs, &sources, &stems, &selector)?;
     for job in &jobs {
         if let Target::Dir(dir) = &job.target {
@@ -172,70 +119,48 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             }
         }
     }
-    let mut device = DeviceStage::open(args.device.into(), args.adapter)?;
-    device.keep_per_tensor = args.stats.is_some();
+    let mut device = DeviceStage::open(settings.device, settings.adapter)?;
+    device.keep_per_tensor = settings.stats.is_some();
     if let Some(why) = &device.fallback {
         report.note(&format!("--device auto: using the CPU ({why})"));
     }
     let device = RefCell::new(device);
     report.add_total(total);
     let opts = WriteOptions {
-        policy: &policy,
-        chunk: args.chunk_size.max(64),
+        policy: &settings.policy,
+        chunk: settings.chunk.max(64),
         report: &report,
         device: &device,
     };
-    // How the summary names an output: its URL when it goes to object storage.
-    let output_name = |t: &Target| match (&remote_out, t) {
-        (Some(r), Target::Npz(p) | Target::Npy(p) | Target::Dir(p)) => {
-            r.url_of(p).unwrap_or_else(|| target_name(t))
-        }
-        _ => target_name(t),
+    let remote_out = &settings.remote_out;
+    let fingerprint = &settings.fingerprint;
+    let workers = settings.workers;
+    let reopen = |s: usize| super::reopen_input(&settings.inputs, s);
+    let oracle = Files {
+        sources: &sources,
+        paths: &settings.inputs.paths,
+        manifest: manifest.as_ref(),
+        fingerprint,
     };
-    let workers = workers(&args);
-    let reopen = |s: usize| super::reopen_input(&args.input, &structure, s);
+    let planned = planner::decide(
+        jobs,
+        &survey,
+        &settings,
+        manifest.is_some(),
+        &oracle,
+        &all_inputs(),
+    );
     // In order: what --update leaves alone, then what is to be written.
     let mut todo = Vec::new();
-    let mut later_budget = crate::budget::OutputBudget::new(args.max_output);
-    for job in jobs {
-        let inputs: Vec<String> = job
-            .inputs
-            .iter()
-            .map(|&s| args.input.inputs[s].display().to_string())
-            .collect();
-        let target = match &job.target {
-            Target::Npz(p) | Target::Npy(p) | Target::Dir(p) => Some(p.clone()),
-            Target::StdoutNpy | Target::StdoutNpz => None,
-        };
-        let tensors: u64 = job.inputs.iter().map(|&s| selected[s] as u64).sum();
-        let bytes: u64 = job.inputs.iter().map(|&s| in_bytes[s]).sum();
-        let files: Vec<PathBuf> = job
-            .inputs
-            .iter()
-            .flat_map(|&s| match sources[s].input_files() {
-                f if f.is_empty() => vec![args.input.inputs[s].clone()],
-                f => f,
-            })
-            .collect();
-        let identity = if args.update || manifest.is_some() {
-            crate::batch::identity(&files)
-        } else {
-            serde_json::Value::Null
-        };
-        if let (true, Some(t)) = (args.update, &target) {
-            // A remote output is judged by its URL, not by its staging path.
-            let shown = match remote_out.as_ref().and_then(|r| r.url_of(t)) {
-                Some(u) => PathBuf::from(u),
-                None => t.clone(),
-            };
-            let done = crate::batch::up_to_date(
-                &shown,
-                &files,
-                manifest.as_ref(),
-                &identity,
-                &fingerprint,
-            );
-            if let Some(previous) = done {
+    for Planned {
+        job,
+        done,
+        decision,
+    } in planned
+    {
+        match decision {
+            Decision::Write => todo.push((job, done)),
+            Decision::UpToDate { shown, previous } => {
                 report.note(&match previous.is_null() {
                     // Without a manifest only times are compared: the options are not known.
                     true => format!(
@@ -246,49 +171,42 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 });
                 outcomes.up_to_date();
                 if let Some(m) = &manifest {
+                    let (inputs, _, tensors, _, identity, _) = &done;
                     m.record(&crate::batch::Record {
-                        inputs: &inputs,
+                        inputs,
                         output: Some(&shown),
                         url: None,
-                        tensors,
+                        tensors: *tensors,
                         status: "up-to-date",
                         error: None,
-                        identity: &identity,
-                        fingerprint: &fingerprint,
+                        identity,
+                        fingerprint,
                         previous: Some(&previous),
                         digest: None,
                     })?;
                 }
-                continue;
             }
-        }
-        let name = output_name(&job.target);
-        if defer_budget {
-            let need = job.inputs.iter().map(|&s| charged[s]).sum::<u64>();
-            if let Err(e) = later_budget.charge(need, &format!("{name} (not up to date)")) {
-                let e = e.context(all_inputs());
+            Decision::OverBudget(e) => {
                 if !keep_inputs {
                     return Err(e);
                 }
                 if let (Some(m), [s]) = (&manifest, job.inputs.as_slice()) {
-                    let p = args.input.inputs[*s].clone();
-                    record_dropped(Some(m), &args, remote_out.as_ref(), &p, &fingerprint, &e)?;
+                    let p = settings.inputs.paths[*s].clone();
+                    record_dropped(Some(m), &settings, &p, &e)?;
                 }
                 outcomes.failed(e)?;
-                continue;
             }
         }
-        todo.push((job, (inputs, target, tensors, bytes, identity, name)));
     }
     // Once an output is complete (or has failed): upload it when it goes to object storage,
     // then append its manifest line at once (from the worker that wrote it).
     let finished = |(inputs, target, tensors, _, identity, _): &Done, result: Result<Written>| {
-        let result = result.and_then(|digest| match (&remote_out, target) {
+        let result = result.and_then(|digest| match (remote_out, target) {
             (Some(r), Some(t)) => r.upload(t).map(|url| (Some(url), digest)),
             _ => Ok((None, digest)),
         });
         let release = || {
-            if let (Some(r), Some(t)) = (&remote_out, target) {
+            if let (Some(r), Some(t)) = (remote_out, target) {
                 r.release(t);
             }
         };
@@ -312,7 +230,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
             status: if error.is_some() { "failed" } else { "written" },
             error,
             identity,
-            fingerprint: &fingerprint,
+            fingerprint,
             previous: None,
             digest,
         });
@@ -338,7 +256,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         let kept = std::sync::Mutex::new(Vec::new());
         let (done, result) =
             jobs::run_each(workers, items, &opts, |(k, job, inputs, record), opts| {
-                let done = run_job(job, inputs, &stems, &selector, &args, opts, &reopen, 0);
+                let done = run_job(job, inputs, &stems, &selector, &settings, opts, &reopen, 0);
                 let called_off = done
                     .as_ref()
                     .is_err_and(|e| e.downcast_ref::<crate::error::Cancelled>().is_some());
@@ -346,7 +264,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                     return done.map(|_| ());
                 }
                 match finished(&record, done) {
-                    Err(e) if args.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
+                    Err(e) if settings.keep_going && e.downcast_ref::<Interrupted>().is_none() => {
                         kept.lock().unwrap_or_else(|e| e.into_inner()).push((k, e));
                         Ok(())
                     }
@@ -372,7 +290,7 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
                 .filter(|(s, _)| job.inputs.contains(s))
                 .collect();
             let done = run_job(
-                job, inputs, &stems, &selector, &args, &opts, &reopen, workers,
+                job, inputs, &stems, &selector, &settings, &opts, &reopen, workers,
             );
             match finished(&record, done) {
                 Ok(()) => {
@@ -388,10 +306,10 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
         outcomes.failed(e)?;
     }
     report.finish();
-    if let Some(format) = args.stats.map(crate::device::StatsFormat::from) {
+    if let Some(format) = settings.stats {
         eprint!("{}", device.borrow().report(format));
     }
-    if !args.quiet && std::io::stderr().is_terminal() {
+    if !settings.quiet && std::io::stderr().is_terminal() {
         eprintln!("tensor2npy: {}", shown(&outcomes.line(started.elapsed())));
     }
     outcomes.finish()
@@ -401,10 +319,8 @@ pub fn run(mut args: ConvertArgs) -> Result<()> {
 /// refused by the first pass: status `failed` with the error, under the output it would have had.
 fn record_dropped(
     manifest: Option<&crate::batch::Manifest>,
-    args: &ConvertArgs,
-    remote_out: Option<&crate::sink::remote::RemoteOutput>,
+    settings: &Settings,
     input: &Path,
-    fingerprint: &str,
     e: &anyhow::Error,
 ) -> Result<()> {
     let Some(m) = manifest else {
@@ -413,8 +329,8 @@ fn record_dropped(
     if e.downcast_ref::<Interrupted>().is_some() {
         return Ok(());
     }
-    let output = super::plan::own_output(args, input);
-    let url = match (remote_out, &output) {
+    let output = super::plan::own_output(settings, input);
+    let url = match (&settings.remote_out, &output) {
         (Some(r), Some(p)) => r.url_of(p),
         _ => None,
     };
@@ -426,36 +342,42 @@ fn record_dropped(
         status: "failed",
         error: Some(format!("{e:#}")),
         identity: &crate::batch::identity(&[input.to_path_buf()]),
-        fingerprint,
+        fingerprint: &settings.fingerprint,
         previous: None,
         digest: None,
     })
 }
 
-/// What an output adds to the manifest and the summary: its inputs, its path, the tensors and
-/// bytes written, the inputs' identity (`batch::identity`) and its name in the summary.
-type Done = (
-    Vec<String>,
-    Option<PathBuf>,
-    u64,
-    u64,
-    serde_json::Value,
-    String,
-);
-
 /// What `run_job` gives the manifest: the output's size and SHA-256 when its sink hashed it
 /// while writing (`--manifest`).
 type Written = Option<crate::sink::digest::Digest>;
 
-/// How many `--jobs` workers convert at once (none: one thread does everything in turn).
-fn workers(args: &ConvertArgs) -> usize {
-    let n = match args.jobs {
-        Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    match n.min(jobs::MAX_WORKERS) {
-        1 => 0,
-        n => n,
+/// What the planner asks of the world: the files of each input, their identity and the
+/// manifest (`batch.rs`).
+struct Files<'a> {
+    sources: &'a [Box<dyn Source>],
+    paths: &'a [PathBuf],
+    manifest: Option<&'a crate::batch::Manifest>,
+    fingerprint: &'a str,
+}
+
+impl planner::Oracle for Files<'_> {
+    fn files(&self, s: usize) -> Vec<PathBuf> {
+        match self.sources[s].input_files() {
+            f if f.is_empty() => vec![self.paths[s].clone()],
+            f => f,
+        }
+    }
+    fn identity(&self, files: &[PathBuf]) -> serde_json::Value {
+        crate::batch::identity(files)
+    }
+    fn up_to_date(
+        &self,
+        shown: &Path,
+        files: &[PathBuf],
+        identity: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        crate::batch::up_to_date(shown, files, self.manifest, identity, self.fingerprint)
     }
 }
 
@@ -465,20 +387,20 @@ fn run_job(
     mut inputs: Vec<(usize, &mut Box<dyn Source>)>,
     stems: &[String],
     selector: &Selector,
-    args: &ConvertArgs,
+    settings: &Settings,
     opts: &WriteOptions,
     reopen: &jobs::Reopen,
     workers: usize,
 ) -> Result<Written> {
     let target_name = target_name(&job.target);
     let mut sink: Box<dyn Sink> = match &job.target {
-        Target::Npz(p) => npz_file(p, args.compress).with_context(|| target_name.clone())?,
+        Target::Npz(p) => npz_file(p, settings.compress).with_context(|| target_name.clone())?,
         Target::Npy(p) => Box::new(NpyFileSink::create(p).with_context(|| target_name.clone())?),
         Target::Dir(p) => Box::new(DirSink::create(p).with_context(|| target_name.clone())?),
         Target::StdoutNpy => Box::<StdoutNpySink>::default(),
-        Target::StdoutNpz => Box::new(NpzSink::stdout(args.compress)?),
+        Target::StdoutNpz => Box::new(NpzSink::stdout(settings.compress)?),
     };
-    let hashed = args.manifest.as_ref().and_then(|_| sink.hash());
+    let hashed = settings.manifest.as_ref().and_then(|_| sink.hash());
     let parallel = workers > 1 && sink.can_reserve() && opts.device.borrow().is_host();
     let sink_ref = sink.as_mut();
     let mut write = |pool: Option<&jobs::Pool>| {
@@ -487,7 +409,7 @@ fn run_job(
             &mut inputs,
             stems,
             selector,
-            args,
+            settings,
             opts,
             sink_ref,
             pool,
@@ -511,7 +433,7 @@ fn write_members(
     inputs: &mut [(usize, &mut Box<dyn Source>)],
     stems: &[String],
     selector: &Selector,
-    args: &ConvertArgs,
+    settings: &Settings,
     opts: &WriteOptions,
     sink: &mut dyn Sink,
     pool: Option<&jobs::Pool>,
@@ -522,9 +444,9 @@ fn write_members(
     for (s, src) in inputs.iter_mut() {
         let s = *s;
         // A second copy holds the input's metadata again: not for inputs of very many tensors.
-        let reopens = !args.input.concat
+        let reopens = !settings.inputs.concat
             && src.len() <= jobs::MAX_REOPENED_TENSORS
-            && reopenable(&args.input.inputs[s]);
+            && reopenable(&settings.inputs.paths[s]);
         for i in 0..src.len() {
             if pool.is_some_and(|p| p.failed()) {
                 return Ok(()); // the worker's error is the one reported

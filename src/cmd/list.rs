@@ -16,24 +16,12 @@ use crate::pipeline::npy_type;
 use crate::select::Selector;
 use crate::sink::io_error;
 use crate::sink::names::{scrub_urls, shown};
-use crate::structure::{Duplicates, StructureOptions, View};
 use crate::tensor::TensorMeta;
 
 pub fn run(args: ListArgs) -> Result<()> {
     let mut selector = Selector::new(&args.input.select, &args.input.exclude)?;
     let policy = args.dtypes.policy();
-    let structure = StructureOptions {
-        sparse: Default::default(),
-        ragged: Default::default(),
-        fill: None,
-        duplicates: Duplicates::Sum, // listing does not judge duplicates; converting does
-        max_dense_bytes: u64::MAX,
-        strict: args.input.strict,
-        view: View::List,
-        max_fill_bytes: args.input.max_fill_bytes,
-        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
-    };
-    let sources = super::open_inputs(&args.input, &structure)?;
+    let sources = super::open_inputs(&super::Inputs::list(&args))?;
     for src in &sources {
         if !args.quiet {
             for note in src.input_facts().notes {

@@ -1,4 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand, plus what they share: `settings.rs` (the command line resolved
+//! once) and the opening of inputs (below); `plan.rs` and `survey.rs` serve `convert`.
 
 pub mod completions;
 pub mod convert;
@@ -6,42 +7,51 @@ pub mod devices;
 pub mod list;
 pub mod man;
 pub mod plan;
+mod planner;
+pub mod settings;
 pub mod survey;
 pub mod verify;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::cli::{InputArgs, QuantMode};
-use crate::source::{self, bundle::BundleOptions, OpenOptions};
+use crate::source;
 use crate::structure::{self, StructureOptions};
 use crate::tensor::Source;
 
+pub use settings::{Inputs, Settings};
+
 /// `--request-timeout`: one setting for every remote request of the run (reads and uploads).
-fn apply_request_timeout(args: &InputArgs) {
+fn apply_request_timeout(inputs: &Inputs) {
     #[cfg(feature = "remote")]
-    if let Some(secs) = args.request_timeout {
+    if let Some(secs) = inputs.request_timeout {
         crate::remote::set_request_timeout(std::time::Duration::from_secs(secs.into()));
     }
     #[cfg(not(feature = "remote"))]
-    let _ = args;
+    let _ = inputs;
 }
 
-/// Opens every input named on the command line, with sparse and ragged tensors recognised.
-pub fn open_inputs(args: &InputArgs, structure: &StructureOptions) -> Result<Vec<Box<dyn Source>>> {
-    if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+/// Standard input can be read only once.
+fn check_stdin_once(inputs: &Inputs) -> Result<()> {
+    if inputs.paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(crate::error::usage(
             "standard input (-) can be given only once",
         ));
     }
-    apply_request_timeout(args);
-    let opts = open_options(args, structure);
-    if args.concat {
-        let src = source::chain::open_concat(&args.inputs, &opts)?;
-        return Ok(vec![structure::wrap(src, structure)?]);
+    apply_request_timeout(inputs);
+    Ok(())
+}
+
+/// Opens every input named on the command line, with sparse and ragged tensors recognised.
+pub fn open_inputs(inputs: &Inputs) -> Result<Vec<Box<dyn Source>>> {
+    check_stdin_once(inputs)?;
+    if inputs.concat {
+        let src = source::chain::open_concat(&inputs.paths, &inputs.open)?;
+        return Ok(vec![structure::wrap(src, &inputs.structure)?]);
     }
-    args.inputs
+    inputs
+        .paths
         .iter()
-        .map(|p| open_one(p, &opts, structure))
+        .map(|p| open_one(p, &inputs.open, &inputs.structure))
         .collect()
 }
 
@@ -52,20 +62,13 @@ pub type Opened = (Vec<Box<dyn Source>>, Vec<std::path::PathBuf>);
 /// `failed` (which may stop the run by returning its error) and is left out. Returns the
 /// sources and the paths they were opened from, in order.
 pub fn open_each(
-    args: &InputArgs,
-    structure: &StructureOptions,
+    inputs: &Inputs,
     failed: &mut dyn FnMut(&std::path::Path, anyhow::Error) -> Result<()>,
 ) -> Result<Opened> {
-    if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
-        return Err(crate::error::usage(
-            "standard input (-) can be given only once",
-        ));
-    }
-    apply_request_timeout(args);
-    let opts = open_options(args, structure);
+    check_stdin_once(inputs)?;
     let (mut sources, mut kept) = (Vec::new(), Vec::new());
-    for p in &args.inputs {
-        match open_one(p, &opts, structure) {
+    for p in &inputs.paths {
+        match open_one(p, &inputs.open, &inputs.structure) {
             Ok(src) => {
                 sources.push(src);
                 kept.push(p.clone());
@@ -78,60 +81,52 @@ pub fn open_each(
 
 /// Opens input `s` of the command line once more (for a `--jobs` worker), as
 /// [`open_inputs`] did; not standard input, nor inputs read as one (`--concat`).
-pub fn reopen_input(
-    args: &InputArgs,
-    structure: &StructureOptions,
-    s: usize,
-) -> Result<Box<dyn Source>> {
-    let path = &args.inputs[s];
-    if args.concat || path.as_os_str() == "-" {
+pub fn reopen_input(inputs: &Inputs, s: usize) -> Result<Box<dyn Source>> {
+    let path = &inputs.paths[s];
+    if inputs.concat || path.as_os_str() == "-" {
         anyhow::bail!("internal: {} cannot be opened twice", path.display());
     }
-    open_one(path, &open_options(args, structure), structure)
-}
-
-fn open_options(args: &InputArgs, structure: &StructureOptions) -> OpenOptions {
-    OpenOptions {
-        from: args.from.clone(),
-        stack: args.stack,
-        bundle: BundleOptions {
-            verify: !args.no_verify,
-            include_internal: args.include_internal,
-        },
-        max_fill_bytes: args.max_fill_bytes,
-        max_decompressed: args.max_decompressed,
-        example: source::example::ExampleOptions {
-            features: args.features.clone(),
-            force_ragged: args.ragged_features.clone(),
-            force_dense: args.dense_features.clone(),
-            ragged: source::example::RaggedChoice {
-                mode: structure.ragged,
-                fill: structure.fill.clone(),
-                max_dense_bytes: Some(structure.max_dense_bytes),
-                list: structure.view == structure::View::List,
-            },
-        },
-        quant_raw: args.quant == Some(QuantMode::Raw),
-        tflite_quant: match args.quant {
-            None | Some(QuantMode::Raw) => source::tflite::QuantOutput::Stored,
-            Some(QuantMode::Params) => source::tflite::QuantOutput::Params,
-            Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
-        },
-        constants: args.constants,
-        step: args.step,
-        weights_only: args.weights_only,
-    }
+    open_one(path, &inputs.open, &inputs.structure)
 }
 
 fn open_one(
     p: &std::path::Path,
-    opts: &OpenOptions,
+    opts: &source::OpenOptions,
     structure: &StructureOptions,
 ) -> Result<Box<dyn Source>> {
     let src = source::open(p, opts).map_err(|e| name_input(e, &p.display().to_string()))?;
     let display = src.display_path().to_string();
     // Errors in sparse/ragged component groups (a checksum inside one) name the input.
     structure::wrap(src, structure).map_err(|e| name_input(e, &display))
+}
+
+/// Every input as shown in messages, for the context of an error about them all.
+pub fn all_inputs(sources: &[Box<dyn Source>]) -> String {
+    sources
+        .iter()
+        .map(|s| s.display_path())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// After the first pass: every `--select` / `--exclude` pattern matched a tensor, and, where
+/// there are patterns (`patterns`), they leave some tensor to convert (`selected` of them).
+/// The errors name every input.
+pub fn check_selection(
+    sources: &[Box<dyn Source>],
+    selector: &crate::select::Selector,
+    selected: usize,
+    patterns: bool,
+) -> Result<()> {
+    let all_inputs = || all_inputs(sources);
+    selector.check_matched().with_context(all_inputs)?;
+    if selected == 0 && patterns {
+        return Err(anyhow::anyhow!(
+            "--select / --exclude leave no tensor to convert (nothing was written)"
+        )
+        .context(all_inputs()));
+    }
+    Ok(())
 }
 
 /// `e` with the input's path in front, unless its message already names it (`cannot open

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::cli::{ConvertArgs, OutputKind};
+use crate::cli::OutputKind;
 use crate::error::usage;
 use crate::input::absolute;
 use crate::select::Selector;
@@ -17,6 +17,8 @@ use crate::sink::atomic::file_id;
 use crate::sink::names::{self, shown};
 use crate::sink::{is_special, is_terminal};
 use crate::tensor::Source;
+
+use super::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Target {
@@ -48,7 +50,7 @@ fn has_ext(p: &Path, ext: &str) -> bool {
 
 /// Whether every input gets an output of its own (no `-o`, or `-o DIR --to npz`), so that
 /// `--keep-going` can leave out an input that fails without changing another output.
-pub(super) fn outputs_per_input(args: &ConvertArgs) -> bool {
+pub(super) fn outputs_per_input(args: &Settings) -> bool {
     match args.output.as_deref() {
         None => true,
         Some(p) => {
@@ -63,7 +65,7 @@ pub(super) fn outputs_per_input(args: &ConvertArgs) -> bool {
 
 /// The output of one input where each input has its own (see [`outputs_per_input`]): what
 /// [`plan_jobs`] would name it, for the manifest line of an input `--keep-going` leaves out.
-pub(super) fn own_output(args: &ConvertArgs, input: &Path) -> Option<PathBuf> {
+pub(super) fn own_output(args: &Settings, input: &Path) -> Option<PathBuf> {
     let stem = crate::source::stem(input);
     match args.output.as_deref() {
         None if input.as_os_str() == "-" => None,
@@ -76,12 +78,8 @@ pub(super) fn own_output(args: &ConvertArgs, input: &Path) -> Option<PathBuf> {
 }
 
 /// The output table of the contract. `selected` counts each input's selected tensors.
-pub(super) fn plan_jobs(
-    args: &ConvertArgs,
-    stems: &[String],
-    selected: &[usize],
-) -> Result<Vec<Job>> {
-    let inputs = &args.input.inputs;
+pub(super) fn plan_jobs(args: &Settings, stems: &[String], selected: &[usize]) -> Result<Vec<Job>> {
+    let inputs = &args.inputs.paths;
     let all: Vec<usize> = (0..inputs.len()).collect();
     let multi = inputs.len() > 1;
     let shared = |target: Target| Job {

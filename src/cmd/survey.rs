@@ -7,10 +7,11 @@
 use anyhow::{anyhow, Context, Result};
 
 use crate::budget::OutputBudget;
-use crate::cli::ConvertArgs;
 use crate::pipeline::{npy_type, output_bytes};
 use crate::select::Selector;
 use crate::tensor::Source;
+
+use super::settings::Settings;
 
 /// The first pass over one input's metadata: how many tensors it contributes, their bytes as
 /// written, and how many `--skip-unsupported` leaves out; every reason to refuse comes here,
@@ -19,10 +20,9 @@ use crate::tensor::Source;
 pub fn survey(
     src: &dyn Source,
     selector: &mut Selector,
-    args: &ConvertArgs,
+    settings: &Settings,
     budget: &mut OutputBudget,
 ) -> Result<(usize, u64, usize)> {
-    let policy = args.dtypes.policy();
     let mut charged = *budget;
     let (mut n, mut bytes, mut skipped) = (0, 0u64, 0);
     for i in 0..src.len() {
@@ -33,7 +33,7 @@ pub fn survey(
             continue;
         }
         let context = || format!("{}: tensor '{}'", src.display_path(), meta.name);
-        match npy_type(&meta, &policy) {
+        match npy_type(&meta, &settings.policy) {
             Some(t) => {
                 let data = output_bytes(&meta, t).with_context(context)?;
                 let header = crate::sink::npy::header(&t.descr(), &meta.shape).len() as u64;
@@ -45,7 +45,7 @@ pub fn survey(
                     .with_context(context)?;
                 bytes += data;
             }
-            None if args.skip_unsupported => {
+            None if settings.skip_unsupported => {
                 skipped += 1;
                 continue;
             }

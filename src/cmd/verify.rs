@@ -17,7 +17,7 @@ use crate::dtype::DType;
 use crate::error::{check_interrupted, Interrupted};
 use crate::sink::io_error;
 use crate::sink::names::shown;
-use crate::source::{self, bundle::BundleOptions, OpenOptions};
+use crate::source;
 use crate::tensor::{Kind, Source};
 
 /// What checking one input found.
@@ -68,17 +68,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             "standard input (-) can be given only once",
         ));
     }
-    let opts = OpenOptions {
-        from: args.from,
-        stack: false,
-        bundle: BundleOptions {
-            verify: true,
-            include_internal: true,
-        },
-        max_fill_bytes: args.max_fill_bytes,
-        max_decompressed: args.max_decompressed,
-        ..Default::default()
-    };
+    let opts = super::settings::verify_open(&args);
     let require = args.require_checksums;
     let mut out = std::io::stdout().lock();
     let mut report = Vec::new();

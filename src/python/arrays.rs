@@ -143,20 +143,8 @@ pub fn plan_entries(sources: &[Box<dyn Source>], o: &PlanOptions) -> Result<Vec<
             });
         }
     }
-    let all_inputs = || {
-        sources
-            .iter()
-            .map(|s| s.display_path())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    selector.check_matched().with_context(all_inputs)?;
-    if entries.is_empty() && (!o.select.is_empty() || !o.exclude.is_empty()) {
-        return Err(anyhow!(
-            "--select / --exclude leave no tensor to convert (nothing was written)"
-        )
-        .context(all_inputs()));
-    }
+    let patterns = !o.select.is_empty() || !o.exclude.is_empty();
+    crate::cmd::check_selection(sources, &selector, entries.len(), patterns)?;
     Ok(entries)
 }
 

@@ -35,9 +35,9 @@ fn open_plan(
 ) -> PyResult<Plan> {
     let paths = options::inputs(inputs)?;
     let args = options::convert_args(py, &paths, kwargs, options::OUTPUT_ONLY, function)?;
-    let structure = options::convert_structure(&args).map_err(|e| errors::raise(py, e))?;
+    let opened = crate::cmd::Inputs::convert(&args).map_err(|e| errors::raise(py, e))?;
     let plan = run(py, true, move || {
-        let sources = crate::cmd::open_inputs(&args.input, &structure)?;
+        let sources = crate::cmd::open_inputs(&opened)?;
         let entries = plan_entries(
             &sources,
             &PlanOptions {
@@ -293,24 +293,13 @@ type Checked = (String, usize, u64, Option<String>);
 
 /// Reads every tensor of every input, as `tensor2npy verify` does.
 fn verify_all(args: &crate::cli::VerifyArgs) -> Result<Vec<Checked>> {
-    use crate::source::{bundle::BundleOptions, OpenOptions};
     use crate::tensor::Kind;
     if args.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         return Err(crate::error::usage(
             "standard input (-) can be given only once",
         ));
     }
-    let opts = OpenOptions {
-        from: args.from.clone(),
-        stack: false,
-        bundle: BundleOptions {
-            verify: true,
-            include_internal: true,
-        },
-        max_fill_bytes: args.max_fill_bytes,
-        max_decompressed: args.max_decompressed,
-        ..Default::default()
-    };
+    let opts = crate::cmd::settings::verify_open(args);
     let mut results = Vec::new();
     for p in &args.inputs {
         let display = p.display().to_string();
@@ -350,9 +339,9 @@ fn list_tensors<'py>(
 ) -> PyResult<Bound<'py, PyList>> {
     let paths: Vec<PathBuf> = options::inputs(paths)?;
     let args = options::list_args(py, &paths, options)?;
-    let structure = options::list_structure(&args);
+    let opened = crate::cmd::Inputs::list(&args);
     let (entries, formats) = run(py, true, move || {
-        let sources = crate::cmd::open_inputs(&args.input, &structure)?;
+        let sources = crate::cmd::open_inputs(&opened)?;
         let entries = plan_entries(
             &sources,
             &PlanOptions {

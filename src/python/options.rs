@@ -2,8 +2,8 @@
 //! `select=["a*", "b"]` two `--select`, `skip_unsupported=True` the flag, `cast={"f64": "f32"}`
 //! `--cast f64=f32`, `from_="gguf"` `--from gguf`. The words go through the command's own clap
 //! parser, so the Python options are the command line's (names, values, defaults, checks), and
-//! a mistake is the command's usage error. Also the settings a parsed command line gives the
-//! readers and the pipeline, built here without clap types leaking further (`python/` only).
+//! a mistake is the command's usage error. The parsed command line becomes the readers'
+//! settings in `cmd/settings.rs`, as for the command itself.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -12,9 +12,8 @@ use clap::{ArgAction, CommandFactory, Parser};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
 
-use crate::cli::{Cli, Command, ConvertArgs, ListArgs, RaggedMode, SparseMode, VerifyArgs};
+use crate::cli::{Cli, Command, ConvertArgs, ListArgs, VerifyArgs};
 use crate::error::usage;
-use crate::structure::{Duplicates, StructureOptions, View};
 
 /// The convert options that shape an output file rather than the arrays; `load` and `open`
 /// refuse them.
@@ -175,41 +174,5 @@ pub fn verify_args(
     match parse(py, "verify", inputs, kwargs, &["quiet"], "verify")? {
         Command::Verify(args) => Ok(args),
         _ => unreachable!("verify parses as verify"),
-    }
-}
-
-/// How `convert` recognises sparse and ragged tensors (as `cmd/convert.rs` builds it), with its
-/// check of `--fill`.
-pub fn convert_structure(args: &ConvertArgs) -> anyhow::Result<StructureOptions> {
-    if args.fill.is_some() && args.sparse != SparseMode::Dense && args.ragged != RaggedMode::Pad {
-        return Err(usage(
-            "--fill is used only with --sparse dense or --ragged pad; add one of them, or drop --fill",
-        ));
-    }
-    Ok(StructureOptions {
-        sparse: args.sparse.into(),
-        ragged: args.ragged.into(),
-        fill: args.fill.clone(),
-        duplicates: args.sparse_duplicates.into(),
-        max_dense_bytes: args.max_dense_bytes,
-        strict: args.input.strict,
-        view: View::Convert,
-        max_fill_bytes: args.input.max_fill_bytes,
-        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
-    })
-}
-
-/// How `list` shows sparse and ragged tensors (as `cmd/list.rs` builds it).
-pub fn list_structure(args: &ListArgs) -> StructureOptions {
-    StructureOptions {
-        sparse: Default::default(),
-        ragged: Default::default(),
-        fill: None,
-        duplicates: Duplicates::Sum,
-        max_dense_bytes: u64::MAX,
-        strict: args.input.strict,
-        view: View::List,
-        max_fill_bytes: args.input.max_fill_bytes,
-        memory_budget: crate::structure::DEFAULT_MEMORY_BUDGET,
     }
 }
