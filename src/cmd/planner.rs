@@ -181,6 +181,7 @@ mod tests {
                 max_string_len: None,
                 big_endian: false,
                 ragged_rank: 0,
+                facts: Default::default(),
             })
         }
         fn read_dense(&mut self, _: usize, _: usize, _: &mut ChunkSink) -> Result<()> {

@@ -45,7 +45,6 @@ use super::{Input, OpenOptions, Reader, Sniff};
 mod blocks;
 mod external;
 mod links;
-mod shuffle;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
@@ -281,8 +280,7 @@ impl Hdf5Source {
     ) -> Result<Hdf5Source> {
         let mut options = hdf5_reader::OpenOptions::default()
             .with_chunk_cache_bytes(1 << 20)
-            .with_max_chunk_bytes(MAX_CHUNK_BYTES)
-            .with_filter_registry(shuffle::registry());
+            .with_max_chunk_bytes(MAX_CHUNK_BYTES);
         if let Some(r) = external {
             options = options.with_external_file_resolver(r);
         }
