@@ -235,3 +235,13 @@ pub struct InputFacts<'a> {
     /// Things the user should hear about (skipped entries), printed unless `--quiet`.
     pub notes: &'a [String],
 }
+
+impl<'a> InputFacts<'a> {
+    /// The facts of a reader that has notes and no format name of its own.
+    pub fn with_notes(notes: &'a [String]) -> Self {
+        InputFacts {
+            format: None,
+            notes,
+        }
+    }
+}

@@ -352,7 +352,7 @@ mod tests {
     fn max_output_refuses_in_the_first_pass_or_counts_only_what_update_writes() {
         // Each tensor's .npy is 4 bytes of data and a 128-byte header: 132 bytes.
         let sources = vec![mock("a.safetensors", &["w", "v"]), mock("b.pt", &["w"])];
-        let s = settings(&[
+        let base = [
             "--max-output",
             "300",
             "-o",
@@ -361,22 +361,13 @@ mod tests {
             "npz",
             "a.safetensors",
             "b.pt",
-        ]);
+        ];
+        let s = settings(&base);
         let e = survey(&s, &sources).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.starts_with("b.pt: tensor 'w': its .npy (4 bytes of data, a 128-byte header) needs 132 bytes of output, and with the 264 bytes before it the run would write more than --max-output (300 bytes)"), "{msg}");
         // With --update the first pass charges nothing; an up-to-date output is not charged.
-        let s = settings(&[
-            "--update",
-            "--max-output",
-            "300",
-            "-o",
-            "o",
-            "--to",
-            "npz",
-            "a.safetensors",
-            "b.pt",
-        ]);
+        let s = settings(&[&["--update"][..], &base].concat());
         let survey = survey(&s, &sources).unwrap();
         assert_eq!(survey.charged, vec![264, 132]);
         let plan = |fresh| {

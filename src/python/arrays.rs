@@ -88,6 +88,26 @@ pub struct PlanOptions<'a> {
     pub listing: bool,
 }
 
+impl<'a> PlanOptions<'a> {
+    /// The options of the inputs as the Python call gave them.
+    pub fn of(
+        input: &'a crate::cli::InputArgs,
+        policy: DtypePolicy,
+        skip_unsupported: bool,
+        listing: bool,
+    ) -> Self {
+        PlanOptions {
+            inputs: &input.inputs,
+            select: &input.select,
+            exclude: &input.exclude,
+            policy,
+            skip_unsupported,
+            concat: input.concat,
+            listing,
+        }
+    }
+}
+
 /// The tensors of `sources` that `convert` would write into one `.npz`, refused where it would
 /// refuse them (a dtype without a NumPy form, a `--select` that matches nothing, an empty
 /// selection, a name an `.npz` cannot hold or holds twice, an overflowing size).

@@ -40,15 +40,12 @@ fn open_plan(
         let sources = crate::cmd::open_inputs(&opened)?;
         let entries = plan_entries(
             &sources,
-            &PlanOptions {
-                inputs: &args.input.inputs,
-                select: &args.input.select,
-                exclude: &args.input.exclude,
-                policy: args.dtypes.policy(),
-                skip_unsupported: args.skip_unsupported,
-                concat: args.input.concat,
-                listing: false,
-            },
+            &PlanOptions::of(
+                &args.input,
+                args.dtypes.policy(),
+                args.skip_unsupported,
+                false,
+            ),
         )?;
         let device = crate::device::DeviceStage::open(args.device.into(), args.adapter)?;
         Ok(Plan {
@@ -344,15 +341,7 @@ fn list_tensors<'py>(
         let sources = crate::cmd::open_inputs(&opened)?;
         let entries = plan_entries(
             &sources,
-            &PlanOptions {
-                inputs: &args.input.inputs,
-                select: &args.input.select,
-                exclude: &args.input.exclude,
-                policy: args.dtypes.policy(),
-                skip_unsupported: false,
-                concat: args.input.concat,
-                listing: true,
-            },
+            &PlanOptions::of(&args.input, args.dtypes.policy(), false, true),
         )?;
         let formats: Vec<Option<String>> = sources
             .iter()

@@ -339,10 +339,7 @@ impl Source for SafetensorsSource {
     }
 
     fn input_facts(&self) -> InputFacts<'_> {
-        InputFacts {
-            format: None,
-            notes: &self.notes,
-        }
+        InputFacts::with_notes(&self.notes)
     }
 }
 

@@ -385,10 +385,7 @@ impl Source for TfEventsSource {
     }
 
     fn input_facts(&self) -> InputFacts<'_> {
-        InputFacts {
-            format: None,
-            notes: &self.notes,
-        }
+        InputFacts::with_notes(&self.notes)
     }
 }
 

@@ -527,10 +527,7 @@ impl Source for Hdf5Source {
     }
 
     fn input_facts(&self) -> InputFacts<'_> {
-        InputFacts {
-            format: None,
-            notes: &self.notes,
-        }
+        InputFacts::with_notes(&self.notes)
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {

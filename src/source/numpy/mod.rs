@@ -342,10 +342,7 @@ impl Source for NumpySource {
     }
 
     fn input_facts(&self) -> InputFacts<'_> {
-        InputFacts {
-            format: None,
-            notes: &self.notes,
-        }
+        InputFacts::with_notes(&self.notes)
     }
 }
 

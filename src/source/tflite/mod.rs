@@ -313,9 +313,6 @@ impl Source for TfliteSource {
     }
 
     fn input_facts(&self) -> InputFacts<'_> {
-        InputFacts {
-            format: None,
-            notes: &self.notes,
-        }
+        InputFacts::with_notes(&self.notes)
     }
 }
