@@ -276,14 +276,9 @@ mod tests {
 
     #[test]
     fn two_inputs_of_one_stem_into_one_folder_collide_before_anything_is_written() {
-        let s = settings(&[
-            "-o",
-            "out",
-            "--to",
-            "npz",
-            "x/a.safetensors",
-            "y/a.safetensors",
-        ]);
+        let into_out =
+            |second: &str| settings(&["-o", "out", "--to", "npz", "x/a.safetensors", second]);
+        let s = into_out("y/a.safetensors");
         let sources = vec![
             mock("x/a.safetensors", &["w"]),
             mock("y/a.safetensors", &["w"]),
@@ -299,14 +294,7 @@ mod tests {
             "{msg}"
         );
         // Different stems do not collide.
-        let s = settings(&[
-            "-o",
-            "out",
-            "--to",
-            "npz",
-            "x/a.safetensors",
-            "y/b.safetensors",
-        ]);
+        let s = into_out("y/b.safetensors");
         let stems = vec!["a".to_string(), "b".to_string()];
         let table = jobs(&s, &[1, 1]);
         super::super::plan::refuse_overwriting_inputs(&table, &sources, &stems, &selector).unwrap();
