@@ -118,6 +118,15 @@ impl FileRange {
         }
     }
 
+    /// Tells a remote object that the whole range is about to be read in order, so that it is
+    /// fetched in large GETs in flight from the start ([`crate::remote::RemoteFile::expect`]).
+    fn expect_whole(&self) {
+        #[cfg(feature = "remote")]
+        if let Backing::Remote(r) = &self.backing {
+            r.expect(self.offset, self.len);
+        }
+    }
+
     /// Reads `len` bytes at `pos` into a new vector (for small, bounded pieces only).
     pub fn read_vec(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; len];
@@ -166,6 +175,7 @@ impl FileRange {
             #[cfg(feature = "remote")]
             Backing::Remote(_) => {
                 use std::io::Write;
+                self.expect_whole();
                 let mut buf = vec![0u8; (1u64 << 20).min(self.len) as usize];
                 let mut pos = 0;
                 while pos < self.len {
@@ -188,6 +198,7 @@ impl FileRange {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let step = ((chunk / unit.max(1)).max(1) * unit.max(1)) as u64;
+        self.expect_whole();
         let mut buf = vec![0u8; step.min(self.len) as usize];
         let mut pos = 0u64;
         while pos < self.len {

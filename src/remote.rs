@@ -4,7 +4,8 @@
 //! (`input.rs` owns that type and calls [`RemoteFile::read_at`]).
 //!
 //! Reads are bounded and fast: a cold read fetches a small range (64 KiB), sequential reads
-//! double the window up to 8 MiB and split it into several GETs in flight; at most 24 MiB of
+//! double the window up to 8 MiB and split it into several GETs in flight (a tensor streamed
+//! whole says so first, [`RemoteFile::expect`], and starts at its own length); at most 24 MiB of
 //! fetched segments are kept per object, and 48 MiB per run (the caches of objects not being
 //! read are emptied past that). So `list` of a large checkpoint fetches its index and headers,
 //! not its data. Every GET carries `If-Match` with the ETag of the first `HEAD`, so an object
@@ -509,6 +510,20 @@ impl RemoteFile {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// Says that the calling thread is about to read `len` bytes from `pos` in order (a tensor
+    /// streamed whole), so that its first fetch takes them at once, up to the largest window and
+    /// split into GETs in flight, instead of growing from the smallest: a `--jobs` worker's
+    /// next tensor rarely starts where its last read ended, which restarted its window.
+    pub fn expect(&self, pos: u64, len: u64) {
+        let me = std::thread::current().id();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.windows.len() > 256 {
+            st.windows.clear();
+        }
+        // The first read at `pos` doubles this to the whole range (at most MAX_WINDOW).
+        st.windows.insert(me, (pos, len.min(MAX_WINDOW) / 2));
     }
 
     /// Fills `buf` from `pos`; the caller has checked that the range lies inside the object.

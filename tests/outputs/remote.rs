@@ -853,3 +853,56 @@ fn two_workers_read_one_remote_input_at_least_as_fast_as_one() {
             == std::fs::read(out.path().join("o2.npz")).unwrap()
     );
 }
+
+#[test]
+fn each_worker_fetches_its_tensors_whole_in_requests_in_flight() {
+    // Eight 4 MiB tensors: a worker's next tensor never starts where its last read ended, which
+    // restarted its read window, so each tensor took four 1 MiB requests one after the other.
+    let data = tempdir();
+    let each = 1024u64 * 1024 * 4;
+    let header: Vec<String> = (0..8u64)
+        .map(|i| {
+            format!(
+                r#""t{i}":{{"dtype":"F32","shape":[1024,1024],"data_offsets":[{},{}]}}"#,
+                i * each,
+                (i + 1) * each
+            )
+        })
+        .collect();
+    let header = format!("{{{}}}", header.join(","));
+    let path = data.path().join("eight.safetensors");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    f.set_len(8 + header.len() as u64 + 8 * each).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let s = Server::start(
+        "python3",
+        "range_server.py",
+        &[data.path().display().to_string()],
+    )
+    .unwrap();
+    let out = tempdir();
+    let o = t2n(
+        &[
+            "convert",
+            "--quiet",
+            "--jobs",
+            "2",
+            "-o",
+            out.path().join("o.npz").to_str().unwrap(),
+            &s.url("eight.safetensors"),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (requests, bytes) = stats(&s);
+    // Two 2 MiB GETs in flight per tensor, plus the HEAD and the header's reads (and this
+    // count's own request); it took 38 before.
+    assert!(requests <= 26, "{requests} requests");
+    // No byte of one worker's tensor is fetched by the other's window too.
+    assert!(
+        bytes <= size + (64 << 10),
+        "{bytes} bytes fetched of {size}"
+    );
+}
