@@ -178,9 +178,14 @@ fn for_each_block<T: H5Type>(
                     step: 1,
                 });
             }
-            let a = ds
-                .read_slice_parallel::<T>(&SliceInfo { selections: sel })
-                .map_err(h5)?;
+            let slice = SliceInfo { selections: sel };
+            // A damaged chunk among several inflated side by side fails in whichever thread
+            // meets it first; the block is then read again in order, so that the error named is
+            // always the first damaged chunk's (the same message on every run).
+            let a = match ds.read_slice_parallel::<T>(&slice) {
+                Ok(a) => a,
+                Err(_) => ds.read_slice::<T>(&slice).map_err(h5)?,
+            };
             match a.as_slice() {
                 Some(s) => f(s)?,
                 None => f(&a.iter().cloned().collect::<Vec<T>>())?,
