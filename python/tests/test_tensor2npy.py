@@ -309,7 +309,17 @@ def interrupt_after(seconds):
     return timer
 
 
-def test_ctrl_c_interrupts_a_long_read(tmp_path, slow_read):
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in an interactive Python: a process started in the
+    background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    handler of its own."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_interrupts_a_long_read(tmp_path, slow_read, sigint_raises):
     path, took = slow_read
     start = time.monotonic()
     timer = interrupt_after(took / 5)
