@@ -272,3 +272,77 @@ pub fn safetensors_bytes(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8>
     out.extend_from_slice(&data);
     out
 }
+
+/// Runs the binary under an address-space limit of `mib` MiB, with a deadline (120 s), failing
+/// on an allocation failure or a panic. Standard output and error go to files, so that a large
+/// output cannot fill a pipe nobody reads while the deadline is watched.
+pub fn within_mib(mib: u64, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    assert!(
+        std::process::Command::new("prlimit")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "prlimit (util-linux) is needed for the memory tests"
+    );
+    let logs = tempdir();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut child = std::process::Command::new("prlimit")
+        .arg(format!("--as={}", mib << 20))
+        .arg(bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let o = std::process::Output {
+                status,
+                stdout: fs::read(&out_path).unwrap(),
+                stderr: fs::read(&err_path).unwrap(),
+            };
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !err.contains("memory allocation") && !err.contains("panicked"),
+                "{args:?}: {err}"
+            );
+            return o;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("tensor2npy {args:?} ran past 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A Flax msgpack file of 2^20 scalar leaves, {"0": 0, "1": 1, ..., "mkpr": ...}: keys in base
+/// 36, values `i % 128` as positive fixints (6 MB), written into `dir`.
+pub fn flax_million_leaves(dir: &Path) -> PathBuf {
+    let n: u32 = 1 << 20;
+    let key = |mut i: u32| {
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut k = Vec::new();
+        loop {
+            k.insert(0, digits[(i % 36) as usize]);
+            i /= 36;
+            if i == 0 {
+                return k;
+            }
+        }
+    };
+    let mut f = vec![0xdf];
+    f.extend(n.to_be_bytes());
+    for i in 0..n {
+        let k = key(i);
+        f.push(0xa0 | k.len() as u8);
+        f.extend(&k);
+        f.push((i % 128) as u8);
+    }
+    let input = dir.join("leaves.msgpack");
+    fs::write(&input, &f).unwrap();
+    input
+}

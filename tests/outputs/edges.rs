@@ -9,54 +9,13 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
 /// Runs the binary under a 256 MiB address-space limit (`prlimit --as`), with a deadline.
 fn within_256_mib(args: &[&OsStr]) -> Output {
     within_mib(256, args)
-}
-
-/// Runs the binary under an address-space limit of `mib` MiB, with a deadline.
-fn within_mib(mib: u64, args: &[&OsStr]) -> Output {
-    assert!(
-        Command::new("prlimit").arg("--version").output().is_ok(),
-        "prlimit (util-linux) is needed for the memory tests"
-    );
-    let logs = tempdir();
-    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
-    let mut child = Command::new("prlimit")
-        .arg(format!("--as={}", mib << 20))
-        .arg(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let o = Output {
-                status,
-                stdout: fs::read(&out_path).unwrap(),
-                stderr: fs::read(&err_path).unwrap(),
-            };
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(
-                !err.contains("memory allocation") && !err.contains("panicked"),
-                "{args:?}: {err}"
-            );
-            return o;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("tensor2npy {args:?} ran past 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn err_of(o: &Output) -> String {
@@ -157,28 +116,7 @@ fn a_flax_file_of_a_million_scalar_leaves_opens_within_160_mib() {
     // tree is walked into compact leaves with their names in one buffer: about 64 bytes a leaf
     // (it held the parsed tree beside the leaves: 199 MiB).
     let dir = tempdir();
-    let n: u32 = 1 << 20;
-    let key = |mut i: u32| {
-        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let mut k = Vec::new();
-        loop {
-            k.insert(0, digits[(i % 36) as usize]);
-            i /= 36;
-            if i == 0 {
-                return k;
-            }
-        }
-    };
-    let mut f = vec![0xdf];
-    f.extend(n.to_be_bytes());
-    for i in 0..n {
-        let k = key(i);
-        f.push(0xa0 | k.len() as u8);
-        f.extend(&k);
-        f.push((i % 128) as u8);
-    }
-    let input = dir.path().join("leaves.msgpack");
-    fs::write(&input, &f).unwrap();
+    let input = flax_million_leaves(dir.path());
     let out = dir.path().join("one.npy");
     // The leaf "zz" is number 36 * 35 + 35 = 1295: msgpack_restore gives np.asarray(1295 % 128).
     let o = within_mib(

@@ -452,49 +452,9 @@ fn hdf5_soft_links_name_nothing_and_a_virtual_dataset_is_skipped_with_a_note() {
 // Memory that a small file could make grow with what it declares: each case runs under a
 // 256 MiB address-space limit (the tool itself starts in under 64 MiB).
 
-const LIMIT: &str = "--as=268435456";
-
 /// Runs the binary under the 256 MiB address-space limit, with a deadline.
 fn within_256_mib(args: &[&OsStr]) -> Output {
-    assert!(
-        Command::new("prlimit").arg("--version").output().is_ok(),
-        "prlimit (util-linux) is needed for the memory tests"
-    );
-    // Standard output and error go to files, so that a large output cannot fill a pipe
-    // nobody reads while the deadline is watched.
-    let logs = tempdir();
-    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
-    let mut child = Command::new("prlimit")
-        .arg(LIMIT)
-        .arg(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out_path).unwrap())
-        .stderr(fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let o = Output {
-                status,
-                stdout: fs::read(&out_path).unwrap(),
-                stderr: fs::read(&err_path).unwrap(),
-            };
-            let err = stderr(&o);
-            assert!(
-                !err.contains("memory allocation") && !err.contains("panicked"),
-                "{args:?}: {err}"
-            );
-            return o;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("tensor2npy {args:?} ran past 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    within_mib(256, args)
 }
 
 fn varint_field(no: u64, v: u64) -> Vec<u8> {
@@ -691,28 +651,7 @@ fn gguf_list_metadata_of_long_arrays_streams_within_256_mib() {
 fn a_flax_file_of_a_million_scalar_leaves_opens_within_256_mib() {
     let dir = tempdir();
     // {"0": 0, "1": 1, ..., "mkpr": ...}: 2^20 keys (base 36) of positive fixints, 6 MB.
-    let n: u32 = 1 << 20;
-    let key = |mut i: u32| {
-        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let mut k = Vec::new();
-        loop {
-            k.insert(0, digits[(i % 36) as usize]);
-            i /= 36;
-            if i == 0 {
-                return k;
-            }
-        }
-    };
-    let mut f = vec![0xdf];
-    f.extend(n.to_be_bytes());
-    for i in 0..n {
-        let k = key(i);
-        f.push(0xa0 | k.len() as u8);
-        f.extend(&k);
-        f.push((i % 128) as u8);
-    }
-    let input = dir.path().join("leaves.msgpack");
-    fs::write(&input, &f).unwrap();
+    let input = flax_million_leaves(dir.path());
     let out = dir.path().join("one.npy");
     // The leaf "zz" is number 36 * 35 + 35 = 1295: msgpack_restore gives np.asarray(1295 % 128).
     let o = within_256_mib(&[
