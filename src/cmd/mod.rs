@@ -4,8 +4,10 @@
 pub mod completions;
 pub mod convert;
 pub mod devices;
+mod execute;
 pub mod list;
 pub mod man;
+mod members;
 pub mod plan;
 mod planner;
 pub mod settings;

@@ -22,16 +22,21 @@ pub(super) struct Survey {
     pub(super) charged: Vec<u64>,
 }
 
-/// What an output adds to the manifest and the summary: its inputs, its path, the tensors and
-/// bytes written, the inputs' identity (`batch::identity`) and its name in the summary.
-pub(super) type Done = (
-    Vec<String>,
-    Option<PathBuf>,
-    u64,
-    u64,
-    serde_json::Value,
-    String,
-);
+/// What an output adds to the manifest and the summary.
+#[derive(Debug, Clone)]
+pub(super) struct Done {
+    /// Its inputs, as shown.
+    pub(super) inputs: Vec<String>,
+    /// Its path (`None` for standard output).
+    pub(super) target: Option<PathBuf>,
+    /// The tensors and bytes written.
+    pub(super) tensors: u64,
+    pub(super) bytes: u64,
+    /// The inputs' identity (`batch::identity`; `null` unless `--update` or `--manifest`).
+    pub(super) identity: Value,
+    /// Its name in the summary (its URL in object storage).
+    pub(super) name: String,
+}
 
 /// What becomes of one output.
 #[derive(Debug)]
@@ -123,7 +128,14 @@ pub(super) fn decide(
         }
         planned.push(Planned {
             job,
-            done: (inputs, target, tensors, bytes, identity, name),
+            done: Done {
+                inputs,
+                target,
+                tensors,
+                bytes,
+                identity,
+                name,
+            },
             decision,
         });
     }
@@ -327,13 +339,13 @@ mod tests {
             d => panic!("out/a.npz should be up to date, not {d:?}"),
         }
         assert!(matches!(plan[1].decision, Decision::Write));
-        let (inputs, target, tensors, bytes, identity, name) = &plan[1].done;
-        assert_eq!(inputs, &vec!["b.pt".to_string()]);
-        assert_eq!(target.as_deref(), Some(Path::new("out/b.npz")));
-        assert_eq!((*tensors, *bytes), (1, 4));
-        assert_eq!(identity, &Value::from(1)); // --update asks for the inputs' identity
-        assert_eq!(name, "out/b.npz");
-        assert_eq!(plan[0].done.2, 2);
+        let done = &plan[1].done;
+        assert_eq!(done.inputs, vec!["b.pt".to_string()]);
+        assert_eq!(done.target.as_deref(), Some(Path::new("out/b.npz")));
+        assert_eq!((done.tensors, done.bytes), (1, 4));
+        assert_eq!(done.identity, Value::from(1)); // --update asks for the inputs' identity
+        assert_eq!(done.name, "out/b.npz");
+        assert_eq!(plan[0].done.tensors, 2);
     }
 
     #[test]
