@@ -11,8 +11,9 @@
 //! statistics go back in tensor order. The first failure (in tensor order) is the one reported,
 //! naming the input and the tensor; the others stop taking work.
 //!
-//! Talks to: `cmd/convert.rs` (which decides what goes to a worker), [`crate::pipeline`] (which
-//! writes a tensor), [`crate::device`] (statistics) and [`crate::report`] (progress, shared).
+//! Talks to: `cmd/execute.rs` (which hands it what `cmd/members.rs` places with a worker),
+//! [`crate::pipeline`] (which writes a tensor), [`crate::device`] (statistics) and
+//! [`crate::report`] (progress, shared).
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

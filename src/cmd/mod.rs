@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share: `settings.rs` (the command line resolved
-//! once) and the opening of inputs (below); `plan.rs` and `survey.rs` serve `convert`.
+//! once) and the opening of inputs (below); `plan.rs`, `survey.rs`, `planner.rs`, `members.rs`
+//! and `execute.rs` serve `convert`.
 
 pub mod completions;
 pub mod convert;
