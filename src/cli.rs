@@ -332,24 +332,12 @@ pub mod heading {
     pub const STRUCTURE: &str = "Sparse and ragged tensors";
     pub const BATCH: &str = "Batch runs";
     pub const PERFORMANCE: &str = "Performance";
-    /// Every heading, in the order `convert --help` shows them.
-    pub const ALL: [&str; 12] = [
-        SELECTION,
-        TENSORFLOW,
-        TFRECORD,
-        PICKLE,
-        QUANT,
-        STEP,
-        LIMITS,
-        OUTPUT,
-        DTYPES,
-        STRUCTURE,
-        PERFORMANCE,
-        BATCH,
-    ];
 }
 
-/// Options shared by `convert` and `list`: what to read, and which tensors.
+/// Options shared by `convert` and `list`: what to read, and which tensors. The order of the
+/// fields is that of the manifests' options fingerprint (`batch::fingerprint` hashes their
+/// `Debug` form): reordering them makes `--update` redo every output of an earlier manifest.
+/// It also orders the headings of `--help` (by each heading's first option).
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input files or folders, recognised by content (the formats of `--from`), or - for
@@ -361,15 +349,6 @@ pub struct InputArgs {
     /// Read the inputs as this format instead of sniffing their content
     #[arg(long, value_name = "FORMAT", value_parser = formats())]
     pub from: Option<String>,
-
-    /// Treat skipped entries (variants such as tf.data iterator state) as errors
-    #[arg(long)]
-    pub strict: bool,
-
-    /// Read all inputs as one: tf.train.Example shards as one dataset (records in input order);
-    /// other inputs' tensors merged under their own names, a name in two inputs an error
-    #[arg(long)]
-    pub concat: bool,
 
     /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
     #[arg(long = "select", value_name = "GLOB", help_heading = heading::SELECTION)]
@@ -383,6 +362,17 @@ pub struct InputArgs {
     #[arg(long, help_heading = heading::TENSORFLOW)]
     pub include_internal: bool,
 
+    /// Remote inputs and outputs: give up on one request (connecting included) after SECS
+    /// seconds, then retry it; a failure that outlasts the retries exits 75
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600), help_heading = heading::LIMITS)]
+    pub request_timeout: Option<u32>,
+
+    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
+    /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
+    /// <tag>/step and <tag>/wall_time
+    #[arg(long, help_heading = heading::TFRECORD)]
+    pub stack: bool,
+
     /// SavedModel directories: add the Const nodes of saved_model.pb's graphs to the variables
     #[arg(long, help_heading = heading::TENSORFLOW)]
     pub constants: bool,
@@ -393,11 +383,34 @@ pub struct InputArgs {
     #[arg(long, help_heading = heading::TENSORFLOW)]
     pub no_verify: bool,
 
-    /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
-    /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
-    /// <tag>/step and <tag>/wall_time
-    #[arg(long, help_heading = heading::TFRECORD)]
-    pub stack: bool,
+    /// Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint
+    /// folder: read tag global_stepN instead of the one `latest` names
+    #[arg(long, value_name = "N", help_heading = heading::STEP)]
+    pub step: Option<u64>,
+
+    /// Treat skipped entries (variants such as tf.data iterator state) as errors
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True)
+    /// allows, refusing classes (whole modules, TorchScript) instead of reading them as data
+    #[arg(long, help_heading = heading::PICKLE)]
+    pub weights_only: bool,
+
+    /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
+    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes, help_heading = heading::LIMITS)]
+    pub max_fill_bytes: u64,
+
+    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz,
+    /// data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more
+    /// than BYTES
+    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes, help_heading = heading::LIMITS)]
+    pub max_decompressed: u64,
+
+    /// Read all inputs as one: tf.train.Example shards as one dataset (records in input order);
+    /// other inputs' tensors merged under their own names, a name in two inputs an error
+    #[arg(long)]
+    pub concat: bool,
 
     /// tf.train.Example datasets: only these feature keys (comma-separated, repeatable)
     #[arg(long, value_name = "KEYS", value_delimiter = ',', help_heading = heading::TFRECORD)]
@@ -411,37 +424,12 @@ pub struct InputArgs {
     #[arg(long, value_name = "KEYS", value_delimiter = ',', help_heading = heading::TFRECORD)]
     pub dense_features: Vec<String>,
 
-    /// Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True)
-    /// allows, refusing classes (whole modules, TorchScript) instead of reading them as data
-    #[arg(long, help_heading = heading::PICKLE)]
-    pub weights_only: bool,
-
     /// Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32
     /// like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as
     /// stored like the interpreter's get_tensor, add <name>/scale and <name>/zero_point arrays
     /// (params), or dequantize them to float32 (dequant)
     #[arg(long, value_enum, value_name = "MODE", help_heading = heading::QUANT)]
     pub quant: Option<QuantMode>,
-
-    /// Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint
-    /// folder: read tag global_stepN instead of the one `latest` names
-    #[arg(long, value_name = "N", help_heading = heading::STEP)]
-    pub step: Option<u64>,
-
-    /// Remote inputs and outputs: give up on one request (connecting included) after SECS
-    /// seconds, then retry it; a failure that outlasts the retries exits 75
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600), help_heading = heading::LIMITS)]
-    pub request_timeout: Option<u32>,
-
-    /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
-    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes, help_heading = heading::LIMITS)]
-    pub max_fill_bytes: u64,
-
-    /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz,
-    /// data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more
-    /// than BYTES
-    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes, help_heading = heading::LIMITS)]
-    pub max_decompressed: u64,
 }
 
 /// What happens to quantized tensors; without `--quant`, each format's default.
