@@ -203,7 +203,7 @@ fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
 #[test]
 fn help_shows_each_reader_family_s_options_under_its_own_heading() {
     for (sub, must) in [
-        ("convert", &HEADINGS[..]),
+        ("convert", HEADINGS),
         ("list", &[&HEADINGS[..8], &HEADINGS[9..10]].concat()[..]),
         ("verify", &[HEADINGS[0], HEADINGS[3]][..]),
     ] {
