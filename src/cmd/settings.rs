@@ -235,3 +235,42 @@ fn workers(jobs: Option<u16>) -> usize {
         n => n,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use source::{gguf::GgufQuant, tflite::QuantOutput};
+
+    fn list_open(args: &[&str]) -> OpenOptions {
+        let cli = Cli::try_parse_from([&["tensor2npy", "list", "in"], args].concat()).unwrap();
+        match cli.command {
+            Command::List(a) => Inputs::list(&a).open,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_option_two_readers_share_reaches_each_reader_s_own_type() {
+        // Without options, each reader's default: GGUF dequantizes, TFLite keeps what is stored.
+        let o = list_open(&[]);
+        assert_eq!(o.gguf.quant, GgufQuant::Dequant);
+        assert_eq!(o.tflite.quant, QuantOutput::Stored);
+        assert_eq!((o.orbax.step, o.deepspeed.step), (None, None));
+        assert!(!o.tfrecord.stack && !o.tfevents.stack && !o.example.stack);
+        assert!(!o.torch.weights_only && !o.savedmodel.constants);
+        for (mode, gguf, tflite) in [
+            ("raw", GgufQuant::Raw, QuantOutput::Stored),
+            ("dequant", GgufQuant::Dequant, QuantOutput::Dequant),
+            ("params", GgufQuant::Params, QuantOutput::Params),
+        ] {
+            let o = list_open(&["--quant", mode]);
+            assert_eq!((o.gguf.quant, o.tflite.quant), (gguf, tflite), "{mode}");
+        }
+        let o = list_open(&["--step", "7", "--stack", "--weights-only", "--constants"]);
+        assert_eq!((o.orbax.step, o.deepspeed.step), (Some(7), Some(7)));
+        assert!(o.tfrecord.stack && o.tfevents.stack && o.example.stack);
+        assert!(o.torch.weights_only && o.savedmodel.constants);
+    }
+}
