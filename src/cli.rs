@@ -247,11 +247,11 @@ pub struct VerifyArgs {
     pub json: bool,
 
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
-    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes, help_heading = heading::LIMITS)]
     pub max_fill_bytes: u64,
 
     /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz), that decompresses to more than BYTES
-    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes, help_heading = heading::LIMITS)]
     pub max_decompressed: u64,
 }
 
@@ -316,7 +316,28 @@ fn input_help() -> String {
 /// Default of --max-fill-bytes, as help shows it (= tensorproto::DEFAULT_MAX_FILL_BYTES).
 const DEFAULT_MAX_FILL: &str = "1 GiB";
 
-/// Options shared by `convert` and `list`: what to read, and which tensors.
+/// The `--help` headings (also the man pages' sections). Options every reader reads sit under
+/// the general ones; an option only some readers read, under the heading that names them (each
+/// reader's own options type in `source/`).
+pub mod heading {
+    pub const SELECTION: &str = "Selection";
+    pub const LIMITS: &str = "Input limits";
+    pub const TENSORFLOW: &str = "TensorFlow checkpoints and SavedModels";
+    pub const TFRECORD: &str = "TFRecords, tf.train.Example and TensorBoard events";
+    pub const PICKLE: &str = "PyTorch and pickles";
+    pub const QUANT: &str = "GGUF and TFLite";
+    pub const STEP: &str = "Orbax and DeepSpeed checkpoints";
+    pub const OUTPUT: &str = "Output options";
+    pub const DTYPES: &str = "Dtypes";
+    pub const STRUCTURE: &str = "Sparse and ragged tensors";
+    pub const BATCH: &str = "Batch runs";
+    pub const PERFORMANCE: &str = "Performance";
+}
+
+/// Options shared by `convert` and `list`: what to read, and which tensors. The order of the
+/// fields is that of the manifests' options fingerprint (`batch::fingerprint` hashes their
+/// `Debug` form): reordering them makes `--update` redo every output of an earlier manifest.
+/// It also orders the headings of `--help` (by each heading's first option).
 #[derive(Debug, Args)]
 pub struct InputArgs {
     /// Input files or folders, recognised by content (the formats of `--from`), or - for
@@ -330,41 +351,41 @@ pub struct InputArgs {
     pub from: Option<String>,
 
     /// Keep only tensors whose name matches GLOB (repeatable; '*' also matches '/')
-    #[arg(long = "select", value_name = "GLOB")]
+    #[arg(long = "select", value_name = "GLOB", help_heading = heading::SELECTION)]
     pub select: Vec<String>,
 
     /// Drop tensors whose name matches GLOB (repeatable)
-    #[arg(long = "exclude", value_name = "GLOB")]
+    #[arg(long = "exclude", value_name = "GLOB", help_heading = heading::SELECTION)]
     pub exclude: Vec<String>,
 
     /// Include internal checkpoint entries such as _CHECKPOINTABLE_OBJECT_GRAPH
-    #[arg(long)]
+    #[arg(long, help_heading = heading::TENSORFLOW)]
     pub include_internal: bool,
 
     /// Remote inputs and outputs: give up on one request (connecting included) after SECS
     /// seconds, then retry it; a failure that outlasts the retries exits 75
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600), help_heading = heading::LIMITS)]
     pub request_timeout: Option<u32>,
 
     /// TFRecord: stack records of one dtype and shape into a single [N, ...] array named <stem>.
     /// TensorBoard event files: stack each tag's values over its steps into <tag>, beside
     /// <tag>/step and <tag>/wall_time
-    #[arg(long)]
+    #[arg(long, help_heading = heading::TFRECORD)]
     pub stack: bool,
 
     /// SavedModel directories: add the Const nodes of saved_model.pb's graphs to the variables
-    #[arg(long)]
+    #[arg(long, help_heading = heading::TENSORFLOW)]
     pub constants: bool,
 
     /// Checkpoints and SavedModels: do not verify the CRC32C of each entry, the object graph
     /// included (faster on large checkpoints); the CRCs of TFRecords and of PyTorch archives are
     /// always checked
-    #[arg(long)]
+    #[arg(long, help_heading = heading::TENSORFLOW)]
     pub no_verify: bool,
 
     /// Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint
     /// folder: read tag global_stepN instead of the one `latest` names
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = heading::STEP)]
     pub step: Option<u64>,
 
     /// Treat skipped entries (variants such as tf.data iterator state) as errors
@@ -373,17 +394,17 @@ pub struct InputArgs {
 
     /// Pickles (PyTorch, NumPy, Paddle): allow only the globals torch.load(weights_only=True)
     /// allows, refusing classes (whole modules, TorchScript) instead of reading them as data
-    #[arg(long)]
+    #[arg(long, help_heading = heading::PICKLE)]
     pub weights_only: bool,
 
     /// TensorProto: the most bytes TensorFlow's fill rule may expand a short typed field to
-    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = DEFAULT_MAX_FILL, value_parser = parse_bytes, help_heading = heading::LIMITS)]
     pub max_fill_bytes: u64,
 
     /// Compressed inputs: refuse a TFRecord stream, or a deflated ZIP member (.pt, .keras, .npz,
     /// data.pkl), that decompresses to more than BYTES; pickles: refuse tensors adding up to more
     /// than BYTES
-    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "64 GiB", value_parser = parse_bytes, help_heading = heading::LIMITS)]
     pub max_decompressed: u64,
 
     /// Read all inputs as one: tf.train.Example shards as one dataset (records in input order);
@@ -392,22 +413,22 @@ pub struct InputArgs {
     pub concat: bool,
 
     /// tf.train.Example datasets: only these feature keys (comma-separated, repeatable)
-    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    #[arg(long, value_name = "KEYS", value_delimiter = ',', help_heading = heading::TFRECORD)]
     pub features: Vec<String>,
 
     /// tf.train.Example datasets: write these features ragged even when every record has the same length
-    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    #[arg(long, value_name = "KEYS", value_delimiter = ',', help_heading = heading::TFRECORD)]
     pub ragged_features: Vec<String>,
 
     /// tf.train.Example datasets: write these features as [N, k] (also for k = 1); an error when lengths vary
-    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    #[arg(long, value_name = "KEYS", value_delimiter = ',', help_heading = heading::TFRECORD)]
     pub dense_features: Vec<String>,
 
     /// Quantized tensors. GGUF (default dequant): dequantize block-quantized tensors to float32
     /// like gguf-py, or keep their blocks as |u1 bytes (raw). TFLite (default raw): keep them as
     /// stored like the interpreter's get_tensor, add <name>/scale and <name>/zero_point arrays
     /// (params), or dequantize them to float32 (dequant)
-    #[arg(long, value_enum, value_name = "MODE")]
+    #[arg(long, value_enum, value_name = "MODE", help_heading = heading::QUANT)]
     pub quant: Option<QuantMode>,
 }
 
@@ -430,15 +451,15 @@ pub enum QuantMode {
 #[derive(Debug, Args)]
 pub struct DtypeArgs {
     /// bfloat16: widen to float32 (<f4), or keep the raw bits as <u2
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE", help_heading = heading::DTYPES)]
     pub bf16: NarrowFloatPolicy,
 
     /// float8 (e4m3, e5m2, fnuz variants, e8m0) and float4: widen to float32, or keep the bits as |u1
-    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE")]
+    #[arg(long, value_enum, default_value_t = NarrowFloatPolicy::F32, value_name = "MODE", help_heading = heading::DTYPES)]
     pub f8: NarrowFloatPolicy,
 
     /// Convert a dtype explicitly, numpy astype style (repeatable), e.g. --cast f64=f32 --cast bf16=f16
-    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast)]
+    #[arg(long, value_name = "FROM=TO", value_parser = parse_cast, help_heading = heading::DTYPES)]
     pub cast: Vec<(DType, DType)>,
 }
 
@@ -473,64 +494,64 @@ pub struct ConvertArgs {
     pub input: InputArgs,
 
     /// Output: X.npz, X.npy, a directory, or - for standard output (default: IN.npz beside IN)
-    #[arg(short, long, value_name = "PATH", value_hint = clap::ValueHint::AnyPath)]
+    #[arg(short, long, value_name = "PATH", value_hint = clap::ValueHint::AnyPath, help_heading = heading::OUTPUT)]
     pub output: Option<PathBuf>,
 
     /// Output kind where -o does not say: npz (an archive) or npy (.npy files)
-    #[arg(long, value_enum, value_name = "KIND")]
+    #[arg(long, value_enum, value_name = "KIND", help_heading = heading::OUTPUT)]
     pub to: Option<OutputKind>,
 
     /// Deflate .npz members, like np.savez_compressed
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub compress: bool,
 
     #[command(flatten)]
     pub dtypes: DtypeArgs,
 
     /// Sparse tensors: COO components X/indices, X/values, X/dense_shape, or X densified
-    #[arg(long, value_enum, default_value_t = SparseMode::Coo, value_name = "MODE")]
+    #[arg(long, value_enum, default_value_t = SparseMode::Coo, value_name = "MODE", help_heading = heading::STRUCTURE)]
     pub sparse: SparseMode,
 
     /// Ragged tensors: X/flat_values + X/row_splits_K, the flat values alone, or X padded like rt.to_tensor()
-    #[arg(long, value_enum, default_value_t = RaggedMode::Components, value_name = "MODE")]
+    #[arg(long, value_enum, default_value_t = RaggedMode::Components, value_name = "MODE", help_heading = heading::STRUCTURE)]
     pub ragged: RaggedMode,
 
     /// The value written where a densified sparse or padded ragged tensor has none (default 0,
     /// or b"" for strings). A number fills numeric tensors only (strings still pad with b""); a
     /// bytes literal such as "b'N/A'" fills string tensors only
-    #[arg(long, value_name = "V", allow_hyphen_values = true)]
+    #[arg(long, value_name = "V", allow_hyphen_values = true, help_heading = heading::STRUCTURE)]
     pub fill: Option<String>,
 
     /// Sparse indices given more than once: an error, or their values summed, or the last one kept
-    #[arg(long, value_enum, default_value_t = Duplicates::Error, value_name = "HOW")]
+    #[arg(long, value_enum, default_value_t = Duplicates::Error, value_name = "HOW", help_heading = heading::STRUCTURE)]
     pub sparse_duplicates: Duplicates,
 
     /// Refuse to densify or pad a tensor into more than BYTES
-    #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "4 GiB", value_parser = parse_bytes, help_heading = heading::STRUCTURE)]
     pub max_dense_bytes: u64,
 
     /// Refuse a run that would write more than BYTES in all (every output together, .npy headers and data before --compress), before anything is written
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, help_heading = heading::OUTPUT)]
     pub max_output: Option<u64>,
 
     /// Skip tensors whose dtype has no NumPy form (resource handles) instead of failing; when
     /// that leaves nothing to write, it is an error (exit 1)
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     pub skip_unsupported: bool,
 
     /// Where dense conversions run: the host, a GPU through wgpu, or a GPU when there is one
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, value_name = "DEVICE")]
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, value_name = "DEVICE", help_heading = heading::PERFORMANCE)]
     pub device: DeviceChoice,
 
     /// The GPU adapter to use, by its index in `tensor2npy devices`
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = heading::PERFORMANCE)]
     pub adapter: Option<usize>,
 
     /// Print, per tensor and in total, to stderr: the time the host spent reading, converting
     /// and writing, the bytes read and written and the throughput; with a GPU also the bytes
     /// moved host-to-device and device-to-host and the kernel and readback times (--stats for
     /// text, --stats=json for JSON, which always has every field)
-    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    #[arg(long, value_enum, value_name = "FORMAT", num_args = 0..=1, require_equals = true, default_missing_value = "text", help_heading = heading::PERFORMANCE)]
     pub stats: Option<StatsFormat>,
 
     /// Silence notes, warnings, the progress bar and the summary line (errors are still printed)
@@ -539,31 +560,31 @@ pub struct ConvertArgs {
 
     /// Leave an output alone when it is newer than all its inputs (like `cp -u`), so that a
     /// rerun of a killed batch does only what is left
-    #[arg(long)]
+    #[arg(long, help_heading = heading::BATCH)]
     pub update: bool,
 
     /// Go on after an input or output fails: write every output that can be written, report
     /// each failure as it happens and again in the count at the end, and exit with status 1
     /// (without it, the first failure stops the run). An input that fails on its way into an
     /// output it shares with other inputs still stops the run
-    #[arg(long)]
+    #[arg(long, help_heading = heading::BATCH)]
     pub keep_going: bool,
 
     /// Append one JSON line per output to FILE: input, output, status (written or up-to-date),
     /// tensors, bytes and the sha256 of the output file, hashed as it is written (for a
     /// directory: of the files this run wrote, the sha256 of their `sha256sum` lines in path
     /// order)
-    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath, help_heading = heading::BATCH)]
     pub manifest: Option<PathBuf>,
 
     /// Bytes read and converted at a time; bounds memory use
-    #[arg(long, value_name = "BYTES", default_value = "4 MiB", value_parser = parse_chunk)]
+    #[arg(long, value_name = "BYTES", default_value = "4 MiB", value_parser = parse_chunk, help_heading = heading::PERFORMANCE)]
     pub chunk_size: usize,
 
     /// Threads converting at once (default: the number of cores, at most 8): the large tensors
     /// of a stored .npz, and the outputs of a batch; 1 does everything in turn. The output is
     /// byte for byte the same whatever N, and memory stays bounded
-    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::PERFORMANCE)]
     pub jobs: Option<u16>,
 }
 

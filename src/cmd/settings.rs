@@ -78,13 +78,17 @@ impl Inputs {
     fn new(args: &InputArgs, structure: StructureOptions) -> Inputs {
         let open = OpenOptions {
             from: args.from.clone(),
-            stack: args.stack,
+            max_fill_bytes: args.max_fill_bytes,
+            max_decompressed: args.max_decompressed,
             bundle: BundleOptions {
                 verify: !args.no_verify,
                 include_internal: args.include_internal,
             },
-            max_fill_bytes: args.max_fill_bytes,
-            max_decompressed: args.max_decompressed,
+            savedmodel: source::bundle::SavedModelOptions {
+                constants: args.constants,
+            },
+            tfrecord: source::tfrecord::TfRecordOptions { stack: args.stack },
+            tfevents: source::tfevents::TfEventsOptions { stack: args.stack },
             example: source::example::ExampleOptions {
                 features: args.features.clone(),
                 force_ragged: args.ragged_features.clone(),
@@ -95,16 +99,27 @@ impl Inputs {
                     max_dense_bytes: Some(structure.max_dense_bytes),
                     list: structure.view == View::List,
                 },
+                stack: args.stack,
             },
-            quant_raw: args.quant == Some(QuantMode::Raw),
-            tflite_quant: match args.quant {
-                None | Some(QuantMode::Raw) => source::tflite::QuantOutput::Stored,
-                Some(QuantMode::Params) => source::tflite::QuantOutput::Params,
-                Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
+            torch: source::torch::PickleOptions {
+                weights_only: args.weights_only,
             },
-            constants: args.constants,
-            step: args.step,
-            weights_only: args.weights_only,
+            gguf: source::gguf::GgufOptions {
+                quant: match args.quant {
+                    None | Some(QuantMode::Dequant) => source::gguf::GgufQuant::Dequant,
+                    Some(QuantMode::Raw) => source::gguf::GgufQuant::Raw,
+                    Some(QuantMode::Params) => source::gguf::GgufQuant::Params,
+                },
+            },
+            tflite: source::tflite::TfliteOptions {
+                quant: match args.quant {
+                    None | Some(QuantMode::Raw) => source::tflite::QuantOutput::Stored,
+                    Some(QuantMode::Params) => source::tflite::QuantOutput::Params,
+                    Some(QuantMode::Dequant) => source::tflite::QuantOutput::Dequant,
+                },
+            },
+            orbax: source::orbax::OrbaxOptions { step: args.step },
+            deepspeed: source::deepspeed::DeepSpeedOptions { step: args.step },
         };
         Inputs {
             paths: args.inputs.clone(),
@@ -121,7 +136,6 @@ impl Inputs {
 pub fn verify_open(args: &VerifyArgs) -> OpenOptions {
     OpenOptions {
         from: args.from.clone(),
-        stack: false,
         bundle: BundleOptions {
             verify: true,
             include_internal: true,
@@ -219,5 +233,44 @@ fn workers(jobs: Option<u16>) -> usize {
     match n.min(crate::jobs::MAX_WORKERS) {
         1 => 0,
         n => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use source::{gguf::GgufQuant, tflite::QuantOutput};
+
+    fn list_open(args: &[&str]) -> OpenOptions {
+        let cli = Cli::try_parse_from([&["tensor2npy", "list", "in"], args].concat()).unwrap();
+        match cli.command {
+            Command::List(a) => Inputs::list(&a).open,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_option_two_readers_share_reaches_each_reader_s_own_type() {
+        // Without options, each reader's default: GGUF dequantizes, TFLite keeps what is stored.
+        let o = list_open(&[]);
+        assert_eq!(o.gguf.quant, GgufQuant::Dequant);
+        assert_eq!(o.tflite.quant, QuantOutput::Stored);
+        assert_eq!((o.orbax.step, o.deepspeed.step), (None, None));
+        assert!(!o.tfrecord.stack && !o.tfevents.stack && !o.example.stack);
+        assert!(!o.torch.weights_only && !o.savedmodel.constants);
+        for (mode, gguf, tflite) in [
+            ("raw", GgufQuant::Raw, QuantOutput::Stored),
+            ("dequant", GgufQuant::Dequant, QuantOutput::Dequant),
+            ("params", GgufQuant::Params, QuantOutput::Params),
+        ] {
+            let o = list_open(&["--quant", mode]);
+            assert_eq!((o.gguf.quant, o.tflite.quant), (gguf, tflite), "{mode}");
+        }
+        let o = list_open(&["--step", "7", "--stack", "--weights-only", "--constants"]);
+        assert_eq!((o.orbax.step, o.deepspeed.step), (Some(7), Some(7)));
+        assert!(o.tfrecord.stack && o.tfevents.stack && o.example.stack);
+        assert!(o.torch.weights_only && o.savedmodel.constants);
     }
 }

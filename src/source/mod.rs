@@ -99,27 +99,27 @@ pub enum Sniff {
     Yes,
 }
 
-/// Reader settings that come from the command line.
+/// Reader settings that come from the command line: the limits every reader shares, then one
+/// options type per reader, declared in its own module; each reader reads only its own (and the
+/// shared ones). `cmd/settings.rs` fills them from the clap structs; readers never see clap.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     /// `--from`: a name in [`READERS`].
     pub from: Option<String>,
-    pub stack: bool,
-    pub bundle: bundle::BundleOptions,
+    /// `--max-fill-bytes`: the most bytes TensorFlow's fill rule may expand a field to.
     pub max_fill_bytes: u64,
+    /// `--max-decompressed`: the most bytes a compressed stream or member may inflate to.
     pub max_decompressed: u64,
+    pub bundle: bundle::BundleOptions,
+    pub savedmodel: bundle::SavedModelOptions,
+    pub tfrecord: tfrecord::TfRecordOptions,
+    pub tfevents: tfevents::TfEventsOptions,
     pub example: example::ExampleOptions,
-    /// GGUF: keep quantized blocks as bytes instead of dequantizing them (`--quant raw`).
-    pub quant_raw: bool,
-    /// TFLite: quantized tensors as stored, with their parameters, or dequantized (`--quant`).
-    pub tflite_quant: tflite::QuantOutput,
-    /// `--constants`: a SavedModel also yields the constants of its `saved_model.pb`.
-    pub constants: bool,
-    /// `--step`: the step of an Orbax CheckpointManager root (default: the latest).
-    pub step: Option<u64>,
-    /// `--weights-only`: pickles may name only the globals `torch.load(weights_only=True)`
-    /// allows; classes are refused instead of read as records.
-    pub weights_only: bool,
+    pub torch: torch::PickleOptions,
+    pub gguf: gguf::GgufOptions,
+    pub tflite: tflite::TfliteOptions,
+    pub orbax: orbax::OrbaxOptions,
+    pub deepspeed: deepspeed::DeepSpeedOptions,
 }
 
 /// What a reader sees of one input before opening it.

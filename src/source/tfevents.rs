@@ -123,13 +123,20 @@ pub struct TfEventsSource {
     notes: Vec<String>,
 }
 
+/// What the command line sets for TensorBoard event files.
+#[derive(Clone, Debug, Default)]
+pub struct TfEventsOptions {
+    /// `--stack`: each tag's values over its steps as one array, beside its steps and times.
+    pub stack: bool,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let data = input.data()?.clone();
     let src = TfEventsSource::open(
         &input.display,
         input.files.clone(),
         data,
-        opts.stack,
+        opts.tfevents.stack,
         opts.max_fill_bytes,
     )?;
     Ok(Box::new(src))

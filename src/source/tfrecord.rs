@@ -41,6 +41,13 @@ fn sniff_input(input: &Input) -> Sniff {
     }
 }
 
+/// What the command line sets for TFRecords of serialized tensors.
+#[derive(Clone, Debug, Default)]
+pub struct TfRecordOptions {
+    /// `--stack`: records of one dtype and shape as one `[N, ...]` array named after the input.
+    pub stack: bool,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let opened = tfrecord::open(input.data()?, &input.head, opts.max_decompressed)?;
     let mut src = TfRecordSource::open(
@@ -48,7 +55,7 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         input.files.clone(),
         opened.data,
         &input.stem,
-        opts.stack,
+        opts.tfrecord.stack,
         opts.max_fill_bytes,
     )?;
     src.spooled = opened.spooled;

@@ -102,3 +102,151 @@ fn the_readme_fuzzing_section_names_every_fuzz_target() {
         );
     }
 }
+
+/// Where each option sits in `--help` (issue 25 item 4): the options of one reader family under
+/// the heading that names it, the options every reader reads under the general headings.
+const HEADINGS: &[(&str, &[&str])] = &[
+    (
+        "Options",
+        &[
+            "--from",
+            "--strict",
+            "--concat",
+            "--quiet",
+            "--json",
+            "--metadata",
+            "--require-checksums",
+            "--help",
+            "--version",
+        ],
+    ),
+    ("Selection", &["--select", "--exclude"]),
+    (
+        "TensorFlow checkpoints and SavedModels",
+        &["--include-internal", "--constants", "--no-verify"],
+    ),
+    (
+        "Input limits",
+        &[
+            "--request-timeout",
+            "--max-fill-bytes",
+            "--max-decompressed",
+        ],
+    ),
+    (
+        "TFRecords, tf.train.Example and TensorBoard events",
+        &[
+            "--stack",
+            "--features",
+            "--ragged-features",
+            "--dense-features",
+        ],
+    ),
+    ("Orbax and DeepSpeed checkpoints", &["--step"]),
+    ("PyTorch and pickles", &["--weights-only"]),
+    ("GGUF and TFLite", &["--quant"]),
+    (
+        "Output options",
+        &[
+            "--output",
+            "--to",
+            "--compress",
+            "--max-output",
+            "--skip-unsupported",
+        ],
+    ),
+    ("Dtypes", &["--bf16", "--f8", "--cast"]),
+    (
+        "Sparse and ragged tensors",
+        &[
+            "--sparse",
+            "--ragged",
+            "--fill",
+            "--sparse-duplicates",
+            "--max-dense-bytes",
+        ],
+    ),
+    (
+        "Performance",
+        &["--device", "--adapter", "--stats", "--chunk-size", "--jobs"],
+    ),
+    ("Batch runs", &["--update", "--keep-going", "--manifest"]),
+];
+
+/// The headings of a `--help` text in order, each with the long options listed under it (up to
+/// the next heading: a line at the margin ending in ':'; the after-help's lists, such as
+/// `  -       standard output`, are no options).
+fn help_sections(help: &str) -> Vec<(String, Vec<String>)> {
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in help.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            sections.push((line.trim_end_matches(':').to_string(), Vec::new()));
+        } else if line.len() - line.trim_start().len() <= 6
+            && line.trim_start().starts_with('-')
+            && line.trim_start()[1..].starts_with(|c: char| c == '-' || c.is_ascii_alphabetic())
+        {
+            let long = line
+                .split_whitespace()
+                .find(|w| w.starts_with("--"))
+                .unwrap_or_else(|| panic!("an option line without a long name: {line}"));
+            let long = long.split(['[', '=', ',']).next().unwrap().to_string();
+            sections
+                .last_mut()
+                .expect("an option before any heading")
+                .1
+                .push(long);
+        }
+    }
+    sections
+}
+
+#[test]
+fn help_shows_each_reader_family_s_options_under_its_own_heading() {
+    for (sub, must) in [
+        ("convert", HEADINGS),
+        ("list", &[&HEADINGS[..8], &HEADINGS[9..10]].concat()[..]),
+        ("verify", &[HEADINGS[0], HEADINGS[3]][..]),
+    ] {
+        let o = Command::new(bin()).args([sub, "--help"]).output().unwrap();
+        assert!(o.status.success());
+        let help = String::from_utf8(o.stdout).unwrap();
+        let sections = help_sections(&help);
+        // Every option shown is under the heading it belongs to...
+        for (heading, options) in &sections {
+            for opt in options {
+                let want = HEADINGS
+                    .iter()
+                    .find(|(_, opts)| opts.contains(&opt.as_str()))
+                    .unwrap_or_else(|| panic!("{sub}: {opt} is in no heading of the test"))
+                    .0;
+                assert_eq!(
+                    heading, want,
+                    "{sub} --help puts {opt} under {heading}:\n{help}"
+                );
+            }
+        }
+        // ... and each expected heading is there, in this order, with its options.
+        let shown: Vec<&str> = sections
+            .iter()
+            .filter(|(_, opts)| !opts.is_empty())
+            .map(|(h, _)| h.as_str())
+            .collect();
+        let wanted: Vec<&str> = must.iter().map(|(h, _)| *h).collect();
+        assert_eq!(shown, wanted, "{sub} --help headings:\n{help}");
+    }
+    // The example of the issue, on the text itself: --weights-only after its heading and
+    // before the next one.
+    let o = Command::new(bin())
+        .args(["convert", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(o.stdout).unwrap();
+    let at = |s: &str| {
+        help.find(s)
+            .unwrap_or_else(|| panic!("{s} missing from:\n{help}"))
+    };
+    assert!(at("\nPyTorch and pickles:\n") < at("--weights-only"));
+    assert!(at("--weights-only") < at("\nGGUF and TFLite:\n"));
+    assert!(at("\nGGUF and TFLite:\n") < at("--quant <MODE>"));
+    assert!(at("--quant <MODE>") < at("\nOutput options:\n"));
+}

@@ -68,7 +68,7 @@ fn open_savedmodel(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>>
         );
     }
     let variables = open_checkpoint(input, opts)?;
-    if !opts.constants {
+    if !opts.savedmodel.constants {
         return Ok(variables);
     }
     crate::source::graphdef::with_saved_model_constants(variables, &input.path, opts)

@@ -24,6 +24,13 @@ use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
 /// The object-graph key TensorFlow 2 adds to every object-based checkpoint.
 pub const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
 
+/// What the command line sets for SavedModel directories.
+#[derive(Clone, Debug, Default)]
+pub struct SavedModelOptions {
+    /// `--constants`: also the Const nodes of `saved_model.pb`'s graphs.
+    pub constants: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct BundleOptions {
     pub verify: bool,

@@ -80,6 +80,13 @@ fn sniff(input: &Input) -> Sniff {
     }
 }
 
+/// What the command line sets for DeepSpeed checkpoint folders.
+#[derive(Clone, Debug, Default)]
+pub struct DeepSpeedOptions {
+    /// `--step`: read tag `global_stepN` instead of the one `latest` names.
+    pub step: Option<u64>,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let max = if opts.max_decompressed == 0 {
         64 << 30
@@ -89,7 +96,7 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     Ok(Box::new(DeepSpeedSource::open(
         &input.path,
         &input.display,
-        opts.step,
+        opts.deepspeed.step,
         max,
     )?))
 }

@@ -56,6 +56,8 @@ pub struct ExampleOptions {
     pub force_dense: Vec<String>,
     /// `--ragged`, `--fill`, and whether this is for `list`.
     pub ragged: RaggedChoice,
+    /// `--stack`, which a dataset of Examples refuses.
+    pub stack: bool,
 }
 
 /// One input file of the dataset, already decompressed.
@@ -132,7 +134,7 @@ fn part(input: &Input, opts: &OpenOptions) -> Result<Part> {
 
 /// `--stack` joins records that are tensors; an Example dataset is one array per feature already.
 fn refuse_stack(opts: &OpenOptions) -> Result<()> {
-    if opts.stack {
+    if opts.example.stack {
         return Err(crate::error::usage(
             "--stack stacks TFRecords of serialized tensors; a dataset of tf.train.Example records is already written as one [N, ...] array per feature (leave --stack out)",
         ));

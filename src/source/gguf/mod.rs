@@ -46,8 +46,27 @@ fn sniff(input: &Input) -> Sniff {
     }
 }
 
+/// What the command line sets for GGUF files.
+#[derive(Clone, Debug, Default)]
+pub struct GgufOptions {
+    /// `--quant`: what block-quantized tensors become.
+    pub quant: GgufQuant,
+}
+
+/// `--quant` as GGUF reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GgufQuant {
+    /// Dequantized to float32 like gguf-py.
+    #[default]
+    Dequant,
+    /// The blocks as `|u1` bytes.
+    Raw,
+    /// TFLite's `--quant params`, which GGUF refuses: its blocks have no such arrays.
+    Params,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    if opts.tflite_quant == crate::source::tflite::QuantOutput::Params {
+    if opts.gguf.quant == GgufQuant::Params {
         anyhow::bail!(
             "{}: --quant params is for TFLite models; GGUF blocks have no scale and zero-point arrays (use --quant raw or dequant)",
             input.display
@@ -57,7 +76,7 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
-        opts.quant_raw,
+        opts.gguf.quant == GgufQuant::Raw,
     )?))
 }
 

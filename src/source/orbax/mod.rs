@@ -50,11 +50,18 @@ fn sniff(input: &Input) -> Sniff {
     }
 }
 
+/// What the command line sets for Orbax checkpoints.
+#[derive(Clone, Debug, Default)]
+pub struct OrbaxOptions {
+    /// `--step`: the step of a CheckpointManager root to read (default: the latest).
+    pub step: Option<u64>,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     Ok(Box::new(OrbaxSource::open(
         &input.path,
         &input.display,
-        opts.step,
+        opts.orbax.step,
     )?))
 }
 

@@ -70,9 +70,16 @@ pub enum QuantOutput {
 /// memory-mapped); a flatbuffer is at most 2 GiB, larger models keep their buffers after it.
 const FLATBUFFER_MAX: u64 = (1 << 31) - 1;
 
+/// What the command line sets for TFLite models.
+#[derive(Clone, Debug, Default)]
+pub struct TfliteOptions {
+    /// `--quant`: what quantized tensors become.
+    pub quant: QuantOutput,
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     let data = input.data()?.clone();
-    let src = TfliteSource::open(&input.display, input.files.clone(), data, opts.tflite_quant)?;
+    let src = TfliteSource::open(&input.display, input.files.clone(), data, opts.tflite.quant)?;
     Ok(Box::new(src))
 }
 

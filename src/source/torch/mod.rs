@@ -97,7 +97,15 @@ fn open_input(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     )?))
 }
 
-/// What the command line sets for pickled formats.
+/// What the command line sets for PyTorch files and pickles (the `torch` and `pickle` readers).
+#[derive(Clone, Debug, Default)]
+pub struct PickleOptions {
+    /// `--weights-only`: only the globals `torch.load(weights_only=True)` allows; classes are
+    /// refused instead of read as records.
+    pub weights_only: bool,
+}
+
+/// How the pickled formats are read: [`PickleOptions`] and the shared limits, resolved.
 #[derive(Clone, Debug)]
 pub struct TorchOptions {
     pub pickle: pickle::Options,
@@ -119,7 +127,7 @@ impl From<&OpenOptions> for TorchOptions {
     fn from(o: &OpenOptions) -> Self {
         TorchOptions {
             pickle: pickle::Options {
-                strict: o.weights_only,
+                strict: o.torch.weights_only,
                 ..Default::default()
             },
             max_bytes: if o.max_decompressed == 0 {
