@@ -25,8 +25,8 @@ fn run(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 
 /// What each broken case's error must name besides the manifest's string: the file and the
 /// tensor.
-fn also_named(input: &Path) -> &'static [&'static str] {
-    match input.file_name().unwrap().to_str().unwrap() {
+fn also_named(case: &Case) -> &'static [&'static str] {
+    match case.input.file_name().unwrap().to_str().unwrap() {
         "bad_missing" => &["__1_0.distcp", "is missing", "'layers/"],
         "bad_truncated" => &["__0_0.distcp", "past the end", "'2.bias'"],
         "bad_offset" => &["__0_0.distcp", "past the end", "'0.weight'"],
@@ -38,48 +38,9 @@ fn also_named(input: &Path) -> &'static [&'static str] {
 
 #[test]
 fn dcp_fixtures_match_dcp_load() {
-    let cases: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| c.input.to_string_lossy().contains("/fixtures/dcp/"))
-        .collect();
-    let (mut good, mut bad) = (0, 0);
-    for case in cases {
-        let what = case.input.display().to_string();
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            assert!(!want.is_empty(), "{what}: an empty oracle");
-            for extra in [
-                &[][..],
-                &["--chunk-size", "64"][..],
-                &["--chunk-size", "4"][..],
-            ] {
-                let o = run(&case.input, &out, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case.input, &out, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            for s in also_named(&case.input) {
-                assert!(err.contains(s), "{what}: '{s}' not in: {err}");
-            }
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
-    assert!(good >= 5 && bad >= 5, "{good} good and {bad} bad cases");
+    let extras: &[&[&str]] = &[&["--chunk-size", "64"], &["--chunk-size", "4"]];
+    let ran = cases::run_manifest("dcp", extras, &also_named);
+    assert!(ran.good >= 5 && ran.bad >= 5, "{ran:?}");
 }
 
 #[test]

@@ -11,15 +11,6 @@ use std::process::Command;
 
 use common::*;
 
-fn cases() -> Vec<Case> {
-    let v: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| c.input.to_string_lossy().contains("/fixtures/deepspeed/"))
-        .collect();
-    assert!(v.len() >= 15, "too few DeepSpeed fixtures");
-    v
-}
-
 fn run(
     input: &std::path::Path,
     out: &std::path::Path,
@@ -39,36 +30,9 @@ fn run(
 
 #[test]
 fn zero_checkpoints_match_zero_to_fp32_and_bad_ones_fail_cleanly() {
-    let (mut good, mut bad) = (0, 0);
-    for case in cases() {
-        let what = format!("{} {:?}", case.input.display(), case.args);
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            for extra in [&[][..], &["--chunk-size", "64"][..]] {
-                let o = run(&case.input, &out, &case.args, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case.input, &out, &case.args, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
-    assert!(good >= 14 && bad >= 6, "{good} good and {bad} bad cases");
+    let extras: &[&[&str]] = &[&["--chunk-size", "64"]];
+    let ran = cases::run_manifest("deepspeed", extras, &cases::nothing_else);
+    assert!(ran.good >= 14 && ran.bad >= 6, "{ran:?}");
 }
 
 #[test]

@@ -9,65 +9,12 @@ use std::process::Command;
 
 use common::*;
 
-fn cases(dir: &str) -> Vec<Case> {
-    let v: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| {
-            c.input
-                .to_string_lossy()
-                .contains(&format!("/fixtures/{dir}/"))
-        })
-        .collect();
-    assert!(v.len() >= 3, "too few {dir} fixtures");
-    v
-}
-
-fn run(case: &Case, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .arg("convert")
-        .arg(&case.input)
-        .arg("-o")
-        .arg(out)
-        .args(&case.args)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
+/// Every case of `fixtures/<dir>/manifest.json`, plain and with 64-byte chunks.
 fn check(dir: &str) {
-    let mut good = 0;
-    let mut bad = 0;
-    for case in cases(dir) {
-        let what = format!("{} {:?}", case.input.display(), case.args);
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            for extra in [&[][..], &["--chunk-size", "64"][..]] {
-                let o = run(&case, &out, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case, &out, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
+    let ran = cases::run_manifest(dir, &[&["--chunk-size", "64"]], &cases::nothing_else);
     assert!(
-        good > 0 && bad > 0,
-        "{dir}: {good} good and {bad} bad cases"
+        ran.good + ran.bad >= 3 && ran.good > 0 && ran.bad > 0,
+        "{dir}: {ran:?}"
     );
 }
 
