@@ -113,65 +113,19 @@ fn the_metadata_file_itself_is_the_checkpoint() {
 #[cfg(feature = "remote")]
 #[test]
 fn dcp_folders_from_a_bucket_convert_like_local_copies() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let py = python();
-    let moto = Command::new(&py)
-        .args(["-c", "import moto.server, boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !moto {
-        assert!(std::env::var_os("T2N_REQUIRE_REMOTE").is_none(), "no moto");
-        eprintln!("skipped: {py} has no moto[server]");
-        return;
-    }
     let f = |p: &str| root().join("fixtures/dcp").join(p);
     let mut args = Vec::new();
-    for (dir, prefix) in [("sharded", "s"), ("hf_sharded", "h")] {
-        for file in files_in(&f(dir)).into_iter().filter(|p| p.is_file()) {
-            let rel = file.strip_prefix(f(dir)).unwrap().display().to_string();
-            args.push(format!("{prefix}/{rel}={}", file.display()));
-        }
-    }
-    let mut child = Command::new(&py)
-        .arg(root().join("tests/support/s3_server.py"))
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("s3_server.py prints its port");
+    s3::uploads(&f("sharded"), "s", &mut args);
+    s3::uploads(&f("hf_sharded"), "h", &mut args);
+    let Some(server) = s3::S3::start(&args) else {
+        return;
+    };
     for (url, oracle) in [
         ("s3://t2n/s", "sharded.expected.npz"),
         ("s3://t2n/h", "hf_sharded.expected.npz"),
     ] {
-        let dir = tempdir();
-        let out = dir.path().join("o.npz");
-        let o = Command::new(bin())
-            .args(["convert", url, "-o"])
-            .arg(&out)
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap();
-        if !o.status.success() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{url}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        assert_same_arrays(&read_npz(&out), &read_npz(&f(oracle)), url);
+        server.assert_converts(url, &[], &f(oracle));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
