@@ -8,6 +8,9 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub mod cases;
+pub mod s3;
+
 /// One array as stored in a `.npy`: its descr, shape and raw data bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array {

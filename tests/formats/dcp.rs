@@ -25,8 +25,8 @@ fn run(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 
 /// What each broken case's error must name besides the manifest's string: the file and the
 /// tensor.
-fn also_named(input: &Path) -> &'static [&'static str] {
-    match input.file_name().unwrap().to_str().unwrap() {
+fn also_named(case: &Case) -> &'static [&'static str] {
+    match case.input.file_name().unwrap().to_str().unwrap() {
         "bad_missing" => &["__1_0.distcp", "is missing", "'layers/"],
         "bad_truncated" => &["__0_0.distcp", "past the end", "'2.bias'"],
         "bad_offset" => &["__0_0.distcp", "past the end", "'0.weight'"],
@@ -38,48 +38,9 @@ fn also_named(input: &Path) -> &'static [&'static str] {
 
 #[test]
 fn dcp_fixtures_match_dcp_load() {
-    let cases: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| c.input.to_string_lossy().contains("/fixtures/dcp/"))
-        .collect();
-    let (mut good, mut bad) = (0, 0);
-    for case in cases {
-        let what = case.input.display().to_string();
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            assert!(!want.is_empty(), "{what}: an empty oracle");
-            for extra in [
-                &[][..],
-                &["--chunk-size", "64"][..],
-                &["--chunk-size", "4"][..],
-            ] {
-                let o = run(&case.input, &out, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case.input, &out, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            for s in also_named(&case.input) {
-                assert!(err.contains(s), "{what}: '{s}' not in: {err}");
-            }
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
-    assert!(good >= 5 && bad >= 5, "{good} good and {bad} bad cases");
+    let extras: &[&[&str]] = &[&["--chunk-size", "64"], &["--chunk-size", "4"]];
+    let ran = cases::run_manifest("dcp", extras, &also_named);
+    assert!(ran.good >= 5 && ran.bad >= 5, "{ran:?}");
 }
 
 #[test]
@@ -152,65 +113,19 @@ fn the_metadata_file_itself_is_the_checkpoint() {
 #[cfg(feature = "remote")]
 #[test]
 fn dcp_folders_from_a_bucket_convert_like_local_copies() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let py = python();
-    let moto = Command::new(&py)
-        .args(["-c", "import moto.server, boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !moto {
-        assert!(std::env::var_os("T2N_REQUIRE_REMOTE").is_none(), "no moto");
-        eprintln!("skipped: {py} has no moto[server]");
-        return;
-    }
     let f = |p: &str| root().join("fixtures/dcp").join(p);
     let mut args = Vec::new();
-    for (dir, prefix) in [("sharded", "s"), ("hf_sharded", "h")] {
-        for file in files_in(&f(dir)).into_iter().filter(|p| p.is_file()) {
-            let rel = file.strip_prefix(f(dir)).unwrap().display().to_string();
-            args.push(format!("{prefix}/{rel}={}", file.display()));
-        }
-    }
-    let mut child = Command::new(&py)
-        .arg(root().join("tests/support/s3_server.py"))
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("s3_server.py prints its port");
+    s3::uploads(&f("sharded"), "s", &mut args);
+    s3::uploads(&f("hf_sharded"), "h", &mut args);
+    let Some(server) = s3::S3::start(&args) else {
+        return;
+    };
     for (url, oracle) in [
         ("s3://t2n/s", "sharded.expected.npz"),
         ("s3://t2n/h", "hf_sharded.expected.npz"),
     ] {
-        let dir = tempdir();
-        let out = dir.path().join("o.npz");
-        let o = Command::new(bin())
-            .args(["convert", url, "-o"])
-            .arg(&out)
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap();
-        if !o.status.success() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{url}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        assert_same_arrays(&read_npz(&out), &read_npz(&f(oracle)), url);
+        server.assert_converts(url, &[], &f(oracle));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

@@ -11,15 +11,6 @@ use std::process::Command;
 
 use common::*;
 
-fn cases() -> Vec<Case> {
-    let v: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| c.input.to_string_lossy().contains("/fixtures/deepspeed/"))
-        .collect();
-    assert!(v.len() >= 15, "too few DeepSpeed fixtures");
-    v
-}
-
 fn run(
     input: &std::path::Path,
     out: &std::path::Path,
@@ -39,36 +30,9 @@ fn run(
 
 #[test]
 fn zero_checkpoints_match_zero_to_fp32_and_bad_ones_fail_cleanly() {
-    let (mut good, mut bad) = (0, 0);
-    for case in cases() {
-        let what = format!("{} {:?}", case.input.display(), case.args);
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            for extra in [&[][..], &["--chunk-size", "64"][..]] {
-                let o = run(&case.input, &out, &case.args, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case.input, &out, &case.args, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
-    assert!(good >= 14 && bad >= 6, "{good} good and {bad} bad cases");
+    let extras: &[&[&str]] = &[&["--chunk-size", "64"]];
+    let ran = cases::run_manifest("deepspeed", extras, &cases::nothing_else);
+    assert!(ran.good >= 14 && ran.bad >= 6, "{ran:?}");
 }
 
 #[test]
@@ -172,78 +136,17 @@ fn a_rank_file_is_read_with_deepspeeds_classes_as_records() {
     );
 }
 
-/// moto's S3 server (tests/support/s3_server.py) holding `uploads` (`key=path`); it prints its
-/// port and stops when the test drops it.
-struct S3(std::process::Child, u16);
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn s3(uploads: &[String]) -> Option<S3> {
-    use std::io::BufRead;
-    let py = python();
-    let has_moto = Command::new(&py)
-        .args(["-c", "import moto.server, boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_moto {
-        assert!(
-            std::env::var_os("T2N_REQUIRE_REMOTE").is_none(),
-            "T2N_REQUIRE_REMOTE is set but {py} cannot import moto[server]"
-        );
-        return None;
-    }
-    let mut child = Command::new(&py)
-        .arg(root().join("tests/support/s3_server.py"))
-        .args(uploads)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .ok()?;
-    let port = line.trim().parse().ok()?;
-    Some(S3(child, port))
-}
-
 #[cfg(feature = "remote")]
 #[test]
 fn a_checkpoint_folder_in_a_bucket_converts_like_the_local_one() {
     let mut uploads = Vec::new();
     for case in ["zero3_bf16", "zero2_bf16"] {
         let local = root().join("fixtures/deepspeed").join(case);
-        let mut stack = vec![local.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let rel = p.strip_prefix(&local).unwrap().display().to_string();
-                    uploads.push(format!("{case}/{rel}={}", p.display()));
-                }
-            }
-        }
+        s3::uploads(&local, case, &mut uploads);
     }
-    let Some(server) = s3(&uploads) else {
-        eprintln!("skipped: no moto[server]");
+    let Some(server) = s3::S3::start(&uploads) else {
         return;
     };
-    let env = [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", server.1)),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("HOME", "/nonexistent".into()),
-    ];
     let cases = [
         ("s3://t2n/zero3_bf16", vec![], "zero3_bf16.expected.npz"),
         (
@@ -258,23 +161,7 @@ fn a_checkpoint_folder_in_a_bucket_converts_like_the_local_one() {
         ),
     ];
     for (url, args, oracle) in cases {
-        let tmp = tempdir();
-        let out = tmp.path().join("o.npz");
-        let o = Command::new(bin())
-            .arg("convert")
-            .arg(url)
-            .arg("-o")
-            .arg(&out)
-            .args(&args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let want = read_npz(&root().join("fixtures/deepspeed").join(oracle));
-        assert_same_arrays(&read_npz(&out), &want, url);
+        let want = root().join("fixtures/deepspeed").join(oracle);
+        server.assert_converts(url, &args, &want);
     }
 }

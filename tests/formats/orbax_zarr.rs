@@ -9,65 +9,12 @@ use std::process::Command;
 
 use common::*;
 
-fn cases(dir: &str) -> Vec<Case> {
-    let v: Vec<Case> = manifest()
-        .into_iter()
-        .filter(|c| {
-            c.input
-                .to_string_lossy()
-                .contains(&format!("/fixtures/{dir}/"))
-        })
-        .collect();
-    assert!(v.len() >= 3, "too few {dir} fixtures");
-    v
-}
-
-fn run(case: &Case, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    Command::new(bin())
-        .arg("convert")
-        .arg(&case.input)
-        .arg("-o")
-        .arg(out)
-        .args(&case.args)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
+/// Every case of `fixtures/<dir>/manifest.json`, plain and with 64-byte chunks.
 fn check(dir: &str) {
-    let mut good = 0;
-    let mut bad = 0;
-    for case in cases(dir) {
-        let what = format!("{} {:?}", case.input.display(), case.args);
-        let tmp = tempdir();
-        let out = tmp.path().join("out.npz");
-        if let Some(oracle) = &case.oracle {
-            let want = read_npz(oracle);
-            for extra in [&[][..], &["--chunk-size", "64"][..]] {
-                let o = run(&case, &out, extra);
-                let err = String::from_utf8_lossy(&o.stderr);
-                assert!(o.status.success(), "{what} {extra:?}: {err}");
-                assert_same_arrays(&read_npz(&out), &want, &what);
-                std::fs::remove_file(&out).unwrap();
-            }
-            good += 1;
-        } else {
-            let o = run(&case, &out, &[]);
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(o.status.code(), Some(1), "{what}: {err}");
-            let expected = case.error.as_deref().unwrap();
-            assert!(err.contains(expected), "{what}: '{expected}' not in: {err}");
-            assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(
-                files_in(tmp.path()).is_empty(),
-                "{what}: output left behind"
-            );
-            bad += 1;
-        }
-    }
+    let ran = cases::run_manifest(dir, &[&["--chunk-size", "64"]], &cases::nothing_else);
     assert!(
-        good > 0 && bad > 0,
-        "{dir}: {good} good and {bad} bad cases"
+        ran.good + ran.bad >= 3 && ran.good > 0 && ran.bad > 0,
+        "{dir}: {ran:?}"
     );
 }
 
@@ -223,48 +170,18 @@ fn an_ocdbt_node_that_points_at_itself_is_an_error() {
     assert!(!out.exists());
 }
 
-/// Every file under `dir`, as `prefix/relative=path` upload arguments for s3_server.py.
-fn uploads(dir: &std::path::Path, prefix: &str, out: &mut Vec<String>) {
-    for f in files_in(dir).into_iter().filter(|p| p.is_file()) {
-        let rel = f.strip_prefix(dir).unwrap().display().to_string();
-        out.push(format!("{prefix}/{rel}={}", f.display()));
-    }
-}
-
 /// A zarr group and an Orbax CheckpointManager root read from an S3 bucket (moto's server on
 /// loopback, as tests/outputs/remote.rs runs it; skipped without moto unless T2N_REQUIRE_REMOTE=1).
 #[cfg(feature = "remote")]
 #[test]
 fn zarr_and_orbax_from_a_bucket_convert_like_local_copies() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let py = python();
-    let moto = Command::new(&py)
-        .args(["-c", "import moto.server, boto3"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !moto {
-        assert!(std::env::var_os("T2N_REQUIRE_REMOTE").is_none(), "no moto");
-        eprintln!("skipped: {py} has no moto[server]");
-        return;
-    }
     let f = |p: &str| root().join("fixtures").join(p);
     let mut args = Vec::new();
-    uploads(&f("zarr/group_v3.zarr"), "z", &mut args);
-    uploads(&f("orbax/manager"), "m", &mut args);
-    let mut child = Command::new(&py)
-        .arg(root().join("tests/support/s3_server.py"))
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("s3_server.py prints its port");
+    s3::uploads(&f("zarr/group_v3.zarr"), "z", &mut args);
+    s3::uploads(&f("orbax/manager"), "m", &mut args);
+    let Some(server) = s3::S3::start(&args) else {
+        return;
+    };
     let cases = [
         ("s3://t2n/z", "zarr/group_v3.zarr.expected.npz", vec![]),
         ("s3://t2n/m", "orbax/manager.expected.npz", vec![]),
@@ -275,29 +192,8 @@ fn zarr_and_orbax_from_a_bucket_convert_like_local_copies() {
         ),
     ];
     for (url, oracle, extra) in cases {
-        let dir = tempdir();
-        let out = dir.path().join("o.npz");
-        let o = Command::new(bin())
-            .args(["convert", url, "-o"])
-            .arg(&out)
-            .args(&extra)
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("HOME", "/nonexistent")
-            .output()
-            .unwrap();
-        if !o.status.success() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{url} {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        assert_same_arrays(&read_npz(&out), &read_npz(&f(oracle)), url);
+        server.assert_converts(url, &extra, &f(oracle));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

@@ -168,7 +168,6 @@ enum Mode {
 }
 
 struct Entry {
-    meta: TensorMeta,
     mode: Mode,
     /// The GGML type's name for block types (`q4_K`), or the unknown id.
     type_name: Option<String>,
@@ -182,6 +181,8 @@ pub struct GgufSource {
     files: Vec<PathBuf>,
     data: FileRange,
     entries: Vec<Entry>,
+    /// Entry `i`'s metadata, its facts (GGML type, host dequantization) included.
+    metas: Vec<TensorMeta>,
 }
 
 impl GgufSource {
@@ -193,20 +194,22 @@ impl GgufSource {
     ) -> Result<GgufSource> {
         let h = header::parse(&data, false)?;
         let mut entries = Vec::with_capacity(h.tensors.len());
+        let mut metas = Vec::with_capacity(h.tensors.len());
         for ti in h.tensors {
             let name = ti.name;
             let ctx = || format!("tensor '{name}'");
             let mut shape: Vec<u64> = ti.dims.iter().rev().copied().collect();
             let elements = checked_elements(&shape).with_context(ctx)?;
             let Some(ty) = ggml_type(ti.type_id) else {
-                entries.push(Entry {
-                    meta: meta(name, DType::Resource, shape, 0, false),
+                let entry = Entry {
                     mode: Mode::Unsupported,
                     type_name: Some(format!("ggml type {} (unknown)", ti.type_id)),
                     range: None,
                     block: 1,
                     size: 0,
-                });
+                };
+                metas.push(meta(name, DType::Resource, shape, 0, false, &entry));
+                entries.push(entry);
                 continue;
             };
             let ne0 = ti.dims.first().copied().unwrap_or(1);
@@ -251,26 +254,37 @@ impl GgufSource {
             // hands bfloat16 and blocks to gguf.quants as little-endian bytes.
             let big_endian =
                 h.swapped && matches!(mode, Mode::Plain) && dtype != DType::BF16 && ty.size > 1;
-            entries.push(Entry {
-                meta: meta(name, dtype, shape, bytes, big_endian),
+            let entry = Entry {
                 mode,
                 type_name: block_name,
                 range: Some(range),
                 block: ty.block as usize,
                 size: ty.size as usize,
-            });
+            };
+            metas.push(meta(name, dtype, shape, bytes, big_endian, &entry));
+            entries.push(entry);
         }
         Ok(GgufSource {
             path: path.to_string(),
             files,
             data,
             entries,
+            metas,
         })
     }
 }
 
-fn meta(name: String, dtype: DType, shape: Vec<u64>, bytes: u64, big_endian: bool) -> TensorMeta {
-    TensorMeta {
+/// A tensor's metadata, with the facts its entry gives: the GGML block type's name as the source
+/// dtype, and whether it is dequantized on the host.
+fn meta(
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    bytes: u64,
+    big_endian: bool,
+    e: &Entry,
+) -> TensorMeta {
+    let mut meta = TensorMeta {
         name,
         dtype,
         shape,
@@ -280,7 +294,15 @@ fn meta(name: String, dtype: DType, shape: Vec<u64>, bytes: u64, big_endian: boo
         big_endian,
         ragged_rank: 0,
         facts: Default::default(),
+    };
+    meta.facts.source_dtype = e.type_name.clone();
+    if let Mode::Dequant(_) = e.mode {
+        meta.facts.host_decode = Some(format!(
+            "GGUF {} is dequantized on the host (no device kernel)",
+            e.type_name.as_deref().unwrap_or("block type")
+        ));
     }
+    meta
 }
 
 /// Dequantizes `range` block by block, in chunks of about `chunk` output bytes.
@@ -333,21 +355,8 @@ impl Source for GgufSource {
         &self.path
     }
 
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    fn meta(&self, index: usize) -> Result<TensorMeta> {
-        let e = &self.entries[index];
-        let mut meta = e.meta.clone();
-        meta.facts.source_dtype = e.type_name.clone();
-        if let Mode::Dequant(_) = e.mode {
-            meta.facts.host_decode = Some(format!(
-                "GGUF {} is dequantized on the host (no device kernel)",
-                e.type_name.as_deref().unwrap_or("block type")
-            ));
-        }
-        Ok(meta)
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -359,7 +368,11 @@ impl Source for GgufSource {
             );
         };
         match e.mode {
-            Mode::Plain => range.stream(e.meta.dtype.item_size().unwrap_or(1), chunk, sink),
+            Mode::Plain => range.stream(
+                self.metas[index].dtype.item_size().unwrap_or(1),
+                chunk,
+                sink,
+            ),
             Mode::Raw => range.stream(1, chunk, sink),
             Mode::Dequant(f) => stream_dequant(range, f, e.block, e.size, chunk, sink),
             Mode::Unsupported => bail!(
@@ -370,16 +383,13 @@ impl Source for GgufSource {
     }
 
     fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!(
-            "tensor '{}' is not a string tensor",
-            self.entries[index].meta.name
-        )
+        bail!("tensor '{}' is not a string tensor", self.metas[index].name)
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let e = &self.entries[index];
         match e.mode {
-            Mode::Plain | Mode::Raw if !e.meta.big_endian => e.range.clone(),
+            Mode::Plain | Mode::Raw if !self.metas[index].big_endian => e.range.clone(),
             _ => None,
         }
     }

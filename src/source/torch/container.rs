@@ -14,12 +14,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{build, Naming, StorageData, TorchOptions, TorchSource, MAX_PICKLE};
+use super::{build, Naming, Opening, StorageData, TorchOptions, TorchSource, MAX_PICKLE};
 use crate::container::zip::{Archive, Member, MemberData};
 use crate::input::{FileRange, RangeReader};
 use crate::source::pickle::{self, Value};
@@ -172,17 +171,12 @@ fn unpickle(range: &FileRange, opts: &TorchOptions) -> Result<pickle::Loaded> {
 /// Opens a zip checkpoint: its pickle is read now, its storages only when a tensor is read (a
 /// deflated one is inflated then, at most `--max-decompressed` bytes), so `list` inflates
 /// nothing.
-pub(super) fn open_zip(
-    path: &str,
-    files: Vec<PathBuf>,
-    data: FileRange,
-    stem: &str,
-    opts: &TorchOptions,
-) -> Result<TorchSource> {
-    let mut arch = TorchArchive::open(&data, opts.max_bytes)?;
+pub(super) fn open_zip(at: Opening) -> Result<TorchSource> {
+    let opts = at.opts;
+    let mut arch = TorchArchive::open(&at.data, opts.max_bytes)?;
     let root = arch.root.clone();
     if arch.members.contains_key("archive_format") {
-        return super::pt2::open(path, files, &mut arch, opts);
+        return super::pt2::open(at, &mut arch);
     }
     let big_endian = arch.big_endian()?;
     let Some(pkl) = arch.member("data.pkl")? else {
@@ -210,10 +204,10 @@ pub(super) fn open_zip(
         max_bytes: opts.max_bytes,
     };
     let mut src = build(
-        path,
-        files,
+        at.path,
+        at.files,
         loaded.value,
-        stem,
+        at.stem,
         storages,
         big_endian,
         naming,
@@ -227,13 +221,9 @@ pub(super) fn open_zip(
     Ok(src)
 }
 
-pub(super) fn open_legacy(
-    path: &str,
-    files: Vec<PathBuf>,
-    data: FileRange,
-    stem: &str,
-    opts: &TorchOptions,
-) -> Result<TorchSource> {
+pub(super) fn open_legacy(at: Opening) -> Result<TorchSource> {
+    let data = &at.data;
+    let opts = at.opts;
     let mut r = BufReader::new(RangeReader::new(data.clone()));
     let mut pos = 0u64;
     let mut main_at = 0u64;
@@ -312,5 +302,7 @@ pub(super) fn open_legacy(
         max_bytes: opts.max_bytes,
         ..Default::default()
     };
-    build(path, files, main.value, stem, storages, big_endian, naming)
+    build(
+        at.path, at.files, main.value, at.stem, storages, big_endian, naming,
+    )
 }

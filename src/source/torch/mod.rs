@@ -196,6 +196,16 @@ pub struct TorchSource {
     notes: Vec<String>,
 }
 
+/// What opening one torch input takes: its name for messages, the files it reads, its bytes,
+/// the name of a bare tensor (the file's stem) and the options.
+struct Opening<'a> {
+    path: &'a str,
+    files: Vec<PathBuf>,
+    data: FileRange,
+    stem: &'a str,
+    opts: &'a TorchOptions,
+}
+
 impl TorchSource {
     /// Opens a torch file with the default options. `stem` names a file that holds one bare
     /// tensor.
@@ -230,10 +240,17 @@ impl TorchSource {
         let mut head = [0u8; 32];
         let n = (data.len() as usize).min(32);
         data.read_at(0, &mut head[..n])?;
+        let at = Opening {
+            path,
+            files,
+            data,
+            stem,
+            opts,
+        };
         if sniff_legacy(&head[..n]) {
-            container::open_legacy(path, files, data, stem, opts)
+            container::open_legacy(at)
         } else if head.starts_with(b"PK") {
-            container::open_zip(path, files, data, stem, opts)
+            container::open_zip(at)
         } else {
             bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
         }

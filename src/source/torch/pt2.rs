@@ -10,7 +10,6 @@
 //! in the program (the graph) is interpreted.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +17,7 @@ use serde_json::Value as Json;
 
 use super::container::TorchArchive;
 use super::pickle::{self, StorageRef, TensorRef, Value};
-use super::{build, Naming, StorageData, TorchOptions, TorchSource};
+use super::{build, Naming, Opening, StorageData, TorchSource};
 use crate::container::zip::MemberData;
 use crate::input::FileRange;
 
@@ -70,12 +69,7 @@ fn ints(v: Option<&Json>, what: &str) -> Result<Vec<u64>> {
 
 /// Reads a `.pt2` archive's weights, its members read through `arch` (headers, sizes and
 /// CRC-32s checked by `container/zip.rs`; deflated storages inflated when first read).
-pub(super) fn open(
-    path: &str,
-    files: Vec<PathBuf>,
-    arch: &mut TorchArchive,
-    opts: &TorchOptions,
-) -> Result<TorchSource> {
+pub(super) fn open(at: Opening, arch: &mut TorchArchive) -> Result<TorchSource> {
     let root = arch.root.clone();
     let root = root.as_str();
     let format = arch.read("archive_format", 64)?.unwrap_or_default();
@@ -145,10 +139,10 @@ pub(super) fn open(
     arch.check_rest(&|name| used.contains(name))?;
     let root_value = Value::Dict(std::rc::Rc::new(std::cell::RefCell::new(tree)));
     let naming = Naming {
-        max_bytes: opts.max_bytes,
+        max_bytes: at.opts.max_bytes,
         ..Default::default()
     };
-    build(path, files, root_value, root, storages, false, naming)
+    build(at.path, at.files, root_value, root, storages, false, naming)
 }
 
 /// One weight: its view of the storage member it names.
