@@ -81,10 +81,16 @@ step() {
     return
   fi
   echo "== $name ($(( $(date +%s) - started )) s so far)" >&2
-  if ! "$py" "$@"; then
+  # Each step's temporary directories (its generated inputs: several GiB at scale 1, which
+  # bench.py, hdf5_flax.py and gguf_bench.py leave behind) go under one directory, deleted after
+  # the step, so that they do not pile up before the big-model step needs the disk.
+  local tmp
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/t2n-bench-step.XXXXXX")"
+  if ! TMPDIR="$tmp" "$py" "$@"; then
     printf '[{"target": "%s", "measured": "the script failed (see its output)", "met": false}]\n' "$name" \
       > "$BENCH_OUT/99-$name.json"
   fi
+  rm -rf "$tmp"
 }
 step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py
