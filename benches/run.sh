@@ -20,7 +20,8 @@
 # BENCH_GGUF_PYTHON, BENCH_ORBAX_PYTHON and BENCH_PADDLE_PYTHON (.venv-paddle); NumPy's bench runs under the test venv .venv (or
 # BENCH_NUMPY_PYTHON); a script whose Python is missing is reported as not run.
 # BENCH_SCALE (default 1: ~1 GiB inputs; 0.1 for a quick run of a few minutes) and BENCH_REPS
-# (alternating rounds, default 5 for the core, 3 for the others) tune it.
+# (alternating rounds, default 5 for the core, 3 for the others; 1 when BENCH_SCALE is under 1)
+# tune it.
 # BENCH_ONLY (a comma list of step names or groups) runs only those steps and writes their rows
 # into the existing BENCHMARKS.md as one section, "## Partial run: BENCH_ONLY=...", leaving the
 # other sections as they are. Groups: npz (core: bench.py, whose float32 row is the stored .npz
@@ -48,6 +49,12 @@ PADDLE="${BENCH_PADDLE_PYTHON:-.venv-paddle/bin/python}"
 NUMPY="${BENCH_NUMPY_PYTHON:-.venv/bin/python}"
 DS="${BENCH_DS_PYTHON:-.venv-deepspeed/bin/python}"
 started=$(date +%s)
+# A quick run (BENCH_SCALE under 1) times each contender once unless BENCH_REPS says otherwise:
+# at 0.1 the peers' start-up (TensorFlow, torch, Paddle imports), repeated 3 to 5 times per row,
+# was most of its time (issue 32, round 7). At scale 1 every script keeps its own default.
+if [ -z "${BENCH_REPS:-}" ] && awk -v s="${BENCH_SCALE:-1}" 'BEGIN { exit !(s < 1) }'; then
+  export BENCH_REPS=1
+fi
 
 # wanted NAME: whether BENCH_ONLY (empty: everything) names the step or a group holding it.
 wanted() {
@@ -74,10 +81,16 @@ step() {
     return
   fi
   echo "== $name ($(( $(date +%s) - started )) s so far)" >&2
-  if ! "$py" "$@"; then
+  # Each step's temporary directories (its generated inputs: several GiB at scale 1, which
+  # bench.py, hdf5_flax.py and gguf_bench.py leave behind) go under one directory, deleted after
+  # the step, so that they do not pile up before the big-model step needs the disk.
+  local tmp
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/t2n-bench-step.XXXXXX")"
+  if ! TMPDIR="$tmp" "$py" "$@"; then
     printf '[{"target": "%s", "measured": "the script failed (see its output)", "met": false}]\n' "$name" \
       > "$BENCH_OUT/99-$name.json"
   fi
+  rm -rf "$tmp"
 }
 step core "$TF" benches/bench.py
 step example "$TF" benches/example_bench.py

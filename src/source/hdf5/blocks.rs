@@ -40,6 +40,7 @@ impl Storage for RangeStorage {
 /// One element as the crate stores it, copied without interpretation (the dataset's own byte
 /// order), so that `read_slice` hands back raw bytes of any fixed-size type.
 #[derive(Clone, Copy)]
+#[repr(transparent)]
 struct Raw<const N: usize>([u8; N]);
 
 impl<const N: usize> H5Type for Raw<N> {
@@ -215,15 +216,16 @@ pub fn stream_fixed<const N: usize>(
     chunk: usize,
     sink: &mut ChunkSink,
 ) -> Result<()> {
-    let per = (chunk / N).max(1);
-    let mut buf = Vec::with_capacity(per.min(1 << 20) * N);
+    let per = (chunk / N).max(1) * N;
     for_each_block::<Raw<N>>(ds, shape, N, chunk, &mut |block| {
-        for part in block.chunks(per) {
-            buf.clear();
-            for e in part {
-                buf.extend_from_slice(&e.0);
-            }
-            sink(&buf)?;
+        // SAFETY: `Raw<N>` is `repr(transparent)` over `[u8; N]` (size N, alignment 1, no
+        // padding), so a slice of them is `size_of_val(block)` initialised bytes, borrowed as
+        // long as `block`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(block.as_ptr().cast::<u8>(), std::mem::size_of_val(block))
+        };
+        for part in bytes.chunks(per) {
+            sink(part)?;
         }
         Ok(())
     })

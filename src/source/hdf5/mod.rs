@@ -27,10 +27,12 @@
 //! (other compounds, references, opaque, bitfield, variable-length sequences) is listed with
 //! dtype `resource`, which the pipeline refuses, naming the dataset, unless `--skip-unsupported`.
 //!
-//! `blocks.rs` holds the storage adapter and the block walk.
+//! `blocks.rs` holds the storage adapter and the block walk; `filters.rs` the filter registry
+//! (hdf5-reader's decoders with explicit output limits, and a faster unshuffle).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -44,6 +46,7 @@ use super::{Input, OpenOptions, Reader, Sniff};
 
 mod blocks;
 mod external;
+mod filters;
 mod links;
 mod stored;
 use crate::dtype::DType;
@@ -278,9 +281,13 @@ impl Hdf5Source {
         data: FileRange,
         external: Option<Arc<dyn hdf5_reader::ExternalFileResolver>>,
     ) -> Result<Hdf5Source> {
+        // Until the walk has seen every dataset, a filter stage may decode the largest chunk
+        // the reader accepts; then at most the file's own largest chunk (filters.rs).
+        let largest = Arc::new(AtomicUsize::new(MAX_CHUNK_BYTES));
         let mut options = hdf5_reader::OpenOptions::default()
             .with_chunk_cache_bytes(1 << 20)
-            .with_max_chunk_bytes(MAX_CHUNK_BYTES);
+            .with_max_chunk_bytes(MAX_CHUNK_BYTES)
+            .with_filter_registry(filters::registry(largest.clone()));
         if let Some(r) = external {
             options = options.with_external_file_resolver(r);
         }
@@ -293,6 +300,8 @@ impl Hdf5Source {
         let mut seen = HashSet::new();
         let mut notes = Vec::new();
         walk(&file, &root, "", 0, &mut seen, &mut found, &mut notes)?;
+        let file_largest = filters::largest_chunk(found.iter().map(|(_, d)| d), MAX_CHUNK_BYTES);
+        largest.store(file_largest, Ordering::Relaxed);
         let (mut metas, mut entries) = (Vec::new(), Vec::new());
         for (name, ds) in found {
             let (meta, entry) = describe(&file, &data, base, name, ds)?;

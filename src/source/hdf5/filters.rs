@@ -1,0 +1,215 @@
+//! The filter registry the HDF5 reader opens files with: hdf5-reader's own decoders, each given
+//! an explicit output limit, and a faster inverse of the shuffle filter.
+//!
+//! Why every decoder is registered, not only the shuffle: hdf5-reader 0.12 bounds a stage's
+//! output by the encoded-size bound of the filters before it, and gives up that bound (leaving
+//! only its 4 GiB ceiling) as soon as one of them is a registered ("custom") filter. Registering
+//! the shuffle alone would let a shuffled, deflated chunk inflate to 4 GiB. So the decoders that
+//! can expand (deflate, szip, n-bit, scale-offset) are registered too, as calls of the crate's
+//! own `decompress_with_limit` with [`stage_limit`] of the largest chunk any dataset of the file
+//! declares ([`largest_chunk`]; at most the reader's chunk limit). The crate still checks every
+//! chunk's final output against that chunk's own size + 1. Fletcher-32 only strips 4 bytes and
+//! stays the crate's. Talks to: `super` (which builds the registry when it opens a file and sets
+//! the largest chunk after its walk) and hdf5-reader's filter registry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hdf5_reader::filters::{
+    deflate, nbit, scaleoffset, szip, FilterRegistry, FILTER_DEFLATE, FILTER_NBIT,
+    FILTER_SCALEOFFSET, FILTER_SHUFFLE, FILTER_SZIP,
+};
+use hdf5_reader::messages::filter_pipeline::FilterDescription;
+use hdf5_reader::Dataset;
+
+/// The most bytes one filter stage may decode to, when no chunk of the file decodes to more than
+/// `largest` bytes: the chunk plus room for the encoded-size growth of the filters stacked under
+/// it (zlib's `compressBound` adds n/3277 + 13 per deflate, scale-offset 22 bytes, Fletcher-32 4),
+/// so that a legitimate intermediate stage always fits and a chunk bomb stops at about its size.
+pub fn stage_limit(largest: usize) -> usize {
+    largest.saturating_add(largest / 256).saturating_add(1024)
+}
+
+/// The largest decoded chunk (chunk elements times element size) of `datasets`, at most `cap`
+/// (the crate refuses larger chunks before decoding them).
+pub fn largest_chunk<'a>(datasets: impl Iterator<Item = &'a Dataset>, cap: usize) -> usize {
+    datasets
+        .filter_map(|ds| {
+            let dims = ds.chunks()?;
+            let size = ds.raw_element_size().ok()? as u64;
+            let bytes = dims
+                .iter()
+                .try_fold(size, |n, &d| n.checked_mul(u64::from(d)))
+                .unwrap_or(u64::MAX);
+            Some(usize::try_from(bytes).unwrap_or(usize::MAX).min(cap))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// hdf5-reader's built-in filters, with [`unshuffle`] as the shuffle filter and every expanding
+/// decoder bounded by [`stage_limit`] of `largest` (read at each call: the reader lowers it from
+/// the chunk limit to the file's largest chunk once it has walked the file).
+pub fn registry(largest: Arc<AtomicUsize>) -> FilterRegistry {
+    let mut r = FilterRegistry::new();
+    r.register(
+        FILTER_SHUFFLE,
+        Box::new(|_: &FilterDescription, data: &[u8], size: usize| Ok(unshuffle(data, size))),
+    );
+    let limit = move || stage_limit(largest.load(Ordering::Relaxed));
+    let l = limit.clone();
+    r.register(
+        FILTER_DEFLATE,
+        Box::new(move |_: &FilterDescription, data: &[u8], _| {
+            deflate::decompress_with_limit(data, l())
+        }),
+    );
+    let l = limit.clone();
+    r.register(
+        FILTER_SZIP,
+        Box::new(move |f: &FilterDescription, data: &[u8], _| {
+            szip::decompress_with_limit(data, &f.client_data, l())
+        }),
+    );
+    let l = limit.clone();
+    r.register(
+        FILTER_NBIT,
+        Box::new(move |f: &FilterDescription, data: &[u8], _| {
+            nbit::decompress_with_limit(data, &f.client_data, l())
+        }),
+    );
+    r.register(
+        FILTER_SCALEOFFSET,
+        Box::new(move |f: &FilterDescription, data: &[u8], _| {
+            scaleoffset::decompress_with_limit(data, &f.client_data, limit())
+        }),
+    );
+    r
+}
+
+/// Reverses the shuffle filter: `data` holds byte 0 of every element, then byte 1 of every
+/// element, and so on; bytes past the last whole element stay where they are. hdf5-reader's own
+/// moves a byte at a time with two bounds checks per byte.
+pub fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
+    let n = data.len().checked_div(size).unwrap_or(0);
+    if size <= 1 || n == 0 {
+        return data.to_vec();
+    }
+    let mut out = vec![0u8; data.len()];
+    let whole = n * size;
+    match size {
+        2 => gather::<2>(&data[..whole], &mut out[..whole], n),
+        4 => gather::<4>(&data[..whole], &mut out[..whole], n),
+        8 => gather::<8>(&data[..whole], &mut out[..whole], n),
+        _ => {
+            for (b, plane) in data[..whole].chunks_exact(n).enumerate() {
+                for (o, &v) in out[b..].iter_mut().step_by(size).zip(plane) {
+                    *o = v;
+                }
+            }
+        }
+    }
+    out[whole..].copy_from_slice(&data[whole..]);
+    out
+}
+
+/// [`unshuffle`] of `n` whole elements of `S` bytes, 16 at a time: constant bounds that the
+/// compiler unrolls into byte shuffles.
+fn gather<const S: usize>(data: &[u8], out: &mut [u8], n: usize) {
+    let planes: [&[u8]; S] = std::array::from_fn(|b| &data[b * n..][..n]);
+    let blocks = n / 16;
+    for (k, dst) in out.chunks_exact_mut(16 * S).take(blocks).enumerate() {
+        let src: [&[u8; 16]; S] =
+            std::array::from_fn(|b| planes[b][k * 16..][..16].try_into().unwrap());
+        for i in 0..16 {
+            for b in 0..S {
+                dst[i * S + b] = src[b][i];
+            }
+        }
+    }
+    for i in blocks * 16..n {
+        for b in 0..S {
+            out[i * S + b] = planes[b][i];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdf5_reader::filters::apply_pipeline_with_limit;
+
+    /// hdf5-reader's own unshuffle is the reference: the same bytes for every element width,
+    /// with and without trailing bytes.
+    #[test]
+    fn matches_hdf5_readers_unshuffle() {
+        let data: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for size in [1, 2, 3, 4, 5, 8, 16] {
+            for len in [0, 1, 7, 8, 64, 130, 999, 1000] {
+                assert_eq!(
+                    unshuffle(&data[..len], size),
+                    hdf5_reader::filters::shuffle::unshuffle(&data[..len], size),
+                    "size {size}, {len} bytes"
+                );
+            }
+        }
+    }
+
+    fn zlib(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn pipeline(ids: &[u16]) -> Vec<FilterDescription> {
+        ids.iter()
+            .map(|&id| FilterDescription {
+                id,
+                name: None,
+                client_data: vec![],
+            })
+            .collect()
+    }
+
+    /// Shuffle + deflate through the registry: the same bytes as the crate's built-ins, and a
+    /// chunk that inflates past the file's largest chunk is refused at the stage limit (the
+    /// crate alone would have let this stage run to 4 GiB once the shuffle was registered).
+    #[test]
+    fn shuffled_deflate_decodes_the_same_and_keeps_a_limit() {
+        let plain: Vec<u8> = (0..4096u32).flat_map(|i| (i * 7).to_le_bytes()).collect();
+        let shuffled = {
+            let n = plain.len() / 4;
+            let mut s = vec![0u8; plain.len()];
+            for (i, e) in plain.chunks_exact(4).enumerate() {
+                for b in 0..4 {
+                    s[b * n + i] = e[b];
+                }
+            }
+            s
+        };
+        let stored = zlib(&shuffled);
+        let filters = pipeline(&[FILTER_SHUFFLE, FILTER_DEFLATE]);
+        let largest = Arc::new(AtomicUsize::new(plain.len()));
+        let reg = registry(largest.clone());
+        let ours = apply_pipeline_with_limit(&stored, &filters, 0, 4, Some(&reg), Some(16385));
+        let theirs = apply_pipeline_with_limit(&stored, &filters, 0, 4, None, Some(16385));
+        assert_eq!(ours.unwrap(), plain);
+        assert_eq!(theirs.unwrap(), plain);
+
+        // 64 MiB of zeros (64 KiB stored) in a file whose largest chunk is 16 KiB: the inflate
+        // stops at the stage limit, and the crate's own check of the chunk's size refuses it.
+        let bomb = zlib(&vec![0u8; 64 << 20]);
+        let err = apply_pipeline_with_limit(&bomb, &filters, 0, 4, Some(&reg), Some(16385))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit 16385"), "{err}");
+        // The deflate stage alone, as the pipeline calls a registered filter (no limit passed):
+        // it stops at the stage limit, where the crate's 4 GiB would have let all 64 MiB out.
+        let inflated = reg.apply_with_limit(&filters[1], &bomb, 4, None).unwrap();
+        assert_eq!(inflated.len(), stage_limit(16384));
+        assert_eq!(stage_limit(16384), 16384 + 64 + 1024);
+    }
+}
