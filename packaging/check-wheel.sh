@@ -5,7 +5,8 @@
 # venv, one real conversion loaded back with NumPy, and the Python module's tests
 # (python/tests, pytest) against the installed `import tensor2npy`.
 # Usage: packaging/check-wheel.sh [PYTHON]   (PYTHON: an interpreter that can pip install;
-# T2N_WHEEL=path checks that wheel instead of building one)
+# T2N_WHEEL=path checks that wheel instead of building one; T2N_PROFILE=ci builds it with the
+# `ci` cargo profile, see packaging/build-wheel.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${1:-python3}"
@@ -50,7 +51,7 @@ PY
 # exceptions, Ctrl-C, lazy reads. Run from the checkout's root for the fixtures; the tests
 # check that they import the installed package. Zero tests collected (exit 5) or too few run
 # is a failure, not a pass.
-env -i HOME="$HOME" PATH="$clean_path" "$work/user/bin/python" -m pytest -q -p no:cacheprovider \
+env -i HOME="$HOME" PATH="$clean_path" "$work/user/bin/python" -m pytest -q -p no:cacheprovider --durations=10 \
   python/tests | tee "$work/pytest.log"
 passed="$(grep -Eo '[0-9]+ passed' "$work/pytest.log" | grep -Eo '[0-9]+' || echo 0)"
 if [ "$passed" -lt 300 ]; then
