@@ -5,8 +5,7 @@
 # venv, one real conversion loaded back with NumPy, and the Python module's tests
 # (python/tests, pytest) against the installed `import tensor2npy`.
 # Usage: packaging/check-wheel.sh [PYTHON]   (PYTHON: an interpreter that can pip install;
-# T2N_WHEEL=path checks that wheel instead of building one; T2N_PROFILE=ci builds it with the
-# `ci` cargo profile, see packaging/build-wheel.sh)
+# T2N_WHEEL=path checks that wheel instead of building one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${1:-python3}"
