@@ -50,7 +50,7 @@ PY
 # exceptions, Ctrl-C, lazy reads. Run from the checkout's root for the fixtures; the tests
 # check that they import the installed package. Zero tests collected (exit 5) or too few run
 # is a failure, not a pass.
-env -i HOME="$HOME" PATH="$clean_path" "$work/user/bin/python" -m pytest -q -p no:cacheprovider \
+env -i HOME="$HOME" PATH="$clean_path" "$work/user/bin/python" -m pytest -q -p no:cacheprovider --durations=10 \
   python/tests | tee "$work/pytest.log"
 passed="$(grep -Eo '[0-9]+ passed' "$work/pytest.log" | grep -Eo '[0-9]+' || echo 0)"
 if [ "$passed" -lt 300 ]; then
