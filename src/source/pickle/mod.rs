@@ -77,67 +77,10 @@ impl Default for Options {
     }
 }
 
-use value::tuple;
+use value::{append, long, set_items, shallow, tuple};
 pub use value::{Shared, Value};
 
-// Opcodes (Python's pickle.py).
-mod op {
-    pub const MARK: u8 = b'(';
-    pub const STOP: u8 = b'.';
-    pub const POP: u8 = b'0';
-    pub const POP_MARK: u8 = b'1';
-    pub const DUP: u8 = b'2';
-    pub const BININT: u8 = b'J';
-    pub const BININT1: u8 = b'K';
-    pub const BININT2: u8 = b'M';
-    pub const NONE: u8 = b'N';
-    pub const BINPERSID: u8 = b'Q';
-    pub const REDUCE: u8 = b'R';
-    pub const BINSTRING: u8 = b'T';
-    pub const SHORT_BINSTRING: u8 = b'U';
-    pub const BINUNICODE: u8 = b'X';
-    pub const APPEND: u8 = b'a';
-    pub const BUILD: u8 = b'b';
-    pub const GLOBAL: u8 = b'c';
-    pub const DICT: u8 = b'd';
-    pub const EMPTY_DICT: u8 = b'}';
-    pub const APPENDS: u8 = b'e';
-    pub const GET: u8 = b'g';
-    pub const BINGET: u8 = b'h';
-    pub const LONG_BINGET: u8 = b'j';
-    pub const LIST: u8 = b'l';
-    pub const EMPTY_LIST: u8 = b']';
-    pub const PUT: u8 = b'p';
-    pub const BINPUT: u8 = b'q';
-    pub const LONG_BINPUT: u8 = b'r';
-    pub const SETITEM: u8 = b's';
-    pub const TUPLE: u8 = b't';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const SETITEMS: u8 = b'u';
-    pub const BINFLOAT: u8 = b'G';
-    pub const PROTO: u8 = 0x80;
-    pub const NEWOBJ: u8 = 0x81;
-    pub const TUPLE1: u8 = 0x85;
-    pub const TUPLE2: u8 = 0x86;
-    pub const TUPLE3: u8 = 0x87;
-    pub const NEWTRUE: u8 = 0x88;
-    pub const NEWFALSE: u8 = 0x89;
-    pub const LONG1: u8 = 0x8a;
-    pub const LONG4: u8 = 0x8b;
-    pub const BINBYTES: u8 = b'B';
-    pub const SHORT_BINBYTES: u8 = b'C';
-    pub const SHORT_BINUNICODE: u8 = 0x8c;
-    pub const BINUNICODE8: u8 = 0x8d;
-    pub const BINBYTES8: u8 = 0x8e;
-    pub const EMPTY_SET: u8 = 0x8f;
-    pub const ADDITEMS: u8 = 0x90;
-    pub const FROZENSET: u8 = 0x91;
-    pub const NEWOBJ_EX: u8 = 0x92;
-    pub const STACK_GLOBAL: u8 = 0x93;
-    pub const MEMOIZE: u8 = 0x94;
-    pub const FRAME: u8 = 0x95;
-    pub const BYTEARRAY8: u8 = 0x96;
-}
+mod op;
 
 /// The longest string or bytes object accepted: state dicts hold names, not data (a legacy
 /// file's storages follow the pickle).
@@ -733,83 +676,6 @@ impl Unpickler<'_> {
         }
         Ok(())
     }
-}
-
-/// How many values a call's arguments hold, one level down (what a call may copy).
-fn shallow(args: &[Value]) -> u64 {
-    let mut n = args.len() as u64;
-    for a in args {
-        n += match a {
-            Value::List(l) => l.borrow().len() as u64,
-            Value::Tuple(t) => t.len() as u64,
-            Value::Dict(d) => 2 * d.borrow().len() as u64,
-            _ => 0,
-        };
-    }
-    n
-}
-
-/// A little-endian two's-complement integer (LONG1 / LONG4).
-fn long(b: &[u8]) -> Value {
-    if b.len() > 8 {
-        let sign = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
-        if b[8..].iter().all(|&x| x == sign) && (b[7] & 0x80 == sign & 0x80) {
-            return long(&b[..8]);
-        }
-        return Value::BigInt;
-    }
-    if b.is_empty() {
-        return Value::Int(0);
-    }
-    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
-    let mut buf = [fill; 8];
-    buf[..b.len()].copy_from_slice(b);
-    Value::Int(i64::from_le_bytes(buf))
-}
-
-fn append(target: &mut Value, items: Vec<Value>) -> Result<()> {
-    match target {
-        Value::List(l) => {
-            l.borrow_mut().extend(items);
-            Ok(())
-        }
-        Value::Record(r) => {
-            r.items.borrow_mut().extend(items);
-            Ok(())
-        }
-        v => bail!("can only append to lists, not to a {}", v.type_name()),
-    }
-}
-
-pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
-    if let Value::Record(r) = target {
-        if !items.len().is_multiple_of(2) {
-            bail!("an odd number of items for a dict");
-        }
-        let mut e = r.entries.borrow_mut();
-        let mut it = items.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            e.push((k, v));
-        }
-        return Ok(());
-    }
-    let Value::Dict(d) = target else {
-        bail!(
-            "can only set items of a dict, not of a {}",
-            target.type_name()
-        );
-    };
-    if !items.len().is_multiple_of(2) {
-        bail!("an odd number of items for a dict");
-    }
-    // Repeated keys are resolved when the tree is named (the last value wins, as in Python);
-    // looking each key up here would cost quadratic time on large state dicts.
-    let mut d = d.borrow_mut();
-    let mut it = items.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        d.push((k, v));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The values the unpickler builds (`Value`): Python's plain data (numbers, strings, bytes,
 //! lists, tuples, dicts), the allowed globals and what they build (storages, tensor
 //! references), inert [`Record`]s of other classes, NumPy arrays and dtypes, and spans of bytes
-//! left in the input. Containers are shared (`Rc`), as the pickle memo shares them, and dropped
+//! left in the input; and the few operations the unpickler applies to them (appending, setting
+//! items, decoding LONG1/LONG4, counting a call's arguments). Containers are shared (`Rc`), as the pickle memo shares them, and dropped
 //! iteratively, so a deeply nested value never overflows the stack.
 
 use std::cell::RefCell;
@@ -151,4 +152,81 @@ impl Value {
 /// Tuple of values.
 pub(super) fn tuple(items: Vec<Value>) -> Value {
     Value::Tuple(Rc::new(items))
+}
+
+/// How many values a call's arguments hold, one level down (what a call may copy).
+pub(super) fn shallow(args: &[Value]) -> u64 {
+    let mut n = args.len() as u64;
+    for a in args {
+        n += match a {
+            Value::List(l) => l.borrow().len() as u64,
+            Value::Tuple(t) => t.len() as u64,
+            Value::Dict(d) => 2 * d.borrow().len() as u64,
+            _ => 0,
+        };
+    }
+    n
+}
+
+/// A little-endian two's-complement integer (LONG1 / LONG4).
+pub(super) fn long(b: &[u8]) -> Value {
+    if b.len() > 8 {
+        let sign = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+        if b[8..].iter().all(|&x| x == sign) && (b[7] & 0x80 == sign & 0x80) {
+            return long(&b[..8]);
+        }
+        return Value::BigInt;
+    }
+    if b.is_empty() {
+        return Value::Int(0);
+    }
+    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut buf = [fill; 8];
+    buf[..b.len()].copy_from_slice(b);
+    Value::Int(i64::from_le_bytes(buf))
+}
+
+pub(super) fn append(target: &mut Value, items: Vec<Value>) -> Result<()> {
+    match target {
+        Value::List(l) => {
+            l.borrow_mut().extend(items);
+            Ok(())
+        }
+        Value::Record(r) => {
+            r.items.borrow_mut().extend(items);
+            Ok(())
+        }
+        v => bail!("can only append to lists, not to a {}", v.type_name()),
+    }
+}
+
+pub(super) fn set_items(target: &Value, items: Vec<Value>) -> Result<()> {
+    if let Value::Record(r) = target {
+        if !items.len().is_multiple_of(2) {
+            bail!("an odd number of items for a dict");
+        }
+        let mut e = r.entries.borrow_mut();
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            e.push((k, v));
+        }
+        return Ok(());
+    }
+    let Value::Dict(d) = target else {
+        bail!(
+            "can only set items of a dict, not of a {}",
+            target.type_name()
+        );
+    };
+    if !items.len().is_multiple_of(2) {
+        bail!("an odd number of items for a dict");
+    }
+    // Repeated keys are resolved when the tree is named (the last value wins, as in Python);
+    // looking each key up here would cost quadratic time on large state dicts.
+    let mut d = d.borrow_mut();
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        d.push((k, v));
+    }
+    Ok(())
 }
