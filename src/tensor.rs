@@ -79,6 +79,15 @@ impl TensorMeta {
     pub fn num_elements(&self) -> Result<u64> {
         checked_elements(&self.shape)
     }
+
+    /// The dtype as messages name it: as its source names it where that differs (`facts`),
+    /// else its own name.
+    pub fn dtype_shown(&self) -> String {
+        self.facts
+            .source_dtype
+            .clone()
+            .unwrap_or_else(|| self.dtype.to_string())
+    }
 }
 
 /// Advances `idx`, a row-major index into `shape` (last dimension fastest), to the next

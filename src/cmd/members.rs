@@ -93,11 +93,7 @@ impl<'a> Members<'a> {
             };
             let step = match npy_type(&meta, self.rules.policy) {
                 None => {
-                    let dtype = meta
-                        .facts
-                        .source_dtype
-                        .clone()
-                        .unwrap_or_else(|| meta.dtype.to_string());
+                    let dtype = meta.dtype_shown();
                     Step::Skip(format!(
                         "{}: skipped '{}': dtype {dtype} has no NumPy form",
                         src.display_path(),
@@ -162,56 +158,10 @@ pub(super) fn place(f: Facts, min: u64) -> Place {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::DType;
-    use crate::tensor::{ChunkSink, Kind};
-    use anyhow::{bail, Result};
-
-    /// Tensors of `i32` named as given, `resource` (no NumPy form) for names starting with `r`;
-    /// reading data is an error.
-    struct Mock {
-        path: &'static str,
-        names: Vec<&'static str>,
-    }
-
-    impl Source for Mock {
-        fn display_path(&self) -> &str {
-            self.path
-        }
-        fn len(&self) -> usize {
-            self.names.len()
-        }
-        fn meta(&self, i: usize) -> Result<TensorMeta> {
-            let name = self.names[i];
-            Ok(TensorMeta {
-                name: name.into(),
-                dtype: if name.starts_with('r') {
-                    DType::Resource
-                } else {
-                    DType::I32
-                },
-                shape: vec![1],
-                kind: Kind::Dense,
-                stored_bytes: 4,
-                max_string_len: None,
-                big_endian: false,
-                ragged_rank: 0,
-                facts: Default::default(),
-            })
-        }
-        fn read_dense(&mut self, _: usize, _: usize, _: &mut ChunkSink) -> Result<()> {
-            bail!("the member plan must not read tensors")
-        }
-        fn read_strings(&mut self, _: usize, _: &mut ChunkSink) -> Result<()> {
-            bail!("the member plan must not read tensors")
-        }
-        fn input_files(&self) -> Vec<std::path::PathBuf> {
-            vec![]
-        }
-    }
+    use crate::cmd::mock::mock;
 
     fn input(s: usize, path: &'static str, names: &[&'static str]) -> (usize, Box<dyn Source>) {
-        let names = names.to_vec();
-        (s, Box::new(Mock { path, names }))
+        (s, mock(path, names))
     }
 
     /// Every member planned for `inputs`: (input, index, name, step).

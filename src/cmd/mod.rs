@@ -9,6 +9,8 @@ mod execute;
 pub mod list;
 pub mod man;
 mod members;
+#[cfg(test)]
+mod mock;
 pub mod plan;
 mod planner;
 pub mod settings;

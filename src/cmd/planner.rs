@@ -146,10 +146,10 @@ pub(super) fn decide(
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::dtype::DType;
+    use crate::cmd::mock::mock;
     use crate::select::Selector;
-    use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
-    use anyhow::{bail, Result};
+    use crate::tensor::Source;
+    use anyhow::Result;
     use clap::Parser;
 
     /// `tensor2npy convert WORDS...` resolved as the command resolves it.
@@ -162,56 +162,6 @@ mod tests {
             Command::Convert(args) => Settings::convert(args).expect("valid settings"),
             _ => unreachable!(),
         }
-    }
-
-    /// An input of named tensors of 4 bytes each (`i32`, shape `[1]`), or of a dtype without a
-    /// NumPy form for names starting with `r`.
-    struct Mock {
-        path: String,
-        names: Vec<&'static str>,
-    }
-
-    impl Source for Mock {
-        fn display_path(&self) -> &str {
-            &self.path
-        }
-        fn len(&self) -> usize {
-            self.names.len()
-        }
-        fn meta(&self, i: usize) -> Result<TensorMeta> {
-            let name = self.names[i];
-            Ok(TensorMeta {
-                name: name.into(),
-                dtype: if name.starts_with('r') {
-                    DType::Resource
-                } else {
-                    DType::I32
-                },
-                shape: vec![1],
-                kind: Kind::Dense,
-                stored_bytes: 4,
-                max_string_len: None,
-                big_endian: false,
-                ragged_rank: 0,
-                facts: Default::default(),
-            })
-        }
-        fn read_dense(&mut self, _: usize, _: usize, _: &mut ChunkSink) -> Result<()> {
-            bail!("the planner must not read tensors")
-        }
-        fn read_strings(&mut self, _: usize, _: &mut ChunkSink) -> Result<()> {
-            bail!("the planner must not read tensors")
-        }
-        fn input_files(&self) -> Vec<PathBuf> {
-            vec![]
-        }
-    }
-
-    fn mock(path: &str, names: &[&'static str]) -> Box<dyn Source> {
-        Box::new(Mock {
-            path: path.into(),
-            names: names.to_vec(),
-        })
     }
 
     /// Up to date: the outputs named in `fresh`. Identity: the number of files.

@@ -50,11 +50,7 @@ pub fn survey(
                 continue;
             }
             None => {
-                let dtype = meta
-                    .facts
-                    .source_dtype
-                    .clone()
-                    .unwrap_or_else(|| meta.dtype.to_string());
+                let dtype = meta.dtype_shown();
                 return Err(anyhow!(
                     "dtype {dtype} has no NumPy form (use --skip-unsupported to leave it out)"
                 )
