@@ -71,7 +71,12 @@ impl Drop for Server {
 }
 
 fn http_server(extra: &[&str]) -> Server {
-    let mut args = vec![root().join("fixtures").display().to_string()];
+    range_server(&root().join("fixtures"), extra)
+}
+
+/// The Range HTTP server (`range_server.py`) serving `dir`, with its options `extra`.
+fn range_server(dir: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![dir.display().to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     Server::start("python3", "range_server.py", &args).expect("the loopback HTTP server starts")
 }
@@ -179,12 +184,7 @@ fn list_of_a_large_remote_file_fetches_kilobytes_not_the_data() {
     // 64 MiB of data behind a small header.
     let dir = tempdir();
     zero_safetensors(&dir.path().join("big.safetensors"), [4096, 4096]);
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[dir.path().display().to_string()],
-    )
-    .unwrap();
+    let s = range_server(dir.path(), &[]);
     let o = t2n(&["list", "--json", &s.url("big.safetensors")], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("[4096,4096]"));
@@ -203,16 +203,7 @@ fn an_object_that_changes_between_reads_or_is_missing_fails_naming_it_and_leaves
     // third request.
     let data = tempdir();
     zero_safetensors(&data.path().join("big.safetensors"), [2048, 1024]);
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[
-            data.path().display().to_string(),
-            "--etag-changes-after".into(),
-            "3".into(),
-        ],
-    )
-    .unwrap();
+    let s = range_server(data.path(), &["--etag-changes-after", "3"]);
     let dir = tempdir();
     let out = dir.path().join("out.npz");
     let o = convert_to(&s.url("big.safetensors"), &out, &[]);
@@ -694,16 +685,7 @@ fn a_stalled_server_times_out_with_75_and_sigterm_ends_a_blocked_read_within_two
     let data = tempdir();
     zero_safetensors(&data.path().join("big.safetensors"), [1024, 1024]);
     // The HEAD and the first GET are answered; then the server stalls.
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[
-            data.path().display().to_string(),
-            "--stall-after".into(),
-            "2".into(),
-        ],
-    )
-    .unwrap();
+    let s = range_server(data.path(), &["--stall-after", "2"]);
     let dir = tempdir();
     let out = dir.path().join("o.npz");
     let url = s.url("big.safetensors");
@@ -764,12 +746,7 @@ fn memory_is_bounded_per_run_not_per_remote_input() {
     for n in &names {
         zero_safetensors(&data.path().join(n), [2048, 2048]); // 16 MiB each
     }
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[data.path().display().to_string()],
-    )
-    .unwrap();
+    let s = range_server(data.path(), &[]);
     let out = tempdir();
     let peak = |n: usize| -> u64 {
         let urls: Vec<String> = names[..n].iter().map(|f| s.url(f)).collect();
@@ -813,16 +790,7 @@ fn two_workers_read_one_remote_input_at_least_as_fast_as_one() {
     f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
     f.write_all(header.as_bytes()).unwrap();
     f.set_len(8 + header.len() as u64 + 2 * n).unwrap();
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[
-            data.path().display().to_string(),
-            "--delay-ms".into(),
-            "20".into(),
-        ],
-    )
-    .unwrap();
+    let s = range_server(data.path(), &["--delay-ms", "20"]);
     let out = tempdir();
     let time = |jobs: &str| {
         let started = std::time::Instant::now();
@@ -876,12 +844,7 @@ fn each_worker_fetches_its_tensors_whole_in_requests_in_flight() {
     f.write_all(header.as_bytes()).unwrap();
     f.set_len(8 + header.len() as u64 + 8 * each).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
-    let s = Server::start(
-        "python3",
-        "range_server.py",
-        &[data.path().display().to_string()],
-    )
-    .unwrap();
+    let s = range_server(data.path(), &[]);
     let out = tempdir();
     let o = t2n(
         &[
