@@ -40,6 +40,9 @@ pub(super) struct Executor<'a> {
 /// while writing (`--manifest`).
 type Written = Option<crate::sink::digest::Digest>;
 
+/// One output of a batch: its number, its job, the one input it reads, its record.
+type BatchItem<'s> = (usize, Job, Vec<(usize, &'s mut Box<dyn Source>)>, Done);
+
 impl Executor<'_> {
     /// Acts on every output of `planned`, in order: what `--update` leaves alone and what is
     /// refused first, then the outputs to write.
@@ -103,31 +106,36 @@ impl Executor<'_> {
             && one_input_each
             && opts.device.borrow().is_host()
         {
-            self.batch(todo, sources, opts, outcomes)
+            // Each output of a batch reads an input of its own, handed to its worker.
+            let mut slots: Vec<Option<&mut Box<dyn Source>>> =
+                sources.iter_mut().map(Some).collect();
+            let mut items = Vec::new();
+            for (k, (job, done)) in todo.into_iter().enumerate() {
+                let s = job.inputs[0];
+                let src = slots[s]
+                    .take()
+                    .context("internal: two outputs of one input")?;
+                items.push((k, job, vec![(s, src)], done));
+            }
+            self.batch(items, opts, outcomes)
         } else {
             self.in_order(todo, sources, opts, outcomes)
         }
     }
 
-    /// A batch: its outputs convert in parallel, each in turn inside.
+    /// A batch: its outputs (each numbered, with the one input it reads) convert in parallel,
+    /// each in turn inside.
     fn batch(
         &self,
-        todo: Vec<(Job, Done)>,
-        sources: &mut [Box<dyn Source>],
+        items: Vec<BatchItem<'_>>,
         opts: &WriteOptions,
         outcomes: &mut Outcomes,
     ) -> Result<()> {
         let reopen = |s: usize| super::reopen_input(&self.settings.inputs, s);
-        let mut slots: Vec<Option<&mut Box<dyn Source>>> = sources.iter_mut().map(Some).collect();
-        let (mut items, mut records) = (Vec::new(), Vec::new());
-        for (k, (job, record)) in todo.into_iter().enumerate() {
-            let s = job.inputs[0];
-            let src = slots[s]
-                .take()
-                .context("internal: two outputs of one input")?;
-            records.push(record.clone());
-            items.push((k, job, vec![(s, src)], record));
-        }
+        let records: Vec<Done> = items
+            .iter()
+            .map(|(_, _, _, record)| record.clone())
+            .collect();
         // With --keep-going a failed output is kept aside, so that the other workers go on.
         let kept = std::sync::Mutex::new(Vec::new());
         let (done, result) = jobs::run_each(
