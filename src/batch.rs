@@ -6,7 +6,7 @@
 //! it; without a manifest to ask, when it is newer than all its inputs, like `cp -u`).
 //! `cmd/convert.rs` computes [`fingerprint`] and [`identity`], asks [`up_to_date`] before
 //! planning an output and hands each finished or failed one to [`Manifest::record`]; input
-//! times and identities come from `input.rs` / `remote.rs` (local files, or remote objects'
+//! times and identities come from `input.rs` / `remote/` (local files, or remote objects'
 //! size, ETag and `Last-Modified`).
 
 use std::fs::{File, OpenOptions};

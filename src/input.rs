@@ -24,7 +24,7 @@ pub struct FileRange {
 enum Backing {
     File(Arc<File>),
     Memory(Arc<Vec<u8>>),
-    /// An object in a bucket or behind HTTP(S), read by ranged GETs (`remote.rs`).
+    /// An object in a bucket or behind HTTP(S), read by ranged GETs (`remote/`).
     #[cfg(feature = "remote")]
     Remote(Arc<crate::remote::RemoteFile>),
 }

@@ -10,7 +10,7 @@
 //!      │                                          │
 //!      │   error.rs (exit codes, interrupts)      │ select.rs (--select/--exclude), report.rs (stderr)
 //!      ▼                                          ▼
-//!   input.rs (FileRange: file, memory or remote.rs)  →  source/mod.rs (registry, sniffing)
+//!   input.rs (FileRange: file, memory or remote/)  →  source/mod.rs (registry, sniffing)
 //!      → container/ (framings beside the formats: zip.rs opens ZIP members with limits and
 //!        checks their CRC-32s, for the PyTorch, Keras and NumPy readers; tfrecord/ the
 //!        TFRecord framing, CRCs and GZIP/ZLIB spooling; protobuf.rs the one field walker;

@@ -80,7 +80,7 @@ pub fn classify(e: &anyhow::Error) -> Class {
         }
         #[cfg(feature = "remote")]
         if let Some(os) = cause.downcast_ref::<object_store::Error>() {
-            // NotFound and access errors are said plainly by remote.rs before they get here;
+            // NotFound and access errors are said plainly by remote/ before they get here;
             // transient ones were marked by it (above); what is left is permanent.
             return match os {
                 object_store::Error::NotFound { .. } => Class::NotFound,

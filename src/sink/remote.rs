@@ -7,7 +7,7 @@
 //! and aborted on a failure or an interrupt, so that no partial object is ever visible. A
 //! directory output becomes one object per file under the URL as a prefix. A URL of any other
 //! scheme (`http://`, `foo://`) is a usage mistake, never a local path. The staging directory
-//! is removed when the command ends, whatever the outcome. Talks to `remote.rs` (stores,
+//! is removed when the command ends, whatever the outcome. Talks to `remote/` (stores,
 //! runtime, error wording).
 
 use std::path::{Path, PathBuf};
