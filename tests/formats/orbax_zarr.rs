@@ -71,6 +71,12 @@ fn orbax_fixtures_match_orbax_restore() {
 }
 
 #[test]
+fn orbax_user_fixtures_match_orbax_restore() {
+    // step_prefix / step_format_fixed_length step folders, float8 leaves
+    check("orbax_user");
+}
+
+#[test]
 fn orbax_manager_root_lists_its_steps_and_step_picks_one() {
     let root = root().join("fixtures/orbax/manager");
     let o = Command::new(bin()).arg("list").arg(&root).output().unwrap();

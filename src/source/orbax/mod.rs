@@ -1,8 +1,8 @@
 //! Orbax (`orbax.checkpoint`) reader: an item directory (`_METADATA`), a step directory
 //! (`_CHECKPOINT_METADATA` with one or more items: `default`, `params`, ...) or a
-//! `CheckpointManager` root (integer step directories; the latest, or `--step N`), named by the
-//! PyTree path joined with `/` as `restore()` returns it (`params/enc/kernel`,
-//! `opt_state/0/mu/enc/bias`, `step`); a step with several items prefixes each item's name.
+//! `CheckpointManager` root (step directories `<step>` or `<prefix>_<step>`; the latest, or
+//! `--step N`), named by the PyTree path joined with `/` as `restore()` returns it
+//! (`params/enc/kernel`, `opt_state/0/mu/enc/bias`, `step`); a step with several items prefixes each item's name.
 //!
 //! `_METADATA` lists the leaves with their key paths; each array leaf is a zarr array (v2 or
 //! v3) whose keys start with the dotted path (`params.enc.kernel/.zarray`), stored either in
@@ -65,17 +65,27 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     )?))
 }
 
-/// The finished steps of a CheckpointManager root, sorted: integer directories holding
-/// `_CHECKPOINT_METADATA` (unfinished saves are named `*.orbax-checkpoint-tmp*`).
-pub fn steps(root: &Path) -> Result<Vec<u64>> {
-    let mut out: Vec<u64> = input::list_dirs(root)?
+/// The finished steps of a CheckpointManager root, sorted, each with its directory name:
+/// directories holding `_CHECKPOINT_METADATA` named as Orbax's `standard_name_format` names
+/// them, `<step>` (zero-padded with `step_format_fixed_length`) or `<step_prefix>_<step>`
+/// (unfinished saves are named `*.orbax-checkpoint-tmp*`).
+pub fn steps(root: &Path) -> Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = input::list_dirs(root)?
         .into_iter()
-        .filter_map(|n| n.parse::<u64>().ok().map(|s| (s, n)))
+        .filter_map(|n| step_number(&n).map(|s| (s, n)))
         .filter(|(_, n)| input::is_file(&join(&join(root, n), "_CHECKPOINT_METADATA")))
-        .map(|(s, _)| s)
         .collect();
     out.sort_unstable();
     Ok(out)
+}
+
+/// The step a step directory's name gives: all digits, or digits after the last `_`.
+fn step_number(name: &str) -> Option<u64> {
+    let digits = name.rsplit_once('_').map_or(name, |(_, d)| d);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// One item of a step: its folder and the prefix its tensor names get.
@@ -111,19 +121,20 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
         }
         (path.to_path_buf(), None)
     } else {
-        let all = steps(path)?;
+        let found = steps(path)?;
+        let all: Vec<u64> = found.iter().map(|(s, _)| *s).collect();
         let Some(&latest) = all.last() else {
             bail!(
-                "{}: no Orbax step directory (an integer name with _CHECKPOINT_METADATA) here",
+                "{}: no Orbax step directory (`<step>` or `<prefix>_<step>` with _CHECKPOINT_METADATA) here",
                 path.display()
             );
         };
         let s = step.unwrap_or(latest);
-        if !all.contains(&s) {
+        let Some((_, dir)) = found.iter().rev().find(|(n, _)| *n == s) else {
             bail!("{}: no step {s} (steps: {})", path.display(), list(&all));
-        }
+        };
         let note = format!("Orbax CheckpointManager, step {s} (steps: {})", list(&all));
-        (join(path, &s.to_string()), Some(note))
+        (join(path, dir), Some(note))
     };
     let mut names: Vec<String> = input::list_dirs(&step_dir)?
         .into_iter()
