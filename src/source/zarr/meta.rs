@@ -4,7 +4,7 @@
 //! Orbax readers build it from the JSON they find.
 //!
 //! v2 (zarr spec v2): `dtype` is a NumPy typestr (`<f4`, `>i8`, `|b1`) or TensorStore's
-//! `bfloat16` and `float8_*` names; `order` C or F; `compressor` one codec or null; `filters`
+//! `bfloat16`, `float8_*` and `int4` names; `order` C or F; `compressor` one codec or null; `filters`
 //! must be empty (none is decoded); `dimension_separator` `.` or `/`. v3: `data_type` by
 //! name, `codecs` a chain of array→array (`transpose`), one array→bytes (`bytes` with its endianness, or
 //! `sharding_indexed` with inner codecs and an index) and bytes→bytes codecs (`zstd`, `gzip`,
@@ -319,7 +319,8 @@ pub fn parse_typestr(s: &str) -> Result<(DType, bool)> {
     Ok((d, big && d.item_size().unwrap_or(1) > 1))
 }
 
-/// TensorStore's names for the types NumPy has only through ml_dtypes (Orbax writes them).
+/// TensorStore's names for the types NumPy has only through ml_dtypes (Orbax writes them;
+/// int4/uint4 one element a byte).
 fn tensorstore_float(name: &str) -> Option<DType> {
     Some(match name {
         "bfloat16" => DType::BF16,
@@ -328,6 +329,8 @@ fn tensorstore_float(name: &str) -> Option<DType> {
         "float8_e4m3fnuz" => DType::F8E4M3FNUZ,
         "float8_e5m2fnuz" => DType::F8E5M2FNUZ,
         "float8_e4m3b11fnuz" => DType::F8E4M3B11FNUZ,
+        "int4" => DType::I4,
+        "uint4" => DType::U4,
         _ => return None,
     })
 }
@@ -563,12 +566,14 @@ fn scalar(v: &Value, dtype: DType, f: f64) -> Result<Vec<u8>> {
         DType::BF16 => half::bf16::from_f64(f).to_le_bytes().to_vec(),
         DType::F32 => (f as f32).to_le_bytes().to_vec(),
         DType::F64 => f.to_le_bytes().to_vec(),
-        // float8: +0.0 is the zero byte in each of these formats (TensorStore writes 0.0).
+        // float8, int4: +0.0 / 0 is the zero byte in each of these formats (TensorStore writes 0).
         DType::F8E4M3FN
         | DType::F8E5M2
         | DType::F8E4M3FNUZ
         | DType::F8E5M2FNUZ
         | DType::F8E4M3B11FNUZ
+        | DType::I4
+        | DType::U4
             if f == 0.0 && f.is_sign_positive() =>
         {
             vec![0]
