@@ -137,6 +137,15 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
         let note = format!("Orbax CheckpointManager, step {s} (steps: {})", list(&all));
         (join(path, dir), Some(note))
     };
+    if is(&step_dir, "_METADATA") {
+        // a step folder that is its own item (flax.training.checkpoints.save_checkpoint's
+        // `checkpoint_<step>`, saved by a Checkpointer straight into the step folder)
+        let item = Item {
+            dir: step_dir,
+            prefix: String::new(),
+        };
+        return Ok((vec![item], chosen));
+    }
     let mut names: Vec<String> = input::list_dirs(&step_dir)?
         .into_iter()
         .filter(|n| is(&join(&step_dir, n), "_METADATA"))
