@@ -24,6 +24,12 @@ fn zarr_fixtures_match_zarr_python() {
 }
 
 #[test]
+fn zarr_user_fixtures_match_zarr_python() {
+    // whole-shard zstd after sharding_indexed; lz4 and unicode refused with a message
+    check("zarr_user");
+}
+
+#[test]
 fn zarr_list_reads_metadata_only() {
     // A group whose chunks are all gone still lists: `list` touches only metadata.
     let work = tempdir();

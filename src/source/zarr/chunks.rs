@@ -230,11 +230,18 @@ impl ArrayReader<'_> {
                 if fresh {
                     let loaded = match self.store.get(&key).with_context(at)? {
                         None => None,
-                        Some(range) => Some((
-                            shard_index(&range, n_inner, s.index_crc, s.index_at_start)
-                                .with_context(at)?,
-                            range,
-                        )),
+                        Some(mut range) => {
+                            if !m.layout.codecs.is_empty() {
+                                // bytes-to-bytes codecs after sharding_indexed compress the
+                                // whole shard (zarr-python's default compressor beside a
+                                // `serializer=ShardingCodec(...)`): undo them first
+                                let whole = undo_codecs(&range, &m.layout.codecs, MAX_CHUNK);
+                                range = FileRange::from_vec(whole.with_context(at)?);
+                            }
+                            let index = shard_index(&range, n_inner, s.index_crc, s.index_at_start)
+                                .with_context(at)?;
+                            Some((index, range))
+                        }
                     };
                     cache.shard_index = Some((key.clone(), loaded));
                 }
@@ -494,6 +501,18 @@ fn read_exactly(
 /// Decodes a stored chunk through `codecs` (applied by the writer in order) into memory, and
 /// checks that it holds `expect` bytes.
 pub fn decode(range: &FileRange, codecs: &[Codec], expect: u64) -> Result<Vec<u8>> {
+    let bytes = undo_codecs(range, codecs, expect)?;
+    if bytes.len() as u64 != expect {
+        bail!(
+            "the chunk decodes to {} bytes, its chunk shape needs {expect}",
+            bytes.len()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Undoes `codecs` on a stored chunk, the first one applied decoding to at most `expect` bytes.
+fn undo_codecs(range: &FileRange, codecs: &[Codec], expect: u64) -> Result<Vec<u8>> {
     if range.len() > MAX_CHUNK {
         bail!("a stored chunk of {} bytes is too large", range.len());
     }
@@ -528,12 +547,6 @@ pub fn decode(range: &FileRange, codecs: &[Codec], expect: u64) -> Result<Vec<u8
                 v
             }
         };
-    }
-    if bytes.len() as u64 != expect {
-        bail!(
-            "the chunk decodes to {} bytes, its chunk shape needs {expect}",
-            bytes.len()
-        );
     }
     Ok(bytes)
 }
