@@ -30,6 +30,28 @@ fn zarr_user_fixtures_match_zarr_python() {
 }
 
 #[test]
+fn verify_counts_the_crc32c_of_shard_indices_and_ocdbt_nodes() {
+    // a sharded zarr v3 array's shard indices and an OCDBT checkpoint's manifests and nodes
+    // carry crc32c checksums: `verify` says it checked them, not that there are none
+    for input in [
+        "fixtures/zarr_user/shard_zstd_end.zarr",
+        "fixtures/orbax/standard",
+    ] {
+        let o = Command::new(bin())
+            .arg("verify")
+            .arg(root().join(input))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.contains("checksums verified") && !out.contains("no checksums"),
+            "{input}: {out}"
+        );
+    }
+}
+
+#[test]
 fn zarr_list_reads_metadata_only() {
     // A group whose chunks are all gone still lists: `list` touches only metadata.
     let work = tempdir();

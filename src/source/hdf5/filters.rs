@@ -9,16 +9,16 @@
 //! own `decompress_with_limit` with [`stage_limit`] of the largest chunk any dataset of the file
 //! declares ([`largest_chunk`]; at most the reader's chunk limit). h5py's LZF filter (32000),
 //! which hdf5-reader does not have, is decoded here under the same limit. The crate still checks every
-//! chunk's final output against that chunk's own size + 1. Fletcher-32 only strips 4 bytes and
-//! stays the crate's. Talks to: `super` (which builds the registry when it opens a file and sets
+//! chunk's final output against that chunk's own size + 1. Fletcher-32 only strips 4 bytes: the
+//! crate's check, registered to count it for `verify`. Talks to: `super` (which builds the registry when it opens a file and sets
 //! the largest chunk after its walk) and hdf5-reader's filter registry.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hdf5_reader::filters::{
-    deflate, nbit, scaleoffset, szip, FilterRegistry, FILTER_DEFLATE, FILTER_NBIT,
-    FILTER_SCALEOFFSET, FILTER_SHUFFLE, FILTER_SZIP,
+    deflate, fletcher32, nbit, scaleoffset, szip, FilterRegistry, FILTER_DEFLATE,
+    FILTER_FLETCHER32, FILTER_NBIT, FILTER_SCALEOFFSET, FILTER_SHUFFLE, FILTER_SZIP,
 };
 use hdf5_reader::messages::filter_pipeline::FilterDescription;
 use hdf5_reader::Dataset;
@@ -84,6 +84,15 @@ pub fn registry(largest: Arc<AtomicUsize>) -> FilterRegistry {
         FILTER_SCALEOFFSET,
         Box::new(move |f: &FilterDescription, data: &[u8], _| {
             scaleoffset::decompress_with_limit(data, &f.client_data, l())
+        }),
+    );
+    // the crate's own check, counted for `verify` (it only strips 4 bytes: no limit needed)
+    r.register(
+        FILTER_FLETCHER32,
+        Box::new(|_: &FilterDescription, data: &[u8], _| {
+            let out = fletcher32::verify_and_strip(data)?;
+            crate::checksum::verified(1);
+            Ok(out)
         }),
     );
     r.register(
