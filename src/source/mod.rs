@@ -291,6 +291,10 @@ fn unrecognised(input: &Input) -> anyhow::Error {
         "the input is empty".to_string()
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         "a ZIP archive that is no known format".to_string()
+    } else if looks_like_text(head) && head.trim_ascii_start().starts_with(b"node {") {
+        "a text-format GraphDef (tf.io.write_graph's default as_text=True); tensor2npy reads \
+         binary protobufs: write it with as_text=False"
+            .to_string()
     } else if looks_like_text(head) {
         "a text file, not a tensor file".to_string()
     } else {

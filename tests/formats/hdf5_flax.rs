@@ -164,3 +164,20 @@ fn a_flipped_byte_inside_a_keras_weights_member_fails_convert_and_verify() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn verify_counts_the_fletcher32_checksums_of_an_h5py_file() {
+    // filters.h5 (gen_hdf5.py): `fletcher32` is 6x5 in 4x2 chunks (2x3 = 6 chunks) and
+    // `gzip9_shuffle_fletcher` 9x9 in 4x4 chunks (3x3 = 9), each chunk with its Fletcher-32
+    let o = std::process::Command::new(common::bin())
+        .arg("verify")
+        .arg(common::root().join("fixtures/hdf5/filters.h5"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("ok: 15 checksums verified, 6 tensors read"),
+        "{out}"
+    );
+}

@@ -24,6 +24,34 @@ fn zarr_fixtures_match_zarr_python() {
 }
 
 #[test]
+fn zarr_user_fixtures_match_zarr_python() {
+    // whole-shard zstd after sharding_indexed; lz4 and unicode refused with a message
+    check("zarr_user");
+}
+
+#[test]
+fn verify_counts_the_crc32c_of_shard_indices_and_ocdbt_nodes() {
+    // a sharded zarr v3 array's shard indices and an OCDBT checkpoint's manifests and nodes
+    // carry crc32c checksums: `verify` says it checked them, not that there are none
+    for input in [
+        "fixtures/zarr_user/shard_zstd_end.zarr",
+        "fixtures/orbax/standard",
+    ] {
+        let o = Command::new(bin())
+            .arg("verify")
+            .arg(root().join(input))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.contains("checksums verified") && !out.contains("no checksums"),
+            "{input}: {out}"
+        );
+    }
+}
+
+#[test]
 fn zarr_list_reads_metadata_only() {
     // A group whose chunks are all gone still lists: `list` touches only metadata.
     let work = tempdir();
@@ -68,6 +96,12 @@ fn copy_tree(src: &std::path::Path, dst: &std::path::Path, keep: &dyn Fn(&str) -
 #[test]
 fn orbax_fixtures_match_orbax_restore() {
     check("orbax");
+}
+
+#[test]
+fn orbax_user_fixtures_match_orbax_restore() {
+    // step_prefix / step_format_fixed_length step folders, float8 leaves
+    check("orbax_user");
 }
 
 #[test]

@@ -7,17 +7,18 @@
 //! the shuffle alone would let a shuffled, deflated chunk inflate to 4 GiB. So the decoders that
 //! can expand (deflate, szip, n-bit, scale-offset) are registered too, as calls of the crate's
 //! own `decompress_with_limit` with [`stage_limit`] of the largest chunk any dataset of the file
-//! declares ([`largest_chunk`]; at most the reader's chunk limit). The crate still checks every
-//! chunk's final output against that chunk's own size + 1. Fletcher-32 only strips 4 bytes and
-//! stays the crate's. Talks to: `super` (which builds the registry when it opens a file and sets
+//! declares ([`largest_chunk`]; at most the reader's chunk limit). h5py's LZF filter (32000),
+//! which hdf5-reader does not have, is decoded here under the same limit. The crate still checks every
+//! chunk's final output against that chunk's own size + 1. Fletcher-32 only strips 4 bytes: the
+//! crate's check, registered to count it for `verify`. Talks to: `super` (which builds the registry when it opens a file and sets
 //! the largest chunk after its walk) and hdf5-reader's filter registry.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hdf5_reader::filters::{
-    deflate, nbit, scaleoffset, szip, FilterRegistry, FILTER_DEFLATE, FILTER_NBIT,
-    FILTER_SCALEOFFSET, FILTER_SHUFFLE, FILTER_SZIP,
+    deflate, fletcher32, nbit, scaleoffset, szip, FilterRegistry, FILTER_DEFLATE,
+    FILTER_FLETCHER32, FILTER_NBIT, FILTER_SCALEOFFSET, FILTER_SHUFFLE, FILTER_SZIP,
 };
 use hdf5_reader::messages::filter_pipeline::FilterDescription;
 use hdf5_reader::Dataset;
@@ -78,13 +79,79 @@ pub fn registry(largest: Arc<AtomicUsize>) -> FilterRegistry {
             nbit::decompress_with_limit(data, &f.client_data, l())
         }),
     );
+    let l = limit.clone();
     r.register(
         FILTER_SCALEOFFSET,
         Box::new(move |f: &FilterDescription, data: &[u8], _| {
-            scaleoffset::decompress_with_limit(data, &f.client_data, limit())
+            scaleoffset::decompress_with_limit(data, &f.client_data, l())
+        }),
+    );
+    // the crate's own check, counted for `verify` (it only strips 4 bytes: no limit needed)
+    r.register(
+        FILTER_FLETCHER32,
+        Box::new(|_: &FilterDescription, data: &[u8], _| {
+            let out = fletcher32::verify_and_strip(data)?;
+            crate::checksum::verified(1);
+            Ok(out)
+        }),
+    );
+    r.register(
+        FILTER_LZF,
+        Box::new(move |_: &FilterDescription, data: &[u8], _| {
+            lzf_decompress(data, limit()).map_err(|e| {
+                hdf5_reader::error::Error::DecompressionError(format!("lzf filter: {e}"))
+            })
         }),
     );
     r
+}
+
+/// h5py's LZF filter (`compression="lzf"`), registered with HDF5 as id 32000.
+pub const FILTER_LZF: u16 = 32000;
+
+/// Decodes a raw LZF stream (liblzf's `lzf_decompress`, which h5py's filter calls on the whole
+/// chunk): a control byte below 32 copies that many + 1 literal bytes; any other is a back
+/// reference of `(ctrl >> 5) + 2` bytes (7 means one more length byte follows) at distance
+/// `((ctrl & 31) << 8) + next byte + 1`. Never writes more than `limit` bytes; a reference
+/// before the start or a stream cut short is an error. (The `lzf` crate is deprecated.)
+pub fn lzf_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(2).min(limit));
+    let mut i = 0;
+    let byte = |i: usize| data.get(i).copied().ok_or("the stream ends inside a token");
+    while i < data.len() {
+        let ctrl = usize::from(data[i]);
+        i += 1;
+        if ctrl < 32 {
+            let run = ctrl + 1;
+            let lit = data.get(i..i + run).ok_or("a literal run past the end")?;
+            if out.len() + run > limit {
+                return Err(format!("decodes to more than {limit} bytes"));
+            }
+            out.extend_from_slice(lit);
+            i += run;
+        } else {
+            let mut len = ctrl >> 5;
+            if len == 7 {
+                len += usize::from(byte(i)?);
+                i += 1;
+            }
+            let dist = ((ctrl & 0x1f) << 8) + usize::from(byte(i)?) + 1;
+            i += 1;
+            len += 2;
+            let from = out
+                .len()
+                .checked_sub(dist)
+                .ok_or("a back reference before the start")?;
+            if out.len() + len > limit {
+                return Err(format!("decodes to more than {limit} bytes"));
+            }
+            for k in 0..len {
+                let b = out[from + k];
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reverses the shuffle filter: `data` holds byte 0 of every element, then byte 1 of every
@@ -153,6 +220,47 @@ mod tests {
                     hdf5_reader::filters::shuffle::unshuffle(&data[..len], size),
                     "size {size}, {len} bytes"
                 );
+            }
+        }
+    }
+
+    /// A stream with literals, a short and a long back reference (overlapping), as liblzf
+    /// writes them; broken streams are refused, and the limit holds.
+    #[test]
+    fn lzf_decodes_literals_and_back_references() {
+        // "abc" literal, then a 3-byte copy at distance 3, then a 12-byte copy at distance 1
+        let stream = [2, b'a', b'b', b'c', 1 << 5, 2, 7 << 5, 3, 0];
+        let out = lzf_decompress(&stream, 100).unwrap();
+        assert_eq!(out, [b"abcabc".as_slice(), &[b'c'; 12]].concat());
+        assert!(lzf_decompress(&stream, 10)
+            .unwrap_err()
+            .contains("more than 10"));
+        assert!(lzf_decompress(&[2, b'a'], 100)
+            .unwrap_err()
+            .contains("past the end"));
+        assert!(lzf_decompress(&[0, b'a', 1 << 5, 5], 100)
+            .unwrap_err()
+            .contains("before the start"));
+        assert!(lzf_decompress(&[0, b'a', 1 << 5], 100)
+            .unwrap_err()
+            .contains("ends inside"));
+    }
+
+    /// Arbitrary bytes are decoded or refused, never a panic, never past the limit.
+    #[test]
+    fn lzf_never_panics_on_arbitrary_bytes() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for len in 0..2000 {
+            let data: Vec<u8> = (0..len % 97)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            if let Ok(out) = lzf_decompress(&data, 64) {
+                assert!(out.len() <= 64);
             }
         }
     }

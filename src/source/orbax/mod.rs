@@ -1,8 +1,8 @@
 //! Orbax (`orbax.checkpoint`) reader: an item directory (`_METADATA`), a step directory
 //! (`_CHECKPOINT_METADATA` with one or more items: `default`, `params`, ...) or a
-//! `CheckpointManager` root (integer step directories; the latest, or `--step N`), named by the
-//! PyTree path joined with `/` as `restore()` returns it (`params/enc/kernel`,
-//! `opt_state/0/mu/enc/bias`, `step`); a step with several items prefixes each item's name.
+//! `CheckpointManager` root (step directories `<step>` or `<prefix>_<step>`; the latest, or
+//! `--step N`), named by the PyTree path joined with `/` as `restore()` returns it
+//! (`params/enc/kernel`, `opt_state/0/mu/enc/bias`, `step`); a step with several items prefixes each item's name.
 //!
 //! `_METADATA` lists the leaves with their key paths; each array leaf is a zarr array (v2 or
 //! v3) whose keys start with the dotted path (`params.enc.kernel/.zarray`), stored either in
@@ -22,6 +22,7 @@ use super::zarr::chunks::{ArrayReader, Store};
 use super::zarr::meta::ArrayMeta;
 use super::zarr::{array_at, join, Array, DirStore};
 use super::{Input, OpenOptions, Reader, Sniff};
+use crate::dtype::DType;
 use crate::input::{self, FileRange};
 use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
 
@@ -65,17 +66,27 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     )?))
 }
 
-/// The finished steps of a CheckpointManager root, sorted: integer directories holding
-/// `_CHECKPOINT_METADATA` (unfinished saves are named `*.orbax-checkpoint-tmp*`).
-pub fn steps(root: &Path) -> Result<Vec<u64>> {
-    let mut out: Vec<u64> = input::list_dirs(root)?
+/// The finished steps of a CheckpointManager root, sorted, each with its directory name:
+/// directories holding `_CHECKPOINT_METADATA` named as Orbax's `standard_name_format` names
+/// them, `<step>` (zero-padded with `step_format_fixed_length`) or `<step_prefix>_<step>`
+/// (unfinished saves are named `*.orbax-checkpoint-tmp*`).
+pub fn steps(root: &Path) -> Result<Vec<(u64, String)>> {
+    let mut out: Vec<(u64, String)> = input::list_dirs(root)?
         .into_iter()
-        .filter_map(|n| n.parse::<u64>().ok().map(|s| (s, n)))
+        .filter_map(|n| step_number(&n).map(|s| (s, n)))
         .filter(|(_, n)| input::is_file(&join(&join(root, n), "_CHECKPOINT_METADATA")))
-        .map(|(s, _)| s)
         .collect();
     out.sort_unstable();
     Ok(out)
+}
+
+/// The step a step directory's name gives: all digits, or digits after the last `_`.
+fn step_number(name: &str) -> Option<u64> {
+    let digits = name.rsplit_once('_').map_or(name, |(_, d)| d);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// One item of a step: its folder and the prefix its tensor names get.
@@ -111,20 +122,30 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
         }
         (path.to_path_buf(), None)
     } else {
-        let all = steps(path)?;
+        let found = steps(path)?;
+        let all: Vec<u64> = found.iter().map(|(s, _)| *s).collect();
         let Some(&latest) = all.last() else {
             bail!(
-                "{}: no Orbax step directory (an integer name with _CHECKPOINT_METADATA) here",
+                "{}: no Orbax step directory (`<step>` or `<prefix>_<step>` with _CHECKPOINT_METADATA) here",
                 path.display()
             );
         };
         let s = step.unwrap_or(latest);
-        if !all.contains(&s) {
+        let Some((_, dir)) = found.iter().rev().find(|(n, _)| *n == s) else {
             bail!("{}: no step {s} (steps: {})", path.display(), list(&all));
-        }
+        };
         let note = format!("Orbax CheckpointManager, step {s} (steps: {})", list(&all));
-        (join(path, &s.to_string()), Some(note))
+        (join(path, dir), Some(note))
     };
+    if is(&step_dir, "_METADATA") {
+        // a step folder that is its own item (flax.training.checkpoints.save_checkpoint's
+        // `checkpoint_<step>`, saved by a Checkpointer straight into the step folder)
+        let item = Item {
+            dir: step_dir,
+            prefix: String::new(),
+        };
+        return Ok((vec![item], chosen));
+    }
     let mut names: Vec<String> = input::list_dirs(&step_dir)?
         .into_iter()
         .filter(|n| is(&join(&step_dir, n), "_METADATA"))
@@ -181,6 +202,8 @@ impl Store for ItemStore {
 struct Leaf {
     name: String,
     key: String,
+    /// `value_type` "scalar": `restore()` returns a Python `int`/`float`/`bool`.
+    scalar: bool,
 }
 
 /// The array leaves of an item's `_METADATA`, and the leaves skipped with why.
@@ -213,6 +236,7 @@ fn leaves(text: &[u8]) -> Result<(Vec<Leaf>, Vec<String>)> {
             "jax.Array" | "np.ndarray" | "scalar" => out.push(Leaf {
                 name,
                 key: parts.join("."),
+                scalar: ty == "scalar",
             }),
             other => skipped.push(format!("{name}: a {other} value, not an array")),
         }
@@ -223,6 +247,62 @@ fn leaves(text: &[u8]) -> Result<(Vec<Leaf>, Vec<String>)> {
 struct Entry {
     array: Array,
     store: usize,
+    /// A scalar leaf restored as a Python number: the type `np.asarray` gives it.
+    widen: Option<DType>,
+}
+
+/// What `np.asarray` makes of the Python number Orbax restores a "scalar" leaf as (it calls
+/// `.item()`): `float` is float64, `int` is int64, `complex` is complex128; `None` for the
+/// types that stay as stored (bool, float64, int64, uint64, complex128).
+fn python_scalar(d: DType) -> Option<DType> {
+    use DType::*;
+    match d {
+        F16 | BF16 | F32 => Some(F64),
+        I8 | I16 | I32 | U8 | U16 | U32 => Some(I64),
+        C64 => Some(C128),
+        _ => None,
+    }
+}
+
+/// One stored element of `from` (in its stored byte order) as the little-endian
+/// [`python_scalar`] of it.
+fn widen_scalar(b: &[u8], from: DType, big_endian: bool) -> Result<Vec<u8>> {
+    let mut b = b.to_vec();
+    let unit = from.swap_unit();
+    if big_endian && unit > 1 {
+        b.chunks_mut(unit).for_each(|c| c.reverse());
+    }
+    let need = from.item_size().unwrap_or(0);
+    if b.len() != need {
+        bail!("a scalar of {} bytes, not {need}", b.len());
+    }
+    let f = |i: usize| -> [u8; 4] { b[i..i + 4].try_into().unwrap_or_default() };
+    use DType::*;
+    Ok(match from {
+        F16 => f64::from(half::f16::from_le_bytes([b[0], b[1]]))
+            .to_le_bytes()
+            .to_vec(),
+        BF16 => f64::from(half::bf16::from_le_bytes([b[0], b[1]]))
+            .to_le_bytes()
+            .to_vec(),
+        F32 => f64::from(f32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
+        C64 => {
+            let mut v = f64::from(f32::from_le_bytes(f(0))).to_le_bytes().to_vec();
+            v.extend(f64::from(f32::from_le_bytes(f(4))).to_le_bytes());
+            v
+        }
+        I8 => i64::from(b[0] as i8).to_le_bytes().to_vec(),
+        U8 => i64::from(b[0]).to_le_bytes().to_vec(),
+        I16 => i64::from(i16::from_le_bytes([b[0], b[1]]))
+            .to_le_bytes()
+            .to_vec(),
+        U16 => i64::from(u16::from_le_bytes([b[0], b[1]]))
+            .to_le_bytes()
+            .to_vec(),
+        I32 => i64::from(i32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
+        U32 => i64::from(u32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
+        _ => bail!("no Python scalar for {}", from.name()),
+    })
 }
 
 pub struct OrbaxSource {
@@ -267,9 +347,14 @@ impl OrbaxSource {
                             store.describe(&format!("{prefix}.zarray"))
                         )
                     })?;
+                let one = meta.shape.iter().product::<u64>() == 1;
+                let widen = (leaf.scalar && one)
+                    .then(|| python_scalar(meta.dtype))
+                    .flatten();
                 entries.push(Entry {
                     array: Array { name, prefix, meta },
                     store: stores.len(),
+                    widen,
                 });
             }
             stores.push(store);
@@ -294,17 +379,34 @@ impl Source for OrbaxSource {
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.entries[index].array.tensor_meta())
+        let e = &self.entries[index];
+        let mut m = e.array.tensor_meta();
+        if let Some(to) = e.widen {
+            m.dtype = to;
+            m.big_endian = false;
+        }
+        Ok(m)
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         let e = &self.entries[index];
-        ArrayReader {
+        let reader = ArrayReader {
             store: &self.stores[e.store],
             prefix: &e.array.prefix,
             meta: &e.array.meta,
+        };
+        if e.widen.is_none() {
+            return reader.stream(chunk, sink);
         }
-        .stream(chunk, sink)
+        let mut stored = Vec::new();
+        reader.stream(chunk, &mut |b: &[u8]| {
+            stored.extend_from_slice(b);
+            Ok(())
+        })?;
+        let m = &e.array.meta;
+        let wide = widen_scalar(&stored, m.dtype, m.big_endian)
+            .with_context(|| format!("the scalar '{}'", e.array.name))?;
+        sink(&wide)
     }
 
     fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {

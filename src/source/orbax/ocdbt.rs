@@ -252,6 +252,7 @@ pub fn envelope(range: &FileRange, magic: u32, max_body: u64) -> Result<Vec<u8>>
     if crc32c::crc32c(&bytes[..body_end]) != crc {
         bail!("crc32c mismatch");
     }
+    crate::checksum::verified(1);
     let mut b = Buf::new(&bytes[12..body_end]);
     let version = b.varint()?;
     if version != 0 {

@@ -4,9 +4,9 @@
 //! Orbax readers build it from the JSON they find.
 //!
 //! v2 (zarr spec v2): `dtype` is a NumPy typestr (`<f4`, `>i8`, `|b1`) or TensorStore's
-//! `bfloat16`; `order` C or F; `compressor` one codec or null; `filters` must be empty (none is
-//! decoded); `dimension_separator` `.` or `/`. v3: `data_type` by name, `codecs` a chain of
-//! array→array (`transpose`), one array→bytes (`bytes` with its endianness, or
+//! `bfloat16`, `float8_*` and `int4` names; `order` C or F; `compressor` one codec or null; `filters`
+//! must be empty (none is decoded); `dimension_separator` `.` or `/`. v3: `data_type` by
+//! name, `codecs` a chain of array→array (`transpose`), one array→bytes (`bytes` with its endianness, or
 //! `sharding_indexed` with inner codecs and an index) and bytes→bytes codecs (`zstd`, `gzip`,
 //! `zlib`, `blosc`, `crc32c`), `chunk_key_encoding` default (`c/0/1`) or v2 (`0.1`).
 
@@ -192,9 +192,12 @@ pub fn parse_v3(text: &[u8]) -> Result<ArrayMeta> {
     {
         bail!("storage_transformers {t:?} are not supported");
     }
-    let name = v["data_type"]
-        .as_str()
-        .ok_or_else(|| anyhow!("data_type is not a string"))?;
+    let name = v["data_type"].as_str().ok_or_else(|| {
+        anyhow!(
+            "data_type {} is not supported (numbers and booleans are)",
+            v["data_type"]
+        )
+    })?;
     let dtype = dtype_v3(name)?;
     let codecs = v["codecs"]
         .as_array()
@@ -285,8 +288,8 @@ fn dims(v: &Value, what: &str) -> Result<Vec<u64>> {
 
 /// A NumPy typestr (`<f4`) or TensorStore's `bfloat16`: the dtype and whether it is big-endian.
 pub fn parse_typestr(s: &str) -> Result<(DType, bool)> {
-    if s == "bfloat16" {
-        return Ok((DType::BF16, false));
+    if let Some(d) = tensorstore_float(s) {
+        return Ok((d, false));
     }
     let mut chars = s.chars();
     let order = chars.next().unwrap_or(' ');
@@ -316,7 +319,26 @@ pub fn parse_typestr(s: &str) -> Result<(DType, bool)> {
     Ok((d, big && d.item_size().unwrap_or(1) > 1))
 }
 
+/// TensorStore's names for the types NumPy has only through ml_dtypes (Orbax writes them;
+/// int4/uint4 one element a byte).
+fn tensorstore_float(name: &str) -> Option<DType> {
+    Some(match name {
+        "bfloat16" => DType::BF16,
+        "float8_e4m3fn" => DType::F8E4M3FN,
+        "float8_e5m2" => DType::F8E5M2,
+        "float8_e4m3fnuz" => DType::F8E4M3FNUZ,
+        "float8_e5m2fnuz" => DType::F8E5M2FNUZ,
+        "float8_e4m3b11fnuz" => DType::F8E4M3B11FNUZ,
+        "int4" => DType::I4,
+        "uint4" => DType::U4,
+        _ => return None,
+    })
+}
+
 fn dtype_v3(name: &str) -> Result<DType> {
+    if let Some(d) = tensorstore_float(name) {
+        return Ok(d);
+    }
     Ok(match name {
         "bool" => DType::Bool,
         "int8" => DType::I8,
@@ -328,7 +350,6 @@ fn dtype_v3(name: &str) -> Result<DType> {
         "int64" => DType::I64,
         "uint64" => DType::U64,
         "float16" => DType::F16,
-        "bfloat16" => DType::BF16,
         "float32" => DType::F32,
         "float64" => DType::F64,
         "complex64" => DType::C64,
@@ -545,6 +566,18 @@ fn scalar(v: &Value, dtype: DType, f: f64) -> Result<Vec<u8>> {
         DType::BF16 => half::bf16::from_f64(f).to_le_bytes().to_vec(),
         DType::F32 => (f as f32).to_le_bytes().to_vec(),
         DType::F64 => f.to_le_bytes().to_vec(),
+        // float8, int4: +0.0 / 0 is the zero byte in each of these formats (TensorStore writes 0).
+        DType::F8E4M3FN
+        | DType::F8E5M2
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2FNUZ
+        | DType::F8E4M3B11FNUZ
+        | DType::I4
+        | DType::U4
+            if f == 0.0 && f.is_sign_positive() =>
+        {
+            vec![0]
+        }
         d => bail!("no fill value for {}", d.name()),
     })
 }
