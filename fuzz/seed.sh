@@ -10,6 +10,7 @@ cp fixtures/tfrecord/*.tfrecord fixtures/bad/tfr_*.tfrecord $c/tfrecord/
 cp fixtures/tfrecord/*.gz fixtures/tfrecord/*.zz $c/tfrecord_compressed/
 cp fixtures/gguf/*.gguf $c/gguf_header/
 cp fixtures/hdf5/*.h5 $c/hdf5/
+mkdir -p $c/hdf5_lzf
 cp fixtures/flax/*.msgpack $c/flax_msgpack/
 cp fixtures/numpy/*.npy fixtures/numpy/*.npz $c/npy_header/
 cp fixtures/tflite/*.tflite fixtures/tflite/bad/*.tflite $c/tflite/

@@ -47,6 +47,8 @@ use super::{Input, OpenOptions, Reader, Sniff};
 mod blocks;
 mod external;
 mod filters;
+/// h5py's LZF decoder, public for its fuzz target (`fuzz/fuzz_targets/hdf5_lzf.rs`).
+pub use filters::lzf_decompress;
 mod links;
 mod stored;
 use crate::dtype::DType;
