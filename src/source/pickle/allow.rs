@@ -229,6 +229,8 @@ pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> 
             "_rebuild_meta_tensor_no_storage" => Rebuild::Unsupported("a meta tensor"),
             "_rebuild_wrapper_subclass" => Rebuild::Unsupported("a tensor subclass"),
             "_rebuild_device_tensor_from_numpy" => Rebuild::Unsupported("a device tensor"),
+            // (not on torch's weights-only list; read as data, its parts are no tensors)
+            "_rebuild_nested_tensor" if !strict => Rebuild::Unsupported("a nested tensor"),
             _ => return refuse(module, name),
         }),
         ("torch" | "torch.cuda", n) if STORAGES.iter().any(|(s, _)| *s == n) => {

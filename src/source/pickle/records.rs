@@ -171,6 +171,11 @@ pub fn is_attack(module: &str, name: &str) -> bool {
     if name.contains("__") && !name.starts_with("__") {
         return true;
     }
+    // `torch._C._nn` holds the tensor ops behind `torch.nn.functional` (`gelu`, `silu`, ...):
+    // whole modules keep one as an attribute (Hugging Face's GELU, `nn.TransformerEncoderLayer`).
+    if module == "torch._C._nn" && !name.contains('.') {
+        return false;
+    }
     ATTACK_MODULES.iter().any(|m| below(m)) || name.split('.').any(|p| p == "__globals__")
 }
 
@@ -222,6 +227,8 @@ mod tests {
             ("code", "InteractiveInterpreter"),
             ("shutil", "rmtree"),
             ("socket", "socket"),
+            ("torch._C", "_load_for_lite_interpreter"),
+            ("torch._C._nn", "gelu.__globals__"),
         ] {
             assert!(is_attack(m, n), "{m}.{n}");
         }
@@ -232,6 +239,7 @@ mod tests {
             ("builtins", "set"),
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
+            ("torch._C._nn", "gelu"),
         ] {
             assert!(!is_attack(m, n), "{m}.{n}");
         }
