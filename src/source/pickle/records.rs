@@ -173,10 +173,17 @@ pub fn is_attack(module: &str, name: &str) -> bool {
     }
     // `torch._C._nn` holds the tensor ops behind `torch.nn.functional` (`gelu`, `silu`, ...):
     // whole modules keep one as an attribute (Hugging Face's GELU, `nn.TransformerEncoderLayer`).
-    if module == "torch._C._nn" && !name.contains('.') {
+    if (module == "torch._C._nn" && !name.contains('.')) || is_op_namespace(module, name) {
         return false;
     }
     ATTACK_MODULES.iter().any(|m| below(m)) || name.split('.').any(|p| p == "__globals__")
+}
+
+/// The classes whose attributes are tensor ops: a whole module holding `torch.tanh` or
+/// `torch.Tensor.add` pickles it as `getattr(torch._C._VariableFunctionsClass, 'tanh')` or
+/// `getattr(torch._C.TensorBase, 'add')` (`allow.rs` reads such a `getattr` as a record).
+pub fn is_op_namespace(module: &str, name: &str) -> bool {
+    module == "torch._C" && matches!(name, "_VariableFunctionsClass" | "TensorBase")
 }
 
 /// The kind of a class, for notes: `nn.Module` records are named as their state dict.
@@ -240,6 +247,8 @@ mod tests {
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
             ("torch._C._nn", "gelu"),
+            ("torch._C", "_VariableFunctionsClass"),
+            ("torch._C", "TensorBase"),
         ] {
             assert!(!is_attack(m, n), "{m}.{n}");
         }
