@@ -171,13 +171,24 @@ pub fn is_attack(module: &str, name: &str) -> bool {
     if name.contains("__") && !name.starts_with("__") {
         return true;
     }
-    // `torch._C._nn` holds the tensor ops behind `torch.nn.functional` (`gelu`, `silu`, ...):
-    // whole modules keep one as an attribute (Hugging Face's GELU, `nn.TransformerEncoderLayer`).
-    if (module == "torch._C._nn" && !name.contains('.')) || is_op_namespace(module, name) {
+    // `torch._C._nn` holds the tensor ops behind `torch.nn.functional` (`gelu`, `silu`, ...),
+    // `_linalg`, `_fft`, `_special` and `_sparse` those of `torch.linalg`, ...: whole modules
+    // keep one as an attribute (Hugging Face's GELU, `nn.TransformerEncoderLayer`).
+    if (OP_MODULES.contains(&module) && !name.contains('.')) || is_op_namespace(module, name) {
         return false;
     }
     ATTACK_MODULES.iter().any(|m| below(m)) || name.split('.').any(|p| p == "__globals__")
 }
+
+/// The modules of `torch._C` that hold only tensor ops.
+const OP_MODULES: &[&str] = &[
+    "torch._C._nn",
+    "torch._C._linalg",
+    "torch._C._fft",
+    "torch._C._special",
+    "torch._C._sparse",
+    "torch._C._nested",
+];
 
 /// The classes whose attributes are tensor ops: a whole module holding `torch.tanh` or
 /// `torch.Tensor.add` pickles it as `getattr(torch._C._VariableFunctionsClass, 'tanh')` or
@@ -247,6 +258,7 @@ mod tests {
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
             ("torch._C._nn", "gelu"),
+            ("torch._C._linalg", "linalg_norm"),
             ("torch._C", "_VariableFunctionsClass"),
             ("torch._C", "TensorBase"),
         ] {
