@@ -157,6 +157,11 @@ const BUILTIN_DATA: &[&str] = &[
     "str",
     "bool",
     "NoneType",
+    // the names protocol 2 gives `range`, `int`, `str` and `...` (Python 2's)
+    "xrange",
+    "long",
+    "unicode",
+    "Ellipsis",
 ];
 
 /// True for a global that only an attack would name: its module is one of
@@ -177,8 +182,28 @@ pub fn is_attack(module: &str, name: &str) -> bool {
     if (OP_MODULES.contains(&module) && !name.contains('.')) || is_op_namespace(module, name) {
         return false;
     }
+    // Plain values of modules an attack names otherwise: paths (`args.output_dir`) and
+    // `types.SimpleNamespace` configurations kept in checkpoints.
+    if DATA_CLASSES.contains(&(module, name)) {
+        return false;
+    }
     ATTACK_MODULES.iter().any(|m| below(m)) || name.split('.').any(|p| p == "__globals__")
 }
+
+/// Classes of otherwise refused modules whose instances are plain values.
+const DATA_CLASSES: &[(&str, &str)] = &[
+    ("pathlib", "Path"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "PureWindowsPath"),
+    ("pathlib._local", "PosixPath"),
+    ("pathlib._local", "WindowsPath"),
+    ("pathlib._local", "PurePosixPath"),
+    ("pathlib._local", "PureWindowsPath"),
+    ("types", "SimpleNamespace"),
+];
 
 /// The modules of `torch._C` that hold only tensor ops.
 const OP_MODULES: &[&str] = &[
@@ -259,6 +284,9 @@ mod tests {
             ("ossify", "Thing"),
             ("torch._C._nn", "gelu"),
             ("torch._C._linalg", "linalg_norm"),
+            ("pathlib", "PosixPath"),
+            ("types", "SimpleNamespace"),
+            ("builtins", "xrange"),
             ("torch._C", "_VariableFunctionsClass"),
             ("torch._C", "TensorBase"),
         ] {
