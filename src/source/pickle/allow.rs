@@ -172,7 +172,8 @@ pub enum Global {
     /// A global off the allow-list, by its qualified name: calling it builds a [`Record`].
     Class(Rc<str>),
     /// `builtins.getattr` (not in strict mode): only on a namespace of tensor ops
-    /// (`records::is_op_namespace`), as Python pickles `torch.tanh`; a record of the op.
+    /// (`records::is_op_namespace`), as Python pickles `torch.tanh`, or on a record (a bound
+    /// method); a record of the op or method.
     GetAttr,
 }
 
@@ -326,12 +327,17 @@ pub(super) fn call(
                         _ => None,
                     }
                 }
+                // A bound method of an object read as a record (a module's state-dict hook,
+                // `self.load_hook`): a record of the method, as inert as its object.
+                [Value::Record(r), Value::Str(n)] if !n.contains("__") && !n.contains('.') => {
+                    Some(format!("{}.{n}", r.class))
+                }
                 _ => None,
             };
             match op {
                 Some(op) => Value::Record(Rc::new(Record::new(op.into(), Vec::new()))),
                 None => bail!(
-                    "the pickle calls builtins.getattr on something other than a namespace of tensor ops, which only a hostile file would do; the file is refused and nothing was executed"
+                    "the pickle calls builtins.getattr on something other than a namespace of tensor ops or an object read as data, or for a dunder name, which only a hostile file would do; the file is refused and nothing was executed"
                 ),
             }
         }

@@ -19,6 +19,11 @@ fn getattr_reads_tensor_ops_as_records_and_refuses_anything_else() {
     let v = load_slice(ok).unwrap();
     let Value::Record(r) = &v else { panic!() };
     assert_eq!(&*r.class, "torch._C._VariableFunctionsClass.tanh");
+    // getattr(<a record>, 'load_hook'): a bound method of an object read as data
+    let hook = b"\x80\x02c__builtin__\ngetattr\nctransformers.models.mamba\nMamba\n)\x81X\x09\x00\x00\x00load_hook\x86R.";
+    let v = load_slice(hook).unwrap();
+    let Value::Record(r) = &v else { panic!() };
+    assert_eq!(&*r.class, "transformers.models.mamba.Mamba.load_hook");
     // getattr(object, '__subclasses__') and a dunder of an op namespace stay refused
     for p in [
         &b"\x80\x02c__builtin__\ngetattr\nc__builtin__\nobject\nX\x0e\x00\x00\x00__subclasses__\x86R."[..],

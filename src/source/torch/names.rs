@@ -226,6 +226,15 @@ impl Walk<'_> {
         if records::is_module(r) {
             return self.module(&prefix, "", r, depth);
         }
+        // `torch.compile(model)` pickles as `OptimizedModule(model, ...)`: its `state_dict()`
+        // names the model's tensors under `_orig_mod.`.
+        if &*r.class == "torch._dynamo.eval_frame.OptimizedModule" {
+            if let Some(Value::Record(m)) = r.args.first() {
+                if records::is_module(m) {
+                    return self.module(&prefix, "_orig_mod", m, depth + 1);
+                }
+            }
+        }
         let attrs = r.attributes();
         let (items, entries) = (r.items.borrow().clone(), r.entries.borrow().clone());
         if attrs.is_empty() && items.is_empty() && entries.is_empty() {
