@@ -320,7 +320,8 @@ pub(super) fn call(
                 [Value::Global(g), Value::Str(n)] if !n.contains("__") && !n.contains('.') => {
                     match &**g {
                         Global::Class(c)
-                            if c.rsplit_once('.').is_some_and(|(m, c)| is_op_namespace(m, c)) =>
+                            if c.rsplit_once('.')
+                                .is_some_and(|(m, c)| is_op_namespace(m, c)) =>
                         {
                             Some(format!("{c}.{n}"))
                         }

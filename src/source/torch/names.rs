@@ -118,10 +118,14 @@ fn holds_tensor(v: &Value, depth: usize, budget: &mut u64) -> bool {
     match v {
         Value::Tensor(_) | Value::Unsupported(_) | Value::Record(_) => true,
         Value::NdArray(a) => is_tensor(&a.borrow()),
-        Value::Dict(d) => d.borrow().iter().any(|(k, v)| {
-            holds_tensor(k, depth + 1, budget) || holds_tensor(v, depth + 1, budget)
-        }),
-        Value::List(l) => l.borrow().iter().any(|v| holds_tensor(v, depth + 1, budget)),
+        Value::Dict(d) => d
+            .borrow()
+            .iter()
+            .any(|(k, v)| holds_tensor(k, depth + 1, budget) || holds_tensor(v, depth + 1, budget)),
+        Value::List(l) => l
+            .borrow()
+            .iter()
+            .any(|v| holds_tensor(v, depth + 1, budget)),
         Value::Tuple(t) => t.iter().any(|v| holds_tensor(v, depth + 1, budget)),
         _ => false,
     }
