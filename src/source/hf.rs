@@ -4,7 +4,8 @@
 //! a directory with a single `model.safetensors` / `pytorch_model.bin` (diffusers'
 //! `diffusion_pytorch_model.*` names too, and any of them with a variant such as
 //! `diffusion_pytorch_model.fp16.safetensors`); the same for Flax (`flax_model.msgpack.index.json`,
-//! `flax_model.msgpack`). The folder may be local or a prefix in a bucket.
+//! `flax_model.msgpack`), and PEFT's adapter folders (`adapter_model.safetensors` /
+//! `adapter_model.bin`). The folder may be local or a prefix in a bucket.
 //!
 //! The shards are parts of one [`Chain`] (`chain.rs`), opened through the registry with the
 //! safetensors, PyTorch and Flax readers and the open options of the command line; names are
@@ -38,12 +39,15 @@ const INDEXES: [&str; 3] = [
     "pytorch_model.bin.index.json",
     "flax_model.msgpack.index.json",
 ];
-const SINGLES: [&str; 5] = [
+const SINGLES: [&str; 7] = [
     "model.safetensors",
     "pytorch_model.bin",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
     "flax_model.msgpack",
+    // PEFT's `save_pretrained` (LoRA and other adapters), read by `PeftModel.from_pretrained`
+    "adapter_model.safetensors",
+    "adapter_model.bin",
 ];
 
 /// The largest index file read.
@@ -132,7 +136,7 @@ fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
         return Ok(Layout::Single(p));
     }
     bail!(
-        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors, pytorch_model[.VARIANT].bin or diffusion_pytorch_model[.VARIANT].safetensors)",
+        "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors, pytorch_model[.VARIANT].bin, diffusion_pytorch_model[.VARIANT].safetensors or adapter_model.safetensors)",
         dir.display()
     )
 }

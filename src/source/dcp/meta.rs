@@ -314,9 +314,8 @@ mod tests {
         assert_eq!(files, vec!["__0_0.distcp", "__1_0.distcp"]);
         let half = ck.tensors.iter().find(|t| t.name == "layers/half").unwrap();
         assert_eq!(half.dtype.name, "bfloat16");
-        // the checkpoint_id is a pathlib.PosixPath: a record here, refused by a plain load
-        let plain = pickle::load_with(&mut &bytes[..], &pickle::Options::default());
-        let err = format!("{:#}", plain.err().expect("pathlib refused"));
-        assert!(err.contains("pathlib"), "{err}");
+        // the checkpoint_id is a pathlib.PosixPath: a record, in a plain load too (paths are
+        // plain values in any pickle: `records.rs` DATA_CLASSES)
+        assert!(pickle::load_with(&mut &bytes[..], &pickle::Options::default()).is_ok());
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::numpy::{self, Blob, NpGlobal};
-use super::records::{is_attack, Record};
+use super::records::{is_attack, is_op_namespace, Record};
 use super::{set_items, tuple, Value};
 use crate::dtype::DType;
 
@@ -171,6 +171,10 @@ pub enum Global {
     LoadFromBytes,
     /// A global off the allow-list, by its qualified name: calling it builds a [`Record`].
     Class(Rc<str>),
+    /// `builtins.getattr` (not in strict mode): only on a namespace of tensor ops
+    /// (`records::is_op_namespace`), as Python pickles `torch.tanh`, or on a record (a bound
+    /// method); a record of the op or method.
+    GetAttr,
 }
 
 /// Resolves `module.name` against the allow-list. Anything else is refused by name when
@@ -201,6 +205,7 @@ pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> 
     };
     let g = match (module, name) {
         ("torch.storage", "_load_from_bytes") if !strict => Global::LoadFromBytes,
+        ("builtins", "getattr") if !strict => Global::GetAttr,
         ("collections", "OrderedDict") => Global::OrderedDict,
         ("collections", "Counter") => Global::Counter,
         ("torch.nn.parameter", "Parameter") => Global::Parameter,
@@ -229,6 +234,8 @@ pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> 
             "_rebuild_meta_tensor_no_storage" => Rebuild::Unsupported("a meta tensor"),
             "_rebuild_wrapper_subclass" => Rebuild::Unsupported("a tensor subclass"),
             "_rebuild_device_tensor_from_numpy" => Rebuild::Unsupported("a device tensor"),
+            // (not on torch's weights-only list; read as data, its parts are no tensors)
+            "_rebuild_nested_tensor" if !strict => Rebuild::Unsupported("a nested tensor"),
             _ => return refuse(module, name),
         }),
         ("torch" | "torch.cuda", n) if STORAGES.iter().any(|(s, _)| *s == n) => {
@@ -308,6 +315,33 @@ pub(super) fn call(
             _ => bail!("copyreg._reconstructor of something that is not a class"),
         },
         Global::Class(c) => Value::Record(Rc::new(Record::new(c.clone(), args))),
+        Global::GetAttr => {
+            let op = match args.as_slice() {
+                [Value::Global(g), Value::Str(n)] if !n.contains("__") && !n.contains('.') => {
+                    match &**g {
+                        Global::Class(c)
+                            if c.rsplit_once('.')
+                                .is_some_and(|(m, c)| is_op_namespace(m, c)) =>
+                        {
+                            Some(format!("{c}.{n}"))
+                        }
+                        _ => None,
+                    }
+                }
+                // A bound method of an object read as a record (a module's state-dict hook,
+                // `self.load_hook`): a record of the method, as inert as its object.
+                [Value::Record(r), Value::Str(n)] if !n.contains("__") && !n.contains('.') => {
+                    Some(format!("{}.{n}", r.class))
+                }
+                _ => None,
+            };
+            match op {
+                Some(op) => Value::Record(Rc::new(Record::new(op.into(), Vec::new()))),
+                None => bail!(
+                    "the pickle calls builtins.getattr on something other than a namespace of tensor ops or an object read as data, or for a dunder name, which only a hostile file would do; the file is refused and nothing was executed"
+                ),
+            }
+        }
         Global::OrderedDict | Global::Counter => {
             let d = Value::Dict(Default::default());
             if let Some(init) = args.first() {

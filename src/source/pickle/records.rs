@@ -157,6 +157,11 @@ const BUILTIN_DATA: &[&str] = &[
     "str",
     "bool",
     "NoneType",
+    // the names protocol 2 gives `range`, `int`, `str` and `...` (Python 2's)
+    "xrange",
+    "long",
+    "unicode",
+    "Ellipsis",
 ];
 
 /// True for a global that only an attack would name: its module is one of
@@ -171,7 +176,50 @@ pub fn is_attack(module: &str, name: &str) -> bool {
     if name.contains("__") && !name.starts_with("__") {
         return true;
     }
+    // `torch._C._nn` holds the tensor ops behind `torch.nn.functional` (`gelu`, `silu`, ...),
+    // `_linalg`, `_fft`, `_special` and `_sparse` those of `torch.linalg`, ...: whole modules
+    // keep one as an attribute (Hugging Face's GELU, `nn.TransformerEncoderLayer`).
+    if (OP_MODULES.contains(&module) && !name.contains('.')) || is_op_namespace(module, name) {
+        return false;
+    }
+    // Plain values of modules an attack names otherwise: paths (`args.output_dir`) and
+    // `types.SimpleNamespace` configurations kept in checkpoints.
+    if DATA_CLASSES.contains(&(module, name)) {
+        return false;
+    }
     ATTACK_MODULES.iter().any(|m| below(m)) || name.split('.').any(|p| p == "__globals__")
+}
+
+/// Classes of otherwise refused modules whose instances are plain values.
+const DATA_CLASSES: &[(&str, &str)] = &[
+    ("pathlib", "Path"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "PureWindowsPath"),
+    ("pathlib._local", "PosixPath"),
+    ("pathlib._local", "WindowsPath"),
+    ("pathlib._local", "PurePosixPath"),
+    ("pathlib._local", "PureWindowsPath"),
+    ("types", "SimpleNamespace"),
+];
+
+/// The modules of `torch._C` that hold only tensor ops.
+const OP_MODULES: &[&str] = &[
+    "torch._C._nn",
+    "torch._C._linalg",
+    "torch._C._fft",
+    "torch._C._special",
+    "torch._C._sparse",
+    "torch._C._nested",
+];
+
+/// The classes whose attributes are tensor ops: a whole module holding `torch.tanh` or
+/// `torch.Tensor.add` pickles it as `getattr(torch._C._VariableFunctionsClass, 'tanh')` or
+/// `getattr(torch._C.TensorBase, 'add')` (`allow.rs` reads such a `getattr` as a record).
+pub fn is_op_namespace(module: &str, name: &str) -> bool {
+    module == "torch._C" && matches!(name, "_VariableFunctionsClass" | "TensorBase")
 }
 
 /// The kind of a class, for notes: `nn.Module` records are named as their state dict.
@@ -222,6 +270,8 @@ mod tests {
             ("code", "InteractiveInterpreter"),
             ("shutil", "rmtree"),
             ("socket", "socket"),
+            ("torch._C", "_load_for_lite_interpreter"),
+            ("torch._C._nn", "gelu.__globals__"),
         ] {
             assert!(is_attack(m, n), "{m}.{n}");
         }
@@ -232,6 +282,13 @@ mod tests {
             ("builtins", "set"),
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
+            ("torch._C._nn", "gelu"),
+            ("torch._C._linalg", "linalg_norm"),
+            ("pathlib", "PosixPath"),
+            ("types", "SimpleNamespace"),
+            ("builtins", "xrange"),
+            ("torch._C", "_VariableFunctionsClass"),
+            ("torch._C", "TensorBase"),
         ] {
             assert!(!is_attack(m, n), "{m}.{n}");
         }

@@ -13,6 +13,38 @@ fn refuses_os_system_by_name() {
 }
 
 #[test]
+fn getattr_reads_tensor_ops_as_records_and_refuses_anything_else() {
+    // getattr(torch._C._VariableFunctionsClass, 'tanh'): how a module holding torch.tanh pickles
+    let ok = b"\x80\x02c__builtin__\ngetattr\nctorch._C\n_VariableFunctionsClass\nX\x04\x00\x00\x00tanh\x86R.";
+    let v = load_slice(ok).unwrap();
+    let Value::Record(r) = &v else { panic!() };
+    assert_eq!(&*r.class, "torch._C._VariableFunctionsClass.tanh");
+    // getattr(<a record>, 'load_hook'): a bound method of an object read as data
+    let hook = b"\x80\x02c__builtin__\ngetattr\nctransformers.models.mamba\nMamba\n)\x81X\x09\x00\x00\x00load_hook\x86R.";
+    let v = load_slice(hook).unwrap();
+    let Value::Record(r) = &v else { panic!() };
+    assert_eq!(&*r.class, "transformers.models.mamba.Mamba.load_hook");
+    // getattr(object, '__subclasses__') and a dunder of an op namespace stay refused
+    for p in [
+        &b"\x80\x02c__builtin__\ngetattr\nc__builtin__\nobject\nX\x0e\x00\x00\x00__subclasses__\x86R."[..],
+        &b"\x80\x02c__builtin__\ngetattr\nctorch._C\nTensorBase\nX\x0b\x00\x00\x00__globals__\x86R."[..],
+    ] {
+        let e = format!("{:#}", load_slice(p).unwrap_err());
+        assert!(e.contains("builtins.getattr"), "{e}");
+    }
+    // --weights-only refuses getattr by name
+    let opts = Options {
+        strict: true,
+        ..Options::default()
+    };
+    let e = match load_with(&mut &ok[..], &opts) {
+        Ok(_) => panic!("getattr accepted with --weights-only"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("getattr"), "{e}");
+}
+
+#[test]
 fn builds_dicts_lists_and_numbers() {
     // {'a': [1, -2, 300, 2**40], 'b': 1.5} at protocol 2
     let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffM,\x01\x8a\x06\x00\x00\x00\x00\x00\x01eX\x01\x00\x00\x00bq\x03G?\xf8\x00\x00\x00\x00\x00\x00u.";

@@ -76,8 +76,15 @@ fn key_text(k: &Value) -> Result<String> {
 fn ordered(d: &[(Value, Value)]) -> Result<Vec<(String, Value)>> {
     let mut order: Vec<(String, Value)> = Vec::with_capacity(d.len());
     let mut place: HashMap<String, usize> = HashMap::with_capacity(d.len());
+    let mut budget = HOLDS_TENSOR_VISITS;
     for (k, v) in d.iter() {
-        let key = key_text(k)?;
+        let key = match key_text(k) {
+            Ok(key) => key,
+            // A key with no name (a tuple) over values that hold no tensor (metrics keyed by
+            // `('val', 'acc')`) names nothing: left out like any other non-tensor value.
+            Err(_) if !holds_tensor(v, 0, &mut budget) => continue,
+            Err(e) => return Err(e),
+        };
         match place.get(&key) {
             Some(&i) => order[i].1 = v.clone(),
             None => {
@@ -95,6 +102,32 @@ fn dict_attr(r: &Record, name: &str) -> Result<Vec<(String, Value)>> {
         Some(Value::Dict(d)) => ordered(&d.borrow()),
         Some(Value::Record(inner)) => ordered(&inner.entries.borrow()),
         _ => Ok(Vec::new()),
+    }
+}
+
+/// How many values [`holds_tensor`] may look at in one dict before it answers yes.
+const HOLDS_TENSOR_VISITS: u64 = 100_000;
+
+/// Whether a value may hold a tensor: yes for tensors, records, and whatever nests too deep or
+/// past `budget` visits (memo-shared subtrees); no for plain data.
+fn holds_tensor(v: &Value, depth: usize, budget: &mut u64) -> bool {
+    if depth > MAX_DEPTH || *budget == 0 {
+        return true;
+    }
+    *budget -= 1;
+    match v {
+        Value::Tensor(_) | Value::Unsupported(_) | Value::Record(_) => true,
+        Value::NdArray(a) => is_tensor(&a.borrow()),
+        Value::Dict(d) => d
+            .borrow()
+            .iter()
+            .any(|(k, v)| holds_tensor(k, depth + 1, budget) || holds_tensor(v, depth + 1, budget)),
+        Value::List(l) => l
+            .borrow()
+            .iter()
+            .any(|v| holds_tensor(v, depth + 1, budget)),
+        Value::Tuple(t) => t.iter().any(|v| holds_tensor(v, depth + 1, budget)),
+        _ => false,
     }
 }
 
@@ -196,6 +229,15 @@ impl Walk<'_> {
         }
         if records::is_module(r) {
             return self.module(&prefix, "", r, depth);
+        }
+        // `torch.compile(model)` pickles as `OptimizedModule(model, ...)`: its `state_dict()`
+        // names the model's tensors under `_orig_mod.`.
+        if &*r.class == "torch._dynamo.eval_frame.OptimizedModule" {
+            if let Some(Value::Record(m)) = r.args.first() {
+                if records::is_module(m) {
+                    return self.module(&prefix, "_orig_mod", m, depth + 1);
+                }
+            }
         }
         let attrs = r.attributes();
         let (items, entries) = (r.items.borrow().clone(), r.entries.borrow().clone());
