@@ -1,0 +1,231 @@
+//! The chunks of one array decoded side by side: a bounded window of chunks in flight on rayon's
+//! global pool (sized to the `--jobs` workers through `crate::pool`, as the HDF5 reader's chunk
+//! inflate is), handed to the output in order on the calling thread, which writes one chunk
+//! while the pool decodes the next ones.
+//!
+//! Used by `chunks.rs` for its row-chunk path when the chunks are encoded and small enough that
+//! a window of them fits [`WINDOW_BYTES`]; larger chunks, raw chunks and `--jobs 1` keep the
+//! streaming path (one piece in memory). A damaged chunk is reported when its turn comes, so the
+//! error names the first damaged chunk in order, as the streaming path does, with the same
+//! message; the chunks before it have been written.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::chunks::{decode, decoder, read_exactly, ArrayReader, Emitter};
+use super::meta::Codec;
+use crate::input::FileRange;
+
+/// Decoded bytes in flight at most, all chunks of the window together.
+pub const WINDOW_BYTES: u64 = 32 << 20;
+
+/// How many chunks of `chunk_bytes` to keep in flight on the pool, or `None` when the chunks are
+/// better streamed one at a time: a pool of one thread (`--jobs 1`), fewer than two chunks,
+/// or chunks so large that two of them pass [`WINDOW_BYTES`]. Called before the pool is used.
+pub fn window(chunk_bytes: u64, chunks: u64) -> Option<usize> {
+    crate::pool::ready();
+    // On a thread of the pool itself, waiting for the pool could wait for this very thread.
+    if rayon::current_thread_index().is_some() {
+        return None;
+    }
+    let threads = rayon::current_num_threads() as u64;
+    let fit = WINDOW_BYTES / chunk_bytes.max(1);
+    let w = (2 * threads).min(fit).min(chunks);
+    (threads > 1 && w >= 2).then_some(w as usize)
+}
+
+/// A chunk's place in the output: the fill value (absent), or its decoding on the pool.
+enum Slot {
+    Fill(u64),
+    Decoding {
+        key: String,
+        need: u64,
+        done: Receiver<Result<Vec<u8>>>,
+    },
+}
+
+impl ArrayReader<'_> {
+    /// The row-chunk path (see `chunks.rs`) with up to `window` chunks decoding at once.
+    pub(super) fn stream_rows_window(&self, out: &mut Emitter, window: usize) -> Result<()> {
+        let m = self.meta;
+        let row: u64 = m.chunks[1..].iter().product::<u64>() * m.item as u64;
+        let total = m.chunk_bytes();
+        let mut queue = VecDeque::with_capacity(window);
+        for i in 0..m.grid()[0] {
+            crate::error::check_interrupted()?;
+            let mut idx = vec![0u64; m.shape.len()];
+            idx[0] = i;
+            let key = format!("{}{}", self.prefix, m.chunk_key(&idx));
+            let rows = m.chunks[0].min(m.shape[0] - i * m.chunks[0]);
+            let need = rows * row;
+            let got = self.store.get(&key);
+            let slot = match got.with_context(|| self.store.describe(&key))? {
+                None => Slot::Fill(need / m.item as u64),
+                Some(range) => {
+                    let codecs = m.layout.codecs.clone();
+                    let (tx, done) = sync_channel(1);
+                    rayon::spawn(move || {
+                        // The receiver is gone only when an earlier chunk failed.
+                        let _ = tx.send(decode_chunk(range, &codecs, total));
+                    });
+                    Slot::Decoding { key, need, done }
+                }
+            };
+            queue.push_back(slot);
+            if queue.len() >= window {
+                self.emit(queue.pop_front().expect("a full window"), out)?;
+            }
+        }
+        while let Some(slot) = queue.pop_front() {
+            self.emit(slot, out)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for a chunk's turn and writes its first `need` bytes (or its fill).
+    fn emit(&self, slot: Slot, out: &mut Emitter) -> Result<()> {
+        match slot {
+            Slot::Fill(n) => out.fill(&self.meta.fill, n),
+            Slot::Decoding { key, need, done } => {
+                let at = || self.store.describe(&key);
+                let bytes = done
+                    .recv()
+                    .map_err(|_| anyhow!("the thread decoding the chunk stopped"))
+                    .and_then(|r| r)
+                    .with_context(at)?;
+                out.push(&bytes[..need as usize])
+            }
+        }
+    }
+}
+
+/// One stored chunk decoded whole (`total` bytes, checked), with the messages of the streaming
+/// path: a lone streaming codec is read as a stream, any other chain through `decode`.
+fn decode_chunk(range: FileRange, codecs: &[Codec], total: u64) -> Result<Vec<u8>> {
+    match codecs {
+        [c @ (Codec::Zstd | Codec::Gzip | Codec::Zlib)] => {
+            let mut r = decoder(c, range)?;
+            let mut v = Vec::with_capacity(total as usize);
+            read_exactly(&mut r, 1 << 20, total, &mut |_, block| {
+                v.extend_from_slice(block);
+                Ok(())
+            })
+            .with_context(|| format!("corrupt {c:?} chunk"))?;
+            Ok(v)
+        }
+        _ => decode(&range, codecs, total),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::source::zarr::chunks::Store;
+    use crate::source::zarr::meta::parse_v2;
+
+    /// Chunks in memory, by key.
+    struct Mem(HashMap<String, Vec<u8>>);
+
+    impl Store for Mem {
+        fn get(&self, key: &str) -> Result<Option<FileRange>> {
+            Ok(self.0.get(key).cloned().map(FileRange::from_vec))
+        }
+        fn describe(&self, key: &str) -> String {
+            format!("mem/{key}")
+        }
+    }
+
+    /// 42 rows of 3 float32 in chunks of 4 rows (the last one half used), zstd; chunk 5 absent
+    /// (its fill value 7.0 read instead).
+    fn array() -> (Mem, Vec<u8>, super::super::meta::ArrayMeta) {
+        let meta = parse_v2(
+            br#"{"zarr_format": 2, "shape": [42, 3], "chunks": [4, 3], "dtype": "<f4",
+                "fill_value": 7.0, "order": "C", "filters": null,
+                "compressor": {"id": "zstd", "level": 1}}"#,
+        )
+        .unwrap();
+        let (mut chunks, mut want) = (HashMap::new(), Vec::new());
+        for c in 0..11u32 {
+            let vals: Vec<f32> = (0..12).map(|i| (c * 12 + i) as f32 * 0.5).collect();
+            let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let rows = if c == 10 { 2 } else { 4 };
+            if c == 5 {
+                want.extend(std::iter::repeat_n(7f32.to_le_bytes(), 12).flatten());
+                continue;
+            }
+            want.extend_from_slice(&bytes[..rows * 12]);
+            chunks.insert(format!("{c}.0"), zstd::bulk::compress(&bytes, 1).unwrap());
+        }
+        (Mem(chunks), want, meta)
+    }
+
+    /// Runs the streaming path (`window` None) or the window, in pieces of 20 bytes; the bytes
+    /// written (up to a failure) and the error.
+    fn run(
+        store: &Mem,
+        meta: &super::super::meta::ArrayMeta,
+        window: Option<usize>,
+    ) -> (Vec<u8>, Option<String>) {
+        let mut got = Vec::new();
+        let mut sink = |b: &[u8]| {
+            assert!(b.len() <= 20);
+            got.extend_from_slice(b);
+            Ok(())
+        };
+        let mut out = Emitter::new(20, &mut sink);
+        let r = ArrayReader {
+            store,
+            prefix: "",
+            meta,
+        };
+        let done = match window {
+            None => r.stream_rows(&mut out),
+            Some(w) => r.stream_rows_window(&mut out, w),
+        }
+        .and_then(|()| out.flush());
+        drop(out);
+        (got, done.err().map(|e| format!("{e:#}")))
+    }
+
+    #[test]
+    fn the_window_writes_what_the_stream_writes() {
+        let (store, want, meta) = array();
+        for w in [2, 3, 16] {
+            assert_eq!(
+                run(&store, &meta, Some(w)),
+                (want.clone(), None),
+                "window {w}"
+            );
+        }
+        assert_eq!(run(&store, &meta, None), (want, None));
+    }
+
+    /// Chunks 6 and 8 damaged: every window names chunk 6, with the streaming path's message,
+    /// after writing the same bytes before it.
+    #[test]
+    fn a_damaged_chunk_is_named_in_order_as_the_stream_names_it() {
+        let (mut store, _, meta) = array();
+        for k in ["6.0", "8.0"] {
+            let c = store.0.get_mut(k).unwrap();
+            c.truncate(c.len() / 2);
+        }
+        let (before, err) = run(&store, &meta, None);
+        let err = err.unwrap();
+        assert!(err.starts_with("mem/6.0: corrupt Zstd chunk"), "{err}");
+        for w in [2, 3, 16] {
+            let (got, e) = run(&store, &meta, Some(w));
+            assert_eq!(e.as_deref(), Some(err.as_str()), "window {w}");
+            // Whole pieces only: the streaming path may have written part of chunk 6.
+            assert_eq!(got[..], before[..got.len()], "window {w}");
+            assert!(
+                got.len() >= 6 * 48 / 20 * 20,
+                "window {w}: {} bytes",
+                got.len()
+            );
+        }
+    }
+}
