@@ -466,7 +466,7 @@ fn stream_decoded(r: &mut dyn Read, need: u64, total: u64, out: &mut Emitter) ->
 /// Reads a decoded chunk to its end in blocks of at most `buf_len` bytes, handing each to
 /// `each` with the count of bytes before it, and checks that it decodes to exactly `total`
 /// bytes: a block that would pass `total` is refused before `each` sees it.
-pub(super) fn read_exactly(
+fn read_exactly(
     r: &mut dyn Read,
     buf_len: usize,
     total: u64,
@@ -575,6 +575,18 @@ impl<'s, 'a> Emitter<'s, 'a> {
             if self.buf.len() == self.piece {
                 self.flush()?;
             }
+        }
+        Ok(())
+    }
+
+    /// Hands `b` (whole elements) to the sink as it stands, in pieces of at most `piece` bytes,
+    /// when nothing is gathered before it; else gathers it like [`Emitter::push`].
+    pub(super) fn push_whole(&mut self, b: &[u8]) -> Result<()> {
+        if !self.buf.is_empty() {
+            return self.push(b);
+        }
+        for part in b.chunks(self.piece) {
+            (self.sink)(part)?;
         }
         Ok(())
     }
