@@ -4,10 +4,11 @@
 //! while the pool decodes the next ones.
 //!
 //! Used by `chunks.rs` for its row-chunk path when the chunks are encoded and small enough that
-//! a window of them fits [`WINDOW_BYTES`]; larger chunks, raw chunks and `--jobs 1` keep the
-//! streaming path (one piece in memory). A damaged chunk is reported when its turn comes, so the
-//! error names the first damaged chunk in order, as the streaming path does, with the same
-//! message; the chunks before it have been written.
+//! a window of them fits [`WINDOW_BYTES`] (chunks up to 8 MiB); larger chunks, raw chunks and
+//! `--jobs 1` keep the streaming path (one piece in memory). A damaged chunk is reported when its
+//! turn comes, so the error names the first damaged chunk in order, as the streaming path does
+//! (zstd's own words for the damage may differ: one call here, a stream there); the chunks
+//! before it have been written.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -20,12 +21,13 @@ use super::chunks::{decode, decoder, ArrayReader, Emitter};
 use super::meta::Codec;
 use crate::input::FileRange;
 
-/// Decoded bytes in flight at most, all chunks of the window together.
+/// Bytes in flight at most, stored and decoded, all chunks of the window together.
 pub const WINDOW_BYTES: u64 = 32 << 20;
 
 /// How many chunks of `chunk_bytes` to keep in flight on the pool, or `None` when the chunks are
 /// better streamed one at a time: a pool of one thread (`--jobs 1`), fewer than two chunks,
-/// or chunks so large that two of them pass [`WINDOW_BYTES`]. Called before the pool is used.
+/// or chunks so large that two of them (their stored and decoded bytes, about twice the chunk)
+/// pass [`WINDOW_BYTES`]. Called before the pool is used.
 pub fn window(chunk_bytes: u64, chunks: u64) -> Option<usize> {
     crate::pool::ready();
     // On a thread of the pool itself, waiting for the pool could wait for this very thread.
@@ -33,7 +35,7 @@ pub fn window(chunk_bytes: u64, chunks: u64) -> Option<usize> {
         return None;
     }
     let threads = rayon::current_num_threads() as u64;
-    let fit = WINDOW_BYTES / chunk_bytes.max(1);
+    let fit = WINDOW_BYTES / chunk_bytes.max(1).saturating_mul(2);
     let w = (2 * threads).min(fit).min(chunks);
     (threads > 1 && w >= 2).then_some(w as usize)
 }
