@@ -27,17 +27,18 @@ pub const WINDOW_BYTES: u64 = 32 << 20;
 /// How many chunks of `chunk_bytes` to keep in flight on the pool, or `None` when the chunks are
 /// better streamed one at a time: a pool of one thread (`--jobs 1`), fewer than two chunks,
 /// or chunks so large that two of them (their stored and decoded bytes, about twice the chunk)
-/// pass [`WINDOW_BYTES`]. Called before the pool is used.
+/// pass [`WINDOW_BYTES`]. Called before the pool is used; builds it only when it will be used
+/// (an array of one chunk, as Orbax writes, never does).
 pub fn window(chunk_bytes: u64, chunks: u64) -> Option<usize> {
-    crate::pool::ready();
+    let fit = (WINDOW_BYTES / chunk_bytes.max(1).saturating_mul(2)).min(chunks);
     // On a thread of the pool itself, waiting for the pool could wait for this very thread.
-    if rayon::current_thread_index().is_some() {
+    if fit < 2 || rayon::current_thread_index().is_some() {
         return None;
     }
+    crate::pool::ready();
     let threads = rayon::current_num_threads() as u64;
-    let fit = WINDOW_BYTES / chunk_bytes.max(1).saturating_mul(2);
-    let w = (2 * threads).min(fit).min(chunks);
-    (threads > 1 && w >= 2).then_some(w as usize)
+    let w = (2 * threads).min(fit);
+    (threads > 1).then_some(w as usize)
 }
 
 /// The buffers one chunk is decoded with, its stored bytes and its decoded bytes; once the chunk
@@ -303,6 +304,24 @@ mod tests {
 
     fn array() -> (Mem, Vec<u8>, super::super::meta::ArrayMeta) {
         array_of("zstd")
+    }
+
+    /// One chunk, or chunks too large for two in the window, stream one at a time; a window
+    /// never holds more than twice the pool's threads or [`WINDOW_BYTES`].
+    #[test]
+    fn the_window_is_bounded() {
+        assert_eq!(window(1 << 20, 1), None);
+        assert_eq!(window(9 << 20, 1000), None);
+        let threads = rayon::current_num_threads();
+        for (bytes, n) in [(1 << 20, 1000), (8 << 20, 1000), (64, 3)] {
+            match window(bytes, n) {
+                None => assert_eq!(threads, 1),
+                Some(w) => {
+                    assert!(w >= 2 && w <= 2 * threads && w as u64 <= n, "{w}");
+                    assert!(w as u64 * bytes * 2 <= WINDOW_BYTES, "{w} x {bytes}");
+                }
+            }
+        }
     }
 
     #[test]
