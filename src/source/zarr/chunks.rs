@@ -51,27 +51,31 @@ impl ArrayReader<'_> {
         if m.shape.contains(&0) {
             return Ok(());
         }
-        let piece = (chunk / m.item).max(1) * m.item;
-        let mut out = Emitter {
-            buf: Vec::with_capacity(piece.min(1 << 24)),
-            piece,
-            sink,
-        };
+        let mut out = Emitter::new((chunk / m.item).max(1) * m.item, sink);
         // Chunks exactly as wide as the array on every axis but the first (a wider chunk pads
         // its rows, so they are not output rows).
         let full_rows =
             m.shape.len() <= 1 || (m.chunks[1..].iter().zip(&m.shape[1..])).all(|(c, s)| c == s);
         let c_order = m.layout.perm.as_ref().is_none_or(|p| is_identity(p));
         if m.sharding.is_none() && c_order && full_rows && !m.shape.is_empty() {
-            self.stream_rows(&mut out)?;
+            // Encoded chunks small enough are decoded side by side on the pool (`window.rs`).
+            let window = match m.layout.codecs.is_empty() {
+                true => None,
+                false => super::window::window(m.chunk_bytes(), m.grid()[0]),
+            };
+            match window {
+                Some(w) => self.stream_rows_window(&mut out, w)?,
+                None => self.stream_rows(&mut out)?,
+            }
         } else {
             self.assemble(&mut out)?;
         }
         out.flush()
     }
 
-    /// The fast path: chunk `i` along axis 0 is output rows `i*c0..`, in order.
-    fn stream_rows(&self, out: &mut Emitter) -> Result<()> {
+    /// The fast path: chunk `i` along axis 0 is output rows `i*c0..`, in order, one chunk at a
+    /// time.
+    pub(super) fn stream_rows(&self, out: &mut Emitter) -> Result<()> {
         let m = self.meta;
         let row: u64 = m.chunks[1..].iter().product::<u64>() * m.item as u64;
         let chunk_bytes = m.chunk_bytes();
@@ -442,7 +446,7 @@ fn to_c_order(raw: Vec<u8>, layout: &Layout, unit: &[u64], item: usize) -> Vec<u
     out
 }
 
-fn decoder(c: &Codec, range: FileRange) -> Result<Box<dyn Read>> {
+pub(super) fn decoder(c: &Codec, range: FileRange) -> Result<Box<dyn Read>> {
     let src = std::io::BufReader::new(RangeReader::new(range));
     Ok(match c {
         Codec::Zstd => {
@@ -554,18 +558,26 @@ fn undo_codecs(range: &FileRange, codecs: &[Codec], expect: u64) -> Result<Vec<u
 }
 
 /// Collects output bytes into pieces of `piece` bytes for the sink.
-struct Emitter<'s, 'a> {
+pub(super) struct Emitter<'s, 'a> {
     buf: Vec<u8>,
     piece: usize,
     sink: &'s mut ChunkSink<'a>,
 }
 
-impl Emitter<'_, '_> {
+impl<'s, 'a> Emitter<'s, 'a> {
+    pub(super) fn new(piece: usize, sink: &'s mut ChunkSink<'a>) -> Self {
+        Emitter {
+            buf: Vec::with_capacity(piece.min(1 << 24)),
+            piece,
+            sink,
+        }
+    }
+
     fn room(&self) -> usize {
         self.piece - self.buf.len()
     }
 
-    fn push(&mut self, mut b: &[u8]) -> Result<()> {
+    pub(super) fn push(&mut self, mut b: &[u8]) -> Result<()> {
         while !b.is_empty() {
             if self.buf.is_empty() && b.len() >= self.piece {
                 (self.sink)(&b[..self.piece])?;
@@ -582,7 +594,19 @@ impl Emitter<'_, '_> {
         Ok(())
     }
 
-    fn fill(&mut self, elem: &[u8], n: u64) -> Result<()> {
+    /// Hands `b` (whole elements) to the sink as it stands, in pieces of at most `piece` bytes,
+    /// when nothing is gathered before it; else gathers it like [`Emitter::push`].
+    pub(super) fn push_whole(&mut self, b: &[u8]) -> Result<()> {
+        if !self.buf.is_empty() {
+            return self.push(b);
+        }
+        for part in b.chunks(self.piece) {
+            (self.sink)(part)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn fill(&mut self, elem: &[u8], n: u64) -> Result<()> {
         let mut left = n;
         let per = (self.piece / elem.len()).max(1) as u64;
         let block: Vec<u8> = elem.repeat(per.min(n) as usize);
@@ -594,7 +618,7 @@ impl Emitter<'_, '_> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    pub(super) fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             (self.sink)(&self.buf)?;
             self.buf.clear();

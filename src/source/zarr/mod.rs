@@ -3,7 +3,8 @@
 //! the input's stem), valued as `zarr.open(...)[...]` returns it.
 //!
 //! `meta.rs` parses and checks the array metadata, `chunks.rs` fetches, decodes and assembles
-//! chunks through the [`chunks::Store`] interface; [`DirStore`] is that interface over a folder
+//! chunks through the [`chunks::Store`] interface (`window.rs` decodes the row chunks of one array
+//! side by side on the pool); [`DirStore`] is that interface over a folder
 //! (files opened as `FileRange`s through `input.rs`, so `s3://` and the like work too). The
 //! Orbax reader (`source/orbax`) reuses all three with its OCDBT store. `list` reads only
 //! metadata documents.
@@ -11,6 +12,7 @@
 mod blosc;
 pub mod chunks;
 pub mod meta;
+mod window;
 
 use std::path::{Path, PathBuf};
 
