@@ -35,6 +35,9 @@ pub(super) struct Walk<'a> {
     pub script: Option<&'a ScriptClasses>,
     /// Classes named as modules (`nn.Module` records and TorchScript modules).
     pub modules: HashSet<String>,
+    /// Modules whose tensors sit in a packed `torch.ScriptObject` attribute (the quantized
+    /// modules' packed parameters), which `state_dict()` unpacks by running code: their names.
+    pub opaque: Vec<String>,
     pub(super) visited: u64,
     pub(super) distinct: HashSet<usize>,
     pub(super) name_bytes: u64,
@@ -275,6 +278,13 @@ impl Walk<'_> {
             if is_tensor(&v) && !transient.contains(&name) {
                 self.leaf(join(prefix, &dot(at, &name)), &v)?;
             }
+        }
+        if r.attributes()
+            .iter()
+            .any(|(_, v)| matches!(v, Value::Record(o) if &*o.class == "torch.ScriptObject"))
+        {
+            self.opaque
+                .push(format!("{} ({})", join(prefix, at), r.class));
         }
         for (name, v) in dict_attr(r, "_modules")? {
             match &v {

@@ -51,6 +51,7 @@ pub(super) fn build(
             )),
         );
     }
+    let mut notes_first = Vec::new();
     let mut walk = Walk {
         script: naming.script.as_ref(),
         ..Default::default()
@@ -61,13 +62,24 @@ pub(super) fn build(
         }
         _ => walk.visit(String::new(), &root, 0)?,
     }
+    if !walk.opaque.is_empty() {
+        let what = format!(
+            "{} module(s) keep their tensors packed in a torch.ScriptObject (quantized modules do), which torch's state_dict() unpacks by running their code: {}",
+            walk.opaque.len(),
+            list(&walk.opaque.iter().collect::<Vec<_>>())
+        );
+        if walk.found.is_empty() {
+            bail!("{what}; nothing else holds a tensor. Save model.state_dict() instead (tensor2npy reads it)");
+        }
+        notes_first.push(format!("{what}: those are left out"));
+    }
     let mut src = TorchSource {
         path: path.to_string(),
         files,
         metas: Vec::new(),
         entries: Vec::new(),
         storage_of: Vec::new(),
-        notes: Vec::new(),
+        notes: notes_first,
     };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
