@@ -483,7 +483,7 @@ impl ZipWriter {
         }
         if self.seekable {
             let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.out.write_all_at(data, self.flushed)?;
+            slot::write_at(&self.out, data, self.flushed)?;
         } else {
             (&*self.out).write_all(data)?;
         }
