@@ -35,28 +35,9 @@ const CRC_READ: usize = 256 << 10;
 const HELPER_STACK: usize = 256 << 10;
 /// Bytes a reserved member buffers before a positioned write.
 const BUFFER: usize = 1 << 20;
-/// The most bytes one `pwrite` puts into the output ([`write_at`]).
-pub const WRITE_PIECE: usize = 32 << 10;
 
 /// Taken around every write into an output file that several threads fill.
 pub type WriteLock = Arc<Mutex<()>>;
-
-/// Writes `data` into `out` at offset `at`, [`WRITE_PIECE`] bytes per `pwrite`. The kernel sizes
-/// the page-cache folios of a buffered write after the write's length: a 1 MiB `pwrite` at a
-/// 1 MiB offset takes 1 MiB folios from the high-order free lists, which a VM with free page
-/// reporting (Firecracker's balloon) has handed back to its host, and each of their pages then
-/// faults in the host on first touch: 71 % of a TorchScript conversion's samples in
-/// `copy_folio_from_iter_atomic`, up to 5x the time of the same bytes in 32 KiB writes, whose
-/// folios (order 3 and below) come from the per-CPU lists of recently freed pages
-/// (benches/NOTES.md, round 8).
-pub fn write_at(out: &File, data: &[u8], at: u64) -> io::Result<()> {
-    let mut done = 0;
-    for piece in data.chunks(WRITE_PIECE) {
-        out.write_all_at(piece, at + done)?;
-        done += piece.len() as u64;
-    }
-    Ok(())
-}
 
 /// Whether `range` is copied inside the kernel: a large range of a local file.
 pub fn kernel_copies(range: &FileRange) -> bool {
@@ -270,7 +251,7 @@ impl Reserved {
     /// Writes `data` at archive offset `at`, taking the output's write lock.
     fn put_at(&self, data: &[u8], at: u64) -> io::Result<()> {
         let _turn = self.room.lock.lock().unwrap_or_else(|e| e.into_inner());
-        write_at(&self.room.out, data, at)
+        self.room.out.write_all_at(data, at)
     }
 
     fn flush(&mut self) -> io::Result<()> {
