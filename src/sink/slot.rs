@@ -1,8 +1,9 @@
 //! Member data written in place: the kernel copy of an unconverted input range with its CRC-32,
 //! and [`Reserved`], a member of a stored `.npz` whose room [`super::zip::ZipWriter::reserve`]
 //! set aside so that a `--jobs` worker fills it while the writer goes on with the members after
-//! it. Talks to: [`super::zip`] (which reserves and completes), the pipeline's workers (which
-//! write through the [`MemberWriter`] it implements).
+//! it; and [`write_at`], how the zip writer's buffer reaches the file. Talks to: [`super::zip`]
+//! (which reserves and completes), the pipeline's workers (which write through the
+//! [`MemberWriter`] it implements).
 //!
 //! Why a hand-made `copy_file_range` loop: std's `io::copy` between files copies inside the
 //! kernel too, but only at the files' own offsets, and members filled by several threads need
@@ -323,4 +324,21 @@ impl MemberWriter for Reserved {
             .push((self.room.crc_at, crc));
         Ok(())
     }
+}
+
+/// The most bytes one `pwrite` of the buffer puts into the output ([`write_at`]).
+const WRITE_PIECE: usize = 32 << 10;
+
+/// Writes `data` at `at`, [`WRITE_PIECE`] bytes per `pwrite`: the kernel sizes page-cache
+/// folios after a write's length and offset, and the 1 MiB folios of a 1 MiB write at a 1 MiB
+/// offset come from high-order free memory that a VM's free page reporting has returned to its
+/// host, each page then faulting in the host (71 % of a TorchScript conversion in
+/// `copy_folio_from_iter_atomic`, about 3x the time of 32 KiB writes; benches/NOTES.md, round 8).
+pub(super) fn write_at(out: &File, data: &[u8], at: u64) -> io::Result<()> {
+    let mut done = 0;
+    for piece in data.chunks(WRITE_PIECE) {
+        out.write_all_at(piece, at + done)?;
+        done += piece.len() as u64;
+    }
+    Ok(())
 }

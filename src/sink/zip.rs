@@ -483,7 +483,7 @@ impl ZipWriter {
         }
         if self.seekable {
             let _turn = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            write_at(&self.out, data, self.flushed)?;
+            super::slot::write_at(&self.out, data, self.flushed)?;
         } else {
             (&*self.out).write_all(data)?;
         }
@@ -688,23 +688,6 @@ fn put32(v: &mut Vec<u8>, n: u32) {
 }
 fn put64(v: &mut Vec<u8>, n: u64) {
     v.extend_from_slice(&n.to_le_bytes());
-}
-
-/// The most bytes one `pwrite` of the buffer puts into the output ([`write_at`]).
-const WRITE_PIECE: usize = 32 << 10;
-
-/// Writes `data` at `at`, [`WRITE_PIECE`] bytes per `pwrite`: the kernel sizes page-cache
-/// folios after a write's length and offset, and the 1 MiB folios of a 1 MiB write at a 1 MiB
-/// offset come from high-order free memory that a VM's free page reporting has returned to its
-/// host, each page then faulting in the host (71 % of a TorchScript conversion in
-/// `copy_folio_from_iter_atomic`, about 3x the time of 32 KiB writes; benches/NOTES.md, round 8).
-fn write_at(out: &File, data: &[u8], at: u64) -> io::Result<()> {
-    let mut done = 0;
-    for piece in data.chunks(WRITE_PIECE) {
-        out.write_all_at(piece, at + done)?;
-        done += piece.len() as u64;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
