@@ -52,6 +52,33 @@ pub struct Layout {
     pub codecs: Vec<Codec>,
 }
 
+/// A well-formed array whose element type has no NumPy form here (strings, structured): the
+/// zarr reader lists it as such, so `--skip-unsupported` can leave it out of a group.
+#[derive(Debug)]
+pub struct UnsupportedDtype {
+    /// The dtype as the metadata spells it.
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub why: String,
+}
+
+impl std::fmt::Display for UnsupportedDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for UnsupportedDtype {}
+
+fn unsupported(dtype: String, shape: &[u64], why: anyhow::Error) -> anyhow::Error {
+    UnsupportedDtype {
+        dtype,
+        shape: shape.to_vec(),
+        why: format!("{why:#}"),
+    }
+    .into()
+}
+
 #[derive(Clone, Debug)]
 pub struct ArrayMeta {
     pub shape: Vec<u64>,
@@ -111,10 +138,15 @@ pub fn parse_v2(text: &[u8]) -> Result<ArrayMeta> {
     }
     let shape = dims(&v["shape"], "shape")?;
     let chunks = dims(&v["chunks"], "chunks")?;
-    let typestr = v["dtype"]
-        .as_str()
-        .ok_or_else(|| anyhow!("dtype is not a string (structured dtypes are not read)"))?;
-    let (dtype, big_endian) = parse_typestr(typestr)?;
+    let typestr = v["dtype"].as_str().ok_or_else(|| {
+        unsupported(
+            v["dtype"].to_string(),
+            &shape,
+            anyhow!("dtype is not a string (structured dtypes are not read)"),
+        )
+    })?;
+    let (dtype, big_endian) =
+        parse_typestr(typestr).map_err(|e| unsupported(typestr.to_string(), &shape, e))?;
     let perm = match v["order"].as_str() {
         Some("C") | None => None,
         Some("F") => Some((0..shape.len()).rev().collect()),
@@ -192,13 +224,17 @@ pub fn parse_v3(text: &[u8]) -> Result<ArrayMeta> {
     {
         bail!("storage_transformers {t:?} are not supported");
     }
-    let name = v["data_type"].as_str().ok_or_else(|| {
-        anyhow!(
-            "data_type {} is not supported (numbers and booleans are)",
-            v["data_type"]
+    let data_type = &v["data_type"];
+    let name = data_type.as_str().ok_or_else(|| {
+        unsupported(
+            data_type["name"]
+                .as_str()
+                .map_or_else(|| data_type.to_string(), str::to_string),
+            &shape,
+            anyhow!("data_type {data_type} is not supported (numbers and booleans are)"),
         )
     })?;
-    let dtype = dtype_v3(name)?;
+    let dtype = dtype_v3(name).map_err(|e| unsupported(name.to_string(), &shape, e))?;
     let codecs = v["codecs"]
         .as_array()
         .ok_or_else(|| anyhow!("codecs is not a list"))?;
