@@ -36,6 +36,51 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The files under the local directory `dir` whose names pass `keep`, searched through
+/// subfolders at most `depth` levels down (folders that are symbolic links are not entered),
+/// as paths relative to `dir` sorted component by component; an error past `max` of them.
+/// Each file found obeys the links rule.
+pub fn files_under(
+    dir: &Path,
+    depth: usize,
+    max: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<PathBuf>> {
+    fn walk(
+        root: &Path,
+        rel: &Path,
+        depth: usize,
+        max: usize,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let here = root.join(rel);
+        let entries =
+            std::fs::read_dir(&here).with_context(|| format!("cannot list {}", here.display()))?;
+        for e in entries.filter_map(|e| e.ok()) {
+            let Some(name) = e.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let path = here.join(&name);
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth > 0 {
+                walk(root, &rel.join(&name), depth - 1, max, keep, out)?;
+            } else if !is_dir && path.is_file() && keep(&name) {
+                check_inside(root, &path)?;
+                if out.len() == max {
+                    bail!("{} holds more than {max} such files", root.display());
+                }
+                out.push(rel.join(&name));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, Path::new(""), depth, max, keep, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// The one of `found` (names of files in `dir`) to read, `None` when there is none, or an
 /// error naming them all when there are several (`what` says what they are).
 pub fn one_of(dir: &Path, mut found: Vec<&String>, what: &str) -> Result<Option<PathBuf>> {
