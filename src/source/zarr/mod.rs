@@ -97,13 +97,14 @@ pub struct Array {
 impl Array {
     pub fn tensor_meta(&self) -> TensorMeta {
         let m = &self.meta;
+        let bytes = m.dtype == DType::String;
         TensorMeta {
             name: self.name.clone(),
             dtype: m.dtype,
             shape: m.shape.clone(),
-            kind: Kind::Dense,
+            kind: if bytes { Kind::String } else { Kind::Dense },
             stored_bytes: m.shape.iter().product::<u64>() * m.item as u64,
-            max_string_len: None,
+            max_string_len: bytes.then_some(m.item as u64),
             big_endian: m.big_endian,
             ragged_rank: 0,
             facts: Default::default(),
@@ -272,8 +273,28 @@ impl Source for ZarrSource {
         .stream(chunk, sink)
     }
 
-    fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("zarr arrays hold no strings here")
+    /// A `|S<n>` array: each element without its trailing NUL bytes, as NumPy gives it.
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let a = match &self.arrays[index] {
+            Ok(a) if a.meta.dtype == DType::String => a,
+            Ok(a) => bail!("array '{}' is not a bytes array", a.name),
+            Err(r) => bail!("{}", r.why.why),
+        };
+        let item = a.meta.item;
+        ArrayReader {
+            store: &self.store,
+            prefix: &a.prefix,
+            meta: &a.meta,
+        }
+        .stream(1 << 20, &mut |c: &[u8]| {
+            if c.len() % item != 0 {
+                bail!("a piece of {} bytes is not whole elements", c.len());
+            }
+            c.chunks(item).try_for_each(|e| {
+                let end = e.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                sink(&e[..end])
+            })
+        })
     }
 
     fn input_files(&self) -> Vec<PathBuf> {
