@@ -204,4 +204,22 @@ mod tests {
         assert!(check_inside(&plain, &plain.join("w")).is_err());
         assert_eq!(files(&snap).unwrap(), ["cached", "inside", "out", "plain"]);
     }
+
+    #[test]
+    fn files_under_searches_subfolders_to_a_depth_sorted_and_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for f in ["b/x.ev", "a/y.ev", "a/deep/z.ev", "top.ev", "other.txt"] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), b"x").unwrap();
+        }
+        symlink(r.join("a"), r.join("linked")).unwrap();
+        let ev = |n: &str| n.ends_with(".ev");
+        let got = files_under(r, 1, 10, &ev).unwrap();
+        let want: Vec<PathBuf> = ["a/y.ev", "b/x.ev", "top.ev"].map(PathBuf::from).to_vec();
+        assert_eq!(got, want);
+        assert_eq!(files_under(r, 2, 10, &ev).unwrap().len(), 4);
+        let e = files_under(r, 2, 3, &ev).unwrap_err().to_string();
+        assert!(e.contains("more than 3"), "{e}");
+    }
 }

@@ -29,11 +29,11 @@ use crate::container::cursor::Window;
 use crate::container::protobuf::{self as pbwalk, Value};
 use crate::container::tfrecord::{self, Records, HEADER};
 use crate::dtype::DType;
+use crate::input;
 use crate::input::FileRange;
+use crate::source::chain::Chain;
 use crate::source::proto::{Dim, TensorShapeProto};
 use crate::source::tensorproto::ScannedTensor;
-use crate::input;
-use crate::source::chain::Chain;
 use crate::source::{folder, Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 

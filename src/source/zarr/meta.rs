@@ -670,16 +670,23 @@ mod tests {
     #[test]
     fn v2_bytes_arrays_are_sized_by_their_width_and_unicode_is_refused_as_unsupported() {
         let doc = |dtype: &str, fill: &str| {
-            format!(r#"{{"chunks":[2],"compressor":null,"dtype":"{dtype}","fill_value":{fill},"filters":null,"order":"C","shape":[3],"zarr_format":2}}"#)
+            format!(
+                r#"{{"chunks":[2],"compressor":null,"dtype":"{dtype}","fill_value":{fill},"filters":null,"order":"C","shape":[3],"zarr_format":2}}"#
+            )
         };
         let m = parse_v2(doc("|S3", r#""""#).as_bytes()).unwrap();
-        assert_eq!((m.dtype, m.item, m.fill.clone()), (DType::String, 3, vec![0; 3]));
+        assert_eq!(
+            (m.dtype, m.item, m.fill.clone()),
+            (DType::String, 3, vec![0; 3])
+        );
         for bad in ["|S0", "|Sx", "|S99999999"] {
             assert!(parse_v2(doc(bad, "null").as_bytes()).is_err(), "{bad}");
         }
         assert!(parse_v2(doc("|S2", r#""YWI=""#).as_bytes()).is_err());
         let e = parse_v2(doc("<U2", r#""""#).as_bytes()).unwrap_err();
-        let u = e.downcast_ref::<UnsupportedDtype>().expect("an UnsupportedDtype");
+        let u = e
+            .downcast_ref::<UnsupportedDtype>()
+            .expect("an UnsupportedDtype");
         assert_eq!((u.dtype.as_str(), u.shape.as_slice()), ("<U2", &[3u64][..]));
     }
 }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{Input, OpenOptions, Reader, Sniff};
-use crate::input::{self, FileRange};
 use crate::dtype::DType;
+use crate::input::{self, FileRange};
 use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
 use chunks::{ArrayReader, Store};
 use meta::{ArrayMeta, UnsupportedDtype};
@@ -287,7 +287,7 @@ impl Source for ZarrSource {
             meta: &a.meta,
         }
         .stream(1 << 20, &mut |c: &[u8]| {
-            if c.len() % item != 0 {
+            if !c.len().is_multiple_of(item) {
                 bail!("a piece of {} bytes is not whole elements", c.len());
             }
             c.chunks(item).try_for_each(|e| {
