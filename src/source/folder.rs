@@ -65,7 +65,7 @@ pub fn files_under(
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
             if is_dir && depth > 0 {
                 walk(root, &rel.join(&name), depth - 1, max, keep, out)?;
-            } else if !is_dir && path.is_file() && keep(&name) {
+            } else if !is_dir && keep(&name) && path.is_file() {
                 check_inside(root, &path)?;
                 if out.len() == max {
                     bail!("{} holds more than {max} such files", root.display());
