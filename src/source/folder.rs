@@ -36,6 +36,51 @@ pub fn files(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The files under the local directory `dir` whose names pass `keep`, searched through
+/// subfolders at most `depth` levels down (folders that are symbolic links are not entered),
+/// as paths relative to `dir` sorted component by component; an error past `max` of them.
+/// Each file found obeys the links rule.
+pub fn files_under(
+    dir: &Path,
+    depth: usize,
+    max: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<PathBuf>> {
+    fn walk(
+        root: &Path,
+        rel: &Path,
+        depth: usize,
+        max: usize,
+        keep: &dyn Fn(&str) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let here = root.join(rel);
+        let entries =
+            std::fs::read_dir(&here).with_context(|| format!("cannot list {}", here.display()))?;
+        for e in entries.filter_map(|e| e.ok()) {
+            let Some(name) = e.file_name().to_str().map(String::from) else {
+                continue;
+            };
+            let path = here.join(&name);
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && depth > 0 {
+                walk(root, &rel.join(&name), depth - 1, max, keep, out)?;
+            } else if !is_dir && keep(&name) && path.is_file() {
+                check_inside(root, &path)?;
+                if out.len() == max {
+                    bail!("{} holds more than {max} such files", root.display());
+                }
+                out.push(rel.join(&name));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, Path::new(""), depth, max, keep, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// The one of `found` (names of files in `dir`) to read, `None` when there is none, or an
 /// error naming them all when there are several (`what` says what they are).
 pub fn one_of(dir: &Path, mut found: Vec<&String>, what: &str) -> Result<Option<PathBuf>> {
@@ -158,5 +203,23 @@ mod tests {
         symlink("../../w", plain.join("w")).unwrap();
         assert!(check_inside(&plain, &plain.join("w")).is_err());
         assert_eq!(files(&snap).unwrap(), ["cached", "inside", "out", "plain"]);
+    }
+
+    #[test]
+    fn files_under_searches_subfolders_to_a_depth_sorted_and_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for f in ["b/x.ev", "a/y.ev", "a/deep/z.ev", "top.ev", "other.txt"] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), b"x").unwrap();
+        }
+        symlink(r.join("a"), r.join("linked")).unwrap();
+        let ev = |n: &str| n.ends_with(".ev");
+        let got = files_under(r, 1, 10, &ev).unwrap();
+        let want: Vec<PathBuf> = ["a/y.ev", "b/x.ev", "top.ev"].map(PathBuf::from).to_vec();
+        assert_eq!(got, want);
+        assert_eq!(files_under(r, 2, 10, &ev).unwrap().len(), 4);
+        let e = files_under(r, 2, 3, &ev).unwrap_err().to_string();
+        assert!(e.contains("more than 3"), "{e}");
     }
 }

@@ -29,10 +29,12 @@ use crate::container::cursor::Window;
 use crate::container::protobuf::{self as pbwalk, Value};
 use crate::container::tfrecord::{self, Records, HEADER};
 use crate::dtype::DType;
+use crate::input;
 use crate::input::FileRange;
+use crate::source::chain::Chain;
 use crate::source::proto::{Dim, TensorShapeProto};
 use crate::source::tensorproto::ScannedTensor;
-use crate::source::{Input, OpenOptions, Reader, Sniff};
+use crate::source::{folder, Input, OpenOptions, Reader, Sniff};
 use crate::tensor::{ChunkSink, InputFacts, Kind, Source, TensorMeta};
 
 /// Values are read through a window of this many bytes.
@@ -46,9 +48,29 @@ pub static READER: Reader = Reader {
     open,
 };
 
+/// Deepest subfolder of a log directory searched for event files (`runs/exp1/train/`).
+const DIR_DEPTH: usize = 4;
+/// Most event files of one log directory (each is held open).
+const DIR_FILES: usize = 512;
+
+fn is_event_file(name: &str) -> bool {
+    name.contains("tfevents")
+}
+
 /// A TFRecord whose file name says `tfevents`, or whose first record is an Event with a
-/// `file_version` of `brain.Event:...` (what every summary writer writes first).
+/// `file_version` of `brain.Event:...` (what every summary writer writes first). A local
+/// directory with event files in it or its subfolders (a TensorBoard log directory) is a
+/// `Maybe`, so that every other folder reader is asked first.
 fn sniff_input(input: &Input) -> Sniff {
+    if input.is_dir {
+        if input::url_of(&input.path).is_some() {
+            return Sniff::No;
+        }
+        return match folder::files_under(&input.path, DIR_DEPTH, DIR_FILES, &is_event_file) {
+            Ok(f) if f.is_empty() => Sniff::No,
+            _ => Sniff::Maybe,
+        };
+    }
     if !tfrecord::is_header(&input.head) {
         return Sniff::No;
     }
@@ -131,6 +153,9 @@ pub struct TfEventsOptions {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    if input.is_dir {
+        return open_dir(input, opts);
+    }
     let data = input.data()?.clone();
     let src = TfEventsSource::open(
         &input.display,
@@ -142,7 +167,51 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     Ok(Box::new(src))
 }
 
+/// A log directory: its event files (sorted by path) read one after the other as one input,
+/// each file's tensors named under its folder relative to the directory (`train/loss/3`); a
+/// name two files give is an error naming both (the chain's rule).
+fn open_dir(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    let files = folder::files_under(&input.path, DIR_DEPTH, DIR_FILES, &is_event_file)
+        .with_context(|| input.display.clone())?;
+    if files.is_empty() {
+        bail!(
+            "{}: no TensorBoard event file (events.out.tfevents.*) in it or in its subfolders",
+            input.display
+        );
+    }
+    let mut chain = Chain::new(&input.display);
+    for rel in files {
+        let part = super::probe(&input.path.join(&rel))?;
+        let mut src = TfEventsSource::open(
+            &part.display,
+            part.files.clone(),
+            part.data()?.clone(),
+            opts.tfevents.stack,
+            opts.max_fill_bytes,
+        )
+        .with_context(|| part.display.clone())?;
+        if let Some(dir) = rel.parent().filter(|d| !d.as_os_str().is_empty()) {
+            src.prefix_tags(&format!("{}/", dir.to_string_lossy()));
+        }
+        for note in &src.notes {
+            chain.add_note(format!("{}: {note}", part.display));
+        }
+        chain.push_held(Box::new(src))?;
+    }
+    Ok(Box::new(chain.finish()))
+}
+
 impl TfEventsSource {
+    /// Names every tensor under `prefix` (a log directory's subfolder, `train/`).
+    fn prefix_tags(&mut self, prefix: &str) {
+        for t in &mut self.tags {
+            t.insert_str(0, prefix);
+        }
+        for m in self.stacked.iter_mut().flatten() {
+            m.name.insert_str(0, prefix);
+        }
+    }
+
     pub fn open(
         path: &str,
         files: Vec<PathBuf>,

@@ -3,7 +3,8 @@
 //! fixtures/gen_tflite.py (`tf.lite.Interpreter.get_tensor`, its quantization parameters) and
 //! fixtures/gen_tensorboard.py (`summary_iterator` + `tf.make_ndarray`); `list --json` showing
 //! quantization; event files winning the sniff over TFRecords whatever their name; and damage
-//! (every flipped byte of an event file, every truncation of a model) refused without a panic.
+//! (every flipped byte of an event file, every truncation of a model) refused without a panic;
+//! a log directory (fixtures/tensorboard_logdir/) read as its event files under their folders.
 
 use crate::common;
 
@@ -296,4 +297,17 @@ fn damaged_events_with_valid_checksums_are_read_or_refused_without_a_panic() {
         }
     }
     assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
+}
+
+#[test]
+fn a_tensorboard_log_directory_reads_its_runs_under_their_folders() {
+    // exp1/ holds train/ and validation/ event files with the same tags: each value is named
+    // under its folder (the oracle: summary_iterator over each file); a folder whose two event
+    // files log one tag at one step is refused, naming both files
+    let ran = cases::run_manifest(
+        "tensorboard_logdir",
+        &[&["--chunk-size", "8"]],
+        &cases::nothing_else,
+    );
+    assert!(ran.good >= 1 && ran.bad >= 1, "{ran:?}");
 }

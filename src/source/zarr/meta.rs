@@ -3,7 +3,7 @@
 //! chunk key encoding) before any chunk is touched. `chunks.rs` decodes with it; the zarr and
 //! Orbax readers build it from the JSON they find.
 //!
-//! v2 (zarr spec v2): `dtype` is a NumPy typestr (`<f4`, `>i8`, `|b1`) or TensorStore's
+//! v2 (zarr spec v2): `dtype` is a NumPy typestr (`<f4`, `>i8`, `|b1`, `|S<n>` bytes) or TensorStore's
 //! `bfloat16`, `float8_*` and `int4` names; `order` C or F; `compressor` one codec or null; `filters`
 //! must be empty (none is decoded); `dimension_separator` `.` or `/`. v3: `data_type` by
 //! name, `codecs` a chain of array→array (`transpose`), one array→bytes (`bytes` with its endianness, or
@@ -18,6 +18,8 @@ use crate::tensor::checked_elements;
 
 /// Most dimensions accepted (NumPy's own limit is 64).
 const MAX_RANK: usize = 64;
+/// Widest `|S<n>` element accepted.
+const MAX_BYTES_LEN: usize = 1 << 20;
 
 /// A bytes→bytes codec, in the order the writer applied them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +52,33 @@ pub struct Layout {
     pub perm: Option<Vec<usize>>,
     pub big_endian: bool,
     pub codecs: Vec<Codec>,
+}
+
+/// A well-formed array whose element type has no NumPy form here (strings, structured): the
+/// zarr reader lists it as such, so `--skip-unsupported` can leave it out of a group.
+#[derive(Debug)]
+pub struct UnsupportedDtype {
+    /// The dtype as the metadata spells it.
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub why: String,
+}
+
+impl std::fmt::Display for UnsupportedDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for UnsupportedDtype {}
+
+fn unsupported(dtype: String, shape: &[u64], why: anyhow::Error) -> anyhow::Error {
+    UnsupportedDtype {
+        dtype,
+        shape: shape.to_vec(),
+        why: format!("{why:#}"),
+    }
+    .into()
 }
 
 #[derive(Clone, Debug)]
@@ -111,10 +140,27 @@ pub fn parse_v2(text: &[u8]) -> Result<ArrayMeta> {
     }
     let shape = dims(&v["shape"], "shape")?;
     let chunks = dims(&v["chunks"], "chunks")?;
-    let typestr = v["dtype"]
-        .as_str()
-        .ok_or_else(|| anyhow!("dtype is not a string (structured dtypes are not read)"))?;
-    let (dtype, big_endian) = parse_typestr(typestr)?;
+    let typestr = v["dtype"].as_str().ok_or_else(|| {
+        unsupported(
+            v["dtype"].to_string(),
+            &shape,
+            anyhow!("dtype is not a string (structured dtypes are not read)"),
+        )
+    })?;
+    // `|S<n>`: fixed-width bytes, read as NumPy's `|S<n>` (trailing NULs dropped).
+    let bytes_len = match typestr.strip_prefix("|S") {
+        Some(n) => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_BYTES_LEN).contains(n))
+                .ok_or_else(|| anyhow!("dtype '{typestr}': a width from 1 to {MAX_BYTES_LEN}"))?,
+        ),
+        None => None,
+    };
+    let (dtype, big_endian) = match bytes_len {
+        Some(_) => (DType::String, false),
+        None => parse_typestr(typestr).map_err(|e| unsupported(typestr.to_string(), &shape, e))?,
+    };
     let perm = match v["order"].as_str() {
         Some("C") | None => None,
         Some("F") => Some((0..shape.len()).rev().collect()),
@@ -142,13 +188,25 @@ pub fn parse_v2(text: &[u8]) -> Result<ArrayMeta> {
         Some("/") => '/',
         Some(s) => bail!("dimension_separator '{s}' is neither '.' nor '/'"),
     };
-    let fill = fill_bytes(&v["fill_value"], dtype, big_endian)?;
+    let fill = match bytes_len {
+        // zarr-python writes "" (and base64 for others); only the all-zero fill is taken
+        Some(n) => match &v["fill_value"] {
+            Value::Null | Value::Number(_) if v["fill_value"].as_u64().unwrap_or(0) == 0 => {
+                vec![0; n]
+            }
+            Value::String(f) if f.is_empty() || f.bytes().all(|b| b == b'A' || b == b'=') => {
+                vec![0; n]
+            }
+            f => bail!("fill_value {f} for {typestr}: only an empty (all-zero) fill is read"),
+        },
+        None => fill_bytes(&v["fill_value"], dtype, big_endian)?,
+    };
     finish(ArrayMeta {
         shape,
         chunks,
         dtype,
         dtype_name: typestr.to_string(),
-        item: 0,
+        item: bytes_len.unwrap_or(0),
         layout: Layout {
             perm,
             big_endian,
@@ -192,13 +250,17 @@ pub fn parse_v3(text: &[u8]) -> Result<ArrayMeta> {
     {
         bail!("storage_transformers {t:?} are not supported");
     }
-    let name = v["data_type"].as_str().ok_or_else(|| {
-        anyhow!(
-            "data_type {} is not supported (numbers and booleans are)",
-            v["data_type"]
+    let data_type = &v["data_type"];
+    let name = data_type.as_str().ok_or_else(|| {
+        unsupported(
+            data_type["name"]
+                .as_str()
+                .map_or_else(|| data_type.to_string(), str::to_string),
+            &shape,
+            anyhow!("data_type {data_type} is not supported (numbers and booleans are)"),
         )
     })?;
-    let dtype = dtype_v3(name)?;
+    let dtype = dtype_v3(name).map_err(|e| unsupported(name.to_string(), &shape, e))?;
     let codecs = v["codecs"]
         .as_array()
         .ok_or_else(|| anyhow!("codecs is not a list"))?;
@@ -235,10 +297,12 @@ pub fn parse_v3(text: &[u8]) -> Result<ArrayMeta> {
 
 /// Checks the shapes against each other and sizes the element.
 fn finish(mut m: ArrayMeta) -> Result<ArrayMeta> {
-    m.item = m
-        .dtype
-        .item_size()
-        .ok_or_else(|| anyhow!("dtype {} has no fixed size", m.dtype_name))?;
+    if m.item == 0 {
+        m.item = m
+            .dtype
+            .item_size()
+            .ok_or_else(|| anyhow!("dtype {} has no fixed size", m.dtype_name))?;
+    }
     if m.shape.len() != m.chunks.len() {
         bail!(
             "shape {:?} and chunk shape {:?} differ in rank",
@@ -601,5 +665,28 @@ mod tests {
         assert!(m.layout.big_endian);
         let unknown = br#"{"chunks":[2],"compressor":{"id":"lzma"},"dtype":"<f4","fill_value":0,"filters":null,"order":"C","shape":[3],"zarr_format":2}"#;
         assert!(format!("{:#}", parse_v2(unknown).unwrap_err()).contains("lzma"));
+    }
+
+    #[test]
+    fn v2_bytes_arrays_are_sized_by_their_width_and_unicode_is_refused_as_unsupported() {
+        let doc = |dtype: &str, fill: &str| {
+            format!(
+                r#"{{"chunks":[2],"compressor":null,"dtype":"{dtype}","fill_value":{fill},"filters":null,"order":"C","shape":[3],"zarr_format":2}}"#
+            )
+        };
+        let m = parse_v2(doc("|S3", r#""""#).as_bytes()).unwrap();
+        assert_eq!(
+            (m.dtype, m.item, m.fill.clone()),
+            (DType::String, 3, vec![0; 3])
+        );
+        for bad in ["|S0", "|Sx", "|S99999999"] {
+            assert!(parse_v2(doc(bad, "null").as_bytes()).is_err(), "{bad}");
+        }
+        assert!(parse_v2(doc("|S2", r#""YWI=""#).as_bytes()).is_err());
+        let e = parse_v2(doc("<U2", r#""""#).as_bytes()).unwrap_err();
+        let u = e
+            .downcast_ref::<UnsupportedDtype>()
+            .expect("an UnsupportedDtype");
+        assert_eq!((u.dtype.as_str(), u.shape.as_slice()), ("<U2", &[3u64][..]));
     }
 }

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{Input, OpenOptions, Reader, Sniff};
+use crate::dtype::DType;
 use crate::input::{self, FileRange};
-use crate::tensor::{ChunkSink, Kind, Source, TensorMeta};
+use crate::tensor::{ChunkSink, Facts, Kind, Source, TensorMeta};
 use chunks::{ArrayReader, Store};
-use meta::ArrayMeta;
+use meta::{ArrayMeta, UnsupportedDtype};
 
 pub static READER: Reader = Reader {
     name: "zarr",
@@ -98,13 +99,14 @@ pub struct Array {
 impl Array {
     pub fn tensor_meta(&self) -> TensorMeta {
         let m = &self.meta;
+        let bytes = m.dtype == DType::String;
         TensorMeta {
             name: self.name.clone(),
             dtype: m.dtype,
             shape: m.shape.clone(),
-            kind: Kind::Dense,
+            kind: if bytes { Kind::String } else { Kind::Dense },
             stored_bytes: m.shape.iter().product::<u64>() * m.item as u64,
-            max_string_len: None,
+            max_string_len: bytes.then_some(m.item as u64),
             big_endian: m.big_endian,
             ragged_rank: 0,
             facts: Default::default(),
@@ -138,10 +140,17 @@ fn small(r: &FileRange) -> Result<Vec<u8>> {
     r.read_vec(0, r.len() as usize)
 }
 
+/// An array of a group whose dtype has no NumPy form: listed as such (so `--skip-unsupported`
+/// leaves it out and the others convert), never read.
+struct Refused {
+    name: String,
+    why: UnsupportedDtype,
+}
+
 pub struct ZarrSource {
     path: String,
     store: DirStore,
-    arrays: Vec<Array>,
+    arrays: Vec<Result<Array, Refused>>,
     files: Vec<PathBuf>,
 }
 
@@ -152,11 +161,11 @@ impl ZarrSource {
         };
         let mut arrays = Vec::new();
         if let Some(meta) = array_at(&store, "")? {
-            arrays.push(Array {
+            arrays.push(Ok(Array {
                 name: stem.to_string(),
                 prefix: String::new(),
                 meta,
-            });
+            }));
         } else {
             walk(&store, root, "", 0, &mut arrays)?;
         }
@@ -179,7 +188,7 @@ fn walk(
     dir: &Path,
     prefix: &str,
     depth: usize,
-    out: &mut Vec<Array>,
+    out: &mut Vec<Result<Array, Refused>>,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!(
@@ -192,12 +201,29 @@ fn walk(
     names.sort();
     for name in names {
         let key = format!("{prefix}{name}/");
-        if let Some(meta) = array_at(store, &key)? {
-            out.push(Array {
+        let found = match array_at(store, &key) {
+            Ok(found) => found,
+            Err(e) => match e.chain().find_map(|c| c.downcast_ref::<UnsupportedDtype>()) {
+                Some(u) => {
+                    out.push(Err(Refused {
+                        name: format!("{prefix}{name}"),
+                        why: UnsupportedDtype {
+                            dtype: u.dtype.clone(),
+                            shape: u.shape.clone(),
+                            why: format!("{e:#}"),
+                        },
+                    }));
+                    continue;
+                }
+                None => return Err(e),
+            },
+        };
+        if let Some(meta) = found {
+            out.push(Ok(Array {
                 name: format!("{prefix}{name}"),
                 prefix: key,
                 meta,
-            });
+            }));
         } else if store.get(&format!("{key}.zgroup"))?.is_some()
             || store.get(&format!("{key}zarr.json"))?.is_some()
         {
@@ -217,11 +243,30 @@ impl Source for ZarrSource {
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
-        Ok(self.arrays[index].tensor_meta())
+        Ok(match &self.arrays[index] {
+            Ok(a) => a.tensor_meta(),
+            Err(r) => TensorMeta {
+                name: r.name.clone(),
+                dtype: DType::Resource,
+                shape: r.why.shape.clone(),
+                kind: Kind::Dense,
+                stored_bytes: 0,
+                max_string_len: None,
+                big_endian: false,
+                ragged_rank: 0,
+                facts: Facts {
+                    source_dtype: Some(r.why.dtype.clone()),
+                    ..Default::default()
+                },
+            },
+        })
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let a = &self.arrays[index];
+        let a = match &self.arrays[index] {
+            Ok(a) => a,
+            Err(r) => bail!("{}", r.why.why),
+        };
         ArrayReader {
             store: &self.store,
             prefix: &a.prefix,
@@ -230,8 +275,28 @@ impl Source for ZarrSource {
         .stream(chunk, sink)
     }
 
-    fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("zarr arrays hold no strings here")
+    /// A `|S<n>` array: each element without its trailing NUL bytes, as NumPy gives it.
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let a = match &self.arrays[index] {
+            Ok(a) if a.meta.dtype == DType::String => a,
+            Ok(a) => bail!("array '{}' is not a bytes array", a.name),
+            Err(r) => bail!("{}", r.why.why),
+        };
+        let item = a.meta.item;
+        ArrayReader {
+            store: &self.store,
+            prefix: &a.prefix,
+            meta: &a.meta,
+        }
+        .stream(1 << 20, &mut |c: &[u8]| {
+            if !c.len().is_multiple_of(item) {
+                bail!("a piece of {} bytes is not whole elements", c.len());
+            }
+            c.chunks(item).try_for_each(|e| {
+                let end = e.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                sink(&e[..end])
+            })
+        })
     }
 
     fn input_files(&self) -> Vec<PathBuf> {
