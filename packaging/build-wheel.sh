@@ -20,7 +20,7 @@ else
   bin="target/release/tensor2npy"
   mkdir -p target/release
   if [ -e "$bin" ]; then mv "$bin" "$bin.kept"; fi
-  trap 'rm -f "$bin"; if [ -e "$bin.kept" ]; then mv "$bin.kept" "$bin"; fi' EXIT
+  trap 'rm -f "$bin"; if [ -e "$bin.kept" ]; then mv "$bin.kept" "$bin"; else rmdir target/release 2>/dev/null || true; fi' EXIT
   cp "${CARGO_TARGET_DIR:-target}/$profile/tensor2npy" "$bin"
 fi
 if [ "$profile" = release ]; then set -- --release; else set -- --profile "$profile"; fi
