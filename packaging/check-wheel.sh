@@ -5,7 +5,8 @@
 # venv, one real conversion loaded back with NumPy, and the Python module's tests
 # (python/tests, pytest) against the installed `import tensor2npy`.
 # Usage: packaging/check-wheel.sh [PYTHON]   (PYTHON: an interpreter that can pip install;
-# T2N_WHEEL=path checks that wheel instead of building one)
+# T2N_WHEEL=path checks that wheel instead of building one; T2N_WHEEL_PROFILE=ci, passed on to
+# build-wheel.sh, builds it from CI's [profile.ci] build instead of the release one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${1:-python3}"

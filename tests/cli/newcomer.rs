@@ -415,8 +415,8 @@ fn the_readme_first_command_writes_under_target_and_names_every_ci_step() {
         "cargo fmt --check",
         "cargo clippy",
         "--no-default-features",
-        "T2N_BIN=",
-        "--test formats fixtures::",
+        "--profile ci",
+        "T2N_WHEEL_PROFILE=ci",
         "packaging/check-wheel.sh",
         "moto",
     ] {

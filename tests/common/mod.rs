@@ -24,8 +24,8 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The binary under test: the one cargo built with the tests, or `$T2N_BIN` (CI runs the
-/// fixture tests again against the release binary the wheel ships).
+/// The binary under test: the one cargo built with the tests, or `$T2N_BIN` (to run the tests
+/// against another build of it, such as the release binary the wheel ships).
 pub fn bin() -> PathBuf {
     std::env::var_os("T2N_BIN")
         .map(PathBuf::from)
