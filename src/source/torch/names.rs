@@ -35,8 +35,9 @@ pub(super) struct Walk<'a> {
     pub script: Option<&'a ScriptClasses>,
     /// Classes named as modules (`nn.Module` records and TorchScript modules).
     pub modules: HashSet<String>,
-    /// Modules whose tensors sit in a packed `torch.ScriptObject` attribute (the quantized
-    /// modules' packed parameters), which `state_dict()` unpacks by running code: their names.
+    /// Modules with a `torch.ScriptObject` attribute holding tensors (the quantized modules'
+    /// packed parameters), whose `state_dict()` entries only their own code computes: their
+    /// names and classes, each once.
     pub opaque: Vec<String>,
     pub(super) visited: u64,
     pub(super) distinct: HashSet<usize>,
@@ -279,12 +280,22 @@ impl Walk<'_> {
                 self.leaf(join(prefix, &dot(at, &name)), &v)?;
             }
         }
-        if r.attributes()
-            .iter()
-            .any(|(_, v)| matches!(v, Value::Record(o) if &*o.class == "torch.ScriptObject"))
-        {
-            self.opaque
-                .push(format!("{} ({})", join(prefix, at), r.class));
+        let packed = r.attributes().iter().any(|(_, v)| match v {
+            Value::Record(o) if &*o.class == "torch.ScriptObject" => {
+                let mut budget = HOLDS_TENSOR_VISITS;
+                holds_tensor(&o.state.borrow(), 0, &mut budget)
+            }
+            _ => false,
+        });
+        if packed {
+            let name = match join(prefix, at) {
+                n if n.is_empty() => "(the root)".to_string(),
+                n => n,
+            };
+            let entry = format!("{name} ({})", r.class);
+            if !self.opaque.contains(&entry) {
+                self.opaque.push(entry);
+            }
         }
         for (name, v) in dict_attr(r, "_modules")? {
             match &v {

@@ -64,12 +64,12 @@ pub(super) fn build(
     }
     if !walk.opaque.is_empty() {
         let what = format!(
-            "{} module(s) keep their tensors packed in a torch.ScriptObject (quantized modules do), which torch's state_dict() unpacks by running their code: {}",
+            "{} module(s) keep tensors in a torch.ScriptObject (the packed parameters of quantized modules), whose state_dict() entries only the modules' own code computes: {}",
             walk.opaque.len(),
             list(&walk.opaque.iter().collect::<Vec<_>>())
         );
         if walk.found.is_empty() {
-            bail!("{what}; nothing else holds a tensor. Save model.state_dict() instead (tensor2npy reads it)");
+            bail!("{what}; nothing else holds a tensor. Quantized weights have no NumPy form either: to convert them, save {{k: v.dequantize() if v.is_quantized else v for k, v in model.state_dict().items()}} with torch.save");
         }
         notes_first.push(format!("{what}: those are left out"));
     }
