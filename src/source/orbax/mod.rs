@@ -22,9 +22,10 @@ use super::zarr::chunks::{ArrayReader, Store};
 use super::zarr::meta::ArrayMeta;
 use super::zarr::{array_at, join, Array, DirStore};
 use super::{Input, OpenOptions, Reader, Sniff};
-use crate::dtype::DType;
+use crate::dtype::{DType, NpyType, Plan};
 use crate::input::{self, FileRange};
 use crate::tensor::{ChunkSink, InputFacts, Source, TensorMeta};
+use crate::transform::Converter;
 
 pub static READER: Reader = Reader {
     name: "orbax",
@@ -264,45 +265,19 @@ fn python_scalar(d: DType) -> Option<DType> {
     }
 }
 
-/// One stored element of `from` (in its stored byte order) as the little-endian
-/// [`python_scalar`] of it.
-fn widen_scalar(b: &[u8], from: DType, big_endian: bool) -> Result<Vec<u8>> {
-    let mut b = b.to_vec();
-    let unit = from.swap_unit();
-    if big_endian && unit > 1 {
-        b.chunks_mut(unit).for_each(|c| c.reverse());
-    }
+/// One stored element of `from` (in its stored byte order) as the little-endian `to` (its
+/// [`python_scalar`]), converted as the `--cast`s are (`transform::Converter`: NumPy's
+/// `astype`, which is exact for these widenings).
+fn widen_scalar(b: &[u8], from: DType, to: DType, big_endian: bool) -> Result<Vec<u8>> {
     let need = from.item_size().unwrap_or(0);
     if b.len() != need {
         bail!("a scalar of {} bytes, not {need}", b.len());
     }
-    let f = |i: usize| -> [u8; 4] { b[i..i + 4].try_into().unwrap_or_default() };
-    use DType::*;
-    Ok(match from {
-        F16 => f64::from(half::f16::from_le_bytes([b[0], b[1]]))
-            .to_le_bytes()
-            .to_vec(),
-        BF16 => f64::from(half::bf16::from_le_bytes([b[0], b[1]]))
-            .to_le_bytes()
-            .to_vec(),
-        F32 => f64::from(f32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
-        C64 => {
-            let mut v = f64::from(f32::from_le_bytes(f(0))).to_le_bytes().to_vec();
-            v.extend(f64::from(f32::from_le_bytes(f(4))).to_le_bytes());
-            v
-        }
-        I8 => i64::from(b[0] as i8).to_le_bytes().to_vec(),
-        U8 => i64::from(b[0]).to_le_bytes().to_vec(),
-        I16 => i64::from(i16::from_le_bytes([b[0], b[1]]))
-            .to_le_bytes()
-            .to_vec(),
-        U16 => i64::from(u16::from_le_bytes([b[0], b[1]]))
-            .to_le_bytes()
-            .to_vec(),
-        I32 => i64::from(i32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
-        U32 => i64::from(u32::from_le_bytes(f(0))).to_le_bytes().to_vec(),
-        _ => bail!("no Python scalar for {}", from.name()),
-    })
+    let target =
+        NpyType::cast_target(to).with_context(|| format!("no Python scalar for {from}"))?;
+    let mut out = Vec::new();
+    Converter::new(from, Plan::Numeric(target), big_endian)?.convert(b, &mut out)?;
+    Ok(out)
 }
 
 pub struct OrbaxSource {
@@ -395,16 +370,16 @@ impl Source for OrbaxSource {
             prefix: &e.array.prefix,
             meta: &e.array.meta,
         };
-        if e.widen.is_none() {
+        let Some(to) = e.widen else {
             return reader.stream(chunk, sink);
-        }
+        };
         let mut stored = Vec::new();
         reader.stream(chunk, &mut |b: &[u8]| {
             stored.extend_from_slice(b);
             Ok(())
         })?;
         let m = &e.array.meta;
-        let wide = widen_scalar(&stored, m.dtype, m.big_endian)
+        let wide = widen_scalar(&stored, m.dtype, to, m.big_endian)
             .with_context(|| format!("the scalar '{}'", e.array.name))?;
         sink(&wide)
     }
