@@ -7,8 +7,11 @@
 //! its format: a signature or a strict parse says [`Sniff::Yes`], a merely plausible start says
 //! [`Sniff::Maybe`]. The first `Yes` wins (one whose extension matches the file name first), then
 //! the first `Maybe` the same way, so a protobuf file that several readers could parse is decided
-//! by the extension first and then by a strict parse. Nothing claimed: the error says what the
-//! input looks like (empty, a ZIP archive, text, a directory) and what was tried.
+//! by the extension first and then by a strict parse. A directory no reader claims is then shown
+//! to the [`DIR_WALKERS`], readers that know a folder only by walking its subfolders (a
+//! TensorBoard log directory), so that a model folder or a zarr store of many chunk files is never
+//! walked. Nothing claimed: the error says what the input looks like (empty, a ZIP archive, text,
+//! a directory) and what was tried.
 //!
 //! Readers produce the tensor stream of `tensor.rs` and know nothing of sinks; the front end
 //! (`cli.rs`) takes the `--from` names from [`names`].
@@ -72,6 +75,12 @@ pub static READERS: &[&Reader] = &[
     &graphdef::READER,
     &tensorproto::READER,
 ];
+
+/// Readers that recognise a local directory only by walking it, each with its walk: asked in
+/// this order, after every sniffer in [`READERS`], and only about a directory none of them
+/// claimed (a walk may list thousands of entries; a sniff must stay cheap).
+pub static DIR_WALKERS: &[(&Reader, fn(&Input) -> bool)] =
+    &[(&tfevents::READER, tfevents::is_log_dir)];
 
 /// One input format.
 pub struct Reader {
@@ -251,10 +260,19 @@ pub(crate) fn probe(arg: &Path) -> Result<Input> {
 
 /// The reader the registry picks for `input`.
 pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
-    let verdicts: Vec<Sniff> = READERS.iter().map(|r| (r.sniff)(input)).collect();
+    choose_in(input, READERS, DIR_WALKERS).ok_or_else(|| unrecognised(input))
+}
+
+/// [`choose`] over the given tables.
+fn choose_in(
+    input: &Input,
+    readers: &[&'static Reader],
+    walkers: &[(&'static Reader, fn(&Input) -> bool)],
+) -> Option<&'static Reader> {
+    let verdicts: Vec<Sniff> = readers.iter().map(|r| (r.sniff)(input)).collect();
     for level in [Sniff::Yes, Sniff::Maybe] {
         let candidates = || {
-            READERS
+            readers
                 .iter()
                 .zip(&verdicts)
                 .filter(move |(_, &v)| v == level)
@@ -264,10 +282,16 @@ pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
             .find(|r| input.has_extension(r.extensions))
             .or_else(|| candidates().next())
         {
-            return Ok(r);
+            return Some(r);
         }
     }
-    Err(unrecognised(input))
+    if !input.is_dir {
+        return None;
+    }
+    walkers
+        .iter()
+        .find(|(_, walk)| walk(input))
+        .map(|(r, _)| *r)
 }
 
 /// The error for an input no reader claims: what it looks like, and what was tried.
@@ -275,7 +299,7 @@ fn unrecognised(input: &Input) -> anyhow::Error {
     let tried = names().join(", ");
     if input.is_dir {
         return anyhow!(
-            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no PyTorch Distributed Checkpoint (.metadata), no DeepSpeed checkpoint (`latest` and global_step* folders of *_optim_states.pt), no zarr array or group (.zarray, .zgroup or zarr.json); pass the files themselves",
+            "{} is a directory, but not one tensor2npy reads: no SavedModel (saved_model.pb with variables/variables.index), no checkpoint directory (a `checkpoint` file naming an .index file) and no Hugging Face model folder (*.index.json, model.safetensors or pytorch_model.bin), no Keras weights folder (*.weights.json, or config.json with model.weights.h5), no Orbax checkpoint (_METADATA, _CHECKPOINT_METADATA or step folders), no PyTorch Distributed Checkpoint (.metadata), no DeepSpeed checkpoint (`latest` and global_step* folders of *_optim_states.pt), no zarr array or group (.zarray, .zgroup or zarr.json), no TensorBoard log directory (events.out.tfevents.* files up to 4 folders down); pass the files themselves",
             input.display
         );
     }
@@ -409,6 +433,43 @@ mod tests {
         n.sort();
         n.dedup();
         assert_eq!(n.len(), READERS.len());
+    }
+
+    static CLAIMS_DIRS: Reader = Reader {
+        name: "claims",
+        about: "",
+        extensions: &[],
+        sniff: |i| if i.is_dir { Sniff::Yes } else { Sniff::No },
+        open: |_, _| unreachable!(),
+    };
+    static NEVER: Reader = Reader {
+        name: "never",
+        about: "",
+        extensions: &[],
+        sniff: |_| Sniff::No,
+        open: |_, _| unreachable!(),
+    };
+
+    #[test]
+    fn a_directory_is_walked_only_when_no_sniffer_claims_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = probe(dir.path()).unwrap();
+        assert!(input.is_dir);
+        let refuses: fn(&Input) -> bool = |_| panic!("walked a claimed directory");
+        let claimed = choose_in(&input, &[&NEVER, &CLAIMS_DIRS], &[(&NEVER, refuses)]);
+        assert_eq!(claimed.map(|r| r.name), Some("claims"));
+        let finds: fn(&Input) -> bool = |i| i.is_dir;
+        let walked = choose_in(
+            &input,
+            &[&NEVER],
+            &[(&NEVER, |_| false), (&CLAIMS_DIRS, finds)],
+        );
+        assert_eq!(walked.map(|r| r.name), Some("claims"));
+        let file = dir.path().join("f.bin");
+        std::fs::write(&file, b"\x00\x01").unwrap();
+        let not_dir = probe(&file).unwrap();
+        let walks_files: fn(&Input) -> bool = |_| panic!("walked a file");
+        assert!(choose_in(&not_dir, &[&NEVER], &[(&CLAIMS_DIRS, walks_files)]).is_none());
     }
 
     #[test]

@@ -58,18 +58,11 @@ fn is_event_file(name: &str) -> bool {
 }
 
 /// A TFRecord whose file name says `tfevents`, or whose first record is an Event with a
-/// `file_version` of `brain.Event:...` (what every summary writer writes first). A local
-/// directory with event files in it or its subfolders (a TensorBoard log directory) is a
-/// `Maybe`, so that every other folder reader is asked first.
+/// `file_version` of `brain.Event:...` (what every summary writer writes first). A directory is
+/// left to [`is_log_dir`], which the registry asks only about folders no other reader claims.
 fn sniff_input(input: &Input) -> Sniff {
     if input.is_dir {
-        if input::url_of(&input.path).is_some() {
-            return Sniff::No;
-        }
-        return match folder::files_under(&input.path, DIR_DEPTH, DIR_FILES, &is_event_file) {
-            Ok(f) if f.is_empty() => Sniff::No,
-            _ => Sniff::Maybe,
-        };
+        return Sniff::No;
     }
     if !tfrecord::is_header(&input.head) {
         return Sniff::No;
@@ -83,6 +76,15 @@ fn sniff_input(input: &Input) -> Sniff {
     } else {
         Sniff::No
     }
+}
+
+/// A local directory with event files in it or its subfolders (a TensorBoard log directory): the
+/// walk stops at the second one found (or at a folder it cannot list, which `open` then names).
+pub fn is_log_dir(input: &Input) -> bool {
+    if !input.is_dir || input::url_of(&input.path).is_some() {
+        return false;
+    }
+    !matches!(folder::files_under(&input.path, DIR_DEPTH, 1, &is_event_file), Ok(f) if f.is_empty())
 }
 
 fn first_is_file_version(head: &[u8]) -> bool {
