@@ -79,8 +79,10 @@ pub static READERS: &[&Reader] = &[
 /// Readers that recognise a local directory only by walking it, each with its walk: asked in
 /// this order, after every sniffer in [`READERS`], and only about a directory none of them
 /// claimed (a walk may list thousands of entries; a sniff must stay cheap).
-pub static DIR_WALKERS: &[(&Reader, fn(&Input) -> bool)] =
-    &[(&tfevents::READER, tfevents::is_log_dir)];
+pub static DIR_WALKERS: &[DirWalker] = &[(&tfevents::READER, tfevents::is_log_dir)];
+
+/// A reader, and the walk that tells whether a directory is its format.
+pub type DirWalker = (&'static Reader, fn(&Input) -> bool);
 
 /// One input format.
 pub struct Reader {
@@ -267,7 +269,7 @@ pub(crate) fn choose(input: &Input) -> Result<&'static Reader> {
 fn choose_in(
     input: &Input,
     readers: &[&'static Reader],
-    walkers: &[(&'static Reader, fn(&Input) -> bool)],
+    walkers: &[DirWalker],
 ) -> Option<&'static Reader> {
     let verdicts: Vec<Sniff> = readers.iter().map(|r| (r.sniff)(input)).collect();
     for level in [Sniff::Yes, Sniff::Maybe] {
