@@ -259,10 +259,10 @@ fn open_parts(
         } else {
             let sub = input.path.join(d);
             folder::check_inside(&input.path, &sub)?;
-            match folder::files(&sub) {
-                Ok(n) => (sub, n),
-                Err(_) => continue,
-            }
+            let n = folder::files(&sub).with_context(|| {
+                format!("{}: a part folder of the model is missing", input.display)
+            })?;
+            (sub, n)
         };
         let Ok(layout) = locate(&sub, &sub_names) else {
             continue;

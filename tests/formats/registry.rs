@@ -423,4 +423,8 @@ fn pipeline_and_sentence_transformers_parts_are_prefixed_and_a_part_outside_is_r
         {"idx": 1, "name": "1", "path": "../pipe/vae", "type": "sentence_transformers.models.Dense"}]"#;
     fs::write(st.join("modules.json"), modules).unwrap();
     assert_refused(&st, "'../pipe/vae' is not a folder inside");
+
+    // a component that model_index.json names but whose folder is gone (an interrupted copy)
+    fs::remove_dir_all(pipe.join("vae")).unwrap();
+    assert_refused(&pipe, "a part folder of the model is missing");
 }
