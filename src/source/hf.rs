@@ -125,6 +125,19 @@ enum Layout {
 
 fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
     let has = |n: &str| names.iter().any(|m| m == n);
+    // `from_pretrained`'s order: the single file before its index, safetensors before .bin; a
+    // folder re-saved unsharded over a sharded save keeps the old index, whose shards are gone
+    for (single, index) in [
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ] {
+        if has(single) {
+            return Ok(Layout::Single(dir.join(single)));
+        }
+        if has(index) {
+            return Ok(Layout::Index(dir.join(index)));
+        }
+    }
     if let Some(n) = INDEXES.iter().find(|n| has(n)) {
         return Ok(Layout::Index(dir.join(n)));
     }
