@@ -141,7 +141,23 @@ fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
     if let Some(n) = INDEXES.iter().find(|n| has(n)) {
         return Ok(Layout::Index(dir.join(n)));
     }
-    let variants = names.iter().filter(|n| is_index_name(n)).collect();
+    // likewise for a variant: `model.safetensors.index.fp16.json` beside `model.fp16.safetensors`
+    let shadowed = |index: &str| {
+        [("model.", "safetensors"), ("pytorch_model.", "bin")]
+            .iter()
+            .any(|(p, e)| {
+                index
+                    .strip_prefix(p)
+                    .and_then(|r| r.strip_prefix(e))
+                    .and_then(|r| r.strip_prefix(".index."))
+                    .and_then(|r| r.strip_suffix(".json"))
+                    .is_some_and(|v| has(&format!("{p}{v}.{e}")))
+            })
+    };
+    let variants = names
+        .iter()
+        .filter(|n| is_index_name(n) && !shadowed(n))
+        .collect();
     if let Some(p) = folder::one_of(dir, variants, "index files")? {
         return Ok(Layout::Index(p));
     }
