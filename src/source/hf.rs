@@ -189,7 +189,13 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
     if !input.is_dir {
         let dir = input.path.parent().unwrap_or(Path::new("")).to_path_buf();
         let layout = Layout::Index(input.path.clone());
-        return Ok(Box::new(open_layout(&input.display, &dir, layout, None, opts)?));
+        return Ok(Box::new(open_layout(
+            &input.display,
+            &dir,
+            layout,
+            None,
+            opts,
+        )?));
     }
     let names = folder::files(&input.path)?;
     if let Some(parts) = part_dirs(&input.path, &names)? {
@@ -243,7 +249,9 @@ fn part_dirs(dir: &Path, names: &[String]) -> Result<Option<Vec<String>>> {
             .as_object()
             .with_context(|| format!("{} is not a JSON object", path.display()))?;
         for (k, c) in obj {
-            let named = c.as_array().is_some_and(|a| a.iter().all(|x| x.is_string()));
+            let named = c
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x.is_string()));
             if !k.starts_with('_') && named {
                 dirs.push(k.clone());
             }

@@ -403,7 +403,11 @@ fn pipeline_and_sentence_transformers_parts_are_prefixed_and_a_part_outside_is_r
     fs::create_dir_all(pipe.join("scheduler")).unwrap();
     fs::write(pipe.join("scheduler/scheduler_config.json"), "{}").unwrap();
     fs::create_dir_all(pipe.join("vae")).unwrap();
-    one_tensor(&pipe.join("vae/diffusion_pytorch_model.safetensors"), "w0", 7.0);
+    one_tensor(
+        &pipe.join("vae/diffusion_pytorch_model.safetensors"),
+        "w0",
+        7.0,
+    );
     let index = r#"{"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "scheduler": ["diffusers", "DDPMScheduler"], "tokenizer": [null, null],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}"#;
