@@ -5,7 +5,10 @@
 //! `diffusion_pytorch_model.*` names too, and any of them with a variant such as
 //! `diffusion_pytorch_model.fp16.safetensors`); the same for Flax (`flax_model.msgpack.index.json`,
 //! `flax_model.msgpack`), and PEFT's adapter folders (`adapter_model.safetensors` /
-//! `adapter_model.bin`). The folder may be local or a prefix in a bucket.
+//! `adapter_model.bin`). The folder may be local or a prefix in a bucket. A model kept in
+//! subfolders, a diffusers pipeline (`model_index.json`) or a sentence-transformers model
+//! (`modules.json`), is read part by part, each part's tensors named `<subfolder>/<name>` (a
+//! module in the folder itself unprefixed); parts without weights are passed over.
 //!
 //! The shards are parts of one [`Chain`] (`chain.rs`), opened through the registry with the
 //! safetensors, PyTorch and Flax readers and the open options of the command line; names are
@@ -24,7 +27,7 @@ use super::chain::Chain;
 use super::folder;
 use crate::input;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::Source;
+use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "huggingface",
@@ -100,9 +103,12 @@ fn sniff(input: &Input) -> Sniff {
         let Ok(names) = folder::files(&input.path) else {
             return Sniff::No;
         };
-        let found = names
-            .iter()
-            .any(|n| SINGLES.contains(&n.as_str()) || is_variant_single(n) || is_index_name(n));
+        let found = names.iter().any(|n| {
+            SINGLES.contains(&n.as_str())
+                || is_variant_single(n)
+                || is_index_name(n)
+                || PART_LISTS.contains(&n.as_str())
+        });
         return if found { Sniff::Yes } else { Sniff::No };
     }
     if folder::is_json_index(input, |n| n.ends_with(".index.json") || is_index_name(n)) {
@@ -119,10 +125,39 @@ enum Layout {
 
 fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
     let has = |n: &str| names.iter().any(|m| m == n);
+    // `from_pretrained`'s order: the single file before its index, safetensors before .bin; a
+    // folder re-saved unsharded over a sharded save keeps the old index, whose shards are gone
+    for (single, index) in [
+        ("model.safetensors", "model.safetensors.index.json"),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ] {
+        if has(single) {
+            return Ok(Layout::Single(dir.join(single)));
+        }
+        if has(index) {
+            return Ok(Layout::Index(dir.join(index)));
+        }
+    }
     if let Some(n) = INDEXES.iter().find(|n| has(n)) {
         return Ok(Layout::Index(dir.join(n)));
     }
-    let variants = names.iter().filter(|n| is_index_name(n)).collect();
+    // likewise for a variant: `model.safetensors.index.fp16.json` beside `model.fp16.safetensors`
+    let shadowed = |index: &str| {
+        [("model.", "safetensors"), ("pytorch_model.", "bin")]
+            .iter()
+            .any(|(p, e)| {
+                index
+                    .strip_prefix(p)
+                    .and_then(|r| r.strip_prefix(e))
+                    .and_then(|r| r.strip_prefix(".index."))
+                    .and_then(|r| r.strip_suffix(".json"))
+                    .is_some_and(|v| has(&format!("{p}{v}.{e}")))
+            })
+    };
+    let variants = names
+        .iter()
+        .filter(|n| is_index_name(n) && !shadowed(n))
+        .collect();
     if let Some(p) = folder::one_of(dir, variants, "index files")? {
         return Ok(Layout::Index(p));
     }
@@ -151,19 +186,199 @@ fn reader_for(p: &Path) -> &'static Reader {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
-    let (dir, layout, names) = if input.is_dir {
-        let names = folder::files(&input.path)?;
-        let layout = locate(&input.path, &names)?;
-        (input.path.clone(), layout, Some(names))
-    } else {
+    if !input.is_dir {
         let dir = input.path.parent().unwrap_or(Path::new("")).to_path_buf();
-        (dir, Layout::Index(input.path.clone()), None)
+        let layout = Layout::Index(input.path.clone());
+        return Ok(Box::new(open_layout(
+            &input.display,
+            &dir,
+            layout,
+            None,
+            opts,
+        )?));
+    }
+    let names = folder::files(&input.path)?;
+    if let Some(parts) = part_dirs(&input.path, &names)? {
+        if let Some(chain) = open_parts(input, &names, &parts, opts)? {
+            return Ok(Box::new(chain));
+        }
+    }
+    let layout = locate(&input.path, &names)?;
+    Ok(Box::new(open_layout(
+        &input.display,
+        &input.path,
+        layout,
+        Some(names),
+        opts,
+    )?))
+}
+
+/// The files naming the parts of a model kept in subfolders: a diffusers pipeline
+/// (`model_index.json`: a component per subfolder) and a sentence-transformers model
+/// (`modules.json`: each module's `path`, `""` for the folder itself).
+const PART_LISTS: [&str; 2] = ["model_index.json", "modules.json"];
+
+/// The largest `model_index.json` / `modules.json` read.
+const MAX_PART_LIST: u64 = 1 << 20;
+
+/// The folders (relative to `dir`, `""` for `dir` itself) that the folder's
+/// `model_index.json` or `modules.json` names, in the file's order (a pipeline's components
+/// sorted by name); `None` when it has neither.
+fn part_dirs(dir: &Path, names: &[String]) -> Result<Option<Vec<String>>> {
+    let Some(list) = PART_LISTS.iter().find(|n| names.iter().any(|m| m == *n)) else {
+        return Ok(None);
     };
+    let path = dir.join(list);
+    let range =
+        input::open_range(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    if range.len() > MAX_PART_LIST {
+        bail!(
+            "{}: {} bytes is larger than a {list} may be ({MAX_PART_LIST})",
+            path.display(),
+            range.len()
+        );
+    }
+    let bytes = range.read_vec(0, range.len() as usize)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let mut dirs = Vec::new();
+    if *list == "model_index.json" {
+        // `"unet": ["diffusers", "UNet2DConditionModel"]`; `_class_name` and the like are not
+        // components, and `[null, null]` is a component the pipeline was saved without
+        let obj = v
+            .as_object()
+            .with_context(|| format!("{} is not a JSON object", path.display()))?;
+        for (k, c) in obj {
+            let named = c
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x.is_string()));
+            if !k.starts_with('_') && named {
+                dirs.push(k.clone());
+            }
+        }
+    } else {
+        let modules = v
+            .as_array()
+            .with_context(|| format!("{} is not a JSON array", path.display()))?;
+        for m in modules {
+            let p = m.get("path").and_then(|p| p.as_str()).with_context(|| {
+                format!("{}: a module without a \"path\" string", path.display())
+            })?;
+            dirs.push(p.trim_end_matches('/').to_string());
+        }
+    }
+    for d in &dirs {
+        if !d.is_empty() && !is_file_name(d) {
+            bail!(
+                "{}: the part folder '{d}' is not a folder inside {}",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(Some(dirs))
+}
+
+/// Every part folder that holds weights in a layout of this reader, its tensors named
+/// `<folder>/<tensor>` (the folder itself's unprefixed); parts without weights (a scheduler, a
+/// tokenizer, a pooling module) are passed over. `None` when no part holds weights.
+fn open_parts(
+    input: &Input,
+    names: &[String],
+    parts: &[String],
+    opts: &OpenOptions,
+) -> Result<Option<Chain>> {
+    let mut chain = Chain::new(&input.display);
+    let mut found = false;
+    for d in parts {
+        let (sub, sub_names) = if d.is_empty() {
+            (input.path.clone(), names.to_vec())
+        } else {
+            let sub = input.path.join(d);
+            folder::check_inside(&input.path, &sub)?;
+            let n = folder::files(&sub).with_context(|| {
+                format!("{}: a part folder of the model is missing", input.display)
+            })?;
+            (sub, n)
+        };
+        let Ok(layout) = locate(&sub, &sub_names) else {
+            continue;
+        };
+        let display = sub.display().to_string();
+        let part = open_layout(&display, &sub, layout, Some(sub_names), opts)?;
+        for note in part.input_facts().notes {
+            chain.add_note(format!("{display}: {note}"));
+        }
+        let prefix = if d.is_empty() {
+            String::new()
+        } else {
+            format!("{d}/")
+        };
+        chain.push_held(Box::new(Prefixed::new(Box::new(part), &prefix)?))?;
+        found = true;
+    }
+    Ok(found.then(|| chain.finish()))
+}
+
+/// A part's tensors under `<folder>/`, read from the part unchanged.
+struct Prefixed {
+    inner: Box<dyn Source>,
+    metas: Vec<TensorMeta>,
+}
+
+impl Prefixed {
+    fn new(inner: Box<dyn Source>, prefix: &str) -> Result<Prefixed> {
+        let metas = (0..inner.len())
+            .map(|i| {
+                let mut m = inner.meta(i)?;
+                m.name = format!("{prefix}{}", m.name);
+                Ok(m)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prefixed { inner, metas })
+    }
+}
+
+impl Source for Prefixed {
+    fn display_path(&self) -> &str {
+        self.inner.display_path()
+    }
+
+    fn metas(&self) -> &[TensorMeta] {
+        &self.metas
+    }
+
+    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.inner.read_dense(index, chunk, sink)
+    }
+
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.inner.read_strings(index, sink)
+    }
+
+    fn input_files(&self) -> Vec<PathBuf> {
+        self.inner.input_files()
+    }
+
+    fn raw_range(&self, index: usize) -> Option<input::FileRange> {
+        self.inner.raw_range(index)
+    }
+}
+
+/// The folder `dir` read in `layout`; `names`, the folder's files, for the note on weights
+/// files the layout leaves out (`None` when an index file was the input).
+fn open_layout(
+    display: &str,
+    dir: &Path,
+    layout: Layout,
+    names: Option<Vec<String>>,
+    opts: &OpenOptions,
+) -> Result<Chain> {
     let (mut chain, read) = match layout {
-        Layout::Index(p) => from_index(&input.display, &p, opts)?,
+        Layout::Index(p) => from_index(display, &p, opts)?,
         Layout::Single(p) => {
-            let mut chain = Chain::new(&input.display);
-            folder::check_inside(&dir, &p)?;
+            let mut chain = Chain::new(display);
+            folder::check_inside(dir, &p)?;
             chain.push_path(&p, reader_for(&p), opts)?;
             (chain, vec![p])
         }
@@ -193,7 +408,7 @@ fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
             ));
         }
     }
-    Ok(Box::new(chain.finish()))
+    Ok(chain.finish())
 }
 
 /// Opens every shard an index file names and checks its `weight_map`; also returns the shards.

@@ -157,7 +157,7 @@ fn keras_sharded_and_unzipped_fixtures_match_h5py() {
 }
 
 #[test]
-fn diffusers_variant_folder_matches_safetensors_numpy() {
+fn diffusers_and_sentence_transformers_folders_match_safetensors_numpy() {
     check_good("fixtures/folders/");
 }
 

@@ -131,3 +131,16 @@ fn from_forces_a_reader_and_its_error_names_the_input() {
         "{stderr}"
     );
 }
+
+#[test]
+fn onnx_user_models_match_onnx_to_array() {
+    // onnxruntime's quantizers (int8, uint8 and int4 initializers with their scales and zero
+    // points), onnxconverter-common's float16 conversion and external data with attributes,
+    // from fixtures/gen_onnx_user.py; plain and in 64-byte chunks
+    let ran = common::cases::run_manifest(
+        "onnx_user",
+        &[&["--chunk-size", "64"]],
+        &common::cases::nothing_else,
+    );
+    assert_eq!(ran.good, 7, "the onnx_user fixtures");
+}

@@ -392,3 +392,43 @@ fn keras_sharded_weights_with_a_missing_shard_or_a_wrong_index_are_refused_namin
     fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
     assert_refused(&wrong, "not a file name inside the folder");
 }
+
+#[test]
+fn pipeline_and_sentence_transformers_parts_are_prefixed_and_a_part_outside_is_refused() {
+    // a pipeline whose unet is sharded (an index in its subfolder), a component without
+    // weights and one saved as null: the weights under `<component>/`, nothing else
+    let t = tempdir();
+    let pipe = t.path().join("pipe");
+    hf_folder(&pipe.join("unet"), 2);
+    fs::create_dir_all(pipe.join("scheduler")).unwrap();
+    fs::write(pipe.join("scheduler/scheduler_config.json"), "{}").unwrap();
+    fs::create_dir_all(pipe.join("vae")).unwrap();
+    one_tensor(
+        &pipe.join("vae/diffusion_pytorch_model.safetensors"),
+        "w0",
+        7.0,
+    );
+    let index = r#"{"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "DDPMScheduler"], "tokenizer": [null, null],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}"#;
+    fs::write(pipe.join("model_index.json"), index).unwrap();
+    let (o, dir) = convert(&pipe, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = f32_values(&read_npz(&dir.path().join("out.npz")));
+    let want = [("unet/w0", 0.0), ("unet/w1", 1.0), ("vae/w0", 7.0)];
+    let want: Vec<(String, f32)> = want.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    assert_eq!(got, want);
+
+    // modules.json naming a folder outside the model is refused, naming the file
+    let st = t.path().join("st");
+    fs::create_dir_all(&st).unwrap();
+    one_tensor(&st.join("model.safetensors"), "w", 1.0);
+    let modules = r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "../pipe/vae", "type": "sentence_transformers.models.Dense"}]"#;
+    fs::write(st.join("modules.json"), modules).unwrap();
+    assert_refused(&st, "'../pipe/vae' is not a folder inside");
+
+    // a component that model_index.json names but whose folder is gone (an interrupted copy)
+    fs::remove_dir_all(pipe.join("vae")).unwrap();
+    assert_refused(&pipe, "a part folder of the model is missing");
+}
