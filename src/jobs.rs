@@ -31,8 +31,11 @@ use crate::sink::{Member, MemberWriter};
 use crate::tensor::Source;
 
 /// Tensors whose output is at least this long go to a worker; smaller ones cost less written
-/// in turn than handed over.
-pub const PARALLEL_MIN: u64 = 1 << 20;
+/// in turn than handed over (a hand-over costs about two futex calls and a wake-up on each
+/// side: 20,000 one-element tensors sent to workers took 6x the CPU). 256 KiB puts the storages
+/// of a `Linear(256, 256)`, the bulk of TorchScript, `.pt2` and whole-module files, on the
+/// workers, and no tensor of the many-tiny-tensor inputs (benches/NOTES.md, round 9).
+pub const PARALLEL_MIN: u64 = 256 << 10;
 /// [`PARALLEL_MIN`], or the byte count in `T2N_JOBS_MIN_BYTES`: the test suite sets it to 0 to
 /// send every tensor of its small fixtures through the workers.
 pub fn parallel_min() -> u64 {

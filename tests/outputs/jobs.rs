@@ -2,7 +2,7 @@
 //! parallel) give the same bytes as one thread, for every fixture of every reader; a worker's
 //! failure is reported naming the input and the tensor, with nothing left behind; `--stats`
 //! stays in tensor order; memory stays bounded. `T2N_JOBS_MIN_BYTES=0` sends every tensor of
-//! the small fixtures to the workers (by default only tensors of 1 MiB and more go).
+//! the small fixtures to the workers (by default only tensors of 256 KiB and more go).
 
 use crate::common;
 
