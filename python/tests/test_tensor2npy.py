@@ -279,6 +279,39 @@ def test_open_is_a_read_only_mapping_and_a_context_manager():
         f[list(whole)[0]]
 
 
+def test_large_tensors_read_on_several_threads_are_the_files_bytes(tmp_path):
+    """Unconverted tensors of a local file are read straight into their arrays, 8 MiB pieces
+    on several threads: sizes that are not a whole number of pieces, a converted (bfloat16)
+    tensor between them, and one tensor read alone by open(), all give the bytes written."""
+    rng = np.random.default_rng(7)
+    f32 = rng.standard_normal((2 << 20) + 3001, dtype=np.float32)  # 2 pieces and a tail
+    i64 = rng.integers(-(1 << 62), 1 << 62, ((3 << 18) + 1, 4), dtype="<i8")  # 3 and a tail
+    f16 = rng.standard_normal((5 << 20) + 1, dtype=np.float32).astype("<f2")
+    # bfloat16: the top halves of float32s, widened back by tensor2npy.
+    bf16 = (rng.standard_normal(1 << 20, dtype=np.float32).view("<u4") >> 16).astype("<u2")
+    tiny = np.arange(3, dtype="<f4")
+    tensors = {
+        "a/f32": ("F32", [f32.size], f32.nbytes, f32.tobytes()),
+        "b/bf16": ("BF16", [bf16.size], bf16.nbytes, bf16.tobytes()),
+        "c/i64": ("I64", list(i64.shape), i64.nbytes, i64.tobytes()),
+        "d/tiny": ("F32", [3], tiny.nbytes, tiny.tobytes()),
+        "e/f16": ("F16", [f16.size], f16.nbytes, f16.tobytes()),
+    }
+    path = safetensors_file(tmp_path / "big.safetensors", tensors)
+    want = {"a/f32": f32, "b/bf16": (bf16.astype("<u4") << 16).view("<f4"), "c/i64": i64,
+            "d/tiny": tiny, "e/f16": f16}
+    got = tensor2npy.load(path)
+    assert_same(got, want, "the bytes written")
+    with tensor2npy.open(path) as f:
+        assert_same({"c/i64": f["c/i64"]}, {"c/i64": i64}, "open()")
+        # The input cut short after it was opened: the read fails naming the file and tensor.
+        with open(path, "r+b") as cut:
+            cut.truncate(os.path.getsize(path) - f16.nbytes // 2)
+        with pytest.raises(tensor2npy.CorruptInputError) as e:
+            f["e/f16"]
+        assert str(path) in str(e.value) and "tensor 'e/f16'" in str(e.value), str(e.value)
+
+
 def bf16_file(path, mib):
     return safetensors_file(path, {"w": ("BF16", [mib << 19], mib << 20, None)})
 

@@ -3,7 +3,9 @@
 //! [`Plan::fill`] streams one planned tensor through the pipeline (`pipeline::write_tensor`:
 //! the same conversions, device stage and checks as the command) into an [`ArraySink`] whose
 //! member writes straight into the memory of an array NumPy allocated: no copy of the whole
-//! tensor is ever made, and memory beyond the array is a chunk.
+//! tensor is ever made, and memory beyond the array is a chunk. [`Plan::fill_all`] fills
+//! several, handing those that are plain byte ranges of local files to `copy.rs`, which reads
+//! them on several threads at once.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -17,7 +19,7 @@ use pyo3::types::PyDict;
 use crate::device::DeviceStage;
 use crate::dtype::DtypePolicy;
 use crate::input::FileRange;
-use crate::pipeline::{npy_type, output_bytes, write_tensor, WriteOptions};
+use crate::pipeline::{npy_type, output_bytes, prepare, write_tensor, WriteOptions};
 use crate::report::Reporter;
 use crate::select::Selector;
 use crate::sink::{names, MemberSpec, MemberWriter, Sink};
@@ -218,7 +220,7 @@ impl Buffer {
 
 impl Plan {
     /// Reads planned tensor `e` into `buf`, through the pipeline.
-    pub fn fill(&mut self, e: usize, buf: &mut Buffer) -> Result<()> {
+    fn fill(&mut self, e: usize, buf: &mut Buffer) -> Result<()> {
         let entry = &self.entries[e];
         // Silent: a progress bar per tensor would flicker in a terminal; the readers' notes are
         // printed once by `notes`.
@@ -241,6 +243,42 @@ impl Plan {
         // Per-tensor numbers are kept only for --stats, which Python has not; drop them.
         self.device.stats.clear();
         result
+    }
+
+    /// Fills planned tensors `items` (the entry, its array's memory) in order, as `fill` one by
+    /// one would; runs of tensors read as they are from a local file are read by `threads`
+    /// threads at once (`copy.rs`).
+    pub fn fill_all(&mut self, items: &mut [(usize, Buffer)], threads: usize) -> Result<()> {
+        let mut copies = Vec::new();
+        for (e, buf) in items.iter_mut() {
+            match self.local_copy(*e) {
+                Some(range) => {
+                    let entry = &self.entries[*e];
+                    copies.push(super::copy::Copy {
+                        range,
+                        buf: buf.bytes(),
+                        context: format!("{}: tensor '{}'", entry.path, entry.meta.name),
+                    });
+                }
+                None => {
+                    super::copy::read_all(std::mem::take(&mut copies), threads)?;
+                    self.fill(*e, buf)?;
+                }
+            }
+        }
+        super::copy::read_all(copies, threads)
+    }
+
+    /// The input range of planned tensor `e` when it is copied as it is from a local file
+    /// (what `pipeline::copy_member` would copy), else `None`: converted, read from elsewhere,
+    /// or refused (which `fill` then reports).
+    fn local_copy(&self, e: usize) -> Option<FileRange> {
+        let entry = &self.entries[e];
+        let src = self.sources[entry.source].as_ref();
+        let prepared = prepare(src, entry.index, &entry.meta, &self.policy).ok()?;
+        prepared
+            .copy
+            .filter(|r| r.file().is_some() && r.len() == entry.out_bytes)
     }
 
     /// What `open` and `load` print unless `quiet`: the readers' notes.

@@ -3,10 +3,12 @@
 //! public API, docstrings and exceptions). It talks to the library as the command does:
 //! keyword arguments become the command line's options (`options.rs`), inputs open through
 //! `cmd::open_inputs` and the reader registry, tensors go through `pipeline::write_tensor` into
-//! arrays NumPy allocated (`arrays.rs`), `convert` is `cmd::convert::run` itself, and failures
+//! arrays NumPy allocated (`arrays.rs`; unconverted ranges of local files are read straight
+//! into them on several threads, `copy.rs`), `convert` is `cmd::convert::run` itself, and failures
 //! become the exceptions of `errors.rs`. Nothing here is a second conversion.
 
 mod arrays;
+mod copy;
 mod errors;
 mod options;
 
@@ -95,9 +97,9 @@ fn load<'py>(
     let mut plan = open_plan(py, path_or_url, Some(&kwargs), "load")?;
     let mut arrays = Vec::with_capacity(plan.entries.len());
     let mut buffers = Vec::with_capacity(plan.entries.len());
-    for entry in &plan.entries {
+    for (e, entry) in plan.entries.iter().enumerate() {
         let array = allocate(py, entry)?;
-        buffers.push(Buffer::of(&array, entry.out_bytes));
+        buffers.push((e, Buffer::of(&array, entry.out_bytes)));
         arrays.push(array);
     }
     let large = plan
@@ -105,9 +107,7 @@ fn load<'py>(
         .iter()
         .any(|e| e.out_bytes >= INTERRUPTIBLE_BYTES);
     run(py, large || plan.entries.len() > 1000, move || {
-        for (e, buf) in buffers.iter_mut().enumerate() {
-            plan.fill(e, buf)?;
-        }
+        plan.fill_all(&mut buffers, copy::threads())?;
         Ok(plan)
     })
     .and_then(|plan| {
@@ -158,11 +158,11 @@ impl NativeFile {
             .ok_or_else(|| PyKeyError::new_err(name.to_string()))?;
         let entry = &self.entries[e];
         let array = allocate(py, entry)?;
-        let mut buf = Buffer::of(&array, entry.out_bytes);
+        let mut buf = [(e, Buffer::of(&array, entry.out_bytes))];
         run(py, entry.out_bytes >= INTERRUPTIBLE_BYTES, || {
             let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
             let plan = plan.as_mut().ok_or(errors::Closed)?;
-            plan.fill(e, &mut buf)
+            plan.fill_all(&mut buf, copy::threads())
         })?;
         Ok(array.into_any())
     }
