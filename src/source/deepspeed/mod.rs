@@ -43,14 +43,22 @@ pub static READER: Reader = Reader {
 
 const OPTIM: &str = "_optim_states.pt";
 const MODEL: &str = "_model_states.pt";
+/// The model-states file of a save without ZeRO partitions.
+const STAGE0_MODEL: &str = "mp_rank_00_model_states.pt";
 
 fn sniff(input: &Input) -> Sniff {
     if !input.is_dir {
         return Sniff::No;
     }
     let p = &input.path;
-    let rank_files =
-        |dir: &Path| folder::files(dir).is_ok_and(|f| f.iter().any(|n| n.ends_with(OPTIM)));
+    // ZeRO rank files, or the one model-states file of a save without ZeRO (stage 0), which is
+    // claimed to be refused by name
+    let rank_files = |dir: &Path| {
+        folder::files(dir).is_ok_and(|f| {
+            f.iter()
+                .any(|n| n.ends_with(OPTIM) || n == STAGE0_MODEL)
+        })
+    };
     if rank_files(p) {
         return Sniff::Yes;
     }
@@ -322,6 +330,13 @@ impl DeepSpeedSource {
             .cloned()
             .collect();
         let Some(first) = optim.first() else {
+            if model.iter().any(|m| m == STAGE0_MODEL) {
+                bail!(
+                    "{}: no ZeRO optimizer partitions ('*{OPTIM}'): a DeepSpeed checkpoint saved without ZeRO (stage 0), which zero_to_fp32 cannot consolidate either; its weights are the 'module' entry of {}, a PyTorch file tensor2npy reads (--select 'module/*')",
+                    dir.display(),
+                    join(&dir, STAGE0_MODEL).display()
+                );
+            }
             bail!(
                 "{}: no '*{OPTIM}' file: not a ZeRO checkpoint tag folder",
                 dir.display()
