@@ -64,7 +64,12 @@ fn sniff(input: &Input) -> Sniff {
     }
     let latest = join(p, "latest");
     if !input::is_file(&latest) {
-        return Sniff::No;
+        // no `latest` (`save_checkpoint(save_latest=False)`): claimed where a tag folder holds
+        // rank files, to be refused naming the tags
+        return match input::list_dirs(p) {
+            Ok(dirs) if dirs.iter().take(8).any(|d| rank_files(&join(p, d))) => Sniff::Yes,
+            _ => Sniff::No,
+        };
     }
     // `latest` and a tag folder of rank files (the one it names, or another global_step*)
     let named = input::read_small(&latest, 4096)
@@ -168,8 +173,9 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(PathBuf, Option<PathBuf>, 
             let latest = join(path, "latest");
             let text = input::read_small(&latest, 4096).with_context(|| {
                 format!(
-                    "{}: a DeepSpeed checkpoint folder needs its `latest` file (or --step N)",
-                    path.display()
+                    "{}: a DeepSpeed checkpoint folder needs its `latest` file (or --step N); pass one of its tag folders instead: {}",
+                    path.display(),
+                    shown()
                 )
             })?;
             let tag = String::from_utf8_lossy(&text).trim().to_string();
