@@ -322,7 +322,9 @@ fn unrecognised(input: &Input) -> anyhow::Error {
 fn paddle_lod_tensor(head: &[u8]) -> bool {
     head.len() > 20
         && head[..16].iter().all(|&b| b == 0)
-        && (1..4096).contains(&u32::from_le_bytes([head[16], head[17], head[18], head[19]]))
+        && (1..4096).contains(&u32::from_le_bytes([
+            head[16], head[17], head[18], head[19],
+        ]))
         && head[20] == 0x08
 }
 

@@ -203,8 +203,7 @@ impl DcpSource {
         let mut left_out: Vec<&str> = Vec::new();
         for (name, stored) in &ckpt.bytes {
             let found = match stored {
-                Some(s) if s.transforms.is_empty() => {
-                    bytes_item_tensors(
+                Some(s) if s.transforms.is_empty() => bytes_item_tensors(
                     dir,
                     display,
                     name,
@@ -212,8 +211,7 @@ impl DcpSource {
                     &mut file_names,
                     &mut ranges,
                     &mut input_files,
-                )?
-                }
+                )?,
                 _ => Vec::new(),
             };
             if found.is_empty() {
@@ -359,7 +357,12 @@ fn bytes_item_tensors(
             sizes: m.shape.clone(),
         };
         out.push(Entry {
-            meta: tensor_meta(&format!("{name}/{}", m.name), m.dtype, &m.shape, m.stored_bytes),
+            meta: tensor_meta(
+                &format!("{name}/{}", m.name),
+                m.dtype,
+                &m.shape,
+                m.stored_bytes,
+            ),
             item: size as u64,
             chunks: vec![Chunk {
                 region,

@@ -54,10 +54,7 @@ fn sniff(input: &Input) -> Sniff {
     // ZeRO rank files, or the one model-states file of a save without ZeRO (stage 0), which is
     // claimed to be refused by name
     let rank_files = |dir: &Path| {
-        folder::files(dir).is_ok_and(|f| {
-            f.iter()
-                .any(|n| n.ends_with(OPTIM) || n == STAGE0_MODEL)
-        })
+        folder::files(dir).is_ok_and(|f| f.iter().any(|n| n.ends_with(OPTIM) || n == STAGE0_MODEL))
     };
     if rank_files(p) {
         return Sniff::Yes;
