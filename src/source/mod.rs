@@ -321,12 +321,37 @@ fn unrecognised(input: &Input) -> anyhow::Error {
         "a text-format GraphDef (tf.io.write_graph's default as_text=True); tensor2npy reads \
          binary protobufs: write it with as_text=False"
             .to_string()
+    } else if data.len() >= 48
+        && data
+            .read_vec(data.len() - 8, 8)
+            .is_ok_and(|m| m == 0xdb47_7524_8b80_fb57_u64.to_le_bytes())
+    {
+        "a LevelDB-style table like a checkpoint's .index, with no .index/.data files: a \
+         TensorFlow V1 checkpoint (tf.compat.v1.train.Saver(write_version=V1)), which tensor2npy \
+         does not read: restore it in TensorFlow and save it again as V2 (the default)"
+            .to_string()
+    } else if input.has_extension(&[".pdiparams", ".pdmodel"]) || paddle_lod_tensor(head) {
+        "Paddle's binary tensor format (the .pdiparams/.pdmodel of paddle.jit.save or \
+         save_inference_model, or paddle.save(..., use_binary_format=True)), which tensor2npy \
+         does not read: load it in Paddle and paddle.save its state_dict() as .pdparams"
+            .to_string()
     } else if looks_like_text(head) {
         "a text file, not a tensor file".to_string()
     } else {
         "binary data in no known format".to_string()
     };
     anyhow!("unrecognised input: {looks} (tried: {tried})")
+}
+
+/// True when `head` opens like Paddle's serialized LoDTensor: version 0, LoD level 0, tensor
+/// version 0, then a `TensorDesc` protobuf (field 1, its data type) of a small size.
+fn paddle_lod_tensor(head: &[u8]) -> bool {
+    head.len() > 20
+        && head[..16].iter().all(|&b| b == 0)
+        && (1..4096).contains(&u32::from_le_bytes([
+            head[16], head[17], head[18], head[19],
+        ]))
+        && head[20] == 0x08
 }
 
 /// True when `head` starts with the signature of a container format (ZIP, `.npy`, HDF5, GGUF,

@@ -67,8 +67,9 @@ pub struct Tensor {
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     pub tensors: Vec<Tensor>,
-    /// The names of the bytes items (pickled Python values), which are no tensors.
-    pub bytes: Vec<String>,
+    /// The bytes items (pickled Python values, each a `torch.save` archive): their names and,
+    /// where the metadata records it, where they lie.
+    pub bytes: Vec<(String, Option<Stored>)>,
     pub version: Option<String>,
 }
 
@@ -120,7 +121,8 @@ pub fn parse(input: &mut dyn BufRead) -> Result<Checkpoint> {
             v => bail!("state_dict_metadata['{fqn}'] is a {}", v.type_name()),
         };
         if r.class.ends_with(".BytesStorageMetadata") {
-            out.bytes.push(name);
+            let stored = storage.get(&(fqn.clone(), None)).cloned();
+            out.bytes.push((name, stored));
             continue;
         }
         let t = tensor(&fqn, name.clone(), &r, &storage)

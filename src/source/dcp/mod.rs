@@ -84,6 +84,13 @@ enum Bytes {
     TorchSave { file: usize, range: FileRange },
     /// Raw C-order bytes (a safetensors tensor).
     Raw(FileRange),
+    /// Tensor `index` of a bytes item's `torch.save` archive (a tuple or, with
+    /// `flatten_state_dict=False`, a whole nested dict pickled as one value).
+    Inner {
+        file: usize,
+        range: FileRange,
+        index: usize,
+    },
 }
 
 struct Chunk {
@@ -191,13 +198,34 @@ impl DcpSource {
                 chunks,
             });
         }
-        if !ckpt.bytes.is_empty() {
-            let shown: Vec<&str> = ckpt.bytes.iter().take(8).map(String::as_str).collect();
+        // Bytes items holding tensors (`dcp.load` restores them with torch.load): each tensor
+        // of the item's archive, named under the item; the others are left out with a note.
+        let mut left_out: Vec<&str> = Vec::new();
+        for (name, stored) in &ckpt.bytes {
+            let found = match stored {
+                Some(s) if s.transforms.is_empty() => bytes_item_tensors(
+                    dir,
+                    display,
+                    name,
+                    s,
+                    &mut file_names,
+                    &mut ranges,
+                    &mut input_files,
+                )?,
+                _ => Vec::new(),
+            };
+            if found.is_empty() {
+                left_out.push(name);
+            }
+            entries.extend(found);
+        }
+        if !left_out.is_empty() {
+            let shown: Vec<&str> = left_out.iter().take(8).copied().collect();
             notes.push(format!(
                 "{} non-tensor value(s) left out (DCP bytes items, pickled Python objects): {}{}",
-                ckpt.bytes.len(),
+                left_out.len(),
                 shown.join(", "),
-                if ckpt.bytes.len() > shown.len() {
+                if left_out.len() > shown.len() {
                     ", ..."
                 } else {
                     ""
@@ -222,9 +250,10 @@ impl DcpSource {
     /// `None` for a strided chunk instead of gathering it into a temporary file.
     fn chunk_bytes(&self, index: usize, c: &Chunk, gather: bool) -> Result<Option<FileRange>> {
         let e = &self.entries[index];
-        let (file, range) = match &c.bytes {
+        let (file, range, inner) = match &c.bytes {
             Bytes::Raw(r) => return Ok(Some(r.clone())),
-            Bytes::TorchSave { file, range } => (*file, range),
+            Bytes::TorchSave { file, range } => (*file, range, None),
+            Bytes::Inner { file, range, index } => (*file, range, Some(*index)),
         };
         let what = format!(
             "{}/{} at byte {}: the chunk of '{}' at {:?}",
@@ -240,10 +269,14 @@ impl DcpSource {
         }
         let mut item = TorchSource::open(&what, Vec::new(), range.clone(), "chunk")
             .with_context(|| what.clone())?;
-        if item.len() != 1 {
+        let k = inner.unwrap_or(0);
+        if inner.is_none() && item.len() != 1 {
             bail!("{what}: the archive holds {} tensors, not one", item.len());
         }
-        let m = item.meta(0).with_context(|| what.clone())?;
+        if k >= item.len() {
+            bail!("{what}: the archive holds {} tensors", item.len());
+        }
+        let m = item.meta(k).with_context(|| what.clone())?;
         if m.dtype != e.meta.dtype || m.shape != c.region.sizes || m.big_endian {
             bail!(
                 "{what}: the archive holds a {} tensor of shape {:?}, the metadata says {} {:?}",
@@ -253,7 +286,7 @@ impl DcpSource {
                 c.region.sizes
             );
         }
-        if let Some(r) = item.raw_range(0) {
+        if let Some(r) = item.raw_range(k) {
             return Ok(Some(r));
         }
         if !gather {
@@ -263,7 +296,7 @@ impl DcpSource {
         use std::io::Write;
         let tmp = tempfile::tempfile().context("cannot create a temporary file for a chunk")?;
         let mut w = std::io::BufWriter::new(tmp);
-        item.read_dense(0, 1 << 20, &mut |b: &[u8]| {
+        item.read_dense(k, 1 << 20, &mut |b: &[u8]| {
             w.write_all(b)
                 .context("cannot write a chunk to a temporary file")
         })
@@ -271,6 +304,77 @@ impl DcpSource {
         let file = w.into_inner().map_err(|e| e.into_error())?;
         FileRange::whole(file).map(Some)
     }
+}
+
+/// The tensors of bytes item `name` (its `torch.save` archive at `s`), as entries named
+/// `name/<path in the item>`; none where the item holds no tensor or is no archive.
+fn bytes_item_tensors(
+    dir: &Path,
+    display: &str,
+    name: &str,
+    s: &meta::Stored,
+    file_names: &mut Vec<String>,
+    ranges: &mut Vec<FileRange>,
+    input_files: &mut Vec<PathBuf>,
+) -> Result<Vec<Entry>> {
+    let at = || format!("{display}: the bytes item '{name}'");
+    let k = match file_names.iter().position(|n| *n == s.file) {
+        Some(k) => k,
+        None => {
+            let p = data_file(dir, &s.file).with_context(at)?;
+            let r = input::open_range(&p).with_context(at)?;
+            if input::url_of(dir).is_none() {
+                input_files.push(p);
+            }
+            file_names.push(s.file.clone());
+            ranges.push(r);
+            file_names.len() - 1
+        }
+    };
+    let Ok(range) = ranges[k].slice(s.offset, s.length) else {
+        bail!("{}: it lies past the end of {}", at(), s.file);
+    };
+    let mut head = [0u8; 4];
+    if range.len() < 4 || range.read_at(0, &mut head).is_err() || &head != b"PK\x03\x04" {
+        return Ok(Vec::new());
+    }
+    let Ok(item) = TorchSource::open(&at(), Vec::new(), range.clone(), "item") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(item.len());
+    for index in 0..item.len() {
+        let Ok(m) = item.meta(index) else {
+            continue;
+        };
+        let Some(size) = m.dtype.item_size() else {
+            continue;
+        };
+        if m.kind != Kind::Dense {
+            continue;
+        }
+        let region = Region {
+            offsets: vec![0; m.shape.len()],
+            sizes: m.shape.clone(),
+        };
+        out.push(Entry {
+            meta: tensor_meta(
+                &format!("{name}/{}", m.name),
+                m.dtype,
+                &m.shape,
+                m.stored_bytes,
+            ),
+            item: size as u64,
+            chunks: vec![Chunk {
+                region,
+                bytes: Bytes::Inner {
+                    file: k,
+                    range: range.clone(),
+                    index,
+                },
+            }],
+        });
+    }
+    Ok(out)
 }
 
 /// A data file the metadata names: a plain name (or path) inside the checkpoint folder.

@@ -43,20 +43,30 @@ pub static READER: Reader = Reader {
 
 const OPTIM: &str = "_optim_states.pt";
 const MODEL: &str = "_model_states.pt";
+/// The model-states file of a save without ZeRO partitions.
+const STAGE0_MODEL: &str = "mp_rank_00_model_states.pt";
 
 fn sniff(input: &Input) -> Sniff {
     if !input.is_dir {
         return Sniff::No;
     }
     let p = &input.path;
-    let rank_files =
-        |dir: &Path| folder::files(dir).is_ok_and(|f| f.iter().any(|n| n.ends_with(OPTIM)));
+    // ZeRO rank files, or the one model-states file of a save without ZeRO (stage 0), which is
+    // claimed to be refused by name
+    let rank_files = |dir: &Path| {
+        folder::files(dir).is_ok_and(|f| f.iter().any(|n| n.ends_with(OPTIM) || n == STAGE0_MODEL))
+    };
     if rank_files(p) {
         return Sniff::Yes;
     }
     let latest = join(p, "latest");
     if !input::is_file(&latest) {
-        return Sniff::No;
+        // no `latest` (`save_checkpoint(save_latest=False)`): claimed where a tag folder holds
+        // rank files, to be refused naming the tags
+        return match input::list_dirs(p) {
+            Ok(dirs) if dirs.iter().take(8).any(|d| rank_files(&join(p, d))) => Sniff::Yes,
+            _ => Sniff::No,
+        };
     }
     // `latest` and a tag folder of rank files (the one it names, or another global_step*)
     let named = input::read_small(&latest, 4096)
@@ -160,8 +170,9 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(PathBuf, Option<PathBuf>, 
             let latest = join(path, "latest");
             let text = input::read_small(&latest, 4096).with_context(|| {
                 format!(
-                    "{}: a DeepSpeed checkpoint folder needs its `latest` file (or --step N)",
-                    path.display()
+                    "{}: a DeepSpeed checkpoint folder needs its `latest` file (or --step N); pass one of its tag folders instead: {}",
+                    path.display(),
+                    shown()
                 )
             })?;
             let tag = String::from_utf8_lossy(&text).trim().to_string();
@@ -322,6 +333,13 @@ impl DeepSpeedSource {
             .cloned()
             .collect();
         let Some(first) = optim.first() else {
+            if model.iter().any(|m| m == STAGE0_MODEL) {
+                bail!(
+                    "{}: no ZeRO optimizer partitions ('*{OPTIM}'): a DeepSpeed checkpoint saved without ZeRO (stage 0), which zero_to_fp32 cannot consolidate either; its weights are the 'module' entry of {}, a PyTorch file tensor2npy reads (--select 'module/*')",
+                    dir.display(),
+                    join(&dir, STAGE0_MODEL).display()
+                );
+            }
             bail!(
                 "{}: no '*{OPTIM}' file: not a ZeRO checkpoint tag folder",
                 dir.display()

@@ -156,6 +156,8 @@ pub enum Global {
     Bytearray,
     Set,
     Complex,
+    /// `builtins.tuple` (not in strict mode): how `paddle.save` pickles a tensor.
+    Tuple,
     DType(TorchDType),
     Storage(TorchDType),
     TensorClass,
@@ -215,6 +217,7 @@ pub fn resolve_global(module: &str, name: &str, strict: bool) -> Result<Global> 
         ("_codecs", "encode") => Global::CodecsEncode,
         ("builtins", "bytearray") | ("builtins", "bytes") => Global::Bytearray,
         ("builtins", "set") => Global::Set,
+        ("builtins", "tuple") if !strict => Global::Tuple,
         ("builtins", "complex") => Global::Complex,
         ("torch", "per_tensor_affine")
         | ("torch", "per_tensor_symmetric")
@@ -361,6 +364,18 @@ pub(super) fn call(
             Some(v) => Value::List(Rc::new(RefCell::new(v.items("the set argument")?))),
             None => Value::List(Default::default()),
         },
+        // `paddle.save` pickles a tensor as `(tuple, ((name, array),))`, and `paddle.load`
+        // returns such a (name, array) pair as the array (`_parse_load_result`).
+        Global::Tuple => {
+            let items = match args.first() {
+                Some(v) => v.items("the tuple argument")?,
+                None => Vec::new(),
+            };
+            match items.as_slice() {
+                [Value::Str(_), a @ Value::NdArray(_)] => a.clone(),
+                _ => tuple(items),
+            }
+        }
         Global::Size => match args.first() {
             Some(v) => tuple(v.items("the torch.Size argument")?),
             None => tuple(Vec::new()),

@@ -18,7 +18,7 @@ use crate::tensor::Source;
 pub static READER: Reader = Reader {
     name: "pickle",
     about: "a pickle of NumPy arrays (.pkl, Paddle .pdparams/.pdopt; never executed)",
-    extensions: &[".pkl", ".pickle", ".pdparams", ".pdopt"],
+    extensions: &[".pkl", ".pickle", ".pdparams", ".pdopt", ".pdtensor"],
     sniff,
     open,
 };
