@@ -40,6 +40,11 @@ use crate::tensor::ChunkSink;
 /// window together), as the zarr reader's window.
 const WINDOW_BYTES: u64 = 32 << 20;
 
+/// Bytes of decoded chunks one task decodes and the output gets in one piece run (see
+/// [`Plan::batch`]): 64 KiB chunks in runs of 16, so that a 1 GiB dataset costs 1,024 tasks and
+/// wake-ups, not 16,384.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// How one chunk is stored and decoded.
 #[derive(Clone, Copy, Debug)]
 struct Chunk {
@@ -198,46 +203,62 @@ thread_local! {
 impl Plan {
     /// Streams the dataset's bytes to `sink` in pieces of at most `piece` bytes (whole elements).
     pub(super) fn stream(&self, piece: usize, sink: &mut ChunkSink) -> Result<()> {
+        self.stream_in(self.batch(), piece, sink)
+    }
+
+    /// [`Plan::stream`] in runs of `batch` chunks.
+    fn stream_in(&self, batch: usize, piece: usize, sink: &mut ChunkSink) -> Result<()> {
         let per = (piece / self.elem_size).max(1) * self.elem_size;
-        let window = self.window();
+        let window = self.window(batch);
         let shared = Arc::new(self.clone_for_pool());
-        let mut queue: VecDeque<(Chunk, Receiver<(Result<()>, Buffers)>)> = VecDeque::new();
+        type Done = Receiver<(Result<()>, Buffers)>;
+        let mut queue: VecDeque<(usize, Done)> = VecDeque::new();
         let mut free: Vec<Buffers> = Vec::new();
         let mut one = Buffers::default();
-        for &c in &self.chunks {
+        for (i, run) in self.chunks.chunks(batch).enumerate() {
             crate::error::check_interrupted()?;
             if window < 2 {
-                decode(&shared, c, &mut one).with_context(|| at(c))?;
-                self.emit(c, &one, per, sink)?;
+                decode_batch(&shared, run, &mut one)?;
+                self.emit(run, &one, per, sink)?;
                 continue;
             }
             let mut b = free.pop().unwrap_or_default();
             let (tx, done) = sync_channel(1);
-            let p = shared.clone();
+            let (p, run) = (shared.clone(), run.to_vec());
             rayon::spawn(move || {
-                let r = decode(&p, c, &mut b);
-                // The receiver is gone only when an earlier chunk failed.
+                let r = decode_batch(&p, &run, &mut b);
+                // The receiver is gone only when an earlier batch failed.
                 let _ = tx.send((r, b));
             });
-            queue.push_back((c, done));
+            queue.push_back((i, done));
             if queue.len() >= window {
-                let (c, done) = queue.pop_front().expect("a full window");
-                free.push(self.wait_emit(c, done, per, sink)?);
+                let (i, done) = queue.pop_front().expect("a full window");
+                free.push(self.wait_emit(i, batch, done, per, sink)?);
             }
         }
-        while let Some((c, done)) = queue.pop_front() {
-            free.push(self.wait_emit(c, done, per, sink)?);
+        while let Some((i, done)) = queue.pop_front() {
+            free.push(self.wait_emit(i, batch, done, per, sink)?);
         }
         Ok(())
     }
 
-    /// How many chunks to decode at once: 1 (on this thread) for `--jobs 1`, one chunk, chunks
-    /// too large for two of them in [`WINDOW_BYTES`], or when called on a thread of the pool
-    /// itself (waiting for the pool could wait for this very thread).
-    fn window(&self) -> usize {
-        // stored, inflated and decoded: about three times the chunk
-        let each = (self.chunk_bytes as u64).saturating_mul(3).max(1);
-        let fit = (WINDOW_BYTES / each).min(self.chunks.len() as u64);
+    /// Chunks decoded one after another by one task (and written in one piece run): about
+    /// [`BATCH_BYTES`], so that small chunks do not each cost a task, a wake-up and a write.
+    fn batch(&self) -> usize {
+        (BATCH_BYTES / self.chunk_bytes.max(1)).max(1)
+    }
+
+    /// How many batches to decode at once: 1 (on this thread) for `--jobs 1`, one batch,
+    /// batches too large for two of them in [`WINDOW_BYTES`], or when called on a thread of the
+    /// pool itself (waiting for the pool could wait for this very thread).
+    fn window(&self, batch: usize) -> usize {
+        // stored, inflated and decoded: about three times the batch
+        let each = (self.chunk_bytes as u64)
+            .saturating_mul(batch as u64)
+            .saturating_mul(3)
+            .max(1);
+        let batches = self.chunks.len().div_ceil(batch) as u64;
+        let fit = (WINDOW_BYTES / each).min(batches);
         if fit < 2 || rayon::current_thread_index().is_some() {
             return 1;
         }
@@ -258,27 +279,35 @@ impl Plan {
         }
     }
 
-    /// Waits for a chunk's turn, writes it, and hands back its buffers.
+    /// Waits for batch `i`'s turn, writes it, and hands back its buffers.
     fn wait_emit(
         &self,
-        c: Chunk,
+        i: usize,
+        batch: usize,
         done: Receiver<(Result<()>, Buffers)>,
         per: usize,
         sink: &mut ChunkSink,
     ) -> Result<Buffers> {
+        let run = self
+            .chunks
+            .chunks(batch)
+            .nth(i)
+            .expect("a batch of the plan");
         let (r, b) = done
             .recv()
             .map_err(|_| anyhow!("the thread decoding the chunk stopped"))
-            .with_context(|| at(c))?;
-        r.with_context(|| at(c))?;
-        self.emit(c, &b, per, sink)?;
+            .with_context(|| at(run[0]))?;
+        r?;
+        self.emit(run, &b, per, sink)?;
         Ok(b)
     }
 
-    /// Writes the rows of a decoded chunk that lie inside the dataset (an edge chunk is cut).
-    fn emit(&self, c: Chunk, b: &Buffers, per: usize, sink: &mut ChunkSink) -> Result<()> {
-        let rows = (self.rows - c.row).min(self.chunk_rows());
-        let need = (rows * self.row_bytes) as usize;
+    /// Writes the rows of a decoded run of chunks that lie inside the dataset (an edge chunk is
+    /// cut).
+    fn emit(&self, run: &[Chunk], b: &Buffers, per: usize, sink: &mut ChunkSink) -> Result<()> {
+        let first = run[0].row;
+        let end = (run[run.len() - 1].row + self.chunk_rows()).min(self.rows);
+        let need = ((end - first) * self.row_bytes) as usize;
         for part in b.decoded[..need].chunks(per) {
             sink(part)?;
         }
@@ -290,7 +319,7 @@ impl Plan {
     }
 }
 
-/// The chunk a message is about, as the crate names it.
+/// The chunk a message is about.
 fn at(c: Chunk) -> String {
     format!(
         "chunk at row {} ({} bytes at offset {})",
@@ -298,15 +327,37 @@ fn at(c: Chunk) -> String {
     )
 }
 
-/// Reads and decodes chunk `c` of `p` into `b.decoded` (its first `p.chunk_bytes` bytes). The
-/// buffers keep their length from chunk to chunk, so that they are zeroed once, not per chunk.
-fn decode(p: &Plan, c: Chunk, b: &mut Buffers) -> Result<()> {
-    let expected = p.chunk_bytes;
+/// Decodes a run of consecutive chunks into `b.decoded`, one after another (chunk k at
+/// `k * chunk_bytes`); an error names the chunk. The buffers keep their length from run to run,
+/// so that they are zeroed once, not per chunk.
+fn decode_batch(p: &Plan, run: &[Chunk], b: &mut Buffers) -> Result<()> {
+    let cb = p.chunk_bytes;
     let Buffers {
         stored,
         inflated,
         decoded,
     } = b;
+    // one byte past the last chunk: the inflate's room to show a chunk too long
+    let len = cb * run.len() + 1;
+    if decoded.len() < len {
+        decoded.resize(len, 0);
+    }
+    for (k, &c) in run.iter().enumerate() {
+        decode(p, c, stored, inflated, &mut decoded[k * cb..][..cb + 1]).with_context(|| at(c))?;
+    }
+    Ok(())
+}
+
+/// Reads and decodes chunk `c` of `p` into `out[..p.chunk_bytes]` (`out` holds one byte more,
+/// which the next chunk overwrites).
+fn decode(
+    p: &Plan,
+    c: Chunk,
+    stored: &mut Vec<u8>,
+    inflated: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<()> {
+    let expected = p.chunk_bytes;
     let end = c.address.checked_add(c.size as u64);
     if end.is_none_or(|e| e > p.data.len()) {
         bail!(
@@ -324,8 +375,7 @@ fn decode(p: &Plan, c: Chunk, b: &mut Buffers) -> Result<()> {
     };
     if !(c.fletcher32 || c.deflate || c.shuffle) {
         exact(c.size)?;
-        decoded.resize(expected, 0);
-        return p.data.read_at(c.address, &mut decoded[..expected]);
+        return p.data.read_at(c.address, &mut out[..expected]);
     }
     stored.resize(c.size, 0);
     p.data.read_at(c.address, stored)?;
@@ -344,44 +394,35 @@ fn decode(p: &Plan, c: Chunk, b: &mut Buffers) -> Result<()> {
         bytes = payload;
     }
     if c.deflate {
-        let into = if c.shuffle {
-            &mut *inflated
-        } else {
-            &mut *decoded
-        };
-        let n = inflate(bytes, expected, into)?;
-        exact(n)?;
         if !c.shuffle {
-            return Ok(());
+            return exact(inflate(bytes, expected, out)?);
         }
+        if inflated.len() < expected + 1 {
+            inflated.resize(expected + 1, 0);
+        }
+        let n = inflate(bytes, expected, &mut inflated[..expected + 1])?;
         bytes = &inflated[..n];
     }
     exact(bytes.len())?;
-    decoded.resize(expected.max(decoded.len()), 0);
     if c.shuffle {
-        unshuffle_into(bytes, p.elem_size, &mut decoded[..expected]);
+        unshuffle_into(bytes, p.elem_size, &mut out[..expected]);
     } else {
-        decoded[..expected].copy_from_slice(bytes); // Fletcher-32 alone
+        out[..expected].copy_from_slice(bytes); // Fletcher-32 alone
     }
     Ok(())
 }
 
-/// Inflates the zlib stream `src` into `out` (its length set to `expected + 1` once, kept after)
-/// and says how many bytes came out: at most one past `expected`, so that a chunk bomb decodes
-/// no further; a stream that does not finish in that room is refused, as hdf5-reader refuses it.
-fn inflate(src: &[u8], expected: usize, out: &mut Vec<u8>) -> Result<usize> {
-    let room = expected + 1;
-    if out.len() < room {
-        out.try_reserve_exact(room - out.len())
-            .map_err(|_| anyhow!("cannot allocate {room} bytes for the chunk"))?;
-        out.resize(room, 0);
-    }
+/// Inflates the zlib stream `src` into `out` (`expected + 1` bytes) and says how many bytes came
+/// out: at most one past `expected`, so that a chunk bomb decodes no further; a stream that does
+/// not finish in that room is refused, as hdf5-reader refuses it.
+fn inflate(src: &[u8], expected: usize, out: &mut [u8]) -> Result<usize> {
+    debug_assert_eq!(out.len(), expected + 1);
     INFLATE.with(|d| {
         let mut d = d.borrow_mut();
         let d = d.get_or_insert_with(|| Decompress::new(true));
         d.reset(true);
         let status = d
-            .decompress(src, &mut out[..room], FlushDecompress::Finish)
+            .decompress(src, out, FlushDecompress::Finish)
             .map_err(|e| anyhow!("DEFLATE decompression failed: {e}"))?;
         let n = d.total_out() as usize;
         if n > expected {
@@ -426,20 +467,22 @@ mod tests {
     /// A chunk stops inflating one byte past its size; a short or cut stream is refused.
     #[test]
     fn the_inflate_stops_one_byte_past_the_chunk() {
-        let mut out = Vec::new();
+        let mut out = vec![0u8; 16385 + 7];
         let bomb = zlib(&vec![0u8; 64 << 20]);
-        let err = inflate(&bomb, 16384, &mut out).unwrap_err().to_string();
+        let err = inflate(&bomb, 16384, &mut out[..16385])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than the 16384 bytes"), "{err}");
-        assert_eq!(out.len(), 16385, "nothing past the room was written");
+        assert_eq!(out[16385..], [0; 7], "nothing past the room was written");
         let plain: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
         let z = zlib(&plain);
-        assert_eq!(inflate(&z, 5000, &mut out).unwrap(), 5000);
+        assert_eq!(inflate(&z, 5000, &mut out[..5001]).unwrap(), 5000);
         assert_eq!(&out[..5000], &plain[..]);
         // the same buffer again, for a chunk whose stream is cut
-        let err = inflate(&z[..z.len() / 2], 5000, &mut out).unwrap_err();
+        let err = inflate(&z[..z.len() / 2], 5000, &mut out[..5001]).unwrap_err();
         assert!(err.to_string().contains("did not finish"), "{err}");
         // a stream of fewer bytes than the chunk inflates completely, then the size is checked
-        assert_eq!(inflate(&z, 6000, &mut out).unwrap(), 5000);
+        assert_eq!(inflate(&z, 6000, &mut out[..6001]).unwrap(), 5000);
     }
 
     /// Every dataset of the fixtures that this path takes reads the same bytes as the crate's own
@@ -471,11 +514,22 @@ mod tests {
                         };
                         if window {
                             plan.stream(piece, &mut sink).unwrap();
+                            // runs of one and two chunks, several in flight on the pool
+                            for batch in [1, 2] {
+                                let mut again = Vec::new();
+                                plan.stream_in(batch, piece, &mut |b: &[u8]| {
+                                    again.extend_from_slice(b);
+                                    Ok(())
+                                })
+                                .unwrap();
+                                assert_eq!(again, whole, "{fixture}: {} by {batch}", ds.name());
+                            }
                         } else {
                             let mut b = Buffers::default();
-                            for &c in &plan.chunks {
-                                decode(&plan, c, &mut b).unwrap();
-                                plan.emit(c, &b, piece, &mut sink).unwrap();
+                            for c in &plan.chunks {
+                                let run = std::slice::from_ref(c);
+                                decode_batch(&plan, run, &mut b).unwrap();
+                                plan.emit(run, &b, piece, &mut sink).unwrap();
                             }
                         }
                         assert_eq!(got, whole, "{fixture}: {}", ds.name());
@@ -550,16 +604,17 @@ mod tests {
         };
         let mut b = Buffers::default();
         let before = crate::checksum::verified_count();
-        decode(&plan(bytes.clone()), chunk, &mut b).unwrap();
+        decode_batch(&plan(bytes.clone()), &[chunk], &mut b).unwrap();
         assert!(crate::checksum::verified_count() > before);
         assert_eq!(&b.decoded[..plain.len()], &plain[..]);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        let err = decode(&plan(bytes.clone()), chunk, &mut b).unwrap_err();
-        assert!(err.to_string().contains("Fletcher-32"), "{err}");
+        let err = decode_batch(&plan(bytes.clone()), &[chunk], &mut b).unwrap_err();
+        assert!(format!("{err:#}").contains("Fletcher-32"), "{err:#}");
         // a chunk whose stored range passes the end of the input
         bytes.truncate(last);
-        let err = decode(&plan(bytes), chunk, &mut b).unwrap_err();
-        assert!(err.to_string().contains("past the end"), "{err}");
+        let err = decode_batch(&plan(bytes), &[chunk], &mut b).unwrap_err();
+        assert!(format!("{err:#}").contains("past the end"), "{err:#}");
+        assert!(err.to_string().contains("chunk at row 0"), "{err}");
     }
 }
