@@ -1,6 +1,8 @@
 #![no_main]
 //! A whole HDF5 file: the crate's structure parsing under our storage adapter, the type mapping,
-//! contiguous ranges, the block walk over chunked data, strings and the global heap.
+//! contiguous ranges, the block walk over chunked data, the chunk-by-chunk path for chunks of
+//! whole rows (`rows.rs`: the index walk, inflate, Fletcher-32, unshuffle), strings and the
+//! global heap.
 use libfuzzer_sys::fuzz_target;
 use tensor2npy::input::FileRange;
 use tensor2npy::source::hdf5::Hdf5Source;

@@ -158,11 +158,20 @@ pub fn lzf_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 /// element, and so on; bytes past the last whole element stay where they are. hdf5-reader's own
 /// moves a byte at a time with two bounds checks per byte.
 pub fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
+    let mut out = vec![0u8; data.len()];
+    unshuffle_into(data, size, &mut out);
+    out
+}
+
+/// [`unshuffle`] into `out`, which holds as many bytes as `data` (`rows.rs` writes a chunk
+/// straight into the buffer that goes to the output).
+pub fn unshuffle_into(data: &[u8], size: usize, out: &mut [u8]) {
+    assert_eq!(data.len(), out.len(), "unshuffle_into: unequal lengths");
     let n = data.len().checked_div(size).unwrap_or(0);
     if size <= 1 || n == 0 {
-        return data.to_vec();
+        out.copy_from_slice(data);
+        return;
     }
-    let mut out = vec![0u8; data.len()];
     let whole = n * size;
     match size {
         2 => gather::<2>(&data[..whole], &mut out[..whole], n),
@@ -177,7 +186,6 @@ pub fn unshuffle(data: &[u8], size: usize) -> Vec<u8> {
         }
     }
     out[whole..].copy_from_slice(&data[whole..]);
-    out
 }
 
 /// [`unshuffle`] of `n` whole elements of `S` bytes, 16 at a time: constant bounds that the

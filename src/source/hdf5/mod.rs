@@ -28,7 +28,9 @@
 //! dtype `resource`, which the pipeline refuses, naming the dataset, unless `--skip-unsupported`.
 //!
 //! `blocks.rs` holds the storage adapter and the block walk; `filters.rs` the filter registry
-//! (hdf5-reader's decoders with explicit output limits, and a faster unshuffle).
+//! (hdf5-reader's decoders with explicit output limits, and a faster unshuffle); `rows.rs` reads
+//! the chunked datasets whose chunks hold whole rows (shuffle, deflate and Fletcher-32 at most)
+//! chunk by chunk itself, without the crate's per-block array and copies.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -50,6 +52,7 @@ mod filters;
 /// h5py's LZF decoder, public for its fuzz target (`fuzz/fuzz_targets/hdf5_lzf.rs`).
 pub use filters::lzf_decompress;
 mod links;
+mod rows;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
@@ -267,6 +270,9 @@ pub struct Hdf5Source {
     metadata: Option<serde_json::Value>,
     /// Datasets left out (virtual ones).
     notes: Vec<String>,
+    /// The open file and its bytes, for chunks read without the crate's block walk (`rows.rs`).
+    file: Hdf5File,
+    data: FileRange,
 }
 
 impl Hdf5Source {
@@ -317,6 +323,8 @@ impl Hdf5Source {
             entries,
             metadata: None,
             notes,
+            file,
+            data,
         })
     }
 
@@ -553,6 +561,17 @@ impl Source for Hdf5Source {
             return range.stream(unit, chunk, sink);
         }
         let ds = &e.dataset;
+        // Chunks of whole rows, read and decoded here (rows.rs); anything else through the crate.
+        if let Some(plan) = rows::plan(
+            &self.file,
+            &self.data,
+            ds,
+            &e.shape,
+            e.elem_size,
+            MAX_CHUNK_BYTES,
+        ) {
+            return plan.stream(chunk, sink);
+        }
         match e.elem_size {
             1 => stream_fixed::<1>(ds, &e.shape, chunk, sink),
             2 => stream_fixed::<2>(ds, &e.shape, chunk, sink),
