@@ -239,7 +239,7 @@ impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<'_, B> {
             // a pipe has no offset, and is spliced as before
             if let Ok(at) = out.get_mut().stream_position() {
                 if slot::misaligned(range, at) {
-                    return slot::copy_through_memory(range, out.get_mut());
+                    return slot::copy_through_memory(range, out.get_mut(), at);
                 }
             }
         }

@@ -213,9 +213,8 @@ fn copy_through_buffer(input: &File, from: u64, out: &File, to: u64, len: u64) -
     Ok(())
 }
 
-/// Bytes per `read` and `write` of [`copy_through_memory`]: as `cat`'s 128 KiB, within the CPU
-/// cache (1 MiB pieces cost 0.64 CPU-s per GiB against 0.42–0.49, benches/NOTES.md round 9).
-const MEMORY_PIECE: usize = 256 << 10;
+/// Bytes per `read` and `write` of [`copy_through_memory`] (cat's 128 KiB costs the same CPU).
+const MEMORY_PIECE: u64 = 256 << 10;
 
 /// Whether a kernel copy of `range` to output offset `at` would move each page in two pieces:
 /// the input and output offsets differ within a page (a `.npy`'s data starts at byte 128 and
@@ -224,17 +223,19 @@ pub(super) fn misaligned(range: &FileRange, at: u64) -> bool {
     range.file_offset() % PAGE != at % PAGE
 }
 
-/// Appends `range` (a local file's) to `out` at its file offset through a buffer: `read` into
-/// it, `write` it out, [`MEMORY_PIECE`] at a time, checking for an interrupt between pieces.
-/// Where the offsets differ within a page ([`misaligned`]) this is what `cat` does, and on this
-/// VM it took at most the kernel copy's CPU (benches/NOTES.md, round 9).
-pub(super) fn copy_through_memory(range: &FileRange, out: &mut File) -> Result<()> {
+/// Appends `range` (a local file's) to `out`, whose file offset is `at`, through a buffer:
+/// `read` into it, `write` it out, each write ending at a multiple of [`MEMORY_PIECE`] in the
+/// output so that only the first page is written in part; an interrupt is checked between
+/// pieces. Where the offsets differ within a page ([`misaligned`]) this took 0.42 CPU-s per GiB
+/// against the kernel copy's 0.51 (benches/NOTES.md, round 9).
+pub(super) fn copy_through_memory(range: &FileRange, out: &mut File, at: u64) -> Result<()> {
     use std::io::Write;
-    let mut buf = vec![0u8; MEMORY_PIECE.min(range.len() as usize)];
+    let mut buf = vec![0u8; MEMORY_PIECE.min(range.len()) as usize];
     let mut done = 0u64;
     while done < range.len() {
         crate::error::check_interrupted()?;
-        let n = (buf.len() as u64).min(range.len() - done) as usize;
+        let pos = at + done;
+        let n = (MEMORY_PIECE - pos % MEMORY_PIECE).min(range.len() - done) as usize;
         range.read_at(done, &mut buf[..n])?;
         out.write_all(&buf[..n]).map_err(io_error)?;
         done += n as u64;
