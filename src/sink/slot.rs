@@ -372,3 +372,39 @@ pub(super) fn write_at(out: &File, data: &[u8], at: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    #[test]
+    fn a_misaligned_range_copied_through_memory_arrives_whole_after_the_header() {
+        // 3 MiB and a little: several 256 KiB pieces, a partial last one
+        let data: Vec<u8> = (0..(3u32 << 20) + 777)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut input = tempfile::NamedTempFile::new().unwrap();
+        input.write_all(&[7u8; 86]).unwrap();
+        input.write_all(&data).unwrap();
+        input.write_all(&[7u8; 5]).unwrap();
+        let range = crate::input::open_range(input.path())
+            .unwrap()
+            .slice(86, data.len() as u64)
+            .unwrap();
+        assert!(misaligned(&range, 128));
+        assert!(!misaligned(&range, 4096 + 86));
+
+        let mut out = tempfile::tempfile().unwrap();
+        out.write_all(&[b' '; 128]).unwrap();
+        copy_through_memory(&range, &mut out, 128).unwrap();
+        out.write_all(b"end").unwrap();
+        let mut back = Vec::new();
+        out.seek(SeekFrom::Start(0)).unwrap();
+        out.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), 128 + data.len() + 3);
+        assert_eq!(&back[..128], &[b' '; 128][..]);
+        assert!(back[128..128 + data.len()] == data[..], "the copied bytes differ");
+        assert_eq!(&back[128 + data.len()..], b"end");
+    }
+}
