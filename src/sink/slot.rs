@@ -404,7 +404,10 @@ mod tests {
         out.read_to_end(&mut back).unwrap();
         assert_eq!(back.len(), 128 + data.len() + 3);
         assert_eq!(&back[..128], &[b' '; 128][..]);
-        assert!(back[128..128 + data.len()] == data[..], "the copied bytes differ");
+        assert!(
+            back[128..128 + data.len()] == data[..],
+            "the copied bytes differ"
+        );
         assert_eq!(&back[128 + data.len()..], b"end");
     }
 }
