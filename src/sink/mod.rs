@@ -224,26 +224,13 @@ impl<B: BorrowMut<BufWriter<File>>> MemberWriter for FileMember<'_, B> {
         self.out.borrow_mut().write_all(data).map_err(io_error)
     }
 
-    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`), or, for a large
-    /// range whose input and output offsets differ within a page, a copy through memory
-    /// ([`slot::copy_through_memory`]); streamed through the hash instead when the file is
-    /// hashed, so that its bytes are read once, from the input.
+    /// One `copy_file_range` inside the kernel (see `FileRange::copy_into`); streamed through
+    /// the hash instead when the file is hashed, so that its bytes are read once, from the input.
     fn copy(&mut self, range: &FileRange) -> Result<()> {
         if self.hash.is_some() {
             return stream_copy(self, range);
         }
-        let out = self.out.borrow_mut();
-        if kernel_copies(range) {
-            use std::io::Seek;
-            out.flush().map_err(io_error)?;
-            // a pipe has no offset, and is spliced as before
-            if let Ok(at) = out.get_mut().stream_position() {
-                if slot::misaligned(range, at) {
-                    return slot::copy_through_memory(range, out.get_mut(), at);
-                }
-            }
-        }
-        range.copy_into(out).map_err(io_error)?;
+        range.copy_into(self.out.borrow_mut()).map_err(io_error)?;
         Ok(())
     }
 

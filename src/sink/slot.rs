@@ -213,36 +213,6 @@ fn copy_through_buffer(input: &File, from: u64, out: &File, to: u64, len: u64) -
     Ok(())
 }
 
-/// Bytes per `read` and `write` of [`copy_through_memory`] (cat's 128 KiB costs the same CPU).
-const MEMORY_PIECE: u64 = 256 << 10;
-
-/// Whether a kernel copy of `range` to output offset `at` would move each page in two pieces:
-/// the input and output offsets differ within a page (a `.npy`'s data starts at byte 128 and
-/// cannot be padded, a safetensors tensor's anywhere).
-pub(super) fn misaligned(range: &FileRange, at: u64) -> bool {
-    range.file_offset() % PAGE != at % PAGE
-}
-
-/// Appends `range` (a local file's) to `out`, whose file offset is `at`, through a buffer:
-/// `read` into it, `write` it out, each write ending at a multiple of [`MEMORY_PIECE`] in the
-/// output so that only the first page is written in part; an interrupt is checked between
-/// pieces. Where the offsets differ within a page ([`misaligned`]) this took 0.42 CPU-s per GiB
-/// against the kernel copy's 0.51 (benches/NOTES.md, round 9).
-pub(super) fn copy_through_memory(range: &FileRange, out: &mut File, at: u64) -> Result<()> {
-    use std::io::Write;
-    let mut buf = vec![0u8; MEMORY_PIECE.min(range.len()) as usize];
-    let mut done = 0u64;
-    while done < range.len() {
-        crate::error::check_interrupted()?;
-        let pos = at + done;
-        let n = (MEMORY_PIECE - pos % MEMORY_PIECE).min(range.len() - done) as usize;
-        range.read_at(done, &mut buf[..n])?;
-        out.write_all(&buf[..n]).map_err(io_error)?;
-        done += n as u64;
-    }
-    Ok(())
-}
-
 /// Where a reserved member goes in an archive file, as [`super::zip::ZipWriter::reserve`] lays
 /// it out.
 pub(super) struct Room {
@@ -371,43 +341,4 @@ pub(super) fn write_at(out: &File, data: &[u8], at: u64) -> io::Result<()> {
         done += piece.len() as u64;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Seek, SeekFrom, Write};
-
-    #[test]
-    fn a_misaligned_range_copied_through_memory_arrives_whole_after_the_header() {
-        // 3 MiB and a little: several 256 KiB pieces, a partial last one
-        let data: Vec<u8> = (0..(3u32 << 20) + 777)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        let mut input = tempfile::NamedTempFile::new().unwrap();
-        input.write_all(&[7u8; 86]).unwrap();
-        input.write_all(&data).unwrap();
-        input.write_all(&[7u8; 5]).unwrap();
-        let range = crate::input::open_range(input.path())
-            .unwrap()
-            .slice(86, data.len() as u64)
-            .unwrap();
-        assert!(misaligned(&range, 128));
-        assert!(!misaligned(&range, 4096 + 86));
-
-        let mut out = tempfile::tempfile().unwrap();
-        out.write_all(&[b' '; 128]).unwrap();
-        copy_through_memory(&range, &mut out, 128).unwrap();
-        out.write_all(b"end").unwrap();
-        let mut back = Vec::new();
-        out.seek(SeekFrom::Start(0)).unwrap();
-        out.read_to_end(&mut back).unwrap();
-        assert_eq!(back.len(), 128 + data.len() + 3);
-        assert_eq!(&back[..128], &[b' '; 128][..]);
-        assert!(
-            back[128..128 + data.len()] == data[..],
-            "the copied bytes differ"
-        );
-        assert_eq!(&back[128 + data.len()..], b"end");
-    }
 }
