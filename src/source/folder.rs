@@ -111,7 +111,8 @@ pub fn is_json_index(input: &Input, is_index: impl Fn(&str) -> bool) -> bool {
 }
 
 /// The folder whose files an input in `dir` may read: `dir` itself, or the cache's repository
-/// folder for a Hugging Face cache snapshot (both resolved).
+/// folder when `dir` is a Hugging Face cache snapshot or a folder inside one (a pipeline's
+/// `unet/`), whose files link to `../blobs/` (both resolved).
 fn allowed_root(dir: &Path) -> Result<PathBuf> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -121,16 +122,16 @@ fn allowed_root(dir: &Path) -> Result<PathBuf> {
     let real = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    if let Some(repo) = real.parent().and_then(|snapshots| {
+    let repo = real.ancestors().skip(1).find_map(|snapshots| {
         (snapshots.file_name()? == "snapshots")
             .then(|| snapshots.parent())
             .flatten()
-    }) {
-        if repo.join("blobs").is_dir() {
-            return Ok(repo.to_path_buf());
-        }
+            .filter(|repo| repo.join("blobs").is_dir())
+    });
+    match repo {
+        Some(repo) => Ok(repo.to_path_buf()),
+        None => Ok(real),
     }
-    Ok(real)
 }
 
 /// The shard `name` that the index file `index` (in `dir`) names: it must exist (a missing one

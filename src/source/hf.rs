@@ -42,12 +42,14 @@ const INDEXES: [&str; 3] = [
     "pytorch_model.bin.index.json",
     "flax_model.msgpack.index.json",
 ];
-const SINGLES: [&str; 7] = [
+const SINGLES: [&str; 8] = [
     "model.safetensors",
     "pytorch_model.bin",
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
     "flax_model.msgpack",
+    // `FlaxStableDiffusionPipeline.save_pretrained`'s unet and vae
+    "diffusion_flax_model.msgpack",
     // PEFT's `save_pretrained` (LoRA and other adapters), read by `PeftModel.from_pretrained`
     "adapter_model.safetensors",
     "adapter_model.bin",
@@ -81,6 +83,7 @@ fn is_variant_single(name: &str) -> bool {
         ("diffusion_pytorch_model.", ".safetensors"),
         ("diffusion_pytorch_model.", ".bin"),
         ("flax_model.", ".msgpack"),
+        ("diffusion_flax_model.", ".msgpack"),
     ]
     .iter()
     .any(|(p, e)| {
@@ -174,6 +177,21 @@ fn locate(dir: &Path, names: &[String]) -> Result<Layout> {
         "{} is not a Hugging Face model folder (no *.safetensors.index.json or *.bin.index.json, no model[.VARIANT].safetensors, pytorch_model[.VARIANT].bin, diffusion_pytorch_model[.VARIANT].safetensors or adapter_model.safetensors)",
         dir.display()
     )
+}
+
+/// A file name that a part of a pipeline would keep weights in (in any format).
+fn looks_like_weights(name: &str) -> bool {
+    reads_weights(name)
+        || [".onnx", ".pt", ".pth", ".ckpt", ".h5", ".gguf"]
+            .iter()
+            .any(|e| name.ends_with(e))
+}
+
+/// A weights file name of a format this reader chooses among (safetensors, .bin, msgpack).
+fn reads_weights(name: &str) -> bool {
+    [".safetensors", ".bin", ".msgpack"]
+        .iter()
+        .any(|e| name.ends_with(e))
 }
 
 /// The reader of one weights file, by its extension.
@@ -301,8 +319,25 @@ fn open_parts(
             })?;
             (sub, n)
         };
-        let Ok(layout) = locate(&sub, &sub_names) else {
-            continue;
+        let layout = match locate(&sub, &sub_names) {
+            Ok(layout) => layout,
+            // a component without weights (scheduler, tokenizer, pooling)
+            Err(_) if !sub_names.iter().any(|n| looks_like_weights(n)) => continue,
+            // weights this reader reads, but no one file to choose (two variants, no base)
+            Err(e) if sub_names.iter().any(|n| reads_weights(n)) => return Err(e),
+            Err(_) => {
+                let held: Vec<&str> = sub_names
+                    .iter()
+                    .filter(|n| looks_like_weights(n))
+                    .map(String::as_str)
+                    .collect();
+                chain.add_note(format!(
+                    "{}: not read: a part holding {} (pass such files by themselves)",
+                    sub.display(),
+                    held.join(", ")
+                ));
+                continue;
+            }
         };
         let display = sub.display().to_string();
         let part = open_layout(&display, &sub, layout, Some(sub_names), opts)?;

@@ -419,6 +419,57 @@ fn pipeline_and_sentence_transformers_parts_are_prefixed_and_a_part_outside_is_r
     let want: Vec<(String, f32)> = want.iter().map(|(n, v)| (n.to_string(), *v)).collect();
     assert_eq!(got, want);
 
+    // the same pipeline in the Hugging Face cache: each part's files link to ../../../blobs/
+    let repo = t.path().join("hub/models--org--pipe");
+    let snap = repo.join("snapshots/0123abcd");
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    let mut k = 0;
+    for part in ["", "unet", "vae", "scheduler"] {
+        fs::create_dir_all(snap.join(part)).unwrap();
+        for entry in fs::read_dir(pipe.join(part)).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                continue;
+            }
+            k += 1;
+            fs::copy(&p, repo.join(format!("blobs/blob{k}"))).unwrap();
+            let up = if part.is_empty() { "../.." } else { "../../.." };
+            symlink(
+                format!("{up}/blobs/blob{k}"),
+                snap.join(part).join(p.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    let (o, dir) = convert(&snap, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(f32_values(&read_npz(&dir.path().join("out.npz"))), want);
+
+    // a part holding weights in a format the folder reader does not choose is named in a note;
+    // one holding two candidates and no base file is an error, not a part passed over
+    let onnx = t.path().join("onnx_pipe");
+    hf_folder(&onnx.join("unet"), 1);
+    fs::create_dir_all(onnx.join("vae")).unwrap();
+    fs::create_dir_all(onnx.join("scheduler")).unwrap();
+    fs::write(onnx.join("vae/model.onnx"), b"\x08\x07").unwrap();
+    fs::write(onnx.join("model_index.json"), index).unwrap();
+    let (o, _dir) = convert(&onnx, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not read") && stderr.contains("model.onnx"),
+        "{stderr}"
+    );
+    fs::remove_file(onnx.join("vae/model.onnx")).unwrap();
+    for v in ["fp16", "bf16"] {
+        one_tensor(
+            &onnx.join(format!("vae/diffusion_pytorch_model.{v}.safetensors")),
+            "w0",
+            1.0,
+        );
+    }
+    assert_refused(&onnx, "diffusion_pytorch_model.bf16.safetensors");
+
     // modules.json naming a folder outside the model is refused, naming the file
     let st = t.path().join("st");
     fs::create_dir_all(&st).unwrap();

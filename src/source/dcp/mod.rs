@@ -366,10 +366,15 @@ fn bytes_item_tensors(
             item: size as u64,
             chunks: vec![Chunk {
                 region,
-                bytes: Bytes::Inner {
-                    file: k,
-                    range: range.clone(),
-                    index,
+                // its bytes where they lie in the item, found now: a `flatten_state_dict=False`
+                // item pickles a whole model, which would otherwise be parsed again per tensor
+                bytes: match item.raw_range(index).filter(|_| !m.big_endian) {
+                    Some(r) => Bytes::Raw(r),
+                    None => Bytes::Inner {
+                        file: k,
+                        range: range.clone(),
+                        index,
+                    },
                 },
             }],
         });

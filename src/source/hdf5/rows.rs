@@ -127,6 +127,12 @@ pub(super) fn plan(
             0 => chunk_bytes,
             n => n,
         };
+        // A stored chunk no larger than its data could deflate to (zlib's bound is about
+        // 1/4096 over, Fletcher-32 adds 4 bytes): a hostile index cannot make each small chunk
+        // read and hold the whole file; anything larger is the crate's walk.
+        if size > chunk_bytes + chunk_bytes / 256 + 1024 {
+            return None;
+        }
         let stages = stages(&pipeline, e.filter_mask)?;
         chunks.push(Chunk {
             address: e.address,
