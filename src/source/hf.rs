@@ -31,7 +31,7 @@ use crate::tensor::{ChunkSink, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "huggingface",
-    about: "a Hugging Face model folder or its *.index.json (safetensors or .bin shards, merged)",
+    about: "a Hugging Face model folder (diffusers pipelines and sentence-transformers part by part) or its *.index.json (safetensors or .bin shards, merged)",
     extensions: &[".index.json"],
     sniff,
     open,
