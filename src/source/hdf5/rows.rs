@@ -21,8 +21,6 @@
 //! `filters.rs` (the unshuffle) and `mod.rs` (which asks for a plan before the block walk).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -217,8 +215,7 @@ impl Plan {
         let per = (piece / self.elem_size).max(1) * self.elem_size;
         let window = self.window(batch);
         let shared = Arc::new(self.clone_for_pool());
-        type Done = Receiver<(Result<()>, Buffers)>;
-        let mut queue: VecDeque<(usize, Done)> = VecDeque::new();
+        let mut queue = crate::pool::InOrder::new(window);
         let mut free: Vec<Buffers> = Vec::new();
         let mut one = Buffers::default();
         for (i, run) in self.chunks.chunks(batch).enumerate() {
@@ -229,21 +226,17 @@ impl Plan {
                 continue;
             }
             let mut b = free.pop().unwrap_or_default();
-            let (tx, done) = sync_channel(1);
             let (p, run) = (shared.clone(), run.to_vec());
-            rayon::spawn(move || {
+            let turn = queue.push(move || {
                 let r = decode_batch(&p, &run, &mut b);
-                // The receiver is gone only when an earlier batch failed.
-                let _ = tx.send((r, b));
-            });
-            queue.push_back((i, done));
-            if queue.len() >= window {
-                let (i, done) = queue.pop_front().expect("a full window");
-                free.push(self.wait_emit(i, batch, done, per, sink)?);
+                (i, r, b)
+            })?;
+            if let Some(done) = turn {
+                free.push(self.emit_batch(done, batch, per, sink)?);
             }
         }
-        while let Some((i, done)) = queue.pop_front() {
-            free.push(self.wait_emit(i, batch, done, per, sink)?);
+        while let Some(done) = queue.pop()? {
+            free.push(self.emit_batch(done, batch, per, sink)?);
         }
         Ok(())
     }
@@ -261,19 +254,9 @@ impl Plan {
         // stored, inflated and decoded: about three times the batch
         let each = (self.chunk_bytes as u64)
             .saturating_mul(batch as u64)
-            .saturating_mul(3)
-            .max(1);
+            .saturating_mul(3);
         let batches = self.chunks.len().div_ceil(batch) as u64;
-        let fit = (WINDOW_BYTES / each).min(batches);
-        if fit < 2 || rayon::current_thread_index().is_some() {
-            return 1;
-        }
-        crate::pool::ready();
-        let threads = rayon::current_num_threads() as u64;
-        if threads < 2 {
-            return 1;
-        }
-        (2 * threads).min(fit) as usize
+        crate::pool::window(each, batches, WINDOW_BYTES).unwrap_or(1)
     }
 
     /// What a pool thread needs of the plan (not the chunk list).
@@ -285,12 +268,11 @@ impl Plan {
         }
     }
 
-    /// Waits for batch `i`'s turn, writes it, and hands back its buffers.
-    fn wait_emit(
+    /// Writes batch `i` in its turn (its decoding's result `r`), and hands back its buffers.
+    fn emit_batch(
         &self,
-        i: usize,
+        (i, r, b): (usize, Result<()>, Buffers),
         batch: usize,
-        done: Receiver<(Result<()>, Buffers)>,
         per: usize,
         sink: &mut ChunkSink,
     ) -> Result<Buffers> {
@@ -299,10 +281,6 @@ impl Plan {
             .chunks(batch)
             .nth(i)
             .expect("a batch of the plan");
-        let (r, b) = done
-            .recv()
-            .map_err(|_| anyhow!("the thread decoding the chunk stopped"))
-            .with_context(|| at(run[0]))?;
         r?;
         self.emit(run, &b, per, sink)?;
         Ok(b)

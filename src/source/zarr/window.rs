@@ -10,12 +10,9 @@
 //! (zstd's own words for the damage may differ: one call here, a stream there); the chunks
 //! before it have been written.
 
-use std::collections::VecDeque;
-use std::sync::mpsc::{sync_channel, Receiver};
-
 use std::io::Read;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::chunks::{decode, decoder, ArrayReader, Emitter};
 use super::meta::Codec;
@@ -30,15 +27,7 @@ pub const WINDOW_BYTES: u64 = 32 << 20;
 /// pass [`WINDOW_BYTES`]. Called before the pool is used; builds it only when it will be used
 /// (an array of one chunk, as Orbax writes, never does).
 pub fn window(chunk_bytes: u64, chunks: u64) -> Option<usize> {
-    let fit = (WINDOW_BYTES / chunk_bytes.max(1).saturating_mul(2)).min(chunks);
-    // On a thread of the pool itself, waiting for the pool could wait for this very thread.
-    if fit < 2 || rayon::current_thread_index().is_some() {
-        return None;
-    }
-    crate::pool::ready();
-    let threads = rayon::current_num_threads() as u64;
-    let w = (2 * threads).min(fit);
-    (threads > 1).then_some(w as usize)
+    crate::pool::window(chunk_bytes.max(1).saturating_mul(2), chunks, WINDOW_BYTES)
 }
 
 /// The buffers one chunk is decoded with, its stored bytes and its decoded bytes; once the chunk
@@ -49,13 +38,14 @@ struct Buffers {
     decoded: Vec<u8>,
 }
 
-/// A chunk's place in the output: the fill value (absent), or its decoding on the pool.
+/// A chunk's place in the output: the fill value (absent), or its decoding.
 enum Slot {
     Fill(u64),
-    Decoding {
+    Decoded {
         key: String,
         need: u64,
-        done: Receiver<(Result<()>, Buffers)>,
+        result: Result<()>,
+        buffers: Buffers,
     },
 }
 
@@ -65,7 +55,7 @@ impl ArrayReader<'_> {
         let m = self.meta;
         let row: u64 = m.chunks[1..].iter().product::<u64>() * m.item as u64;
         let total = m.chunk_bytes();
-        let mut queue = VecDeque::with_capacity(window);
+        let mut queue = crate::pool::InOrder::new(window);
         let mut free: Vec<Buffers> = Vec::with_capacity(window);
         for i in 0..m.grid()[0] {
             crate::error::check_interrupted()?;
@@ -75,44 +65,45 @@ impl ArrayReader<'_> {
             let rows = m.chunks[0].min(m.shape[0] - i * m.chunks[0]);
             let need = rows * row;
             let got = self.store.get(&key);
-            let slot = match got.with_context(|| self.store.describe(&key))? {
-                None => Slot::Fill(need / m.item as u64),
+            let turn = match got.with_context(|| self.store.describe(&key))? {
+                None => queue.push_ready(Slot::Fill(need / m.item as u64))?,
                 Some(range) => {
                     let codecs = m.layout.codecs.clone();
-                    let mut b = free.pop().unwrap_or_default();
-                    let (tx, done) = sync_channel(1);
-                    rayon::spawn(move || {
-                        let r = decode_chunk(&range, &codecs, total, &mut b);
-                        // The receiver is gone only when an earlier chunk failed.
-                        let _ = tx.send((r, b));
-                    });
-                    Slot::Decoding { key, need, done }
+                    let mut buffers = free.pop().unwrap_or_default();
+                    queue.push(move || {
+                        let result = decode_chunk(&range, &codecs, total, &mut buffers);
+                        Slot::Decoded {
+                            key,
+                            need,
+                            result,
+                            buffers,
+                        }
+                    })?
                 }
             };
-            queue.push_back(slot);
-            if queue.len() >= window {
-                self.emit(queue.pop_front().expect("a full window"), out, &mut free)?;
+            if let Some(slot) = turn {
+                self.emit(slot, out, &mut free)?;
             }
         }
-        while let Some(slot) = queue.pop_front() {
+        while let Some(slot) = queue.pop()? {
             self.emit(slot, out, &mut free)?;
         }
         Ok(())
     }
 
-    /// Waits for a chunk's turn and writes its first `need` bytes (or its fill).
+    /// Writes a chunk in its turn: its first `need` bytes, or its fill.
     fn emit(&self, slot: Slot, out: &mut Emitter, free: &mut Vec<Buffers>) -> Result<()> {
         match slot {
             Slot::Fill(n) => out.fill(&self.meta.fill, n),
-            Slot::Decoding { key, need, done } => {
-                let at = || self.store.describe(&key);
-                let (r, b) = done
-                    .recv()
-                    .map_err(|_| anyhow!("the thread decoding the chunk stopped"))
-                    .with_context(at)?;
-                r.with_context(at)?;
-                out.push_whole(&b.decoded[..need as usize])?;
-                free.push(b);
+            Slot::Decoded {
+                key,
+                need,
+                result,
+                buffers,
+            } => {
+                result.with_context(|| self.store.describe(&key))?;
+                out.push_whole(&buffers.decoded[..need as usize])?;
+                free.push(buffers);
                 Ok(())
             }
         }
