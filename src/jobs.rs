@@ -67,6 +67,14 @@ pub const MAX_REOPENED_TENSORS: usize = 10_000;
 /// At most this many workers, whatever `--jobs` says: beyond it the disk is the limit.
 pub const MAX_WORKERS: usize = 8;
 
+/// The number of threads that work side by side when nobody says: the cores, at most
+/// [`MAX_WORKERS`] (`--jobs`'s default, and the Python module's readers).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS)
+}
+
 /// Opens a second copy of input `s` for a worker.
 pub type Reopen<'a> = dyn Fn(usize) -> Result<Box<dyn Source>> + Sync + 'a;
 

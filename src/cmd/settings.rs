@@ -228,7 +228,7 @@ impl Settings {
 fn workers(jobs: Option<u16>) -> usize {
     let n = match jobs {
         Some(n) => n as usize,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => crate::jobs::default_threads(),
     };
     match n.min(crate::jobs::MAX_WORKERS) {
         1 => 0,

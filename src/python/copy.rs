@@ -23,12 +23,9 @@ pub struct Copy<'a> {
     pub context: String,
 }
 
-/// How many threads read at once: the cores, as for the command's `--jobs` default, at most
-/// [`crate::jobs::MAX_WORKERS`].
+/// How many threads read at once: the command's `--jobs` default.
 pub fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(crate::jobs::MAX_WORKERS)
+    crate::jobs::default_threads()
 }
 
 /// A piece of one tensor.
