@@ -101,8 +101,14 @@ impl Chain {
 
     /// Adds a source that stays open.
     pub fn push_held(&mut self, src: Box<dyn Source>) -> Result<()> {
+        self.push_held_under(src, "")
+    }
+
+    /// Adds a source that stays open, its tensors named under `prefix` (a model's part folder,
+    /// `unet/`); the source itself is read unchanged.
+    pub fn push_held_under(&mut self, src: Box<dyn Source>, prefix: &str) -> Result<()> {
         let k = self.parts.len();
-        self.index_part(k, src.as_ref())?;
+        self.index_part(k, src.as_ref(), prefix)?;
         self.parts.push(Part {
             display: src.display_path().to_string(),
             how: How::Held(src),
@@ -124,7 +130,7 @@ impl Chain {
             self.notes.push(format!("{display}: {note}"));
         }
         let k = self.parts.len();
-        self.index_part(k, src.as_ref())?;
+        self.index_part(k, src.as_ref(), "")?;
         self.files.extend(src.input_files());
         self.parts.push(Part {
             display,
@@ -138,10 +144,11 @@ impl Chain {
         Ok(())
     }
 
-    fn index_part(&mut self, k: usize, src: &dyn Source) -> Result<()> {
+    fn index_part(&mut self, k: usize, src: &dyn Source, prefix: &str) -> Result<()> {
         let display = src.display_path();
         for i in 0..src.len() {
-            let meta = src.meta(i).with_context(|| display.to_string())?;
+            let mut meta = src.meta(i).with_context(|| display.to_string())?;
+            meta.name.insert_str(0, prefix);
             if let Some(&other) = self.names.get(&meta.name) {
                 let first = match self.parts.get(other) {
                     Some(p) => p.display.as_str(),

@@ -27,7 +27,7 @@ use super::chain::Chain;
 use super::folder;
 use crate::input;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Source, TensorMeta};
+use crate::tensor::Source;
 
 pub static READER: Reader = Reader {
     name: "huggingface",
@@ -349,55 +349,10 @@ fn open_parts(
         } else {
             format!("{d}/")
         };
-        chain.push_held(Box::new(Prefixed::new(Box::new(part), &prefix)?))?;
+        chain.push_held_under(Box::new(part), &prefix)?;
         found = true;
     }
     Ok(found.then(|| chain.finish()))
-}
-
-/// A part's tensors under `<folder>/`, read from the part unchanged.
-struct Prefixed {
-    inner: Box<dyn Source>,
-    metas: Vec<TensorMeta>,
-}
-
-impl Prefixed {
-    fn new(inner: Box<dyn Source>, prefix: &str) -> Result<Prefixed> {
-        let metas = (0..inner.len())
-            .map(|i| {
-                let mut m = inner.meta(i)?;
-                m.name = format!("{prefix}{}", m.name);
-                Ok(m)
-            })
-            .collect::<Result<_>>()?;
-        Ok(Prefixed { inner, metas })
-    }
-}
-
-impl Source for Prefixed {
-    fn display_path(&self) -> &str {
-        self.inner.display_path()
-    }
-
-    fn metas(&self) -> &[TensorMeta] {
-        &self.metas
-    }
-
-    fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        self.inner.read_dense(index, chunk, sink)
-    }
-
-    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
-        self.inner.read_strings(index, sink)
-    }
-
-    fn input_files(&self) -> Vec<PathBuf> {
-        self.inner.input_files()
-    }
-
-    fn raw_range(&self, index: usize) -> Option<input::FileRange> {
-        self.inner.raw_range(index)
-    }
 }
 
 /// The folder `dir` read in `layout`; `names`, the folder's files, for the note on weights
