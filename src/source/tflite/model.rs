@@ -133,19 +133,35 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                     continue;
                 }
             };
-            if tensor.sparsity().is_some() {
+            // A sparse (TACO) tensor's buffer holds only its stored values: the interpreter's
+            // get_tensor returns them as a 1-D array, and so do we (its per-axis
+            // quantization, which names dense axes, is dropped with a note).
+            let sparse = tensor.sparsity().is_some();
+            let shape = if sparse {
+                let size = dtype.item_size().unwrap_or(1) as u64;
+                if size == 0 || len % size != 0 {
+                    bail!(
+                        "{}: its sparse buffer of {len} bytes is not a whole number of {}",
+                        at(),
+                        dtype.name()
+                    );
+                }
                 notes.push(format!(
-                    "skipped {}: sparse tensors (TACO format) are not converted",
-                    at()
+                    "{}: sparse (TACO format), written as its {} stored values, as get_tensor returns them",
+                    at(),
+                    len / size
                 ));
-                continue;
-            }
-            let shape = tensor
-                .shape()
-                .iter()
-                .flatten()
-                .map(|d| u64::try_from(d).map_err(|_| anyhow!("{}: negative dimension {d}", at())))
-                .collect::<Result<Vec<u64>>>()?;
+                vec![len / size]
+            } else {
+                tensor
+                    .shape()
+                    .iter()
+                    .flatten()
+                    .map(|d| {
+                        u64::try_from(d).map_err(|_| anyhow!("{}: negative dimension {d}", at()))
+                    })
+                    .collect::<Result<Vec<u64>>>()?
+            };
             let want = checked_elements(&shape)
                 .ok()
                 .and_then(|n| n.checked_mul(dtype.item_size().unwrap_or(1) as u64));
@@ -159,7 +175,15 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
             }
             let quant = tensor.quantization().and_then(|q| {
                 let scale: Vec<f32> = q.scale()?.iter().collect();
-                (!scale.is_empty() && q.details_type() == fb::QuantizationDetails::NONE).then(
+                let per_tensor = !sparse || scale.len() == 1;
+                if !per_tensor {
+                    notes.push(format!(
+                        "{}: its {} per-axis scales are not applied to its sparse values",
+                        at(),
+                        scale.len()
+                    ));
+                }
+                (!scale.is_empty() && per_tensor && q.details_type() == fb::QuantizationDetails::NONE).then(
                     || Quant {
                         scale,
                         zero_point: q.zero_point().iter().flatten().collect(),
