@@ -41,7 +41,7 @@ pub use model::{parse, sniff as sniff_head, Found, Quant};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "tflite",
@@ -267,9 +267,14 @@ impl Source for TfliteSource {
             name: e.name.clone(),
             dtype: e.dtype,
             shape: e.shape.clone(),
-            kind: Kind::Dense,
+            kind: match self.found[e.found].max_string_len {
+                Some(_) if matches!(e.part, Part::Stored) => Kind::String,
+                _ => Kind::Dense,
+            },
             stored_bytes,
-            max_string_len: None,
+            max_string_len: self.found[e.found]
+                .max_string_len
+                .filter(|_| matches!(e.part, Part::Stored)),
             big_endian: false,
             ragged_rank: 0,
             facts: Facts {
@@ -299,11 +304,23 @@ impl Source for TfliteSource {
         .with_context(|| format!("tensor '{}'", e.name))
     }
 
-    fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!(
-            "tensor '{}' is not a string tensor",
-            self.entries[index].name
-        )
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let e = &self.entries[index];
+        let f = &self.found[e.found];
+        if f.max_string_len.is_none() || !matches!(e.part, Part::Stored) {
+            bail!("tensor '{}' is not a string tensor", e.name);
+        }
+        let n = checked_elements(&f.shape)?;
+        let data = self.stored(e.found)?;
+        let mut read = || -> Result<()> {
+            // The table was checked at open; it is read again, with the strings one by one.
+            let table = data.read_vec(0, usize::try_from((n + 2) * 4)?)?;
+            for (a, b) in model::string_table(&table, data.len(), n)? {
+                sink(&data.read_vec(a, usize::try_from(b - a)?)?)?;
+            }
+            Ok(())
+        };
+        read().with_context(|| format!("tensor '{}'", e.name))
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
