@@ -242,7 +242,15 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
         },
         Datatype::Opaque { size, .. } => Elem::Unsupported(format!("a {size}-byte opaque type")),
         Datatype::Reference { .. } => Elem::Unsupported("a reference type".into()),
-        Datatype::Bitfield { .. } => Elem::Unsupported("a bitfield type".into()),
+        // h5py reads a bitfield (PyTables' bool arrays are 8-bit ones) as the unsigned integer
+        // of its size.
+        Datatype::Bitfield { size, byte_order } => match size {
+            1 => numeric(DType::U8, byte_order),
+            2 => numeric(DType::U16, byte_order),
+            4 => numeric(DType::U32, byte_order),
+            8 => numeric(DType::U64, byte_order),
+            _ => Elem::Unsupported(format!("a {size}-byte bitfield type")),
+        },
         Datatype::VarLen { .. } => Elem::Unsupported("a variable-length sequence type".into()),
         Datatype::String { .. } => Elem::Unsupported("a string type of no fixed size".into()),
     }
