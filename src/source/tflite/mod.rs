@@ -207,6 +207,31 @@ impl TfliteSource {
         self.data.slice(f.offset, f.len)
     }
 
+    /// Streams the elements of tensor `found` as `get_tensor` returns them: its bytes as stored,
+    /// or, for an int4 tensor, each byte's two nibbles (low first) sign-extended to int8, up to
+    /// its element count.
+    fn elements(&self, found: usize, unit: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+        let f = &self.found[found];
+        if !f.int4 {
+            return self.stored(found)?.stream(unit, chunk, sink);
+        }
+        let mut left = checked_elements(&f.shape)?;
+        let mut out = Vec::new();
+        self.stored(found)?
+            .stream(1, (chunk / 2).max(1), &mut |c: &[u8]| {
+                out.clear();
+                for &b in c {
+                    for nibble in [b << 4, b & 0xf0] {
+                        if left > 0 {
+                            out.push(((nibble as i8) >> 4) as u8);
+                            left -= 1;
+                        }
+                    }
+                }
+                sink(&out)
+            })
+    }
+
     /// Streams tensor `e` dequantized: each element's channel is its index along the quantized
     /// dimension (one scale: channel 0).
     fn dequantize(&self, e: &Entry, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -221,8 +246,7 @@ impl TfliteSource {
         };
         let mut index = 0u64;
         let mut out = Vec::new();
-        self.stored(e.found)?
-            .stream(size, (chunk / 4).max(1) * size, &mut |c: &[u8]| {
+        self.elements(e.found, size, (chunk / 4).max(1) * size, &mut |c: &[u8]| {
                 out.clear();
                 for v in c.chunks_exact(size) {
                     let ch = ((index / inner) % k) as usize;
@@ -297,7 +321,7 @@ impl Source for TfliteSource {
         let e = &self.entries[index];
         let unit = e.dtype.item_size().unwrap_or(1);
         match &e.part {
-            Part::Stored => self.stored(e.found)?.stream(unit, chunk, sink),
+            Part::Stored => self.elements(e.found, unit, chunk, sink),
             Part::Param(r) => r.stream(unit, chunk, sink),
             Part::Dequant => self.dequantize(e, chunk, sink),
         }
@@ -326,6 +350,7 @@ impl Source for TfliteSource {
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let e = &self.entries[index];
         match &e.part {
+            Part::Stored if self.found[e.found].int4 => None,
             Part::Stored => self.stored(e.found).ok(),
             Part::Param(r) => Some(r.clone()),
             Part::Dequant => None,

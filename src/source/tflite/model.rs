@@ -26,6 +26,9 @@ pub struct Found {
     pub quant: Option<Quant>,
     /// For a string tensor: its longest element (the buffer is a TFLite string table).
     pub max_string_len: Option<u64>,
+    /// An int4 tensor: two elements a byte, low nibble first, unpacked to int8 (`dtype`) as
+    /// the interpreter's `get_tensor` returns them.
+    pub int4: bool,
 }
 
 /// A tensor's affine quantization: real = scale · (q − zero_point), per tensor or along
@@ -64,6 +67,7 @@ fn dtype_of(t: fb::TensorType) -> Result<DType, String> {
         fb::TensorType::FLOAT8_E4M3FN => DType::F8E4M3FN,
         fb::TensorType::FLOAT8_E5M2 => DType::F8E5M2,
         fb::TensorType::STRING => DType::String,
+        fb::TensorType::INT4 => DType::I8,
         other => {
             return Err(match other.variant_name() {
                 Some(n) => format!("{} tensors are not converted", n.to_lowercase()),
@@ -140,8 +144,9 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
             // get_tensor returns them as a 1-D array, and so do we (its per-axis
             // quantization, which names dense axes, is dropped with a note).
             let sparse = tensor.sparsity().is_some();
-            if sparse && dtype == DType::String {
-                notes.push(format!("skipped {}: a sparse string tensor", at()));
+            let int4 = tensor.type_() == fb::TensorType::INT4;
+            if sparse && (dtype == DType::String || int4) {
+                notes.push(format!("skipped {}: a sparse string or int4 tensor", at()));
                 continue;
             }
             let shape = if sparse {
@@ -186,9 +191,10 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                 let table = string_table(bytes, len, n).with_context(at)?;
                 max_string_len = Some(table.iter().map(|&(a, b)| b - a).max().unwrap_or(0));
             }
-            let want = checked_elements(&shape)
-                .ok()
-                .and_then(|n| n.checked_mul(dtype.item_size().unwrap_or(1) as u64));
+            let want = checked_elements(&shape).ok().and_then(|n| match int4 {
+                true => Some(n.div_ceil(2)),
+                false => n.checked_mul(dtype.item_size().unwrap_or(1) as u64),
+            });
             if max_string_len.is_none() && want != Some(len) {
                 bail!(
                     "{}: its buffer holds {len} bytes, but shape {shape:?} of {} needs {}",
@@ -223,6 +229,7 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                 len,
                 quant,
                 max_string_len,
+                int4,
             });
         }
     }
