@@ -152,7 +152,10 @@ pub fn unknown_filter(
         32026 => "Blosc2",
         _ => "third-party",
     };
-    Some(format!("{name}-compressed {} (filter id {id}, not decoded here)", type_name(ds.dtype())))
+    Some(format!(
+        "{name}-compressed {} (filter id {id}, not decoded here)",
+        type_name(ds.dtype())
+    ))
 }
 
 /// The stored type in a word, for the message naming a filter not decoded.

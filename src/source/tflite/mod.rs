@@ -210,7 +210,13 @@ impl TfliteSource {
     /// Streams the elements of tensor `found` as `get_tensor` returns them: its bytes as stored,
     /// or, for an int4 tensor, each byte's two nibbles (low first) sign-extended to int8, up to
     /// its element count.
-    fn elements(&self, found: usize, unit: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
+    fn elements(
+        &self,
+        found: usize,
+        unit: usize,
+        chunk: usize,
+        sink: &mut ChunkSink,
+    ) -> Result<()> {
         let f = &self.found[found];
         if !f.int4 {
             return self.stored(found)?.stream(unit, chunk, sink);
@@ -246,7 +252,11 @@ impl TfliteSource {
         };
         let mut index = 0u64;
         let mut out = Vec::new();
-        self.elements(e.found, size, (chunk / 4).max(1) * size, &mut |c: &[u8]| {
+        self.elements(
+            e.found,
+            size,
+            (chunk / 4).max(1) * size,
+            &mut |c: &[u8]| {
                 out.clear();
                 for v in c.chunks_exact(size) {
                     let ch = ((index / inner) % k) as usize;
@@ -256,7 +266,8 @@ impl TfliteSource {
                     index += 1;
                 }
                 sink(&out)
-            })
+            },
+        )
     }
 }
 

@@ -213,13 +213,14 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                         scale.len()
                     ));
                 }
-                (!scale.is_empty() && per_tensor && q.details_type() == fb::QuantizationDetails::NONE).then(
-                    || Quant {
+                (!scale.is_empty()
+                    && per_tensor
+                    && q.details_type() == fb::QuantizationDetails::NONE)
+                    .then(|| Quant {
                         scale,
                         zero_point: q.zero_point().iter().flatten().collect(),
                         dimension: q.quantized_dimension(),
-                    },
-                )
+                    })
             });
             tensors.push(Found {
                 name,
