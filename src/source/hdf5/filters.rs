@@ -106,6 +106,81 @@ pub fn registry(largest: Arc<AtomicUsize>) -> FilterRegistry {
     r
 }
 
+/// A filter of `ds`'s pipeline that [`registry`] does not decode and that some chunk was stored
+/// through (its bit clear in the chunk's filter mask: h5py adds third-party filters as optional
+/// ones, which chunks may skip), said as "NAME-compressed TYPE (filter id N ...)" with the name of
+/// the plugin h5py users add through hdf5plugin (or PyTables' blosc and bzip2); `None` when every
+/// stored chunk
+/// decodes (or the chunks cannot be listed: reading them then says why).
+pub fn unknown_filter(
+    file: &hdf5_reader::Hdf5File,
+    ds: &Dataset,
+    elem_size: u64,
+) -> Option<String> {
+    let header = file.get_or_parse_header(ds.address()).ok()?;
+    let unknown: Vec<(usize, u16)> = header
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            hdf5_reader::messages::HdfMessage::FilterPipeline(p) => Some(p),
+            _ => None,
+        })?
+        .filters
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !KNOWN.contains(&f.id))
+        .map(|(i, f)| (i, f.id))
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let chunks = super::stored::chunk_entries(file, ds, elem_size).ok()??;
+    let &(_, id) = unknown.iter().find(|&&(i, _)| {
+        chunks
+            .iter()
+            .any(|c| i >= 32 || c.filter_mask & (1u32 << i) == 0)
+    })?;
+    let name = match id {
+        305 => "LZO",
+        307 => "bzip2",
+        32001 => "Blosc",
+        32004 => "LZ4",
+        32008 => "bitshuffle",
+        32013 => "ZFP",
+        32015 => "Zstandard",
+        32017 => "SZ",
+        32026 => "Blosc2",
+        _ => "third-party",
+    };
+    Some(format!(
+        "{name}-compressed {} (filter id {id}, not decoded here)",
+        type_name(ds.dtype())
+    ))
+}
+
+/// The stored type in a word, for the message naming a filter not decoded.
+fn type_name(dt: &hdf5_reader::Datatype) -> String {
+    use hdf5_reader::Datatype as D;
+    match dt {
+        D::FixedPoint { size, signed, .. } => {
+            format!("{}{}", if *signed { "int" } else { "uint" }, 8 * size)
+        }
+        D::FloatingPoint { size, .. } => format!("float{}", 8 * size),
+        _ => "data".into(),
+    }
+}
+
+/// The filter ids [`registry`] decodes.
+const KNOWN: [u16; 7] = [
+    FILTER_DEFLATE,
+    FILTER_SHUFFLE,
+    FILTER_FLETCHER32,
+    FILTER_SZIP,
+    FILTER_NBIT,
+    FILTER_SCALEOFFSET,
+    FILTER_LZF,
+];
+
 /// h5py's LZF filter (`compression="lzf"`), registered with HDF5 as id 32000.
 pub const FILTER_LZF: u16 = 32000;
 

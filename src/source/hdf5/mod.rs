@@ -24,8 +24,11 @@
 //! h5py's bool enum, other enums as their base integer, h5py's `(r, i)` compound as complex,
 //! array types as trailing dimensions, fixed and variable-length strings as `|S<n>`, and Keras
 //! 3's bfloat16 (a 2-byte opaque type with the attribute `dtype='bfloat16'`). Everything else
-//! (other compounds, references, opaque, bitfield, variable-length sequences) is listed with
-//! dtype `resource`, which the pipeline refuses, naming the dataset, unless `--skip-unsupported`.
+//! (other compounds, references, opaque, variable-length sequences), and data stored through a
+//! filter `filters.rs` does not decode (Blosc, Zstandard ... from hdf5plugin or PyTables), is
+//! listed with dtype `resource`, shown as what it is ("HDF5 compound (a, b)", "Blosc-compressed
+//! float32 ..."), which the pipeline refuses, naming the dataset, unless `--skip-unsupported`.
+//! Bitfields (PyTables' bool arrays) are unsigned integers, as h5py reads them.
 //!
 //! `blocks.rs` holds the storage adapter and the block walk; `filters.rs` the filter registry
 //! (hdf5-reader's decoders with explicit output limits, and a faster unshuffle); `rows.rs` reads
@@ -56,7 +59,7 @@ mod rows;
 mod stored;
 use crate::dtype::DType;
 use crate::input::FileRange;
-use crate::tensor::{checked_elements, ChunkSink, InputFacts, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "hdf5",
@@ -144,13 +147,13 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
             (4, false) => numeric(DType::U32, byte_order),
             (8, true) => numeric(DType::I64, byte_order),
             (8, false) => numeric(DType::U64, byte_order),
-            _ => Elem::Unsupported(format!("a {size}-byte integer type")),
+            _ => Elem::Unsupported(format!("HDF5 {size}-byte integer")),
         },
         Datatype::FloatingPoint { size, byte_order } => match size {
             2 => numeric(DType::F16, byte_order),
             4 => numeric(DType::F32, byte_order),
             8 => numeric(DType::F64, byte_order),
-            _ => Elem::Unsupported(format!("a {size}-byte float type")),
+            _ => Elem::Unsupported(format!("HDF5 {size}-byte float")),
         },
         Datatype::Enum { base, members } => {
             // h5py stores NumPy bool as an int8 enum {FALSE: 0, TRUE: 1} and reads it as bool;
@@ -172,7 +175,7 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
             }
             match classify(base, false) {
                 e @ Elem::Numeric { .. } => e,
-                _ => Elem::Unsupported("an enum over a non-integer type".into()),
+                _ => Elem::Unsupported("HDF5 enum over a non-integer type".into()),
             }
         }
         Datatype::Compound { size, fields } => {
@@ -208,7 +211,7 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
                 }
             }
             let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-            Elem::Unsupported(format!("a compound type ({})", names.join(", ")))
+            Elem::Unsupported(format!("HDF5 compound ({})", names.join(", ")))
         }
         Datatype::Array { base, dims } => match classify(base, bf16_attr) {
             Elem::Numeric {
@@ -220,7 +223,7 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
                 big_endian,
                 extra_dims: dims.clone(),
             },
-            _ => Elem::Unsupported("an array type of non-numeric elements".into()),
+            _ => Elem::Unsupported("HDF5 array of non-numeric elements".into()),
         },
         Datatype::String {
             size: StringSize::Fixed(n),
@@ -240,11 +243,19 @@ fn classify(dt: &Datatype, bf16_attr: bool) -> Elem {
             big_endian: false,
             extra_dims: Vec::new(),
         },
-        Datatype::Opaque { size, .. } => Elem::Unsupported(format!("a {size}-byte opaque type")),
-        Datatype::Reference { .. } => Elem::Unsupported("a reference type".into()),
-        Datatype::Bitfield { .. } => Elem::Unsupported("a bitfield type".into()),
-        Datatype::VarLen { .. } => Elem::Unsupported("a variable-length sequence type".into()),
-        Datatype::String { .. } => Elem::Unsupported("a string type of no fixed size".into()),
+        Datatype::Opaque { size, .. } => Elem::Unsupported(format!("HDF5 {size}-byte opaque")),
+        Datatype::Reference { .. } => Elem::Unsupported("HDF5 reference".into()),
+        // h5py reads a bitfield (PyTables' bool arrays are 8-bit ones) as the unsigned integer
+        // of its size.
+        Datatype::Bitfield { size, byte_order } => match size {
+            1 => numeric(DType::U8, byte_order),
+            2 => numeric(DType::U16, byte_order),
+            4 => numeric(DType::U32, byte_order),
+            8 => numeric(DType::U64, byte_order),
+            _ => Elem::Unsupported(format!("HDF5 {size}-byte bitfield")),
+        },
+        Datatype::VarLen { .. } => Elem::Unsupported("HDF5 variable-length sequence".into()),
+        Datatype::String { .. } => Elem::Unsupported("HDF5 string of no fixed size".into()),
     }
 }
 
@@ -409,7 +420,13 @@ fn describe(
     // A null dataspace (h5py.Empty) has no elements and no array form.
     let null = shape.is_empty() && ds.num_elements().is_ok_and(|n| n == 0);
     let elem = if null {
-        Elem::Unsupported("a null dataspace (h5py.Empty)".into())
+        Elem::Unsupported("HDF5 null dataspace (h5py.Empty)".into())
+    } else if let Some(what) = ds
+        .raw_element_size()
+        .ok()
+        .and_then(|size| filters::unknown_filter(file, &ds, size as u64))
+    {
+        Elem::Unsupported(what)
     } else {
         classify(ds.dtype(), bf16_attr)
     };
@@ -480,7 +497,15 @@ fn describe(
         max_string_len,
         big_endian,
         ragged_rank: 0,
-        facts: Default::default(),
+        // what an unsupported dataset is, for `list` and the refusal ("dtype <this> has no
+        // NumPy form")
+        facts: Facts {
+            source_dtype: match &elem {
+                Elem::Unsupported(what) => Some(what.clone()),
+                _ => None,
+            },
+            ..Facts::default()
+        },
     };
     let entry = Entry {
         dataset: ds,
@@ -553,7 +578,7 @@ impl Source for Hdf5Source {
         let e = &self.entries[index];
         let dtype = match &e.elem {
             Elem::Numeric { dtype, .. } => dtype,
-            Elem::Unsupported(what) => bail!("the dataset has {what}, which has no NumPy form"),
+            Elem::Unsupported(what) => bail!("dtype {what} has no NumPy form"),
             _ => bail!("not a numeric dataset"),
         };
         let unit = dtype.item_size().unwrap_or(1);

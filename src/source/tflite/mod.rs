@@ -41,7 +41,7 @@ pub use model::{parse, sniff as sniff_head, Found, Quant};
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::source::{Input, OpenOptions, Reader, Sniff};
-use crate::tensor::{ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
+use crate::tensor::{checked_elements, ChunkSink, Facts, InputFacts, Kind, Source, TensorMeta};
 
 pub static READER: Reader = Reader {
     name: "tflite",
@@ -207,6 +207,37 @@ impl TfliteSource {
         self.data.slice(f.offset, f.len)
     }
 
+    /// Streams the elements of tensor `found` as `get_tensor` returns them: its bytes as stored,
+    /// or, for an int4 tensor, each byte's two nibbles (low first) sign-extended to int8, up to
+    /// its element count.
+    fn elements(
+        &self,
+        found: usize,
+        unit: usize,
+        chunk: usize,
+        sink: &mut ChunkSink,
+    ) -> Result<()> {
+        let f = &self.found[found];
+        if !f.int4 {
+            return self.stored(found)?.stream(unit, chunk, sink);
+        }
+        let mut left = checked_elements(&f.shape)?;
+        let mut out = Vec::new();
+        self.stored(found)?
+            .stream(1, (chunk / 2).max(1), &mut |c: &[u8]| {
+                out.clear();
+                for &b in c {
+                    for nibble in [b << 4, b & 0xf0] {
+                        if left > 0 {
+                            out.push(((nibble as i8) >> 4) as u8);
+                            left -= 1;
+                        }
+                    }
+                }
+                sink(&out)
+            })
+    }
+
     /// Streams tensor `e` dequantized: each element's channel is its index along the quantized
     /// dimension (one scale: channel 0).
     fn dequantize(&self, e: &Entry, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
@@ -221,8 +252,11 @@ impl TfliteSource {
         };
         let mut index = 0u64;
         let mut out = Vec::new();
-        self.stored(e.found)?
-            .stream(size, (chunk / 4).max(1) * size, &mut |c: &[u8]| {
+        self.elements(
+            e.found,
+            size,
+            (chunk / 4).max(1) * size,
+            &mut |c: &[u8]| {
                 out.clear();
                 for v in c.chunks_exact(size) {
                     let ch = ((index / inner) % k) as usize;
@@ -232,7 +266,8 @@ impl TfliteSource {
                     index += 1;
                 }
                 sink(&out)
-            })
+            },
+        )
     }
 }
 
@@ -267,9 +302,14 @@ impl Source for TfliteSource {
             name: e.name.clone(),
             dtype: e.dtype,
             shape: e.shape.clone(),
-            kind: Kind::Dense,
+            kind: match self.found[e.found].max_string_len {
+                Some(_) if matches!(e.part, Part::Stored) => Kind::String,
+                _ => Kind::Dense,
+            },
             stored_bytes,
-            max_string_len: None,
+            max_string_len: self.found[e.found]
+                .max_string_len
+                .filter(|_| matches!(e.part, Part::Stored)),
             big_endian: false,
             ragged_rank: 0,
             facts: Facts {
@@ -292,23 +332,36 @@ impl Source for TfliteSource {
         let e = &self.entries[index];
         let unit = e.dtype.item_size().unwrap_or(1);
         match &e.part {
-            Part::Stored => self.stored(e.found)?.stream(unit, chunk, sink),
+            Part::Stored => self.elements(e.found, unit, chunk, sink),
             Part::Param(r) => r.stream(unit, chunk, sink),
             Part::Dequant => self.dequantize(e, chunk, sink),
         }
         .with_context(|| format!("tensor '{}'", e.name))
     }
 
-    fn read_strings(&mut self, index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!(
-            "tensor '{}' is not a string tensor",
-            self.entries[index].name
-        )
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        let e = &self.entries[index];
+        let f = &self.found[e.found];
+        if f.max_string_len.is_none() || !matches!(e.part, Part::Stored) {
+            bail!("tensor '{}' is not a string tensor", e.name);
+        }
+        let n = checked_elements(&f.shape)?;
+        let data = self.stored(e.found)?;
+        let mut read = || -> Result<()> {
+            // The table was checked at open; it is read again, with the strings one by one.
+            let table = data.read_vec(0, usize::try_from((n + 2) * 4)?)?;
+            for (a, b) in model::string_table(&table, data.len(), n)? {
+                sink(&data.read_vec(a, usize::try_from(b - a)?)?)?;
+            }
+            Ok(())
+        };
+        read().with_context(|| format!("tensor '{}'", e.name))
     }
 
     fn raw_range(&self, index: usize) -> Option<FileRange> {
         let e = &self.entries[index];
         match &e.part {
+            Part::Stored if self.found[e.found].int4 => None,
             Part::Stored => self.stored(e.found).ok(),
             Part::Param(r) => Some(r.clone()),
             Part::Dequant => None,

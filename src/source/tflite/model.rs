@@ -24,6 +24,11 @@ pub struct Found {
     pub offset: u64,
     pub len: u64,
     pub quant: Option<Quant>,
+    /// For a string tensor: its longest element (the buffer is a TFLite string table).
+    pub max_string_len: Option<u64>,
+    /// An int4 tensor: two elements a byte, low nibble first, unpacked to int8 (`dtype`) as
+    /// the interpreter's `get_tensor` returns them.
+    pub int4: bool,
 }
 
 /// A tensor's affine quantization: real = scale · (q − zero_point), per tensor or along
@@ -61,6 +66,8 @@ fn dtype_of(t: fb::TensorType) -> Result<DType, String> {
         fb::TensorType::BFLOAT16 => DType::BF16,
         fb::TensorType::FLOAT8_E4M3FN => DType::F8E4M3FN,
         fb::TensorType::FLOAT8_E5M2 => DType::F8E5M2,
+        fb::TensorType::STRING => DType::String,
+        fb::TensorType::INT4 => DType::I8,
         other => {
             return Err(match other.variant_name() {
                 Some(n) => format!("{} tensors are not converted", n.to_lowercase()),
@@ -133,23 +140,62 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                     continue;
                 }
             };
-            if tensor.sparsity().is_some() {
-                notes.push(format!(
-                    "skipped {}: sparse tensors (TACO format) are not converted",
-                    at()
-                ));
+            // A sparse (TACO) tensor's buffer holds only its stored values: the interpreter's
+            // get_tensor returns them as a 1-D array, and so do we (its per-axis
+            // quantization, which names dense axes, is dropped with a note).
+            let sparse = tensor.sparsity().is_some();
+            let int4 = tensor.type_() == fb::TensorType::INT4;
+            if sparse && (dtype == DType::String || int4) {
+                notes.push(format!("skipped {}: a sparse string or int4 tensor", at()));
                 continue;
             }
-            let shape = tensor
-                .shape()
-                .iter()
-                .flatten()
-                .map(|d| u64::try_from(d).map_err(|_| anyhow!("{}: negative dimension {d}", at())))
-                .collect::<Result<Vec<u64>>>()?;
-            let want = checked_elements(&shape)
-                .ok()
-                .and_then(|n| n.checked_mul(dtype.item_size().unwrap_or(1) as u64));
-            if want != Some(len) {
+            let shape = if sparse {
+                let size = dtype.item_size().unwrap_or(1) as u64;
+                if size == 0 || len % size != 0 {
+                    bail!(
+                        "{}: its sparse buffer of {len} bytes is not a whole number of {}",
+                        at(),
+                        dtype.name()
+                    );
+                }
+                notes.push(format!(
+                    "{}: sparse (TACO format), written as its {} stored values, as get_tensor returns them",
+                    at(),
+                    len / size
+                ));
+                vec![len / size]
+            } else {
+                tensor
+                    .shape()
+                    .iter()
+                    .flatten()
+                    .map(|d| {
+                        u64::try_from(d).map_err(|_| anyhow!("{}: negative dimension {d}", at()))
+                    })
+                    .collect::<Result<Vec<u64>>>()?
+            };
+            let mut max_string_len = None;
+            if dtype == DType::String {
+                let n = checked_elements(&shape).map_err(|e| anyhow!("{}: {e}", at()))?;
+                let Some(bytes) = usize::try_from(offset)
+                    .ok()
+                    .zip(usize::try_from(len).ok())
+                    .and_then(|(o, l)| buf.get(o..o.checked_add(l)?))
+                else {
+                    notes.push(format!(
+                        "skipped {}: a string tensor stored after the first 2 GiB",
+                        at()
+                    ));
+                    continue;
+                };
+                let table = string_table(bytes, len, n).with_context(at)?;
+                max_string_len = Some(table.iter().map(|&(a, b)| b - a).max().unwrap_or(0));
+            }
+            let want = checked_elements(&shape).ok().and_then(|n| match int4 {
+                true => Some(n.div_ceil(2)),
+                false => n.checked_mul(dtype.item_size().unwrap_or(1) as u64),
+            });
+            if max_string_len.is_none() && want != Some(len) {
                 bail!(
                     "{}: its buffer holds {len} bytes, but shape {shape:?} of {} needs {}",
                     at(),
@@ -159,13 +205,22 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
             }
             let quant = tensor.quantization().and_then(|q| {
                 let scale: Vec<f32> = q.scale()?.iter().collect();
-                (!scale.is_empty() && q.details_type() == fb::QuantizationDetails::NONE).then(
-                    || Quant {
+                let per_tensor = !sparse || scale.len() == 1;
+                if !per_tensor {
+                    notes.push(format!(
+                        "{}: its {} per-axis scales are not applied to its sparse values",
+                        at(),
+                        scale.len()
+                    ));
+                }
+                (!scale.is_empty()
+                    && per_tensor
+                    && q.details_type() == fb::QuantizationDetails::NONE)
+                    .then(|| Quant {
                         scale,
                         zero_point: q.zero_point().iter().flatten().collect(),
                         dimension: q.quantized_dimension(),
-                    },
-                )
+                    })
             });
             tensors.push(Found {
                 name,
@@ -174,10 +229,45 @@ pub fn parse(buf: &[u8], file_len: u64) -> Result<Parsed> {
                 offset,
                 len,
                 quant,
+                max_string_len,
+                int4,
             });
         }
     }
     Ok(Parsed { tensors, notes })
+}
+
+/// The `(start, end)` byte ranges of the `n` elements of a TFLite string tensor's buffer
+/// (`tflite/string_util.h`): an int32 count, `count + 1` int32 offsets from the buffer's start,
+/// then the bytes. The count must be `n`, and the offsets must rise within the buffer, after the
+/// table. `head` holds at least the table; `len` is the whole buffer's length.
+pub fn string_table(head: &[u8], len: u64, n: u64) -> Result<Vec<(u64, u64)>> {
+    let bytes = head;
+    let int = |i: u64| -> Option<u64> {
+        let at = usize::try_from(i.checked_mul(4)?).ok()?;
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        u64::try_from(i32::from_le_bytes(b.try_into().ok()?)).ok()
+    };
+    let count = int(0).ok_or_else(|| anyhow!("a string buffer of {len} bytes has no count"))?;
+    if count != n {
+        bail!("its string buffer holds {count} strings, but its shape has {n} elements");
+    }
+    let table_end = n
+        .checked_add(2)
+        .and_then(|k| k.checked_mul(4))
+        .filter(|&e| e <= bytes.len() as u64 && e <= len)
+        .ok_or_else(|| anyhow!("a string buffer of {len} bytes cannot hold {n} offsets"))?;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut start = int(1).filter(|&o| o >= table_end && o <= len);
+    for i in 0..n {
+        let end = int(i + 2);
+        match (start, end) {
+            (Some(a), Some(b)) if a <= b && b <= len => out.push((a, b)),
+            _ => bail!("string {i}: its offsets are out of order or past its buffer"),
+        }
+        start = end;
+    }
+    Ok(out)
 }
 
 /// The verifier's message on one line (its trace comes with escaped line breaks).
@@ -236,5 +326,52 @@ impl Quant {
             "zero_point": self.zero_point,
             "quantized_dimension": self.dimension,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::string_table;
+
+    fn table(words: &[&[u8]]) -> Vec<u8> {
+        let n = words.len();
+        let mut out = (n as i32).to_le_bytes().to_vec();
+        let mut at = 4 * (n + 2);
+        out.extend((at as i32).to_le_bytes());
+        for w in words {
+            at += w.len();
+            out.extend((at as i32).to_le_bytes());
+        }
+        words.iter().for_each(|w| out.extend_from_slice(w));
+        out
+    }
+
+    #[test]
+    fn a_string_table_gives_each_elements_range() {
+        let t = table(&[b"ab", b"", b"xyz"]);
+        let ranges = string_table(&t, t.len() as u64, 3).unwrap();
+        let got: Vec<&[u8]> = ranges
+            .iter()
+            .map(|&(a, b)| &t[a as usize..b as usize])
+            .collect();
+        assert_eq!(got, [&b"ab"[..], b"", b"xyz"]);
+        assert_eq!(string_table(&table(&[]), 8, 0).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_damaged_string_table_is_refused() {
+        let t = table(&[b"ab", b"cd"]);
+        let n = t.len() as u64;
+        let err = |t: &[u8], len: u64, k: u64| string_table(t, len, k).unwrap_err().to_string();
+        assert!(err(&t, n, 3).contains("holds 2 strings"));
+        assert!(err(&t[..2], 2, 2).contains("no count"));
+        assert!(err(&t[..12], 12, 2).contains("cannot hold 2 offsets"));
+        assert!(err(&t, n - 1, 2).contains("string 1"));
+        let mut back = t.clone();
+        back[8..12].copy_from_slice(&30i32.to_le_bytes()); // the middle offset past the end
+        assert!(err(&back, n, 2).contains("string 0"));
+        let mut neg = t.clone();
+        neg[0..4].copy_from_slice(&(-1i32).to_le_bytes());
+        assert!(string_table(&neg, n, 2).is_err());
     }
 }
