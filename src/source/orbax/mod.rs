@@ -158,7 +158,9 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
             step_dir.display()
         );
     }
-    let single = names.len() == 1;
+    // restore() keys its result by every item the step holds, JSON items (metadata,
+    // dataset iterators) too, though only PyTree items hold arrays
+    let single = names.len() == 1 && item_count(&step_dir) <= 1;
     let items = names
         .into_iter()
         .map(|n| Item {
@@ -171,6 +173,15 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
         })
         .collect();
     Ok((items, chosen))
+}
+
+/// How many items `_CHECKPOINT_METADATA` names (its `item_handlers` object; 0 when absent).
+fn item_count(step_dir: &Path) -> usize {
+    input::read_small(&join(step_dir, "_CHECKPOINT_METADATA"), MAX_METADATA)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Json>(&t).ok())
+        .and_then(|v| v["item_handlers"].as_object().map(|o| o.len()))
+        .unwrap_or(0)
 }
 
 fn list(s: &[u64]) -> String {
