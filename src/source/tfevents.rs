@@ -235,7 +235,9 @@ impl TfEventsSource {
         };
         let mut tag_ids: HashMap<String, u32> = HashMap::new();
         let mut skipped: HashMap<&'static str, u64> = HashMap::new();
-        let mut records = Records::new(data, true);
+        // a writer that is still running leaves its last record cut short: TensorBoard reads
+        // the records before it, and so does this (with a note)
+        let mut records = Records::new(data, true).stop_at_cut();
         let mut index = 0u64;
         while let Some((pos, payload)) = records.next()? {
             crate::error::check_interrupted()?;
@@ -272,6 +274,13 @@ impl TfEventsSource {
                 })
                 .with_context(|| at.clone());
             found?;
+        }
+        if let Some(at) = records.cut() {
+            src.notes.push(format!(
+                "the file ends inside record {index} (byte offset {at}), as one still being \
+                 written does: the {index} complete records before it are read, as TensorBoard \
+                 reads them"
+            ));
         }
         let mut kinds: Vec<_> = skipped.into_iter().collect();
         kinds.sort();
