@@ -9,7 +9,8 @@
 //! the item's OCDBT database (`manifest.ocdbt`, the default; `ocdbt.rs`) or, in the older
 //! layout, as a folder of that name. The zarr reader's `meta.rs`/`chunks.rs` decode the
 //! arrays; a sharded array is one zarr array whose chunks are the shards, so it comes out
-//! whole. Leaves without data (`None`, empty optax states) have no tensor.
+//! whole. Leaves without data (`None`, empty optax states) have no tensor; a Python `str` leaf
+//! (kept in the item's `_strings.json`) is a `|S<n>` scalar of its UTF-8 bytes.
 
 pub mod ocdbt;
 
@@ -216,6 +217,8 @@ struct Leaf {
     key: String,
     /// `value_type` "scalar": `restore()` returns a Python `int`/`float`/`bool`.
     scalar: bool,
+    /// `value_type` "string": a Python `str` kept in the item's `_strings.json`.
+    string: bool,
 }
 
 /// The array leaves of an item's `_METADATA`, and the leaves skipped with why.
@@ -245,10 +248,11 @@ fn leaves(text: &[u8]) -> Result<(Vec<Leaf>, Vec<String>)> {
             continue; // an empty node: no data, no tensor
         }
         match ty {
-            "jax.Array" | "np.ndarray" | "scalar" => out.push(Leaf {
+            "jax.Array" | "np.ndarray" | "scalar" | "string" => out.push(Leaf {
                 name,
                 key: parts.join("."),
                 scalar: ty == "scalar",
+                string: ty == "string",
             }),
             other => skipped.push(format!("{name}: a {other} value, not an array")),
         }
@@ -295,8 +299,29 @@ pub struct OrbaxSource {
     path: String,
     stores: Vec<ItemStore>,
     entries: Vec<Entry>,
+    /// String leaves (after the arrays): their names and UTF-8 bytes, written as `|S<n>`.
+    strings: Vec<(String, Vec<u8>)>,
     format: Option<String>,
     notes: Vec<String>,
+}
+
+/// The string leaves of an item, from its `_strings.json` (`{"<dotted key>": "text"}`).
+fn strings_of(dir: &Path, leaves: &[Leaf], prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    if !leaves.iter().any(|l| l.string) {
+        return Ok(Vec::new());
+    }
+    let path = join(dir, "_strings.json");
+    let text = input::read_small(&path, MAX_METADATA)?;
+    let v: Json = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let mut out = Vec::new();
+    for leaf in leaves.iter().filter(|l| l.string) {
+        let Some(s) = v[&leaf.key].as_str() else {
+            bail!("{}: no string '{}'", path.display(), leaf.key);
+        };
+        out.push((format!("{prefix}{}", leaf.name), s.as_bytes().to_vec()));
+    }
+    Ok(out)
 }
 
 impl OrbaxSource {
@@ -305,6 +330,7 @@ impl OrbaxSource {
         let mut stores = Vec::new();
         let mut entries = Vec::new();
         let mut notes = Vec::new();
+        let mut strings = Vec::new();
         for item in items {
             let meta_path = join(&item.dir, "_METADATA");
             let text = input::read_small(&meta_path, MAX_METADATA)?;
@@ -322,7 +348,8 @@ impl OrbaxSource {
                     root: item.dir.clone(),
                 })
             };
-            for leaf in found {
+            strings.extend(strings_of(&item.dir, &found, &item.prefix)?);
+            for leaf in found.into_iter().filter(|l| !l.string) {
                 let prefix = format!("{}/", leaf.key);
                 let name = format!("{}{}", item.prefix, leaf.name);
                 let meta: ArrayMeta = array_at(&store, &prefix)
@@ -349,6 +376,7 @@ impl OrbaxSource {
             path: display.to_string(),
             stores,
             entries,
+            strings,
             format,
             notes,
         })
@@ -361,10 +389,27 @@ impl Source for OrbaxSource {
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.strings.len()
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
+        if let Some((name, text)) = index
+            .checked_sub(self.entries.len())
+            .and_then(|i| self.strings.get(i))
+        {
+            let n = text.len() as u64;
+            return Ok(TensorMeta {
+                name: name.clone(),
+                dtype: DType::String,
+                shape: Vec::new(),
+                kind: crate::tensor::Kind::String,
+                stored_bytes: n,
+                max_string_len: Some(n),
+                big_endian: false,
+                ragged_rank: 0,
+                facts: Default::default(),
+            });
+        }
         let e = &self.entries[index];
         let mut m = e.array.tensor_meta();
         if let Some(to) = e.widen {
@@ -375,7 +420,9 @@ impl Source for OrbaxSource {
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let e = &self.entries[index];
+        let Some(e) = self.entries.get(index) else {
+            bail!("a string value, not an array");
+        };
         let reader = ArrayReader {
             store: &self.stores[e.store],
             prefix: &e.array.prefix,
@@ -395,8 +442,14 @@ impl Source for OrbaxSource {
         sink(&wide)
     }
 
-    fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("Orbax arrays hold no strings here")
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        match index
+            .checked_sub(self.entries.len())
+            .and_then(|i| self.strings.get(i))
+        {
+            Some((_, text)) => sink(text),
+            None => bail!("Orbax arrays hold no strings"),
+        }
     }
 
     fn input_files(&self) -> Vec<PathBuf> {
