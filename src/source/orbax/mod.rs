@@ -176,12 +176,17 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
     Ok((items, chosen))
 }
 
-/// How many items `_CHECKPOINT_METADATA` names (its `item_handlers` object; 0 when absent).
+/// How many items `_CHECKPOINT_METADATA` names (its `item_handlers` object; 0 when absent),
+/// leaving out `metrics`, the item a CheckpointManager keeps a save's metrics in, which its
+/// `restore()` does not return.
 fn item_count(step_dir: &Path) -> usize {
     input::read_small(&join(step_dir, "_CHECKPOINT_METADATA"), MAX_METADATA)
         .ok()
         .and_then(|t| serde_json::from_slice::<Json>(&t).ok())
-        .and_then(|v| v["item_handlers"].as_object().map(|o| o.len()))
+        .and_then(|v| {
+            let items = v["item_handlers"].as_object()?;
+            Some(items.keys().filter(|k| *k != "metrics").count())
+        })
         .unwrap_or(0)
 }
 
