@@ -198,7 +198,16 @@ fn open_dir(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         for note in &src.notes {
             chain.add_note(format!("{}: {note}", part.display));
         }
-        chain.push_held(Box::new(src))?;
+        let pushed = chain.push_held(Box::new(src));
+        if opts.tfevents.stack {
+            // a writer restarted in one folder writes a second file with the same tags
+            pushed.context(
+                "--stack stacks the tags of each event file by themselves, and two files of \
+                 one folder give the same tag: convert without --stack, or each file by itself",
+            )?;
+        } else {
+            pushed?;
+        }
     }
     Ok(Box::new(chain.finish()))
 }
