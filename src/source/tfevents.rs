@@ -198,7 +198,16 @@ fn open_dir(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
         for note in &src.notes {
             chain.add_note(format!("{}: {note}", part.display));
         }
-        chain.push_held(Box::new(src))?;
+        let pushed = chain.push_held(Box::new(src));
+        if opts.tfevents.stack {
+            // a writer restarted in one folder writes a second file with the same tags
+            pushed.context(
+                "--stack stacks the tags of each event file by themselves, and two files of \
+                 one folder give the same tag: convert without --stack, or each file by itself",
+            )?;
+        } else {
+            pushed?;
+        }
     }
     Ok(Box::new(chain.finish()))
 }
@@ -235,7 +244,9 @@ impl TfEventsSource {
         };
         let mut tag_ids: HashMap<String, u32> = HashMap::new();
         let mut skipped: HashMap<&'static str, u64> = HashMap::new();
-        let mut records = Records::new(data, true);
+        // a writer that is still running leaves its last record cut short: TensorBoard reads
+        // the records before it, and so does this (with a note)
+        let mut records = Records::new(data, true).stop_at_cut();
         let mut index = 0u64;
         while let Some((pos, payload)) = records.next()? {
             crate::error::check_interrupted()?;
@@ -272,6 +283,13 @@ impl TfEventsSource {
                 })
                 .with_context(|| at.clone());
             found?;
+        }
+        if let Some(at) = records.cut() {
+            src.notes.push(format!(
+                "the file ends inside record {index} (byte offset {at}), as one still being \
+                 written does: the {index} complete records before it are read, as TensorBoard \
+                 reads them"
+            ));
         }
         let mut kinds: Vec<_> = skipped.into_iter().collect();
         kinds.sort();

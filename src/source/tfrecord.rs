@@ -4,7 +4,7 @@
 //! CRC is verified when the file is opened, so a corrupt record fails before anything is
 //! written; afterwards only each record's position is kept (16 bytes a record), and its
 //! TensorProto is re-walked on demand, so a file of millions of small records is never held in
-//! memory.
+//! memory. A `tf.data.Dataset.save` folder is refused with a message saying what its files are.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -31,6 +31,12 @@ pub static READER: Reader = Reader {
 /// else, so that the readers of other payloads (Example datasets, TensorBoard events) win even
 /// for names that end in `.tfrecord`, `.gz` or `.zz`.
 fn sniff_input(input: &Input) -> Sniff {
+    if input.is_dir {
+        return match is_dataset_save(&input.path) {
+            true => Sniff::Yes,
+            false => Sniff::No,
+        };
+    }
     if !(tfrecord::is_header(&input.head) || tfrecord::compression(&input.head).is_some()) {
         return Sniff::No;
     }
@@ -48,7 +54,24 @@ pub struct TfRecordOptions {
     pub stack: bool,
 }
 
+/// A `tf.data.Dataset.save` (or `snapshot`) folder: `snapshot.metadata` and
+/// `dataset_spec.pb` beside `<run>/<shard>.shard/*.snapshot` files.
+fn is_dataset_save(dir: &std::path::Path) -> bool {
+    ["snapshot.metadata", "dataset_spec.pb"]
+        .iter()
+        .all(|f| crate::input::is_file(&dir.join(f)))
+}
+
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    if input.is_dir {
+        bail!(
+            "{}: a tf.data Dataset.save (snapshot) folder, which tensor2npy does not read as a \
+             dataset (tf.data.Dataset.load does); each of its <run>/<shard>.shard/*.snapshot \
+             files, uncompressed or GZIP, converts as a TFRecord of serialized tensors: one \
+             record per component of each element, in element order",
+            input.display
+        );
+    }
     let opened = tfrecord::open(input.data()?, &input.head, opts.max_decompressed)?;
     let mut src = TfRecordSource::open(
         &input.display,

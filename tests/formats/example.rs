@@ -573,3 +573,11 @@ fn ragged_components_carry_the_feature_bytes_on_their_values_only() {
         );
     }
 }
+
+#[test]
+fn a_dataset_save_folder_is_refused_and_its_snapshot_file_reads_as_records() {
+    // tf.data.Dataset.save: the folder is refused saying what its files are; its .snapshot file
+    // gives each element's components as records (the oracle: tf.data.Dataset.load)
+    let ran = cases::run_manifest("tfrecord_dataset_save", &[], &cases::nothing_else);
+    assert!(ran.good == 1 && ran.bad == 1, "{ran:?}");
+}

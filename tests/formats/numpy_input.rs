@@ -212,3 +212,15 @@ fn mutated_and_truncated_numpy_files_are_errors_or_values_never_panics() {
         }
     }
 }
+
+#[test]
+fn numpy_more_fixtures_match_np_load() {
+    // member names that are paths, positional savez, many members; a structured dtype (3.0
+    // header, non-ASCII fields), a header over np.load's limit and an np.memmap raw file refused
+    let ran = cases::run_manifest(
+        "numpy_more",
+        &[&["--chunk-size", "64"]],
+        &cases::nothing_else,
+    );
+    assert!(ran.good >= 3 && ran.bad >= 3, "{ran:?}");
+}

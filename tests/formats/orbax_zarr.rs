@@ -125,6 +125,33 @@ fn orbax_user_fixtures_match_orbax_restore() {
 }
 
 #[test]
+fn orbax_jax2_fixtures_match_orbax_and_flax_restore() {
+    // 2x2-mesh sharding, a Composite with a JSON item, SaveArgs(dtype), optax and Flax NNX
+    // states, save_interval_steps/keep_period, a legacy flax save_checkpoint msgpack folder
+    check("orbax_jax2");
+}
+
+#[test]
+fn zarr_jax2_fixtures_match_zarr_python() {
+    // big-endian inner bytes in a shard, shards= partly written, fill values, consolidated
+    // groups; a Delta filter and datetime64 refused with a message
+    check("zarr_jax2");
+}
+
+#[test]
+fn a_flax_save_checkpoint_folder_lists_its_steps() {
+    let dir = root().join("fixtures/orbax_jax2/flax_msgpack");
+    let o = Command::new(bin()).arg("list").arg(&dir).output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("step 8 (steps: 3, 8)"), "{all}");
+}
+
+#[test]
 fn orbax_manager_root_lists_its_steps_and_step_picks_one() {
     let root = root().join("fixtures/orbax/manager");
     let o = Command::new(bin()).arg("list").arg(&root).output().unwrap();

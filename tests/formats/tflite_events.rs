@@ -311,3 +311,35 @@ fn a_tensorboard_log_directory_reads_its_runs_under_their_folders() {
     );
     assert!(ran.good >= 1 && ran.bad >= 1, "{ran:?}");
 }
+
+#[test]
+fn event_files_users_log_match_summary_iterator() {
+    // a file still being written (its last record cut: the records before it, as TensorBoard
+    // reads them, with a note), image/audio/hparams summaries, runs of several event files
+    let ran = cases::run_manifest(
+        "tensorboard_more",
+        &[&["--chunk-size", "8"]],
+        &cases::nothing_else,
+    );
+    assert!(ran.good >= 3, "{ran:?}");
+    let dir = root().join("fixtures/tensorboard_more/writing");
+    let work = tempdir();
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(event_file_in(&dir))
+        .arg("-o")
+        .arg(work.path().join("o.npz"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("the file ends inside record"), "{err}");
+}
+
+fn event_file_in(dir: &Path) -> PathBuf {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("tfevents"))
+        .unwrap()
+}

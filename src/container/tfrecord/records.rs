@@ -24,6 +24,10 @@ pub struct Records {
     /// The offset of the next record.
     pos: u64,
     index: u64,
+    /// Set by [`Records::stop_at_cut`]: a file that ends inside a record (a header short, or
+    /// data its checked length says is longer than what follows) ends there, its offset kept.
+    stop_at_cut: bool,
+    cut: Option<u64>,
 }
 
 impl Records {
@@ -33,7 +37,21 @@ impl Records {
             check_crc,
             pos: 0,
             index: 0,
+            stop_at_cut: false,
+            cut: None,
         }
+    }
+
+    /// Reads a file that may still be being written, as TensorBoard does: a last record cut
+    /// short ends the records instead of being an error ([`Records::cut`] says where).
+    pub fn stop_at_cut(mut self) -> Records {
+        self.stop_at_cut = true;
+        self
+    }
+
+    /// Where the records ended inside a record cut short (with [`Records::stop_at_cut`]).
+    pub fn cut(&self) -> Option<u64> {
+        self.cut
     }
 
     /// The number of records read so far.
@@ -51,6 +69,10 @@ impl Records {
         }
         let at = || format!("record {} at byte offset {pos}", self.index);
         if total - pos < HEADER {
+            if self.stop_at_cut {
+                self.cut = Some(pos);
+                return Ok(None);
+            }
             bail!("{}: truncated header ({} bytes left)", at(), total - pos);
         }
         let Some(len) = header_len(self.win.get(pos, HEADER as usize)?) else {
@@ -58,6 +80,10 @@ impl Records {
         };
         let body = pos + HEADER;
         if len > total - body || total - body - len < FOOTER {
+            if self.stop_at_cut {
+                self.cut = Some(pos);
+                return Ok(None);
+            }
             bail!(
                 "{}: truncated (the record claims {len} bytes, {} remain)",
                 at(),
@@ -168,6 +194,29 @@ mod tests {
         r.next().unwrap();
         let e = r.next().unwrap_err().to_string();
         assert!(e.contains("record 1") && e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn stop_at_cut_ends_the_records_where_a_record_is_cut_short() {
+        let file = file();
+        // records at 0, 19 (empty: its footer at 31) and 35 (its data at 47): cut inside
+        // the second's header and footer, the third's header and data
+        for (end, count, cut) in [(20, 1, 19), (33, 1, 19), (45, 2, 35), (50, 2, 35)] {
+            let data = FileRange::from_vec(file[..end].to_vec());
+            let mut r = Records::new(data, true).stop_at_cut();
+            while r.next().unwrap().is_some() {}
+            assert_eq!((r.count(), r.cut()), (count, Some(cut)), "{end}");
+        }
+        // a whole file has no cut; a damaged length is still an error
+        let mut r = Records::new(FileRange::from_vec(file.clone()), true).stop_at_cut();
+        while r.next().unwrap().is_some() {}
+        assert_eq!(r.cut(), None);
+        let mut bad = file[..20].to_vec();
+        bad.extend(&file[20..40]);
+        bad[19] ^= 1;
+        let mut r = Records::new(FileRange::from_vec(bad), true).stop_at_cut();
+        r.next().unwrap();
+        assert!(r.next().is_err());
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! (UTF-8 bytes), as `np.asarray` makes them. Nil and unknown extensions have no NumPy form
 //! (dtype `resource`: refused unless `--skip-unsupported`).
 //!
+//! A folder of legacy `flax.training.checkpoints.save_checkpoint` files (`checkpoint_<step>`)
+//! means its latest step, or `--step N` (`steps.rs`).
+//!
 //! `decode.rs` holds the cursor and the decoder of one value. The `rmp` crate decodes the
 //! markers; the walk reads headers through a small window and skips over every byte string, so each array's data stays a byte range of the file (streamed, or
 //! copied whole) and memory holds only the tree's metadata.
@@ -23,6 +26,7 @@ use rmp::Marker;
 
 use super::{Input, OpenOptions, Reader, Sniff};
 mod decode;
+mod steps;
 use crate::dtype::DType;
 use crate::input::FileRange;
 use crate::tensor::{checked_elements, ChunkSink, Kind, Source, TensorMeta};
@@ -40,6 +44,12 @@ pub static READER: Reader = Reader {
 /// cleanly (the walk reads only headers) is sure; a map followed by a string key, or any `.msgpack` file, is
 /// still plausible, so that a damaged file gets this reader's error rather than "unrecognised".
 fn sniff(input: &Input) -> Sniff {
+    if input.is_dir {
+        return match steps::steps(&input.path).is_empty() {
+            true => Sniff::No,
+            false => Sniff::Yes,
+        };
+    }
     let head = &input.head;
     // An empty map (0x80, also a pickle's PROTO opcode) is claimed by its extension only.
     let is_map = matches!(head.first(), Some(0x81..=0x8f | 0xde | 0xdf));
@@ -65,7 +75,16 @@ fn sniff(input: &Input) -> Sniff {
     }
 }
 
-fn open(input: &Input, _opts: &OpenOptions) -> Result<Box<dyn Source>> {
+fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    if input.is_dir {
+        let (file, format) = steps::choose(&input.path, opts.orbax.step)?;
+        let mut files = input.files.clone();
+        files.push(file.clone());
+        let data = crate::input::open_range(&file)?;
+        let mut src = FlaxSource::open(&file.display().to_string(), files, data, &input.stem)?;
+        src.format = Some(format);
+        return Ok(Box::new(src));
+    }
     Ok(Box::new(FlaxSource::open(
         &input.display,
         input.files.clone(),
@@ -379,6 +398,8 @@ pub struct FlaxSource {
     path: String,
     files: Vec<PathBuf>,
     leaves: Leaves,
+    /// For a `save_checkpoint` folder: which step was read (for `list`).
+    format: Option<String>,
 }
 
 impl FlaxSource {
@@ -397,6 +418,7 @@ impl FlaxSource {
             path: path.to_string(),
             files,
             leaves,
+            format: None,
         })
     }
 }
@@ -457,6 +479,13 @@ impl Source for FlaxSource {
 
     fn input_files(&self) -> Vec<PathBuf> {
         self.files.clone()
+    }
+
+    fn input_facts(&self) -> crate::tensor::InputFacts<'_> {
+        crate::tensor::InputFacts {
+            format: self.format.as_deref(),
+            notes: &[],
+        }
     }
 }
 

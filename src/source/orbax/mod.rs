@@ -9,7 +9,8 @@
 //! the item's OCDBT database (`manifest.ocdbt`, the default; `ocdbt.rs`) or, in the older
 //! layout, as a folder of that name. The zarr reader's `meta.rs`/`chunks.rs` decode the
 //! arrays; a sharded array is one zarr array whose chunks are the shards, so it comes out
-//! whole. Leaves without data (`None`, empty optax states) have no tensor.
+//! whole. Leaves without data (`None`, empty optax states) have no tensor; a Python `str` leaf
+//! (kept in the item's `_strings.json`) is a `|S<n>` scalar of its UTF-8 bytes.
 
 pub mod ocdbt;
 
@@ -158,7 +159,9 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
             step_dir.display()
         );
     }
-    let single = names.len() == 1;
+    // restore() keys its result by every item the step holds, JSON items (metadata,
+    // dataset iterators) too, though only PyTree items hold arrays
+    let single = names.len() == 1 && item_count(&step_dir) <= 1;
     let items = names
         .into_iter()
         .map(|n| Item {
@@ -171,6 +174,20 @@ fn resolve(path: &Path, step: Option<u64>) -> Result<(Vec<Item>, Option<String>)
         })
         .collect();
     Ok((items, chosen))
+}
+
+/// How many items `_CHECKPOINT_METADATA` names (its `item_handlers` object; 0 when absent),
+/// leaving out `metrics`, the item a CheckpointManager keeps a save's metrics in, which its
+/// `restore()` does not return.
+fn item_count(step_dir: &Path) -> usize {
+    input::read_small(&join(step_dir, "_CHECKPOINT_METADATA"), MAX_METADATA)
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Json>(&t).ok())
+        .and_then(|v| {
+            let items = v["item_handlers"].as_object()?;
+            Some(items.keys().filter(|k| *k != "metrics").count())
+        })
+        .unwrap_or(0)
 }
 
 fn list(s: &[u64]) -> String {
@@ -205,6 +222,8 @@ struct Leaf {
     key: String,
     /// `value_type` "scalar": `restore()` returns a Python `int`/`float`/`bool`.
     scalar: bool,
+    /// `value_type` "string": a Python `str` kept in the item's `_strings.json`.
+    string: bool,
 }
 
 /// The array leaves of an item's `_METADATA`, and the leaves skipped with why.
@@ -234,10 +253,11 @@ fn leaves(text: &[u8]) -> Result<(Vec<Leaf>, Vec<String>)> {
             continue; // an empty node: no data, no tensor
         }
         match ty {
-            "jax.Array" | "np.ndarray" | "scalar" => out.push(Leaf {
+            "jax.Array" | "np.ndarray" | "scalar" | "string" => out.push(Leaf {
                 name,
                 key: parts.join("."),
                 scalar: ty == "scalar",
+                string: ty == "string",
             }),
             other => skipped.push(format!("{name}: a {other} value, not an array")),
         }
@@ -284,8 +304,29 @@ pub struct OrbaxSource {
     path: String,
     stores: Vec<ItemStore>,
     entries: Vec<Entry>,
+    /// String leaves (after the arrays): their names and UTF-8 bytes, written as `|S<n>`.
+    strings: Vec<(String, Vec<u8>)>,
     format: Option<String>,
     notes: Vec<String>,
+}
+
+/// The string leaves of an item, from its `_strings.json` (`{"<dotted key>": "text"}`).
+fn strings_of(dir: &Path, leaves: &[Leaf], prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    if !leaves.iter().any(|l| l.string) {
+        return Ok(Vec::new());
+    }
+    let path = join(dir, "_strings.json");
+    let text = input::read_small(&path, MAX_METADATA)?;
+    let v: Json = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let mut out = Vec::new();
+    for leaf in leaves.iter().filter(|l| l.string) {
+        let Some(s) = v[&leaf.key].as_str() else {
+            bail!("{}: no string '{}'", path.display(), leaf.key);
+        };
+        out.push((format!("{prefix}{}", leaf.name), s.as_bytes().to_vec()));
+    }
+    Ok(out)
 }
 
 impl OrbaxSource {
@@ -294,6 +335,7 @@ impl OrbaxSource {
         let mut stores = Vec::new();
         let mut entries = Vec::new();
         let mut notes = Vec::new();
+        let mut strings = Vec::new();
         for item in items {
             let meta_path = join(&item.dir, "_METADATA");
             let text = input::read_small(&meta_path, MAX_METADATA)?;
@@ -311,7 +353,8 @@ impl OrbaxSource {
                     root: item.dir.clone(),
                 })
             };
-            for leaf in found {
+            strings.extend(strings_of(&item.dir, &found, &item.prefix)?);
+            for leaf in found.into_iter().filter(|l| !l.string) {
                 let prefix = format!("{}/", leaf.key);
                 let name = format!("{}{}", item.prefix, leaf.name);
                 let meta: ArrayMeta = array_at(&store, &prefix)
@@ -338,6 +381,7 @@ impl OrbaxSource {
             path: display.to_string(),
             stores,
             entries,
+            strings,
             format,
             notes,
         })
@@ -350,10 +394,27 @@ impl Source for OrbaxSource {
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.strings.len()
     }
 
     fn meta(&self, index: usize) -> Result<TensorMeta> {
+        if let Some((name, text)) = index
+            .checked_sub(self.entries.len())
+            .and_then(|i| self.strings.get(i))
+        {
+            let n = text.len() as u64;
+            return Ok(TensorMeta {
+                name: name.clone(),
+                dtype: DType::String,
+                shape: Vec::new(),
+                kind: crate::tensor::Kind::String,
+                stored_bytes: n,
+                max_string_len: Some(n),
+                big_endian: false,
+                ragged_rank: 0,
+                facts: Default::default(),
+            });
+        }
         let e = &self.entries[index];
         let mut m = e.array.tensor_meta();
         if let Some(to) = e.widen {
@@ -364,7 +425,9 @@ impl Source for OrbaxSource {
     }
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
-        let e = &self.entries[index];
+        let Some(e) = self.entries.get(index) else {
+            bail!("a string value, not an array");
+        };
         let reader = ArrayReader {
             store: &self.stores[e.store],
             prefix: &e.array.prefix,
@@ -384,8 +447,14 @@ impl Source for OrbaxSource {
         sink(&wide)
     }
 
-    fn read_strings(&mut self, _index: usize, _sink: &mut ChunkSink) -> Result<()> {
-        bail!("Orbax arrays hold no strings here")
+    fn read_strings(&mut self, index: usize, sink: &mut ChunkSink) -> Result<()> {
+        match index
+            .checked_sub(self.entries.len())
+            .and_then(|i| self.strings.get(i))
+        {
+            Some((_, text)) => sink(text),
+            None => bail!("Orbax arrays hold no strings"),
+        }
     }
 
     fn input_files(&self) -> Vec<PathBuf> {

@@ -384,7 +384,7 @@ pub fn parse_typestr(s: &str) -> Result<(DType, bool)> {
 }
 
 /// TensorStore's names for the types NumPy has only through ml_dtypes (Orbax writes them;
-/// int4/uint4 one element a byte).
+/// int4/uint4, int2/uint2 and float4_e2m1fn one element a byte).
 fn tensorstore_float(name: &str) -> Option<DType> {
     Some(match name {
         "bfloat16" => DType::BF16,
@@ -393,8 +393,12 @@ fn tensorstore_float(name: &str) -> Option<DType> {
         "float8_e4m3fnuz" => DType::F8E4M3FNUZ,
         "float8_e5m2fnuz" => DType::F8E5M2FNUZ,
         "float8_e4m3b11fnuz" => DType::F8E4M3B11FNUZ,
+        "float8_e8m0fnu" => DType::F8E8M0FNU,
+        "float4_e2m1fn" => DType::F4E2M1FN,
         "int4" => DType::I4,
         "uint4" => DType::U4,
+        "int2" => DType::I2,
+        "uint2" => DType::U2,
         _ => return None,
     })
 }
@@ -630,7 +634,8 @@ fn scalar(v: &Value, dtype: DType, f: f64) -> Result<Vec<u8>> {
         DType::BF16 => half::bf16::from_f64(f).to_le_bytes().to_vec(),
         DType::F32 => (f as f32).to_le_bytes().to_vec(),
         DType::F64 => f.to_le_bytes().to_vec(),
-        // float8, int4: +0.0 / 0 is the zero byte in each of these formats (TensorStore writes 0).
+        // float8, float4, int4, int2: +0.0 / 0 is the zero byte in each of these formats
+        // (TensorStore writes 0).
         DType::F8E4M3FN
         | DType::F8E5M2
         | DType::F8E4M3FNUZ
@@ -638,10 +643,17 @@ fn scalar(v: &Value, dtype: DType, f: f64) -> Result<Vec<u8>> {
         | DType::F8E4M3B11FNUZ
         | DType::I4
         | DType::U4
+        | DType::F4E2M1FN
+        | DType::I2
+        | DType::U2
             if f == 0.0 && f.is_sign_positive() =>
         {
             vec![0]
         }
+        // float8_e8m0fnu has no zero: a null fill is the zero byte (2^-127), 0.0 rounds to NaN
+        // (0xff) as ml_dtypes rounds it
+        DType::F8E8M0FNU if v.is_null() => vec![0],
+        DType::F8E8M0FNU if f == 0.0 => vec![0xff],
         d => bail!("no fill value for {}", d.name()),
     })
 }
