@@ -280,13 +280,54 @@ impl Walk<'_> {
                 self.leaf(join(prefix, &dot(at, &name)), &v)?;
             }
         }
-        let packed = r.attributes().iter().any(|(_, v)| match v {
-            Value::Record(o) if &*o.class == "torch.ScriptObject" => {
-                let mut budget = HOLDS_TENSOR_VISITS;
-                holds_tensor(&o.state.borrow(), 0, &mut budget)
+        self.packed(prefix, at, r);
+        for (name, v) in dict_attr(r, "_modules")? {
+            match &v {
+                Value::Record(child) if records::is_module(child) => {
+                    self.module(prefix, &dot(at, &name), child, depth + 1)?
+                }
+                Value::None => {}
+                // A child that is not a module record (an allowed container, or a module with
+                // its own `__getstate__`, as the quantized `Conv2d`): named as data.
+                other => {
+                    if let Value::Record(child) = other {
+                        self.packed(prefix, &dot(at, &name), child);
+                    }
+                    self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?
+                }
             }
-            _ => false,
-        });
+        }
+        Ok(())
+    }
+
+    /// Notes a module with an attribute that keeps tensors in a `torch.ScriptObject`: pickled
+    /// as one by `torch.save(model)`, or as a TorchScript custom class
+    /// (`__torch__.torch.classes.quantized.LinearPackedParamsBase`, `...rnn.CellParamsBase`)
+    /// by `torch.jit.save`, whose tensors `state_dict()` leaves out or only code computes.
+    /// A TorchScript module with its own `__getstate__` (the quantized `Conv2d` keeps its
+    /// packed weight and bias in a tuple state) has no attributes to name: noted the same way.
+    fn packed(&mut self, prefix: &str, at: &str, r: &Record) {
+        let attrs = r.attributes();
+        let own_state = attrs.is_empty()
+            && match &*r.state.borrow() {
+                s @ (Value::Tuple(_) | Value::List(_)) => {
+                    let mut budget = HOLDS_TENSOR_VISITS;
+                    holds_tensor(s, 0, &mut budget)
+                }
+                _ => false,
+            };
+        let packed = own_state
+            || attrs.iter().any(|(_, v)| match v {
+                Value::Record(o)
+                    if &*o.class == "torch.ScriptObject"
+                        || o.class.starts_with("__torch__.torch.classes.") =>
+                {
+                    let mut budget = HOLDS_TENSOR_VISITS;
+                    holds_tensor(&o.state.borrow(), 0, &mut budget)
+                        || o.args.iter().any(|a| holds_tensor(a, 0, &mut budget))
+                }
+                _ => false,
+            });
         if packed {
             let name = match join(prefix, at) {
                 n if n.is_empty() => "(the root)".to_string(),
@@ -297,17 +338,6 @@ impl Walk<'_> {
                 self.opaque.push(entry);
             }
         }
-        for (name, v) in dict_attr(r, "_modules")? {
-            match &v {
-                Value::Record(child) if records::is_module(child) => {
-                    self.module(prefix, &dot(at, &name), child, depth + 1)?
-                }
-                Value::None => {}
-                // A child that is not a module record (an allowed container?): named as data.
-                other => self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?,
-            }
-        }
-        Ok(())
     }
 
     /// A TorchScript module: `torch.jit.load(f).state_dict()` order and names: its parameters,
@@ -318,6 +348,7 @@ impl Walk<'_> {
         let script = self.script.expect("checked by the caller");
         let (params, buffers) = &script[&*r.class];
         self.modules.insert(r.class.to_string());
+        self.packed(prefix, at, r);
         let attrs = ordered(&r.attributes())?;
         let get = |n: &str| attrs.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v);
         for name in params.iter().chain(buffers) {
