@@ -209,6 +209,8 @@ const DATA_CLASSES: &[(&str, &str)] = &[
     ("pathlib._local", "PurePosixPath"),
     ("pathlib._local", "PureWindowsPath"),
     ("types", "SimpleNamespace"),
+    // `torch.Generator` (a module's own RNG): `(torch._C.Generator, (device,), state)`.
+    ("torch._C", "Generator"),
 ];
 
 /// The modules of `torch._C` that hold only tensor ops.
@@ -287,6 +289,7 @@ mod tests {
             ("__torch__", "Net"),
             ("builtins", "set"),
             ("builtins", "max"),
+            ("torch._C", "Generator"),
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
             ("torch._C._nn", "gelu"),
