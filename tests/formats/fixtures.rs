@@ -170,3 +170,8 @@ fn pickle_fixtures_match_torch_jit_export_pickle_and_paddle_load() {
 fn torch_tensors_in_plain_pickles_match_pickle_load() {
     check_good("fixtures/pickle_torch/");
 }
+
+#[test]
+fn torchscript_export_and_whole_module_fixtures_match_torch_jit_export_and_torch_load() {
+    check_good("fixtures/torch_script/");
+}

@@ -347,7 +347,15 @@ pub(super) fn call(
         }
         Global::OrderedDict | Global::Counter => {
             let d = Value::Dict(Default::default());
-            if let Some(init) = args.first() {
+            if let Some(Value::Dict(init)) = args.first() {
+                // `Counter({'a': 2})` pickles as `Counter(dict)`; `OrderedDict(dict)` is valid.
+                let flat = init
+                    .borrow()
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect();
+                set_items(&d, flat)?;
+            } else if let Some(init) = args.first() {
                 let mut flat = Vec::new();
                 for pair in init.items("the OrderedDict argument")? {
                     let kv = pair.items("an OrderedDict item")?;

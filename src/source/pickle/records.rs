@@ -164,13 +164,19 @@ const BUILTIN_DATA: &[&str] = &[
     "Ellipsis",
 ];
 
+/// `builtins` functions that compute on their arguments and reach nothing else: a whole module
+/// keeps one as an attribute (`functools.partial(max, default=0)`); read as inert records.
+const PURE_BUILTINS: &[&str] = &[
+    "abs", "all", "any", "divmod", "len", "max", "min", "pow", "round", "sorted", "sum",
+];
+
 /// True for a global that only an attack would name: its module is one of
 /// [`ATTACK_MODULES`] (or below one), or it is a `builtins` function (`eval`, `exec`,
 /// `compile`, `open`, `getattr`, `__import__`, ...) rather than a data type.
 pub fn is_attack(module: &str, name: &str) -> bool {
     let below = |m: &str| module == m || module.strip_prefix(m).is_some_and(|r| r.starts_with('.'));
     if matches!(module, "builtins" | "__builtin__" | "__builtins__") {
-        return !BUILTIN_DATA.contains(&name);
+        return !BUILTIN_DATA.contains(&name) && !PURE_BUILTINS.contains(&name);
     }
     // Dunder lookups (`__class__`, `__globals__`, `__subclasses__`) are reflection, not data.
     if name.contains("__") && !name.starts_with("__") {
@@ -203,6 +209,8 @@ const DATA_CLASSES: &[(&str, &str)] = &[
     ("pathlib._local", "PurePosixPath"),
     ("pathlib._local", "PureWindowsPath"),
     ("types", "SimpleNamespace"),
+    // `torch.Generator` (a module's own RNG): `(torch._C.Generator, (device,), state)`.
+    ("torch._C", "Generator"),
 ];
 
 /// The modules of `torch._C` that hold only tensor ops.
@@ -280,6 +288,8 @@ mod tests {
             ("torch.nn.modules.linear", "Linear"),
             ("__torch__", "Net"),
             ("builtins", "set"),
+            ("builtins", "max"),
+            ("torch._C", "Generator"),
             ("argparse", "Namespace"),
             ("ossify", "Thing"),
             ("torch._C._nn", "gelu"),

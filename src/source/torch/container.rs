@@ -190,6 +190,7 @@ pub(super) fn open_zip(at: Opening) -> Result<TorchSource> {
         None
     };
 
+    let frozen = script.is_some().then(|| super::jit::constants(&arch));
     let storages = storage_members(&mut arch, &loaded)?;
     // Every other member (version records, ids, the TorchScript sources, storages no pickle
     // names): its CRC-32 is checked now.
@@ -212,6 +213,9 @@ pub(super) fn open_zip(at: Opening) -> Result<TorchSource> {
         big_endian,
         naming,
     )?;
+    if let Some(note) = frozen.flatten().filter(|_| src.metas.is_empty()) {
+        src.notes.push(note);
+    }
     if !check {
         src.notes.push(
             "the archive was written without CRC-32s (compute_crc32 = False): its data is not verified"

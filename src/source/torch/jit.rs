@@ -5,7 +5,8 @@
 //! attributes are parameters and buffers (`__parameters__ = ["weight", "bias", ]`,
 //! `__buffers__ = [...]`), which `data.pkl` does not record. `names.rs` then names a module's
 //! tensors as `torch.jit.load(f).state_dict()` does. `constants.pkl` (the tensors the code uses
-//! as constants) is not part of the state dict and is left out.
+//! as constants, a frozen module's weights) is not part of the state dict and is left out; a
+//! module with no tensor but constants gets a note saying so.
 
 use anyhow::{bail, Context, Result};
 
@@ -43,6 +44,20 @@ pub(super) fn classes(arch: &mut TorchArchive) -> Result<ScriptClasses> {
             .with_context(|| format!("the TorchScript source {name}"))?;
     }
     Ok(out)
+}
+
+/// A note for a TorchScript archive that names no tensor but keeps tensors as constants
+/// (`constants/<n>`, listed by `constants.pkl`): a `torch.jit.freeze`d module, whose weights
+/// were folded into its code, so `torch.jit.load(f).state_dict()` is empty too.
+pub(super) fn constants(arch: &TorchArchive) -> Option<String> {
+    let n = arch
+        .members
+        .keys()
+        .filter(|k| k.strip_prefix("constants/").is_some_and(|r| !r.is_empty()))
+        .count();
+    (n > 0).then(|| {
+        format!("the module has no parameters or buffers (torch.jit.freeze folds them into its code, and torch.jit.load(f).state_dict() is empty too): its {n} tensor constant(s) (constants.pkl) are not in it, so no tensor is written")
+    })
 }
 
 /// The classes of one source file: `class Name(Module):` at the start of a line, then its

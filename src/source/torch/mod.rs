@@ -10,7 +10,8 @@
 //!
 //! Also read here, as data: whole pickled modules and other classes (records, named by
 //! `names.rs`), TorchScript archives (`jit.rs`), torch.export `.pt2` archives (`pt2.rs`) and
-//! plain pickles of NumPy arrays (`.pkl`, Paddle's `.pdparams`/`.pdopt`: `plain.rs`).
+//! plain pickles of NumPy arrays (`.pkl`, Paddle's `.pdparams`/`.pdopt`: `plain.rs`). PyTorch
+//! Mobile flatbuffer modules (`PTMF`) are recognised and refused with that said.
 //!
 //! Zip members are read through `container/zip.rs`. Stored members (what torch writes) are read
 //! by range, and their CRC-32 is computed once per storage before its first tensor goes out;
@@ -55,7 +56,7 @@ pub static READER: Reader = Reader {
 /// is `Maybe`.
 fn sniff_input(input: &Input) -> Sniff {
     let head = &input.head;
-    if sniff_legacy(head) {
+    if sniff_legacy(head) || is_mobile_flatbuffer(head) {
         return Sniff::Yes;
     }
     if !head.starts_with(b"PK\x03\x04") || head.len() < 30 {
@@ -166,6 +167,11 @@ const GATHER_BLOCK: u64 = 1 << 20;
 /// The most a `data.pkl` may inflate to.
 const MAX_PICKLE: u64 = 1 << 30;
 
+/// A flatbuffer whose file identifier (bytes 4..8) is `PTMF`: a PyTorch Mobile module.
+fn is_mobile_flatbuffer(head: &[u8]) -> bool {
+    head.get(4..8) == Some(b"PTMF")
+}
+
 /// `PROTO n`, then the magic number, directly or (protocol 4 and later) after a `FRAME`.
 fn sniff_legacy(head: &[u8]) -> bool {
     let at = match head {
@@ -247,6 +253,9 @@ impl TorchSource {
             stem,
             opts,
         };
+        if is_mobile_flatbuffer(&head[..n]) {
+            bail!("a PyTorch Mobile flatbuffer module (_save_for_lite_interpreter(_use_flatbuffer=True) or save_jit_module_to_flatbuffer; file identifier PTMF) is not supported: save the module with torch.jit.save (or its state_dict with torch.save) instead")
+        }
         if sniff_legacy(&head[..n]) {
             container::open_legacy(at)
         } else if head.starts_with(b"PK") {

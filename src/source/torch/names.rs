@@ -2,7 +2,8 @@
 //! containers join keys and indices with `/` (a key set twice keeps its first place and its last
 //! value, as in Python); an `nn.Module` record (state with `_parameters`, `_buffers`,
 //! `_modules`) is named as `state_dict()` names it (dot-joined: its parameters, its persistent
-//! buffers, then each child module); a TorchScript module record by the `__parameters__` and
+//! buffers, then each child module; an `fx.GraphModule`'s `reduce_graph_module` record too); a
+//! TorchScript module record by the `__parameters__` and
 //! `__buffers__` its class declares (the [`ScriptClasses`] that `jit.rs` reads from `code/`);
 //! another record by its attributes (its `BUILD` state), its items and entries, or, with no
 //! state, its arguments; a NumPy array is a tensor.
@@ -107,6 +108,38 @@ fn dict_attr(r: &Record, name: &str) -> Result<Vec<(String, Value)>> {
         Some(Value::Record(inner)) => ordered(&inner.entries.borrow()),
         _ => Ok(Vec::new()),
     }
+}
+
+/// A lazy module never run (`nn.LazyLinear`) holds `UninitializedParameter`s (and
+/// `UninitializedBuffer`s) with no data, which `state_dict()` lists all the same.
+fn uninitialized(v: &Value) -> bool {
+    matches!(v, Value::Record(r) if r.class.starts_with("torch.nn.parameter.Uninitialized"))
+}
+
+/// The value named for a parameter or buffer: an uninitialized one as a tensor with no data.
+fn lazy(v: Value) -> Value {
+    if uninitialized(&v) {
+        Value::Unsupported("an uninitialized parameter of a lazy module never run (it has no data)")
+    } else {
+        v
+    }
+}
+
+/// `torch.save` of a `torch.fx.GraphModule` (`symbolic_trace`, FX quantization) pickles as
+/// `reduce_graph_module(module.__dict__ without its graph, import_block)` (or the package
+/// variant, `reduce_package_graph_module(importer, __dict__, ...)`): that dict is the module's,
+/// read as a module record of the same class.
+fn graph_module(r: &Record) -> Option<Record> {
+    if !r.class.starts_with("torch.fx.graph_module.reduce_") {
+        return None;
+    }
+    let body = r.args.iter().find(|a| matches!(a, Value::Dict(_)))?;
+    let m = Record {
+        class: r.class.clone(),
+        state: std::cell::RefCell::new(body.clone()),
+        ..Default::default()
+    };
+    records::is_module(&m).then_some(m)
 }
 
 /// How many values [`holds_tensor`] may look at in one dict before it answers yes.
@@ -234,6 +267,9 @@ impl Walk<'_> {
         if records::is_module(r) {
             return self.module(&prefix, "", r, depth);
         }
+        if let Some(g) = graph_module(r) {
+            return self.module(&prefix, "", &g, depth);
+        }
         // `torch.compile(model)` pickles as `OptimizedModule(model, ...)`: its `state_dict()`
         // names the model's tensors under `_orig_mod.`.
         if &*r.class == "torch._dynamo.eval_frame.OptimizedModule" {
@@ -267,8 +303,8 @@ impl Walk<'_> {
         self.enter(&Value::None, depth)?;
         self.modules.insert(r.class.to_string());
         for (name, v) in dict_attr(r, "_parameters")? {
-            if is_tensor(&v) {
-                self.leaf(join(prefix, &dot(at, &name)), &v)?;
+            if is_tensor(&v) || uninitialized(&v) {
+                self.leaf(join(prefix, &dot(at, &name)), &lazy(v))?;
             }
         }
         let transient: HashSet<String> = match &r.attribute("_non_persistent_buffers_set") {
@@ -276,17 +312,62 @@ impl Walk<'_> {
             _ => HashSet::new(),
         };
         for (name, v) in dict_attr(r, "_buffers")? {
-            if is_tensor(&v) && !transient.contains(&name) {
-                self.leaf(join(prefix, &dot(at, &name)), &v)?;
+            if (is_tensor(&v) || uninitialized(&v)) && !transient.contains(&name) {
+                self.leaf(join(prefix, &dot(at, &name)), &lazy(v))?;
             }
         }
-        let packed = r.attributes().iter().any(|(_, v)| match v {
-            Value::Record(o) if &*o.class == "torch.ScriptObject" => {
-                let mut budget = HOLDS_TENSOR_VISITS;
-                holds_tensor(&o.state.borrow(), 0, &mut budget)
+        self.packed(prefix, at, r);
+        for (name, v) in dict_attr(r, "_modules")? {
+            match &v {
+                Value::Record(child) if records::is_module(child) => {
+                    self.module(prefix, &dot(at, &name), child, depth + 1)?
+                }
+                Value::Record(child) if graph_module(child).is_some() => {
+                    let g = graph_module(child).expect("checked");
+                    self.module(prefix, &dot(at, &name), &g, depth + 1)?
+                }
+                Value::None => {}
+                // A child that is not a module record (an allowed container, or a module with
+                // its own `__getstate__`, as the quantized `Conv2d`): named as data.
+                other => {
+                    if let Value::Record(child) = other {
+                        self.packed(prefix, &dot(at, &name), child);
+                    }
+                    self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?
+                }
             }
-            _ => false,
-        });
+        }
+        Ok(())
+    }
+
+    /// Notes a module with an attribute that keeps tensors in a `torch.ScriptObject`: pickled
+    /// as one by `torch.save(model)`, or as a TorchScript custom class
+    /// (`__torch__.torch.classes.quantized.LinearPackedParamsBase`, `...rnn.CellParamsBase`)
+    /// by `torch.jit.save`, whose tensors `state_dict()` leaves out or only code computes.
+    /// A TorchScript module with its own `__getstate__` (the quantized `Conv2d` keeps its
+    /// packed weight and bias in a tuple state) has no attributes to name: noted the same way.
+    fn packed(&mut self, prefix: &str, at: &str, r: &Record) {
+        let attrs = r.attributes();
+        let own_state = attrs.is_empty()
+            && match &*r.state.borrow() {
+                s @ (Value::Tuple(_) | Value::List(_)) => {
+                    let mut budget = HOLDS_TENSOR_VISITS;
+                    holds_tensor(s, 0, &mut budget)
+                }
+                _ => false,
+            };
+        let packed = own_state
+            || attrs.iter().any(|(_, v)| match v {
+                Value::Record(o)
+                    if &*o.class == "torch.ScriptObject"
+                        || o.class.starts_with("__torch__.torch.classes.") =>
+                {
+                    let mut budget = HOLDS_TENSOR_VISITS;
+                    holds_tensor(&o.state.borrow(), 0, &mut budget)
+                        || o.args.iter().any(|a| holds_tensor(a, 0, &mut budget))
+                }
+                _ => false,
+            });
         if packed {
             let name = match join(prefix, at) {
                 n if n.is_empty() => "(the root)".to_string(),
@@ -297,17 +378,6 @@ impl Walk<'_> {
                 self.opaque.push(entry);
             }
         }
-        for (name, v) in dict_attr(r, "_modules")? {
-            match &v {
-                Value::Record(child) if records::is_module(child) => {
-                    self.module(prefix, &dot(at, &name), child, depth + 1)?
-                }
-                Value::None => {}
-                // A child that is not a module record (an allowed container?): named as data.
-                other => self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?,
-            }
-        }
-        Ok(())
     }
 
     /// A TorchScript module: `torch.jit.load(f).state_dict()` order and names: its parameters,
@@ -318,6 +388,7 @@ impl Walk<'_> {
         let script = self.script.expect("checked by the caller");
         let (params, buffers) = &script[&*r.class];
         self.modules.insert(r.class.to_string());
+        self.packed(prefix, at, r);
         let attrs = ordered(&r.attributes())?;
         let get = |n: &str| attrs.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v);
         for name in params.iter().chain(buffers) {

@@ -7,7 +7,8 @@
 //! keys (parameters and persistent buffers); the constants (`data/constants/`: lifted tensor
 //! constants, non-persistent buffers) are not in the state dict and are left out. Each view
 //! goes through the same checks and strided reads as a `torch.save` tensor (`mod.rs`). Nothing
-//! in the program (the graph) is interpreted.
+//! in the program (the graph) is interpreted. AOTInductor packages (`data/aotinductor/`, weights
+//! in a compiled library or its own layout) are refused with that said.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -99,6 +100,13 @@ pub(super) fn open(at: Opening, arch: &mut TorchArchive) -> Result<TorchSource> 
         .collect();
     configs.sort();
     if configs.is_empty() {
+        if arch
+            .members
+            .keys()
+            .any(|k| k.starts_with("data/aotinductor/"))
+        {
+            bail!("an AOTInductor package (torch._inductor.aoti_compile_and_package): its weights are compiled into the model's shared library or kept in AOTInductor's own layout, which is not supported; convert the ExportedProgram saved with torch.export.save, or its state_dict saved with torch.save, instead");
+        }
         if arch
             .members
             .keys()

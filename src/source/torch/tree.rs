@@ -64,7 +64,7 @@ pub(super) fn build(
     }
     if !walk.opaque.is_empty() {
         let what = format!(
-            "{} module(s) keep tensors in a torch.ScriptObject (the packed parameters of quantized modules), whose state_dict() entries only the modules' own code computes: {}",
+            "{} module(s) keep tensors in a torch.ScriptObject or in a state of their own (__getstate__: the packed parameters of quantized modules), whose state_dict() entries only the modules' own code computes: {}",
             walk.opaque.len(),
             list(&walk.opaque.iter().collect::<Vec<_>>())
         );
