@@ -563,7 +563,7 @@ mod tests {
             let d = MemberData::new(z.member_named(name).unwrap());
             let mut got = Vec::new();
             d.stream_checking(4, 1000, &mut |c: &[u8]| {
-                assert!(c.len() <= 1000 && c.len() % 4 == 0);
+                assert!(c.len() <= 1000 && c.len().is_multiple_of(4));
                 got.extend_from_slice(c);
                 Ok(())
             })
