@@ -18,6 +18,10 @@ pub struct FileRange {
     backing: Backing,
     offset: u64,
     len: u64,
+    /// The CRC-32 of exactly these bytes, where a reader has computed it and checked it against
+    /// what the input records (a zip member's): a sink that needs this checksum takes it
+    /// instead of reading the bytes again ([`FileRange::known_crc`]).
+    crc: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +40,7 @@ impl FileRange {
             backing: Backing::File(Arc::new(file)),
             offset: 0,
             len,
+            crc: None,
         })
     }
 
@@ -54,6 +59,7 @@ impl FileRange {
             backing: Backing::Memory(Arc::new(bytes)),
             offset: 0,
             len,
+            crc: None,
         }
     }
 
@@ -78,6 +84,19 @@ impl FileRange {
         }
     }
 
+    /// The same range, its bytes' CRC-32 known to be `crc` (the caller computed it from these
+    /// very bytes and checked it against a recorded one).
+    pub fn with_crc(mut self, crc: u32) -> FileRange {
+        self.crc = Some(crc);
+        self
+    }
+
+    /// The CRC-32 of the range's bytes, when a reader computed and checked it
+    /// ([`FileRange::with_crc`]); kept by a slice only when the slice is the whole range.
+    pub fn known_crc(&self) -> Option<u32> {
+        self.crc
+    }
+
     /// A sub-range; fails when it reaches past this range's end.
     pub fn slice(&self, offset: u64, len: u64) -> Result<FileRange> {
         let end = offset.checked_add(len);
@@ -86,6 +105,7 @@ impl FileRange {
                 backing: self.backing.clone(),
                 offset: self.offset + offset,
                 len,
+                crc: self.crc.filter(|_| offset == 0 && len == self.len),
             }),
             _ => bail!(
                 "{len} bytes at offset {offset} reach past the end of the data ({} bytes)",
@@ -222,6 +242,7 @@ pub fn open_range(path: &Path) -> Result<FileRange> {
                 backing: Backing::Remote(Arc::new(f)),
                 offset: 0,
                 len,
+                crc: None,
             });
         }
         #[cfg(not(feature = "remote"))]

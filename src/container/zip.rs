@@ -10,8 +10,9 @@
 //!   its central-directory entry (name, method, flags, sizes, CRC), so a damaged name cannot pass;
 //! - its bytes: a stored member is a [`FileRange`] slice of the archive (so a sink can still copy
 //!   it in the kernel), a deflated one is streamed; either way its CRC-32 is checked, as Python's
-//!   `zipfile` does ("Bad CRC-32"): while streaming ([`Member::reader`]), or once before the
-//!   first use of a random-access view ([`MemberData::range`]).
+//!   `zipfile` does ("Bad CRC-32"): while streaming ([`Member::reader`],
+//!   [`MemberData::stream_checking`]), or once before the first use of a random-access view
+//!   ([`MemberData::range`], which then carries the CRC-32 on to a sink that needs it).
 //!
 //! Readers in `source/` call this; it knows nothing of tensors.
 
@@ -446,8 +447,50 @@ impl MemberData {
             }
             None => self.member.spool()?,
         };
+        // checked: a sink that needs these bytes' CRC-32 takes it from here
+        let r = match self.member.crc32 {
+            Some(crc) => r.with_crc(crc),
+            None => r,
+        };
         *ready = Some(r.clone());
         Ok(r)
+    }
+
+    /// Streams the whole member through `sink` in pieces of at most `chunk` bytes, each a
+    /// multiple of `unit`. The first time, a stored member's CRC-32 is checked on the bytes as
+    /// they go by, instead of in a read of its own before ([`MemberData::range`]): `sink` has
+    /// had every byte when a mismatch fails the call, so this is for a caller that passes the
+    /// bytes on as the values of one output whose failure discards it, never for bytes that
+    /// steer a reader. A deflated member is inflated (and checked) first, as by `range`.
+    pub fn stream_checking(
+        &self,
+        unit: usize,
+        chunk: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let checked = self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (Some(raw), None) = (self.member.stored_range(), checked) else {
+            return self.range()?.stream(unit, chunk, sink);
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        raw.stream(unit, chunk, &mut |c: &[u8]| {
+            hasher.update(c);
+            sink(c)
+        })?;
+        let mut range = raw.clone();
+        if let Some(want) = self.member.crc32 {
+            let got = hasher.finalize();
+            if got != want {
+                return Err(anyhow::Error::new(io::Error::other(format!(
+                    "Bad CRC-32: the data gives {got:08x}, the archive records {want:08x}"
+                ))))
+                .with_context(|| format!("ZIP member {} is corrupt", self.member.name));
+            }
+            crate::checksum::verified(1);
+            range = range.with_crc(want);
+        }
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(range);
+        Ok(())
     }
 }
 
@@ -508,6 +551,59 @@ mod tests {
         let e = format!("{:#}", z.member(0).unwrap_err());
         assert!(e.contains("--max-decompressed"), "{e}");
         assert!(open(bytes, 100_000).unwrap().member(0).is_ok());
+    }
+
+    #[test]
+    fn a_member_streamed_whole_is_checked_as_it_goes_and_a_checked_range_carries_its_crc() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 13) as u8).collect();
+        let crc = crc32fast::hash(&data);
+        let mut bytes = archive(&[("a", &data, false), ("b", &data, true)]);
+        let mut z = open(bytes.clone(), 1 << 20).unwrap();
+        for name in ["a", "b"] {
+            let d = MemberData::new(z.member_named(name).unwrap());
+            let mut got = Vec::new();
+            d.stream_checking(4, 1000, &mut |c: &[u8]| {
+                assert!(c.len() <= 1000 && c.len().is_multiple_of(4));
+                got.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, data);
+            // checked now: the range carries the CRC-32, a slice of part of it does not
+            let r = d.range().unwrap();
+            assert_eq!(r.read_vec(0, 5000).unwrap(), data);
+            assert_eq!(r.known_crc(), Some(crc), "{name}");
+            assert_eq!(r.slice(0, 5000).unwrap().known_crc(), Some(crc));
+            assert_eq!(r.slice(1, 4999).unwrap().known_crc(), None);
+        }
+        // checked by `range` first, the same
+        let d = MemberData::new(z.member_named("a").unwrap());
+        assert_eq!(d.range().unwrap().known_crc(), Some(crc));
+        // no CRC to check: none carried
+        let d = MemberData::new(z.member_named("a").unwrap().without_crc());
+        assert_eq!(d.range().unwrap().known_crc(), None);
+
+        // a flipped byte: every byte streamed, then the error, and nothing remembered
+        let at = bytes.windows(8).position(|w| w == &data[..8]).unwrap();
+        bytes[at + 4321] ^= 1;
+        let mut z = open(bytes, 1 << 20).unwrap();
+        let d = MemberData::new(z.member_named("a").unwrap());
+        for _ in 0..2 {
+            let mut n = 0;
+            let e = d
+                .stream_checking(1, 1 << 20, &mut |c: &[u8]| {
+                    n += c.len();
+                    Ok(())
+                })
+                .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("ZIP member a is corrupt") && e.contains("Bad CRC-32"),
+                "{e}"
+            );
+            assert_eq!(n, 5000);
+        }
+        assert!(d.range().is_err());
     }
 
     #[test]

@@ -224,3 +224,27 @@ fn a_reserved_member_whose_directory_record_spilled_gets_its_crc() {
     assert_eq!(read_member(&mut z, "first.npy"), data);
     assert_eq!(read_member(&mut z, "m29999.npy"), [(29_999 % 256) as u8]);
 }
+
+#[test]
+fn a_copied_range_whose_crc_a_reader_checked_is_not_read_again_for_it() {
+    use std::io::Write;
+    let data = bytes((2 << 20) + 5, 11);
+    let mut input = tempfile::tempfile().unwrap();
+    input.write_all(&data).unwrap();
+    let whole = FileRange::whole(input).unwrap();
+    let right = crc32fast::hash(&data);
+    // the right CRC carried: the archive reads back, its CRC-32 checking; a wrong one carried
+    // is written as it is (the bytes were not read again to compute it)
+    for (carried, reads_back) in [(right, true), (right ^ 1, false)] {
+        let mut w = ZipWriter::new(tempfile::tempfile().unwrap(), true, false);
+        w.begin("x.npy", data.len() as u64, None).unwrap();
+        w.copy(&whole.clone().with_crc(carried)).unwrap();
+        w.end().unwrap();
+        let mut z = archive(w.finish().unwrap());
+        assert_eq!(z.by_name("x.npy").unwrap().crc32(), carried);
+        let mut got = Vec::new();
+        let read = z.by_name("x.npy").unwrap().read_to_end(&mut got);
+        assert_eq!(read.is_ok(), reads_back);
+        assert!(got == data);
+    }
+}

@@ -286,3 +286,103 @@ fn a_deflated_storage_past_max_decompressed_is_refused_and_list_inflates_nothing
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("deflated/data/0"), "{err}");
 }
+
+/// `_rebuild_tensor_v2(('storage', <class>, '<key>', 'cpu', n), 0, (n,), (1,), False,
+/// OrderedDict())`, as torch pickles a one-dimensional tensor that is its whole storage.
+fn whole_storage_tensor(class: &str, key: &str, n: u32) -> Vec<u8> {
+    let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\n".to_vec();
+    p.extend(class.as_bytes());
+    p.extend(b"\nX");
+    p.extend((key.len() as u32).to_le_bytes());
+    p.extend(key.as_bytes());
+    p.extend(b"X\x03\x00\x00\x00cpuJ");
+    p.extend(n.to_le_bytes());
+    p.extend(b"tQK\x00J");
+    p.extend(n.to_le_bytes());
+    p.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR");
+    p
+}
+
+/// A state dict of two large storages, as torch.save lays it out (stored members): `w`, 1 MiB of
+/// float32, copied to the `.npz` inside the kernel with the CRC-32 its check computed, and `b`,
+/// 512 KiB of bfloat16, widened to float32 with its CRC-32 checked as it streams. A flipped byte in either fails the
+/// command naming the file and the member, and leaves nothing, with any number of workers.
+#[test]
+fn a_large_storage_is_checked_once_and_a_flipped_byte_still_fails_the_command() {
+    let n: u32 = 1 << 18;
+    let w: Vec<u8> = (0..n)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect();
+    let b: Vec<u8> = (0..n * 2).map(|i| (i % 251) as u8).collect();
+    let mut pkl = b"\x80\x02}(X\x01\x00\x00\x00w".to_vec();
+    pkl.extend(whole_storage_tensor("FloatStorage", "0", n));
+    pkl.extend(b"X\x01\x00\x00\x00b");
+    pkl.extend(whole_storage_tensor("BFloat16Storage", "1", n));
+    pkl.extend(b"u.");
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [
+        ("big/data.pkl", &pkl[..]),
+        ("big/byteorder", b"little"),
+        ("big/data/0", &w),
+        ("big/data/1", &b),
+    ] {
+        z.start_file(name, opts).unwrap();
+        std::io::Write::write_all(&mut z, data).unwrap();
+    }
+    let clean = z.finish().unwrap().into_inner();
+    let start = |name: &str| {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(&clean)).unwrap();
+        let m = z.by_name(name).unwrap();
+        m.data_start().unwrap() as usize
+    };
+    let dir = common::tempdir();
+    let input = dir.path().join("big.pt");
+    let outdir = dir.path().join("out");
+    fs::create_dir(&outdir).unwrap();
+    let out = outdir.join("big.npz");
+    let convert = |jobs: &str| {
+        std::process::Command::new(common::bin())
+            .args(["convert", "--jobs", jobs])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    fs::write(&input, &clean).unwrap();
+    for jobs in ["1", "2"] {
+        let o = convert(jobs);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // read_npz checks every member's CRC-32 against its bytes
+        let got = common::read_npz(&out);
+        assert_eq!(got["w"].descr, "<f4");
+        assert!(got["w"].data == w);
+        let widened: Vec<u8> = b.chunks_exact(2).flat_map(|h| [0, 0, h[0], h[1]]).collect();
+        assert_eq!(got["b"].descr, "<f4");
+        assert!(got["b"].data == widened);
+        fs::remove_file(&out).unwrap();
+    }
+    for (member, len) in [("big/data/0", w.len()), ("big/data/1", b.len())] {
+        for at in [0, 12345, len - 1] {
+            let mut bad = clean.clone();
+            bad[start(member) + at] ^= 0x10;
+            fs::write(&input, &bad).unwrap();
+            for jobs in ["1", "2"] {
+                let o = convert(jobs);
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert_eq!(o.status.code(), Some(1), "{member} byte {at}: {err}");
+                assert!(
+                    err.contains("big.pt") && err.contains(member) && err.contains("Bad CRC-32"),
+                    "{member} byte {at}, --jobs {jobs}: {err}"
+                );
+                assert!(
+                    common::files_in(&outdir).is_empty(),
+                    "left behind: {:?}",
+                    common::files_in(&outdir)
+                );
+            }
+        }
+    }
+}

@@ -14,9 +14,12 @@
 //! Mobile flatbuffer modules (`PTMF`) are recognised and refused with that said.
 //!
 //! Zip members are read through `container/zip.rs`. Stored members (what torch writes) are read
-//! by range, and their CRC-32 is computed once per storage before its first tensor goes out;
-//! deflated members are inflated into an unlinked temporary file (CRC-32 checked, at most
-//! `--max-decompressed` bytes) when their first tensor is read, never by `list`.
+//! by range, and their CRC-32 is computed once per storage before its first tensor goes out
+//! (and handed on with the range, so that the `.npz` writer does not read the bytes again for
+//! it), or, for a tensor converted on its way out that is its whole storage, on the bytes as
+//! they stream (`MemberData::stream_checking`); deflated members are inflated into an unlinked
+//! temporary file (CRC-32 checked, at most `--max-decompressed` bytes) when their first tensor
+//! is read, never by `list`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -338,9 +341,16 @@ impl Source for TorchSource {
 
     fn read_dense(&mut self, index: usize, chunk: usize, sink: &mut ChunkSink) -> Result<()> {
         let (t, s, base) = self.tensor(index)?;
-        let range = s.range()?;
         let item = t.dtype.item_size;
         let numel = self.metas[index].num_elements()?;
+        // A contiguous tensor that is its whole storage: the storage's CRC-32 is checked on the
+        // bytes as they stream out (one read of them, not two); a corrupt byte can change only
+        // this tensor's values, and the failure discards the output.
+        let whole = numel > 0
+            && is_contiguous(t)
+            && base + t.offset * item == 0
+            && numel.checked_mul(item) == Some(s.len());
+        let range = if whole { None } else { Some(s.range()?) };
         if numel == 0 {
             return Ok(());
         }
@@ -357,6 +367,9 @@ impl Source for TorchSource {
             sink(&flipped)
         };
         let sink: &mut ChunkSink = &mut resolve;
+        let Some(range) = range else {
+            return s.stream_checking(item as usize, chunk, sink);
+        };
         if is_contiguous(t) {
             let r = range.slice(base + t.offset * item, numel * item)?;
             return r.stream(item as usize, chunk, sink);
