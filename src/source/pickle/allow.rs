@@ -347,7 +347,11 @@ pub(super) fn call(
         }
         Global::OrderedDict | Global::Counter => {
             let d = Value::Dict(Default::default());
-            if let Some(init) = args.first() {
+            // `Counter` pickles as `Counter(dict)`, `OrderedDict` as `OrderedDict(pairs)`.
+            if let Some(Value::Dict(m)) = args.first() {
+                let flat = m.borrow().iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+                set_items(&d, flat)?;
+            } else if let Some(init) = args.first() {
                 let mut flat = Vec::new();
                 for pair in init.items("the OrderedDict argument")? {
                     let kv = pair.items("an OrderedDict item")?;
