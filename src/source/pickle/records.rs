@@ -203,6 +203,9 @@ const DATA_CLASSES: &[(&str, &str)] = &[
     ("pathlib._local", "PurePosixPath"),
     ("pathlib._local", "PureWindowsPath"),
     ("types", "SimpleNamespace"),
+    // `torch.Generator` (a sampler's, in accelerate's `sampler.bin`): pickled as
+    // `torch._C.Generator(device)` with its seed and state as `BUILD`'s tuple
+    ("torch._C", "Generator"),
 ];
 
 /// The modules of `torch._C` that hold only tensor ops.

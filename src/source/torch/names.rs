@@ -9,7 +9,8 @@
 //!
 //! Bounded: the walk may visit at most [`VISITS_PER_NODE`] times as many values as there are
 //! distinct containers (memo-shared subtrees, `L(k+1) = [L(k), L(k)]`, would otherwise expand
-//! exponentially), nest [`MAX_DEPTH`] deep, and make [`MAX_NAME_BYTES`] of names.
+//! exponentially), nest [`MAX_DEPTH`] deep, and make [`MAX_NAME_BYTES`] of names. A container
+//! met again inside itself (a cycle: an OmegaConf node's `_parent`) is passed over there.
 
 use std::collections::{HashMap, HashSet};
 
@@ -42,6 +43,9 @@ pub(super) struct Walk<'a> {
     pub(super) visited: u64,
     pub(super) distinct: HashSet<usize>,
     pub(super) name_bytes: u64,
+    /// The containers and records being visited, outermost first: one met again inside itself
+    /// is a back-reference (an OmegaConf node's `_parent`), which names nothing new.
+    pub(super) path: HashSet<usize>,
 }
 
 pub(super) fn join(prefix: &str, key: &str) -> String {
@@ -135,6 +139,17 @@ fn holds_tensor(v: &Value, depth: usize, budget: &mut u64) -> bool {
     }
 }
 
+/// The identity of a container or record (the memo shares them), `None` for other values.
+fn container_ptr(v: &Value) -> Option<usize> {
+    match v {
+        Value::List(l) => Some(l.as_ptr() as usize),
+        Value::Dict(d) => Some(d.as_ptr() as usize),
+        Value::Tuple(t) => Some(t.as_ptr() as usize),
+        Value::Record(r) => Some(std::rc::Rc::as_ptr(r) as usize),
+        _ => None,
+    }
+}
+
 fn is_tensor(v: &Value) -> bool {
     match v {
         Value::Tensor(_) | Value::Unsupported(_) => true,
@@ -168,14 +183,7 @@ impl Walk<'_> {
     /// Counts a visit; refuses walks that nest too deeply or revisit shared subtrees too often.
     fn enter(&mut self, v: &Value, depth: usize) -> Result<()> {
         self.visited += 1;
-        let ptr = match v {
-            Value::List(l) => Some(l.as_ptr() as usize),
-            Value::Dict(d) => Some(d.as_ptr() as usize),
-            Value::Tuple(t) => Some(t.as_ptr() as usize),
-            Value::Record(r) => Some(std::rc::Rc::as_ptr(r) as usize),
-            _ => None,
-        };
-        if let Some(p) = ptr {
+        if let Some(p) = container_ptr(v) {
             self.distinct.insert(p);
         }
         if depth > MAX_DEPTH {
@@ -192,6 +200,20 @@ impl Walk<'_> {
     }
 
     pub fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
+        let ptr = container_ptr(v);
+        if let Some(p) = ptr {
+            if !self.path.insert(p) {
+                return Ok(());
+            }
+        }
+        let r = self.visit_value(prefix, v, depth);
+        if let Some(p) = ptr {
+            self.path.remove(&p);
+        }
+        r
+    }
+
+    fn visit_value(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
         self.enter(v, depth)?;
         match v {
             Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v)?,
