@@ -71,12 +71,28 @@ fn key_text(k: &Value) -> Result<String> {
         Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
         Value::None => "None".to_string(),
-        Value::Float(f) => f.to_string(),
+        Value::Float(f) => py_float(*f),
         v => bail!(
             "a dict key is a {}, which cannot name a tensor",
             v.type_name()
         ),
     })
+}
+
+/// A float as Python's `str` writes it (`2.0`, `1e-05`, `1e+16`, `nan`): Rust's `{:?}` gives the
+/// same shortest digits and switches to an exponent at the same points, written `e-5`, `e16`.
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    let s = format!("{f:?}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
 }
 
 /// The entries of a dict in Python's order: a key set twice keeps its first place and its last
@@ -355,5 +371,27 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn float_keys_are_written_as_python_writes_them() {
+        for (f, py) in [
+            (2.0, "2.0"),
+            (1.5, "1.5"),
+            (-0.0, "-0.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-300, "1.5e-300"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+        ] {
+            assert_eq!(super::py_float(f), py);
+        }
     }
 }
