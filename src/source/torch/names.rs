@@ -281,6 +281,9 @@ impl Walk<'_> {
                 }
             }
         }
+        if self.optimizer(&prefix, r, depth)? {
+            return Ok(());
+        }
         let attrs = r.attributes();
         let (items, entries) = (r.items.borrow().clone(), r.entries.borrow().clone());
         if attrs.is_empty() && items.is_empty() && entries.is_empty() {
@@ -296,6 +299,67 @@ impl Walk<'_> {
             self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
         }
         Ok(())
+    }
+
+    /// A whole optimizer (`torch.save(optimizer)`: `defaults`, `state` keyed by the parameters,
+    /// `param_groups`), named as its `state_dict()` names it: each parameter's state under the
+    /// parameter's position in `param_groups` (`state/0/exp_avg`), then each group's entries but
+    /// `params`. False, having named nothing, for a record of another shape.
+    fn optimizer(&mut self, prefix: &str, r: &Record, depth: usize) -> Result<bool> {
+        let (Some(groups), Some(state), Some(_)) = (
+            r.attribute("param_groups"),
+            r.attribute("state"),
+            r.attribute("defaults"),
+        ) else {
+            return Ok(false);
+        };
+        let Value::List(groups) = &groups else {
+            return Ok(false);
+        };
+        let entries = match &state {
+            Value::Dict(d) => d.borrow().clone(),
+            Value::Record(d) => d.entries.borrow().clone(),
+            _ => return Ok(false),
+        };
+        let groups = groups.borrow().clone();
+        let mut index: HashMap<usize, usize> = HashMap::new();
+        let mut at = 0;
+        let mut rest = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let Value::Dict(g) = g else { return Ok(false) };
+            let mut other = Vec::new();
+            for (k, v) in ordered(&g.borrow())? {
+                match (k.as_str(), &v) {
+                    ("params", Value::List(ps)) => {
+                        for p in ps.borrow().iter() {
+                            let Value::Tensor(t) = p else { return Ok(false) };
+                            index.entry(std::sync::Arc::as_ptr(t) as usize).or_insert(at);
+                            at += 1;
+                        }
+                    }
+                    ("params", _) => return Ok(false),
+                    _ => other.push((k, v)),
+                }
+            }
+            rest.push(other);
+        }
+        let mut packed = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let Value::Tensor(t) = &k else { return Ok(false) };
+            let Some(i) = index.get(&(std::sync::Arc::as_ptr(t) as usize)) else {
+                return Ok(false);
+            };
+            packed.push((*i, v));
+        }
+        for (i, v) in packed {
+            self.visit(join(prefix, &format!("state/{i}")), &v, depth + 2)?;
+        }
+        for (g, other) in rest.into_iter().enumerate() {
+            for (k, v) in other {
+                self.visit(join(prefix, &format!("param_groups/{g}/{k}")), &v, depth + 3)?;
+            }
+        }
+        Ok(true)
     }
 
     /// An `nn.Module`: `state_dict()` order and names (`module._save_to_state_dict`, then the
