@@ -59,8 +59,16 @@ fn a_trainer_checkpoint_folder_gives_the_model_and_names_the_training_files_left
         assert!(err.contains(f), "the note names {f}: {err}");
     }
     let got = read_npz(&dir.path().join("m.npz"));
-    assert!(got.contains_key("transformer.wte.weight"), "{:?}", got.keys());
-    assert!(!got.keys().any(|k| k.contains("exp_avg")), "{:?}", got.keys());
+    assert!(
+        got.contains_key("transformer.wte.weight"),
+        "{:?}",
+        got.keys()
+    );
+    assert!(
+        !got.keys().any(|k| k.contains("exp_avg")),
+        "{:?}",
+        got.keys()
+    );
 }
 
 #[test]

@@ -349,7 +349,11 @@ pub(super) fn call(
             let d = Value::Dict(Default::default());
             // `Counter` pickles as `Counter(dict)`, `OrderedDict` as `OrderedDict(pairs)`.
             if let Some(Value::Dict(m)) = args.first() {
-                let flat = m.borrow().iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+                let flat = m
+                    .borrow()
+                    .iter()
+                    .flat_map(|(k, v)| [k.clone(), v.clone()])
+                    .collect();
                 set_items(&d, flat)?;
             } else if let Some(init) = args.first() {
                 let mut flat = Vec::new();

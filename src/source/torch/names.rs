@@ -332,8 +332,12 @@ impl Walk<'_> {
                 match (k.as_str(), &v) {
                     ("params", Value::List(ps)) => {
                         for p in ps.borrow().iter() {
-                            let Value::Tensor(t) = p else { return Ok(false) };
-                            index.entry(std::sync::Arc::as_ptr(t) as usize).or_insert(at);
+                            let Value::Tensor(t) = p else {
+                                return Ok(false);
+                            };
+                            index
+                                .entry(std::sync::Arc::as_ptr(t) as usize)
+                                .or_insert(at);
                             at += 1;
                         }
                     }
@@ -345,7 +349,9 @@ impl Walk<'_> {
         }
         let mut packed = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let Value::Tensor(t) = &k else { return Ok(false) };
+            let Value::Tensor(t) = &k else {
+                return Ok(false);
+            };
             let Some(i) = index.get(&(std::sync::Arc::as_ptr(t) as usize)) else {
                 return Ok(false);
             };
@@ -356,7 +362,11 @@ impl Walk<'_> {
         }
         for (g, other) in rest.into_iter().enumerate() {
             for (k, v) in other {
-                self.visit(join(prefix, &format!("param_groups/{g}/{k}")), &v, depth + 3)?;
+                self.visit(
+                    join(prefix, &format!("param_groups/{g}/{k}")),
+                    &v,
+                    depth + 3,
+                )?;
             }
         }
         Ok(true)
