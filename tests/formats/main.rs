@@ -19,3 +19,4 @@ mod pickle;
 mod registry;
 mod tflite_events;
 mod torch;
+mod train;

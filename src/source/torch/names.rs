@@ -10,7 +10,8 @@
 //!
 //! Bounded: the walk may visit at most [`VISITS_PER_NODE`] times as many values as there are
 //! distinct containers (memo-shared subtrees, `L(k+1) = [L(k), L(k)]`, would otherwise expand
-//! exponentially), nest [`MAX_DEPTH`] deep, and make [`MAX_NAME_BYTES`] of names.
+//! exponentially), nest [`MAX_DEPTH`] deep, and make [`MAX_NAME_BYTES`] of names. A container
+//! met again inside itself (a cycle: an OmegaConf node's `_parent`) is passed over there.
 
 use std::collections::{HashMap, HashSet};
 
@@ -43,6 +44,9 @@ pub(super) struct Walk<'a> {
     pub(super) visited: u64,
     pub(super) distinct: HashSet<usize>,
     pub(super) name_bytes: u64,
+    /// The containers and records being visited, outermost first: one met again inside itself
+    /// is a back-reference (an OmegaConf node's `_parent`), which names nothing new.
+    pub(super) path: HashSet<usize>,
 }
 
 pub(super) fn join(prefix: &str, key: &str) -> String {
@@ -68,12 +72,28 @@ fn key_text(k: &Value) -> Result<String> {
         Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
         Value::None => "None".to_string(),
-        Value::Float(f) => f.to_string(),
+        Value::Float(f) => py_float(*f),
         v => bail!(
             "a dict key is a {}, which cannot name a tensor",
             v.type_name()
         ),
     })
+}
+
+/// A float as Python's `str` writes it (`2.0`, `1e-05`, `1e+16`, `nan`): Rust's `{:?}` gives the
+/// same shortest digits and switches to an exponent at the same points, written `e-5`, `e16`.
+fn py_float(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    let s = format!("{f:?}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
 }
 
 /// The entries of a dict in Python's order: a key set twice keeps its first place and its last
@@ -168,6 +188,17 @@ fn holds_tensor(v: &Value, depth: usize, budget: &mut u64) -> bool {
     }
 }
 
+/// The identity of a container or record (the memo shares them), `None` for other values.
+fn container_ptr(v: &Value) -> Option<usize> {
+    match v {
+        Value::List(l) => Some(l.as_ptr() as usize),
+        Value::Dict(d) => Some(d.as_ptr() as usize),
+        Value::Tuple(t) => Some(t.as_ptr() as usize),
+        Value::Record(r) => Some(std::rc::Rc::as_ptr(r) as usize),
+        _ => None,
+    }
+}
+
 fn is_tensor(v: &Value) -> bool {
     match v {
         Value::Tensor(_) | Value::Unsupported(_) => true,
@@ -201,14 +232,7 @@ impl Walk<'_> {
     /// Counts a visit; refuses walks that nest too deeply or revisit shared subtrees too often.
     fn enter(&mut self, v: &Value, depth: usize) -> Result<()> {
         self.visited += 1;
-        let ptr = match v {
-            Value::List(l) => Some(l.as_ptr() as usize),
-            Value::Dict(d) => Some(d.as_ptr() as usize),
-            Value::Tuple(t) => Some(t.as_ptr() as usize),
-            Value::Record(r) => Some(std::rc::Rc::as_ptr(r) as usize),
-            _ => None,
-        };
-        if let Some(p) = ptr {
+        if let Some(p) = container_ptr(v) {
             self.distinct.insert(p);
         }
         if depth > MAX_DEPTH {
@@ -225,6 +249,20 @@ impl Walk<'_> {
     }
 
     pub fn visit(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
+        let ptr = container_ptr(v);
+        if let Some(p) = ptr {
+            if !self.path.insert(p) {
+                return Ok(());
+            }
+        }
+        let r = self.visit_value(prefix, v, depth);
+        if let Some(p) = ptr {
+            self.path.remove(&p);
+        }
+        r
+    }
+
+    fn visit_value(&mut self, prefix: String, v: &Value, depth: usize) -> Result<()> {
         self.enter(v, depth)?;
         match v {
             Value::Tensor(_) | Value::Unsupported(_) => self.leaf(prefix, v)?,
@@ -279,6 +317,9 @@ impl Walk<'_> {
                 }
             }
         }
+        if self.optimizer(&prefix, r, depth)? {
+            return Ok(());
+        }
         let attrs = r.attributes();
         let (items, entries) = (r.items.borrow().clone(), r.entries.borrow().clone());
         if attrs.is_empty() && items.is_empty() && entries.is_empty() {
@@ -294,6 +335,77 @@ impl Walk<'_> {
             self.visit(join(&prefix, &i.to_string()), v, depth + 1)?;
         }
         Ok(())
+    }
+
+    /// A whole optimizer (`torch.save(optimizer)`: `defaults`, `state` keyed by the parameters,
+    /// `param_groups`), named as its `state_dict()` names it: each parameter's state under the
+    /// parameter's position in `param_groups` (`state/0/exp_avg`), then each group's entries but
+    /// `params`. False, having named nothing, for a record of another shape.
+    fn optimizer(&mut self, prefix: &str, r: &Record, depth: usize) -> Result<bool> {
+        let (Some(groups), Some(state), Some(_)) = (
+            r.attribute("param_groups"),
+            r.attribute("state"),
+            r.attribute("defaults"),
+        ) else {
+            return Ok(false);
+        };
+        let Value::List(groups) = &groups else {
+            return Ok(false);
+        };
+        let entries = match &state {
+            Value::Dict(d) => d.borrow().clone(),
+            Value::Record(d) => d.entries.borrow().clone(),
+            _ => return Ok(false),
+        };
+        let groups = groups.borrow().clone();
+        let mut index: HashMap<usize, usize> = HashMap::new();
+        let mut at = 0;
+        let mut rest = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let Value::Dict(g) = g else { return Ok(false) };
+            let mut other = Vec::new();
+            for (k, v) in ordered(&g.borrow())? {
+                match (k.as_str(), &v) {
+                    ("params", Value::List(ps)) => {
+                        for p in ps.borrow().iter() {
+                            let Value::Tensor(t) = p else {
+                                return Ok(false);
+                            };
+                            index
+                                .entry(std::sync::Arc::as_ptr(t) as usize)
+                                .or_insert(at);
+                            at += 1;
+                        }
+                    }
+                    ("params", _) => return Ok(false),
+                    _ => other.push((k, v)),
+                }
+            }
+            rest.push(other);
+        }
+        let mut packed = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let Value::Tensor(t) = &k else {
+                return Ok(false);
+            };
+            let Some(i) = index.get(&(std::sync::Arc::as_ptr(t) as usize)) else {
+                return Ok(false);
+            };
+            packed.push((*i, v));
+        }
+        for (i, v) in packed {
+            self.visit(join(prefix, &format!("state/{i}")), &v, depth + 2)?;
+        }
+        for (g, other) in rest.into_iter().enumerate() {
+            for (k, v) in other {
+                self.visit(
+                    join(prefix, &format!("param_groups/{g}/{k}")),
+                    &v,
+                    depth + 3,
+                )?;
+            }
+        }
+        Ok(true)
     }
 
     /// An `nn.Module`: `state_dict()` order and names (`module._save_to_state_dict`, then the
@@ -404,5 +516,27 @@ impl Walk<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn float_keys_are_written_as_python_writes_them() {
+        for (f, py) in [
+            (2.0, "2.0"),
+            (1.5, "1.5"),
+            (-0.0, "-0.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1.5e-300, "1.5e-300"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+        ] {
+            assert_eq!(super::py_float(f), py);
+        }
     }
 }
