@@ -11,7 +11,13 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
         return;
     }
-    let all = [Codec::Zstd, Codec::Gzip, Codec::Zlib, Codec::Blosc, Codec::Crc32c];
+    let all = [
+        Codec::Zstd,
+        Codec::Gzip,
+        Codec::Zlib,
+        Codec::Blosc,
+        Codec::Crc32c,
+    ];
     // two codecs at most: bits 0-2 the first, bits 3-5 the second (5 and up: none)
     let codecs: Vec<Codec> = [data[0] & 7, (data[0] >> 3) & 7]
         .iter()

@@ -88,6 +88,8 @@ fn a_zarr_shape_whose_bytes_pass_64_bits_is_refused() {
     let dir = tempdir();
     let z = dir.path().join("big.zarr");
     copy_tree(&root().join("fixtures/zarr/v2_raw.zarr"), &z);
-    edited(&z, ".zarray", |t| t.replacen("    7,", "    2305843009213693952,", 1));
+    edited(&z, ".zarray", |t| {
+        t.replacen("    7,", "    2305843009213693952,", 1)
+    });
     refused_everywhere(&z, &[".zarray", "64 bits"]);
 }
