@@ -93,3 +93,77 @@ fn a_zarr_shape_whose_bytes_pass_64_bits_is_refused() {
     });
     refused_everywhere(&z, &[".zarray", "64 bits"]);
 }
+
+/// A copy of the zarr group fixture whose `dtypes/uint8` and `dtypes/int8` arrays (one byte an
+/// element) each claim 2^63 elements: each fits in 64 bits, their bytes together do not.
+fn zarr_group_of_two_2_63_byte_arrays(dir: &Path, name: &str) -> std::path::PathBuf {
+    let z = dir.join(name);
+    copy_tree(&root().join("fixtures/zarr/group_v2.zarr"), &z);
+    for a in ["dtypes/uint8/.zarray", "dtypes/int8/.zarray"] {
+        edited(&z, a, |t| {
+            let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+            v["shape"] = serde_json::json!([1u64 << 63]);
+            v.to_string()
+        });
+    }
+    z
+}
+
+/// Exit 1 naming each of `what`, no panic, nothing in `out_dir`.
+fn convert_refused(args: &[&OsStr], out_dir: &Path, what: &[&str]) {
+    let o = run_with_deadline(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for w in what {
+        assert!(err.contains(w), "{w:?} not in: {err}");
+    }
+    assert!(files_in(out_dir).is_empty(), "left behind");
+}
+
+#[test]
+fn tensors_whose_bytes_add_up_past_64_bits_are_refused_before_anything_is_written() {
+    // One input: the sum over its tensors overflowed in `convert`'s survey (a panic in debug
+    // builds). `list` reads metadata only and shows them.
+    let dir = tempdir();
+    let z = zarr_group_of_two_2_63_byte_arrays(dir.path(), "big.zarr");
+    let out_dir = tempdir();
+    let out = out_dir.path().join("o.npz");
+    let args = [
+        OsStr::new("convert"),
+        z.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ];
+    convert_refused(&args, out_dir.path(), &["big.zarr", "2^64 bytes"]);
+    let o = run_with_deadline(&[OsStr::new("list"), z.as_os_str()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Two inputs of one 2^63-byte array each: the total over the inputs overflowed too (before
+    // the output is created; here its folder is a file, so nothing is written either way).
+    let (a, b) = (dir.path().join("a.zarr"), dir.path().join("b.zarr"));
+    for (p, drop) in [(&a, "dtypes/int8"), (&b, "dtypes/uint8")] {
+        copy_tree(&z, p);
+        fs::remove_dir_all(p.join(drop)).unwrap();
+    }
+    let not_dir = out_dir.path().join("file");
+    fs::write(&not_dir, b"").unwrap();
+    let out = not_dir.join("o.npz");
+    let args = [
+        OsStr::new("convert"),
+        a.as_os_str(),
+        b.as_os_str(),
+        OsStr::new("-o"),
+        out.as_os_str(),
+    ];
+    let o = run_with_deadline(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(files_in(out_dir.path()), vec![not_dir]);
+}
