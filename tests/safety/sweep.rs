@@ -167,3 +167,24 @@ fn tensors_whose_bytes_add_up_past_64_bits_are_refused_before_anything_is_writte
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(files_in(out_dir.path()), vec![not_dir]);
 }
+
+#[test]
+fn an_hdf5_dimension_past_its_maximum_is_refused() {
+    // One flipped byte in the dataspace of filters.h5's `lzf` dataset (20 x 15, chunked, most
+    // chunks then unallocated) made it 2.5e16 x 15 rows of fill value: `convert` and `verify`
+    // ran for hours. h5py refuses it ("greater than maxdim size").
+    let mut bytes = fs::read(root().join("fixtures/hdf5/filters.h5")).unwrap();
+    let mut dataspace = vec![1u8, 2, 1, 0, 0, 0, 0, 0]; // version 1, rank 2, max dims present
+    for d in [20u64, 15, 20, 15] {
+        dataspace.extend(d.to_le_bytes());
+    }
+    let at = bytes
+        .windows(dataspace.len())
+        .position(|w| w == dataspace)
+        .expect("the lzf dataset's dataspace");
+    bytes[at + 14] ^= 0x5a;
+    let dir = tempdir();
+    let bad = dir.path().join("filters.h5");
+    fs::write(&bad, &bytes).unwrap();
+    refused_everywhere(&bad, &["'lzf'", "past its maximum 20"]);
+}
