@@ -62,7 +62,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     if sources.is_empty() {
         return outcomes.finish();
     }
-    let total: u64 = survey.bytes.iter().sum();
+    let total = survey.bytes.iter().fold(0u64, |a, &b| a.saturating_add(b));
     let all_inputs = || super::all_inputs(&sources);
     let count: usize = survey.selected.iter().sum();
     let patterns = !settings.select.is_empty() || !settings.exclude.is_empty();

@@ -101,7 +101,10 @@ pub(super) fn decide(
             Target::StdoutNpy | Target::StdoutNpz => None,
         };
         let tensors: u64 = job.inputs.iter().map(|&s| survey.selected[s] as u64).sum();
-        let bytes: u64 = job.inputs.iter().map(|&s| survey.bytes[s]).sum();
+        let bytes = job
+            .inputs
+            .iter()
+            .fold(0u64, |a, &s| a.saturating_add(survey.bytes[s]));
         let files: Vec<PathBuf> = job.inputs.iter().flat_map(|&s| oracle.files(s)).collect();
         let identity = if settings.update || manifest {
             oracle.identity(&files)

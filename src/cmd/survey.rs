@@ -43,7 +43,10 @@ pub fn survey(
                         &format!("its .npy ({data} bytes of data, a {header}-byte header)"),
                     )
                     .with_context(context)?;
-                bytes += data;
+                bytes = bytes
+                    .checked_add(data)
+                    .ok_or_else(|| anyhow!("the tensors add up to more than 2^64 bytes"))
+                    .with_context(context)?;
             }
             None if settings.skip_unsupported => {
                 skipped += 1;

@@ -12,3 +12,4 @@ mod hardening;
 mod hostile;
 mod manners;
 mod memory;
+mod sweep;

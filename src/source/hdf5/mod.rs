@@ -417,6 +417,21 @@ fn describe(
             .and_then(|a| a.read_string().ok())
             .is_some_and(|s| s == "bfloat16");
     let shape = ds.shape().to_vec();
+    // A dimension past its maximum (H5S_UNLIMITED aside: all ones in the file's 2, 4 or 8-byte
+    // lengths) is no dataspace HDF5 writes or opens.
+    const UNLIMITED: [u64; 3] = [u16::MAX as u64, u32::MAX as u64, u64::MAX];
+    if let Some(max) = ds.max_dims() {
+        if let Some((d, m)) = shape
+            .iter()
+            .zip(max)
+            .find(|(d, m)| d > m && !UNLIMITED.contains(*m))
+        {
+            return Err(anyhow!(
+                "a dimension of {d} is past its maximum {m} (a damaged dataspace)"
+            ))
+            .with_context(context);
+        }
+    }
     // A null dataspace (h5py.Empty) has no elements and no array form.
     let null = shape.is_empty() && ds.num_elements().is_ok_and(|n| n == 0);
     let elem = if null {

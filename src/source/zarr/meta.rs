@@ -313,7 +313,9 @@ fn finish(mut m: ArrayMeta) -> Result<ArrayMeta> {
     if m.chunks.contains(&0) {
         bail!("chunk shape {:?} has a zero extent", m.chunks);
     }
-    checked_elements(&m.shape)?;
+    checked_elements(&m.shape)?
+        .checked_mul(m.item as u64)
+        .ok_or_else(|| anyhow!("shape {:?} has more bytes than fit in 64 bits", m.shape))?;
     let n = checked_elements(&m.chunks)?;
     n.checked_mul(m.item as u64)
         .filter(|b| *b < 1 << 40)
