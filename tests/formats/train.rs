@@ -85,3 +85,41 @@ fn a_pickled_training_arguments_object_is_read_without_running_it_and_holds_no_t
     );
     assert!(read_npz(&dir.path().join("a.npz")).is_empty());
 }
+
+/// `torch.load(rng_state.pth, weights_only=True)` refuses the NumPy RNG state inside
+/// (`numpy._core.multiarray._reconstruct` is off its allow-list), so `--weights-only` does too;
+/// a plain pickle of NumPy arrays still reads with it, since it needs those globals.
+#[test]
+fn weights_only_refuses_numpy_values_in_a_torch_file_but_not_in_a_numpy_pickle() {
+    let f = root().join("fixtures/train/hf_trainer/checkpoint-2/rng_state.pth");
+    let dir = tempdir();
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&f)
+        .arg("-o")
+        .arg(dir.path().join("r.npz"))
+        .arg("--weights-only")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rng_state.pth")
+            && err.contains("numpy")
+            && err.contains("weights_only=True) does not allow"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    let p = root().join("fixtures/pickle/arrays_p4.pkl");
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&p)
+        .arg("-o")
+        .arg(dir.path().join("p.npz"))
+        .arg("--weights-only")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!read_npz(&dir.path().join("p.npz")).is_empty());
+}

@@ -77,6 +77,7 @@ pub struct Checkpoint {
 pub fn parse(input: &mut dyn BufRead) -> Result<Checkpoint> {
     let opts = pickle::Options {
         strict: false,
+        strict_numpy: false,
         budget: BUDGET,
     };
     let loaded =

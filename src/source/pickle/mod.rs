@@ -63,6 +63,10 @@ pub struct Options {
     /// Refuse every global off torch's weights-only allow-list (`--weights-only`), instead of
     /// reading classes as records.
     pub strict: bool,
+    /// With `strict`, refuse NumPy's globals too: a PyTorch archive, where
+    /// `torch.load(weights_only=True)` refuses them (`numpy._core.multiarray._reconstruct`, ...);
+    /// a plain pickle of NumPy arrays (`plain.rs`) needs them and leaves this off.
+    pub strict_numpy: bool,
     /// The most bytes of values, memo entries and strings held at once (an estimate: 48 bytes
     /// per value, 64 per memo entry, plus string lengths).
     pub budget: u64,
@@ -72,6 +76,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             strict: false,
+            strict_numpy: false,
             budget: DEFAULT_BUDGET,
         }
     }
@@ -345,6 +350,11 @@ impl Unpickler<'_> {
         };
         let g = if !self.opts.strict && inert() {
             Global::Class(format!("{module}.{name}").into())
+        } else if self.opts.strict && self.opts.strict_numpy && numpy::resolve(module, name).is_some()
+        {
+            bail!(
+                "the pickle calls the global {module}.{name} (a NumPy value in a PyTorch file), which torch.load(weights_only=True) does not allow; nothing was executed"
+            )
         } else {
             resolve_global(module, name, self.opts.strict)?
         };

@@ -140,6 +140,7 @@ fn placeholder(key: String) -> Value {
 fn parse(b: &Nested) -> Result<(StorageRef, u64, u64)> {
     let opts = Options {
         strict: true,
+        strict_numpy: true,
         budget: NESTED_BUDGET,
     };
     let mut r = b.reader();

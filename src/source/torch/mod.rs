@@ -132,6 +132,7 @@ impl From<&OpenOptions> for TorchOptions {
         TorchOptions {
             pickle: pickle::Options {
                 strict: o.torch.weights_only,
+                strict_numpy: o.torch.weights_only,
                 ..Default::default()
             },
             max_bytes: if o.max_decompressed == 0 {

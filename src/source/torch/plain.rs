@@ -33,12 +33,15 @@ fn sniff(input: &Input) -> Sniff {
 }
 
 fn open(input: &Input, opts: &OpenOptions) -> Result<Box<dyn Source>> {
+    // A pickle of NumPy arrays needs NumPy's globals, `--weights-only` or not.
+    let mut torch_opts = TorchOptions::from(opts);
+    torch_opts.pickle.strict_numpy = false;
     let src = open_pickle(
         &input.display,
         input.files.clone(),
         input.data()?.clone(),
         &input.stem,
-        &TorchOptions::from(opts),
+        &torch_opts,
     )?;
     Ok(Box::new(src))
 }
