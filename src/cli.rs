@@ -383,8 +383,9 @@ pub struct InputArgs {
     #[arg(long, help_heading = heading::TENSORFLOW)]
     pub no_verify: bool,
 
-    /// Orbax CheckpointManager root: read this step instead of the latest; DeepSpeed checkpoint
-    /// folder: read tag global_stepN instead of the one `latest` names
+    /// Orbax CheckpointManager root or Flax `save_checkpoint` folder (`checkpoint_<N>` files):
+    /// read this step instead of the latest; DeepSpeed checkpoint folder: read tag global_stepN
+    /// instead of the one `latest` names
     #[arg(long, value_name = "N", help_heading = heading::STEP)]
     pub step: Option<u64>,
 
