@@ -103,6 +103,7 @@ impl Inputs {
             },
             torch: source::torch::PickleOptions {
                 weights_only: args.weights_only,
+                check_while_streaming: false,
             },
             gguf: source::gguf::GgufOptions {
                 quant: match args.quant {
@@ -186,7 +187,14 @@ impl Settings {
         }
         let fingerprint = crate::batch::fingerprint(&mut args);
         Selector::new(&args.input.select, &args.input.exclude)?;
-        let inputs = Inputs::convert(&args)?;
+        let mut inputs = Inputs::convert(&args)?;
+        // Outputs written under a temporary name are discarded on failure, so a PyTorch
+        // storage's CRC may be checked as its bytes go out; standard output and special files
+        // (a pipe, a device) get no byte before the check.
+        inputs.open.torch.check_while_streaming = !args
+            .output
+            .as_deref()
+            .is_some_and(|o| o.as_os_str() == "-" || crate::sink::is_special(o));
         if let (Some(p), Some(o)) = (&args.manifest, &args.output) {
             if p.as_os_str() == "-" && o.as_os_str() == "-" {
                 return Err(usage(

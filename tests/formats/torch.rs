@@ -385,4 +385,24 @@ fn a_large_storage_is_checked_once_and_a_flipped_byte_still_fails_the_command() 
             }
         }
     }
+    // To standard output (which no failure can take back) no byte of a tensor goes before its
+    // storage's CRC-32 matched: at most the `.npy` header.
+    for (member, name) in [("big/data/0", "w"), ("big/data/1", "b")] {
+        let mut bad = clean.clone();
+        bad[start(member) + 12345] ^= 0x10;
+        fs::write(&input, &bad).unwrap();
+        let o = std::process::Command::new(common::bin())
+            .args(["convert", "--select", name, "-o", "-"])
+            .arg(&input)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{member}: {err}");
+        assert!(err.contains("Bad CRC-32"), "{member}: {err}");
+        assert!(
+            o.stdout.len() <= 128,
+            "{member}: {} bytes went to standard output",
+            o.stdout.len()
+        );
+    }
 }

@@ -107,6 +107,11 @@ pub struct PickleOptions {
     /// `--weights-only`: only the globals `torch.load(weights_only=True)` allows; classes are
     /// refused instead of read as records.
     pub weights_only: bool,
+    /// Whether a storage's CRC-32 may be checked as its bytes stream out (one read of them, not
+    /// two) instead of before. Only for outputs that a failure discards (a file or folder written
+    /// under a temporary name, `convert` sets it); standard output, a pipe or a device gets a
+    /// tensor's bytes only after its storage's CRC matched.
+    pub check_while_streaming: bool,
 }
 
 /// How the pickled formats are read: [`PickleOptions`] and the shared limits, resolved.
@@ -116,6 +121,8 @@ pub struct TorchOptions {
     /// The most bytes the tensors of one input may add up to, and the most a compressed
     /// pickle may inflate to (`--max-decompressed`).
     pub max_bytes: u64,
+    /// [`PickleOptions::check_while_streaming`].
+    pub check_while_streaming: bool,
 }
 
 impl Default for TorchOptions {
@@ -123,6 +130,7 @@ impl Default for TorchOptions {
         TorchOptions {
             pickle: pickle::Options::default(),
             max_bytes: 64 << 30,
+            check_while_streaming: false,
         }
     }
 }
@@ -140,6 +148,7 @@ impl From<&OpenOptions> for TorchOptions {
             } else {
                 o.max_decompressed
             },
+            check_while_streaming: o.torch.check_while_streaming,
         }
     }
 }
@@ -204,6 +213,8 @@ pub struct TorchSource {
     /// legacy view) begins.
     storage_of: Vec<Option<(Arc<StorageData>, u64)>>,
     notes: Vec<String>,
+    /// [`PickleOptions::check_while_streaming`].
+    check_while_streaming: bool,
 }
 
 /// What opening one torch input takes: its name for messages, the files it reads, its bytes,
@@ -260,13 +271,15 @@ impl TorchSource {
         if is_mobile_flatbuffer(&head[..n]) {
             bail!("a PyTorch Mobile flatbuffer module (_save_for_lite_interpreter(_use_flatbuffer=True) or save_jit_module_to_flatbuffer; file identifier PTMF) is not supported: save the module with torch.jit.save (or its state_dict with torch.save) instead")
         }
-        if sniff_legacy(&head[..n]) {
-            container::open_legacy(at)
+        let mut src = if sniff_legacy(&head[..n]) {
+            container::open_legacy(at)?
         } else if head.starts_with(b"PK") {
-            container::open_zip(at)
+            container::open_zip(at)?
         } else {
             bail!("not a PyTorch file: neither a zip archive nor a legacy torch.save pickle")
-        }
+        };
+        src.check_while_streaming = opts.check_while_streaming;
+        Ok(src)
     }
 }
 
@@ -344,12 +357,14 @@ impl Source for TorchSource {
         let (t, s, base) = self.tensor(index)?;
         let item = t.dtype.item_size;
         let numel = self.metas[index].num_elements()?;
-        // A contiguous tensor that is its whole storage: the storage's CRC-32 is checked on the
-        // bytes as they stream out (one read of them, not two); a corrupt byte can change only
-        // this tensor's values, and the failure discards the output.
-        let whole = numel > 0
+        // A contiguous tensor that is its whole storage, going to an output a failure discards:
+        // the storage's CRC-32 is checked on the bytes as they stream out (one read of them, not
+        // two); a corrupt byte can change only this tensor's values, and the failure discards
+        // the output.
+        let whole = self.check_while_streaming
+            && numel > 0
             && is_contiguous(t)
-            && base + t.offset * item == 0
+            && t.offset.checked_mul(item).and_then(|o| o.checked_add(base)) == Some(0)
             && numel.checked_mul(item) == Some(s.len());
         let range = if whole { None } else { Some(s.range()?) };
         if numel == 0 {

@@ -80,6 +80,7 @@ pub(super) fn build(
         entries: Vec::new(),
         storage_of: Vec::new(),
         notes: notes_first,
+        check_while_streaming: false,
     };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
