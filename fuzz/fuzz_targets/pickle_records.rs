@@ -14,10 +14,14 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     for strict in [false, true] {
-        let opts = pickle::Options { strict, budget: 8 << 20 };
+        let opts = pickle::Options { strict, strict_numpy: strict, budget: 8 << 20 };
         let _ = pickle::load_with(&mut &data[..], &opts);
     }
-    let opts = TorchOptions { pickle: pickle::Options { strict: false, budget: 8 << 20 }, max_bytes: 1 << 30 };
+    let opts = TorchOptions {
+        pickle: pickle::Options { strict: false, strict_numpy: false, budget: 8 << 20 },
+        max_bytes: 1 << 30,
+        check_while_streaming: true,
+    };
     let range = FileRange::from_vec(data.to_vec());
     if let Ok(mut src) = plain::open_pickle("fuzz", vec![], range.clone(), "fuzz", &opts) {
         common::drain(&mut src);

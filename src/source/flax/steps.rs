@@ -50,11 +50,50 @@ pub fn choose(dir: &Path, step: Option<u64>) -> Result<(PathBuf, String)> {
         bail!("{}: no {PREFIX}<step> file here", dir.display());
     };
     let s = step.unwrap_or(*latest);
-    let Some((_, file)) = found.iter().find(|(n, _)| *n == s) else {
+    let mut of_step = found.iter().filter(|(n, _)| *n == s);
+    let Some((_, file)) = of_step.next() else {
         bail!("{}: no step {s} (steps: {all})", dir.display());
     };
+    if let Some((_, other)) = of_step.next() {
+        bail!(
+            "{}: two files are step {s} ({} and {}); remove one or name the file to read",
+            dir.display(),
+            file.display(),
+            other.display()
+        );
+    }
     Ok((
         file.clone(),
         format!("Flax save_checkpoint folder, step {s} (steps: {all})"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_step_is_numeric_and_a_step_named_twice_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [
+            "checkpoint_3",
+            "checkpoint_10",
+            "checkpoint_7tmp",
+            "other_99",
+        ] {
+            std::fs::write(d.path().join(f), b"").unwrap();
+        }
+        let (file, said) = choose(d.path(), None).unwrap();
+        assert_eq!(file, d.path().join("checkpoint_10"));
+        assert!(said.contains("step 10 (steps: 3, 10)"), "{said}");
+        assert_eq!(
+            choose(d.path(), Some(3)).unwrap().0,
+            d.path().join("checkpoint_3")
+        );
+        let e = choose(d.path(), Some(4)).unwrap_err().to_string();
+        assert!(e.contains("no step 4"), "{e}");
+        std::fs::write(d.path().join("checkpoint_010"), b"").unwrap();
+        let e = choose(d.path(), None).unwrap_err().to_string();
+        assert!(e.contains("two files are step 10"), "{e}");
+    }
 }

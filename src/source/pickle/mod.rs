@@ -350,7 +350,9 @@ impl Unpickler<'_> {
         };
         let g = if !self.opts.strict && inert() {
             Global::Class(format!("{module}.{name}").into())
-        } else if self.opts.strict && self.opts.strict_numpy && numpy::resolve(module, name).is_some()
+        } else if self.opts.strict
+            && self.opts.strict_numpy
+            && numpy::resolve(module, name).is_some()
         {
             bail!(
                 "the pickle calls the global {module}.{name} (a NumPy value in a PyTorch file), which torch.load(weights_only=True) does not allow; nothing was executed"

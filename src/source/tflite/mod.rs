@@ -349,9 +349,12 @@ impl Source for TfliteSource {
         let data = self.stored(e.found)?;
         let mut read = || -> Result<()> {
             // The table was checked at open; it is read again, with the strings one by one.
-            let table = data.read_vec(0, usize::try_from((n + 2) * 4)?)?;
+            let head = n.checked_add(2).and_then(|c| c.checked_mul(4));
+            let table =
+                data.read_vec(0, usize::try_from(head.context("string count overflows")?)?)?;
             for (a, b) in model::string_table(&table, data.len(), n)? {
-                sink(&data.read_vec(a, usize::try_from(b - a)?)?)?;
+                let len = b.checked_sub(a).context("a string ends before it starts")?;
+                sink(&data.read_vec(a, usize::try_from(len)?)?)?;
             }
             Ok(())
         };

@@ -44,7 +44,7 @@ pub(super) struct Walk<'a> {
     pub(super) visited: u64,
     pub(super) distinct: HashSet<usize>,
     pub(super) name_bytes: u64,
-    /// The containers and records being visited, outermost first: one met again inside itself
+    /// The containers and records on the current path (from the root down): one met again inside itself
     /// is a back-reference (an OmegaConf node's `_parent`), which names nothing new.
     pub(super) path: HashSet<usize>,
 }
