@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Runs the binary with a deadline, so a hang fails the test instead of stalling it.
-fn run_with_deadline(args: &[&OsStr], deadline: Duration) -> Output {
+pub(crate) fn run_with_deadline(args: &[&OsStr], deadline: Duration) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())

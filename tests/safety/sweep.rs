@@ -9,31 +9,14 @@ use crate::common;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use common::*;
 
+/// [`hostile::run_with_deadline`] with 20 s.
 fn run_with_deadline(args: &[&OsStr]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("tensor2npy {args:?} ran past 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    super::hostile::run_with_deadline(args, Duration::from_secs(20))
 }
 
 /// `convert`, `list` and `verify` of `input` all exit 1 naming the input and each of `what`,
