@@ -321,6 +321,18 @@ impl Member {
     }
 }
 
+/// Compares a member's CRC-32 with the one its archive records, as Python's `zipfile` does
+/// ("Bad CRC-32"); a match is counted for `verify`.
+fn compare_crc(got: u32, want: u32) -> io::Result<()> {
+    if got != want {
+        return Err(io::Error::other(format!(
+            "Bad CRC-32: the data gives {got:08x}, the archive records {want:08x}"
+        )));
+    }
+    crate::checksum::verified(1);
+    Ok(())
+}
+
 /// A member's bytes with their length and CRC-32 checked as they stream past.
 struct Checked {
     inner: Box<dyn Read + Send>,
@@ -355,14 +367,7 @@ impl Read for Checked {
                 ));
             }
             if let Some(want) = self.crc.take() {
-                let got = self.hasher.clone().finalize();
-                if got != want {
-                    return Err(io::Error::other(format!(
-                        "Bad CRC-32: the data gives {got:08x}, the archive records {want:08x}"
-                    )));
-                }
-                // `verify` counts it.
-                crate::checksum::verified(1);
+                compare_crc(self.hasher.clone().finalize(), want)?;
             }
         }
         Ok(n)
@@ -479,14 +484,8 @@ impl MemberData {
         })?;
         let mut range = raw.clone();
         if let Some(want) = self.member.crc32 {
-            let got = hasher.finalize();
-            if got != want {
-                return Err(anyhow::Error::new(io::Error::other(format!(
-                    "Bad CRC-32: the data gives {got:08x}, the archive records {want:08x}"
-                ))))
-                .with_context(|| format!("ZIP member {} is corrupt", self.member.name));
-            }
-            crate::checksum::verified(1);
+            compare_crc(hasher.finalize(), want)
+                .with_context(|| format!("ZIP member {} is corrupt", self.member.name))?;
             range = range.with_crc(want);
         }
         *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(range);

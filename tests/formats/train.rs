@@ -91,16 +91,19 @@ fn a_pickled_training_arguments_object_is_read_without_running_it_and_holds_no_t
 /// a plain pickle of NumPy arrays still reads with it, since it needs those globals.
 #[test]
 fn weights_only_refuses_numpy_values_in_a_torch_file_but_not_in_a_numpy_pickle() {
-    let f = root().join("fixtures/train/hf_trainer/checkpoint-2/rng_state.pth");
     let dir = tempdir();
-    let o = Command::new(bin())
-        .arg("convert")
-        .arg(&f)
-        .arg("-o")
-        .arg(dir.path().join("r.npz"))
-        .arg("--weights-only")
-        .output()
-        .unwrap();
+    let weights_only = |input: &std::path::Path, out: &str| {
+        Command::new(bin())
+            .arg("convert")
+            .arg(input)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .arg("--weights-only")
+            .output()
+            .unwrap()
+    };
+    let f = root().join("fixtures/train/hf_trainer/checkpoint-2/rng_state.pth");
+    let o = weights_only(&f, "r.npz");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -110,15 +113,7 @@ fn weights_only_refuses_numpy_values_in_a_torch_file_but_not_in_a_numpy_pickle()
         "{err}"
     );
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
-    let p = root().join("fixtures/pickle/arrays_p4.pkl");
-    let o = Command::new(bin())
-        .arg("convert")
-        .arg(&p)
-        .arg("-o")
-        .arg(dir.path().join("p.npz"))
-        .arg("--weights-only")
-        .output()
-        .unwrap();
+    let o = weights_only(&root().join("fixtures/pickle/arrays_p4.pkl"), "p.npz");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(!read_npz(&dir.path().join("p.npz")).is_empty());

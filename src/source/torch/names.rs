@@ -434,15 +434,15 @@ impl Walk<'_> {
                 Value::Record(child) if records::is_module(child) => {
                     self.module(prefix, &dot(at, &name), child, depth + 1)?
                 }
-                Value::Record(child) if graph_module(child).is_some() => {
-                    let g = graph_module(child).expect("checked");
-                    self.module(prefix, &dot(at, &name), &g, depth + 1)?
-                }
                 Value::None => {}
                 // A child that is not a module record (an allowed container, or a module with
                 // its own `__getstate__`, as the quantized `Conv2d`): named as data.
                 other => {
                     if let Value::Record(child) = other {
+                        if let Some(g) = graph_module(child) {
+                            self.module(prefix, &dot(at, &name), &g, depth + 1)?;
+                            continue;
+                        }
                         self.packed(prefix, &dot(at, &name), child);
                     }
                     self.visit(join(prefix, &dot(at, &name)), other, depth + 1)?
